@@ -1,0 +1,24 @@
+"""aevb: Variational Autoencoders as in Auto-Encoding Variational Bayes (Kingma & Welling, 2014).
+
+Quick use::
+
+    from aevb import RunConfig, train, load_run
+    run = train(RunConfig(), "runs/digits")      # scikit-learn digits, no download
+    model = run.load_model()
+"""
+__version__ = "0.1.0"
+
+from .config import RunConfig, DataConfig, ModelConfig, ObjectiveConfig, OptimConfig, TrainConfig  # noqa: E402
+from .model import VAE, BoundTerms  # noqa: E402
+from .runs import Run, load_run  # noqa: E402
+
+
+def train(*args, **kwargs):
+    """Train a new run: ``train(cfg, out, overwrite=False, data=None, callbacks=())`` -> Run."""
+    from .train import train as _train
+
+    return _train(*args, **kwargs)
+
+
+__all__ = ["RunConfig", "DataConfig", "ModelConfig", "ObjectiveConfig", "OptimConfig", "TrainConfig",
+           "VAE", "BoundTerms", "Run", "load_run", "train", "__version__"]

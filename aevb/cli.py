@@ -1,0 +1,47 @@
+"""The `aevb` command. Each sub-command lives in ``aevb/commands/<name>.py`` and registers
+itself through a ``register(subparsers)`` function that sets ``func`` on its parser."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+from . import __version__
+
+COMMANDS = ["train", "evaluate", "sample", "reconstruct", "plot", "report", "reproduce"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="aevb",
+        description="Variational Autoencoders (Auto-Encoding Variational Bayes): train a run, then "
+                    "evaluate, sample, reconstruct, plot and report it. `aevb train` with no options "
+                    "trains on scikit-learn's digits (no download).",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"aevb {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f".commands.{name}", __package__)
+        except ModuleNotFoundError as e:
+            if e.name and e.name.endswith(f"commands.{name}"):
+                continue  # a command not present in this build
+            raise
+        module.register(sub)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from .commands.common import run_command
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return run_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the `aevb` command line, one module each."""

@@ -1,0 +1,46 @@
+"""`aevb reconstruct RUN`: data images over their reconstructions (decoder mean at z = E_q[z])."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import add_device_argument, add_parser, add_run_argument
+
+
+def register(sub) -> None:
+    p = add_parser(sub, "reconstruct", "write data images over their reconstructions",
+                   "Encode images of a split, decode the posterior mean, and write the originals "
+                   "(odd rows) over their reconstructions (even rows) as a PNG grid.")
+    add_run_argument(p)
+    p.add_argument("-n", type=int, default=8, help="number of images")
+    p.add_argument("--ncol", type=int, default=8, help="images per row")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--start", type=int, default=0, help="index of the first image")
+    p.add_argument("--out", metavar="FILE", help="PNG to write (default: RUN/images/reconstructions.png)")
+    add_device_argument(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..config import ConfigError
+    from ..images import save_grid
+    from ..runs import Run, resolve_device
+
+    run_ = Run(args.run)
+    data = run_.load_data()
+    split = data.split(args.split)
+    if not (0 <= args.start < len(split)) or args.n < 1:
+        raise ConfigError(f"choose -n >= 1 and --start in [0, {len(split) - 1}]")
+    device = resolve_device(args.device)
+    model = run_.load_model(device)
+    x = split.x[args.start:args.start + args.n].to(device)
+    rec = model.reconstruct(x)
+    rows = []
+    for i in range(0, len(x), args.ncol):  # originals over reconstructions, row pair by row pair
+        rows += [x[i:i + args.ncol], rec[i:i + args.ncol]]
+    out = Path(args.out) if args.out else run_.images_dir / "reconstructions.png"
+    save_grid(out, torch.cat(rows), data.image_shape, min(args.ncol, len(x)))
+    print(out)
+    return 0

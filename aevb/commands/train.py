@@ -1,0 +1,160 @@
+"""`aevb train`: train a VAE into a run folder, or continue one with --resume."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .common import add_parser
+
+# (flag, dotted config key, argparse keywords). Every option defaults to "not given", so a config
+# file and a preset are only overridden by what the user typed.
+OPTIONS = [
+    # data
+    ("--dataset", "data.dataset", dict(metavar="NAME", help="digits (embedded, default), mnist, fashion-mnist, "
+                                       "binarized-mnist, frey-face, omniglot, folder:PATH or array:PATH")),
+    ("--data-dir", "data.data_dir", dict(metavar="DIR", help="folder holding the data set's files "
+                                         "(default: $AEVB_DATA/<dataset> or ~/.cache/aevb/<dataset>)")),
+    ("--no-download", "data.download", dict(action="store_false", help="never download; fail if files are missing")),
+    ("--validation", "data.validation", dict(type=float, metavar="N", help="hold out N training points "
+                                             "(or a fraction if N < 1) as a validation split")),
+    ("--binarize", "data.binarize", dict(choices=["static", "dynamic"], help="static: one fixed Bernoulli draw "
+                                         "per image; dynamic: a fresh draw every time an image is used")),
+    ("--image-size", "data.image_size", dict(type=int, nargs=2, metavar=("H", "W"), help="resize folder images")),
+    ("--color", "data.color", dict(choices=["grey", "rgb"], help="folder images in grey or colour (default: auto)")),
+    ("--data-seed", "data.seed", dict(type=int, metavar="S", help="seed of held-out splits and static binarization")),
+    # model
+    ("--latent-dim", "model.latent_dim", dict(type=int, metavar="J", help="size of z")),
+    ("--hidden", "model.encoder_hidden", dict(type=int, nargs="+", metavar="H", help="encoder hidden sizes, "
+                                              "e.g. --hidden 200 200 (the decoder mirrors them)")),
+    ("--decoder-hidden", "model.decoder_hidden", dict(type=int, nargs="+", metavar="H", help="decoder hidden sizes")),
+    ("--activation", "model.activation", dict(metavar="NAME", help="relu, tanh, elu, softplus, sigmoid, "
+                                              "leaky-relu, gelu, silu")),
+    ("--likelihood", "model.likelihood", dict(choices=["bernoulli", "gaussian", "gaussian-fixed"],
+                                              help="p(x|z) (default: bernoulli for data in [0,1], else gaussian)")),
+    ("--sigma", "model.sigma", dict(type=float, help="standard deviation of gaussian-fixed (1: squared error)")),
+    ("--mean-activation", "model.mean_activation", dict(choices=["identity", "sigmoid"],
+                                                        help="squash the gaussian decoder's mean")),
+    ("--min-log-var", "model.min_log_var", dict(type=float, help="soft floor on the gaussian decoder's log-variance")),
+    ("--init-std", "model.init_std", dict(type=float, help="initialise weights from N(0, std^2)")),
+    # objective
+    ("--objective", "objective.objective", dict(choices=["elbo", "iwae"], help="training bound")),
+    ("--kl", "objective.kl", dict(choices=["analytic", "mc"], help="KL in closed form or by Monte Carlo")),
+    ("--samples", "objective.samples", dict(type=int, metavar="L", help="samples of z per datapoint (elbo)")),
+    ("--k", "objective.k", dict(type=int, help="importance samples (iwae objective)")),
+    ("--beta", "objective.beta", dict(type=float, help="KL weight in the training loss (the logged bound is unweighted)")),
+    ("--warmup-epochs", "objective.warmup_epochs", dict(type=float, help="ramp beta linearly from 0 over these epochs")),
+    # optimisation
+    ("--optimizer", "optim.optimizer", dict(choices=["adam", "adagrad", "sgd"])),
+    ("--lr", "optim.lr", dict(type=float, help="learning rate")),
+    ("--weight-decay", "optim.weight_decay", dict(type=float, help="L2 weight decay")),
+    ("--momentum", "optim.momentum", dict(type=float, help="SGD momentum")),
+    ("--schedule", "optim.schedule", dict(choices=["constant", "step", "exponential", "cosine"],
+                                          help="learning-rate schedule, stepped per epoch")),
+    ("--step-epochs", "optim.step_epochs", dict(type=int, help="step schedule period in epochs")),
+    ("--gamma", "optim.gamma", dict(type=float, help="step/exponential schedule factor")),
+    ("--grad-clip", "optim.grad_clip", dict(type=float, help="clip the gradient norm")),
+    # loop
+    ("--epochs", "train.epochs", dict(type=int, help="epochs (default: 100 on digits, 10 otherwise)")),
+    ("--batch-size", "train.batch_size", dict(type=int)),
+    ("--eval-batch-size", "train.eval_batch_size", dict(type=int)),
+    ("--seed", "train.seed", dict(type=int, help="seed of initialisation, shuffling and noise")),
+    ("--device", "train.device", dict(help="auto, cpu, cuda, cuda:N or mps")),
+    ("--threads", "train.threads", dict(type=int, help="CPU threads for PyTorch")),
+    ("--images-every", "train.images_every", dict(type=int, metavar="N", help="write image grids every N epochs (0: never)")),
+    ("--no-progress", "train.progress", dict(action="store_false", help="no progress bars or epoch lines")),
+    ("--no-tensorboard", "train.tensorboard", dict(action="store_false", help="do not write TensorBoard events")),
+]
+
+
+def register(sub) -> None:
+    p = add_parser(sub, "train", "train a VAE into a run folder",
+                   "Train a VAE and write a run folder (config, metrics, images, checkpoints, TensorBoard).\n"
+                   "Settings are applied in order: defaults < --preset < --config FILE < options.\n\n"
+                   "examples:\n"
+                   "  aevb train                                   # digits, no download, < 1 minute\n"
+                   "  aevb train --preset pytorch-example --dataset mnist --data-dir DIR\n"
+                   "  aevb train --dataset binarized-mnist --latent-dim 50 --objective iwae --k 5\n"
+                   "  aevb train --resume runs/mnist --epochs 20    # continue, exactly")
+    p.add_argument("--out", metavar="RUN", help="run folder to create (default: runs/<dataset>-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--resume", metavar="RUN", help="continue this run from its last checkpoint")
+    p.add_argument("--preset", help="named settings: " + ", ".join(_preset_names()))
+    p.add_argument("--config", metavar="FILE", help="YAML or JSON file with sections data, model, objective, optim, train")
+    for flag, key, kw in OPTIONS:
+        p.add_argument(flag, dest=key, default=argparse.SUPPRESS, **kw)
+    p.set_defaults(func=run)
+
+
+def _preset_names():
+    from ..presets import PRESETS
+
+    return sorted(PRESETS)
+
+
+def config_from_args(args: argparse.Namespace):
+    """(config, given): the config built from defaults, preset, file and options, and the dotted
+    names of the options the user typed."""
+    from ..config import RunConfig, load_config_file, merge
+    from ..presets import apply_preset
+
+    cfg = RunConfig()
+    if args.preset:
+        cfg = apply_preset(cfg, args.preset)
+    if args.config:
+        file_cfg = load_config_file(args.config)
+        if file_cfg.get("preset") and not args.preset:
+            cfg = apply_preset(cfg, file_cfg["preset"])
+        cfg = merge(cfg, {k: v for k, v in file_cfg.items() if k != "preset"}, source=str(args.config))
+    updates, given = {}, []
+    for _, key, _ in OPTIONS:
+        if hasattr(args, key):
+            sec, name = key.split(".")
+            value = getattr(args, key)
+            if name == "validation" and value >= 1:
+                value = int(value)
+            updates.setdefault(sec, {})[name] = value
+            given.append(key)
+    return merge(cfg, updates, source="command line"), given
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train import Trainer
+
+    cfg, given = config_from_args(args)
+    if args.resume:
+        if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+            print("aevb train: error: --resume continues a run in its own folder; drop --out", file=sys.stderr)
+            return 2
+        if args.preset or args.config:
+            print("aevb train: error: --resume uses the run's saved config; drop --preset/--config", file=sys.stderr)
+            return 2
+        trainer = Trainer.resume(args.resume, overrides=cfg, given=given, callbacks=default_callbacks())
+        print(f"resuming {trainer.run_dir} at epoch {trainer.epoch}/{trainer.cfg.train.epochs}", file=sys.stderr)
+    else:
+        out = args.out or _default_out(cfg.data.dataset)
+        trainer = Trainer.new(cfg, out, overwrite=args.overwrite, callbacks=default_callbacks())
+        print(f"training on {trainer.data.name} ({len(trainer.data.train)} train / {len(trainer.data.test)} test, "
+              f"{trainer.data.dim} values each) -> {trainer.run_dir}  [{trainer.device}]", file=sys.stderr)
+    trainer.fit()
+    last = trainer.history[-1] if trainer.history else None
+    if last:
+        print(f"done: test loss {-last['test_bound']:.2f} nats per datapoint (negative ELBO) after "
+              f"{trainer.epoch} epochs; run folder {trainer.run_dir}")
+    return 0
+
+
+def default_callbacks():
+    """Callbacks every CLI run gets (figures and the report at the end of training, when
+    those modules are present)."""
+    try:
+        from ..report import ReportCallback
+    except ImportError:
+        return []
+    return [ReportCallback()]
+
+
+def _default_out(dataset: str) -> str:
+    name = dataset.split(":", 1)[-1].rstrip("/").split("/")[-1] if ":" in dataset else dataset
+    return str(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -1,0 +1,146 @@
+"""The VAE: q(z|x), p(z) = N(0, I), p(x|z); the SGVB bound and the importance-weighted bound.
+
+Shapes: data x [B, D]; latents z [S, B, J] where S is the number of samples per datapoint;
+every log-probability is in nats, one value per datapoint ([B] or [S, B]).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from .distributions import (Likelihood, get_likelihood, kl_normal_standard, log_normal,
+                            log_standard_normal, reparameterize)
+from .networks import GaussianEncoder, MLPDecoder, init_normal_
+
+
+@dataclass
+class BoundTerms:
+    """Per-datapoint terms of a bound, each [B] in nats.
+
+    ``bound``: the estimate of the evidence lower bound (ELBO, or L_k for the IWAE objective);
+    ``log_px_given_z``: the reconstruction term E_q[log p(x|z)] (Monte Carlo average);
+    ``kl``: the KL(q(z|x) || p(z)) term (closed form or its Monte Carlo estimate);
+    ``kl_per_dim``: [B, J] closed-form KL per latent dimension (always computed; diagnostics).
+    """
+
+    bound: Tensor
+    log_px_given_z: Tensor
+    kl: Tensor
+    kl_per_dim: Tensor
+
+
+class VAE(nn.Module):
+    """A variational autoencoder with a Gaussian inference network.
+
+    ``encoder(x) -> (mu, log_var)`` each [B, J]; ``decoder(z) -> params`` [..., n_params * D];
+    ``likelihood`` turns decoder parameters into log p(x|z).
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: Likelihood,
+                 data_dim: int, latent_dim: int):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.likelihood = likelihood
+        self.data_dim = data_dim
+        self.latent_dim = latent_dim
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, cfg, data_dim: int) -> "VAE":
+        """Build from an ``aevb.config.ModelConfig`` for data with ``data_dim`` values."""
+        lik = get_likelihood(cfg.likelihood, sigma=cfg.sigma, mean_activation=cfg.mean_activation,
+                             min_log_var=cfg.min_log_var)
+        dec_hidden = cfg.decoder_hidden if cfg.decoder_hidden is not None else list(reversed(cfg.encoder_hidden))
+        enc = GaussianEncoder(data_dim, cfg.encoder_hidden, cfg.latent_dim, cfg.activation)
+        dec = MLPDecoder(cfg.latent_dim, dec_hidden, data_dim, lik.n_params, cfg.activation)
+        model = cls(enc, dec, lik, data_dim, cfg.latent_dim)
+        init_normal_(model, cfg.init_std)
+        return model
+
+    # ------------------------------------------------------------------ the pieces
+    def encode(self, x: Tensor):
+        """x [B, D] -> (mu, log_var), each [B, J]."""
+        return self.encoder(x)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """z [..., J] -> likelihood parameters [..., n_params * D]."""
+        return self.decoder(z)
+
+    def log_p_x_given_z(self, x: Tensor, z: Tensor) -> Tensor:
+        """x [B, D], z [S, B, J] -> [S, B]."""
+        return self.likelihood.log_prob(x, self.decode(z))
+
+    @staticmethod
+    def log_p_z(z: Tensor) -> Tensor:
+        """The prior N(0, I): z [..., J] -> [...]."""
+        return log_standard_normal(z)
+
+    @staticmethod
+    def log_q_z_given_x(z: Tensor, mu: Tensor, log_var: Tensor) -> Tensor:
+        """z [S, B, J], mu/log_var [B, J] -> [S, B]."""
+        return log_normal(z, mu, log_var)
+
+    # ------------------------------------------------------------------ bounds
+    def elbo(self, x: Tensor, n_samples: int = 1, kl: str = "analytic") -> BoundTerms:
+        """The SGVB estimate of the ELBO per datapoint with L = ``n_samples`` samples.
+
+        ``kl='analytic'``: estimator B of the paper, E_q[log p(x|z)] - KL in closed form.
+        ``kl='mc'``: estimator A, the average of log p(x,z) - log q(z|x) over the samples.
+        """
+        mu, log_var = self.encode(x)
+        z = reparameterize(mu, log_var, n_samples)
+        log_px_z = self.log_p_x_given_z(x, z).mean(0)
+        kl_per_dim = kl_normal_standard(mu, log_var)
+        if kl == "analytic":
+            kl_term = kl_per_dim.sum(-1)
+        elif kl == "mc":
+            kl_term = (self.log_q_z_given_x(z, mu, log_var) - self.log_p_z(z)).mean(0)
+        else:
+            raise ValueError(f"kl must be 'analytic' or 'mc', not {kl!r}")
+        return BoundTerms(log_px_z - kl_term, log_px_z, kl_term, kl_per_dim)
+
+    def log_importance_weights(self, x: Tensor, k: int, mu: Optional[Tensor] = None,
+                               log_var: Optional[Tensor] = None) -> Tensor:
+        """log w = log p(x, z) - log q(z|x) for k samples z ~ q(z|x): x [B, D] -> [k, B]."""
+        if mu is None:
+            mu, log_var = self.encode(x)
+        z = reparameterize(mu, log_var, k)
+        return self.log_p_x_given_z(x, z) + self.log_p_z(z) - self.log_q_z_given_x(z, mu, log_var)
+
+    def iw_bound(self, x: Tensor, k: int, chunk_size: Optional[int] = None) -> Tensor:
+        """The importance-weighted bound L_k = log (1/k) sum_i w_i per datapoint, [B] nats.
+
+        L_1 is the ELBO; L_k increases towards log p(x) as k grows. Samples are drawn in chunks
+        of ``chunk_size`` (all at once when None) and combined exactly by log-sum-exp, so memory
+        is bounded whatever k.
+        """
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        mu, log_var = self.encode(x)
+        chunk = k if chunk_size is None else max(1, min(int(chunk_size), k))
+        total = None
+        for start in range(0, k, chunk):
+            lw = self.log_importance_weights(x, min(chunk, k - start), mu, log_var)
+            part = torch.logsumexp(lw, dim=0)
+            total = part if total is None else torch.logaddexp(total, part)
+        return total - math.log(k)
+
+    # ------------------------------------------------------------------ pictures
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """The mean of p(x|z) at z = E_q[z] (the posterior mean): [B, D]."""
+        mu, _ = self.encode(x)
+        return self.likelihood.mean(self.decode(mu))
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: Optional[torch.Generator] = None, mean: bool = True) -> Tensor:
+        """n draws from the model: z ~ p(z), then the mean of p(x|z) (or a draw when mean=False)."""
+        p = next(self.parameters())
+        z = torch.randn(n, self.latent_dim, generator=generator, dtype=p.dtype, device=p.device)
+        params = self.decode(z)
+        return self.likelihood.mean(params) if mean else self.likelihood.sample(params, generator)

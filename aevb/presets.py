@@ -1,0 +1,42 @@
+"""Named settings, applied over the defaults and under a config file and the command line.
+
+Each preset is a nested dict in the config file's format, with its source named.
+"""
+from __future__ import annotations
+
+from .config import ConfigError, RunConfig, merge
+
+PRESETS = {
+    # The embedded default: scikit-learn's 8x8 digits, small enough to train in seconds.
+    "digits": {
+        "data": {"dataset": "digits"},
+        "model": {"latent_dim": 8, "encoder_hidden": [256], "activation": "relu", "likelihood": "bernoulli"},
+        "optim": {"optimizer": "adam", "lr": 1e-3},
+        "train": {"batch_size": 64, "epochs": 100},
+    },
+    # pytorch/examples vae/main.py: 784-400-20 ReLU, Adam 1e-3, batch 128, 10 epochs,
+    # Bernoulli (binary cross-entropy) on grey levels.
+    "pytorch-example": {
+        "model": {"latent_dim": 20, "encoder_hidden": [400], "activation": "relu", "likelihood": "bernoulli"},
+        "objective": {"objective": "elbo", "kl": "analytic", "samples": 1},
+        "optim": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "constant"},
+        "train": {"batch_size": 128, "epochs": 10},
+    },
+    # Burda, Grosse & Salakhutdinov, "Importance Weighted Autoencoders" (2016), one stochastic
+    # layer: 784-200-200-50 tanh, Bernoulli, Adam (beta1 0.9, beta2 0.999, eps 1e-4 in the
+    # paper; torch's eps here), batch 20, dynamically binarized MNIST.
+    "iwae-mnist": {
+        "data": {"dataset": "mnist", "binarize": "dynamic"},
+        "model": {"latent_dim": 50, "encoder_hidden": [200, 200], "activation": "tanh", "likelihood": "bernoulli"},
+        "optim": {"optimizer": "adam", "lr": 1e-3},
+        "train": {"batch_size": 20},
+    },
+}
+
+
+def apply_preset(cfg: RunConfig, name: str) -> RunConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
+    out = merge(cfg, PRESETS[name], source=f"preset {name}")
+    out.preset = name
+    return out
