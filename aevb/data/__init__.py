@@ -1,0 +1,17 @@
+"""Data sets for aevb: every loader returns a :class:`Dataset` of float32 [N, D] splits.
+
+>>> from aevb.data import load_dataset
+>>> ds = load_dataset("digits")                       # embedded, no download
+>>> ds = load_dataset("mnist", validation=10000)       # downloads to ~/.cache/aevb/mnist if needed
+>>> ds = load_dataset("mnist", "../shared/datasets/mnist", download=False, binarize="dynamic")
+>>> ds = load_dataset("folder:my_pictures", image_size=(32, 32), color="auto")
+"""
+from .base import KIND_BINARY, KIND_REAL, KIND_UNIT, KINDS, DataError, Dataset, Split
+from .download import RemoteFile, data_root, fetch, file_checksum, verify_file
+from .registry import DATASETS, SPEC_FORMS, canonical_name, dataset_folder, load_dataset
+
+__all__ = [
+    "load_dataset", "Dataset", "Split", "DataError", "DATASETS", "SPEC_FORMS", "data_root",
+    "dataset_folder", "canonical_name", "RemoteFile", "fetch", "file_checksum", "verify_file",
+    "KIND_BINARY", "KIND_UNIT", "KIND_REAL", "KINDS",
+]

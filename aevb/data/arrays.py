@@ -1,0 +1,223 @@
+"""Your own arrays: ``array:PATH`` loads a ``.npy`` or ``.npz`` file.
+
+Splits
+  * ``.npz`` with keys ``x_train`` / ``x_test`` (or ``train`` / ``test``), optional
+    ``x_valid`` / ``valid`` (also ``x_val`` / ``val``) and labels ``y_train`` / ``y_test`` /
+    ``y_valid`` (keys are matched case-insensitively);
+  * a single array (a ``.npy``, or an ``.npz`` with one data array, optionally with labels
+    ``y`` / ``labels``), or an ``.npz`` with a train but no test array: a fixed 10% is held out
+    as test by a seeded permutation (``TEST_SPLIT_SEED``, the same in every run).
+
+Shapes (the rule, per array; all splits must agree)
+  * ``[N, D]``: flat vectors; image shape ``(1, s, s)`` when D = s*s, else ``(1, 1, D)``;
+  * ``[N, H, W]``: grey images ``(1, H, W)``;
+  * ``[N, C, H, W]`` with C in (1, 3): channels first;
+  * ``[N, H, W, C]`` with C in (1, 3) (and axis 1 not 1 or 3): channels last, transposed to
+    ``(C, H, W)``. Channels-first wins when both readings are possible.
+
+Values
+  * ``uint8``: divided by 255 (256 levels) unless every value is 0 or 1 (taken as binary as is);
+  * ``bool``: binary;
+  * other numbers: kept; the kind is inferred: all in {0, 1} -> binary (2 levels), all in [0, 1]
+    -> unit, else real (no levels). NaN or infinite values are an error.
+"""
+from __future__ import annotations
+
+import math
+import os
+import zipfile
+from pathlib import Path
+from typing import Dict, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+from .base import KIND_BINARY, KIND_REAL, DataError, Dataset, Split
+from .utils import TEST_SPLIT_SEED, holdout_indices, infer_kind
+
+TEST_FRACTION = 0.1
+X_KEYS = {
+    "train": ("x_train", "train"),
+    "valid": ("x_valid", "valid", "x_val", "val", "x_validation", "validation"),
+    "test": ("x_test", "test"),
+}
+Y_KEYS = {
+    "train": ("y_train", "labels_train", "train_labels"),
+    "valid": ("y_valid", "y_val", "y_validation", "labels_valid", "valid_labels"),
+    "test": ("y_test", "labels_test", "test_labels"),
+}
+SINGLE_Y_KEYS = ("y", "labels", "label", "targets", "target")
+
+
+def read_arrays(path: Union[str, os.PathLike]) -> Dict[str, np.ndarray]:
+    """``{key: array}`` of a .npy (key ``"x"``) or .npz file (no pickles)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"array:{path}: file not found")
+    try:
+        if path.suffix.lower() == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        if path.suffix.lower() == ".npy":
+            return {"x": np.load(path, allow_pickle=False)}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"array:{path}: could not read it as a numpy file ({e}). Object arrays "
+                        f"(pickles) are not loaded; save plain numeric arrays.") from e
+    raise DataError(f"array:{path}: expected a .npy or .npz file")
+
+
+def _pick(arrays: Dict[str, np.ndarray], names) -> Optional[str]:
+    lower = {k.lower(): k for k in arrays}
+    for n in names:
+        if n in lower:
+            return lower[n]
+    return None
+
+
+def image_shape_of(a: np.ndarray, name: str) -> Tuple[Tuple[int, int, int], bool]:
+    """(image shape (C, H, W), channels_last) for an array by the rule in the module docs."""
+    if a.ndim == 2:
+        d = a.shape[1]
+        s = math.isqrt(d)
+        return ((1, s, s) if s * s == d else (1, 1, d)), False
+    if a.ndim == 3:
+        return (1, a.shape[1], a.shape[2]), False
+    if a.ndim == 4:
+        if a.shape[1] in (1, 3):
+            return (a.shape[1], a.shape[2], a.shape[3]), False
+        if a.shape[3] in (1, 3):
+            return (a.shape[3], a.shape[1], a.shape[2]), True
+    raise DataError(
+        f"{name} has shape {a.shape}; expected [N, D], [N, H, W], [N, C, H, W] or [N, H, W, C] "
+        f"with C = 1 or 3")
+
+
+def _labels(y: Optional[np.ndarray], n: int, name: str) -> Optional[torch.Tensor]:
+    if y is None:
+        return None
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise DataError(f"labels {name} must be one integer per datapoint, got shape {y.shape}")
+    if len(y) != n:
+        raise DataError(f"labels {name}: {len(y)} labels for {n} datapoints")
+    if y.dtype == bool:
+        y = y.astype(np.int64)
+    if not np.issubdtype(y.dtype, np.number):
+        raise DataError(f"labels {name} must be integers, got dtype {y.dtype}")
+    if y.size and (not np.all(np.isfinite(y)) or not np.all(y == np.round(y)) or y.min() < 0):
+        raise DataError(f"labels {name} must be integers >= 0")
+    return torch.from_numpy(y.astype(np.int64))
+
+
+def load_array(path: Union[str, os.PathLike]) -> Dataset:
+    path = Path(path).expanduser()
+    arrays = read_arrays(path)
+    spec = f"array:{path}"
+    if not arrays:
+        raise DataError(f"{spec}: the file holds no arrays")
+
+    xk = {s: _pick(arrays, keys) for s, keys in X_KEYS.items()}
+    yk = {s: _pick(arrays, keys) for s, keys in Y_KEYS.items()}
+    single = False
+    if xk["train"] is None:
+        if xk["test"] is not None or xk["valid"] is not None:
+            raise DataError(f"{spec}: has a test/valid array but no training array "
+                            f"(x_train or train); keys: {', '.join(arrays)}")
+        y_key = _pick(arrays, SINGLE_Y_KEYS)
+        data_keys = [k for k in arrays if k != y_key]
+        if len(data_keys) != 1:
+            raise DataError(
+                f"{spec}: cannot tell which arrays are the data; keys found: {', '.join(arrays)}. "
+                f"Use x_train / x_test (optional x_valid, y_train, y_test, y_valid), or "
+                f"train / test, or a single array (optionally with labels 'y').")
+        xk = {"train": data_keys[0], "valid": None, "test": None}
+        yk = {"train": y_key, "valid": None, "test": None}
+        single = True
+
+    xs: Dict[str, np.ndarray] = {s: np.asarray(arrays[k]) for s, k in xk.items() if k is not None}
+    # dtype / finiteness checks
+    dtypes = {x.dtype for x in xs.values()}
+    for s, x in xs.items():
+        if x.dtype == bool:
+            continue
+        if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+            raise DataError(f"{spec}: array {xk[s]!r} has dtype {x.dtype}; expected numbers")
+        if np.issubdtype(x.dtype, np.floating):
+            bad = ~np.isfinite(x)
+            if bad.any():
+                raise DataError(f"{spec}: array {xk[s]!r} has {int(bad.sum())} NaN or infinite "
+                                f"value(s); clean the data first")
+        if x.ndim < 2 or x.shape[0] == 0:
+            raise DataError(f"{spec}: array {xk[s]!r} has shape {x.shape}; expected [N, ...] with N > 0")
+
+    shapes = {}
+    for s, x in xs.items():
+        shapes[s] = image_shape_of(x, f"{spec}: array {xk[s]!r}")
+    image_shapes = {sh for sh, _ in shapes.values()}
+    if len(image_shapes) != 1:
+        raise DataError(f"{spec}: the splits have different shapes: "
+                        + ", ".join(f"{xk[s]} {xs[s].shape[1:]}" for s in xs))
+    image_shape = image_shapes.pop()
+
+    levels = None
+    if any(d == np.uint8 for d in dtypes) and dtypes != {np.dtype(np.uint8)}:
+        raise DataError(f"{spec}: mix of uint8 and other dtypes ({', '.join(map(str, dtypes))}); "
+                        f"save all splits with one dtype")
+    if dtypes == {np.dtype(np.uint8)}:
+        already_binary = all(int(x.max()) <= 1 for x in xs.values())
+        scale = 1.0 if already_binary else 255.0
+        levels = 2 if already_binary else 256
+    else:
+        scale = 1.0
+
+    def flat(s: str) -> torch.Tensor:
+        x = xs[s]
+        if shapes[s][1]:  # channels last -> channels first
+            x = np.moveaxis(x, 3, 1)
+        x = np.ascontiguousarray(x).reshape(x.shape[0], -1)
+        t = torch.from_numpy(x.astype(np.float32, copy=x.dtype != np.float32))
+        if scale != 1.0:
+            t = t.div_(scale)
+        return t
+
+    tensors = {s: flat(s) for s in xs}
+    labels = {s: _labels(arrays[yk[s]] if yk.get(s) else None, len(tensors[s]), repr(yk.get(s)))
+              for s in tensors}
+
+    if any(v is None for v in labels.values()) and any(v is not None for v in labels.values()):
+        labels = {s: None for s in labels}  # labels only for some splits: ignored
+        info_labels = "ignored: not every split has labels"
+    else:
+        info_labels = None
+
+    kind = infer_kind(*tensors.values())
+    if levels is None:
+        levels = 2 if kind == KIND_BINARY else None
+    elif kind == KIND_BINARY:
+        levels = 2
+
+    info = {"source": spec, "files": {"arrays": str(path)},
+            "keys": {s: k for s, k in xk.items() if k is not None}}
+    if "test" not in tensors:
+        n = len(tensors["train"])
+        if n < 2:
+            raise DataError(f"{spec}: only {n} datapoint; need at least 2 (train and test)")
+        n_test = max(1, int(round(n * TEST_FRACTION)))
+        tr, te = (torch.from_numpy(i) for i in holdout_indices(n, n_test, TEST_SPLIT_SEED))
+        x, y = tensors["train"], labels["train"]
+        tensors["train"], tensors["test"] = x[tr], x[te]
+        labels["train"], labels["test"] = (None, None) if y is None else (y[tr], y[te])
+        info["test_split"] = f"fixed seeded hold-out: {n_test} of {n} datapoints (10%, seed {TEST_SPLIT_SEED})"
+    else:
+        info["test_split"] = "from the file"
+    if single:
+        info["single_array"] = True
+    if info_labels:
+        info["labels"] = info_labels
+    valid = Split(tensors["valid"], labels["valid"]) if "valid" in tensors else None
+    return Dataset(
+        name=spec, train=Split(tensors["train"], labels["train"]), valid=valid,
+        test=Split(tensors["test"], labels["test"]), image_shape=image_shape, kind=kind,
+        levels=levels if kind != KIND_REAL else None, info=info)

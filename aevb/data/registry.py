@@ -1,0 +1,169 @@
+"""``load_dataset``: one entry point for every data set, by name or ``folder:`` / ``array:`` spec."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import torch
+
+from .base import KIND_BINARY, KIND_REAL, DataError, Dataset, Split
+from .download import data_root
+from .utils import count_from, split_off
+
+# Built-in data sets, in the order shown to users.
+DATASETS = ("digits", "mnist", "fashion-mnist", "binarized-mnist", "frey-face", "omniglot")
+SPEC_FORMS = ("folder:PATH", "array:PATH")
+ALIASES = {
+    "sklearn-digits": "digits",
+    "fashion": "fashion-mnist", "fmnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
+    "binary-mnist": "binarized-mnist", "bmnist": "binarized-mnist", "binarizedmnist": "binarized-mnist",
+    "frey": "frey-face", "freyface": "frey-face", "frey-faces": "frey-face",
+    "omni": "omniglot",
+}
+BINARIZE_MODES = (None, "static", "dynamic")
+
+
+def canonical_name(name: str) -> str:
+    """The built-in data set a user-typed name refers to (case, '_' and aliases tolerated)."""
+    key = name.strip().lower().replace("_", "-").replace(" ", "-")
+    key = ALIASES.get(key, key)
+    if key not in DATASETS:
+        raise DataError(f"unknown data set {name!r}; choose one of: {', '.join(DATASETS + SPEC_FORMS)}")
+    return key
+
+
+def dataset_folder(name: str, data_dir=None) -> Path:
+    """Folder holding a built-in data set's files: ``data_dir`` itself when given, else
+    ``data_root()/<name>`` (``<name>`` with '_' instead of '-' is accepted when only that exists,
+    e.g. ``binarized_mnist``, ``frey_face``)."""
+    if data_dir is not None and str(data_dir) != "":
+        return Path(data_dir).expanduser()
+    root = data_root()
+    folder = root / name
+    alt = root / name.replace("-", "_")
+    if not folder.exists() and alt.exists():
+        return alt
+    return folder
+
+
+def _builtin_loader(name: str) -> Callable[[Path, bool], Dataset]:
+    if name == "mnist":
+        from .mnist import load_mnist
+        return lambda folder, download: load_mnist(folder, "mnist", download)
+    if name == "fashion-mnist":
+        from .mnist import load_mnist
+        return lambda folder, download: load_mnist(folder, "fashion-mnist", download)
+    if name == "binarized-mnist":
+        from .binarized_mnist import load_binarized_mnist
+        return load_binarized_mnist
+    if name == "frey-face":
+        from .frey import load_frey
+        return load_frey
+    if name == "omniglot":
+        from .omniglot import load_omniglot
+        return load_omniglot
+    raise DataError(f"no loader for {name!r}")  # pragma: no cover
+
+
+def _binarize_static(ds: Dataset, seed: int) -> Dataset:
+    """One fixed Bernoulli draw per value, seeded; each split gets its own stream so that the
+    train images are binarized the same whatever the other splits are."""
+    def draw(split: Optional[Split], offset: int) -> Optional[Split]:
+        if split is None:
+            return None
+        g = torch.Generator().manual_seed(int(seed) * 3 + offset)
+        x = torch.bernoulli(split.x.clamp(0.0, 1.0), generator=g)
+        return Split(x, split.y)
+
+    return Dataset(name=ds.name, train=draw(ds.train, 0), valid=draw(ds.valid, 1), test=draw(ds.test, 2),
+                   image_shape=ds.image_shape, kind=KIND_BINARY, levels=2, dynamic_binarization=False,
+                   info=ds.info)
+
+
+def load_dataset(spec: str, data_dir: Union[str, os.PathLike, None] = None, *, download: bool = True,
+                 validation: Union[int, float, None] = 0, binarize: Optional[str] = None,
+                 image_size=None, color: Optional[str] = None, seed: int = 0) -> Dataset:
+    """Load a data set as float32 [N, D] splits.
+
+    ``spec``: ``digits`` (embedded, no download), ``mnist``, ``fashion-mnist``,
+    ``binarized-mnist``, ``frey-face``, ``omniglot``, ``folder:PATH`` or ``array:PATH``.
+    ``data_dir``: the folder that holds this data set's files directly (default
+    ``data_root()/<name>``, i.e. ``$AEVB_DATA/<name>`` or ``~/.cache/aevb/<name>``); missing files
+    are downloaded there unless ``download=False``.
+    ``validation``: count (int) or fraction (float < 1) of the training split held out as
+    ``valid`` with a permutation seeded by ``seed`` (a data set with its own validation split
+    keeps it). ``binarize``: None, ``"static"`` (one seeded Bernoulli draw per value, the result
+    is binary) or ``"dynamic"`` (grey values kept, ``dynamic_binarization=True``: the trainer
+    draws fresh binary samples each time). ``image_size`` ((H, W) or int) and ``color``
+    (auto / grey / rgb) apply to ``folder:`` data only.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise DataError(f"no data set given; choose one of: {', '.join(DATASETS + SPEC_FORMS)}")
+    spec = spec.strip()
+    if binarize is not None and not isinstance(binarize, str):
+        raise DataError(f"binarize must be None, 'static' or 'dynamic', got {binarize!r}")
+    bin_mode = None if binarize is None or binarize.lower() in ("", "none", "no", "false") else binarize.lower()
+    if bin_mode not in BINARIZE_MODES:
+        raise DataError(f"binarize must be None, 'static' or 'dynamic', got {binarize!r}")
+
+    prefix, sep, rest = spec.partition(":")
+    is_folder = sep and prefix.lower() == "folder"
+    is_array = sep and prefix.lower() in ("array", "npy", "npz")
+    if not is_folder:
+        if image_size is not None:
+            raise DataError(f"image_size only applies to folder:PATH data, not {spec!r}")
+        if color is not None and str(color).lower() != "auto":
+            raise DataError(f"color only applies to folder:PATH data, not {spec!r}")
+
+    if is_folder or is_array:
+        if not rest.strip():
+            raise DataError(f"{spec!r}: give a path after '{prefix}:'")
+        path = Path(rest.strip()).expanduser()
+        if is_folder:
+            from .folder import load_folder
+            ds = load_folder(path, image_size=image_size, color=color)
+        else:
+            from .arrays import load_array
+            ds = load_array(path)
+    else:
+        name = canonical_name(spec)
+        if name == "digits":
+            from .digits import load_digits_dataset
+            ds = load_digits_dataset()
+        else:
+            folder = dataset_folder(name, data_dir)
+            ds = _builtin_loader(name)(folder, download)
+
+    info = dict(ds.info)
+    info["spec"] = spec
+    ds.info = info
+
+    # binarization (before the validation split, so a train image's draw does not depend on it)
+    if bin_mode is not None:
+        if ds.kind == KIND_REAL:
+            raise DataError(f"{ds.name} holds real values outside [0, 1]; it cannot be binarized "
+                            f"(binarize={bin_mode!r}). Rescale it to [0, 1] first.")
+        if ds.kind == KIND_BINARY:
+            info["binarize"] = f"{bin_mode}: data already binary, nothing to do"
+        elif bin_mode == "static":
+            ds = _binarize_static(ds, seed)
+            info["binarize"] = f"static (one Bernoulli draw per value, seed {seed})"
+        else:
+            ds.dynamic_binarization = True
+            info["binarize"] = "dynamic (fresh Bernoulli draws at every use)"
+
+    # validation split
+    if validation:
+        if ds.valid is not None:
+            info["validation"] = f"kept the data set's own validation split ({len(ds.valid)} datapoints)"
+        else:
+            n_valid = count_from(validation, len(ds.train), "validation")
+            if n_valid > 0:
+                train, valid = split_off(ds.train, n_valid, seed)
+                ds = Dataset(name=ds.name, train=train, valid=valid, test=ds.test,
+                             image_shape=ds.image_shape, kind=ds.kind, levels=ds.levels,
+                             dynamic_binarization=ds.dynamic_binarization, info=info)
+                info["validation"] = f"{n_valid} of the training datapoints (seeded permutation, seed {seed})"
+    ds.info = info
+    return ds
