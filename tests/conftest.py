@@ -1,0 +1,32 @@
+"""Shared fixtures: a tiny, fast config on the embedded digits data, and the shared data sets."""
+from pathlib import Path
+
+import pytest
+
+from aevb.config import RunConfig, merge
+
+SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+def tiny_config(**sections) -> RunConfig:
+    """Digits, a 32-unit MLP, 3 latents, no progress output: trains an epoch in well under 1 s."""
+    base = {
+        "data": {"dataset": "digits"},
+        "model": {"latent_dim": 3, "encoder_hidden": [32], "likelihood": "bernoulli"},
+        "train": {"epochs": 2, "batch_size": 64, "progress": False, "tensorboard": False, "images_every": 1},
+    }
+    for sec, values in sections.items():
+        base.setdefault(sec, {}).update(values)
+    return merge(RunConfig(), base)
+
+
+@pytest.fixture
+def tiny_cfg():
+    return tiny_config()
+
+
+@pytest.fixture
+def shared_datasets():
+    if not SHARED_DATASETS.is_dir():
+        pytest.skip(f"shared data sets not present at {SHARED_DATASETS}")
+    return SHARED_DATASETS

@@ -1,0 +1,208 @@
+"""The training loop: it learns, it resumes exactly, and it refuses bad input without damage."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from aevb import load_run, train
+from aevb.cli import main
+from aevb.config import ConfigError
+from aevb.data import load_dataset
+from aevb.io import CheckpointError, load_checkpoint
+from aevb.model import VAE
+from aevb.runs import RunError
+from aevb.train import Callback, Trainer, TrainingDiverged, dataset_bound
+
+from conftest import tiny_config
+
+
+def test_a_few_hundred_steps_raise_the_test_bound_clearly(tmp_path):
+    cfg = tiny_config(train={"epochs": 15}, model={"latent_dim": 4, "encoder_hidden": [64]})
+    trainer = Trainer.new(cfg, tmp_path / "run")
+    before = dataset_bound(trainer.model, trainer.x_test)["bound"]
+    history = trainer.fit()
+    after = history[-1]["test_bound"]
+    assert trainer.step == 15 * math.ceil(len(trainer.data.train) / 64) > 300
+    assert after > before + 10, (before, after)  # nats per datapoint
+    assert history[-1]["test_bound"] > history[0]["test_bound"]
+    # the logged terms add up to the bound
+    r = history[-1]
+    assert r["test_log_px_given_z"] - r["test_kl"] == pytest.approx(r["test_bound"], abs=1e-4)
+
+
+def _params(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("binarize", [None, "dynamic"])
+def test_interrupted_then_resumed_run_equals_uninterrupted(tmp_path, binarize):
+    cfg = tiny_config(train={"epochs": 3}, data={"binarize": binarize})
+    full = Trainer.new(cfg, tmp_path / "full")
+    full.fit()
+
+    short = tiny_config(train={"epochs": 1}, data={"binarize": binarize})
+    Trainer.new(short, tmp_path / "part").fit()
+    more = tiny_config(train={"epochs": 3})
+    resumed = Trainer.resume(tmp_path / "part", overrides=more, given=["train.epochs"])
+    assert resumed.epoch == 1
+    resumed.fit()
+
+    a, b = _params(full.model), _params(resumed.model)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    strip = lambda h: [{k: v for k, v in r.items() if not k.endswith("time_s")} for r in h]
+    assert strip(full.history) == strip(resumed.history)
+    # optimizer moments too
+    sa, sb = full.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    for i in sa:
+        assert torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"])
+    # metrics on disk hold every epoch once
+    rows = load_run(tmp_path / "part").metrics()
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+
+
+def test_resume_refuses_contradicting_options(tmp_path):
+    Trainer.new(tiny_config(train={"epochs": 1}), tmp_path / "run").fit()
+    other = tiny_config(model={"latent_dim": 7})
+    with pytest.raises(ConfigError, match=r"model.latent_dim: run has 3, asked 7"):
+        Trainer.resume(tmp_path / "run", overrides=other, given=["model.latent_dim"])
+    # via the command line: exit 2, message, run untouched
+    before = (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes()
+    assert main(["train", "--resume", str(tmp_path / "run"), "--latent-dim", "7"]) == 2
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--resume", str(tmp_path / "empty")]) == 2
+    assert "not an aevb run folder" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "missing")]) == 2
+
+
+def test_an_existing_run_is_not_overwritten_unless_asked(tmp_path, capsys):
+    out = tmp_path / "run"
+    Trainer.new(tiny_config(train={"epochs": 1}), out).fit()
+    ckpt = (out / "checkpoints" / "last.pt").read_bytes()
+    args = ["train", "--out", str(out), "--epochs", "1", "--latent-dim", "2", "--hidden", "16",
+            "--no-progress", "--no-tensorboard"]
+    assert main(args) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (out / "checkpoints" / "last.pt").read_bytes() == ckpt
+    assert main(args + ["--overwrite"]) == 0
+    assert load_run(out).config.model.latent_dim == 2
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    class Poison(Callback):
+        def on_epoch_end(self, trainer, record):
+            if trainer.epoch == 1:
+                with torch.no_grad():
+                    trainer.model.decoder.net[-1].bias.fill_(float("nan"))
+
+    trainer = Trainer.new(tiny_config(train={"epochs": 3}), tmp_path / "run", callbacks=[Poison()])
+    with pytest.raises(TrainingDiverged, match="last good checkpoint \\(epoch 1\\)"):
+        trainer.fit()
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "failed"
+    assert len(load_run(tmp_path / "run").metrics()) == 1
+
+
+def test_bernoulli_refuses_data_outside_unit_interval_and_writes_nothing(tmp_path, capsys):
+    x = np.random.default_rng(0).normal(size=(50, 6)).astype(np.float32) * 3
+    np.save(tmp_path / "real.npy", x)
+    out = tmp_path / "run"
+    code = main(["train", "--dataset", f"array:{tmp_path / 'real.npy'}", "--likelihood", "bernoulli",
+                 "--out", str(out), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "[0, 1]" in err and "gaussian" in err
+    assert not out.exists()
+    # the automatic choice for real-valued data is the gaussian likelihood, and it trains
+    assert main(["train", "--dataset", f"array:{tmp_path / 'real.npy'}", "--out", str(out), "--epochs", "2",
+                 "--hidden", "8", "--latent-dim", "2", "--no-progress", "--no-tensorboard"]) == 0
+    assert load_run(out).config.model.likelihood == "gaussian"
+
+
+def test_unknown_dataset_and_option_fail_clearly(tmp_path, capsys):
+    assert main(["train", "--dataset", "imagenet", "--out", str(tmp_path / "r")]) == 2
+    assert "digits" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--no-such-option"])
+    assert e.value.code == 2
+    assert not (tmp_path / "r").exists()
+
+
+def test_config_file_preset_and_command_line_precedence(tmp_path):
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text("preset: pytorch-example\ndata:\n  dataset: digits\nmodel:\n  latent_dim: 5\n"
+                        "train:\n  epochs: 1\n  progress: false\n  tensorboard: false\n")
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(cfg_file), "--latent-dim", "6", "--out", str(out)]) == 0
+    cfg = load_run(out).config
+    assert cfg.preset == "pytorch-example"
+    assert cfg.model.encoder_hidden == [400]  # from the preset
+    assert cfg.model.latent_dim == 6  # the command line beats the file
+    assert cfg.train.epochs == 1  # the file beats the preset
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"model": {"latent_size": 3}}')
+    with pytest.raises(ConfigError, match="unknown option model.latent_size"):
+        from aevb.config import RunConfig, merge, load_config_file
+        merge(RunConfig(), load_config_file(bad))
+
+
+def test_python_api_trains_and_loads_a_run(tmp_path):
+    run = train(tiny_config(train={"epochs": 1}), tmp_path / "run")
+    model = run.load_model()
+    assert isinstance(model, VAE) and not model.training
+    data = run.load_data()
+    x = data.test.x[:5]
+    expected = run.metrics()[-1]["test_bound"]
+    assert math.isfinite(expected)
+    assert model.reconstruct(x).shape == x.shape
+    for name in ("config.json", "metrics.csv", "metrics.jsonl", "run.json",
+                 "images/reconstructions_epoch001.png", "images/samples_epoch001.png"):
+        assert (tmp_path / "run" / name).is_file(), name
+
+
+def test_checkpoints_load_without_executing_code(tmp_path):
+    path = tmp_path / "evil.pt"
+
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("import os; os.environ['AEVB_PWNED'] = '1'",))
+
+    torch.save({"format": "aevb-checkpoint", "x": Evil()}, path)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+    import os
+    assert "AEVB_PWNED" not in os.environ
+
+
+def test_truncated_checkpoint_is_reported(tmp_path, capsys):
+    out = tmp_path / "run"
+    Trainer.new(tiny_config(train={"epochs": 1}), out).fit()
+    ckpt = out / "checkpoints" / "last.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="truncated, corrupted"):
+        load_run(out).load_model()
+    assert main(["train", "--resume", str(out), "--epochs", "2"]) == 2
+    assert "truncated" in capsys.readouterr().err
+
+
+def test_cli_sample_and_reconstruct_write_grids(tmp_path):
+    out = tmp_path / "run"
+    Trainer.new(tiny_config(train={"epochs": 1}), out).fit()
+    from PIL import Image
+
+    assert main(["sample", str(out), "-n", "16", "--out", str(tmp_path / "s.png")]) == 0
+    im = Image.open(tmp_path / "s.png")
+    assert im.size[0] == im.size[1] > 8 * 4  # 4x4 tiles of 8x8, enlarged
+    assert main(["reconstruct", str(out), "-n", "8", "--out", str(tmp_path / "r.png")]) == 0
+    a = np.asarray(Image.open(tmp_path / "r.png"))
+    assert a.shape[0] < a.shape[1]  # two rows of eight
+    assert main(["sample", str(tmp_path), "-n", "4"]) == 2
