@@ -1,0 +1,152 @@
+"""One epoch of the pytorch-example setup on MNIST (training plus the test-set bound), for aevb
+and for a reference written in the style of pytorch/examples vae/main.py: a DataLoader over a
+Dataset that builds one tensor per image (PIL image -> ToTensor-style conversion), the same
+784-400-20 ReLU model, Adam 1e-3, batch 128, BCE + KL.
+
+The two are timed alternately in the same process, so a busy machine slows both alike; the
+result is the ratio of median epoch times.
+
+    python benchmarks/bench_train.py --data-dir ../shared/datasets/mnist --rounds 3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+
+# ----------------------------------------------------------------------------- the reference
+class PerImageMNIST(Dataset):
+    """Like torchvision.datasets.MNIST with transforms.ToTensor(): a PIL image per item,
+    converted to a float tensor in [0, 1] one image at a time."""
+
+    def __init__(self, images_uint8: np.ndarray, labels: np.ndarray):
+        self.images, self.labels = images_uint8, labels
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        img = Image.fromarray(self.images[i], mode="L")
+        t = torch.from_numpy(np.array(img, np.uint8, copy=True)).view(1, 28, 28).contiguous()
+        return t.to(torch.float32).div(255), int(self.labels[i])
+
+
+class ReferenceVAE(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(784, 400)
+        self.fc21 = nn.Linear(400, 20)
+        self.fc22 = nn.Linear(400, 20)
+        self.fc3 = nn.Linear(20, 400)
+        self.fc4 = nn.Linear(400, 784)
+
+    def forward(self, x):
+        h1 = F.relu(self.fc1(x.view(-1, 784)))
+        mu, logvar = self.fc21(h1), self.fc22(h1)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
+
+
+def reference_loss(recon_x, x, mu, logvar):
+    bce = F.binary_cross_entropy(recon_x, x.view(-1, 784), reduction="sum")
+    kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+    return bce + kld
+
+
+def reference_epoch(model, opt, train_loader, test_loader) -> float:
+    model.train()
+    for data, _ in train_loader:
+        opt.zero_grad()
+        recon, mu, logvar = model(data)
+        loss = reference_loss(recon, data, mu, logvar)
+        loss.backward()
+        opt.step()
+    model.eval()
+    test_loss = 0.0
+    with torch.no_grad():
+        for data, _ in test_loader:
+            recon, mu, logvar = model(data)
+            test_loss += reference_loss(recon, data, mu, logvar).item()
+    return test_loss / len(test_loader.dataset)
+
+
+# ----------------------------------------------------------------------------- the benchmark
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default="../shared/datasets/mnist")
+    ap.add_argument("--rounds", type=int, default=3, help="epochs timed for each of the two")
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+
+    from aevb.config import RunConfig
+    from aevb.data import load_dataset
+    from aevb.presets import apply_preset
+    from aevb.train import Trainer
+
+    data = load_dataset("mnist", args.data_dir, download=False)
+    to_u8 = lambda x: np.round(x.numpy() * 255).astype(np.uint8).reshape(-1, 28, 28)
+    train_ds = PerImageMNIST(to_u8(data.train.x), data.train.y.numpy())
+    test_ds = PerImageMNIST(to_u8(data.test.x), data.test.y.numpy())
+    train_loader = DataLoader(train_ds, batch_size=128, shuffle=True)
+    test_loader = DataLoader(test_ds, batch_size=128, shuffle=False)
+    torch.manual_seed(0)
+    ref = ReferenceVAE()
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=1e-3)
+
+    cfg = apply_preset(RunConfig(), "pytorch-example")
+    cfg.data.dataset = "mnist"
+    cfg.train.epochs = args.rounds
+    cfg.train.progress = False
+    cfg.train.tensorboard = False
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer.new(cfg, Path(tmp) / "run", data=data)
+        t_ref, t_aevb, ref_losses, aevb_losses = [], [], [], []
+        for r in range(args.rounds):
+            t0 = time.perf_counter()
+            ref_losses.append(reference_epoch(ref, ref_opt, train_loader, test_loader))
+            t_ref.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            rec = trainer.train_epoch()  # train, test bound, images, metrics, checkpoint
+            t_aevb.append(time.perf_counter() - t0)
+            aevb_losses.append(-rec["test_bound"])
+            print(f"round {r + 1}: reference {t_ref[-1]:.2f}s (test loss {ref_losses[-1]:.2f})  "
+                  f"aevb {t_aevb[-1]:.2f}s (test loss {aevb_losses[-1]:.2f})", flush=True)
+    med_ref, med_aevb = statistics.median(t_ref), statistics.median(t_aevb)
+    result = {
+        "machine": f"{platform.machine()} {_cpu_name()}, {torch.get_num_threads()} torch threads",
+        "torch": torch.__version__, "python": platform.python_version(),
+        "reference_epoch_s": t_ref, "aevb_epoch_s": t_aevb,
+        "median_reference_s": med_ref, "median_aevb_s": med_aevb, "speedup": med_ref / med_aevb,
+        "reference_test_loss": ref_losses, "aevb_test_loss": aevb_losses,
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
