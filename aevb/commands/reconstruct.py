@@ -37,10 +37,15 @@ def run(args: argparse.Namespace) -> int:
     model = run_.load_model(device)
     x = split.x[args.start:args.start + args.n].to(device)
     rec = model.reconstruct(x)
+    ncol = min(args.ncol, len(x))
+    pad = (-len(x)) % ncol  # blank tiles complete the last row pair
+    if pad:
+        blank = torch.zeros(pad, x.shape[1], dtype=x.dtype, device=x.device)
+        x, rec = torch.cat([x, blank]), torch.cat([rec, blank])
     rows = []
-    for i in range(0, len(x), args.ncol):  # originals over reconstructions, row pair by row pair
-        rows += [x[i:i + args.ncol], rec[i:i + args.ncol]]
+    for i in range(0, len(x), ncol):  # originals over reconstructions, row pair by row pair
+        rows += [x[i:i + ncol], rec[i:i + ncol]]
     out = Path(args.out) if args.out else run_.images_dir / "reconstructions.png"
-    save_grid(out, torch.cat(rows), data.image_shape, min(args.ncol, len(x)))
+    save_grid(out, torch.cat(rows), data.image_shape, ncol)
     print(out)
     return 0

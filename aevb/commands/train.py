@@ -131,7 +131,11 @@ def run(args: argparse.Namespace) -> int:
             print("aevb train: error: --resume uses the run's saved config; drop --preset/--config", file=sys.stderr)
             return 2
         trainer = Trainer.resume(args.resume, overrides=cfg, given=given, callbacks=default_callbacks())
-        print(f"resuming {trainer.run_dir} at epoch {trainer.epoch}/{trainer.cfg.train.epochs}", file=sys.stderr)
+        if trainer.epoch >= trainer.cfg.train.epochs:
+            print(f"{trainer.run_dir} has already trained {trainer.epoch} epochs; "
+                  f"pass --epochs N with N > {trainer.epoch} to train further", file=sys.stderr)
+        else:
+            print(f"resuming {trainer.run_dir} at epoch {trainer.epoch}/{trainer.cfg.train.epochs}", file=sys.stderr)
     else:
         out = args.out or _default_out(cfg.data.dataset)
         trainer = Trainer.new(cfg, out, overwrite=args.overwrite, callbacks=default_callbacks())
@@ -150,7 +154,9 @@ def default_callbacks():
     those modules are present)."""
     try:
         from ..report import ReportCallback
-    except ImportError:
+    except ModuleNotFoundError as e:
+        if e.name != f"{__package__.rsplit('.', 1)[0]}.report":
+            raise
         return []
     return [ReportCallback()]
 

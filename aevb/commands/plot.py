@@ -1,0 +1,65 @@
+"""`aevb plot RUN KIND`: figures of what a run's model learned, written as PNG into RUN/figures."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import add_device_argument, add_parser, add_run_argument
+
+KIND_HELP = """figure kinds:
+  reconstructions  test images over their reconstructions (decoder mean at z = posterior mean)
+  samples          samples from the prior: the mean of p(x|z) (with --draw also a draw x ~ p(x|z))
+  manifold         the learned data manifold on a grid of Gaussian quantiles (AEVB Fig. 4) and the
+                   prior-predictive grid with z evenly spaced in [-3, 3]; for more than 2 latent
+                   dimensions, over the 2 of highest KL with the others at 0
+  latent           posterior means of test points coloured by label (PCA or t-SNE beyond 2-D)
+  latent-series    the same at several epochs, side by side (snapshots saved during training)
+  interpolation    decoder means between the posterior means of pairs of test images
+  traversal        one latent dimension at a time over [-3, 3], dimensions ordered by KL
+  curves           train / test bound per epoch with its reconstruction and KL terms
+  kl               KL per latent dimension: which units are active
+  all              every figure that applies to the run
+
+examples:
+  aevb plot runs/digits all
+  aevb plot runs/mnist-2d manifold -n 25
+  aevb plot runs/mnist latent --method tsne --out figs/"""
+
+
+def register(sub) -> None:
+    from ..plots import KINDS, METHODS
+
+    p = add_parser(sub, "plot", "draw figures of what a run learned (PNG)",
+                   "Draw figures of a trained run and write them as PNG files (default: RUN/figures/).\n\n"
+                   + KIND_HELP)
+    add_run_argument(p)
+    p.add_argument("kind", metavar="KIND", choices=list(KINDS) + ["all"],
+                   help="one of: " + ", ".join(KINDS) + ", all%(default).0s")
+    p.add_argument("--out", metavar="DIR", help="folder for the PNG files (default: RUN/figures)%(default).0s")
+    p.add_argument("-n", "--grid-size", dest="n", type=int, default=None, metavar="N",
+                   help="tiles per side of the manifold grids (default 20) and of the sample grid (8); "
+                        "images per row of reconstructions (8); steps of interpolations (10) and traversals (11)%(default).0s")
+    p.add_argument("--method", choices=list(METHODS), default="pca",
+                   help="how latent spaces of more than 2 dimensions are projected to 2-D")
+    p.add_argument("--draw", action="store_true", help="samples: also show a draw x ~ p(x|z), not only its mean")
+    p.add_argument("--seed", type=int, default=0, help="seed of prior samples, t-SNE and PCA")
+    add_device_argument(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import ConfigError
+    from ..plots import FigureContext, draw_figures
+    from ..runs import Run
+
+    if args.n is not None and args.n < 1:
+        raise ConfigError("-n/--grid-size must be at least 1")
+    run_ = Run(args.run)
+    ctx = FigureContext.from_run(run_, device=args.device)
+    written, skipped = draw_figures(ctx, args.kind, args.out, n=args.n, method=args.method,
+                                    seed=args.seed, draw=args.draw)
+    for path in written.values():
+        print(path)
+    for kind, why in skipped.items():
+        print(f"aevb plot: skipped {kind}: {why}", file=sys.stderr)
+    return 0

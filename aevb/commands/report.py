@@ -1,0 +1,47 @@
+"""`aevb report RUN`: (re)draw a run's figures and write its self-contained report.html."""
+from __future__ import annotations
+
+import argparse
+
+from .common import add_device_argument, add_parser, add_run_argument
+
+
+def register(sub) -> None:
+    from ..plots import METHODS
+
+    p = add_parser(sub, "report", "write a run's self-contained HTML report",
+                   "Draw every figure of the run (RUN/figures/*.png) and write RUN/report.html: the "
+                   "configuration, the final numbers (with the importance-weighted bound of any "
+                   "evaluation*.json written by `aevb evaluate`), the training curves and the figures, "
+                   "all in one file with embedded images (no network needed to view it).\n\n"
+                   "examples:\n"
+                   "  aevb report runs/digits\n"
+                   "  aevb report runs/mnist --method tsne --out mnist-report.html\n"
+                   "  aevb report runs/mnist --no-figures     # embed the figures already drawn")
+    add_run_argument(p)
+    p.add_argument("--out", metavar="FILE", help="HTML file to write (default: RUN/report.html)%(default).0s")
+    p.add_argument("--no-figures", dest="figures", action="store_false",
+                   help="do not redraw figures; embed those already in RUN/figures%(default).0s")
+    p.add_argument("-n", "--grid-size", dest="n", type=int, default=None, metavar="N",
+                   help="grid size of the figures (see `aevb plot --help`)%(default).0s")
+    p.add_argument("--method", choices=list(METHODS), default="pca",
+                   help="how latent spaces of more than 2 dimensions are projected to 2-D")
+    p.add_argument("--no-draw", dest="draw", action="store_false",
+                   help="samples: show only the mean of p(x|z), not also a draw%(default).0s")
+    p.add_argument("--seed", type=int, default=0, help="seed of prior samples, t-SNE and PCA")
+    add_device_argument(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import ConfigError
+    from ..report import write_report
+    from ..runs import Run
+
+    if args.n is not None and args.n < 1:
+        raise ConfigError("-n/--grid-size must be at least 1")
+    run_ = Run(args.run)
+    path = write_report(run_, figures=args.figures, out=args.out, n=args.n, method=args.method,
+                        seed=args.seed, draw=args.draw, device=args.device)
+    print(path)
+    return 0
