@@ -18,6 +18,15 @@ import torch
 PathLike = Union[str, Path]
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated or not an aevb checkpoint."""
 
@@ -31,6 +40,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are ordinary files
     try:
         yield tmp
         with open(tmp, "rb+") as f:
