@@ -26,6 +26,10 @@ examples:
   aevb plot runs/mnist latent --method tsne --out figs/"""
 
 
+# kinds drawn from the model (and the run folder) alone; for a 2-D latent space that includes manifold
+MODEL_ONLY_KINDS = ("samples", "manifold", "curves", "latent-series")
+
+
 def register(sub) -> None:
     from ..plots import KINDS, METHODS
 
@@ -55,7 +59,12 @@ def run(args: argparse.Namespace) -> int:
     if args.n is not None and args.n < 1:
         raise ConfigError("-n/--grid-size must be at least 1")
     run_ = Run(args.run)
-    ctx = FigureContext.from_run(run_, device=args.device)
+    # figures that need only the model can be drawn where the data set is not available
+    optional = args.kind in MODEL_ONLY_KINDS + ("all",)
+    ctx = FigureContext.from_run(run_, device=args.device, data_optional=optional)
+    if ctx.data_error:
+        print(f"aevb plot: warning: the run's data set could not be loaded, so figures that need it "
+              f"are skipped:\n{ctx.data_error}", file=sys.stderr)
     written, skipped = draw_figures(ctx, args.kind, args.out, n=args.n, method=args.method,
                                     seed=args.seed, draw=args.draw)
     for path in written.values():
