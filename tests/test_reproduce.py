@@ -1,0 +1,102 @@
+"""`aevb reproduce`: every experiment runs end to end on its tiny budget with the embedded digits
+data (no downloads), writes its CSV and PNG, and a second invocation resumes without retraining."""
+import csv
+
+import pytest
+import torch
+
+from aevb.cli import main
+from aevb.config import RunConfig, validate
+from aevb.experiments import EXPERIMENTS, ReproduceError, run_experiment
+from aevb.experiments.figure4 import quantile_grid
+from aevb.experiments.runner import log_points, paper_configs
+from aevb.presets import apply_preset
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def rows_of(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("name", [e for e in EXPERIMENTS if e != "figure2"])
+def test_tiny_budget_runs_end_to_end_and_resumes(tmp_path, name):
+    out = tmp_path / name
+    first = run_experiment(name, "tiny", out, dataset="digits", verbose=False)
+    assert first["csv"].is_file() and first["png"].is_file()
+    assert first["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = rows_of(first["csv"])
+    assert rows and first["context"].trained and not first["context"].skipped
+    second = run_experiment(name, "tiny", out, dataset="digits", verbose=False)
+    assert second["context"].trained == [] and second["context"].skipped == first["context"].trained
+    assert rows_of(second["csv"]) == rows  # nothing recomputed
+
+
+def test_cli_figure2_tiny_writes_the_curves_and_resumes(tmp_path, capsys):
+    out = tmp_path / "f2"
+    args = ["reproduce", "figure2", "--budget", "tiny", "--dataset", "digits", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    assert "4 sub-runs trained, 0 skipped" in capsys.readouterr().out
+    rows = rows_of(out / "figure2.csv")
+    assert {r["method"] for r in rows} == {"aevb", "wake-sleep"}
+    assert {r["panel"] for r in rows} == {"mnist", "frey"}
+    assert all(float(r["train_bound"]) < 0 for r in rows)  # digits: bounds are log-probabilities
+    assert (out / "figure2.png").stat().st_size < 200_000
+    assert main(args) == 0
+    assert "0 sub-runs trained, 4 skipped" in capsys.readouterr().out
+
+
+def test_an_interrupted_subrun_continues_from_its_last_evaluation(tmp_path):
+    from aevb.experiments.runner import Context, SubRun, run_subrun
+
+    calls = []
+
+    def evaluate(model, algo):
+        calls.append(1)
+        return {"n": float(len(calls))}
+
+    ctx = Context(tmp_path, "tiny", dataset="digits", verbose=False)
+    spec = SubRun("k", "aevb", "mnist", 2, 8, [100, 200], evaluate)
+    run_subrun(ctx, SubRun("k", "aevb", "mnist", 2, 8, [100, 200], evaluate))
+    # simulate an interruption after the first evaluation: mark the state unfinished
+    state = torch.load(tmp_path / "runs" / "k" / "state.pt", weights_only=True)
+    state["done"], state["rows"], state["seen"] = False, state["rows"][:1], 100
+    torch.save(state, tmp_path / "runs" / "k" / "state.pt")
+    calls.clear()
+    res = run_subrun(ctx, spec)
+    assert len(calls) == 1 and [r["samples"] for r in res.rows] == [100, 200]
+
+
+def test_unknown_names_are_clear_errors(tmp_path, capsys):
+    with pytest.raises(ReproduceError):
+        run_experiment("figure9", "tiny", tmp_path)
+    with pytest.raises(ReproduceError):
+        run_experiment("figure2", "huge", tmp_path)
+    assert main(["reproduce", "figure2", "--budget", "tiny", "--dataset", "paper", "--mnist-dir",
+                 str(tmp_path / "nothing"), "--no-download", "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "reproduce: error" in capsys.readouterr().err
+
+
+def test_paper_presets_and_settings():
+    for name, hidden, lik, wd in (("aevb-mnist", 500, "bernoulli", 1 / 60000), ("aevb-frey", 200, "gaussian", 1 / 1769)):
+        cfg = apply_preset(RunConfig(), name)
+        validate(cfg)
+        assert cfg.model.encoder_hidden == [hidden] and cfg.model.activation == "tanh"
+        assert cfg.model.likelihood == lik and cfg.model.init_std == 0.01
+        assert cfg.optim.optimizer == "adagrad" and cfg.optim.lr in (0.01, 0.02, 0.1)
+        assert cfg.optim.weight_decay == pytest.approx(wd) and cfg.train.batch_size == 100
+        assert cfg.objective.samples == 1
+    assert apply_preset(RunConfig(), "aevb-frey").model.mean_activation == "sigmoid"
+    m, o = paper_configs("mnist", 3, 100, 1000)
+    assert m.latent_dim == 3 and m.encoder_hidden == [100] and o.weight_decay == pytest.approx(1e-3)
+    pts = log_points(1000, 100000, 3)
+    assert pts == [1000, 10000, 100000]
+    z = quantile_grid(3)
+    assert z.shape == (9, 2) and abs(float(z[4, 0])) < 1e-6 and float(z[0, 1]) > 0
