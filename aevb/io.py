@@ -62,6 +62,21 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def atomic_write_csv(path: PathLike, rows: list) -> None:
+    """Rows (dicts) as CSV with the union of their keys as columns, in first-seen order."""
+    import csv
+    import io
+
+    keys: list = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
 def save_checkpoint(state: dict, path: PathLike) -> None:
     """Write a checkpoint dict (tensors, numbers, strings, lists, dicts) atomically."""
     with atomic_path(path) as tmp:

@@ -7,8 +7,6 @@ optimizer, schedule, epoch, step and every RNG state: a resumed run continues ex
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import random
@@ -16,7 +14,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -26,7 +24,7 @@ from . import __version__
 from .config import ConfigError, RunConfig, diff, resolve
 from .data import Dataset, load_dataset
 from .images import save_grid
-from .io import atomic_write_text, save_checkpoint
+from .io import atomic_write_csv, atomic_write_text, save_checkpoint
 from .model import VAE, BoundTerms
 from .runs import CHECKPOINT, Run, RunError, is_run, resolve_device, write_marker
 
@@ -141,14 +139,7 @@ def set_rng_state(state: dict, shuffle: torch.Generator) -> None:
 
 def _write_metrics(path: Path, history: List[dict]) -> None:
     atomic_write_text(path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-    keys: List[str] = []
-    for r in history:
-        keys += [k for k in r if k not in keys]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
-    w.writerows(history)
-    atomic_write_text(path / "metrics.csv", buf.getvalue())
+    atomic_write_csv(path / "metrics.csv", history)
 
 
 # ---------------------------------------------------------------------------- the trainer

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import io
 import math
 import sys
 import time
@@ -31,7 +30,7 @@ from torch import Tensor
 from ..config import RunConfig, merge
 from ..data import Dataset, load_dataset
 from ..data.registry import dataset_folder
-from ..io import atomic_path, atomic_write_text
+from ..io import atomic_path, atomic_write_csv
 from ..model import VAE
 from ..presets import PRESETS
 
@@ -281,14 +280,7 @@ def elbo_of(model: VAE, x: Tensor, batch: int = 1000, seed: int = 1) -> float:
 
 # ------------------------------------------------------------------------------ files
 def write_csv(path: Path, rows: List[dict]) -> Path:
-    keys: List[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(Path(path), buf.getvalue())
+    atomic_write_csv(path, rows)
     return Path(path)
 
 
