@@ -28,16 +28,16 @@ def register(sub) -> None:
                    help="importance samples per datapoint (1: the ELBO only; 5000: a log p(x) estimate)")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"], help="which split to evaluate")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="datapoints per batch (default: as many as fit in the memory budget with all k samples)")
+                   help="datapoints per batch; None: as many as fit in the memory budget with all k samples")
     p.add_argument("--chunk", type=int, default=None,
-                   help="samples per datapoint evaluated at once (default: from --memory-budget)")
-    p.add_argument("--memory-budget", type=float, default=8.0, metavar="MFLOATS",
+                   help="samples per datapoint evaluated at once; None: as many as --memory-budget allows")
+    p.add_argument("--memory-budget", type=float, default=1.0, metavar="MFLOATS",
                    help="millions of floats in the widest decoder activation of one chunk "
                         "(chunk x batch x width); bounds memory whatever k")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the importance samples (and of the one fixed binarization of "
                         "dynamically binarized data)")
-    p.add_argument("--out", metavar="FILE", help="JSON to write (default: RUN/evaluation[-SPLIT][-kK].json)")
+    p.add_argument("--out", metavar="FILE", help="JSON to write; None: RUN/evaluation[-SPLIT][-kK].json")
     p.add_argument("--per-datapoint", metavar="FILE",
                    help="also write one row per datapoint (index, label, elbo, log_px_given_z, kl, lk) "
                         "as .csv or .npy")
@@ -45,7 +45,7 @@ def register(sub) -> None:
                    help="fuse the Bernoulli likelihood with torch.compile (compiles for ~1 minute once; "
                         "pays off for long evaluations)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (one is shown on a terminal)")
     add_device_argument(p)
     p.set_defaults(func=run)
 
