@@ -95,7 +95,7 @@ def main() -> None:
     from aevb.config import RunConfig
     from aevb.data import load_dataset
     from aevb.presets import apply_preset
-    from aevb.train import Trainer
+    from aevb.trainer import Trainer
 
     data = load_dataset("mnist", args.data_dir, download=False)
     to_u8 = lambda x: np.round(x.numpy() * 255).astype(np.uint8).reshape(-1, 28, 28)

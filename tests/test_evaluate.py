@@ -16,7 +16,7 @@ from aevb.distributions import GaussianFixed
 from aevb.evaluate import (ACTIVE_UNIT_THRESHOLD, NOISE_BLOCK, active_units, bits_per_dim, bpd_convention,
                            evaluate_bounds, iw_bound_dataset, kl_per_dimension, split_data, summarize)
 from aevb.model import VAE
-from aevb.train import Trainer
+from aevb.trainer import Trainer
 
 from conftest import tiny_config
 

@@ -8,7 +8,7 @@ import torch
 
 from aevb.cli import main
 from aevb.evaluate import evaluate_bounds
-from aevb.train import Trainer, kl_weight, objective_terms
+from aevb.trainer import Trainer, kl_weight, objective_terms
 
 from conftest import tiny_config
 

@@ -13,7 +13,7 @@ from aevb.data import load_dataset
 from aevb.io import CheckpointError, load_checkpoint
 from aevb.model import VAE
 from aevb.runs import RunError
-from aevb.train import Callback, Trainer, TrainingDiverged, dataset_bound
+from aevb.trainer import Callback, Trainer, TrainingDiverged, dataset_bound
 
 from conftest import tiny_config
 

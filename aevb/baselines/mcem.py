@@ -40,7 +40,7 @@ class MCEM:
 
     @classmethod
     def from_config(cls, model, n_train: int, optim_cfg, **kw) -> "MCEM":
-        from ..train import build_optimizer
+        from ..trainer import build_optimizer
 
         return cls(model, n_train, build_optimizer(model.decoder.parameters(), optim_cfg), **kw)
 

@@ -57,7 +57,7 @@ class WakeSleep:
 
     @classmethod
     def from_config(cls, model, optim_cfg, sleep_batch: Optional[int] = None) -> "WakeSleep":
-        from ..train import build_optimizer
+        from ..trainer import build_optimizer
 
         return cls(model, build_optimizer(model.decoder.parameters(), optim_cfg),
                    build_optimizer(model.encoder.parameters(), optim_cfg), sleep_batch)

@@ -28,7 +28,7 @@ def user_errors() -> tuple:
     from ..data import DataError
     from ..io import CheckpointError
     from ..runs import RunError
-    from ..train import TrainingDiverged
+    from ..trainer import TrainingDiverged
 
     return (ConfigError, DataError, CheckpointError, RunError, TrainingDiverged, FileNotFoundError)
 

@@ -120,7 +120,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import Trainer
+    from ..trainer import Trainer
 
     cfg, given = config_from_args(args)
     if args.resume:

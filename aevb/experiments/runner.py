@@ -162,7 +162,7 @@ def _build(spec: SubRun, x_train: Tensor, dim: int, device):
     m_cfg, o_cfg = paper_configs(spec.which, spec.latent, spec.hidden, len(x_train), spec.lr)
     model = VAE.from_config(m_cfg, dim).to(device)
     if spec.method == "aevb":
-        from ..train import build_optimizer
+        from ..trainer import build_optimizer
 
         algo = build_optimizer(model.parameters(), o_cfg)
     elif spec.method == "wake-sleep":
@@ -273,7 +273,7 @@ def run_subrun(ctx: Context, spec: SubRun) -> SubRunResult:
 @torch.no_grad()
 def elbo_of(model: VAE, x: Tensor, batch: int = 1000, seed: int = 1) -> float:
     """Mean ELBO (one sample, closed-form KL, seeded) over the rows of x."""
-    from ..train import dataset_bound
+    from ..trainer import dataset_bound
 
     return float(dataset_bound(model, x, batch, seed=seed)["bound"])
 
