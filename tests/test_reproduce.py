@@ -8,7 +8,6 @@ import torch
 from aevb.cli import main
 from aevb.config import RunConfig, validate
 from aevb.experiments import EXPERIMENTS, ReproduceError, run_experiment
-from aevb.experiments.figure4 import quantile_grid
 from aevb.experiments.runner import log_points, paper_configs
 from aevb.presets import apply_preset
 
@@ -98,5 +97,3 @@ def test_paper_presets_and_settings():
     assert m.latent_dim == 3 and m.encoder_hidden == [100] and o.weight_decay == pytest.approx(1e-3)
     pts = log_points(1000, 100000, 3)
     assert pts == [1000, 10000, 100000]
-    z = quantile_grid(3)
-    assert z.shape == (9, 2) and abs(float(z[4, 0])) < 1e-6 and float(z[0, 1]) > 0
