@@ -4,6 +4,7 @@ The whole data set lives on the device as one tensor; minibatches are drawn by i
 seeded permutation, so an epoch does no per-sample Python work. Every epoch ends with the test
 (and validation) bound, a metrics row, image grids and an atomic checkpoint that holds the model,
 optimizer, schedule, epoch, step and every RNG state: a resumed run continues exactly.
+Under ``torchrun`` the same loop trains data-parallel (see aevb/distributed.py).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor
 
 from . import __version__
+from . import distributed
 from .config import ConfigError, RunConfig, diff, resolve
 from .data import Dataset, load_dataset
 from .images import save_grid
@@ -80,6 +82,19 @@ def objective_terms(model: VAE, x: Tensor, obj) -> BoundTerms:
     return model.elbo(x, n_samples=obj.samples, kl=obj.kl)
 
 
+def batch_loss(terms: BoundTerms, obj, beta: float, total: Optional[int] = None) -> Tensor:
+    """The minimised loss: minus the mean bound (KL weighted by ``beta`` for the ELBO).
+
+    ``total``: the global batch size when ``terms`` hold one process's shard of it; the loss is
+    then minus the shard's sum over ``total``, so the gradients of all shards add up to the
+    gradient of the global batch's mean (what data-parallel training sums over processes)."""
+    if obj.objective == "iwae" or beta == 1.0:
+        per_point = terms.bound
+    else:
+        per_point = terms.log_px_given_z - beta * terms.kl
+    return -per_point.mean() if total is None else -per_point.sum() / total
+
+
 def kl_weight(obj, epoch_progress: float) -> float:
     """beta, ramped linearly from 0 over ``warmup_epochs`` (fractional epochs count)."""
     if obj.warmup_epochs and epoch_progress < obj.warmup_epochs:
@@ -99,6 +114,14 @@ def dataset_bound(model: VAE, x: Tensor, batch_size: int = 1000, dynamic: bool =
 
     Uses its own seeded random stream, so it neither perturbs training nor varies between calls.
     """
+    s = (bound_sums(model, x, batch_size, dynamic, seed) / len(x)).tolist()
+    return {"bound": s[0], "log_px_given_z": s[1], "kl": s[2]}
+
+
+@torch.no_grad()
+def bound_sums(model: VAE, x: Tensor, batch_size: int = 1000, dynamic: bool = False,
+               seed: int = 0) -> Tensor:
+    """Sums over the rows of ``x`` of the ELBO and its two terms (float64 [3]); see dataset_bound."""
     was_training = model.training
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=x.device)
@@ -110,8 +133,7 @@ def dataset_bound(model: VAE, x: Tensor, batch_size: int = 1000, dynamic: bool =
             t = model.elbo(xb)
             sums += torch.stack([t.bound.sum(), t.log_px_given_z.sum(), t.kl.sum()]).double()
     model.train(was_training)
-    s = (sums / len(x)).tolist()
-    return {"bound": s[0], "log_px_given_z": s[1], "kl": s[2]}
+    return sums
 
 
 def rng_state(shuffle: torch.Generator) -> dict:
@@ -167,16 +189,22 @@ class Trainer:
         t = cfg.train
         if t.threads:
             torch.set_num_threads(int(t.threads))
+        self.dist = distributed.init()
         self.device = resolve_device(t.device)
+        if self.dist.enabled:
+            self.device = _distributed_device(self.device, t.device, self.dist)
         if state is None:
             torch.manual_seed(t.seed)  # model initialisation and the noise stream
             np.random.seed(t.seed % 2 ** 32)
             random.seed(t.seed)
             self.model = VAE.from_config(cfg.model, data.dim)
+            if self.dist.rank > 0:  # the same initial model, but every process its own noise
+                _seed_noise(distributed.rank_seed(t.seed, self.dist.rank))
         else:
             self.model = VAE.from_config(cfg.model, data.dim)
             self.model.load_state_dict(state["model"])
         self.model.to(self.device).train()
+        distributed.broadcast_module(self.model)
         self.optimizer = build_optimizer(self.model.parameters(), cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, t.epochs)
         self.shuffle = torch.Generator().manual_seed(t.seed)
@@ -186,12 +214,30 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
             self.epoch, self.step = int(state["epoch"]), int(state["step"])
             self.history = list(state["history"])
-            set_rng_state(state["rng"], self.shuffle)
+            self._restore_rng(state)
         self.x_train = data.train.x.to(self.device)
         self.x_test = data.test.x.to(self.device)
         self.x_valid = None if data.valid is None else data.valid.x.to(self.device)
         self.sample_z = torch.randn(64, cfg.model.latent_dim, generator=torch.Generator().manual_seed(t.seed + 2))
         self._writer = None
+
+    def _restore_rng(self, state: dict) -> None:
+        """Every process gets back its own RNG states when the run continues with as many
+        processes as it was saved with; otherwise the shuffling stream (shared by all processes)
+        is restored and the other processes draw fresh noise, with a warning."""
+        saved = int(state.get("world_size", 1))
+        rank, world = self.dist.rank, self.dist.world_size
+        if saved == world and rank > 0:
+            set_rng_state(state["rng_ranks"][rank], self.shuffle)
+            return
+        set_rng_state(state["rng"], self.shuffle)
+        if saved != world:
+            if rank > 0:
+                _seed_noise(distributed.rank_seed(self.cfg.train.seed + 1_000_003 * self.epoch, rank))
+            else:
+                print(f"aevb train: warning: {self.run_dir} was trained with {saved} process(es) and "
+                      f"continues with {world}; training goes on correctly (same global batch size), "
+                      "but not value for value as a run never stopped", file=sys.stderr, flush=True)
 
     # -------------------------------------------------------------- construction
     @classmethod
@@ -200,21 +246,27 @@ class Trainer:
         """Start a fresh run in ``out``. Loads the data, resolves and checks the config, checks
         the data against the likelihood, and only then creates the folder."""
         out = Path(out)
-        if out.exists():
-            if is_run(out):
-                if not overwrite:
-                    raise RunError(f"{out} already holds a run; use --resume {out} to continue it, "
-                                   "--overwrite to replace it, or choose another --out")
-            elif out.is_file() or any(out.iterdir()):
-                raise RunError(f"{out} exists and is not an empty folder nor an aevb run; choose another --out")
-        data = data if data is not None else load_data(cfg)
-        cfg = resolve(cfg, data.kind, data.name)
-        check_data_for_likelihood(cfg, data)
-        if out.exists() and is_run(out):
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_marker(out, "running", aevb_version=__version__, dataset=data.name)
-        cfg.save(out / "config.json")
+        dist = distributed.init()
+        given_data = data
+
+        def prepare():
+            # Under torchrun, rank 0 checks the folder, loads (maybe downloads) the data and
+            # creates the run first; the others load the data after it, and an error on any
+            # rank stops every rank (see distributed.staged).
+            if dist.is_main:
+                _check_new_out(out, overwrite)
+            data = given_data if given_data is not None else load_data(cfg)
+            rcfg = resolve(cfg, data.kind, data.name)
+            check_data_for_likelihood(rcfg, data)
+            if dist.is_main:
+                if out.exists() and is_run(out):
+                    shutil.rmtree(out)
+                out.mkdir(parents=True, exist_ok=True)
+                write_marker(out, "running", aevb_version=__version__, dataset=data.name)
+                rcfg.save(out / "config.json")
+            return rcfg, data
+
+        cfg, data = distributed.staged(prepare)
         return cls(cfg, out, data, callbacks=callbacks)
 
     @classmethod
@@ -223,46 +275,58 @@ class Trainer:
         """Continue the run in ``run_dir`` from its last checkpoint. ``overrides`` holds options
         the user gave (dotted names in ``given``); any that contradict the saved config, except
         those in RESUMABLE_CHANGES (e.g. more epochs), raise ConfigError."""
-        run = Run(run_dir)
-        cfg = run.config
-        if overrides is not None:
-            clashes = [k for k in diff(cfg, overrides) if k in given and k not in RESUMABLE_CHANGES]
-            if clashes:
-                detail = "; ".join(f"{k}: run has {_get(cfg, k)!r}, asked {_get(overrides, k)!r}" for k in clashes)
-                raise ConfigError(f"--resume {run.path}: options contradict the run's config ({detail}). "
-                                  "Drop them to continue the run as configured, or start a new run.")
-            for k in given:
-                if k in RESUMABLE_CHANGES:
-                    _set(cfg, k, _get(overrides, k))
-        state = run.checkpoint()
-        data = load_data(cfg)
-        if data.dim != int(state["data_dim"]):
-            raise RunError(f"the data set now has {data.dim} values per datapoint but the run was "
-                           f"trained on {state['data_dim']}; check --data-dir")
-        cfg.save(run.path / "config.json")
-        write_marker(run.path, "running")
-        return cls(cfg, run.path, data, state=state, callbacks=callbacks)
+        dist = distributed.init()
+        if not dist.enabled:
+            cfg, state = _read_resume(run_dir, overrides, given)
+        else:  # rank 0 reads the run and hands it to the others (no shared folder needed)
+            def read():
+                if not dist.is_main:
+                    return None
+                cfg, state = _read_resume(run_dir, overrides, given)
+                return cfg.to_dict(), state
+
+            got = distributed.broadcast_object(distributed.staged(read))
+            cfg, state = RunConfig.from_dict(got[0]), got[1]
+        run_path = Path(run_dir)
+
+        def prepare():
+            data = load_data(cfg)
+            if data.dim != int(state["data_dim"]):
+                raise RunError(f"the data set now has {data.dim} values per datapoint but the run was "
+                               f"trained on {state['data_dim']}; check --data-dir")
+            if dist.is_main:
+                cfg.save(run_path / "config.json")
+                write_marker(run_path, "running")
+            return data
+
+        data = distributed.staged(prepare)
+        return cls(cfg, run_path, data, state=state, callbacks=callbacks)
 
     # -------------------------------------------------------------- the loop
     def fit(self) -> List[dict]:
         """Train until ``cfg.train.epochs`` epochs are done; returns the metrics history."""
         t = self.cfg.train
+        main = self.dist.is_main  # under torchrun only rank 0 writes files and runs callbacks
         try:
             while self.epoch < t.epochs:
                 record = self.train_epoch()
-                for cb in self.callbacks:
-                    cb.on_epoch_end(self, record)
+                if main:
+                    for cb in self.callbacks:
+                        cb.on_epoch_end(self, record)
         except KeyboardInterrupt:
-            write_marker(self.run_dir, "interrupted", epoch=self.epoch)
+            if main:
+                write_marker(self.run_dir, "interrupted", epoch=self.epoch)
             self._close()
             raise
         except TrainingDiverged:
-            write_marker(self.run_dir, "failed", epoch=self.epoch, reason="loss became NaN or infinite")
+            if main:
+                write_marker(self.run_dir, "failed", epoch=self.epoch, reason="loss became NaN or infinite")
             self._close()
             raise
-        for cb in self.callbacks:
-            cb.on_train_end(self)
-        write_marker(self.run_dir, "finished", epoch=self.epoch)
+        if main:
+            for cb in self.callbacks:
+                cb.on_train_end(self)
+            write_marker(self.run_dir, "finished", epoch=self.epoch)
         self._close()
         return self.history
 
@@ -273,19 +337,24 @@ class Trainer:
         dynamic = self.data.dynamic_binarization
         perm = torch.randperm(n, generator=self.shuffle).to(self.device)
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        rank, world, sharded = self.dist.rank, self.dist.world_size, self.dist.enabled
+        local_seen = 0
         t0 = time.perf_counter()
         bar = self._bar(n_batches)
         self.model.train()
         for b in range(n_batches):
             beta = kl_weight(obj, self.epoch + b / n_batches)
-            xb = binarize_batch(self.x_train.index_select(0, perm[b * bs:(b + 1) * bs]), dynamic)
+            idx = perm[b * bs:(b + 1) * bs]
+            if sharded:  # this process's share of the global batch
+                total, idx = len(idx), idx[rank::world]
+                local_seen += len(idx)
+            xb = binarize_batch(self.x_train.index_select(0, idx), dynamic)
             terms = objective_terms(self.model, xb, obj)
-            if obj.objective == "iwae" or beta == 1.0:
-                loss = -terms.bound.mean()
-            else:
-                loss = -(terms.log_px_given_z - beta * terms.kl).mean()
+            loss = batch_loss(terms, obj, beta, total if sharded else None)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if sharded:  # sum over processes: the gradient of the global batch's mean
+                distributed.all_reduce_gradients(self.model.parameters())
             if cfg.optim.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
             self.optimizer.step()
@@ -293,15 +362,16 @@ class Trainer:
             with torch.no_grad():
                 sums += torch.stack([terms.bound.sum(), terms.log_px_given_z.sum(), terms.kl.sum()]).double()
             if bar is not None and (b % 20 == 0 or b == n_batches - 1):
-                seen = min((b + 1) * bs, n)
-                running = sums[0].item() / seen
-                if not math.isfinite(running):
+                seen = local_seen if sharded else min((b + 1) * bs, n)
+                running = sums[0].item() / max(seen, 1)
+                if not math.isfinite(running) and not sharded:  # sharded: checked after the epoch, on all ranks
                     self._diverged(b)
                 bar.set_postfix_str(f"loss {-running:.2f} nats")
             if bar is not None:
                 bar.update(1)
         if bar is not None:
             bar.close()
+        distributed.all_reduce_sum(sums)
         train = (sums / n).tolist()
         if not all(math.isfinite(v) for v in train):
             self._diverged(n_batches - 1)
@@ -313,7 +383,7 @@ class Trainer:
                   "train_bound": train[0], "train_log_px_given_z": train[1], "train_kl": train[2]}
         splits = [("test", self.x_test)] + ([("valid", self.x_valid)] if self.x_valid is not None else [])
         for name, x in splits:
-            m = dataset_bound(self.model, x, t.eval_batch_size, dynamic, seed=t.seed + 1)
+            m = self._split_bound(x)
             if not math.isfinite(m["bound"]):
                 self._diverged(n_batches - 1)
             record.update({f"{name}_bound": m["bound"], f"{name}_log_px_given_z": m["log_px_given_z"],
@@ -326,12 +396,35 @@ class Trainer:
         self._log(record)
         return record
 
+    def _split_bound(self, x: Tensor) -> Dict[str, float]:
+        """dataset_bound of a test/validation split; under torchrun every process takes a
+        contiguous share of the rows (its own noise seed) and the sums are added up."""
+        t = self.cfg.train
+        if not self.dist.enabled:
+            return dataset_bound(self.model, x, t.eval_batch_size, self.data.dynamic_binarization, seed=t.seed + 1)
+        share = torch.tensor_split(x, self.dist.world_size)[self.dist.rank]
+        sums = bound_sums(self.model, share, t.eval_batch_size, self.data.dynamic_binarization,
+                          seed=distributed.rank_seed(t.seed + 1, self.dist.rank))
+        s = (distributed.all_reduce_sum(sums) / len(x)).tolist()
+        return {"bound": s[0], "log_px_given_z": s[1], "kl": s[2]}
+
     # -------------------------------------------------------------- outputs
     def _epoch_outputs(self, record: dict) -> None:
+        if self.dist.enabled:
+            state = self.checkpoint_state()  # a collective: every rank takes part
+            if not self.dist.is_main:
+                return
+            save_checkpoint(state, self.run_dir / CHECKPOINT)
+            self._epoch_files(record, checkpoint=False)
+            return
+        self._epoch_files(record)
+
+    def _epoch_files(self, record: dict, checkpoint: bool = True) -> None:
         t = self.cfg.train
         if t.images_every and (self.epoch % t.images_every == 0 or self.epoch == t.epochs):
             self.write_images(self.run_dir / "images", suffix=f"_epoch{self.epoch:03d}")
-        self.write_checkpoint()
+        if checkpoint:
+            self.write_checkpoint()
         _write_metrics(self.run_dir, self.history)
         w = self.writer
         if w is not None:
@@ -362,7 +455,9 @@ class Trainer:
         return out
 
     def checkpoint_state(self) -> dict:
-        return {
+        """Everything a resume needs. Under torchrun it also holds every process's RNG states
+        (``rng_ranks``) and ``world_size``; call it on every rank then (it gathers)."""
+        state = {
             "format": "aevb-checkpoint", "version": 1, "aevb_version": __version__,
             "epoch": self.epoch, "step": self.step,
             "data_dim": self.data.dim, "image_shape": list(self.data.image_shape),
@@ -371,6 +466,10 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(), "rng": rng_state(self.shuffle),
             "history": self.history,
         }
+        if self.dist.enabled:
+            state["world_size"] = self.dist.world_size
+            state["rng_ranks"] = distributed.all_gather_object(state["rng"])
+        return state
 
     def write_checkpoint(self) -> Path:
         path = self.run_dir / CHECKPOINT
@@ -394,7 +493,7 @@ class Trainer:
             self._writer = None
 
     def _bar(self, total: int):
-        if not self.cfg.train.progress:
+        if not self.cfg.train.progress or not self.dist.is_main:
             return None
         from tqdm.auto import tqdm
 
@@ -402,7 +501,7 @@ class Trainer:
                     leave=False, dynamic_ncols=True, disable=None, file=sys.stderr)
 
     def _log(self, r: dict) -> None:
-        if not self.cfg.train.progress:
+        if not self.cfg.train.progress or not self.dist.is_main:
             return
         done, total = self.epoch, self.cfg.train.epochs
         per_epoch = sum(h["epoch_time_s"] for h in self.history[-5:]) / len(self.history[-5:])
@@ -420,6 +519,50 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------------- helpers
+def _check_new_out(out: Path, overwrite: bool) -> None:
+    if out.exists():
+        if is_run(out):
+            if not overwrite:
+                raise RunError(f"{out} already holds a run; use --resume {out} to continue it, "
+                               "--overwrite to replace it, or choose another --out")
+        elif out.is_file() or any(out.iterdir()):
+            raise RunError(f"{out} exists and is not an empty folder nor an aevb run; choose another --out")
+
+
+def _read_resume(run_dir, overrides: Optional[RunConfig], given: Sequence[str]):
+    """(config, checkpoint state) of the run to continue, with the allowed overrides applied."""
+    run = Run(run_dir)
+    cfg = run.config
+    if overrides is not None:
+        clashes = [k for k in diff(cfg, overrides) if k in given and k not in RESUMABLE_CHANGES]
+        if clashes:
+            detail = "; ".join(f"{k}: run has {_get(cfg, k)!r}, asked {_get(overrides, k)!r}" for k in clashes)
+            raise ConfigError(f"--resume {run.path}: options contradict the run's config ({detail}). "
+                              "Drop them to continue the run as configured, or start a new run.")
+        for k in given:
+            if k in RESUMABLE_CHANGES:
+                _set(cfg, k, _get(overrides, k))
+    return cfg, run.checkpoint()
+
+
+def _distributed_device(device: torch.device, asked: str, dist) -> torch.device:
+    """Under torchrun: CUDA means this process's GPU (cuda:LOCAL_RANK); CPU stays CPU."""
+    if device.type == "cuda":
+        return torch.device("cuda", dist.local_rank % torch.cuda.device_count())
+    if device.type == "cpu":
+        return device
+    if asked == "auto":
+        return torch.device("cpu")
+    raise ConfigError(f"--device {asked}: several processes (torchrun) train on cpu or cuda only")
+
+
+def _seed_noise(seed: int) -> None:
+    """Seed the global streams that draw this process's training noise."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    random.seed(seed)
+
+
 def load_data(cfg: RunConfig) -> Dataset:
     d = cfg.data
     return load_dataset(d.dataset, d.data_dir, download=d.download, validation=d.validation,
@@ -458,8 +601,11 @@ def _fmt_time(s: float) -> str:
 
 
 def train(cfg: RunConfig, out: Union[str, Path], overwrite: bool = False, data: Optional[Dataset] = None,
-          callbacks: Sequence[Callback] = ()) -> Run:
-    """Train a new run into ``out`` and return it (the Python entry point)."""
+          callbacks: Sequence[Callback] = ()) -> Optional[Run]:
+    """Train a new run into ``out`` and return it (the Python entry point). Under torchrun,
+    processes on a machine without the run folder (other than rank 0's) get None."""
     trainer = Trainer.new(cfg, out, overwrite=overwrite, data=data, callbacks=callbacks)
     trainer.fit()
+    if not trainer.dist.is_main and not is_run(trainer.run_dir):
+        return None
     return Run(trainer.run_dir)

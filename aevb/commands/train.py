@@ -131,19 +131,26 @@ def run(args: argparse.Namespace) -> int:
             print("aevb train: error: --resume uses the run's saved config; drop --preset/--config", file=sys.stderr)
             return 2
         trainer = Trainer.resume(args.resume, overrides=cfg, given=given, callbacks=default_callbacks())
-        if trainer.epoch >= trainer.cfg.train.epochs:
+        if not trainer.dist.is_main:  # under torchrun only rank 0 talks
+            pass
+        elif trainer.epoch >= trainer.cfg.train.epochs:
             print(f"{trainer.run_dir} has already trained {trainer.epoch} epochs; "
                   f"pass --epochs N with N > {trainer.epoch} to train further", file=sys.stderr)
         else:
             print(f"resuming {trainer.run_dir} at epoch {trainer.epoch}/{trainer.cfg.train.epochs}", file=sys.stderr)
     else:
-        out = args.out or _default_out(cfg.data.dataset)
+        from .. import distributed
+
+        distributed.init()  # under torchrun: every process uses rank 0's default folder name
+        out = distributed.broadcast_object(args.out or _default_out(cfg.data.dataset))
         trainer = Trainer.new(cfg, out, overwrite=args.overwrite, callbacks=default_callbacks())
-        print(f"training on {trainer.data.name} ({len(trainer.data.train)} train / {len(trainer.data.test)} test, "
-              f"{trainer.data.dim} values each) -> {trainer.run_dir}  [{trainer.device}]", file=sys.stderr)
+        if trainer.dist.is_main:
+            print(f"training on {trainer.data.name} ({len(trainer.data.train)} train / {len(trainer.data.test)} test, "
+                  f"{trainer.data.dim} values each) -> {trainer.run_dir}  [{trainer.device}]"
+                  + (f"  x {trainer.dist.world_size} processes" if trainer.dist.enabled else ""), file=sys.stderr)
     trainer.fit()
     last = trainer.history[-1] if trainer.history else None
-    if last:
+    if last and trainer.dist.is_main:
         print(f"done: test loss {-last['test_bound']:.2f} nats per datapoint (negative ELBO) after "
               f"{trainer.epoch} epochs; run folder {trainer.run_dir}")
     return 0
