@@ -11,6 +11,7 @@ result is the ratio of median epoch times.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import platform
 import statistics
@@ -67,20 +68,35 @@ def reference_loss(recon_x, x, mu, logvar):
     return bce + kld
 
 
-def reference_epoch(model, opt, train_loader, test_loader) -> float:
+def reference_epoch(model, opt, train_loader, test_loader, out_dir: Path, epoch: int) -> float:
+    """train() and test() of the example, with its per-batch loss.item(), its log line every 10
+    batches (to a sink here), its comparison image and its 64 samples per epoch."""
+    from aevb.images import save_grid
+
+    log = io.StringIO()
     model.train()
-    for data, _ in train_loader:
+    train_loss = 0.0
+    for batch_idx, (data, _) in enumerate(train_loader):
         opt.zero_grad()
         recon, mu, logvar = model(data)
         loss = reference_loss(recon, data, mu, logvar)
         loss.backward()
+        train_loss += loss.item()
         opt.step()
+        if batch_idx % 10 == 0:
+            print(f"Train Epoch: {epoch} [{batch_idx * len(data)}/{len(train_loader.dataset)}]\t"
+                  f"Loss: {loss.item() / len(data):.6f}", file=log)
     model.eval()
     test_loss = 0.0
     with torch.no_grad():
-        for data, _ in test_loader:
+        for i, (data, _) in enumerate(test_loader):
             recon, mu, logvar = model(data)
             test_loss += reference_loss(recon, data, mu, logvar).item()
+            if i == 0:
+                comparison = torch.cat([data[:8].view(-1, 784), recon.view(-1, 784)[:8]])
+                save_grid(out_dir / f"reconstruction_{epoch}.png", comparison, (1, 28, 28), 8)
+        sample = torch.sigmoid(model.fc4(F.relu(model.fc3(torch.randn(64, 20)))))
+        save_grid(out_dir / f"sample_{epoch}.png", sample, (1, 28, 28), 8)
     return test_loss / len(test_loader.dataset)
 
 
@@ -117,7 +133,7 @@ def main() -> None:
         t_ref, t_aevb, ref_losses, aevb_losses = [], [], [], []
         for r in range(args.rounds):
             t0 = time.perf_counter()
-            ref_losses.append(reference_epoch(ref, ref_opt, train_loader, test_loader))
+            ref_losses.append(reference_epoch(ref, ref_opt, train_loader, test_loader, Path(tmp), r + 1))
             t_ref.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             rec = trainer.train_epoch()  # train, test bound, images, metrics, checkpoint
