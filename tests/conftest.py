@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from aevb.config import RunConfig, merge
 
@@ -30,3 +31,12 @@ def shared_datasets():
     if not SHARED_DATASETS.is_dir():
         pytest.skip(f"shared data sets not present at {SHARED_DATASETS}")
     return SHARED_DATASETS
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one thread avoids OpenMP spinning on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -9,10 +9,8 @@ import torch
 from aevb import load_run, train
 from aevb.cli import main
 from aevb.config import ConfigError
-from aevb.data import load_dataset
 from aevb.io import CheckpointError, load_checkpoint
 from aevb.model import VAE
-from aevb.runs import RunError
 from aevb.trainer import Callback, Trainer, TrainingDiverged, dataset_bound
 
 from conftest import tiny_config
