@@ -29,21 +29,25 @@ from torch.utils.data import DataLoader, Dataset
 
 # ----------------------------------------------------------------------------- the reference
 class PerImageMNIST(Dataset):
-    """Like torchvision.datasets.MNIST with transforms.ToTensor(): a PIL image per item,
-    converted to a float tensor in [0, 1] one image at a time."""
+    """What torchvision.datasets.MNIST with transforms.ToTensor() does per item (torchvision has
+    no CPU build here, so its steps are written out): index a uint8 tensor, make a PIL image,
+    convert it back to a [1, 28, 28] float tensor in [0, 1]."""
 
-    def __init__(self, images_uint8: np.ndarray, labels: np.ndarray):
-        self.images, self.labels = images_uint8, labels
+    def __init__(self, images_uint8: torch.Tensor, labels: torch.Tensor):
+        self.data, self.targets = images_uint8, labels
 
     def __len__(self):
-        return len(self.images)
+        return len(self.data)
 
-    def __getitem__(self, i):
+    def __getitem__(self, index):
         from PIL import Image
 
-        img = Image.fromarray(self.images[i], mode="L")
-        t = torch.from_numpy(np.array(img, np.uint8, copy=True)).view(1, 28, 28).contiguous()
-        return t.to(torch.float32).div(255), int(self.labels[i])
+        img, target = self.data[index], int(self.targets[index])
+        img = Image.fromarray(img.numpy(), mode="L")
+        # transforms.ToTensor()
+        t = torch.from_numpy(np.array(img, np.uint8, copy=True))
+        t = t.view(img.size[1], img.size[0], 1).permute((2, 0, 1)).contiguous()
+        return t.to(dtype=torch.get_default_dtype()).div(255), target
 
 
 class ReferenceVAE(nn.Module):
@@ -114,9 +118,9 @@ def main() -> None:
     from aevb.trainer import Trainer
 
     data = load_dataset("mnist", args.data_dir, download=False)
-    to_u8 = lambda x: np.round(x.numpy() * 255).astype(np.uint8).reshape(-1, 28, 28)
-    train_ds = PerImageMNIST(to_u8(data.train.x), data.train.y.numpy())
-    test_ds = PerImageMNIST(to_u8(data.test.x), data.test.y.numpy())
+    to_u8 = lambda x: torch.round(x * 255).to(torch.uint8).reshape(-1, 28, 28)
+    train_ds = PerImageMNIST(to_u8(data.train.x), data.train.y)
+    test_ds = PerImageMNIST(to_u8(data.test.x), data.test.y)
     train_loader = DataLoader(train_ds, batch_size=128, shuffle=True)
     test_loader = DataLoader(test_ds, batch_size=128, shuffle=False)
     torch.manual_seed(0)
