@@ -7,7 +7,8 @@ from __future__ import annotations
 from .config import ConfigError, RunConfig, merge
 
 PRESETS = {
-    # The embedded default: scikit-learn's 8x8 digits, small enough to train in seconds.
+    # A smaller model for the embedded digits (scikit-learn's 8x8 images): trains in seconds.
+    # `aevb train` with no options uses the plain defaults (784-400-20 style, 100 epochs) instead.
     "digits": {
         "data": {"dataset": "digits"},
         "model": {"latent_dim": 8, "encoder_hidden": [256], "activation": "relu", "likelihood": "bernoulli"},
