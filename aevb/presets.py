@@ -8,7 +8,7 @@ from .config import ConfigError, RunConfig, merge
 
 PRESETS = {
     # A smaller model for the embedded digits (scikit-learn's 8x8 images): trains in seconds.
-    # `aevb train` with no options uses the plain defaults (784-400-20 style, 100 epochs) instead.
+    # `aevb train` with no options uses the plain defaults (one 400-unit layer, 20 latents, 100 epochs).
     "digits": {
         "data": {"dataset": "digits"},
         "model": {"latent_dim": 8, "encoder_hidden": [256], "activation": "relu", "likelihood": "bernoulli"},
