@@ -82,7 +82,18 @@ def register(sub) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue this run from its last checkpoint")
     p.add_argument("--preset", help="named settings: " + ", ".join(_preset_names()))
     p.add_argument("--config", metavar="FILE", help="YAML or JSON file with sections data, model, objective, optim, train")
+    from ..config import RunConfig
+
+    defaults = RunConfig()
     for flag, key, kw in OPTIONS:
+        kw = dict(kw)
+        if kw.get("action") is None and "choices" not in kw and "metavar" not in kw:
+            kw["metavar"] = flag.lstrip("-").upper().replace("-", "_")
+        sec, name = key.split(".")
+        value = getattr(getattr(defaults, sec), name)
+        if "default" not in kw.get("help", "") and kw.get("action") is None:
+            shown = " ".join(map(str, value)) if isinstance(value, list) else value
+            kw["help"] = (kw.get("help", "") + f" (default: {shown})").strip()
         p.add_argument(flag, dest=key, default=argparse.SUPPRESS, **kw)
     p.set_defaults(func=run)
 
