@@ -77,6 +77,7 @@ def register(sub) -> None:
                    "  aevb train --preset pytorch-example --dataset mnist --data-dir DIR\n"
                    "  aevb train --dataset binarized-mnist --latent-dim 50 --objective iwae --k 5\n"
                    "  aevb train --resume runs/mnist --epochs 20    # continue, exactly")
+    p.formatter_class = argparse.RawDescriptionHelpFormatter  # defaults are written into the help below
     p.add_argument("--out", metavar="RUN", help="run folder to create (default: runs/<dataset>-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--resume", metavar="RUN", help="continue this run from its last checkpoint")
