@@ -20,7 +20,8 @@ OPTIONS = [
     ("--validation", "data.validation", dict(type=float, metavar="N", help="hold out N training points "
                                              "(or a fraction if N < 1) as a validation split")),
     ("--binarize", "data.binarize", dict(choices=["static", "dynamic"], help="static: one fixed Bernoulli draw "
-                                         "per image; dynamic: a fresh draw every time an image is used")),
+                                         "per image; dynamic: a fresh draw every time an image is used "
+                                         "(default: the data as they are)")),
     ("--image-size", "data.image_size", dict(type=int, nargs=2, metavar=("H", "W"), help="resize folder images")),
     ("--color", "data.color", dict(choices=["grey", "rgb"], help="folder images in grey or colour (default: auto)")),
     ("--data-seed", "data.seed", dict(type=int, metavar="S", help="seed of held-out splits and static binarization")),
@@ -28,7 +29,8 @@ OPTIONS = [
     ("--latent-dim", "model.latent_dim", dict(type=int, metavar="J", help="size of z")),
     ("--hidden", "model.encoder_hidden", dict(type=int, nargs="+", metavar="H", help="encoder hidden sizes, "
                                               "e.g. --hidden 200 200 (the decoder mirrors them)")),
-    ("--decoder-hidden", "model.decoder_hidden", dict(type=int, nargs="+", metavar="H", help="decoder hidden sizes")),
+    ("--decoder-hidden", "model.decoder_hidden", dict(type=int, nargs="+", metavar="H", help="decoder hidden sizes "
+                                                   "(default: the encoder's, reversed)")),
     ("--activation", "model.activation", dict(metavar="NAME", help="relu, tanh, elu, softplus, sigmoid, "
                                               "leaky-relu, gelu, silu")),
     ("--likelihood", "model.likelihood", dict(choices=["bernoulli", "gaussian", "gaussian-fixed"],
@@ -37,7 +39,8 @@ OPTIONS = [
     ("--mean-activation", "model.mean_activation", dict(choices=["identity", "sigmoid"],
                                                         help="squash the gaussian decoder's mean")),
     ("--min-log-var", "model.min_log_var", dict(type=float, help="soft floor on the gaussian decoder's log-variance")),
-    ("--init-std", "model.init_std", dict(type=float, help="initialise weights from N(0, std^2)")),
+    ("--init-std", "model.init_std", dict(type=float, help="initialise weights from N(0, std^2) "
+                                          "(default: PyTorch's initialisation)")),
     # objective
     ("--objective", "objective.objective", dict(choices=["elbo", "iwae"], help="training bound")),
     ("--kl", "objective.kl", dict(choices=["analytic", "mc"], help="KL in closed form or by Monte Carlo")),
@@ -61,7 +64,7 @@ OPTIONS = [
     ("--eval-batch-size", "train.eval_batch_size", dict(type=int)),
     ("--seed", "train.seed", dict(type=int, help="seed of initialisation, shuffling and noise")),
     ("--device", "train.device", dict(help="auto, cpu, cuda, cuda:N or mps")),
-    ("--threads", "train.threads", dict(type=int, help="CPU threads for PyTorch")),
+    ("--threads", "train.threads", dict(type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")),
     ("--images-every", "train.images_every", dict(type=int, metavar="N", help="write image grids every N epochs (0: never)")),
     ("--no-progress", "train.progress", dict(action="store_false", help="no progress bars or epoch lines")),
     ("--no-tensorboard", "train.tensorboard", dict(action="store_false", help="do not write TensorBoard events")),
@@ -92,7 +95,7 @@ def register(sub) -> None:
             kw["metavar"] = flag.lstrip("-").upper().replace("-", "_")
         sec, name = key.split(".")
         value = getattr(getattr(defaults, sec), name)
-        if "default" not in kw.get("help", "") and kw.get("action") is None:
+        if "default" not in kw.get("help", "") and kw.get("action") is None and value is not None:
             shown = " ".join(map(str, value)) if isinstance(value, list) else value
             kw["help"] = (kw.get("help", "") + f" (default: {shown})").strip()
         p.add_argument(flag, dest=key, default=argparse.SUPPRESS, **kw)
