@@ -31,7 +31,7 @@ MODEL_ONLY_KINDS = ("samples", "manifold", "curves", "latent-series")
 
 
 def register(sub) -> None:
-    from ..plots import KINDS, METHODS
+    from ..plots import KINDS
 
     p = add_parser(sub, "plot", "draw figures of what a run learned (PNG)",
                    "Draw figures of a trained run and write them as PNG files (default: RUN/figures/).\n\n"
@@ -40,24 +40,37 @@ def register(sub) -> None:
     p.add_argument("kind", metavar="KIND", choices=list(KINDS) + ["all"],
                    help="one of: " + ", ".join(KINDS) + ", all%(default).0s")
     p.add_argument("--out", metavar="DIR", help="folder for the PNG files (default: RUN/figures)%(default).0s")
-    p.add_argument("-n", "--grid-size", dest="n", type=int, default=None, metavar="N",
-                   help="tiles per side of the manifold grids (default 20) and of the sample grid (8); "
-                        "images per row of reconstructions (8); steps of interpolations (10) and traversals (11)%(default).0s")
-    p.add_argument("--method", choices=list(METHODS), default="pca",
-                   help="how latent spaces of more than 2 dimensions are projected to 2-D")
+    add_figure_options(p, n_help="tiles per side of the manifold grids (default 20) and of the sample grid "
+                          "(8); images per row of reconstructions (8); steps of interpolations (10) and "
+                          "traversals (11)")
     p.add_argument("--draw", action="store_true", help="samples: also show a draw x ~ p(x|z), not only its mean")
-    p.add_argument("--seed", type=int, default=0, help="seed of prior samples, t-SNE and PCA")
-    add_device_argument(p)
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def add_figure_options(p: argparse.ArgumentParser, n_help: str) -> None:
+    """-n/--grid-size, --method, --seed and --device: shared by `aevb plot` and `aevb report`."""
+    from ..plots import METHODS
+
+    p.add_argument("-n", "--grid-size", dest="n", type=int, default=None, metavar="N",
+                   help=n_help + "%(default).0s")
+    p.add_argument("--method", choices=list(METHODS), default="pca",
+                   help="how latent spaces of more than 2 dimensions are projected to 2-D")
+    p.add_argument("--seed", type=int, default=0, help="seed of prior samples, t-SNE and PCA")
+    add_device_argument(p)
+
+
+def check_grid_size(args: argparse.Namespace) -> None:
     from ..config import ConfigError
-    from ..plots import FigureContext, draw_figures
-    from ..runs import Run
 
     if args.n is not None and args.n < 1:
         raise ConfigError("-n/--grid-size must be at least 1")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..plots import FigureContext, draw_figures
+    from ..runs import Run
+
+    check_grid_size(args)
     run_ = Run(args.run)
     # figures that need only the model can be drawn where the data set is not available
     optional = args.kind in MODEL_ONLY_KINDS + ("all",)

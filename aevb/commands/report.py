@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_device_argument, add_parser, add_run_argument
+from .common import add_parser, add_run_argument
+from .plot import add_figure_options, check_grid_size
 
 
 def register(sub) -> None:
-    from ..plots import METHODS
-
     p = add_parser(sub, "report", "write a run's self-contained HTML report",
                    "Draw every figure of the run (RUN/figures/*.png) and write RUN/report.html: the "
                    "configuration, the final numbers (with the importance-weighted bound of any "
@@ -22,24 +21,17 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="FILE", help="HTML file to write (default: RUN/report.html)%(default).0s")
     p.add_argument("--no-figures", dest="figures", action="store_false",
                    help="do not redraw figures; embed those already in RUN/figures%(default).0s")
-    p.add_argument("-n", "--grid-size", dest="n", type=int, default=None, metavar="N",
-                   help="grid size of the figures (see `aevb plot --help`)%(default).0s")
-    p.add_argument("--method", choices=list(METHODS), default="pca",
-                   help="how latent spaces of more than 2 dimensions are projected to 2-D")
+    add_figure_options(p, n_help="grid size of the figures (see `aevb plot --help`)")
     p.add_argument("--no-draw", dest="draw", action="store_false",
                    help="samples: show only the mean of p(x|z), not also a draw%(default).0s")
-    p.add_argument("--seed", type=int, default=0, help="seed of prior samples, t-SNE and PCA")
-    add_device_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import ConfigError
     from ..report import write_report
     from ..runs import Run
 
-    if args.n is not None and args.n < 1:
-        raise ConfigError("-n/--grid-size must be at least 1")
+    check_grid_size(args)
     run_ = Run(args.run)
     path = write_report(run_, figures=args.figures, out=args.out, n=args.n, method=args.method,
                         seed=args.seed, draw=args.draw, device=args.device)
