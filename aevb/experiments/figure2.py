@@ -3,7 +3,7 @@ samples evaluated, AEVB against wake-sleep, for several latent sizes, on MNIST (
 and Frey Face (200 hidden units). The wake-sleep bound is the ELBO with its recognition model."""
 from __future__ import annotations
 
-from .runner import (Context, SubRun, budget_settings, elbo_of, log_points, new_figure, run_subrun,
+from .runner import (Context, SubRun, budget_settings, elbo_of, log_points, new_figure, plot_train_test, run_subrun,
                      save_figure, subset, write_csv)
 
 NAME = "figure2"
@@ -18,7 +18,6 @@ BUDGETS = {
               "start": 100000, "stop": 100000000, "points": 16, "eval_n": None},
 }
 METHODS = ("aevb", "wake-sleep")
-STYLE = {"aevb": ("tab:red", "AEVB"), "wake-sleep": ("tab:blue", "Wake-Sleep")}
 
 
 def run(ctx: Context) -> dict:
@@ -53,15 +52,8 @@ def plot(rows, path, b):
         for c_i, z in enumerate(b[which]):
             ax = axes[r_i][c_i]
             ax.set_visible(True)
-            for method in METHODS:
-                sel = [r for r in rows if r["panel"] == which and int(r["latent"]) == z and r["method"] == method]
-                if not sel:
-                    continue
-                xs = [int(r["samples"]) for r in sel]
-                color, label = STYLE[method]
-                ax.plot(xs, [float(r["train_bound"]) for r in sel], "-", color=color, label=f"{label} train")
-                ax.plot(xs, [float(r["test_bound"]) for r in sel], "--", color=color, label=f"{label} test")
-            ax.set_xscale("log")
+            sel = plot_train_test(ax, [r for r in rows if r["panel"] == which and int(r["latent"]) == z],
+                                  METHODS, "train_bound", "test_bound")
             name = sel[0]["dataset"] if sel else which
             ax.set_title(f"{'MNIST' if name == 'mnist' else 'Frey Face' if name == 'frey-face' else name}, "
                          f"$N_z$ = {z}", fontsize=9)

@@ -7,7 +7,7 @@ also get the importance-weighted estimate L_k with their own encoder (``*_iw`` c
 from __future__ import annotations
 
 from ..baselines.marginal_likelihood import iw_log_px, model_log_px
-from .runner import (Context, SubRun, budget_settings, log_points, new_figure, run_subrun, save_figure,
+from .runner import (Context, SubRun, budget_settings, log_points, new_figure, plot_train_test, run_subrun, save_figure,
                      subset, write_csv)
 
 NAME = "figure3"
@@ -22,7 +22,6 @@ BUDGETS = {
 }
 LATENT = 3
 METHODS = ("aevb", "wake-sleep", "mcem")
-STYLE = {"aevb": ("tab:red", "AEVB"), "wake-sleep": ("tab:blue", "Wake-Sleep"), "mcem": ("tab:green", "MCEM")}
 
 
 def run(ctx: Context) -> dict:
@@ -60,15 +59,7 @@ def run(ctx: Context) -> dict:
 def plot(rows, path, b):
     fig, axes = new_figure(1, len(b["n_train"]), size=(3.6, 2.8))
     for ax, n in zip(axes[0], b["n_train"]):
-        for method in METHODS:
-            sel = [r for r in rows if int(r["n_train"]) == n and r["method"] == method]
-            if not sel:
-                continue
-            xs = [int(r["samples"]) for r in sel]
-            color, label = STYLE[method]
-            ax.plot(xs, [float(r["train_log_px"]) for r in sel], "-", color=color, label=f"{label} train")
-            ax.plot(xs, [float(r["test_log_px"]) for r in sel], "--", color=color, label=f"{label} test")
-        ax.set_xscale("log")
+        plot_train_test(ax, [r for r in rows if int(r["n_train"]) == n], METHODS, "train_log_px", "test_log_px")
         ax.set_title(f"$N_{{train}}$ = {n}", fontsize=9)
         ax.set_xlabel("# training samples evaluated", fontsize=8)
         ax.set_ylabel("marginal log-likelihood (nats)", fontsize=8)

@@ -299,6 +299,27 @@ def new_figure(nrows: int, ncols: int, size=(3.0, 2.4)):
     return fig, axes
 
 
+# colour and legend name of each training method, shared by the figures
+STYLE = {"aevb": ("tab:red", "AEVB"), "wake-sleep": ("tab:blue", "Wake-Sleep"), "mcem": ("tab:green", "MCEM")}
+
+
+def plot_train_test(ax, rows: List[dict], methods: Sequence[str], train_key: str, test_key: str) -> List[dict]:
+    """One solid (train) and one dashed (test) curve per method against ``samples``, log x-axis.
+    ``rows`` are one panel's CSV rows; returns the rows plotted."""
+    plotted = []
+    for method in methods:
+        sel = [r for r in rows if r["method"] == method]
+        if not sel:
+            continue
+        xs = [int(r["samples"]) for r in sel]
+        color, label = STYLE[method]
+        ax.plot(xs, [float(r[train_key]) for r in sel], "-", color=color, label=f"{label} train")
+        ax.plot(xs, [float(r[test_key]) for r in sel], "--", color=color, label=f"{label} test")
+        plotted += sel
+    ax.set_xscale("log")
+    return plotted
+
+
 def save_figure(fig, path: Path, dpi: int = 80) -> Path:
     import matplotlib.pyplot as plt
 
