@@ -92,6 +92,16 @@ def _shutdown() -> None:
             pass
 
 
+def finish() -> None:
+    """Leave the process group together: a barrier (so no rank tears its connections down while
+    another still works, e.g. rank 0 writing the report), then destroy it while the interpreter is
+    fully alive. Tearing gloo down only at interpreter exit, with the other rank already gone,
+    can abort the process ("terminate called without an active exception")."""
+    if info().enabled:
+        barrier()
+        _shutdown()
+
+
 def rank_seed(seed: int, rank: int) -> int:
     """A seed for ``rank``'s own noise stream: ``seed`` itself on rank 0 (so rank 0 draws what a
     single process draws), well-separated seeds elsewhere."""

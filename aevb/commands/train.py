@@ -168,6 +168,9 @@ def run(args: argparse.Namespace) -> int:
     if last and trainer.dist.is_main:
         print(f"done: test loss {-last['test_bound']:.2f} nats per datapoint (negative ELBO) after "
               f"{trainer.epoch} epochs; run folder {trainer.run_dir}")
+    from .. import distributed
+
+    distributed.finish()
     return 0
 
 
