@@ -104,13 +104,26 @@ class VAE(nn.Module):
             raise ValueError(f"kl must be 'analytic' or 'mc', not {kl!r}")
         return BoundTerms(log_px_z - kl_term, log_px_z, kl_term, kl_per_dim)
 
+    def _log_weights(self, x: Tensor, z: Tensor, mu: Tensor, log_var: Tensor):
+        """(log p(x|z), log w = log p(x,z) - log q(z|x)) for samples z [S, B, J]: each [S, B]."""
+        log_px_z = self.log_p_x_given_z(x, z)
+        return log_px_z, log_px_z + self.log_p_z(z) - self.log_q_z_given_x(z, mu, log_var)
+
     def log_importance_weights(self, x: Tensor, k: int, mu: Optional[Tensor] = None,
                                log_var: Optional[Tensor] = None) -> Tensor:
         """log w = log p(x, z) - log q(z|x) for k samples z ~ q(z|x): x [B, D] -> [k, B]."""
         if mu is None:
             mu, log_var = self.encode(x)
-        z = reparameterize(mu, log_var, k)
-        return self.log_p_x_given_z(x, z) + self.log_p_z(z) - self.log_q_z_given_x(z, mu, log_var)
+        return self._log_weights(x, reparameterize(mu, log_var, k), mu, log_var)[1]
+
+    def iwae(self, x: Tensor, k: int) -> BoundTerms:
+        """The IWAE objective per datapoint: L_k from k samples, with the reconstruction term
+        averaged over the same samples and the closed-form KL (both for logging only)."""
+        mu, log_var = self.encode(x)
+        log_px_z, log_w = self._log_weights(x, reparameterize(mu, log_var, k), mu, log_var)
+        kl_per_dim = kl_normal_standard(mu, log_var)
+        bound = torch.logsumexp(log_w, 0) - math.log(k)
+        return BoundTerms(bound, log_px_z.mean(0), kl_per_dim.sum(-1), kl_per_dim)
 
     def iw_bound(self, x: Tensor, k: int, chunk_size: Optional[int] = None) -> Tensor:
         """The importance-weighted bound L_k = log (1/k) sum_i w_i per datapoint, [B] nats.

@@ -83,15 +83,7 @@ def objective_terms(model: VAE, x: Tensor, obj) -> BoundTerms:
     """The training bound per datapoint: the SGVB ELBO (L samples, closed-form or MC KL) or
     the IWAE bound L_k, with its reconstruction and KL terms for logging."""
     if obj.objective == "iwae":
-        mu, log_var = model.encode(x)
-        from .distributions import kl_normal_standard, reparameterize
-
-        z = reparameterize(mu, log_var, obj.k)
-        log_px_z = model.log_p_x_given_z(x, z)
-        log_w = log_px_z + model.log_p_z(z) - model.log_q_z_given_x(z, mu, log_var)
-        bound = torch.logsumexp(log_w, 0) - math.log(obj.k)
-        kl_per_dim = kl_normal_standard(mu, log_var)
-        return BoundTerms(bound, log_px_z.mean(0), kl_per_dim.sum(-1), kl_per_dim)
+        return model.iwae(x, obj.k)
     return model.elbo(x, n_samples=obj.samples, kl=obj.kl)
 
 
