@@ -86,26 +86,23 @@ def _dtype(model) -> torch.dtype:
 
 def latent_means(model, x: Tensor, batch_size: int = 1000) -> Tensor:
     """Posterior means E_q[z|x] of the rows of ``x``: [N, D] -> [N, J] (on the CPU)."""
-    dev, dt = _device(model), _dtype(model)
-    out = []
+    from .evaluate import posterior_means
+
+    if len(x) == 0:
+        return torch.zeros(0, model.latent_dim, dtype=_dtype(model))
     with _eval_mode(model):
-        for i in range(0, len(x), batch_size):
-            out.append(model.encode(x[i:i + batch_size].to(dev, dt))[0].cpu())
-    return torch.cat(out) if out else torch.zeros(0, model.latent_dim, dtype=dt)
+        return posterior_means(model, x, batch_size).to(_dtype(model))
 
 
 def kl_per_dimension(model, x: Tensor, batch_size: int = 1000) -> Tensor:
     """Closed-form KL(q(z_j|x) || N(0, 1)) per latent dimension averaged over the rows of ``x``,
     [J] nats. Units far below ``ACTIVE_KL_THRESHOLD`` are inactive (posterior = prior)."""
-    from .distributions import kl_normal_standard
+    from .evaluate import kl_per_dimension as mean_kl_per_dimension
 
-    dev, dt = _device(model), _dtype(model)
-    total = torch.zeros(model.latent_dim, dtype=torch.float64)
+    if len(x) == 0:
+        return torch.zeros(model.latent_dim, dtype=_dtype(model))
     with _eval_mode(model):
-        for i in range(0, len(x), batch_size):
-            mu, log_var = model.encode(x[i:i + batch_size].to(dev, dt))
-            total += kl_normal_standard(mu, log_var).sum(0).double().cpu()
-    return (total / max(1, len(x))).to(dt)
+        return mean_kl_per_dimension(model, x, batch_size).to(_dtype(model))
 
 
 def decode_mean(model, z: Tensor, batch_size: int = 1000) -> Tensor:
