@@ -19,14 +19,18 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    dataset: str = "digits"  # digits, mnist, fashion-mnist, binarized-mnist, frey-face, omniglot, folder:PATH, array:PATH
+    dataset: str = "digits"  # digits, mnist, fashion-mnist, binarized-mnist, frey-face, omniglot, celeba, folder:PATH, array:PATH
     data_dir: Optional[str] = None  # the folder holding this data set's files (default: $AEVB_DATA/<name>)
     download: bool = True
     validation: float = 0  # training points held out: a count (>= 1) or a fraction (< 1)
     binarize: Optional[str] = None  # None, "static" or "dynamic"
-    image_size: Optional[List[int]] = None  # [H, W] for folder:PATH
+    image_size: Optional[List[int]] = None  # [H, W] for folder:PATH and celeba
     color: Optional[str] = None  # "grey", "rgb" or None (auto) for folder:PATH
     seed: int = 0  # seed of held-out splits and static binarization
+    crop: Optional[List[int]] = None  # [H, W] centre crop before resizing (celeba, folder:)
+    memory_budget: Optional[str] = None  # data larger than this (e.g. "8GB") are streamed from disk; None: 1/4 of RAM
+    cache_dir: Optional[str] = None  # where prepared (decoded) data are cached; None: $AEVB_CACHE or ~/.cache/aevb/prepared
+    skip_bad_images: bool = False  # leave out unreadable image files (saying how many) instead of refusing
 
 
 @dataclass

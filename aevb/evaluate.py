@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .data.base import Split, as_split, binarized
 from .distributions import Bernoulli, kl_normal_standard
 
 # Samples per block of noise: eps is drawn in blocks of this many samples per batch.
@@ -159,10 +160,11 @@ def _compiled_bernoulli():
 
 
 @torch.inference_mode()
-def evaluate_bounds(model, x: Tensor, k: int = 1, batch_size: Optional[int] = None,
+def evaluate_bounds(model, x: Union[Split, Tensor], k: int = 1, batch_size: Optional[int] = None,
                     chunk: Optional[int] = None, seed: int = 0, progress: bool = False,
                     budget: int = DEFAULT_BUDGET, compile: bool = False, desc: str = "L_k") -> Bounds:
-    """L_k, the ELBO and its terms for every row of ``x`` [N, D], with k samples per datapoint.
+    """L_k, the ELBO and its terms for every row of ``x`` (a Split, or a float [N, D] tensor),
+    with k samples per datapoint.
 
     ``batch_size`` datapoints at a time, ``chunk`` samples at a time (defaults from ``budget``,
     see :func:`default_sizes`); ``seed`` fixes the samples; ``progress`` shows a tqdm bar with the
@@ -195,9 +197,8 @@ def evaluate_bounds(model, x: Tensor, k: int = 1, batch_size: Optional[int] = No
     model.eval()
     t0 = time.perf_counter()
     try:
-        for start in range(0, n, batch_size):
-            xb = x[start:start + batch_size].to(device=device, dtype=dtype)
-            b = len(xb)
+        for i, xb in enumerate(as_split(x).batches(batch_size, device)):
+            start, xb, b = i * batch_size, xb.to(dtype), len(xb)
             mu, log_var = model.encode(xb)
             noise = _NoiseStream(gen, b, mu.shape[-1], dtype, device)
             total = torch.full((b,), -math.inf, dtype=torch.float64, device=device)
@@ -223,18 +224,18 @@ def evaluate_bounds(model, x: Tensor, k: int = 1, batch_size: Optional[int] = No
                   k=k, batch_size=batch_size, chunk=chunk, seconds=time.perf_counter() - t0)
 
 
-def iw_bound_dataset(model, x: Tensor, k: int, batch_size: Optional[int] = None, chunk: Optional[int] = None,
+def iw_bound_dataset(model, x: Union[Split, Tensor], k: int, batch_size: Optional[int] = None, chunk: Optional[int] = None,
                      seed: int = 0, progress: bool = False, budget: int = DEFAULT_BUDGET) -> Tensor:
     """L_k per datapoint [N] (float64, nats) for the rows of ``x``; see :func:`evaluate_bounds`."""
     return evaluate_bounds(model, x, k, batch_size, chunk, seed, progress, budget).lk
 
 
 @torch.inference_mode()
-def posterior_means(model, x: Tensor, batch_size: int = 1000) -> Tensor:
-    """E_q[z|x] [N, J] for the rows of ``x``."""
+def posterior_means(model, x: Union[Split, Tensor], batch_size: int = 1000) -> Tensor:
+    """E_q[z|x] [N, J] for the rows of ``x`` (a Split or a float [N, D] tensor)."""
     p = next(model.parameters())
-    return torch.cat([model.encode(x[i:i + batch_size].to(p.device, p.dtype))[0].double().cpu()
-                      for i in range(0, len(x), batch_size)])
+    return torch.cat([model.encode(xb.to(p.dtype))[0].double().cpu()
+                      for xb in as_split(x).batches(batch_size, p.device)])
 
 
 def active_unit_variances(mu: Tensor) -> Tensor:
@@ -252,12 +253,12 @@ def active_units(model_or_mu, x: Optional[Tensor] = None, threshold: float = ACT
 
 
 @torch.inference_mode()
-def kl_per_dimension(model, x: Tensor, batch_size: int = 1000) -> Tensor:
+def kl_per_dimension(model, x: Union[Split, Tensor], batch_size: int = 1000) -> Tensor:
     """Mean over the rows of ``x`` of KL(q(z_j|x) || N(0, 1)), per latent dimension [J] nats."""
     p = next(model.parameters())
     total = None
-    for i in range(0, len(x), batch_size):
-        mu, log_var = model.encode(x[i:i + batch_size].to(p.device, p.dtype))
+    for xb in as_split(x).batches(batch_size, p.device):
+        mu, log_var = model.encode(xb.to(p.dtype))
         s = kl_normal_standard(mu, log_var).double().sum(0).cpu()
         total = s if total is None else total + s
     return total / len(x)
@@ -339,10 +340,9 @@ def split_data(run, split: str, seed: int, data=None):
     uses dynamic binarization (one fixed draw, the same for every k, so bounds are comparable)."""
     data = data if data is not None else run.load_data()
     s = data.split(split)
-    x, kind, levels, note = s.x, data.kind, data.levels, None
+    x, kind, levels, note = s, data.kind, data.levels, None
     if data.dynamic_binarization:
-        g = torch.Generator().manual_seed(int(seed))
-        x = torch.bernoulli(x.clamp(0.0, 1.0), generator=g)
+        x = binarized(s, torch.Generator().manual_seed(int(seed)))
         kind, levels = "binary", 2
         note = (f"dynamically binarized data: the {split} split was binarized once, x ~ Bernoulli(x) with "
                 f"seed {seed}, and that fixed draw is used for every sample and every k")
@@ -369,10 +369,10 @@ def evaluate_run(run, split: str = "test", k: int = 1, batch_size: Optional[int]
     model.load_state_dict(state["model"])
     model.to(dev).eval()
     x, y, kind, levels, note = split_data(run, split, seed, data)
-    if x.shape[1] != model.data_dim:
+    if x.dim != model.data_dim:
         from .runs import RunError
 
-        raise RunError(f"the {split} split has {x.shape[1]} values per datapoint but the run's model "
+        raise RunError(f"the {split} split has {x.dim} values per datapoint but the run's model "
                        f"expects {model.data_dim}; check the run's data set and --data-dir")
     b = evaluate_bounds(model, x, k, batch_size, chunk, seed, progress, budget, compile,
                         desc=f"L_{k} on {split}")
@@ -381,7 +381,7 @@ def evaluate_run(run, split: str = "test", k: int = 1, batch_size: Optional[int]
            "likelihood": run.config.model.likelihood, "seed": int(seed), "device": str(dev),
            "torch_version": torch.__version__,
            "units": "nats per datapoint (summed over the data dimensions); loss = -ELBO"}
-    out.update(summarize(b, x.shape[1], kind, levels, run.config.model.likelihood))
+    out.update(summarize(b, x.dim, kind, levels, run.config.model.likelihood))
     out["binarization"] = note
     if per_datapoint:
         out["per_datapoint"] = {

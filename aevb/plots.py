@@ -635,6 +635,7 @@ class FigureContext:
     data_error: Optional[str] = None  # why the data set could not be loaded (data is None)
     _kl: Optional[Tensor] = None
     _range: Optional[Tuple[float, float]] = None
+    _x: Optional[Tensor] = None
 
     def __post_init__(self):
         if self.image_shape is None and self.data is not None:
@@ -677,12 +678,18 @@ class FigureContext:
 
     @property
     def x(self) -> Tensor:
-        """Test images (the test split)."""
-        return self._need_data().test.x
+        """The first test images, float [n, D]: ``max_points`` of them, fewer for large images
+        (at most about 200 MB), read once from the test split."""
+        if self._x is None:
+            test = self._need_data().test
+            n = min(self.max_points, max(64, 50_000_000 // max(1, test.dim)))
+            self._x = test.rows(0, n)
+        return self._x
 
     @property
     def y(self) -> Optional[Tensor]:
-        return self._need_data().test.y
+        y = self._need_data().test.y
+        return None if y is None else y[:len(self.x)]
 
     @property
     def kl(self) -> Tensor:
@@ -698,8 +705,7 @@ class FigureContext:
         if data is None or getattr(data, "kind", "unit") != "real":
             return x
         if self._range is None:
-            xt = data.train.x
-            self._range = (float(xt.min()), float(xt.max()))
+            self._range = data.train.value_range()
         lo, hi = self._range
         return (x - lo) / max(hi - lo, 1e-12)
 

@@ -93,14 +93,11 @@ class Run:
         model.load_state_dict(state["model"])
         return model.to(device).eval()
 
-    def load_data(self, download: Optional[bool] = None):
+    def load_data(self, download: Optional[bool] = None, progress: bool = True):
         """The data set as configured for this run (same splits, same seed)."""
-        from .data import load_dataset
+        from .data import load_configured
 
-        d = self.config.data
-        return load_dataset(d.dataset, d.data_dir, download=d.download if download is None else download,
-                            validation=d.validation, binarize=d.binarize, image_size=d.image_size,
-                            color=d.color, seed=d.seed)
+        return load_configured(self.config.data, download=download, progress=progress)
 
     def metrics(self) -> List[dict]:
         p = self.path / "metrics.jsonl"

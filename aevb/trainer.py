@@ -1,7 +1,8 @@
 """The training loop: minibatch stochastic gradient ascent on a bound, with exact resume.
 
-The whole data set lives on the device as one tensor; minibatches are drawn by indexing a
-seeded permutation, so an epoch does no per-sample Python work. Every epoch ends with the test
+Minibatches are the rows of a seeded permutation, taken from the data set's splits (in memory,
+on the device when they fit, or streamed from the on-disk cache with read-ahead; the same
+shuffle gives the same numbers either way), so an epoch does no per-sample Python work. Every epoch ends with the test
 (and validation) bound, a metrics row, image grids and an atomic checkpoint that holds the model,
 optimizer, schedule, epoch, step and every RNG state: a resumed run continues exactly.
 Under ``torchrun`` the same loop trains data-parallel (see aevb/distributed.py).
@@ -24,7 +25,8 @@ from torch import Tensor
 from . import __version__
 from . import distributed
 from .config import ConfigError, RunConfig, diff, resolve
-from .data import Dataset, load_dataset
+from .data import Dataset, Split, load_configured
+from .data.base import as_split
 from .images import save_grid
 from .io import atomic_write_csv, atomic_write_text, save_checkpoint
 from .model import VAE, BoundTerms
@@ -38,7 +40,7 @@ class TrainingDiverged(RuntimeError):
 # Options that may differ when a run is resumed: they change where or how long, not what.
 RESUMABLE_CHANGES = {"train.epochs", "train.device", "train.threads", "train.progress",
                      "train.tensorboard", "train.eval_batch_size", "train.images_every",
-                     "data.data_dir", "data.download"}
+                     "data.data_dir", "data.download", "data.memory_budget", "data.cache_dir"}
 
 
 # ---------------------------------------------------------------------------- building blocks
@@ -113,9 +115,10 @@ def binarize_batch(x: Tensor, dynamic: bool) -> Tensor:
 
 
 @torch.no_grad()
-def dataset_bound(model: VAE, x: Tensor, batch_size: int = 1000, dynamic: bool = False,
+def dataset_bound(model: VAE, x: Union[Split, Tensor], batch_size: int = 1000, dynamic: bool = False,
                   seed: int = 0) -> Dict[str, float]:
-    """Mean ELBO (one sample, closed-form KL) and its two terms over all rows of ``x``, nats.
+    """Mean ELBO (one sample, closed-form KL) and its two terms over all rows of ``x`` (a Split
+    or a float [N, D] tensor), nats.
 
     Uses its own seeded random stream, so it neither perturbs training nor varies between calls.
     """
@@ -124,18 +127,18 @@ def dataset_bound(model: VAE, x: Tensor, batch_size: int = 1000, dynamic: bool =
 
 
 @torch.no_grad()
-def bound_sums(model: VAE, x: Tensor, batch_size: int = 1000, dynamic: bool = False,
+def bound_sums(model: VAE, x: Union[Split, Tensor], batch_size: int = 1000, dynamic: bool = False,
                seed: int = 0) -> Tensor:
     """Sums over the rows of ``x`` of the ELBO and its two terms (float64 [3]); see dataset_bound."""
     was_training = model.training
     model.eval()
-    sums = torch.zeros(3, dtype=torch.float64, device=x.device)
-    devices = [x.device] if x.device.type == "cuda" else []
+    device = next(model.parameters()).device
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        for i in range(0, len(x), batch_size):
-            xb = binarize_batch(x[i:i + batch_size], dynamic)
-            t = model.elbo(xb)
+        for xb in as_split(x).batches(batch_size, device):
+            t = model.elbo(binarize_batch(xb, dynamic))
             sums += torch.stack([t.bound.sum(), t.log_px_given_z.sum(), t.kl.sum()]).double()
     model.train(was_training)
     return sums
@@ -220,9 +223,7 @@ class Trainer:
             self.epoch, self.step = int(state["epoch"]), int(state["step"])
             self.history = list(state["history"])
             self._restore_rng(state)
-        self.x_train = data.train.x.to(self.device)
-        self.x_test = data.test.x.to(self.device)
-        self.x_valid = None if data.valid is None else data.valid.x.to(self.device)
+        self.splits = _place(data, self.device)
         self.sample_z = torch.randn(64, cfg.model.latent_dim, generator=torch.Generator().manual_seed(t.seed + 2))
         self._writer = None
 
@@ -337,23 +338,27 @@ class Trainer:
 
     def train_epoch(self) -> dict:
         cfg, t, obj = self.cfg, self.cfg.train, self.cfg.objective
-        n, bs = len(self.x_train), t.batch_size
+        train_split = self.splits["train"]
+        n, bs = len(train_split), t.batch_size
         n_batches = (n + bs - 1) // bs
         dynamic = self.data.dynamic_binarization
-        perm = torch.randperm(n, generator=self.shuffle).to(self.device)
+        perm = torch.randperm(n, generator=self.shuffle)
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)
         rank, world, sharded = self.dist.rank, self.dist.world_size, self.dist.enabled
         local_seen = 0
         t0 = time.perf_counter()
         bar = self._bar(n_batches)
         self.model.train()
-        for b in range(n_batches):
+        batch_idx = [perm[b * bs:(b + 1) * bs] for b in range(n_batches)]
+        if sharded:  # this process's share of each global batch
+            totals = [len(i) for i in batch_idx]
+            batch_idx = [i[rank::world] for i in batch_idx]
+        for b, xb in enumerate(train_split.batches(batch_idx, self.device)):
             beta = kl_weight(obj, self.epoch + b / n_batches)
-            idx = perm[b * bs:(b + 1) * bs]
-            if sharded:  # this process's share of the global batch
-                total, idx = len(idx), idx[rank::world]
-                local_seen += len(idx)
-            xb = binarize_batch(self.x_train.index_select(0, idx), dynamic)
+            if sharded:
+                total = totals[b]
+                local_seen += len(xb)
+            xb = binarize_batch(xb, dynamic)
             terms = objective_terms(self.model, xb, obj)
             loss = batch_loss(terms, obj, beta, total if sharded else None)
             self.optimizer.zero_grad(set_to_none=True)
@@ -386,9 +391,10 @@ class Trainer:
         self.epoch += 1
         record = {"epoch": self.epoch, "step": self.step,
                   "train_bound": train[0], "train_log_px_given_z": train[1], "train_kl": train[2]}
-        splits = [("test", self.x_test)] + ([("valid", self.x_valid)] if self.x_valid is not None else [])
-        for name, x in splits:
-            m = self._split_bound(x)
+        for name in ("test", "valid"):
+            if name not in self.splits:
+                continue
+            m = self._split_bound(self.splits[name])
             if not math.isfinite(m["bound"]):
                 self._diverged(n_batches - 1)
             record.update({f"{name}_bound": m["bound"], f"{name}_log_px_given_z": m["log_px_given_z"],
@@ -401,13 +407,13 @@ class Trainer:
         self._log(record)
         return record
 
-    def _split_bound(self, x: Tensor) -> Dict[str, float]:
+    def _split_bound(self, x: Split) -> Dict[str, float]:
         """dataset_bound of a test/validation split; under torchrun every process takes a
         contiguous share of the rows (its own noise seed) and the sums are added up."""
         t = self.cfg.train
         if not self.dist.enabled:
             return dataset_bound(self.model, x, t.eval_batch_size, self.data.dynamic_binarization, seed=t.seed + 1)
-        share = torch.tensor_split(x, self.dist.world_size)[self.dist.rank]
+        share = x.subset(np.array_split(np.arange(len(x)), self.dist.world_size)[self.dist.rank])
         sums = bound_sums(self.model, share, t.eval_batch_size, self.data.dynamic_binarization,
                           seed=distributed.rank_seed(t.seed + 1, self.dist.rank))
         s = (distributed.all_reduce_sum(sums) / len(x)).tolist()
@@ -444,7 +450,7 @@ class Trainer:
         fixed set of prior draws, so grids of successive epochs are comparable."""
         self.model.eval()
         shape = self.data.image_shape
-        x = self.x_test[:8]
+        x = self.splits["test"].rows(0, 8, self.device)
         rec = self.model.reconstruct(x)
         samples = self.model.likelihood.mean(self.model.decode(self.sample_z.to(self.device)))
         self.model.train()
@@ -561,6 +567,21 @@ def _distributed_device(device: torch.device, asked: str, dist) -> torch.device:
     raise ConfigError(f"--device {asked}: several processes (torchrun) train on cpu or cuda only")
 
 
+def _place(data: Dataset, device: torch.device) -> Dict[str, Split]:
+    """The splits where training reads them: in-memory splits on ``device`` (a GPU keeps them
+    whole, compact, when they take under half its free memory), streamed ones stay on disk."""
+    out = {}
+    for name, split in data.splits().items():
+        if device.type == "cuda" and not split.streamed:
+            free, _ = torch.cuda.mem_get_info(device)
+            if split.nbytes < free // 2:
+                split = split.to(device)
+        elif device.type != "cuda" and not split.streamed:
+            split = split.to(device)
+        out[name] = split
+    return out
+
+
 def _seed_noise(seed: int) -> None:
     """Seed the global streams that draw this process's training noise."""
     torch.manual_seed(seed)
@@ -569,9 +590,8 @@ def _seed_noise(seed: int) -> None:
 
 
 def load_data(cfg: RunConfig) -> Dataset:
-    d = cfg.data
-    return load_dataset(d.dataset, d.data_dir, download=d.download, validation=d.validation,
-                        binarize=d.binarize, image_size=d.image_size, color=d.color, seed=d.seed)
+    """The run's data set (see aevb.data.load_configured)."""
+    return load_configured(cfg.data, progress=bool(cfg.train.progress))
 
 
 def check_data_for_likelihood(cfg: RunConfig, data: Dataset) -> None:
@@ -579,11 +599,13 @@ def check_data_for_likelihood(cfg: RunConfig, data: Dataset) -> None:
     from .distributions import get_likelihood
 
     lik = get_likelihood(cfg.model.likelihood, sigma=cfg.model.sigma, mean_activation=cfg.model.mean_activation)
-    for name in ("train", "valid", "test"):
-        split = getattr(data, name)
-        if split is not None:
+    for name, split in data.splits().items():
+        # 8-bit and binary storage cannot hold other values than its first rows show the kind of;
+        # float storage is checked whole, a block at a time
+        blocks = [split.rows(0, 4096)] if split.storage_dtype == "uint8" else split.batches(4096)
+        for xb in blocks:
             try:
-                lik.check_data(split.x, f"the {name} split of {data.name}")
+                lik.check_data(xb, f"the {name} split of {data.name}")
             except ValueError as e:
                 raise ConfigError(str(e)) from None
 

@@ -200,7 +200,7 @@ def test_load_dataset_downloads_mnist_from_server(server, tmp_path, monkeypatch)
     monkeypatch.setenv("AEVB_DATA", str(tmp_path / "root"))
     ds = load_dataset("mnist")
     assert (tmp_path / "root" / "mnist" / "train-images-idx3-ubyte.gz").is_file()
-    assert torch.equal(ds.train.x, torch.from_numpy(tr_x.reshape(12, -1).astype(np.float32) / 255))
+    assert torch.equal(ds.train.materialize(), torch.from_numpy(tr_x.reshape(12, -1).astype(np.float32) / 255))
     assert torch.equal(ds.test.y, torch.from_numpy(te_y.astype(np.int64)))
     assert ds.kind == "unit" and ds.levels == 256 and ds.image_shape == (1, 28, 28)
 

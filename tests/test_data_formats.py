@@ -89,8 +89,8 @@ def test_fashion_mnist_from_uncompressed_files(tmp_path):
     arrs = _write_mnist(tmp_path, gz=False)
     ds = load_mnist(tmp_path, "fashion-mnist", download=False)
     assert ds.name == "fashion-mnist" and ds.kind == "unit" and ds.levels == 256
-    assert torch.equal(ds.train.x, f32(arrs["train-images-idx3-ubyte"].reshape(6, 784)) / 255)
-    assert torch.equal(ds.test.x * 255, f32(arrs["t10k-images-idx3-ubyte"].reshape(3, 784)))
+    assert torch.equal(ds.train.materialize(), f32(arrs["train-images-idx3-ubyte"].reshape(6, 784)) / 255)
+    assert torch.equal(ds.test.materialize() * 255, f32(arrs["t10k-images-idx3-ubyte"].reshape(3, 784)))
     assert ds.train.y.dtype == torch.int64
     assert ds.train.y.tolist() == arrs["train-labels-idx1-ubyte"].tolist()
     assert ds.info["classes"][9] == "Ankle boot"
@@ -164,7 +164,7 @@ def test_load_binarized_mnist_small(tmp_path, monkeypatch):
     ds = bm.load_binarized_mnist(tmp_path, download=False, check_sizes=False)
     assert ds.kind == "binary" and ds.levels == 2 and ds.train.y is None
     for s in ("train", "valid", "test"):
-        assert torch.equal(getattr(ds, s).x, f32(data[s]))
+        assert torch.equal(getattr(ds, s).materialize(), f32(data[s]))
     with pytest.raises(DataError, match="has 7 images, expected 50000"):
         bm.load_binarized_mnist(tmp_path, download=False)
 
@@ -189,8 +189,8 @@ def test_frey(tmp_path, monkeypatch):
     assert len(ds.train) == 27 and len(ds.test) == 3
     test_idx = ds.info["test_indices"]
     train_idx = sorted(set(range(n)) - set(test_idx))
-    assert torch.equal(ds.test.x, f32(imgs[test_idx].reshape(3, -1)) / 255)
-    assert torch.equal(ds.train.x, f32(imgs[train_idx].reshape(27, -1)) / 255)
+    assert torch.equal(ds.test.materialize(), f32(imgs[test_idx].reshape(3, -1)) / 255)
+    assert torch.equal(ds.train.materialize(), f32(imgs[train_idx].reshape(27, -1)) / 255)
     # fixed split: the same every time
     assert frey_mod.load_frey(tmp_path, download=False).info["test_indices"] == test_idx
 
@@ -233,7 +233,7 @@ def test_omniglot(tmp_path, monkeypatch):
     monkeypatch.setattr(omni_mod, "FILE", RemoteFile("chardata.mat", [DEAD], md5=file_checksum(tmp_path / "chardata.mat")))
     ds = omni_mod.load_omniglot(tmp_path, download=False)
     assert ds.image_shape == (1, 28, 28) and ds.kind == "unit" and ds.levels is None
-    assert torch.equal(ds.train.x, torch.from_numpy(x_tr)) and ds.test.y.tolist() == [0, 7, 14, 21]
+    assert torch.equal(ds.train.materialize(), torch.from_numpy(x_tr)) and ds.test.y.tolist() == [0, 7, 14, 21]
 
 
 def test_omniglot_bad_values(tmp_path):
@@ -269,7 +269,7 @@ def test_folder_grey_with_labels(tmp_path):
     expected.update({tuple(_grey(v).ravel().tolist()): 1 for v in (10, 20, 30, 40)})
     seen = []
     for split in (ds.train, ds.test):
-        for x, y in zip(split.x, split.y):
+        for x, y in zip(split.materialize(), split.y):
             key = tuple((x * 255).round().to(torch.int64).tolist())
             assert expected[key] == int(y)
             seen.append(key)
@@ -285,7 +285,7 @@ def test_folder_rgb_auto_and_grey(tmp_path):
     Image.fromarray(np.repeat(_grey(9)[..., None], 3, axis=2)).save(tmp_path / "c.png")  # RGB w/o colour
     ds = load_folder(tmp_path)
     assert ds.image_shape == (3, 4, 5) and ds.train.y is None
-    allx = torch.cat([ds.train.x, ds.test.x]).view(-1, 3, 4, 5) * 255
+    allx = torch.cat([ds.train.materialize(), ds.test.materialize()]).view(-1, 3, 4, 5) * 255
     allx = allx.round().to(torch.uint8)
     found_rgb = [x for x in allx if x[0, 0, 0] == 200]
     assert len(found_rgb) == 1
@@ -300,7 +300,7 @@ def test_folder_rgb_auto_and_grey(tmp_path):
     ds = load_folder(tmp_path, color="grey")
     assert ds.image_shape == (1, 4, 5)
     luma = np.asarray(Image.fromarray(rgb).convert("L"))
-    flat = torch.cat([ds.train.x, ds.test.x]) * 255
+    flat = torch.cat([ds.train.materialize(), ds.test.materialize()]) * 255
     assert any(torch.equal(row.round(), f32(luma.ravel())) for row in flat)
     assert load_folder(tmp_path, color="rgb").image_shape == (3, 4, 5)
 
@@ -320,7 +320,7 @@ def test_folder_jpeg_resize_and_sizes(tmp_path):
     with Image.open(tmp_path / "p0.jpg") as im:
         ref = np.asarray(im.convert("RGB").resize((7, 6), Image.Resampling.LANCZOS))
     ref = f32(np.moveaxis(ref, 2, 0).ravel())
-    allx = torch.cat([ds.train.x, ds.test.x]) * 255
+    allx = torch.cat([ds.train.materialize(), ds.test.materialize()]) * 255
     assert any(torch.allclose(row, ref, atol=1e-3) for row in allx)
     assert load_folder(tmp_path, image_size=5).image_shape == (3, 5, 5)
 
@@ -334,7 +334,7 @@ def test_folder_train_test_subfolders(tmp_path):
     ds = load_folder(tmp_path)
     assert len(ds.train) == 6 and len(ds.test) == 4 and ds.valid is None
     assert ds.train.y.tolist() == [0, 0, 0, 1, 1, 1] and ds.test.y.tolist() == [0, 0, 1, 1]
-    assert torch.equal(ds.test.x[2] * 255, f32(_grey(50).ravel()))
+    assert torch.equal(ds.test.materialize()[2] * 255, f32(_grey(50).ravel()))
 
 
 def test_folder_errors(tmp_path):
@@ -367,8 +367,8 @@ def test_array_npz_splits_and_labels(tmp_path):
              y_train=np.arange(8), y_test=np.array([1, 2, 3]), y_valid=np.array([0, 0]))
     ds = load_array(tmp_path / "d.npz")
     assert ds.kind == "unit" and ds.levels is None and ds.image_shape == (1, 1, 6)
-    assert torch.equal(ds.train.x, f32(x_tr)) and torch.equal(ds.test.x, f32(x_te))
-    assert torch.equal(ds.valid.x, f32(x_va)) and ds.test.y.tolist() == [1, 2, 3]
+    assert torch.equal(ds.train.materialize(), f32(x_tr)) and torch.equal(ds.test.materialize(), f32(x_te))
+    assert torch.equal(ds.valid.materialize(), f32(x_va)) and ds.test.y.tolist() == [1, 2, 3]
     assert ds.train.y.dtype == torch.int64
 
 
@@ -378,9 +378,9 @@ def test_array_single_uint8_images(tmp_path):
     ds = load_array(tmp_path / "a.npy")
     assert ds.image_shape == (1, 3, 4) and ds.kind == "unit" and ds.levels == 256
     assert len(ds.train) == 18 and len(ds.test) == 2
-    allx = torch.cat([ds.train.x, ds.test.x])
+    allx = torch.cat([ds.train.materialize(), ds.test.materialize()])
     assert sorted(map(tuple, (allx * 255).round().tolist())) == sorted(map(tuple, f32(imgs.reshape(20, -1)).tolist()))
-    assert torch.equal(load_array(tmp_path / "a.npy").test.x, ds.test.x)  # fixed split
+    assert torch.equal(load_array(tmp_path / "a.npy").test.materialize(), ds.test.materialize())  # fixed split
 
 
 def test_array_layouts_and_kinds(tmp_path):
@@ -389,19 +389,19 @@ def test_array_layouts_and_kinds(tmp_path):
     np.savez(tmp_path / "h.npz", train=nhwc[:4], test=nhwc[4:])
     ds = load_array(tmp_path / "h.npz")
     assert ds.image_shape == (3, 4, 6) and ds.kind == "real" and ds.levels is None
-    assert torch.equal(ds.train.x, f32(np.moveaxis(nhwc[:4], 3, 1).reshape(4, -1)))
+    assert torch.equal(ds.train.materialize(), f32(np.moveaxis(nhwc[:4], 3, 1).reshape(4, -1)))
     nchw = (rng.rand(5, 1, 4, 4) < 0.5).astype(np.float64)
     np.savez(tmp_path / "c.npz", x_train=nchw[:3], x_test=nchw[3:])
     ds = load_array(tmp_path / "c.npz")
     assert ds.image_shape == (1, 4, 4) and ds.kind == "binary" and ds.levels == 2
-    assert torch.equal(ds.test.x, f32(nchw[3:].reshape(2, -1)))
+    assert torch.equal(ds.test.materialize(), f32(nchw[3:].reshape(2, -1)))
     flat = rng.rand(10, 16)
     np.save(tmp_path / "f.npy", flat)
     assert load_array(tmp_path / "f.npy").image_shape == (1, 4, 4)
     bits = (rng.rand(10, 9) < 0.5).astype(np.uint8)  # uint8 0/1: binary as is, not / 255
     np.save(tmp_path / "b.npy", bits)
     ds = load_array(tmp_path / "b.npy")
-    assert ds.kind == "binary" and ds.levels == 2 and float(torch.cat([ds.train.x, ds.test.x]).sum()) == bits.sum()
+    assert ds.kind == "binary" and ds.levels == 2 and float(torch.cat([ds.train.materialize(), ds.test.materialize()]).sum()) == bits.sum()
 
 
 def test_array_errors(tmp_path):

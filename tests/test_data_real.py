@@ -26,14 +26,14 @@ def test_real_mnist():
     ds = load_dataset("mnist", folder, download=False)
     elapsed = time.perf_counter() - t
     assert elapsed < 5.0  # (well under 2 s on a normal machine)
-    assert ds.train.x.shape == (60000, 784) and ds.test.x.shape == (10000, 784)
-    assert ds.train.x.dtype == torch.float32 and ds.kind == "unit" and ds.levels == 256
-    assert float(ds.train.x.min()) == 0.0 and float(ds.train.x.max()) == 1.0
+    assert ds.train.materialize().shape == (60000, 784) and ds.test.materialize().shape == (10000, 784)
+    assert ds.train.materialize().dtype == torch.float32 and ds.kind == "unit" and ds.levels == 256
+    assert float(ds.train.materialize().min()) == 0.0 and float(ds.train.materialize().max()) == 1.0
     assert ds.train.y[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]  # the well-known first labels
     assert ds.test.y[:5].tolist() == [7, 2, 1, 0, 4]
     assert torch.bincount(ds.train.y).tolist()[:2] == [5923, 6742]  # published class counts
-    assert abs(float(ds.train.x.mean()) - 0.1307) < 1e-3  # the usual normalisation constant
-    x = ds.train.x[:100] * 255
+    assert abs(float(ds.train.materialize().mean()) - 0.1307) < 1e-3  # the usual normalisation constant
+    x = ds.train.materialize()[:100] * 255
     assert torch.equal(x, x.round())  # 8-bit levels
 
 
@@ -43,8 +43,8 @@ def test_real_binarized_mnist():
     assert (len(ds.train), len(ds.valid), len(ds.test)) == (50000, 10000, 10000)  # their valid kept
     assert ds.kind == "binary" and ds.levels == 2 and ds.dim == 784 and ds.train.y is None
     for s in (ds.train, ds.valid, ds.test):
-        assert bool(((s.x == 0) | (s.x == 1)).all())
-    assert 0.1 < float(ds.train.x.mean()) < 0.16
+        assert bool(((s.materialize() == 0) | (s.materialize() == 1)).all())
+    assert 0.1 < float(ds.train.materialize().mean()) < 0.16
 
 
 def test_real_frey_face():
@@ -52,8 +52,8 @@ def test_real_frey_face():
     ds = load_dataset("frey-face", folder, download=False)
     assert len(ds.train) + len(ds.test) == 1965 and len(ds.test) == 196
     assert ds.image_shape == (1, 28, 20) and ds.dim == 560 and ds.kind == "unit"
-    lo = float(torch.cat([ds.train.x, ds.test.x]).min() * 255)
-    hi = float(torch.cat([ds.train.x, ds.test.x]).max() * 255)
+    lo = float(torch.cat([ds.train.materialize(), ds.test.materialize()]).min() * 255)
+    hi = float(torch.cat([ds.train.materialize(), ds.test.materialize()]).max() * 255)
     assert round(lo) == 8 and round(hi) == 238  # pixel range stated in SOURCES.md
 
 

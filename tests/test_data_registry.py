@@ -13,7 +13,7 @@ from scipy.io import savemat
 
 
 def test_public_names():
-    assert DATASETS == ("digits", "mnist", "fashion-mnist", "binarized-mnist", "frey-face", "omniglot")
+    assert DATASETS == ("digits", "mnist", "fashion-mnist", "binarized-mnist", "frey-face", "omniglot", "celeba")
     assert callable(data_root) and Dataset and Split
 
 
@@ -33,32 +33,32 @@ def test_digits():
     assert ds.name == "digits" and ds.image_shape == (1, 8, 8) and ds.dim == 64
     assert ds.kind == "unit" and ds.levels == 17 and ds.valid is None
     assert len(ds.train) == 1438 and len(ds.test) == 359
-    assert ds.train.x.dtype == torch.float32 and ds.train.y.dtype == torch.int64
-    assert torch.equal(ds.train.x * 16, (ds.train.x * 16).round())  # levels k / 16
-    assert float(ds.train.x.max()) == 1.0 and float(ds.train.x.min()) == 0.0
+    assert ds.train.materialize().dtype == torch.float32 and ds.train.y.dtype == torch.int64
+    assert torch.equal(ds.train.materialize() * 16, (ds.train.materialize() * 16).round())  # levels k / 16
+    assert float(ds.train.materialize().max()) == 1.0 and float(ds.train.materialize().min()) == 0.0
     assert sorted(ds.train.y.unique().tolist()) == list(range(10)) and ds.n_classes == 10
     # matches scikit-learn's data
     from sklearn.datasets import load_digits
     raw = load_digits()
-    all_x = torch.cat([ds.train.x, ds.test.x]) * 16
+    all_x = torch.cat([ds.train.materialize(), ds.test.materialize()]) * 16
     assert float(all_x.sum()) == float(raw.images.sum())
     # the test split is fixed whatever the seed
-    assert torch.equal(load_dataset("digits", seed=5).test.x, ds.test.x)
+    assert torch.equal(load_dataset("digits", seed=5).test.materialize(), ds.test.materialize())
 
 
 def test_validation_split():
     base = load_dataset("digits")
     ds = load_dataset("digits", validation=100, seed=3)
-    assert len(ds.valid) == 100 and len(ds.train) == 1338 and torch.equal(ds.test.x, base.test.x)
+    assert len(ds.valid) == 100 and len(ds.train) == 1338 and torch.equal(ds.test.materialize(), base.test.materialize())
     # the parts are a partition of the original training set (labels travel with images)
-    merged = torch.cat([ds.train.x, ds.valid.x])
+    merged = torch.cat([ds.train.materialize(), ds.valid.materialize()])
     merged_y = torch.cat([ds.train.y, ds.valid.y])
     order_a = sorted(zip(map(tuple, merged.tolist()), merged_y.tolist()))
-    order_b = sorted(zip(map(tuple, base.train.x.tolist()), base.train.y.tolist()))
+    order_b = sorted(zip(map(tuple, base.train.materialize().tolist()), base.train.y.tolist()))
     assert order_a == order_b
     again = load_dataset("digits", validation=100, seed=3)
     other = load_dataset("digits", validation=100, seed=4)
-    assert torch.equal(again.valid.x, ds.valid.x) and not torch.equal(other.valid.x, ds.valid.x)
+    assert torch.equal(again.valid.materialize(), ds.valid.materialize()) and not torch.equal(other.valid.materialize(), ds.valid.materialize())
     frac = load_dataset("digits", validation=0.25)
     assert len(frac.valid) == round(0.25 * 1438)
     with pytest.raises(DataError, match="nothing to train"):
@@ -71,20 +71,20 @@ def test_binarize_static_and_dynamic():
     unit = load_dataset("digits")
     st = load_dataset("digits", binarize="static", seed=1)
     assert st.kind == "binary" and st.levels == 2 and not st.dynamic_binarization
-    assert set(st.train.x.unique().tolist()) <= {0.0, 1.0}
+    assert set(st.train.materialize().unique().tolist()) <= {0.0, 1.0}
     assert torch.equal(st.train.y, unit.train.y)
     # pixels that are 0 stay 0, pixels that are 1 stay 1; the mean is about preserved
-    assert float(st.train.x[unit.train.x == 0].sum()) == 0
-    assert float(st.train.x[unit.train.x == 1].min()) == 1
-    assert abs(float(st.train.x.mean()) - float(unit.train.x.mean())) < 0.01
-    assert torch.equal(load_dataset("digits", binarize="static", seed=1).train.x, st.train.x)
-    assert not torch.equal(load_dataset("digits", binarize="static", seed=2).train.x, st.train.x)
+    assert float(st.train.materialize()[unit.train.materialize() == 0].sum()) == 0
+    assert float(st.train.materialize()[unit.train.materialize() == 1].min()) == 1
+    assert abs(float(st.train.materialize().mean()) - float(unit.train.materialize().mean())) < 0.01
+    assert torch.equal(load_dataset("digits", binarize="static", seed=1).train.materialize(), st.train.materialize())
+    assert not torch.equal(load_dataset("digits", binarize="static", seed=2).train.materialize(), st.train.materialize())
     # the train draw does not depend on the validation split
     stv = load_dataset("digits", binarize="static", seed=1, validation=50)
-    assert torch.equal(torch.cat([stv.train.x, stv.valid.x]).sum(0), st.train.x.sum(0))
+    assert torch.equal(torch.cat([stv.train.materialize(), stv.valid.materialize()]).sum(0), st.train.materialize().sum(0))
     dyn = load_dataset("digits", binarize="dynamic")
     assert dyn.dynamic_binarization and dyn.kind == "unit" and dyn.levels == 17
-    assert torch.equal(dyn.train.x, unit.train.x)
+    assert torch.equal(dyn.train.materialize(), unit.train.materialize())
     with pytest.raises(DataError, match="static"):
         load_dataset("digits", binarize="sometimes")
 
@@ -102,7 +102,7 @@ def test_folder_and_array_specs(tmp_path):
         Image.fromarray(np.full((6, 6), i * 40, np.uint8)).save(tmp_path / f"{i}.png")
     ds = load_dataset(f"folder:{tmp_path}", image_size=(3, 3), validation=1)
     assert ds.image_shape == (1, 3, 3) and len(ds.train) == 3 and len(ds.valid) == 1 and len(ds.test) == 1
-    vals = sorted(round(float(x[0]) * 255) for x in torch.cat([ds.train.x, ds.valid.x, ds.test.x]))
+    vals = sorted(round(float(x[0]) * 255) for x in torch.cat([ds.train.materialize(), ds.valid.materialize(), ds.test.materialize()]))
     assert vals == [0, 40, 80, 120, 160]
     with pytest.raises(DataError, match="only applies to folder"):
         load_dataset("digits", image_size=(4, 4))
@@ -124,7 +124,7 @@ def test_data_dir_and_root_folders(tmp_path, monkeypatch):
     ds = load_dataset("Frey_Face", download=False)
     assert len(ds.train) == 18 and len(ds.test) == 2 and ds.info["spec"] == "Frey_Face"
     ds2 = load_dataset("frey", data_dir=tmp_path / "frey_face", download=False)
-    assert torch.equal(ds.train.x, ds2.train.x)
+    assert torch.equal(ds.train.materialize(), ds2.train.materialize())
     with pytest.raises(DataError) as e:
         load_dataset("frey-face", data_dir=tmp_path / "empty", download=False)
     assert "frey_rawface.mat" in str(e.value) and str(tmp_path / "empty") in str(e.value)

@@ -34,7 +34,7 @@ def test_logged_iwae_train_bound_is_the_importance_weighted_bound(tmp_path):
     before = _state(trainer.model)
     record = trainer.fit()[0]
     assert all(torch.equal(v, trainer.model.state_dict()[n]) for n, v in before.items())  # really frozen
-    x = trainer.x_train
+    x = trainer.splits["train"]
     a = evaluate_bounds(trainer.model, x, k=k, seed=1)
     b = evaluate_bounds(trainer.model, x, k=k, seed=2)
     # MC error of a mean of one L_k draw per datapoint: the spread of two independent draws
@@ -73,7 +73,7 @@ def test_kl_weighted_training_logs_the_unweighted_elbo(tmp_path):
     # the logged bound is E_q log p(x|z) - KL, not E_q log p(x|z) - beta * KL
     assert record["train_bound"] == pytest.approx(record["train_log_px_given_z"] - record["train_kl"], abs=1e-4)
     assert record["beta"] == pytest.approx(kl_weight(cfg.objective, 0.0)) and record["beta"] < 0.5
-    x = trainer.x_train
+    x = trainer.splits["train"]
     ref = evaluate_bounds(trainer.model, x, k=1, seed=1).elbo
     se = float(ref.std() / math.sqrt(len(x)))
     assert abs(record["train_bound"] - float(ref.mean())) < 4 * se

@@ -19,7 +19,7 @@ from conftest import tiny_config
 def test_a_few_hundred_steps_raise_the_test_bound_clearly(tmp_path):
     cfg = tiny_config(train={"epochs": 15}, model={"latent_dim": 4, "encoder_hidden": [64]})
     trainer = Trainer.new(cfg, tmp_path / "run")
-    before = dataset_bound(trainer.model, trainer.x_test)["bound"]
+    before = dataset_bound(trainer.model, trainer.splits["test"])["bound"]
     history = trainer.fit()
     after = history[-1]["test_bound"]
     assert trainer.step == 15 * math.ceil(len(trainer.data.train) / 64) > 300
@@ -158,7 +158,7 @@ def test_python_api_trains_and_loads_a_run(tmp_path):
     model = run.load_model()
     assert isinstance(model, VAE) and not model.training
     data = run.load_data()
-    x = data.test.x[:5]
+    x = data.test.materialize()[:5]
     expected = run.metrics()[-1]["test_bound"]
     assert math.isfinite(expected)
     assert model.reconstruct(x).shape == x.shape

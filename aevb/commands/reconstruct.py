@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"choose -n >= 1 and --start in [0, {len(split) - 1}]")
     device = resolve_device(args.device)
     model = run_.load_model(device)
-    x = split.x[args.start:args.start + args.n].to(device)
+    x = split.rows(args.start, args.start + args.n, device)
     rec = model.reconstruct(x)
     ncol = min(args.ncol, len(x))
     pad = (-len(x)) % ncol  # blank tiles complete the last row pair

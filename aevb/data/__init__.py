@@ -1,4 +1,6 @@
-"""Data sets for aevb: every loader returns a :class:`Dataset` of float32 [N, D] splits.
+"""Data sets for aevb: every loader returns a :class:`Dataset` whose splits keep the values in
+compact form (uint8 for 8-bit and binary data), in memory or streamed from an on-disk cache, and
+hand out float32 batches (``split.take``, ``split.rows``, ``split.batches``).
 
 >>> from aevb.data import load_dataset
 >>> ds = load_dataset("digits")                       # embedded, no download
@@ -8,10 +10,10 @@
 """
 from .base import KIND_BINARY, KIND_REAL, KIND_UNIT, KINDS, DataError, Dataset, Split
 from .download import RemoteFile, data_root, fetch, file_checksum, verify_file
-from .registry import DATASETS, SPEC_FORMS, canonical_name, dataset_folder, load_dataset
+from .registry import DATASETS, SPEC_FORMS, canonical_name, dataset_folder, load_configured, load_dataset
 
 __all__ = [
-    "load_dataset", "Dataset", "Split", "DataError", "DATASETS", "SPEC_FORMS", "data_root",
+    "load_dataset", "load_configured", "Dataset", "Split", "DataError", "DATASETS", "SPEC_FORMS", "data_root",
     "dataset_folder", "canonical_name", "RemoteFile", "fetch", "file_checksum", "verify_file",
     "KIND_BINARY", "KIND_UNIT", "KIND_REAL", "KINDS",
 ]

@@ -50,7 +50,8 @@ SINGLE_Y_KEYS = ("y", "labels", "label", "targets", "target")
 
 
 def read_arrays(path: Union[str, os.PathLike]) -> Dict[str, np.ndarray]:
-    """``{key: array}`` of a .npy (key ``"x"``) or .npz file (no pickles)."""
+    """``{key: array}`` of a .npy (key ``"x"``, memory-mapped: nothing is read yet) or .npz file
+    (no pickles)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"array:{path}: file not found")
@@ -59,7 +60,7 @@ def read_arrays(path: Union[str, os.PathLike]) -> Dict[str, np.ndarray]:
             with np.load(path, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
         if path.suffix.lower() == ".npy":
-            return {"x": np.load(path, allow_pickle=False)}
+            return {"x": np.load(path, mmap_mode="r", allow_pickle=False)}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"array:{path}: could not read it as a numpy file ({e}). Object arrays "
                         f"(pickles) are not loaded; save plain numeric arrays.") from e
@@ -111,7 +112,36 @@ def _labels(y: Optional[np.ndarray], n: int, name: str) -> Optional[torch.Tensor
     return torch.from_numpy(y.astype(np.int64))
 
 
-def load_array(path: Union[str, os.PathLike]) -> Dataset:
+def _kind(splits) -> str:
+    """KIND_BINARY / KIND_UNIT / KIND_REAL of the float values of compact splits, a block at a time."""
+    binary, lo, hi = True, np.inf, -np.inf
+    for sp in splits:
+        for block in sp.scan():
+            if block.size == 0:
+                continue
+            lo, hi = min(lo, float(block.min()) / sp.scale), max(hi, float(block.max()) / sp.scale)
+            if binary:
+                binary = bool(np.all((block == 0) | (block == sp.scale)))
+    if binary:
+        return KIND_BINARY
+    return "unit" if lo >= 0 and hi <= 1 else KIND_REAL
+
+
+def _check_finite(x: np.ndarray, what: str) -> None:
+    """Refuse NaN / infinite values, scanning a block of rows at a time (memory-mapped files)."""
+    bad = 0
+    for i in range(0, x.shape[0], 4096):
+        bad += int((~np.isfinite(np.asarray(x[i:i + 4096]))).sum())
+    if bad:
+        raise DataError(f"{what} has {bad} NaN or infinite value(s); clean the data first")
+
+
+def load_array(path: Union[str, os.PathLike], options=None) -> Dataset:
+    """``array:PATH`` as a Dataset. A .npy file whose rows are uint8 or float32, channels first, is
+    memory-mapped: held in memory when it fits the memory budget (``options.memory_budget``),
+    streamed from the file otherwise."""
+    from .cache import format_size, memory_budget
+
     path = Path(path).expanduser()
     arrays = read_arrays(path)
     spec = f"array:{path}"
@@ -144,11 +174,6 @@ def load_array(path: Union[str, os.PathLike]) -> Dataset:
             continue
         if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
             raise DataError(f"{spec}: array {xk[s]!r} has dtype {x.dtype}; expected numbers")
-        if np.issubdtype(x.dtype, np.floating):
-            bad = ~np.isfinite(x)
-            if bad.any():
-                raise DataError(f"{spec}: array {xk[s]!r} has {int(bad.sum())} NaN or infinite "
-                                f"value(s); clean the data first")
         if x.ndim < 2 or x.shape[0] == 0:
             raise DataError(f"{spec}: array {xk[s]!r} has shape {x.shape}; expected [N, ...] with N > 0")
 
@@ -161,54 +186,60 @@ def load_array(path: Union[str, os.PathLike]) -> Dataset:
                         + ", ".join(f"{xk[s]} {xs[s].shape[1:]}" for s in xs))
     image_shape = image_shapes.pop()
 
-    levels = None
     if any(d == np.uint8 for d in dtypes) and dtypes != {np.dtype(np.uint8)}:
         raise DataError(f"{spec}: mix of uint8 and other dtypes ({', '.join(map(str, dtypes))}); "
                         f"save all splits with one dtype")
+    for s_, x in xs.items():
+        if np.issubdtype(x.dtype, np.floating):
+            _check_finite(x, f"{spec}: array {xk[s_]!r}")
+
+    budget = memory_budget(getattr(options, "memory_budget", None))
+    total = sum(x.nbytes for x in xs.values())
+    stream = isinstance(next(iter(xs.values())), np.memmap) and total > budget
+    if stream and (any(sh[1] for sh in shapes.values()) or not dtypes <= {np.dtype(np.uint8), np.dtype(np.float32)}):
+        raise DataError(f"{spec}: {format_size(total)} is more than the memory budget "
+                        f"({format_size(budget)}), and only uint8 or float32 arrays with channels first "
+                        f"([N, D], [N, H, W] or [N, C, H, W]) can be streamed from a .npy; save it in that "
+                        f"form, or raise --memory-budget")
     if dtypes == {np.dtype(np.uint8)}:
-        already_binary = all(int(x.max()) <= 1 for x in xs.values())
+        already_binary = all(int(x.max()) <= 1 for x in xs.values()) if not stream else False
         scale = 1.0 if already_binary else 255.0
-        levels = 2 if already_binary else 256
     else:
         scale = 1.0
 
-    def flat(s: str) -> torch.Tensor:
+    def compact(s: str) -> Split:
         x = xs[s]
+        y = _labels(arrays[yk[s]] if yk.get(s) else None, x.shape[0], repr(yk.get(s)))
+        if stream:  # a view of the memory-mapped file, read a batch at a time
+            return Split(x.reshape(x.shape[0], -1), y, scale=scale)
         if shapes[s][1]:  # channels last -> channels first
             x = np.moveaxis(x, 3, 1)
         x = np.ascontiguousarray(x).reshape(x.shape[0], -1)
-        t = torch.from_numpy(x.astype(np.float32, copy=x.dtype != np.float32))
-        if scale != 1.0:
-            t = t.div_(scale)
-        return t
+        if x.dtype not in (np.uint8, np.float32):
+            x = x.astype(np.uint8 if x.dtype == bool else np.float32)
+        return Split(torch.from_numpy(np.array(x)), y, scale=scale)
 
-    tensors = {s: flat(s) for s in xs}
-    labels = {s: _labels(arrays[yk[s]] if yk.get(s) else None, len(tensors[s]), repr(yk.get(s)))
-              for s in tensors}
-
-    if any(v is None for v in labels.values()) and any(v is not None for v in labels.values()):
-        labels = {s: None for s in labels}  # labels only for some splits: ignored
+    splits = {s: compact(s) for s in xs}
+    if any(sp.y is None for sp in splits.values()) and any(sp.y is not None for sp in splits.values()):
+        for sp in splits.values():
+            sp.y = None  # labels only for some splits: ignored
         info_labels = "ignored: not every split has labels"
     else:
         info_labels = None
 
-    kind = infer_kind(*tensors.values())
-    if levels is None:
-        levels = 2 if kind == KIND_BINARY else None
-    elif kind == KIND_BINARY:
-        levels = 2
+    kind = _kind(splits.values())
+    levels = 2 if kind == KIND_BINARY else (256 if dtypes == {np.dtype(np.uint8)} else None)
 
     info = {"source": spec, "files": {"arrays": str(path)},
             "keys": {s: k for s, k in xk.items() if k is not None}}
-    if "test" not in tensors:
-        n = len(tensors["train"])
+    if "test" not in splits:
+        n = len(splits["train"])
         if n < 2:
             raise DataError(f"{spec}: only {n} datapoint; need at least 2 (train and test)")
         n_test = max(1, int(round(n * TEST_FRACTION)))
-        tr, te = (torch.from_numpy(i) for i in holdout_indices(n, n_test, TEST_SPLIT_SEED))
-        x, y = tensors["train"], labels["train"]
-        tensors["train"], tensors["test"] = x[tr], x[te]
-        labels["train"], labels["test"] = (None, None) if y is None else (y[tr], y[te])
+        tr, te = holdout_indices(n, n_test, TEST_SPLIT_SEED)
+        pool = splits["train"]
+        splits["train"], splits["test"] = pool.subset(tr), pool.subset(te)
         info["test_split"] = f"fixed seeded hold-out: {n_test} of {n} datapoints (10%, seed {TEST_SPLIT_SEED})"
     else:
         info["test_split"] = "from the file"
@@ -216,8 +247,9 @@ def load_array(path: Union[str, os.PathLike]) -> Dataset:
         info["single_array"] = True
     if info_labels:
         info["labels"] = info_labels
-    valid = Split(tensors["valid"], labels["valid"]) if "valid" in tensors else None
+    info["storage"] = (f"streamed from {path} ({format_size(total)} > memory budget {format_size(budget)})"
+                       if stream else "in memory")
     return Dataset(
-        name=spec, train=Split(tensors["train"], labels["train"]), valid=valid,
-        test=Split(tensors["test"], labels["test"]), image_shape=image_shape, kind=kind,
+        name=spec, train=splits["train"], valid=splits.get("valid"),
+        test=splits["test"], image_shape=image_shape, kind=kind,
         levels=levels if kind != KIND_REAL else None, info=info)

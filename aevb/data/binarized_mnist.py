@@ -110,7 +110,7 @@ def load_binarized_mnist(folder: Union[str, os.PathLike], download: bool = True,
         if check_sizes and arr.shape[0] != SPLIT_SIZES[split]:
             raise DataError(f"{paths[rf.name]} has {arr.shape[0]} images, expected {SPLIT_SIZES[split]}. "
                             f"Delete it and download it again.")
-        splits[split] = Split(torch.from_numpy(arr).to(torch.float32))
+        splits[split] = Split(np.ascontiguousarray(arr, dtype=np.uint8))
     return Dataset(
         name="binarized-mnist", train=splits["train"], valid=splits["valid"], test=splits["test"],
         image_shape=(1, 28, 28), kind=KIND_BINARY, levels=2,

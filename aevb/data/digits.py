@@ -30,12 +30,10 @@ def load_digits_dataset() -> Dataset:
     n = images.shape[0]
     n_test = int(round(n * TEST_FRACTION))
     tr, te = holdout_indices(n, n_test, TEST_SPLIT_SEED)
-    x = torch.from_numpy(images.reshape(n, -1).astype(np.float32) / np.float32(16.0))
-    y = torch.from_numpy(target.astype(np.int64))
-    tr_t, te_t = torch.from_numpy(tr), torch.from_numpy(te)
+    x = Split(images.reshape(n, -1).astype(np.uint8), torch.from_numpy(target.astype(np.int64)), scale=16.0)
     return Dataset(
         name="digits",
-        train=Split(x[tr_t], y[tr_t]), test=Split(x[te_t], y[te_t]),
+        train=x.subset(tr), test=x.subset(te),
         image_shape=(1, 8, 8), kind=KIND_UNIT, levels=17,
         info={"source": "sklearn.datasets.load_digits (UCI optdigits)",
               "files": {},

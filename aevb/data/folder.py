@@ -13,6 +13,9 @@
 * Splits: if PATH has sub-folders ``train`` and ``test`` (and optionally ``valid`` / ``val``),
   they are the splits; otherwise a fixed 10% of the images (seeded with ``TEST_SPLIT_SEED``,
   the same in every run) is held out as test.
+* Crop: ``crop`` = (h, w) takes the central h x w of every image before it is resized.
+* Storage: the decoded pixels go into the on-disk cache (aevb/data/imageset.py) once, in
+  parallel; later runs reuse it, and data larger than the memory budget are streamed from it.
 """
 from __future__ import annotations
 
@@ -21,10 +24,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import torch
 
-from .base import KIND_BINARY, KIND_UNIT, DataError, Dataset, Split
-from .utils import TEST_SPLIT_SEED, holdout_indices
+from .base import DataError, Dataset
+from .imageset import ImagePlan, LoadOptions, open_image_dataset
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 TEST_FRACTION = 0.1
@@ -62,13 +64,30 @@ def normalise_size(image_size) -> Optional[Tuple[int, int]]:
 
 
 def find_images(root: Path) -> List[Path]:
-    """All PNG / JPEG files under ``root`` (recursively, hidden files and folders skipped), sorted."""
-    out = []
+    """All PNG / JPEG files under ``root`` (recursively, hidden files and folders skipped), sorted.
+
+    Symbolic links are followed, but a folder already visited (a link loop, or two links to the
+    same folder) is read once, and a file reached twice through links counts once."""
+    out, seen_dirs, seen_files = [], set(), set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen_dirs:
+            dirnames[:] = []
+            continue
+        seen_dirs.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for f in filenames:
             if not f.startswith(".") and f.lower().endswith(EXTENSIONS):
-                out.append(Path(dirpath) / f)
+                p = Path(dirpath) / f
+                try:
+                    fst = os.stat(p)
+                except OSError:
+                    out.append(p)  # a dangling link: reported as unreadable later
+                    continue
+                if (fst.st_dev, fst.st_ino) in seen_files and os.path.islink(p):
+                    continue
+                seen_files.add((fst.st_dev, fst.st_ino))
+                out.append(p)
     return sorted(out)
 
 
@@ -76,36 +95,6 @@ def _listing(items: Sequence[str]) -> str:
     shown = "\n".join(f"  {s}" for s in items[:_MAX_LISTED])
     more = f"\n  ... and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
     return shown + more
-
-
-def _read(path: Path, color: str, size: Optional[Tuple[int, int]]):
-    """(array [H, W, 1 or 3] uint8, original (h, w)). Raises any Pillow / OS error."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im.load()
-        orig = (im.height, im.width)
-        if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-            raise ValueError(f"{im.mode} images (16-bit or float) are not supported; save them as 8-bit")
-        if color == "grey" or (color == "auto" and im.mode in _GREY_MODES):
-            im2 = im.convert("L")
-        else:
-            im2 = im.convert("RGB")
-        if size is not None and (im2.height, im2.width) != size:
-            im2 = im2.resize((size[1], size[0]), Image.Resampling.LANCZOS)
-        arr = np.asarray(im2, dtype=np.uint8)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    elif color == "auto" and (arr[:, :, 0] == arr[:, :, 1]).all() and (arr[:, :, 0] == arr[:, :, 2]).all():
-        arr = arr[:, :, :1]  # an RGB file without colour is grey
-    return np.ascontiguousarray(arr), orig
-
-
-def _file_lists(files: Dict[str, List[Path]], limit: int = 1000):
-    """File lists for ``info`` (omitted for big folders: only the count is kept then)."""
-    if sum(len(v) for v in files.values()) > limit:
-        return {}
-    return {k: [str(f) for f in v] for k, v in files.items()}
 
 
 def _split_dirs(root: Path) -> Optional[Dict[str, Path]]:
@@ -120,12 +109,22 @@ def _split_dirs(root: Path) -> Optional[Dict[str, Path]]:
     return None
 
 
-def load_folder(path: Union[str, os.PathLike], image_size=None, color: Optional[str] = None) -> Dataset:
+def _file_lists(files: Dict[str, List[Path]], limit: int = 1000):
+    """File lists for ``info`` (omitted for big folders: only the count is kept then)."""
+    if sum(len(v) for v in files.values()) > limit:
+        return {}
+    return {k: [str(f) for f in v] for k, v in files.items()}
+
+
+def folder_plan(path: Union[str, os.PathLike], image_size=None, color: Optional[str] = None,
+                crop=None) -> ImagePlan:
+    """Which files form which split, with labels, for ``folder:PATH`` (no pixels read)."""
     root = Path(path).expanduser()
     if not root.is_dir():
         raise DataError(f"folder:{path}: {root} is not a folder")
     color = normalise_color(color)
     size = normalise_size(image_size)
+    crop = normalise_size(crop)
 
     split_dirs = _split_dirs(root) or {"all": root}
     files = {name: find_images(d) for name, d in split_dirs.items()}
@@ -139,78 +138,27 @@ def load_folder(path: Union[str, os.PathLike], image_size=None, color: Optional[
     rel = {name: [f.relative_to(split_dirs[name]) for f in fl] for name, fl in files.items()}
     labelled = all(len(r.parts) > 1 for rs in rel.values() for r in rs)
     classes = sorted({r.parts[0] for rs in rel.values() for r in rs}) if labelled else None
-
-    arrays: Dict[str, List[np.ndarray]] = {}
-    bad: List[str] = []
-    wrong_size: List[str] = []
-    target = size
-    for name, fl in files.items():
-        arrays[name] = []
-        for f in fl:
-            try:
-                arr, orig = _read(f, color, target)
-            except Exception as e:  # Pillow raises many types (UnidentifiedImageError, OSError...)
-                bad.append(f"{f}: {type(e).__name__}: {e}")
-                continue
-            if target is None:
-                target = orig  # the first readable image sets the size
-            elif size is None and orig != target:
-                wrong_size.append(f"{f}: {orig[0]}x{orig[1]}")
-                continue
-            arrays[name].append(arr)
-    if bad:
-        raise DataError(f"folder:{path}: {len(bad)} image file(s) could not be read; fix or remove them:\n"
-                        + _listing(bad))
-    if wrong_size:
-        raise DataError(
-            f"folder:{path}: images have different sizes; the first is {target[0]}x{target[1]} "
-            f"(height x width) but these differ:\n{_listing(wrong_size)}\n"
-            f"Give an image size (image_size=(H, W), --image-size) to resize them all.")
-
-    any_colour = any(a.shape[2] == 3 for lst in arrays.values() for a in lst)
-    channels = 3 if (color == "rgb" or (color == "auto" and any_colour)) else 1
-
-    def stack(lst: List[np.ndarray]) -> np.ndarray:
-        out = np.empty((len(lst), channels, target[0], target[1]), dtype=np.uint8)
-        for i, a in enumerate(lst):
-            out[i] = np.moveaxis(a, 2, 0)  # a grey [H, W, 1] broadcasts to 3 channels
-        return out
-
-    def labels_for(name: str) -> Optional[torch.Tensor]:
+    labels = {}
+    for name in files:
         if classes is None:
-            return None
-        index = {c: i for i, c in enumerate(classes)}
-        return torch.tensor([index[r.parts[0]] for r in rel[name]], dtype=torch.int64)
-
-    def to_split(x: np.ndarray, y: Optional[torch.Tensor]) -> Split:
-        return Split(torch.from_numpy(x.reshape(len(x), -1)).to(torch.float32).div_(255.0), y)
-
-    data = {name: stack(lst) for name, lst in arrays.items()}
-    all_x = list(data.values())
-    binary = all(bool(np.all((x == 0) | (x == 255))) for x in all_x)
+            labels[name] = None
+        else:
+            index = {c: i for i, c in enumerate(classes)}
+            labels[name] = np.array([index[r.parts[0]] for r in rel[name]], dtype=np.int64)
     info = {"source": f"folder:{root}", "folder": str(root),
-            "n_files": sum(len(v) for v in files.values()),
-            "color": "rgb" if channels == 3 else "grey", "image_size": tuple(target),
-            "classes": classes}
-    if "all" in data:
-        x, y = data["all"], labels_for("all")
-        n = len(x)
-        if n < 2:
-            raise DataError(f"folder:{path}: only {n} image; need at least 2 (train and test)")
-        n_test = max(1, int(round(n * TEST_FRACTION)))
-        tr, te = holdout_indices(n, n_test, TEST_SPLIT_SEED)
-        train = to_split(x[tr], None if y is None else y[torch.from_numpy(tr)])
-        test = to_split(x[te], None if y is None else y[torch.from_numpy(te)])
-        valid = None
-        info["test_split"] = f"fixed seeded hold-out: {n_test} of {n} images (10%, seed {TEST_SPLIT_SEED})"
-        info["files"] = _file_lists({"all": files["all"]})
-    else:
-        train = to_split(data["train"], labels_for("train"))
-        test = to_split(data["test"], labels_for("test"))
-        valid = to_split(data["valid"], labels_for("valid")) if "valid" in data else None
+            "n_files": sum(len(v) for v in files.values()), "classes": classes,
+            "files": _file_lists(files)}
+    if "all" not in files:
         info["test_split"] = "sub-folders " + ", ".join(str(d) for d in split_dirs.values())
-        info["files"] = _file_lists(files)
-    return Dataset(
-        name=f"folder:{path}", train=train, valid=valid, test=test,
-        image_shape=(channels, target[0], target[1]),
-        kind=KIND_BINARY if binary else KIND_UNIT, levels=2 if binary else 256, info=info)
+    return ImagePlan(name=f"folder:{path}", kind="folder", root=root, files=files, labels=labels,
+                     size=size, color=color, crop=crop, info=info)
+
+
+def load_folder(path: Union[str, os.PathLike], image_size=None, color: Optional[str] = None,
+                crop=None, options: Optional[LoadOptions] = None) -> Dataset:
+    """Images under ``path`` as a Dataset (8-bit levels / 255, KIND_UNIT with 256 levels, or
+    KIND_BINARY when every pixel is 0 or 255)."""
+    ds = open_image_dataset(folder_plan(path, image_size, color, crop), options or LoadOptions())
+    ds.info["color"] = "rgb" if ds.image_shape[0] == 3 else "grey"
+    ds.info["image_size"] = tuple(ds.image_shape[1:])
+    return ds

@@ -19,7 +19,7 @@ import torch
 
 from .base import KIND_UNIT, DataError, Dataset, Split
 from .download import RemoteFile, fetch
-from .utils import TEST_SPLIT_SEED, holdout_indices, uint8_to_float
+from .utils import TEST_SPLIT_SEED, holdout_indices, rows_uint8
 
 URL = "https://cs.nyu.edu/~roweis/data/frey_rawface.mat"
 FILE = RemoteFile("frey_rawface.mat", (URL,), md5="5aeb024d42b8a6091f30e5eb18c8a48d")
@@ -58,10 +58,10 @@ def load_frey(folder: Union[str, os.PathLike], download: bool = True) -> Dataset
         raise DataError(f"{paths[FILE.name]} holds {n} image(s); too few to split into train and test")
     n_test = max(1, int(n * TEST_FRACTION))
     train_idx, test_idx = holdout_indices(n, n_test, TEST_SPLIT_SEED)
-    x = uint8_to_float(images)
+    x = Split(rows_uint8(images), scale=255.0)
     return Dataset(
         name="frey-face",
-        train=Split(x[torch.from_numpy(train_idx)]), test=Split(x[torch.from_numpy(test_idx)]),
+        train=x.subset(train_idx), test=x.subset(test_idx),
         image_shape=(1, H, W), kind=KIND_UNIT, levels=256,
         info={"source": "https://cs.nyu.edu/~roweis/data.html", "folder": str(folder),
               "files": {k: str(v) for k, v in paths.items()},

@@ -12,7 +12,7 @@ from typing import Dict, Sequence, Tuple, Union
 from .base import KIND_UNIT, DataError, Dataset, Split
 from .download import Alternative, RemoteFile, fetch, url_join
 from .idx import read_idx_images, read_idx_labels
-from .utils import labels_tensor, uint8_to_float
+from .utils import labels_tensor, rows_uint8
 
 MNIST_URLS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -95,6 +95,6 @@ def load_mnist(folder: Union[str, os.PathLike], variant: str = "mnist", download
         info["classes"] = [str(i) for i in range(10)]
     return Dataset(
         name=variant,
-        train=Split(uint8_to_float(tr_x), labels_tensor(tr_y)),
-        test=Split(uint8_to_float(te_x), labels_tensor(te_y)),
+        train=Split(rows_uint8(tr_x), labels_tensor(tr_y), scale=255.0),
+        test=Split(rows_uint8(te_x), labels_tensor(te_y), scale=255.0),
         image_shape=(1, 28, 28), kind=KIND_UNIT, levels=256, info=info)

@@ -83,6 +83,8 @@ def load_omniglot(folder: Union[str, os.PathLike], download: bool = True) -> Dat
     paths = fetch([FILE], folder, download=download)
     train, test, y_train, y_test = read_omniglot(paths[FILE.name])
     kind = infer_kind(train, test)
+    if kind == KIND_BINARY:  # 0/1 values: stored as uint8, a quarter of the memory
+        train, test = train.astype(np.uint8), test.astype(np.uint8)
     return Dataset(
         name="omniglot",
         train=Split(torch.from_numpy(train), None if y_train is None else torch.from_numpy(y_train)),

@@ -7,12 +7,13 @@ from typing import Callable, Optional, Union
 
 import torch
 
-from .base import KIND_BINARY, KIND_REAL, DataError, Dataset, Split
+from .base import KIND_BINARY, KIND_REAL, DataError, Dataset, Split, binarized
 from .download import data_root
+from .imageset import LoadOptions
 from .utils import count_from, split_off
 
 # Built-in data sets, in the order shown to users.
-DATASETS = ("digits", "mnist", "fashion-mnist", "binarized-mnist", "frey-face", "omniglot")
+DATASETS = ("digits", "mnist", "fashion-mnist", "binarized-mnist", "frey-face", "omniglot", "celeba")
 SPEC_FORMS = ("folder:PATH", "array:PATH")
 ALIASES = {
     "sklearn-digits": "digits",
@@ -20,6 +21,7 @@ ALIASES = {
     "binary-mnist": "binarized-mnist", "bmnist": "binarized-mnist", "binarizedmnist": "binarized-mnist",
     "frey": "frey-face", "freyface": "frey-face", "frey-faces": "frey-face",
     "omni": "omniglot",
+    "celeb-a": "celeba", "celebfaces": "celeba",
 }
 BINARIZE_MODES = (None, "static", "dynamic")
 
@@ -68,13 +70,12 @@ def _builtin_loader(name: str) -> Callable[[Path, bool], Dataset]:
 
 def _binarize_static(ds: Dataset, seed: int) -> Dataset:
     """One fixed Bernoulli draw per value, seeded; each split gets its own stream so that the
-    train images are binarized the same whatever the other splits are."""
+    train images are binarized the same whatever the other splits are. Drawn a block of rows at
+    a time (the result is uint8 0/1, in memory)."""
     def draw(split: Optional[Split], offset: int) -> Optional[Split]:
         if split is None:
             return None
-        g = torch.Generator().manual_seed(int(seed) * 3 + offset)
-        x = torch.bernoulli(split.x.clamp(0.0, 1.0), generator=g)
-        return Split(x, split.y)
+        return binarized(split, torch.Generator().manual_seed(int(seed) * 3 + offset))
 
     return Dataset(name=ds.name, train=draw(ds.train, 0), valid=draw(ds.valid, 1), test=draw(ds.test, 2),
                    image_shape=ds.image_shape, kind=KIND_BINARY, levels=2, dynamic_binarization=False,
@@ -83,8 +84,9 @@ def _binarize_static(ds: Dataset, seed: int) -> Dataset:
 
 def load_dataset(spec: str, data_dir: Union[str, os.PathLike, None] = None, *, download: bool = True,
                  validation: Union[int, float, None] = 0, binarize: Optional[str] = None,
-                 image_size=None, color: Optional[str] = None, seed: int = 0) -> Dataset:
-    """Load a data set as float32 [N, D] splits.
+                 image_size=None, color: Optional[str] = None, seed: int = 0, crop=None,
+                 options: Optional[LoadOptions] = None) -> Dataset:
+    """Load a data set as [N, D] splits in compact storage (see aevb/data/base.py).
 
     ``spec``: ``digits`` (embedded, no download), ``mnist``, ``fashion-mnist``,
     ``binarized-mnist``, ``frey-face``, ``omniglot``, ``folder:PATH`` or ``array:PATH``.
@@ -95,9 +97,12 @@ def load_dataset(spec: str, data_dir: Union[str, os.PathLike, None] = None, *, d
     ``valid`` with a permutation seeded by ``seed`` (a data set with its own validation split
     keeps it). ``binarize``: None, ``"static"`` (one seeded Bernoulli draw per value, the result
     is binary) or ``"dynamic"`` (grey values kept, ``dynamic_binarization=True``: the trainer
-    draws fresh binary samples each time). ``image_size`` ((H, W) or int) and ``color``
-    (auto / grey / rgb) apply to ``folder:`` data only.
+    draws fresh binary samples each time). ``image_size`` ((H, W) or int) and ``crop`` (a
+    centre crop (h, w) before resizing) apply to ``folder:`` and ``celeba``; ``color`` (auto /
+    grey / rgb) to ``folder:``. ``options``: the data cache folder, the memory budget above which
+    splits are streamed from disk, skipping unreadable images, progress bars (LoadOptions).
     """
+    options = options or LoadOptions()
     if not isinstance(spec, str) or not spec.strip():
         raise DataError(f"no data set given; choose one of: {', '.join(DATASETS + SPEC_FORMS)}")
     spec = spec.strip()
@@ -110,11 +115,14 @@ def load_dataset(spec: str, data_dir: Union[str, os.PathLike, None] = None, *, d
     prefix, sep, rest = spec.partition(":")
     is_folder = sep and prefix.lower() == "folder"
     is_array = sep and prefix.lower() in ("array", "npy", "npz")
-    if not is_folder:
+    is_celeba = not (is_folder or is_array) and canonical_name(spec) == "celeba"
+    if not (is_folder or is_celeba):
         if image_size is not None:
-            raise DataError(f"image_size only applies to folder:PATH data, not {spec!r}")
-        if color is not None and str(color).lower() != "auto":
-            raise DataError(f"color only applies to folder:PATH data, not {spec!r}")
+            raise DataError(f"image_size only applies to folder:PATH and celeba data, not {spec!r}")
+        if crop is not None:
+            raise DataError(f"crop only applies to folder:PATH and celeba data, not {spec!r}")
+    if not is_folder and color is not None and str(color).lower() not in ("auto", "rgb" if is_celeba else "auto"):
+        raise DataError(f"color only applies to folder:PATH data, not {spec!r}")
 
     if is_folder or is_array:
         if not rest.strip():
@@ -122,15 +130,18 @@ def load_dataset(spec: str, data_dir: Union[str, os.PathLike, None] = None, *, d
         path = Path(rest.strip()).expanduser()
         if is_folder:
             from .folder import load_folder
-            ds = load_folder(path, image_size=image_size, color=color)
+            ds = load_folder(path, image_size=image_size, color=color, crop=crop, options=options)
         else:
             from .arrays import load_array
-            ds = load_array(path)
+            ds = load_array(path, options=options)
     else:
         name = canonical_name(spec)
         if name == "digits":
             from .digits import load_digits_dataset
             ds = load_digits_dataset()
+        elif name == "celeba":
+            from .celeba import load_celeba
+            ds = load_celeba(dataset_folder(name, data_dir), image_size=image_size, crop=crop, options=options)
         else:
             folder = dataset_folder(name, data_dir)
             ds = _builtin_loader(name)(folder, download)
@@ -167,3 +178,17 @@ def load_dataset(spec: str, data_dir: Union[str, os.PathLike, None] = None, *, d
                 info["validation"] = f"{n_valid} of the training datapoints (seeded permutation, seed {seed})"
     ds.info = info
     return ds
+
+
+def load_configured(d, download: Optional[bool] = None, progress: bool = True) -> Dataset:
+    """The data set a run's ``DataConfig`` describes: the one way a run (training, resume,
+    evaluation, plots, the report) gets its data. ``download`` overrides ``d.download``."""
+    from .cache import parse_size
+
+    budget = getattr(d, "memory_budget", None)
+    opts = LoadOptions(cache_dir=getattr(d, "cache_dir", None), skip_bad_images=bool(getattr(d, "skip_bad_images", False)),
+                       memory_budget=None if budget in (None, "", "auto") else parse_size(budget),
+                       progress=progress)
+    return load_dataset(d.dataset, d.data_dir, download=d.download if download is None else download,
+                        validation=d.validation, binarize=d.binarize, image_size=d.image_size,
+                        color=d.color, seed=d.seed, crop=getattr(d, "crop", None), options=opts)

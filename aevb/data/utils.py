@@ -14,12 +14,12 @@ from .base import KIND_BINARY, KIND_REAL, KIND_UNIT, DataError, Split
 TEST_SPLIT_SEED = 1234
 
 
-def uint8_to_float(arr: np.ndarray, scale: float = 255.0) -> torch.Tensor:
-    """[N, ...] uint8 -> [N, D] float32 divided by ``scale`` (one copy, no float64 detour)."""
-    n = arr.shape[0]
-    out = np.asarray(arr).reshape(n, -1).astype(np.float32)  # a fresh, writable array
-    out /= np.float32(scale)
-    return torch.from_numpy(out)
+def rows_uint8(arr: np.ndarray) -> torch.Tensor:
+    """[N, ...] uint8 -> [N, D] uint8 tensor (the compact storage of a Split; no copy if contiguous)."""
+    arr = np.ascontiguousarray(arr, dtype=np.uint8)
+    if not arr.flags.writeable:  # e.g. np.frombuffer of a file's bytes
+        arr = arr.copy()
+    return torch.from_numpy(arr.reshape(arr.shape[0], -1))
 
 
 def labels_tensor(y: Optional[np.ndarray]) -> Optional[torch.Tensor]:
@@ -42,10 +42,7 @@ def holdout_indices(n: int, n_holdout: int, seed: int) -> Tuple[np.ndarray, np.n
 def split_off(split: Split, n_holdout: int, seed: int) -> Tuple[Split, Split]:
     """Split a :class:`Split` into (rest, held_out) with a seeded permutation."""
     kept, held = holdout_indices(len(split), n_holdout, seed)
-    kept_t, held_t = torch.from_numpy(kept), torch.from_numpy(held)
-    y = split.y
-    return (Split(split.x[kept_t], None if y is None else y[kept_t]),
-            Split(split.x[held_t], None if y is None else y[held_t]))
+    return split.subset(kept), split.subset(held)
 
 
 def count_from(amount, n: int, what: str = "validation") -> int:

@@ -21,7 +21,7 @@ INITS = ("prior", "encoder")
 def run(ctx: Context) -> dict:
     b = budget_settings(NAME, BUDGETS, ctx.budget)
     data = ctx.data("mnist")
-    x_te = subset(data.test.x, b["eval_n"], seed=ctx.seed + 2).to(ctx.device)
+    x_te = subset(data.test, b["eval_n"], seed=ctx.seed + 2).to(ctx.device)
     spec = SubRun(f"mnist-z{b['latent']}", "aevb", "mnist", b["latent"], b["hidden"], [b["samples"]],
                   lambda model, algo: {"test_bound": elbo_of(model, x_te)})
     res = run_subrun(ctx, spec)

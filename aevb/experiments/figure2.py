@@ -25,8 +25,8 @@ def run(ctx: Context) -> dict:
     rows = []
     for which in ("mnist", "frey"):
         data = ctx.data(which)
-        x_tr = subset(data.train.x, b["eval_n"], seed=ctx.seed + 1).to(ctx.device)
-        x_te = subset(data.test.x, b["eval_n"], seed=ctx.seed + 2).to(ctx.device)
+        x_tr = subset(data.train, b["eval_n"], seed=ctx.seed + 1).to(ctx.device)
+        x_te = subset(data.test, b["eval_n"], seed=ctx.seed + 2).to(ctx.device)
 
         def evaluate(model, algo, x_tr=x_tr, x_te=x_te):
             return {"train_bound": elbo_of(model, x_tr), "test_bound": elbo_of(model, x_te)}

@@ -31,9 +31,9 @@ def run(ctx: Context) -> dict:
     rows = []
     for n_train in b["n_train"]:
         # the evaluation points of the training set are drawn from the n_train points trained on
-        x_train = subset(data.train.x, n_train, seed=ctx.seed)
+        x_train = subset(data.train, n_train, seed=ctx.seed)
         x_tr = subset(x_train, b["eval_n"], seed=ctx.seed + 1).to(ctx.device)
-        x_te = subset(data.test.x, b["eval_n"], seed=ctx.seed + 2).to(ctx.device)
+        x_te = subset(data.test, b["eval_n"], seed=ctx.seed + 2).to(ctx.device)
         for method in METHODS:
             def evaluate(model, algo, method=method, x_tr=x_tr, x_te=x_te):
                 out = {}

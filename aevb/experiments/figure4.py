@@ -30,7 +30,7 @@ def run(ctx: Context) -> dict:
     rows, panels = [], []
     for which in ("frey", "mnist"):
         data = ctx.data(which)
-        x_te = subset(data.test.x, 1000, seed=ctx.seed + 2).to(ctx.device)
+        x_te = subset(data.test, 1000, seed=ctx.seed + 2).to(ctx.device)
         spec = SubRun(f"{which}-z2", "aevb", which, 2, b["hidden"][which], [b["samples"][which]],
                       lambda model, algo, x_te=x_te: {"test_bound": elbo_of(model, x_te)})
         res = run_subrun(ctx, spec)

@@ -19,7 +19,7 @@ BUDGETS = {
 def run(ctx: Context) -> dict:
     b = budget_settings(NAME, BUDGETS, ctx.budget)
     data = ctx.data("mnist")
-    x_te = subset(data.test.x, 1000, seed=ctx.seed + 2).to(ctx.device)
+    x_te = subset(data.test, 1000, seed=ctx.seed + 2).to(ctx.device)
     rows, panels = [], []
     for latent in b["latents"]:
         spec = SubRun(f"mnist-z{latent}", "aevb", "mnist", latent, b["hidden"], [b["samples"]],

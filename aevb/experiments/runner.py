@@ -21,14 +21,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..config import RunConfig, merge
-from ..data import Dataset, load_dataset
+from ..data import Dataset, Split, load_dataset
+from ..data.base import as_split
 from ..data.registry import dataset_folder
 from ..io import atomic_path, atomic_write_csv
 from ..model import VAE
@@ -122,12 +123,15 @@ def log_points(start: int, stop: int, n: int) -> List[int]:
     return out
 
 
-def subset(x: Tensor, n: Optional[int], seed: int = 0) -> Tensor:
-    """The first n rows of a seeded permutation of x (all rows when n is None or >= len)."""
+def subset(x: Union[Split, Tensor], n: Optional[int], seed: int = 0) -> Tensor:
+    """The first n rows of a seeded permutation of x (a Split or a float tensor; all rows when n
+    is None or >= len), as a float [n, D] tensor: the experiments train on small subsets held
+    whole on the device."""
+    x = as_split(x)
     if n is None or n >= len(x):
-        return x
+        return x.materialize()
     g = torch.Generator().manual_seed(seed)
-    return x[torch.randperm(len(x), generator=g)[:n]]
+    return x.take(torch.randperm(len(x), generator=g)[:n])
 
 
 # ------------------------------------------------------------------------------ sub-runs
@@ -210,7 +214,7 @@ def run_subrun(ctx: Context, spec: SubRun) -> SubRunResult:
     folder = ctx.out / "runs" / spec.key
     path = folder / "state.pt"
     data = ctx.data(spec.which)
-    x_train = subset(data.train.x, spec.n_train, seed=ctx.seed)
+    x_train = subset(data.train, spec.n_train, seed=ctx.seed)
     device = torch.device(ctx.device)
     x_train = x_train.to(device)
     eval_at = sorted(int(s) for s in spec.eval_at)

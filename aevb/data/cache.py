@@ -1,0 +1,282 @@
+"""The on-disk cache of prepared data: one uint8 file per split, memory-mappable, and a manifest.
+
+A cache folder ``<cache root>/<name>-<key>/`` holds::
+
+    manifest.json        format and version, the options it was built with, the source
+                         fingerprint, per split: rows, file, labels; image shape, kind, levels
+    sources.tsv.gz       every source file with its size and modification time (ns)
+    train.u8 valid.u8 test.u8             rows [N, D] uint8, C-order, nothing else
+    train.labels.npy ...                  int64 labels, when the data have them
+
+``key`` is a digest of the source and the options, so other options get another folder. A cache
+is built in a ``.partial-*`` sibling folder and renamed into place only when every file and the
+manifest are written: an interrupted or failed conversion never leaves a folder that looks
+complete, and its leftovers are removed by the next build. The source fingerprint (paths, sizes,
+modification times of every file) is checked each time a cache is opened; a changed source is
+rebuilt, with a line saying so.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .base import DataError
+
+CACHE_FORMAT = "aevb-data-cache"
+CACHE_VERSION = 1
+MANIFEST = "manifest.json"
+SOURCES = "sources.tsv.gz"
+_PARTIAL = ".partial-"
+
+
+# ---------------------------------------------------------------------------- sizes and budgets
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024 ** 2, "mb": 1000 ** 2,
+          "mib": 1024 ** 2, "g": 1024 ** 3, "gb": 1000 ** 3, "gib": 1024 ** 3, "t": 1024 ** 4,
+          "tb": 1000 ** 4, "tib": 1024 ** 4}
+
+
+def parse_size(text) -> int:
+    """Bytes from ``500MB``, ``8GB``, ``1.5GiB``, ``800M`` or a plain number of bytes
+    (KB/MB/GB are powers of 1000; K/M/G and KiB/MiB/GiB powers of 1024)."""
+    if isinstance(text, bool):
+        raise DataError(f"a size must be like 500MB or 8GB, got {text!r}")
+    if isinstance(text, (int, float)):
+        value, unit = float(text), ""
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+        if not m or m.group(2).lower() not in _UNITS:
+            raise DataError(f"a size must be like 500MB, 8GB or 1.5GiB, got {text!r}")
+        value, unit = float(m.group(1)), m.group(2).lower()
+    n = int(value * _UNITS[unit])
+    if n <= 0:
+        raise DataError(f"a size must be positive, got {text!r}")
+    return n
+
+
+def format_size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+def physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return 8 * 1024 ** 3
+
+
+def memory_budget(text=None) -> int:
+    """The data memory budget in bytes: ``text`` (e.g. ``8GB``) or a quarter of physical memory."""
+    if text is None or text == "" or str(text).lower() == "auto":
+        return physical_memory() // 4
+    return parse_size(text)
+
+
+# ---------------------------------------------------------------------------- where caches live
+def cache_root(cache_dir=None) -> Path:
+    """``cache_dir``, else ``$AEVB_CACHE``, else ``$XDG_CACHE_HOME/aevb/prepared`` (default
+    ``~/.cache/aevb/prepared``)."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("AEVB_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(base).expanduser() / "aevb" / "prepared"
+
+
+def cache_key(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cache_folder(name: str, identity: dict, cache_dir=None) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:40] or "data"
+    return cache_root(cache_dir) / f"{safe}-{cache_key(identity)}"
+
+
+# ---------------------------------------------------------------------------- source fingerprints
+def listing(paths: Iterable[Path], root: Path) -> List[Tuple[str, int, int]]:
+    """[(path relative to root, size in bytes, modification time in ns)] of ``paths``."""
+    out = []
+    for p in paths:
+        st = os.stat(p)
+        try:
+            rel = os.path.relpath(p, root)
+        except ValueError:  # pragma: no cover - another drive on Windows
+            rel = str(p)
+        out.append((rel, st.st_size, st.st_mtime_ns))
+    return out
+
+
+def fingerprint(entries: Sequence[Tuple[str, int, int]]) -> str:
+    h = hashlib.sha256()
+    for rel, size, mtime in entries:
+        h.update(f"{rel}\t{size}\t{mtime}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def _read_sources(folder: Path) -> Dict[str, Tuple[int, int]]:
+    try:
+        with gzip.open(folder / SOURCES, "rt", encoding="utf-8", errors="surrogateescape") as f:
+            rows = (line.rstrip("\n").split("\t") for line in f)
+            return {r[0]: (int(r[1]), int(r[2])) for r in rows if len(r) == 3}
+    except (OSError, ValueError):
+        return {}
+
+
+def describe_change(folder: Path, entries: Sequence[Tuple[str, int, int]]) -> str:
+    """'3 added, 1 removed, 2 changed' between a cache's recorded sources and ``entries``."""
+    old = _read_sources(folder)
+    new = {rel: (size, mtime) for rel, size, mtime in entries}
+    added = sum(1 for k in new if k not in old)
+    removed = sum(1 for k in old if k not in new)
+    changed = sum(1 for k, v in new.items() if k in old and old[k] != v)
+    return f"{added} added, {removed} removed, {changed} changed"
+
+
+# ---------------------------------------------------------------------------- reading a cache
+def read_manifest(folder: Path) -> Optional[dict]:
+    """The manifest of a complete cache folder, or None (absent, unreadable, other format)."""
+    try:
+        m = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(m, dict) or m.get("format") != CACHE_FORMAT:
+        return None
+    return m
+
+
+def open_split(folder: Path, entry: dict) -> Tuple[np.memmap, Optional[np.ndarray]]:
+    """(rows [N, D] uint8 memmap, labels or None) of one split of a cache."""
+    path = folder / entry["file"]
+    n, d = int(entry["rows"]), int(entry["dim"])
+    expected = n * d
+    actual = path.stat().st_size if path.is_file() else -1
+    if actual != expected:
+        raise DataError(f"the data cache {folder} is damaged: {path.name} has {actual} bytes, expected "
+                        f"{expected}; delete the folder and it will be rebuilt")
+    x = np.memmap(path, dtype=np.uint8, mode="r", shape=(n, d)) if n else np.zeros((0, d), np.uint8)
+    y = None
+    if entry.get("labels"):
+        y = np.load(folder / entry["labels"], allow_pickle=False)
+    return x, y
+
+
+# ---------------------------------------------------------------------------- writing a cache
+def clean_partials(root: Path, max_age_s: float = 0.0) -> None:
+    """Remove leftovers of interrupted builds (``*.partial-PID-*`` of processes that are gone)."""
+    if not root.is_dir():
+        return
+    for p in root.iterdir():
+        m = re.search(re.escape(_PARTIAL) + r"(\d+)-", p.name)
+        if not m:
+            continue
+        pid = int(m.group(1))
+        alive = True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:  # pragma: no cover - someone else's live process
+            alive = True
+        if not alive or (max_age_s and time.time() - p.stat().st_mtime > max_age_s):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+class CacheBuild:
+    """A cache being written: ``with CacheBuild(folder, needed_bytes) as b: ...; b.commit(manifest)``.
+
+    Files are written into ``b.path`` (a partial folder beside ``folder``). ``commit`` writes the
+    manifest last and renames the folder into place; leaving the block without a commit (an
+    error, Ctrl-C) removes the partial folder. Disk space is checked first."""
+
+    def __init__(self, folder: Path, needed_bytes: int):
+        self.folder = Path(folder)
+        self.needed = int(needed_bytes)
+        self.path = self.folder.parent / f"{self.folder.name}{_PARTIAL}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.committed = False
+
+    def __enter__(self) -> "CacheBuild":
+        root = self.folder.parent
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DataError(f"cannot create the data cache folder {root} ({e.strerror}); "
+                            "set --cache-dir or AEVB_CACHE to a writable folder") from None
+        clean_partials(root)
+        free = shutil.disk_usage(root).free
+        if self.needed > free:
+            raise DataError(f"not enough disk space for the data cache in {root}: it needs "
+                            f"{format_size(self.needed)} and {format_size(free)} are free. Free some "
+                            "space, or put the cache elsewhere with --cache-dir or AEVB_CACHE")
+        self.path.mkdir()
+        return self
+
+    def allocate(self, name: str, nbytes: int) -> Path:
+        """A file of ``nbytes`` bytes with its space reserved (disk full fails here, at once)."""
+        p = self.path / name
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            if nbytes:
+                try:
+                    os.posix_fallocate(fd, 0, nbytes)
+                except (AttributeError, OSError) as e:
+                    if isinstance(e, OSError) and is_disk_full(e):
+                        raise
+                    os.ftruncate(fd, nbytes)  # no fallocate on this file system
+        finally:
+            os.close(fd)
+        return p
+
+    def commit(self, manifest: dict, sources: Sequence[Tuple[str, int, int]]) -> None:
+        with gzip.open(self.path / SOURCES, "wt", encoding="utf-8", errors="surrogateescape") as f:
+            for rel, size, mtime in sources:
+                f.write(f"{rel}\t{size}\t{mtime}\n")
+        for p in self.path.iterdir():  # the data reach the disk before the manifest says complete
+            with open(p, "rb+") as f:
+                os.fsync(f.fileno())
+        manifest = {"format": CACHE_FORMAT, "version": CACHE_VERSION, **manifest,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        tmp = self.path / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+        os.replace(tmp, self.path / MANIFEST)
+        if self.folder.exists():  # an outdated cache: move it aside, then remove it
+            old = self.folder.parent / f"{self.folder.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            os.replace(self.folder, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(self.path, self.folder)
+        self.committed = True
+
+    def __exit__(self, exc_type, exc, tb):
+        if not self.committed:
+            shutil.rmtree(self.path, ignore_errors=True)
+        if exc is not None and is_disk_full(exc):
+            raise DataError(f"the disk filled up while writing the data cache in {self.folder.parent} "
+                            f"(it needs {format_size(self.needed)}); nothing was kept. Free some space, or "
+                            "put the cache elsewhere with --cache-dir or AEVB_CACHE") from None
+        return False
+
+
+def is_disk_full(e: BaseException) -> bool:
+    import errno
+
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def say(msg: str) -> None:
+    """A line for the user about the data (cache built, reused, rebuilt) on stderr."""
+    print(f"aevb: {msg}", file=sys.stderr, flush=True)

@@ -1,0 +1,218 @@
+"""Image files to a :class:`Dataset`, through the on-disk cache (aevb/data/cache.py).
+
+Loaders of pictures (``folder:``, ``celeba``) describe *which* files form which split and with
+which labels (an :class:`ImagePlan`); this module does the rest the same way for all of them:
+fingerprint the sources, reuse the cache when it matches or build it (images decoded in parallel
+workers, progress bar with ETA), then hand out splits held in memory when the data fit the
+memory budget, or memory-mapped from the cache (streamed) when they do not.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from . import cache
+from .base import KIND_BINARY, KIND_UNIT, DataError, Dataset, Split
+from .decode import ImageSpec, Job, decode_all, probe_all
+from .utils import TEST_SPLIT_SEED, holdout_indices
+
+TEST_FRACTION = 0.1
+_MAX_LISTED = 20
+
+
+@dataclass
+class ImagePlan:
+    """What to read. ``files``: split name ('train', 'valid', 'test', or 'all' for one pool from
+    which a fixed 10% is held out as test) -> image paths; ``labels``: the same keys -> int64
+    labels or None; ``root``: the folder the sources are listed relative to; ``extra_sources``:
+    other files whose change must rebuild the cache (e.g. a partition file)."""
+
+    name: str
+    kind: str  # 'folder' or 'celeba': part of the cache identity
+    root: Path
+    files: Dict[str, List[Path]]
+    labels: Dict[str, Optional[np.ndarray]] = field(default_factory=dict)
+    size: Optional[Tuple[int, int]] = None
+    color: str = "auto"  # auto, grey, rgb
+    crop: Optional[Tuple[int, int]] = None
+    extra_sources: Sequence[Path] = ()
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class LoadOptions:
+    """How to load: where the cache lives, the memory budget (bytes), whether unreadable images
+    are skipped, worker processes (0: one per core), progress bars, reduced-size JPEG decoding."""
+
+    cache_dir: Optional[str] = None
+    memory_budget: Optional[int] = None
+    skip_bad_images: bool = False
+    workers: int = 0
+    progress: bool = True
+    draft: bool = True
+
+    @property
+    def budget(self) -> int:
+        return cache.memory_budget(self.memory_budget)
+
+
+def _listing_text(items: Sequence[str]) -> str:
+    shown = "\n".join(f"  {s}" for s in items[:_MAX_LISTED])
+    more = f"\n  ... and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
+    return shown + more
+
+
+def _identity(plan: ImagePlan, opts: LoadOptions) -> dict:
+    return {"version": cache.CACHE_VERSION, "kind": plan.kind, "root": os.path.realpath(plan.root),
+            "size": plan.size, "color": plan.color, "crop": plan.crop,
+            "skip_bad_images": bool(opts.skip_bad_images), "draft": bool(opts.draft)}
+
+
+def _sources(plan: ImagePlan):
+    paths = [p for fl in plan.files.values() for p in fl] + list(plan.extra_sources)
+    try:
+        return cache.listing(paths, plan.root)
+    except OSError as e:
+        raise DataError(f"{plan.name}: cannot read {e.filename} ({e.strerror})") from None
+
+
+def image_cache(plan: ImagePlan, opts: LoadOptions, rebuild: bool = False) -> Tuple[Path, dict, bool]:
+    """(cache folder, manifest, built_now) for ``plan``: the matching cache, built if needed."""
+    entries = _sources(plan)
+    fp = cache.fingerprint(entries)
+    folder = cache.cache_folder(plan.name.replace("folder:", "folder-"), _identity(plan, opts), opts.cache_dir)
+    manifest = cache.read_manifest(folder)
+    if manifest is not None and not rebuild:
+        if manifest.get("version") == cache.CACHE_VERSION and manifest.get("fingerprint") == fp:
+            return folder, manifest, False
+        if manifest.get("version") != cache.CACHE_VERSION:
+            cache.say(f"the data cache {folder} was written by another version of aevb; rebuilding it")
+        else:
+            cache.say(f"{plan.name} changed since its cache was built "
+                      f"({cache.describe_change(folder, entries)}); rebuilding {folder}")
+    manifest = _build(plan, opts, folder, entries, fp)
+    return folder, manifest, True
+
+
+def _target(plan: ImagePlan, opts: LoadOptions) -> Tuple[Tuple[int, int], int]:
+    """((H, W), channels) of the rows: from the options, else from the image headers."""
+    size, color = plan.size, plan.color
+    if size is not None and color != "auto":
+        return size, 3 if color == "rgb" else 1
+    paths = [str(p) for fl in plan.files.values() for p in fl]
+    probes = probe_all(paths, opts.workers, progress=opts.progress)
+    bad = [f"{p}: {err}" for p, _, _, err in probes if err]
+    if bad and not opts.skip_bad_images:
+        raise DataError(f"{plan.name}: {len(bad)} image file(s) could not be read; fix or remove them, "
+                        f"or pass --skip-bad-images:\n" + _listing_text(bad))
+    good = [(p, s, g) for p, s, g, err in probes if not err]
+    if not good:
+        raise DataError(f"{plan.name}: none of the {len(probes)} image files could be read")
+    if size is None:
+        first = good[0][1]
+        others = [f"{p}: {s[0]}x{s[1]}" for p, s, _ in good if s != first]
+        if others:
+            raise DataError(
+                f"{plan.name}: images have different sizes; the first is {first[0]}x{first[1]} "
+                f"(height x width) but these differ:\n{_listing_text(others)}\n"
+                f"Give an image size (--image-size H W) to resize them all.")
+        size = first
+        if plan.crop is not None:
+            size = tuple(plan.crop)
+    channels = {"rgb": 3, "grey": 1}.get(color) or (3 if any(not g for _, _, g in good) else 1)
+    return tuple(size), channels
+
+
+def _build(plan: ImagePlan, opts: LoadOptions, folder: Path, entries, fp: str) -> dict:
+    size, channels = _target(plan, opts)
+    spec = ImageSpec(channels=channels, size=size, crop=plan.crop, draft=opts.draft)
+    counts = {name: len(fl) for name, fl in plan.files.items()}
+    needed = sum(counts.values()) * spec.dim
+    t0 = __import__("time").perf_counter()
+    with cache.CacheBuild(folder, needed) as b:
+        jobs = [Job(str(b.allocate(f"{name}.u8", n * spec.dim)), spec.dim, list(range(n)),
+                    [str(p) for p in plan.files[name]]) for name, n in counts.items()]
+        bad, any_colour, binary = decode_all(jobs, spec, opts.workers, desc=f"preparing {plan.name}",
+                                             progress=opts.progress)
+        if bad and not opts.skip_bad_images:
+            raise DataError(f"{plan.name}: {len(bad)} image file(s) could not be read; fix or remove them, "
+                            f"or pass --skip-bad-images:\n" + _listing_text([m for _, _, m in bad]))
+        bad_rows = {name: sorted(r for out, r, _ in bad if Path(out).name == f"{name}.u8") for name in counts}
+        if bad:
+            cache.say(f"{plan.name}: skipped {len(bad)} unreadable image file(s) (--skip-bad-images)")
+        if plan.color == "auto" and channels == 3 and not any_colour:
+            channels = 1  # every 'colour' file had three equal channels: grey
+        splits = {}
+        for name, n in counts.items():
+            keep = np.setdiff1d(np.arange(n), np.asarray(bad_rows[name], dtype=np.int64))
+            if len(keep) == 0:
+                raise DataError(f"{plan.name}: no readable image in the {name} split")
+            _compact(b.path / f"{name}.u8", spec.dim, keep, channels, spec.channels)
+            entry = {"file": f"{name}.u8", "rows": int(len(keep)), "dim": channels * size[0] * size[1],
+                     "labels": None}
+            y = plan.labels.get(name)
+            if y is not None:
+                np.save(b.path / f"{name}.labels.npy", np.asarray(y, dtype=np.int64)[keep])
+                entry["labels"] = f"{name}.labels.npy"
+            splits[name] = entry
+        manifest = {"name": plan.name, "source": _identity(plan, opts), "fingerprint": fp,
+                    "n_sources": len(entries), "image_shape": [channels, size[0], size[1]],
+                    "kind": KIND_BINARY if binary else KIND_UNIT, "levels": 2 if binary else 256,
+                    "splits": splits, "skipped": [m for _, _, m in bad][:1000], "info": plan.info,
+                    "seconds": round(__import__("time").perf_counter() - t0, 2)}
+        b.commit(manifest, entries)
+    return cache.read_manifest(folder)
+
+
+def _compact(path: Path, dim: int, keep: np.ndarray, channels: int, stored_channels: int) -> None:
+    """Rewrite a split file in place keeping rows ``keep`` and (grey from RGB) the first channel."""
+    n = path.stat().st_size // dim if dim else 0
+    if len(keep) == n and channels == stored_channels:
+        return
+    src = np.memmap(path, dtype=np.uint8, mode="r+", shape=(n, dim))
+    per = dim // stored_channels
+    out_dim = per * channels
+    for start in range(0, len(keep), 4096):  # rows only move towards the start: safe in place
+        rows = np.asarray(src[keep[start:start + 4096]])
+        rows = rows[:, :out_dim]  # channels first: channel 0 is the first H*W values
+        src.reshape(-1)[start * out_dim:(start + len(rows)) * out_dim] = rows.reshape(-1)
+    src.flush()
+    del src
+    os.truncate(path, len(keep) * out_dim)
+
+
+def open_image_dataset(plan: ImagePlan, opts: LoadOptions) -> Dataset:
+    """The Dataset of ``plan``: from its cache (built if needed), in memory when the data fit the
+    memory budget, else streamed from the memory-mapped cache files."""
+    folder, manifest, built = image_cache(plan, opts)
+    splits = {}
+    for name, entry in manifest["splits"].items():
+        x, y = cache.open_split(folder, entry)
+        splits[name] = Split(x, None if y is None else torch.from_numpy(y), scale=255.0)
+    info = dict(manifest.get("info") or {})
+    info.update({"cache": str(folder), "cache_reused": not built})
+    if "all" in splits:
+        pool = splits.pop("all")
+        n = len(pool)
+        if n < 2:
+            raise DataError(f"{plan.name}: only {n} image; need at least 2 (train and test)")
+        n_test = max(1, int(round(n * TEST_FRACTION)))
+        tr, te = holdout_indices(n, n_test, TEST_SPLIT_SEED)
+        splits["train"], splits["test"] = pool.subset(tr), pool.subset(te)
+        info["test_split"] = f"fixed seeded hold-out: {n_test} of {n} images (10%, seed {TEST_SPLIT_SEED})"
+    total = sum(s.nbytes for s in splits.values())
+    budget = opts.budget
+    if total <= budget:
+        splits = {k: s.in_memory() for k, s in splits.items()}
+        info["storage"] = f"in memory ({cache.format_size(total)} uint8, budget {cache.format_size(budget)})"
+    else:
+        info["storage"] = (f"streamed from {folder} ({cache.format_size(total)} uint8 > memory budget "
+                           f"{cache.format_size(budget)})")
+    c, h, w = manifest["image_shape"]
+    return Dataset(name=plan.name, train=splits["train"], valid=splits.get("valid"), test=splits["test"],
+                   image_shape=(c, h, w), kind=manifest["kind"], levels=manifest["levels"], info=info)
