@@ -66,6 +66,7 @@ class OptimConfig:
     step_epochs: int = 10  # step schedule: multiply by gamma every step_epochs
     gamma: float = 0.5  # step / exponential decay factor (per epoch for exponential)
     grad_clip: Optional[float] = None  # clip the global gradient norm
+    warmup_steps: int = 0  # linear learning-rate warm-up from 0 over the first steps
 
 
 @dataclass
@@ -197,6 +198,16 @@ def validate(cfg: RunConfig) -> None:
     choice("optim.schedule", cfg.optim.schedule, ("constant", "step", "exponential", "cosine"))
     positive("optim.lr", cfg.optim.lr)
     positive("optim.weight_decay", cfg.optim.weight_decay, allow_zero=True)
+    positive("optim.warmup_steps", cfg.optim.warmup_steps, allow_zero=True)
+    if cfg.data.crop is not None and (len(cfg.data.crop) != 2 or any(int(c) <= 0 for c in cfg.data.crop)):
+        raise ConfigError(f"data.crop must be two positive sizes [H, W]; got {cfg.data.crop!r}")
+    if cfg.data.memory_budget not in (None, "", "auto"):
+        from .data.cache import parse_size
+
+        try:
+            parse_size(cfg.data.memory_budget)
+        except ValueError as e:
+            raise ConfigError(f"data.memory_budget: {e}") from None
     choice("data.binarize", cfg.data.binarize, (None, "static", "dynamic"))
     choice("model.likelihood", cfg.model.likelihood, (None, "bernoulli", "gaussian", "gaussian-fixed"))
     choice("model.mean_activation", cfg.model.mean_activation, ("identity", "sigmoid"))

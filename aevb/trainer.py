@@ -109,6 +109,11 @@ def kl_weight(obj, epoch_progress: float) -> float:
     return obj.beta
 
 
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """Learning-rate factor of step ``step`` (0-based) under a linear warm-up over ``warmup_steps``."""
+    return min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+
+
 def binarize_batch(x: Tensor, dynamic: bool) -> Tensor:
     """Dynamic binarization: a fresh x ~ Bernoulli(x) every time a batch is used."""
     return torch.bernoulli(x) if dynamic else x
@@ -367,7 +372,15 @@ class Trainer:
                 distributed.all_reduce_gradients(self.model.parameters())
             if cfg.optim.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+            warm = warmup_factor(self.step, cfg.optim.warmup_steps)
+            if warm < 1.0:  # the epoch's scheduled rate, scaled for this step only
+                scheduled = [g["lr"] for g in self.optimizer.param_groups]
+                for g in self.optimizer.param_groups:
+                    g["lr"] *= warm
             self.optimizer.step()
+            if warm < 1.0:
+                for g, lr in zip(self.optimizer.param_groups, scheduled):
+                    g["lr"] = lr
             self.step += 1
             with torch.no_grad():
                 sums += torch.stack([terms.bound.sum(), terms.log_px_given_z.sum(), terms.kl.sum()]).double()
@@ -602,7 +615,8 @@ def check_data_for_likelihood(cfg: RunConfig, data: Dataset) -> None:
     for name, split in data.splits().items():
         # 8-bit and binary storage cannot hold other values than its first rows show the kind of;
         # float storage is checked whole, a block at a time
-        blocks = [split.rows(0, 4096)] if split.storage_dtype == "uint8" else split.batches(4096)
+        step = split.block_rows()
+        blocks = [split.rows(0, step)] if split.storage_dtype == "uint8" else split.batches(step)
         for xb in blocks:
             try:
                 lik.check_data(xb, f"the {name} split of {data.name}")

@@ -13,7 +13,7 @@ from .common import add_parser
 OPTIONS = [
     # data
     ("--dataset", "data.dataset", dict(metavar="NAME", help="digits (embedded, default), mnist, fashion-mnist, "
-                                       "binarized-mnist, frey-face, omniglot, folder:PATH or array:PATH")),
+                                       "binarized-mnist, frey-face, omniglot, celeba, folder:PATH or array:PATH")),
     ("--data-dir", "data.data_dir", dict(metavar="DIR", help="folder holding the data set's files "
                                          "(default: $AEVB_DATA/<dataset> or ~/.cache/aevb/<dataset>)")),
     ("--no-download", "data.download", dict(action="store_false", help="never download; fail if files are missing")),
@@ -22,9 +22,20 @@ OPTIONS = [
     ("--binarize", "data.binarize", dict(choices=["static", "dynamic"], help="static: one fixed Bernoulli draw "
                                          "per image; dynamic: a fresh draw every time an image is used "
                                          "(default: the data as they are)")),
-    ("--image-size", "data.image_size", dict(type=int, nargs=2, metavar=("H", "W"), help="resize folder images")),
+    ("--image-size", "data.image_size", dict(type=int, nargs=2, metavar=("H", "W"), help="resize images "
+                                             "(folder:, celeba)")),
+    ("--crop", "data.crop", dict(type=int, nargs=2, metavar=("H", "W"), help="take the central H x W of each image "
+                                 "before resizing (folder:, celeba; CelebA 64x64 convention: --crop 148 148 "
+                                 "--image-size 64 64)")),
     ("--color", "data.color", dict(choices=["grey", "rgb"], help="folder images in grey or colour (default: auto)")),
     ("--data-seed", "data.seed", dict(type=int, metavar="S", help="seed of held-out splits and static binarization")),
+    ("--memory-budget", "data.memory_budget", dict(metavar="SIZE", help="data larger than this (e.g. 500MB, 8GB) "
+                                                   "are streamed from an on-disk cache instead of held in memory "
+                                                   "(default: a quarter of the machine's RAM)")),
+    ("--cache-dir", "data.cache_dir", dict(metavar="DIR", help="where decoded images are cached (default: "
+                                           "$AEVB_CACHE or ~/.cache/aevb/prepared)")),
+    ("--skip-bad-images", "data.skip_bad_images", dict(action="store_true", help="leave out unreadable image "
+                                                        "files, saying how many, instead of refusing")),
     # model
     ("--latent-dim", "model.latent_dim", dict(type=int, metavar="J", help="size of z")),
     ("--hidden", "model.encoder_hidden", dict(type=int, nargs="+", metavar="H", help="encoder hidden sizes, "
@@ -58,6 +69,8 @@ OPTIONS = [
     ("--step-epochs", "optim.step_epochs", dict(type=int, help="step schedule period in epochs")),
     ("--gamma", "optim.gamma", dict(type=float, help="step/exponential schedule factor")),
     ("--grad-clip", "optim.grad_clip", dict(type=float, help="clip the gradient norm")),
+    ("--lr-warmup-steps", "optim.warmup_steps", dict(type=int, metavar="N", help="raise the learning rate "
+                                                     "linearly from 0 over the first N steps")),
     # loop
     ("--epochs", "train.epochs", dict(type=int, help="epochs (default: 100 on digits, 10 otherwise)")),
     ("--batch-size", "train.batch_size", dict(type=int)),

@@ -166,7 +166,8 @@ def load_array(path: Union[str, os.PathLike], options=None) -> Dataset:
         yk = {"train": y_key, "valid": None, "test": None}
         single = True
 
-    xs: Dict[str, np.ndarray] = {s: np.asarray(arrays[k]) for s, k in xk.items() if k is not None}
+    xs: Dict[str, np.ndarray] = {s: arrays[k] if isinstance(arrays[k], np.memmap) else np.asarray(arrays[k])
+                                 for s, k in xk.items() if k is not None}
     # dtype / finiteness checks
     dtypes = {x.dtype for x in xs.values()}
     for s, x in xs.items():

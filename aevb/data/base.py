@@ -183,9 +183,15 @@ class Split:
 
         return prefetched(indices, lambda i: self._raw(_as_index(i)), lambda raw: self._to_float(raw, device))
 
-    def scan(self, batch_size: int = 4096) -> Iterator[np.ndarray]:
+    def block_rows(self, nbytes: int = 16 * 2 ** 20) -> int:
+        """Rows in a block of about ``nbytes`` bytes as float32 (at least 1): the unit of work of
+        whole-split passes (checks, binarization) that must not hold the split in memory."""
+        return max(1, nbytes // (4 * max(1, self.dim)))
+
+    def scan(self, batch_size: Optional[int] = None) -> Iterator[np.ndarray]:
         """Stored rows (uint8 or float32 numpy, unscaled) in order, a block at a time: for checks
         and cache writing, without holding the split in memory."""
+        batch_size = batch_size or self.block_rows()
         for i in range(0, len(self), batch_size):
             raw = self._raw(np.arange(i, min(i + batch_size, len(self)), dtype=np.int64))
             yield raw.cpu().numpy()
@@ -231,8 +237,9 @@ def binarized(split: Split, generator: torch.Generator) -> Split:
     """One fixed draw x ~ Bernoulli(x) of every value, a block of rows at a time, as a uint8 0/1
     split in memory (a quarter of the float size)."""
     out = torch.empty(len(split), split.dim, dtype=torch.uint8)
-    for i in range(0, len(split), 4096):
-        xb = split.rows(i, i + 4096)
+    step = split.block_rows()
+    for i in range(0, len(split), step):
+        xb = split.rows(i, i + step)
         out[i:i + len(xb)] = torch.bernoulli(xb.clamp_(0.0, 1.0), generator=generator).to(torch.uint8)
     return Split(out, split.y)
 

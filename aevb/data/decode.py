@@ -74,7 +74,10 @@ def decode(path, spec: ImageSpec) -> Tuple[np.ndarray, bool]:
             box = (left * fx, top * fy, right * fx, bottom * fy)
         else:
             box = (0, 0, im2.width, im2.height)
-        if spec.crop is not None or (im2.height, im2.width) != spec.size:
+        if (fy, fx) == (1.0, 1.0) and spec.crop is not None:
+            im2 = im2.crop(tuple(int(v) for v in box))  # exactly the usual crop, then resize
+            box = (0, 0, im2.width, im2.height)
+        if (im2.height, im2.width) != spec.size or box != (0, 0, im2.width, im2.height):
             im2 = im2.resize((spec.size[1], spec.size[0]), Image.Resampling.LANCZOS, box=box)
         arr = np.asarray(im2, dtype=np.uint8)
     if arr.ndim == 2:

@@ -55,6 +55,7 @@ class LoadOptions:
     workers: int = 0
     progress: bool = True
     draft: bool = True
+    rebuild: bool = False
 
     @property
     def budget(self) -> int:
@@ -81,13 +82,13 @@ def _sources(plan: ImagePlan):
         raise DataError(f"{plan.name}: cannot read {e.filename} ({e.strerror})") from None
 
 
-def image_cache(plan: ImagePlan, opts: LoadOptions, rebuild: bool = False) -> Tuple[Path, dict, bool]:
+def image_cache(plan: ImagePlan, opts: LoadOptions) -> Tuple[Path, dict, bool]:
     """(cache folder, manifest, built_now) for ``plan``: the matching cache, built if needed."""
     entries = _sources(plan)
     fp = cache.fingerprint(entries)
     folder = cache.cache_folder(plan.name.replace("folder:", "folder-"), _identity(plan, opts), opts.cache_dir)
     manifest = cache.read_manifest(folder)
-    if manifest is not None and not rebuild:
+    if manifest is not None and not opts.rebuild:
         if manifest.get("version") == cache.CACHE_VERSION and manifest.get("fingerprint") == fp:
             return folder, manifest, False
         if manifest.get("version") != cache.CACHE_VERSION:

@@ -1,0 +1,72 @@
+"""`aevb data prepare`: convert a data set once (decode images into the on-disk cache) and say
+what was made; `aevb train` does the same when needed."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .common import add_parser
+
+
+def register(sub) -> None:
+    p = add_parser(sub, "data", "prepare data sets (decode and cache them once)",
+                   "Work with data sets.\n\n"
+                   "examples:\n"
+                   "  aevb data prepare celeba --data-dir DIR --crop 148 148 --image-size 64 64\n"
+                   "  aevb data prepare folder:my_faces --image-size 128 128 --color rgb")
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    verbs = p.add_subparsers(dest="verb", metavar="VERB")
+    prep = verbs.add_parser("prepare", help="decode a data set into its on-disk cache and report it",
+                            description="Load a data set as `aevb train` would with the same options: decode "
+                                        "images into the on-disk cache (in parallel, once; later runs reuse it) "
+                                        "or download missing files, then print what was made.")
+    prep.add_argument("dataset", metavar="DATASET", help="celeba, folder:PATH, array:PATH, mnist, ...")
+    from .train import OPTIONS
+
+    for flag, key, kw in OPTIONS:  # the same data options as `aevb train`, validated the same way
+        if key.startswith("data.") and key != "data.dataset":
+            p_kw = dict(kw)
+            prep.add_argument(flag, dest=key, default=argparse.SUPPRESS, **p_kw)
+    prep.add_argument("--workers", type=int, default=0, metavar="N",
+                      help="decoding processes (default: one per CPU core)")
+    prep.add_argument("--rebuild", action="store_true", help="rebuild the cache even if it is up to date")
+    prep.set_defaults(func=run_prepare)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from ..config import ConfigError, RunConfig, merge, validate
+    from ..data import load_dataset
+    from ..data.cache import format_size, parse_size
+    from ..data.imageset import LoadOptions
+
+    updates = {"dataset": args.dataset}
+    for key, value in vars(args).items():
+        if key.startswith("data."):
+            updates[key.split(".", 1)[1]] = value
+    cfg = merge(RunConfig(), {"data": updates}, source="command line")
+    validate(cfg)
+    if args.workers < 0:
+        raise ConfigError(f"--workers must be 0 (one per core) or more; got {args.workers}")
+    d = cfg.data
+    opts = LoadOptions(cache_dir=d.cache_dir, skip_bad_images=bool(d.skip_bad_images),
+                       memory_budget=None if d.memory_budget in (None, "", "auto") else parse_size(d.memory_budget),
+                       workers=args.workers, rebuild=bool(args.rebuild))
+    t0 = time.perf_counter()
+    ds = load_dataset(d.dataset, d.data_dir, download=d.download, validation=d.validation,
+                      binarize=d.binarize, image_size=d.image_size, color=d.color, seed=d.seed, crop=d.crop,
+                      options=opts)
+    seconds = time.perf_counter() - t0
+    c, h, w = ds.image_shape
+    print(f"{ds.name}: " + ", ".join(f"{len(s)} {n}" for n, s in ds.splits().items())
+          + f" datapoints of {c}x{h}x{w} = {ds.dim} values ({ds.kind}, "
+          + (f"{ds.levels} levels" if ds.levels else "continuous") + ")")
+    print(f"  storage: {ds.info.get('storage', 'in memory')}; {format_size(ds.nbytes)} in all")
+    if "cache" in ds.info:
+        n = sum(len(s) for s in ds.splits().values())
+        state = "reused (up to date)" if ds.info.get("cache_reused") else f"built in {seconds:.1f} s ({n / max(seconds, 1e-9):.0f} images/s)"
+        print(f"  cache: {ds.info['cache']} ({state})")
+    else:
+        print(f"  no cache needed: {ds.name} is read from its files into memory ({seconds:.1f} s)")
+    return 0

@@ -1,0 +1,325 @@
+"""Data at scale: compact storage, the on-disk cache, streaming, CelebA.
+
+Every test generates its own small data; the real CelebA subset is used when present."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from aevb.config import RunConfig
+from aevb.data import DataError, Split, load_dataset
+from aevb.data import cache as cache_mod
+from aevb.data.celeba import celeba_plan, read_partition
+from aevb.data.imageset import LoadOptions
+from aevb.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+CELEBA = REPO.parent / "shared" / "datasets" / "celeba"
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("AEVB_CACHE", str(tmp_path / "cache"))
+
+
+def write_images(folder: Path, n: int, size=(12, 10), seed=0, fmt="png", start=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.RandomState(seed)
+    arrays = []
+    for i in range(n):
+        a = rng.randint(0, 256, size=(size[0], size[1], 3)).astype(np.uint8)
+        Image.fromarray(a).save(folder / f"{start + i:06d}.{fmt}", quality=95)
+        arrays.append(a)
+    return arrays
+
+
+def tiny_config(dataset: str, budget=None, epochs=2) -> RunConfig:
+    cfg = RunConfig()
+    cfg.data.dataset, cfg.data.memory_budget = dataset, budget
+    cfg.model.latent_dim, cfg.model.encoder_hidden = 3, [16]
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.eval_batch_size = epochs, 16, 32
+    cfg.train.progress, cfg.train.tensorboard, cfg.train.images_every = False, False, 0
+    return cfg
+
+
+# ----------------------------------------------------------------------------- the Split
+def test_streamed_split_hands_out_the_same_rows_as_in_memory(tmp_path):
+    rng = np.random.RandomState(1)
+    x = rng.randint(0, 256, size=(50, 7)).astype(np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    streamed, memory = Split(mm, scale=255.0), Split(torch.from_numpy(x), scale=255.0)
+    assert streamed.streamed and not memory.streamed and memory.storage_dtype == "uint8"
+    idx = [31, 2, 2, 49, 0, 17]  # unsorted, with a repeat
+    expected = torch.from_numpy(x[idx].astype(np.float32)) / 255
+    assert torch.equal(streamed.take(idx), expected) and torch.equal(memory.take(idx), expected)
+    batches = [torch.randperm(50)[:9] for _ in range(4)]
+    for a, b in zip(streamed.batches(batches), memory.batches(batches, prefetch=False)):
+        assert torch.equal(a, b)
+    assert torch.equal(torch.cat(list(streamed.batches(8))), memory.materialize())
+    held = streamed.subset([5, 40, 3])  # a view of the same file, not a copy
+    assert held.streamed and torch.equal(held.rows(0, 3), expected.new_tensor(x[[5, 40, 3]] / 255.0))
+    assert streamed.value_range() == (x.min() / 255, x.max() / 255)
+
+
+def test_compact_storage_of_the_builtin_data():
+    ds = load_dataset("digits")
+    assert ds.train.storage_dtype == "uint8" and ds.train.nbytes == len(ds.train) * 64
+    assert float(ds.train.materialize().max()) == 1.0  # 16/16: values are levels k/16
+
+
+# ----------------------------------------------------------------------------- streaming = in memory
+@pytest.mark.parametrize("source", ["array", "folder"])
+def test_streamed_training_equals_in_memory_training(tmp_path, source):
+    if source == "array":
+        x = np.random.RandomState(2).randint(0, 256, size=(120, 1, 6, 5)).astype(np.uint8)
+        np.save(tmp_path / "d.npy", x)
+        spec = f"array:{tmp_path / 'd.npy'}"
+    else:
+        write_images(tmp_path / "imgs", 90, size=(6, 5))
+        spec = f"folder:{tmp_path / 'imgs'}"
+    histories = {}
+    for budget in (None, "1KB"):
+        tr = Trainer.new(tiny_config(spec, budget), tmp_path / f"run-{budget}")
+        assert tr.data.train.streamed == (budget is not None)
+        histories[budget] = tr.fit()
+    strip = lambda h: [{k: v for k, v in r.items() if not k.endswith("time_s")} for r in h]
+    assert strip(histories[None]) == strip(histories["1KB"])  # value for value
+
+
+def test_resumed_streamed_run_equals_an_uninterrupted_one(tmp_path):
+    x = np.random.RandomState(3).randint(0, 256, size=(100, 30)).astype(np.uint8)
+    np.save(tmp_path / "d.npy", x)
+    spec = f"array:{tmp_path / 'd.npy'}"
+    whole = Trainer.new(tiny_config(spec, "1KB", epochs=3), tmp_path / "whole")
+    whole.fit()
+    first = Trainer.new(tiny_config(spec, "1KB", epochs=1), tmp_path / "parts")
+    first.fit()
+    over = tiny_config(spec, "1KB", epochs=3)
+    rest = Trainer.resume(tmp_path / "parts", overrides=over, given=["train.epochs"])
+    assert rest.data.train.streamed
+    rest.fit()
+    assert whole.history[-1]["test_bound"] == rest.history[-1]["test_bound"]
+    for (n, a), b in zip(whole.model.state_dict().items(), rest.model.state_dict().values()):
+        assert torch.equal(a, b), n
+
+
+# ----------------------------------------------------------------------------- the cache
+def test_cache_is_reused_when_nothing_changed_and_rebuilt_when_a_source_did(tmp_path, capfd):
+    arrays = write_images(tmp_path / "imgs", 12)
+    spec = f"folder:{tmp_path / 'imgs'}"
+    first = load_dataset(spec)
+    assert first.info["cache_reused"] is False and Path(first.info["cache"]).is_dir()
+    again = load_dataset(spec)
+    assert again.info["cache_reused"] is True and again.info["cache"] == first.info["cache"]
+    # a file changes: detected, said, rebuilt, and the new pixels are served
+    new = np.full((12, 10, 3), 7, np.uint8)
+    Image.fromarray(new).save(tmp_path / "imgs" / "000000.png")
+    capfd.readouterr()
+    changed = load_dataset(spec)
+    assert changed.info["cache_reused"] is False and "changed since its cache was built" in capfd.readouterr().err
+    rows = torch.cat([changed.train.materialize(), changed.test.materialize()]) * 255
+    assert any(torch.all(r == 7) for r in rows)
+    # other options: another cache, the first one untouched
+    other = load_dataset(spec, image_size=(6, 5))
+    assert other.info["cache"] != changed.info["cache"] and other.image_shape == (3, 6, 5)
+    assert load_dataset(spec).info["cache_reused"] is True
+
+
+def test_cache_from_another_version_is_rebuilt(tmp_path, capfd):
+    write_images(tmp_path / "imgs", 5)
+    ds = load_dataset(f"folder:{tmp_path / 'imgs'}")
+    m = Path(ds.info["cache"]) / "manifest.json"
+    manifest = json.loads(m.read_text())
+    manifest["version"] = 999
+    m.write_text(json.dumps(manifest))
+    capfd.readouterr()
+    assert load_dataset(f"folder:{tmp_path / 'imgs'}").info["cache_reused"] is False
+    assert "another version" in capfd.readouterr().err
+
+
+def test_an_interrupted_conversion_is_not_taken_for_a_finished_one(tmp_path):
+    write_images(tmp_path / "imgs", 1500, size=(40, 40), fmt="jpg")
+    cache = tmp_path / "cache"
+    env = {**os.environ, "AEVB_CACHE": str(cache), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "aevb", "data", "prepare", f"folder:{tmp_path / 'imgs'}",
+                             "--workers", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(".partial-" in p.name for p in cache.glob("*")):
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = [p for p in cache.glob("*") if ".partial-" in p.name]
+    complete = [p for p in cache.glob("*") if (p / "manifest.json").is_file()]
+    assert partial and not complete  # killed mid-way: nothing looks complete
+    ds = load_dataset(f"folder:{tmp_path / 'imgs'}", options=LoadOptions(cache_dir=str(cache)))
+    assert ds.info["cache_reused"] is False and len(ds.train) + len(ds.test) == 1500
+    assert not [p for p in cache.glob("*") if ".partial-" in p.name]  # the leftovers are gone
+
+
+def test_disk_full_during_conversion_is_said_and_leaves_no_cache(tmp_path):
+    write_images(tmp_path / "imgs", 40, size=(64, 64))
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)],
+                             capture_output=True).returncode == 0
+    if not mounted:
+        pytest.skip("cannot mount a small tmpfs here (needs root and mount rights)")
+    try:
+        with pytest.raises(DataError, match="disk space|disk filled up") as e:
+            load_dataset(f"folder:{tmp_path / 'imgs'}", options=LoadOptions(cache_dir=str(small / "c")))
+        assert "--cache-dir" in str(e.value)
+        assert not any((p / "manifest.json").is_file() for p in (small / "c").glob("*"))
+    finally:
+        subprocess.run(["umount", str(small)], capture_output=True)
+
+
+# ----------------------------------------------------------------------------- memory does not grow with N
+MEASURE = textwrap.dedent("""
+    import sys, threading, time
+    peak = [0]
+    def sample():
+        while True:
+            for line in open('/proc/self/status'):
+                if line.startswith('RssAnon:'):
+                    peak[0] = max(peak[0], int(line.split()[1]))
+            time.sleep(0.005)
+    threading.Thread(target=sample, daemon=True).start()
+    import torch
+    torch.set_num_threads(1)
+    from aevb.config import RunConfig
+    from aevb.trainer import Trainer
+    cfg = RunConfig()
+    cfg.data.dataset, cfg.data.memory_budget = 'array:' + sys.argv[1], '1MB'
+    cfg.model.latent_dim, cfg.model.encoder_hidden = 2, [8]
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.eval_batch_size = 1, 64, 64
+    cfg.train.progress, cfg.train.tensorboard, cfg.train.images_every = False, False, 0
+    tr = Trainer.new(cfg, sys.argv[2])
+    assert tr.data.train.streamed
+    tr.fit()
+    time.sleep(0.05)
+    print(peak[0])
+""")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs /proc (Linux)")
+def test_peak_anonymous_memory_does_not_grow_with_the_data_set(tmp_path):
+    rng = np.random.RandomState(0)
+    peaks = {}
+    for n in (2000, 60000):  # 6 MB and 184 MB of uint8 rows
+        np.save(tmp_path / f"d{n}.npy", rng.randint(0, 256, size=(n, 3072)).astype(np.uint8))
+        out = subprocess.run([sys.executable, "-c", MEASURE, str(tmp_path / f"d{n}.npy"), str(tmp_path / f"r{n}")],
+                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert out.returncode == 0, out.stderr[-2000:]
+        peaks[n] = int(out.stdout.split()[-1]) / 1024  # MB
+    # held in memory, the larger set alone would add 178 MB of rows (and its float copies more);
+    # streamed, what remains is allocator noise of a few tens of MB
+    assert peaks[60000] - peaks[2000] < 60, peaks
+
+
+# ----------------------------------------------------------------------------- CelebA
+def write_celeba(root: Path, present: dict, absent: int = 3):
+    """A CelebA-like folder: JPEGs of 218x178 for the rows in ``present`` ({name: split}) and a
+    partition file that also names ``absent`` files that are not there."""
+    (root / "img_align_celeba").mkdir(parents=True)
+    lines, rng = [], np.random.RandomState(4)
+    for name, part in present.items():
+        a = rng.randint(0, 256, size=(218, 178, 3)).astype(np.uint8)
+        a[40:180, 20:160] = rng.randint(0, 256, size=3)  # a flat 'face' region
+        Image.fromarray(a).save(root / "img_align_celeba" / name, quality=92)
+        lines.append(f"{name} {part}")
+    for i in range(absent):
+        lines.append(f"9{i:05d}.jpg 0")
+    (root / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_celeba_loader_follows_the_partition_and_crops(tmp_path, capfd):
+    present = {f"{i:06d}.jpg": p for i, p in enumerate([0, 0, 0, 0, 1, 2, 2], 1)}
+    write_celeba(tmp_path / "celeba", present)
+    ds = load_dataset("celeba", tmp_path / "celeba")
+    assert (len(ds.train), len(ds.valid), len(ds.test)) == (4, 1, 2)
+    assert ds.image_shape == (3, 218, 178) and ds.kind == "unit" and ds.levels == 256
+    assert "3 of the 10 images" in capfd.readouterr().err
+    # full size: exactly the decoded JPEG, channels first
+    ref = np.asarray(Image.open(tmp_path / "celeba" / "img_align_celeba" / "000006.jpg").convert("RGB"))
+    assert torch.equal(ds.test.rows(0, 1)[0] * 255, torch.from_numpy(np.moveaxis(ref, 2, 0).reshape(-1).astype(np.float32)))
+    # the 64x64 convention: centre 148x148, resized; reduced-size JPEG decoding stays close
+    small = load_dataset("celeba", tmp_path / "celeba", crop=(148, 148), image_size=(64, 64))
+    img = Image.open(tmp_path / "celeba" / "img_align_celeba" / "000006.jpg").convert("RGB")
+    exact = np.asarray(img.crop((15, 35, 163, 183)).resize((64, 64), Image.Resampling.LANCZOS)).astype(np.float32)
+    got = (small.test.rows(0, 1)[0] * 255).reshape(3, 64, 64).permute(1, 2, 0).numpy()
+    assert small.image_shape == (3, 64, 64) and np.abs(got - exact).mean() < 6
+    exact_opts = LoadOptions(draft=False)
+    full = load_dataset("celeba", tmp_path / "celeba", crop=(148, 148), image_size=(64, 64), options=exact_opts)
+    got = (full.test.rows(0, 1)[0] * 255).reshape(3, 64, 64).permute(1, 2, 0).numpy()
+    assert np.array_equal(got, exact)
+
+
+def test_celeba_bad_inputs_say_what_to_do(tmp_path):
+    with pytest.raises(DataError, match="list_eval_partition.txt.*mmlab"):
+        load_dataset("celeba", tmp_path / "nothing")
+    write_celeba(tmp_path / "c", {"000001.jpg": 0, "000002.jpg": 2})
+    (tmp_path / "c" / "list_eval_partition.txt").write_text("hello world\n")
+    with pytest.raises(DataError, match="line 1.*not CelebA"):
+        load_dataset("celeba", tmp_path / "c")
+    (tmp_path / "c" / "list_eval_partition.txt").write_text("123456.jpg 0\n")
+    with pytest.raises(DataError, match="none of the 1 images"):
+        load_dataset("celeba", tmp_path / "c")
+
+
+def test_unreadable_images_are_listed_or_skipped(tmp_path, capfd):
+    write_images(tmp_path / "imgs", 6, fmt="jpg")
+    good = (tmp_path / "imgs" / "000001.jpg").read_bytes()
+    (tmp_path / "imgs" / "000002.jpg").write_bytes(good[: len(good) // 3])  # truncated
+    (tmp_path / "imgs" / "000003.jpg").write_bytes(b"not a picture")
+    with pytest.raises(DataError, match="2 image file.*could not be read.*--skip-bad-images"):
+        load_dataset(f"folder:{tmp_path / 'imgs'}", image_size=(12, 10), color="rgb")
+    capfd.readouterr()
+    ds = load_dataset(f"folder:{tmp_path / 'imgs'}", image_size=(12, 10), color="rgb",
+                      options=LoadOptions(skip_bad_images=True))
+    assert len(ds.train) + len(ds.test) == 4 and "skipped 2 unreadable" in capfd.readouterr().err
+
+
+def test_npy_that_cannot_be_used_is_refused(tmp_path):
+    np.save(tmp_path / "ok.npy", np.zeros((10, 4), np.uint8))
+    data = (tmp_path / "ok.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(data[:-8])
+    with pytest.raises(DataError, match="could not read it"):
+        load_dataset(f"array:{tmp_path / 'cut.npy'}")
+    np.save(tmp_path / "s.npy", np.array(["a", "b"] * 5).reshape(10, 1))
+    with pytest.raises(DataError, match="dtype"):
+        load_dataset(f"array:{tmp_path / 's.npy'}")
+    np.save(tmp_path / "big.npy", np.zeros((100, 2, 2, 3), np.uint8))  # channels last, over budget
+    with pytest.raises(DataError, match="memory budget"):
+        load_dataset(f"array:{tmp_path / 'big.npy'}", options=LoadOptions(memory_budget=100))
+
+
+def test_sizes_parse_and_bad_budget_is_refused():
+    assert cache_mod.parse_size("500MB") == 500_000_000 and cache_mod.parse_size("1.5GiB") == 3 * 2 ** 29
+    assert cache_mod.parse_size("800M") == 800 * 2 ** 20 and cache_mod.parse_size(4096) == 4096
+    for bad in ("lots", "-1GB", "0", "12 parsecs", True):
+        with pytest.raises(DataError):
+            cache_mod.parse_size(bad)
+
+
+@pytest.mark.skipif(not (CELEBA / "list_eval_partition.txt").is_file(), reason="../shared/datasets/celeba is absent")
+def test_real_celeba_subset():
+    names = read_partition(CELEBA / "list_eval_partition.txt")
+    assert [len(names[s]) for s in ("train", "valid", "test")] == [162770, 19867, 19962]
+    plan = celeba_plan(CELEBA, image_size=(64, 64), crop=(148, 148))
+    assert [len(plan.files[s]) for s in ("train", "valid", "test")] == [4560, 780, 660]
+    ds = load_dataset("celeba", CELEBA, crop=(148, 148), image_size=(32, 32))
+    assert ds.image_shape == (3, 32, 32) and (len(ds.train), len(ds.valid), len(ds.test)) == (4560, 780, 660)
+    assert 0.25 < float(ds.test.materialize().mean()) < 0.6  # real faces, not blank
