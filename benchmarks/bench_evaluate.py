@@ -44,7 +44,7 @@ def load_mnist_test(data_dir: str) -> torch.Tensor:
     try:
         from aevb.data import load_dataset
 
-        return load_dataset("mnist", data_dir, download=False).test.x
+        return load_dataset("mnist", data_dir, download=False).test.materialize()
     except Exception:  # parse the gzip IDX file directly
         with gzip.open(Path(data_dir) / "t10k-images-idx3-ubyte.gz", "rb") as f:
             raw = f.read()

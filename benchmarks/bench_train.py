@@ -119,8 +119,8 @@ def main() -> None:
 
     data = load_dataset("mnist", args.data_dir, download=False)
     to_u8 = lambda x: torch.round(x * 255).to(torch.uint8).reshape(-1, 28, 28)
-    train_ds = PerImageMNIST(to_u8(data.train.x), data.train.y)
-    test_ds = PerImageMNIST(to_u8(data.test.x), data.test.y)
+    train_ds = PerImageMNIST(to_u8(data.train.materialize()), data.train.y)
+    test_ds = PerImageMNIST(to_u8(data.test.materialize()), data.test.y)
     train_loader = DataLoader(train_ds, batch_size=128, shuffle=True)
     test_loader = DataLoader(test_ds, batch_size=128, shuffle=False)
     torch.manual_seed(0)
