@@ -9,7 +9,7 @@ from typing import List, Optional
 
 from . import __version__
 
-COMMANDS = ["train", "evaluate", "sample", "reconstruct", "plot", "report", "reproduce"]
+COMMANDS = ["train", "evaluate", "sample", "reconstruct", "plot", "report", "reproduce", "explore", "export"]
 
 
 def build_parser() -> argparse.ArgumentParser:
