@@ -122,8 +122,8 @@ def write_explorer(run: Union[str, Path, Run], out: Union[str, Path, None] = Non
     if encoding not in ENCODINGS:
         raise ExplorerError(f"unknown weight encoding {encoding!r}; choose {' or '.join(ENCODINGS)}")
     if not 0 < max_mb <= HARD_MAX_MB:
-        raise ExplorerError(f"--max-size must be in (0, {HARD_MAX_MB:g}] MB, got {max_mb:g}: browsers cannot "
-                            "load a larger page")
+        raise ExplorerError(f"--max-size must be above 0 and at most {HARD_MAX_MB:g} MB, got {max_mb:g}: "
+                            "browsers cannot load a larger page")
     if points < 0:
         raise ExplorerError(f"--points must be 0 or more, got {points}")
     path = Path(out) if out else run.path / EXPLORER_FILE
