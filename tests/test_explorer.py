@@ -124,7 +124,7 @@ def test_size_limit_refuses_and_keeps_the_existing_page(run_dir, capsys):
     assert len(err.strip().splitlines()) == 1
     assert page.read_text() == "an earlier page"
     assert main(["explore", str(run_dir), "--max-size", "1000"]) == 2
-    assert "at most 400" in capsys.readouterr().err
+    assert "at most 200 MB" in capsys.readouterr().err
 
 
 def test_explore_refuses_a_folder_as_out_and_a_folder_that_is_no_run(run_dir, tmp_path, capsys):

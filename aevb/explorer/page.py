@@ -30,10 +30,12 @@ from .program import ENCODINGS, decoder_program, decoder_size, encoded_chars, me
 
 EXPLORER_FILE = "explorer.html"
 STATIC = Path(__file__).resolve().parent / "static"
-# Default and largest page size. Browsers hold one string of at most 2^29 - 24 characters
-# (V8), and the weights are one base64 string; past a few tens of MB a page loads slowly.
+# Default and largest page size. The page holds its weights several times while it loads (the
+# HTML text, the JSON string, the bytes, a Float32Array: about 4x the file), V8 caps one string at
+# 2^29 - 24 characters, and past a few tens of MB a page loads slowly. A celeba-mlp-size decoder
+# (135.8M weights: 724 MB as base64 float32, 362 MB as float16) is refused.
 DEFAULT_MAX_MB = 64.0
-HARD_MAX_MB = 400.0
+HARD_MAX_MB = 200.0
 # Test images are embedded up to this many bytes (8-bit values); fewer points beyond it.
 IMAGE_BUDGET = 16_000_000
 

@@ -96,11 +96,12 @@ def encoded_chars(n_numbers: int, encoding: str) -> int:
     return 4 * ((n_bytes + 2) // 3)
 
 
-def decoder_program(model) -> DecoderProgram:
+def decoder_program(model, with_weights: bool = True) -> DecoderProgram:
     """The decoder of ``model`` (a VAE) as a program for ``decoder.js``.
 
     Supports the MLP decoders (a ``Sequential`` of ``Linear`` and activation modules);
     raises :class:`UnsupportedDecoder` naming what is not supported otherwise.
+    ``with_weights=False``: the layers only (``weights`` empty; e.g. for a model on the meta device).
     """
     decoder = model.decoder
     modules = list(decoder.modules())
@@ -116,13 +117,14 @@ def decoder_program(model) -> DecoderProgram:
     layers, blocks, offset = [], [], 0
     for m in net:
         if isinstance(m, nn.Linear):
-            w = m.weight.detach().cpu().float().numpy().reshape(-1)
-            b = (m.bias.detach().cpu().float().numpy() if m.bias is not None
-                 else np.zeros(m.out_features, np.float32))
+            n_w = m.in_features * m.out_features
             layers.append({"kind": "linear", "in": m.in_features, "out": m.out_features,
-                           "weight": offset, "bias": offset + w.size})
-            blocks += [w, b]
-            offset += w.size + b.size
+                           "weight": offset, "bias": offset + n_w})
+            offset += n_w + m.out_features
+            if with_weights:
+                blocks.append(m.weight.detach().cpu().float().numpy().reshape(-1))
+                blocks.append(m.bias.detach().cpu().float().numpy() if m.bias is not None
+                              else np.zeros(m.out_features, np.float32))
             continue
         act = _activation_layer(m)
         if act is None:

@@ -49,7 +49,7 @@
   const z = new Float64Array(J);
   const state = { decodes: 0, lastMs: NaN, times: [] };
   const image = $("image");
-  fitCanvas(image, 240);
+  fitCanvas(image, 224);
 
   function render() {
     const t0 = performance.now();
