@@ -114,7 +114,7 @@ def test_canvas_shows_pytorchs_decoder_mean_for_z_set_by_sliders(which, request,
         assert p.page.evaluate("[document.getElementById('image').width, document.getElementById('image').height]") == [w, h]
         for z in ([0.0, 0.0, 0.0], [1.25, -0.5, 2.0], [-1.7, 0.9, -0.3]):
             p.set_sliders(z)
-            assert p.sliders() == z
+            np.testing.assert_allclose(p.sliders(), z, rtol=0, atol=1e-9)
             got, want = p.pixels(), _expected_rgba(ctx, torch.tensor(z))
             assert np.abs(got - want).max() <= 1, (z, np.abs(got - want).max())
             assert len(np.unique(want)) > 4  # a picture, not a flat field
@@ -172,6 +172,34 @@ def test_layout_fits_a_laptop_screen_and_does_not_jump(grey_run, browser):
         p.page.click("#zero")
         assert p.page.evaluate(boxes) == first
         assert p.page.evaluate("aevbExplorer.z") == [0, 0, 0]
+    finally:
+        p.page.close()
+    assert not p.errors, p.errors
+
+
+def test_hover_shows_the_datapoint_and_its_reconstruction_and_sampling_draws_from_the_prior(grey_run, browser):
+    ctx = FigureContext.from_run(grey_run, device="cpu")
+    mu = latent_means(ctx.model, ctx.x)
+    p = Page(browser, grey_run / "explorer.html")
+    try:
+        i = 11
+        pt = p.page.evaluate(f"aevbExplorer.screenPoint({i})")
+        p.page.mouse.move(pt["x"], pt["y"])
+        hovered = int(p.page.inner_text("#hover-x-cap").split()[0].lstrip("#"))  # the nearest point
+        data = torch.round(ctx.x[hovered] * 255).numpy().astype(np.int64)
+        np.testing.assert_array_equal(p.pixels("#hover-x").reshape(-1, 4)[:, 0], data)
+        assert np.abs(p.pixels("#hover-rec") - _expected_rgba(ctx, mu[hovered])).max() <= 1
+        assert p.page.evaluate("aevbExplorer.z") != mu[hovered].tolist()  # hovering moves no slider
+
+        zs = []
+        for _ in range(20):
+            p.page.click("#sample")
+            z = p.page.evaluate("aevbExplorer.z")
+            np.testing.assert_allclose(p.sliders(), z, rtol=0, atol=1e-9)
+            zs.append(z)
+        zs = np.array(zs)
+        assert len(np.unique(zs[:, 0])) == 20 and np.abs(zs).max() < 6 and 0.4 < zs.std() < 1.8
+        assert np.abs(p.pixels() - _expected_rgba(ctx, torch.tensor(zs[-1]))).max() <= 1
     finally:
         p.page.close()
     assert not p.errors, p.errors
