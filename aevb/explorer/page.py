@@ -58,11 +58,16 @@ def _b64(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode("ascii")
 
 
+def _z(j: int) -> str:
+    """The name of latent dimension j (0-based) as the page shows it: z with a subscript, z₁ ..."""
+    return "z" + str(j + 1).translate(str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉"))
+
+
 def _views(mu: np.ndarray, kl: np.ndarray, seed: int) -> List[dict]:
     """2-D views of the posterior means, each a linear map P [2, J]: point = P mu."""
     j = mu.shape[1]
     if j == 1:
-        return [{"name": "z\u2081", "x": "z\u2081", "y": "", "P": [[1.0], [0.0]]}]
+        return [{"name": _z(0), "x": _z(0), "y": "", "P": [[1.0], [0.0]]}]
     order = [int(i) for i in np.argsort(-kl, kind="stable")]
     views = []
     if j > 2 and len(mu) >= 2:
@@ -74,8 +79,8 @@ def _views(mu: np.ndarray, kl: np.ndarray, seed: int) -> List[dict]:
     a, b = (0, 1) if j == 2 else sorted(order[:2])
     P = np.zeros((2, j))
     P[0, a] = P[1, b] = 1.0
-    name = "z\u2081, z\u2082" if j == 2 else f"the two dimensions of highest KL (z{a + 1}, z{b + 1})"
-    views.append({"name": name, "x": f"z{a + 1}", "y": f"z{b + 1}", "P": P.tolist()})
+    name = f"{_z(0)}, {_z(1)}" if j == 2 else f"the two units of highest KL ({_z(a)}, {_z(b)})"
+    views.append({"name": name, "x": _z(a), "y": _z(b), "P": P.tolist()})
     return views
 
 

@@ -15,6 +15,7 @@
   if (P.latent.known_kl) order.sort((a, b) => kl[b] - kl[a] || a - b);
   const TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
   const colour = (k) => (k < 10 ? TAB10[k] : `hsl(${(k * 137.5) % 360}, 60%, 45%)`);
+  const fmtKL = (v) => (v >= 1 ? v.toFixed(2) : v >= 0.01 ? v.toFixed(3) : v.toPrecision(2));
   const fmt = (v, d) => (v < 0 ? "\u2212" : "\u2007") + Math.abs(v).toFixed(d);
   const muOf = (i) => Array.from(mu.subarray(i * J, (i + 1) * J));
   const labelOf = (i) => (labels ? String(classes[labels[i]] ?? labels[i]) : "");
@@ -66,7 +67,9 @@
   const rows = [];
   function buildSliders() {
     const box = $("sliders");
-    $("slider-order").textContent = P.latent.known_kl ? "ordered by KL, highest first" : "KL unknown (no test data)";
+    const nActive = kl.filter((v) => v >= threshold).length;
+    $("slider-order").textContent = P.latent.known_kl ? `by KL \u00b7 ${nActive} of ${J} active`
+      : "KL unknown (no test data)";
     for (const j of order) {
       const row = document.createElement("div");
       const inactive = P.latent.known_kl && kl[j] < threshold;
@@ -75,7 +78,7 @@
       row.innerHTML = `<label for="z${j}">z<sub>${j + 1}</sub>${inactive ? '<span class="tag">inactive</span>' : ""}</label>` +
         `<input type="range" id="z${j}" data-dim="${j}" min="${-r}" max="${r}" step="any" value="0"` +
         ` aria-label="latent dimension ${j + 1}">` +
-        `<span class="val">${fmt(0, 2)}</span><span class="kl">${P.latent.known_kl ? kl[j].toFixed(3) : "–"}</span>`;
+        `<span class="val">${fmt(0, 2)}</span><span class="kl">${P.latent.known_kl ? fmtKL(kl[j]) : "–"}</span>`;
       if (inactive) row.title = `KL ${kl[j].toExponential(1)} nats < ${threshold}: an inactive unit; the decoder ignores it`;
       const input = row.querySelector("input"), val = row.querySelector(".val");
       input.addEventListener("input", () => {
@@ -174,7 +177,7 @@
     ctx.globalAlpha = 1;
     ring(ctx, sel.hover, "#5f6368", 6);
     ring(ctx, sel.a, "#1d1d1f", 6, "A");
-    ring(ctx, sel.b, "#1d1d1f", 6, "B");
+    ring(ctx, sel.b, "#1d1d1f", 6, sel.a >= 0 ? "B" : "");
     // where the current z is, in this view
     const [zx, zy] = f.toPx(...project(f.view, z));
     ctx.strokeStyle = "#d62728"; ctx.lineWidth = 2;
