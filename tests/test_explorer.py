@@ -152,3 +152,22 @@ def test_report_links_the_explorer_when_present(run_dir, tmp_path):
     write_explorer(run_dir)
     text = write_report(run_dir, figures=False).read_text()
     assert 'href="explorer.html"' in text
+
+
+def test_the_command_says_conv_decoders_are_not_supported_and_writes_nothing(run_dir, monkeypatch, capsys):
+    from aevb.runs import Run
+
+    load = Run.load_model
+
+    def with_conv_decoder(self, device="cpu"):
+        model = load(self, device)
+        model.decoder = nn.Sequential(nn.Linear(3, 16), nn.Unflatten(1, (1, 4, 4)), nn.ConvTranspose2d(1, 1, 2, 2),
+                                      nn.Flatten())
+        return model
+
+    monkeypatch.setattr(Run, "load_model", with_conv_decoder)
+    (run_dir / "explorer.html").unlink(missing_ok=True)
+    assert main(["explore", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "does not support convolutional decoders yet" in err and len(err.strip().splitlines()) == 1
+    assert not (run_dir / "explorer.html").exists()

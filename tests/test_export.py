@@ -56,7 +56,9 @@ def test_onnx_files_match_pytorch(run_dir, capsys):
 def test_safetensors_load_back_into_a_vae(run_dir, tmp_path):
     assert main(["export", str(run_dir), "--format", "safetensors", "--out", str(tmp_path / "st")]) == 0
     path = tmp_path / "st" / "model.safetensors"
-    loaded = load_safetensors(path)
+    import aevb
+
+    loaded = aevb.load_safetensors(path)
     model = Run(run_dir).load_model()
     x = Run(run_dir).load_data().test.x[:20]
     with torch.no_grad():

@@ -139,7 +139,8 @@ def write_explorer(run: Union[str, Path, Run], out: Union[str, Path, None] = Non
     image_shape = tuple(int(s) for s in run.checkpoint()["image_shape"])
     data_dim = int(np.prod(image_shape))
     points = min(int(points), IMAGE_BUDGET // max(1, data_dim))
-    # the size check first: weights, test images (base64) and the page around them
+    decoder_program(model, with_weights=False)  # raises UnsupportedDecoder for what the page cannot run
+    # then the size: weights, test images (base64) and the page around them
     n_weights = decoder_size(model)
     estimate = (encoded_chars(n_weights, encoding) + encoded_chars(points * data_dim, "float16") // 2
                 + 300_000)
@@ -150,7 +151,7 @@ def write_explorer(run: Union[str, Path, Run], out: Union[str, Path, None] = Non
             f"{max_mb:g} MB (--max-size, at most {HARD_MAX_MB:g}); a page that large loads slowly or not "
             "at all. Nothing was written. Try --weights float16 (half the size), or look at this model "
             "with `aevb plot RUN all`")
-    program = decoder_program(model)  # raises UnsupportedDecoder for what the page cannot run
+    program = decoder_program(model)
 
     ctx = FigureContext.from_run(run, device=device, data_optional=True)
     model = ctx.model
