@@ -58,8 +58,9 @@
     drawValues(image, values);
     const ms = performance.now() - t0;
     state.decodes += 1; state.lastMs = ms;
-    state.times.push(ms); if (state.times.length > 20) state.times.shift();
-    const avg = state.times.reduce((a, b) => a + b, 0) / state.times.length;
+    if (state.decodes > 1) state.times.push(ms);  // the first frame also compiles the code
+    if (state.times.length > 20) state.times.shift();
+    const avg = state.times.length ? state.times.reduce((a, b) => a + b, 0) / state.times.length : ms;
     $("decode-ms").textContent = avg < 10 ? avg.toFixed(2) : avg.toFixed(0);
     drawScatter();
   }
