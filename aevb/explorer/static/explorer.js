@@ -282,7 +282,7 @@
       : `base64 float16 (half the size of float32; rounding the weights changes the mean image by at most ${P.encoding_error.toExponential(1)} ` +
         `(${(P.encoding_error * 255).toFixed(2)} of a pixel level) over the test points here)`;
     const about = [
-      `The decoder (${P.decoder.n_weights.toLocaleString("en")} weights) runs in this page in plain JavaScript; its weights are embedded as ${enc}. ` +
+      `The decoder (${P.decoder.n_weights.toLocaleString("en")} weights, ${(P.decoder.weights.length / 1e6).toFixed(1)} MB of this page) runs in plain JavaScript; its weights are embedded as ${enc}. ` +
       "The image is the mean of p(x|z), as aevb's likelihood.mean computes it. The page needs no server and no network.",
       N ? `${N.toLocaleString("en")} test points; the scatter shows their posterior means E[z|x]. Dashed circles: radius 1 and 2 of the prior N(0, I).` : "",
       nActive != null ? `${nActive} of ${J} latent units are active (mean KL \u2265 ${threshold} nats over these test points); inactive units are marked and greyed.` : "",
