@@ -26,7 +26,7 @@ import torch
 from .. import __version__
 from ..io import atomic_write_text
 from ..runs import Run, RunError
-from .program import ENCODINGS, decoder_program, decoder_size, encoded_chars, mean_error
+from .program import ENCODINGS, base64_chars, decoder_program, decoder_size, encoded_chars, mean_error
 
 EXPLORER_FILE = "explorer.html"
 STATIC = Path(__file__).resolve().parent / "static"
@@ -123,7 +123,7 @@ def write_explorer(run: Union[str, Path, Run], out: Union[str, Path, None] = Non
     Raises :class:`ExplorerError` (nothing written, an existing file kept) when the decoder cannot
     be run in the page or the page would exceed ``max_mb`` megabytes (10^6 bytes).
     """
-    from ..plots import ACTIVE_KL_THRESHOLD, FigureContext, kl_per_dimension, latent_means
+    from ..plots import FigureContext
 
     run = run if isinstance(run, Run) else Run(run)
     if encoding not in ENCODINGS:
@@ -142,60 +142,74 @@ def write_explorer(run: Union[str, Path, Run], out: Union[str, Path, None] = Non
     decoder_program(model, with_weights=False)  # raises UnsupportedDecoder for what the page cannot run
     # then the size: weights, test images (base64) and the page around them
     n_weights = decoder_size(model)
-    estimate = (encoded_chars(n_weights, encoding) + encoded_chars(points * data_dim, "float16") // 2
-                + 300_000)
+    estimate = encoded_chars(n_weights, encoding) + base64_chars(points * data_dim) + 300_000
     if estimate > max_mb * 1e6:
-        raise ExplorerError(
-            f"the decoder has {n_weights:,} weights: {encoded_chars(n_weights, encoding) / 1e6:,.0f} MB as "
-            f"base64 {encoding}, so the page would be about {estimate / 1e6:,.0f} MB, above the limit of "
-            f"{max_mb:g} MB (--max-size, at most {HARD_MAX_MB:g}); a page that large loads slowly or not "
-            "at all. Nothing was written. Try --weights float16 (half the size), or look at this model "
-            "with `aevb plot RUN all`")
+        raise _too_large(run, n_weights, encoding, estimate, max_mb)
     program = decoder_program(model)
 
     ctx = FigureContext.from_run(run, device=device, data_optional=True)
-    model = ctx.model
-    J = model.latent_dim
-    payload: dict = {"facts": _facts(run, model, image_shape), "notes": []}
+    payload = {"facts": _facts(run, ctx.model, image_shape), "notes": []}
     if ctx.data is None:
         payload["notes"].append("The run's data set could not be loaded here, so there is no scatter of test "
                                 f"points: {ctx.data_error.splitlines()[0] if ctx.data_error else ''}")
-        x = torch.zeros(0, data_dim)
-        y = None
-    else:
-        x = ctx.x[:points]
-        y = ctx.y
-        y = None if y is None else y[:len(x)]
+    payload.update(_points(ctx, 0 if ctx.data is None else points, seed))
+    scale_offset = ctx.display(torch.tensor([0.0, 1.0]))  # display is affine: value * scale + offset
+    scale, offset = float(scale_offset[1] - scale_offset[0]), float(scale_offset[0])
+    z = payload.pop("_mu")
+    if not len(z):
+        z = torch.randn(64, ctx.model.latent_dim, generator=torch.Generator().manual_seed(seed))
+    err = mean_error(ctx.model, z[:200], encoding) * abs(scale)
+    payload.update({
+        "decoder": {"layers": program.layers, "encoding": encoding, "weights": program.encode(encoding),
+                    "n_weights": program.n_weights},
+        "image": {"shape": list(image_shape), "scale": scale, "offset": offset},
+        "encoding_error": err,
+        "seed": int(seed),
+    })
+    text = render(payload)
+    size = len(text.encode("utf-8"))
+    if size > max_mb * 1e6:
+        raise _too_large(run, n_weights, encoding, size, max_mb)
+    atomic_write_text(path, text)
+    return ExplorerResult(path, size, program.n_weights, encoding, payload["points"]["n"], err)
+
+
+def _too_large(run: Run, n_weights: int, encoding: str, size: float, max_mb: float) -> ExplorerError:
+    hint = "Try --weights float16 (half the size), or look" if encoding != "float16" else "Look"
+    return ExplorerError(
+        f"the decoder has {n_weights:,} weights: {encoded_chars(n_weights, encoding) / 1e6:,.1f} MB as base64 "
+        f"{encoding}, so the page would be about {size / 1e6:,.1f} MB, above the limit of {max_mb:g} MB "
+        f"(--max-size, at most {HARD_MAX_MB:g}); a page that large loads slowly or not at all. Nothing was "
+        f"written. {hint} at this model with `aevb plot {run.path} all`")
+
+
+def _points(ctx, points: int, seed: int) -> dict:
+    """The test points' part of the payload: posterior means, 8-bit display images, labels, 2-D
+    views, KL per latent unit and slider ranges; ``_mu`` the means as a tensor [N, J]."""
+    from ..plots import ACTIVE_KL_THRESHOLD, kl_per_dimension, latent_means
+
+    model, J = ctx.model, ctx.model.latent_dim
+    x = ctx.x[:points] if points else torch.zeros(0, model.data_dim)
+    y = ctx.y[:len(x)] if points and ctx.y is not None else None
     mu = latent_means(model, x).float() if len(x) else torch.zeros(0, J)
     kl = kl_per_dimension(model, x).double().numpy() if len(x) else np.zeros(J)
-    scale_offset = ctx.display(torch.tensor([0.0, 1.0]))
-    scale, offset = float(scale_offset[1] - scale_offset[0]), float(scale_offset[0])
-    pixels = torch.round(ctx.display(x).clamp(0, 1) * 255).to(torch.uint8).numpy() if len(x) else np.zeros((0, data_dim), np.uint8)
     mu_np = mu.numpy().astype("<f4")
-    lim = np.maximum(4.0, np.ceil(np.abs(mu_np).max(0) * 1.1)) if len(x) else np.full(J, 4.0)
+    pixels = torch.round(ctx.display(x).clamp(0, 1) * 255).to(torch.uint8).numpy()
     classes = None
     if y is not None:
         names = (getattr(ctx.data, "info", None) or {}).get("classes")
         n_cls = int(y.max()) + 1 if len(y) else 0
         classes = [str(names[i]) if names and i < len(names) else str(i) for i in range(n_cls)]
-    err = mean_error(model, mu[:200] if len(mu) else torch.randn(64, J, generator=torch.Generator().manual_seed(seed)),
-                     encoding) * abs(scale)
-    payload.update({
-        "decoder": {"layers": program.layers, "encoding": encoding, "weights": program.encode(encoding),
-                    "n_weights": program.n_weights},
-        "image": {"shape": list(image_shape), "scale": scale, "offset": offset},
+    # slider ranges: at least the prior's +-4 sigma, and every test point's mean
+    lim = np.maximum(4.0, np.ceil(np.abs(mu_np).max(0) * 1.1)) if len(x) else np.full(J, 4.0)
+    return {
         "latent": {"dim": J, "kl": [float(v) for v in kl], "known_kl": bool(len(x)),
-                   "active_threshold": ACTIVE_KL_THRESHOLD,
-                   "range": [float(v) for v in lim]},
+                   "active_threshold": ACTIVE_KL_THRESHOLD, "range": [float(v) for v in lim]},
         "points": {"n": int(len(x)), "mu": _b64(mu_np), "pixels": _b64(pixels),
                    "labels": None if y is None else [int(v) for v in y], "classes": classes,
                    "views": _views(mu_np.astype(np.float64), kl, seed) if len(x) else []},
-        "encoding_error": err,
-        "seed": int(seed),
-    })
-    text = render(payload)
-    atomic_write_text(path, text)
-    return ExplorerResult(path, len(text.encode("utf-8")), program.n_weights, encoding, int(len(x)), err)
+        "_mu": mu,
+    }
 
 
 def _static(name: str) -> str:

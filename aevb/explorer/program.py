@@ -90,10 +90,14 @@ class DecoderProgram:
         return base64.b64encode(self.weights.astype(np.dtype(ENCODINGS[encoding]).newbyteorder("<")).tobytes()).decode("ascii")
 
 
+def base64_chars(n_bytes: int) -> int:
+    """Length of the base64 text of ``n_bytes`` bytes: 4 characters per 3 bytes."""
+    return 4 * ((int(n_bytes) + 2) // 3)
+
+
 def encoded_chars(n_numbers: int, encoding: str) -> int:
-    """Length of the base64 text of ``n_numbers`` weights: 4 characters per 3 bytes."""
-    n_bytes = n_numbers * np.dtype(ENCODINGS[encoding]).itemsize
-    return 4 * ((n_bytes + 2) // 3)
+    """Length of the base64 text of ``n_numbers`` weights in ``encoding``."""
+    return base64_chars(n_numbers * np.dtype(ENCODINGS[encoding]).itemsize)
 
 
 def decoder_program(model, with_weights: bool = True) -> DecoderProgram:
