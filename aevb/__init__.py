@@ -20,5 +20,12 @@ def train(*args, **kwargs):
     return _train(*args, **kwargs)
 
 
-__all__ = ["RunConfig", "DataConfig", "ModelConfig", "ObjectiveConfig", "OptimConfig", "TrainConfig",
+def load_safetensors(path, device="cpu"):
+    """The VAE in a ``model.safetensors`` written by ``aevb export`` (see aevb.export)."""
+    from .export import load_safetensors as _load
+
+    return _load(path, device)
+
+
+__all__ = ["load_safetensors", "RunConfig", "DataConfig", "ModelConfig", "ObjectiveConfig", "OptimConfig", "TrainConfig",
            "VAE", "BoundTerms", "Run", "load_run", "train", "__version__"]

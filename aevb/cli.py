@@ -9,7 +9,8 @@ from typing import List, Optional
 
 from . import __version__
 
-COMMANDS = ["train", "evaluate", "sample", "reconstruct", "plot", "report", "reproduce", "data"]
+COMMANDS = ["train", "evaluate", "sample", "reconstruct", "plot", "report", "reproduce", "explore", "export",
+            "data"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -212,6 +212,18 @@ def interpolate(model, x_a: Tensor, x_b: Tensor, steps: int = 10) -> Tuple[Tenso
     return z, decode_mean(model, z)
 
 
+def pca_directions(mu: np.ndarray, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """The two leading principal directions of the rows of ``mu`` [N, J] (N >= 2): (components
+    [2, J], orthonormal; their shares of the variance [2]). Points are projected as mu @ components.T
+    (the mean is not removed, so the prior N(0, I) still projects to N(0, I))."""
+    from sklearn.decomposition import PCA
+
+    if len(mu) < 2:
+        raise PlotError("PCA needs at least 2 points")
+    pca = PCA(n_components=2, random_state=seed).fit(np.asarray(mu, dtype=np.float64))
+    return pca.components_, pca.explained_variance_ratio_
+
+
 def embed_2d(mu: Union[Tensor, np.ndarray], method: str = "pca", seed: int = 0):
     """Two coordinates per point for a scatter plot of posterior means [N, J].
 
@@ -227,13 +239,8 @@ def embed_2d(mu: Union[Tensor, np.ndarray], method: str = "pca", seed: int = 0):
     if j == 1:
         return np.stack([a[:, 0], np.zeros(n)], 1), ("$z_1$", ""), "posterior means (1-D latent space)"
     if method == "pca":
-        from sklearn.decomposition import PCA
-
-        if n < 2:
-            raise PlotError("PCA needs at least 2 points")
-        pca = PCA(n_components=2, random_state=seed).fit(a)
-        share = pca.explained_variance_ratio_
-        return (a @ pca.components_.T, (f"PC 1 ({share[0]:.0%} of variance)", f"PC 2 ({share[1]:.0%})"),
+        comps, share = pca_directions(a, seed)
+        return (a @ comps.T, (f"PC 1 ({share[0]:.0%} of variance)", f"PC 2 ({share[1]:.0%})"),
                 f"PCA projection of the {j}-D posterior means")
     if method == "tsne":
         from sklearn.manifold import TSNE

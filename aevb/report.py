@@ -17,6 +17,7 @@ import base64
 import html
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -253,8 +254,10 @@ def write_report(run: Union[str, Path, Run], ctx: Optional[FigureContext] = None
         if not available:
             notes.append(f"No figures in {fig_dir}; run `aevb plot {run.path} all` or `aevb report {run.path}` "
                          "without --no-figures.")
-    text = render_report(run, available, notes, ctx=ctx, status=status)
     path = Path(out) if out else run.path / REPORT_FILE
+    explorer = run.path / "explorer.html"
+    href = os.path.relpath(explorer, path.parent) if explorer.is_file() else None
+    text = render_report(run, available, notes, ctx=ctx, status=status, explorer=href)
     atomic_write_text(path, text)
     return path
 
@@ -364,8 +367,10 @@ def _config_table(cfg_dict: dict) -> str:
 
 
 def render_report(run: Run, figures: Dict[str, Path], notes: Sequence[str] = (),
-                  ctx: Optional[FigureContext] = None, status: Optional[str] = None) -> str:
-    """The report's HTML text; ``figures``: {file name: PNG path} to embed."""
+                  ctx: Optional[FigureContext] = None, status: Optional[str] = None,
+                  explorer: Optional[str] = None) -> str:
+    """The report's HTML text; ``figures``: {file name: PNG path} to embed; ``explorer``: the
+    link to the run's explorer.html (written by `aevb explore`), None when there is none."""
     cfg = run.config.to_dict()
     try:
         info = run.info
@@ -389,7 +394,7 @@ def render_report(run: Run, figures: Dict[str, Path], notes: Sequence[str] = (),
             f'<p class="sub">{" · ".join(facts)}<br>Generated {time.strftime("%Y-%m-%d %H:%M:%S")} by aevb '
             f"{html.escape(__version__)} from <code>{html.escape(str(run.path))}</code>.</p>"]
     shown = [(f, h, c) for f, h, c in SECTIONS if f in figures]
-    nav = ['<a href="#numbers">Numbers</a>', '<a href="#evaluation">Evaluation</a>']
+    nav = ['<a href="#numbers">Numbers</a>', '<a href="#evaluation">Evaluation</a>', '<a href="#explorer">Explorer</a>']
     nav += [f'<a href="#fig-{f[:-4]}">{html.escape(h)}</a>' for f, h, _ in shown]
     nav.append('<a href="#config">Configuration</a>')
     body.append("<nav>" + "".join(nav) + "</nav>")
@@ -398,6 +403,15 @@ def render_report(run: Run, figures: Dict[str, Path], notes: Sequence[str] = (),
     body.append(_final_numbers(history))
     body.append('<h2 id="evaluation">Evaluation (importance-weighted)</h2>')
     body.append(_evaluations(run.path))
+    body.append('<h2 id="explorer">Latent explorer</h2>')
+    if explorer:
+        body.append(f'<p>Move through the latent space in <a href="{html.escape(explorer, quote=True)}">'
+                    "explorer.html</a>: sliders per latent dimension, the test points&#39; posterior means, "
+                    "interpolations and prior samples, decoded in the browser.</p>")
+    else:
+        body.append(f'<p class="sub">No explorer yet: <code>aevb explore {html.escape(str(run.path))}</code> writes '
+                    "explorer.html, an interactive page of the latent space, linked here by the next "
+                    "<code>aevb report</code>.</p>")
 
     for fname, heading, caption in shown:
         body.append(f'<h2 id="fig-{fname[:-4]}">{html.escape(heading)}</h2>')

@@ -1,0 +1,70 @@
+"""`aevb export RUN --format onnx|safetensors`: the model in files other programs read."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from .common import add_parser, add_run_argument
+
+FORMATS = {"onnx": ("encoder.onnx", "decoder.onnx"), "safetensors": ("model.safetensors",)}
+
+
+def register(sub) -> None:
+    p = add_parser(sub, "export", "write a finished run's model as ONNX or safetensors files",
+                   "Write the model of a finished run for use outside aevb (default folder: RUN/export).\n\n"
+                   "  onnx         encoder.onnx (x [B, D] -> mu, log_var [B, J]) and decoder.onnx\n"
+                   "               (z [B, J] -> params, the likelihood's parameters, and mean [B, D]);\n"
+                   "               the configuration is in each file's metadata. Needs the export extra:\n"
+                   "               pip install \"aevb[export]\"\n"
+                   "  safetensors  model.safetensors: every weight, with the configuration as metadata;\n"
+                   "               aevb.export.load_safetensors(PATH) gives the VAE back\n\n"
+                   "examples:\n"
+                   "  aevb export runs/mnist --format onnx\n"
+                   "  aevb export runs/mnist --format safetensors --out ~/models/mnist")
+    add_run_argument(p)
+    p.add_argument("--format", required=True, choices=list(FORMATS), help="what to write%(default).0s")
+    p.add_argument("--out", metavar="DIR", help="folder to write into (default: RUN/export)%(default).0s")
+    p.set_defaults(func=run)
+
+
+def check_out_dir(out: Path) -> None:
+    from ..runs import RunError
+
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out} is a file; give a folder")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise RunError(f"--out {out}: {parent} is not a writable folder; choose another --out")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..runs import Run, RunError
+
+    run_ = Run(args.run)
+    status = run_.info.get("status")
+    if status != "finished":
+        raise RunError(f"{run_.path} is not finished (status {status!r}); only a finished run is exported. "
+                       f"Finish it with `aevb train --resume {run_.path}`")
+    out = Path(args.out) if args.out else run_.path / "export"
+    check_out_dir(out)
+    if args.format == "onnx":
+        try:
+            import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)
+        except ImportError:
+            raise RunError('ONNX export needs the onnx and onnxscript packages: pip install "aevb[export]"') from None
+    model = run_.load_model("cpu")
+    shape = run_.checkpoint()["image_shape"]
+    if args.format == "onnx":
+        from ..export import export_onnx
+
+        written = list(export_onnx(model, run_.config, shape, out).values())
+    else:
+        from ..export import save_safetensors
+
+        written = [save_safetensors(model, run_.config, shape, out / FORMATS["safetensors"][0])]
+    for path in written:
+        print(f"{path}  ({path.stat().st_size / 1e6:.2f} MB)")
+    return 0
