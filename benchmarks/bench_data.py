@@ -144,7 +144,8 @@ def cmd_convert(a) -> None:
     workers = a.workers or default_workers()
     size_args = (["--image-size", *map(str, a.image_size)] if a.image_size else []) + \
                 (["--crop", *map(str, a.crop)] if a.crop else [])
-    with tempfile.TemporaryDirectory(dir=a.tmp) as cache:
+    with tempfile.TemporaryDirectory(dir=a.tmp) as tmp:
+        cache = a.cache_dir or tmp  # --cache-dir keeps the cache for `memory` and `stream`
         cmd = [sys.executable, "-m", "aevb", "data", "prepare", "celeba", "--data-dir", str(folder),
                "--cache-dir", cache, "--workers", str(workers), "--rebuild", *size_args]
         bare = bare_decode_rate(files[:3000], a.image_size, a.crop)

@@ -2,7 +2,8 @@
 (``000001.jpg`` ...), each a hard link to one of the real JPEGs (cycled), and a partition file.
 
 Decoding costs and content are real; only the identities repeat. For N = 202,599 the official
-``list_eval_partition.txt`` is copied whole; for a smaller N, its first N lines.
+``list_eval_partition.txt`` is copied whole; for a smaller N, N of its lines evenly spread over
+the file, so train, valid and test keep their official proportions.
 
     python benchmarks/make_celeba_folder.py --source ../shared/datasets/celeba --n 50000 --out /tmp/celeba50k
 """
@@ -26,13 +27,14 @@ def make(source: Path, n: int, out: Path) -> Path:
     if out.exists():
         shutil.rmtree(out)
     images.mkdir(parents=True)
-    for i, line in enumerate(lines[:n]):
+    chosen = lines if n == len(lines) else [lines[round(i * (len(lines) - 1) / max(1, n - 1))] for i in range(n)]
+    for i, line in enumerate(chosen):
         name = line.split()[0]
         try:
             os.link(real[i % len(real)], images / name)
         except OSError:  # another file system: a copy keeps the content and the decoding cost
             shutil.copyfile(real[i % len(real)], images / name)
-    (out / "list_eval_partition.txt").write_text("\n".join(lines[:n]) + "\n")
+    (out / "list_eval_partition.txt").write_text("\n".join(chosen) + "\n")
     return out
 
 

@@ -102,11 +102,16 @@ def test_resumed_streamed_run_equals_an_uninterrupted_one(tmp_path):
     x = np.random.RandomState(3).randint(0, 256, size=(100, 30)).astype(np.uint8)
     np.save(tmp_path / "d.npy", x)
     spec = f"array:{tmp_path / 'd.npy'}"
-    whole = Trainer.new(tiny_config(spec, "1KB", epochs=3), tmp_path / "whole")
+    def cfg(epochs):  # a learning-rate warm-up over 10 steps spans the 7-step epochs
+        c = tiny_config(spec, "1KB", epochs=epochs)
+        c.optim.warmup_steps = 10
+        return c
+
+    whole = Trainer.new(cfg(3), tmp_path / "whole")
     whole.fit()
-    first = Trainer.new(tiny_config(spec, "1KB", epochs=1), tmp_path / "parts")
+    first = Trainer.new(cfg(1), tmp_path / "parts")
     first.fit()
-    over = tiny_config(spec, "1KB", epochs=3)
+    over = cfg(3)
     rest = Trainer.resume(tmp_path / "parts", overrides=over, given=["train.epochs"])
     assert rest.data.train.streamed
     rest.fit()
@@ -323,3 +328,20 @@ def test_real_celeba_subset():
     ds = load_dataset("celeba", CELEBA, crop=(148, 148), image_size=(32, 32))
     assert ds.image_shape == (3, 32, 32) and (len(ds.train), len(ds.valid), len(ds.test)) == (4560, 780, 660)
     assert 0.25 < float(ds.test.materialize().mean()) < 0.6  # real faces, not blank
+
+
+def test_learning_rate_warm_up_scales_the_first_steps(tmp_path):
+    from aevb.trainer import warmup_factor
+
+    assert [warmup_factor(s, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert warmup_factor(0, 0) == 1.0
+    moved = {}
+    for warm in (0, 10 ** 9):  # a huge warm-up: every step of the epoch at lr * step / 1e9
+        cfg = tiny_config("digits", epochs=1)
+        cfg.optim.optimizer, cfg.optim.lr, cfg.optim.warmup_steps = "sgd", 0.1, warm
+        tr = Trainer.new(cfg, tmp_path / f"w{warm}")
+        before = [p.detach().clone() for p in tr.model.parameters()]
+        tr.fit()
+        assert tr.optimizer.param_groups[0]["lr"] == 0.1  # the schedule's rate is restored
+        moved[warm] = max(float((p - b).abs().max()) for p, b in zip(tr.model.parameters(), before))
+    assert moved[0] > 1e-2 and moved[10 ** 9] < 1e-6, moved  # 1e-6: about 25 steps of lr * 25 / 1e9
