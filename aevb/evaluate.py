@@ -71,6 +71,24 @@ def default_sizes(model, n: int, k: int, batch_size: Optional[int] = None, chunk
     return int(batch_size), int(min(int(chunk), k))
 
 
+def estimate_cost(model, x: Tensor, k: int, batch_size: Optional[int] = None, chunk: Optional[int] = None,
+                  budget: int = DEFAULT_BUDGET) -> Tuple[float, int]:
+    """(seconds, bytes): how long evaluating every row of ``x`` [N, D] with ``k`` samples will
+    take, extrapolated from a short timed probe on this machine, and the memory its largest chunk
+    needs (a few float32 temporaries of chunk x batch x decoder width)."""
+    n = len(x)
+    bs, c = default_sizes(model, n, k, batch_size, chunk, budget)
+    p = next(model.parameters())
+    need = 4 * p.element_size() * c * bs * decoder_width(model)
+    pb, ps = max(1, min(bs, n, 64)), max(1, min(k, c))  # within the budget: pb <= bs
+    probe = x[:pb]
+    evaluate_bounds(model, probe, k=ps, batch_size=pb, chunk=ps)  # warm-up
+    t0 = time.perf_counter()
+    evaluate_bounds(model, probe, k=ps, batch_size=pb, chunk=ps)
+    per_sample = (time.perf_counter() - t0) / (pb * ps)
+    return per_sample * n * k, int(need)
+
+
 # ------------------------------------------------------------------------- noise
 class _NoiseStream:
     """eps ~ N(0, I) for the samples of one batch, handed out as [B, n, J] (batch first).
@@ -352,8 +370,11 @@ def split_data(run, split: str, seed: int, data=None):
 def evaluate_run(run, split: str = "test", k: int = 1, batch_size: Optional[int] = None,
                  chunk: Optional[int] = None, seed: int = 0, device: Union[str, torch.device] = "cpu",
                  progress: bool = False, budget: int = DEFAULT_BUDGET, compile: bool = False,
-                 per_datapoint: bool = False, data=None) -> dict:
+                 per_datapoint: bool = False, data=None, check=None) -> dict:
     """Evaluate a run (``aevb.runs.Run`` or its folder) on one split; returns the summary dict.
+
+    ``check(model, x)``, if given, is called once the model and data are loaded and before the
+    evaluation starts (e.g. to print an estimate of its cost, or to refuse it by raising).
 
     With ``per_datapoint=True`` the dict also holds ``"per_datapoint"``: numpy arrays ``index``,
     ``label`` (or None), ``elbo``, ``log_px_given_z``, ``kl``, ``lk`` (not JSON; pop it first).
@@ -374,6 +395,8 @@ def evaluate_run(run, split: str = "test", k: int = 1, batch_size: Optional[int]
 
         raise RunError(f"the {split} split has {x.shape[1]} values per datapoint but the run's model "
                        f"expects {model.data_dim}; check the run's data set and --data-dir")
+    if check is not None:
+        check(model, x)
     b = evaluate_bounds(model, x, k, batch_size, chunk, seed, progress, budget, compile,
                         desc=f"L_{k} on {split}")
     out = {"format": "aevb-evaluation", "version": 1, "aevb_version": __version__, "run": str(run.path),

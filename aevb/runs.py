@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import List, Optional, Sequence, Union
 
 import torch
 
@@ -172,8 +172,10 @@ def check_new_out(out: Path, overwrite: bool) -> None:
         if is_run(out):
             holder = read_lock(out)
             if holder_alive(holder, out / LOCK_NAME):
-                raise RunError(f"{out} is being written by {describe(holder)}; --overwrite would destroy "
-                               "a running run: wait for it to finish or stop it, or choose another --out")
+                what = ("--overwrite would destroy a run that is still training" if overwrite
+                        else "it is still training")
+                raise RunError(f"{out} is being written by {describe(holder)}; {what}: wait for it to finish "
+                               "or stop it, or choose another --out")
             if not overwrite:
                 raise RunError(f"{out} already holds a run; use `aevb train --resume {out}` to continue it, "
                                "--overwrite to replace it (the old run is kept until the new one has "
@@ -221,6 +223,48 @@ def create_run_folder(out: Path, overwrite: bool) -> NewRun:
         lock.release()
         raise RunError(f"{out} was filled by another process meanwhile; choose another --out")
     return NewRun(out, lock, out, created=created)
+
+
+# ------------------------------------------------------------------ output paths of other commands
+# what a run's own writer owns: other commands never write there
+PROTECTED_FILES = (RUN_MARKER, "config.json", "metrics.csv", "metrics.jsonl", LOCK_NAME, "error.log")
+PROTECTED_DIRS = ("checkpoints", "tensorboard", "latents")
+
+
+def check_output(path: Union[str, Path], option: str = "--out", folder: bool = False,
+                 suffixes: Sequence[str] = ()) -> Path:
+    """Refuse an output path before any work is done: a folder where a file is wanted (or the
+    reverse), a wrong file type, a place that cannot be written, or a file a run's writer owns
+    (its checkpoints, config, marker, metrics). Returns the path."""
+    path = Path(path)
+    label = f"{option} {path}"
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise RunError(f"{label} is a file; give a folder")
+    else:
+        if path.is_dir():
+            raise RunError(f"{label} is a folder; give a file name (e.g. {path / ('out' + (suffixes[0] if suffixes else ''))})")
+        if suffixes and path.suffix.lower() not in suffixes:
+            raise RunError(f"{label}: the file name must end in {' or '.join(suffixes)}")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise RunError(f"{label} cannot be written (permission denied); choose another {option}")
+    probe = path if folder else path.parent
+    while not probe.exists():
+        if probe.is_symlink():
+            raise RunError(f"{label}: {probe} is a broken symbolic link; choose another {option}")
+        probe = probe.parent
+    if not probe.is_dir():
+        raise RunError(f"{label}: {probe} is a file, so nothing can be created under it; choose another {option}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise RunError(f"{label}: cannot write into {probe} (permission denied); choose another {option}")
+    full = path.resolve()
+    for ancestor in full.parents:
+        if is_run(ancestor):
+            rel = full.relative_to(ancestor)
+            if rel.parts[0] in PROTECTED_DIRS or (len(rel.parts) == 1 and rel.parts[0] in PROTECTED_FILES):
+                raise RunError(f"{label} would write into {rel} of the run {ancestor}, which only its training "
+                               f"writes; choose another {option}")
+    return path
 
 
 class Run:

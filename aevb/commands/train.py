@@ -175,8 +175,9 @@ def run(args: argparse.Namespace) -> int:
                   + ("  (replaces the run there once the first epoch has trained)"
                      if trainer._new_run is not None and trainer._new_run.pending else "")
                   + (f"  x {trainer.dist.world_size} processes" if trainer.dist.enabled else ""), file=sys.stderr)
+    before = trainer.epoch
     trainer.fit()
-    last = trainer.history[-1] if trainer.history else None
+    last = trainer.history[-1] if trainer.history and trainer.epoch > before else None
     if last and trainer.dist.is_main:
         print(f"done: test loss {-last['test_bound']:.2f} nats per datapoint (negative ELBO) after "
               f"{trainer.epoch} epochs; run folder {trainer.run_dir}")
