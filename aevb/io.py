@@ -60,9 +60,9 @@ def _mb(n: int) -> str:
 def _disk_full(e: BaseException, folder: Path, needed: int) -> bool:
     """Whether an error while writing into ``folder`` means the disk is full: ENOSPC/EDQUOT, or a
     library error (torch.save raises RuntimeError) with less free space than was needed."""
-    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    if isinstance(e, (RuntimeError, OSError)):
+    if isinstance(e, OSError):
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    if isinstance(e, RuntimeError):
         try:
             return shutil.disk_usage(folder).free < max(needed, 1 << 16)
         except OSError:

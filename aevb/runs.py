@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
@@ -183,19 +184,26 @@ def check_new_out(out: Path, overwrite: bool) -> None:
         elif any(p.name != LOCK_NAME for p in out.iterdir()):
             raise RunError(f"--out {out} exists and is neither an empty folder nor an aevb run (no run.json "
                            "with format aevb-run); nothing was changed: choose another --out")
-        _check_writable(out)
+        _check_writable(out, f"--out {out}")
     else:
-        _check_writable(out.parent)
+        _check_writable(out.parent, f"--out {out}")
 
 
-def _check_writable(folder: Path) -> None:
+def _check_writable(folder: Path, label: str = "--out", option: str = "--out") -> None:
+    """Refuse unless something can be created at ``folder``: its nearest existing ancestor must be
+    a folder where a file can really be written (a probe file is made and removed)."""
     probe = folder
     while not probe.exists():
+        if probe.is_symlink():
+            raise RunError(f"{label}: {probe} is a broken symbolic link; choose another {option}")
         probe = probe.parent
     if not probe.is_dir():
-        raise RunError(f"cannot create {folder}: {probe} is a file, not a folder; choose another --out")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise RunError(f"cannot write into {probe} (permission denied); choose another --out")
+        raise RunError(f"{label}: {probe} is a file, so nothing can be created under it; choose another {option}")
+    try:  # a real write: also catches read-only and pseudo file systems
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise RunError(f"{label}: cannot write into {probe} ({e.strerror or e}); choose another {option}") from None
 
 
 def create_run_folder(out: Path, overwrite: bool) -> NewRun:
@@ -248,15 +256,7 @@ def check_output(path: Union[str, Path], option: str = "--out", folder: bool = F
             raise RunError(f"{label}: the file name must end in {' or '.join(suffixes)}")
         if path.exists() and not os.access(path, os.W_OK):
             raise RunError(f"{label} cannot be written (permission denied); choose another {option}")
-    probe = path if folder else path.parent
-    while not probe.exists():
-        if probe.is_symlink():
-            raise RunError(f"{label}: {probe} is a broken symbolic link; choose another {option}")
-        probe = probe.parent
-    if not probe.is_dir():
-        raise RunError(f"{label}: {probe} is a file, so nothing can be created under it; choose another {option}")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise RunError(f"{label}: cannot write into {probe} (permission denied); choose another {option}")
+    _check_writable(path if folder else path.parent, label, option)
     full = path.resolve()
     for ancestor in full.parents:
         if is_run(ancestor):
