@@ -38,7 +38,8 @@ class CheckpointError(RuntimeError):
 class DiskFullError(OSError):
     """A file could not be written because its disk is full; nothing half-written is left."""
 
-    def __init__(self, path: PathLike, needed: int = 0):
+    def __init__(self, path: PathLike, needed: int = 0,
+                 advice: str = "free some space on that disk and run the command again"):
         self.path, self.needed = Path(path), int(needed)
         try:
             free = shutil.disk_usage(self.path.parent).free
@@ -46,8 +47,7 @@ class DiskFullError(OSError):
             free = None
         need = f"about {_mb(needed)} needed" if needed else "more space needed"
         have = f", {_mb(free)} free" if free is not None else ""
-        super().__init__(errno.ENOSPC, f"disk full: could not write {self.path} ({need}{have}); "
-                                       "free some space on that disk and run the command again")
+        super().__init__(errno.ENOSPC, f"disk full: could not write {self.path} ({need}{have}); {advice}")
 
     def __str__(self) -> str:
         return self.strerror

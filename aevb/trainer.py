@@ -8,10 +8,10 @@ Under ``torchrun`` the same loop trains data-parallel (see aevb/distributed.py).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,7 +26,7 @@ from . import distributed
 from .config import ConfigError, RunConfig, diff, resolve
 from .data import Dataset, load_dataset
 from .images import save_grid
-from .io import CHECKPOINT_KEYS, DiskFullError, atomic_write_csv, atomic_write_text, load_checkpoint, save_checkpoint
+from .io import CHECKPOINT_KEYS, CheckpointError, DiskFullError, atomic_write_csv, atomic_write_text, load_checkpoint, save_checkpoint
 from .lock import RunLock
 from .model import VAE, BoundTerms
 from .runs import (CHECKPOINT, NewRun, Run, RunError, check_new_out, create_run_folder, is_run,
@@ -209,7 +209,8 @@ class Trainer:
                 _seed_noise(distributed.rank_seed(t.seed, self.dist.rank))
         else:
             self.model = VAE.from_config(cfg.model, data.dim)
-            self.model.load_state_dict(state["model"])
+            with _checkpoint_errors(run_dir):
+                self.model.load_state_dict(state["model"])
         self.model.to(self.device).train()
         distributed.broadcast_module(self.model)
         self.optimizer = build_optimizer(self.model.parameters(), cfg.optim)
@@ -217,11 +218,12 @@ class Trainer:
         self.shuffle = torch.Generator().manual_seed(t.seed)
         self.epoch, self.step, self.history = 0, 0, []
         if state is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.epoch, self.step = int(state["epoch"]), int(state["step"])
-            self.history = list(state["history"])
-            self._restore_rng(state)
+            with _checkpoint_errors(run_dir):
+                self.optimizer.load_state_dict(state["optimizer"])
+                self.scheduler.load_state_dict(state["scheduler"])
+                self.epoch, self.step = int(state["epoch"]), int(state["step"])
+                self.history = list(state["history"])
+                self._restore_rng(state)
         self.x_train = data.train.x.to(self.device)
         self.x_test = data.test.x.to(self.device)
         self.x_valid = None if data.valid is None else data.valid.x.to(self.device)
@@ -230,6 +232,7 @@ class Trainer:
         self._lock: Optional[RunLock] = None  # this process's lock on run_dir (rank 0)
         self._new_run: Optional[NewRun] = None  # a new run (maybe replacing an old one on its first epoch)
         self._resumed = False  # config.json and run.json are rewritten only once an epoch has trained
+        self.saved_epoch = self.epoch  # the epoch of the checkpoint on disk
 
     def _restore_rng(self, state: dict) -> None:
         """Every process gets back its own RNG states when the run continues with as many
@@ -370,12 +373,22 @@ class Trainer:
                     cb.on_train_end(self)
                 write_marker(self.run_dir, "finished", epoch=self.epoch)
         except BaseException as e:
+            if main and isinstance(e, DiskFullError) and not (self._new_run and self._new_run.pending):
+                e = DiskFullError(e.path, e.needed, advice=self._continue_advice("free some space on that disk"))
             if main:
                 self._failed(e, trained=self.epoch > first)
             self._end()
+            if isinstance(e, DiskFullError):
+                raise e from None
             raise
         self._end()
         return self.history
+
+    def _continue_advice(self, first: str) -> str:
+        if self.saved_epoch:
+            return (f"the last checkpoint (epoch {self.saved_epoch}) is kept; {first}, then continue with "
+                    f"`aevb train --resume {self.run_dir}`")
+        return f"no epoch was saved; {first}, then start again with `aevb train --resume {self.run_dir}`"
 
     def _started(self) -> None:
         """The first epoch of this session trained: a replacement takes the old run's place, a
@@ -398,9 +411,9 @@ class Trainer:
             if isinstance(e, KeyboardInterrupt):
                 write_marker(self.run_dir, "interrupted", epoch=self.epoch)
             elif isinstance(e, DiskFullError):
-                write_marker(self.run_dir, "failed", epoch=self.epoch, reason=str(e))
+                write_marker(self.run_dir, "failed", epoch=self.saved_epoch, reason=str(e))
             elif isinstance(e, TrainingDiverged):
-                write_marker(self.run_dir, "failed", epoch=self.epoch, reason="loss became NaN or infinite")
+                write_marker(self.run_dir, "failed", epoch=self.saved_epoch, reason="loss became NaN or infinite")
             elif isinstance(e, Exception):
                 log = self.run_dir / "error.log"
                 write_marker(self.run_dir, "failed", epoch=self.epoch,
@@ -499,6 +512,7 @@ class Trainer:
             if not self.dist.is_main:
                 return
             save_checkpoint(state, self.run_dir / CHECKPOINT)
+            self.saved_epoch = self.epoch
             self._epoch_files(record, checkpoint=False)
             return
         self._epoch_files(record)
@@ -558,6 +572,7 @@ class Trainer:
     def write_checkpoint(self) -> Path:
         path = self.run_dir / CHECKPOINT
         save_checkpoint(self.checkpoint_state(), path)
+        self.saved_epoch = self.epoch
         return path
 
     @property
@@ -653,6 +668,17 @@ def check_fingerprint(run: Run, cfg: RunConfig) -> None:
         raise RunError(f"--resume {run.path}: the data {describe_change(cfg.data.dataset, then, now)}; the run "
                        "would continue on other data. Put the original data back, or train a new run on the "
                        "new data (--out)")
+
+
+@contextlib.contextmanager
+def _checkpoint_errors(run_dir):
+    """A checkpoint whose parts do not fit the run's config is a CheckpointError, not a crash."""
+    try:
+        yield
+    except (KeyError, IndexError, RuntimeError, ValueError, TypeError) as e:
+        detail = " ".join(str(e).split())[:200] or type(e).__name__
+        raise CheckpointError(f"the checkpoint of {run_dir} does not fit its config.json ({type(e).__name__}: "
+                              f"{detail}); the run folder is damaged") from None
 
 
 def _distributed_device(device: torch.device, asked: str, dist) -> torch.device:
