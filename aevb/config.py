@@ -17,6 +17,8 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 import yaml
 
+from .networks import ACTIVATIONS
+
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or contradictory."""
@@ -168,6 +170,7 @@ RANGES = {
     "model.latent_dim": (lambda v: 1 <= v <= 65536, "an integer in 1..65536"),
     "model.encoder_hidden": (_hidden, "a list of layer sizes, each in 1..1000000"),
     "model.decoder_hidden": (_hidden, "a list of layer sizes, each in 1..1000000"),
+    "model.activation": _choice(*ACTIVATIONS),
     "model.likelihood": _choice(None, "bernoulli", "gaussian", "gaussian-fixed"),
     "model.sigma": _between(0, lo_open=True),
     "model.mean_activation": _choice("identity", "sigmoid"),

@@ -71,22 +71,26 @@ def default_sizes(model, n: int, k: int, batch_size: Optional[int] = None, chunk
     return int(batch_size), int(min(int(chunk), k))
 
 
-def estimate_cost(model, x: Tensor, k: int, batch_size: Optional[int] = None, chunk: Optional[int] = None,
-                  budget: int = DEFAULT_BUDGET) -> Tuple[float, int]:
-    """(seconds, bytes): how long evaluating every row of ``x`` [N, D] with ``k`` samples will
-    take, extrapolated from a short timed probe on this machine, and the memory its largest chunk
-    needs (a few float32 temporaries of chunk x batch x decoder width)."""
-    n = len(x)
+def memory_need(model, n: int, k: int, batch_size: Optional[int] = None, chunk: Optional[int] = None,
+                budget: int = DEFAULT_BUDGET) -> int:
+    """Bytes the largest chunk of an evaluation of n datapoints with k samples needs (a few
+    temporaries of chunk x batch x decoder width)."""
     bs, c = default_sizes(model, n, k, batch_size, chunk, budget)
-    p = next(model.parameters())
-    need = 4 * p.element_size() * c * bs * decoder_width(model)
-    pb, ps = max(1, min(bs, n, 64)), max(1, min(k, c))  # within the budget: pb <= bs
+    return 4 * next(model.parameters()).element_size() * c * bs * decoder_width(model)
+
+
+def estimate_seconds(model, x: Tensor, k: int, budget: int = DEFAULT_BUDGET) -> float:
+    """How long evaluating every row of ``x`` [N, D] with ``k`` samples will take on this machine,
+    extrapolated from a short timed probe (a few datapoints, a chunk within ``budget``)."""
+    n = len(x)
+    rows = max(1, int(budget) // decoder_width(model))
+    pb = max(1, min(n, 64, rows))
+    ps = max(1, min(k, rows // pb))
     probe = x[:pb]
     evaluate_bounds(model, probe, k=ps, batch_size=pb, chunk=ps)  # warm-up
     t0 = time.perf_counter()
     evaluate_bounds(model, probe, k=ps, batch_size=pb, chunk=ps)
-    per_sample = (time.perf_counter() - t0) / (pb * ps)
-    return per_sample * n * k, int(need)
+    return (time.perf_counter() - t0) / (pb * ps) * n * k
 
 
 # ------------------------------------------------------------------------- noise

@@ -170,13 +170,13 @@ def check_new_out(out: Path, overwrite: bool) -> None:
     if out.exists() or out.is_symlink():
         if not out.is_dir():
             raise RunError(f"--out {out} is a file, not a folder; choose another --out")
+        holder = read_lock(out)
+        if holder_alive(holder, out / LOCK_NAME):
+            what = ("--overwrite would destroy a run that is still training" if overwrite
+                    else "it is still training")
+            raise RunError(f"{out} is being written by {describe(holder)}; {what}: wait for it to finish "
+                           "or stop it, or choose another --out")
         if is_run(out):
-            holder = read_lock(out)
-            if holder_alive(holder, out / LOCK_NAME):
-                what = ("--overwrite would destroy a run that is still training" if overwrite
-                        else "it is still training")
-                raise RunError(f"{out} is being written by {describe(holder)}; {what}: wait for it to finish "
-                               "or stop it, or choose another --out")
             if not overwrite:
                 raise RunError(f"{out} already holds a run; use `aevb train --resume {out}` to continue it, "
                                "--overwrite to replace it (the old run is kept until the new one has "

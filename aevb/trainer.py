@@ -30,7 +30,7 @@ from .io import CHECKPOINT_KEYS, CheckpointError, DiskFullError, atomic_write_cs
 from .lock import RunLock
 from .model import VAE, BoundTerms
 from .runs import (CHECKPOINT, NewRun, Run, RunError, check_new_out, create_run_folder, is_run,
-                   remove_orphans, resolve_device, write_marker)
+                   read_marker, remove_orphans, resolve_device, write_marker)
 
 
 class TrainingDiverged(RuntimeError):
@@ -355,6 +355,13 @@ class Trainer:
         t = self.cfg.train
         main = self.dist.is_main  # under torchrun only rank 0 writes files and runs callbacks
         if self.epoch >= t.epochs:
+            if main and self.unfinished:  # every epoch trained, but the end failed: finish it now
+                try:
+                    for cb in self.callbacks:
+                        cb.on_train_end(self)
+                    write_marker(self.run_dir, "finished", epoch=self.epoch)
+                finally:
+                    self._end()
             self._end()
             return self.history
         if main:
@@ -389,6 +396,13 @@ class Trainer:
             return (f"the last checkpoint (epoch {self.saved_epoch}) is kept; {first}, then continue with "
                     f"`aevb train --resume {self.run_dir}`")
         return f"no epoch was saved; {first}, then start again with `aevb train --resume {self.run_dir}`"
+
+    @property
+    def unfinished(self) -> bool:
+        """A resumed run that trained all its epochs but whose status is not 'finished' (its end,
+        e.g. the report, failed)."""
+        return (self._resumed and self.epoch >= self.cfg.train.epochs and self.epoch > 0
+                and (read_marker(self.run_dir) or {}).get("status") != "finished")
 
     def _started(self) -> None:
         """The first epoch of this session trained: a replacement takes the old run's place, a

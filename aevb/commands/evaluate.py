@@ -107,19 +107,20 @@ def plan(args: argparse.Namespace, model, x) -> None:
     """Print the estimated time and memory of the evaluation; refuse an absurd one (over a day,
     or more memory than the machine has) unless --force."""
     from ..config import ConfigError
-    from ..evaluate import estimate_cost
+    from ..evaluate import estimate_seconds, memory_need
 
-    seconds, need = estimate_cost(model, x, args.k, args.batch_size, args.chunk, int(args.memory_budget * 1e6))
-    ram = _physical_memory()
-    said = (f"{len(x)} datapoints x k = {args.k} samples: about {_duration(seconds)} and "
-            f"{need / 1e6:.0f} MB of memory (estimate)")
-    if not args.force:
-        if seconds > MAX_SECONDS:
-            raise ConfigError(f"evaluating {said}; that is over a day: use a smaller --k (5000 is the usual "
-                              "log-likelihood estimate), or --force to run it anyway")
-        if ram and need > 0.8 * ram:
-            raise ConfigError(f"evaluating {said}, more than this machine's {ram / 1e9:.1f} GB: lower "
-                              "--memory-budget, --batch-size or --chunk, or --force to try anyway")
+    budget = int(args.memory_budget * 1e6)
+    need, ram = memory_need(model, len(x), args.k, args.batch_size, args.chunk, budget), _physical_memory()
+    what = f"{len(x)} datapoints x k = {args.k} samples"
+    if ram and need > 0.8 * ram and not args.force:
+        raise ConfigError(f"evaluating {what} needs about {need / 1e9:,.1f} GB of memory, more than this "
+                          f"machine's {ram / 1e9:.1f} GB: lower --memory-budget, --batch-size or --chunk, or "
+                          "--force to try anyway")
+    seconds = estimate_seconds(model, x, args.k, budget)
+    said = f"{what}: about {_duration(seconds)} and {need / 1e6:,.0f} MB of memory (estimate)"
+    if seconds > MAX_SECONDS and not args.force:
+        raise ConfigError(f"evaluating {said}; that is over a day: use a smaller --k (5000 is the usual "
+                          "log-likelihood estimate), or --force to run it anyway")
     if seconds > 10:
         print(f"evaluating {said}", file=sys.stderr, flush=True)
 

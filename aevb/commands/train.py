@@ -155,6 +155,9 @@ def run(args: argparse.Namespace) -> int:
         trainer = Trainer.resume(args.resume, overrides=cfg, given=given, callbacks=default_callbacks())
         if not trainer.dist.is_main:  # under torchrun only rank 0 talks
             pass
+        elif trainer.unfinished:
+            print(f"{trainer.run_dir} has trained all {trainer.epoch} epochs but did not finish; finishing it "
+                  "(figures, report, status)", file=sys.stderr)
         elif trainer.epoch >= trainer.cfg.train.epochs:
             print(f"{trainer.run_dir} has already trained {trainer.epoch} epochs; nothing was changed. "
                   f"Pass --epochs N with N > {trainer.epoch} to train further", file=sys.stderr)
