@@ -533,11 +533,11 @@ class Trainer:
 
     def _epoch_files(self, record: dict, checkpoint: bool = True) -> None:
         t = self.cfg.train
-        if t.images_every and (self.epoch % t.images_every == 0 or self.epoch == t.epochs):
-            self.write_images(self.run_dir / "images", suffix=f"_epoch{self.epoch:03d}")
-        if checkpoint:
+        if checkpoint:  # first: if it cannot be written, nothing else of this epoch is
             self.write_checkpoint()
         _write_metrics(self.run_dir, self.history)
+        if t.images_every and (self.epoch % t.images_every == 0 or self.epoch == t.epochs):
+            self.write_images(self.run_dir / "images", suffix=f"_epoch{self.epoch:03d}")
         w = self.writer
         if w is not None:
             for k, v in record.items():
@@ -631,9 +631,10 @@ class Trainer:
             target = self._new_run.target
             raise TrainingDiverged(f"{where}. The new run was discarded and {target} is unchanged; {hint}.")
         if (self.run_dir / CHECKPOINT).is_file():
+            # a resume would repeat the same steps exactly (and diverge again): only new settings help
             raise TrainingDiverged(f"{where}. The last good checkpoint (epoch {self.epoch}) is kept in "
-                                   f"{self.run_dir / CHECKPOINT} (status failed); {hint}, then start a new "
-                                   f"run, or continue this one with `aevb train --resume {self.run_dir}`.")
+                                   f"{self.run_dir / CHECKPOINT} (status failed) and can be evaluated and "
+                                   f"plotted; to train on, start a new run: {hint}.")
         raise TrainingDiverged(f"{where}, before any checkpoint (status failed). Start again with other "
                                f"settings: `aevb train --out {self.run_dir} --overwrite ...`; {hint}.")
 
