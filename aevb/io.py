@@ -139,7 +139,8 @@ def tensor_bytes(obj) -> int:
 def save_checkpoint(state: dict, path: PathLike) -> None:
     """Write a checkpoint dict (tensors, numbers, strings, lists, dicts) atomically."""
     with atomic_path(path, tensor_bytes(state)) as tmp:
-        torch.save(state, tmp)
+        with open(tmp, "wb") as f:  # closed even when the write fails, so a full disk gets its space back
+            torch.save(state, f)
 
 
 # what every aevb checkpoint holds (the trainer's resume needs a few more, checked there)

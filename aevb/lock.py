@@ -8,6 +8,7 @@ with a message that names the holder and the way out.
 from __future__ import annotations
 
 import atexit
+import errno
 import json
 import os
 import socket
@@ -106,8 +107,16 @@ class RunLock:
                 except FileNotFoundError:
                     pass
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(me) + "\n")
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(json.dumps(me) + "\n")
+            except OSError as e:  # e.g. a full disk: leave no empty lock behind
+                self.path.unlink(missing_ok=True)
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    from .io import DiskFullError
+
+                    raise DiskFullError(self.path, 200) from None
+                raise
             self.held = True
             _HELD.add(str(self.path.resolve()))
             return self

@@ -53,19 +53,15 @@ def is_run(path: Union[str, Path]) -> bool:
 
 
 def write_marker(path: Path, status: str, **extra) -> None:
-    """Update ``run.json`` (status and ``extra`` fields). If the disk is too full for a temporary
-    copy, the marker is rewritten in place so that the status still says what happened."""
+    """Update ``run.json`` (status and ``extra`` fields), atomically: if it cannot be written
+    (a full disk) the old marker stays whole."""
     info = {"format": "aevb-run", "version": 1, "status": status,
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
     prev = read_marker(path)
     if prev is not None:
         info = {**prev, **info}
     info.update(extra)
-    text = json.dumps(info, indent=2) + "\n"
-    try:
-        atomic_write_text(path / RUN_MARKER, text)
-    except OSError:
-        (path / RUN_MARKER).write_text(text)
+    atomic_write_text(path / RUN_MARKER, json.dumps(info, indent=2) + "\n")
 
 
 # ------------------------------------------------------------------ creating and replacing runs
@@ -212,6 +208,7 @@ def create_run_folder(out: Path, overwrite: bool) -> NewRun:
     recover_siblings(out)
     check_new_out(out, overwrite)
     if is_run(out):  # --overwrite: lock the old run, build the new one beside it
+        out = out.resolve()  # its siblings live in its real parent (also for --out .)
         old = RunLock(out).acquire("overwrite")
         try:
             staging = _sibling(out, STAGING)

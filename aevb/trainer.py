@@ -30,7 +30,7 @@ from .io import CHECKPOINT_KEYS, CheckpointError, DiskFullError, atomic_write_cs
 from .lock import RunLock
 from .model import VAE, BoundTerms
 from .runs import (CHECKPOINT, NewRun, Run, RunError, check_new_out, create_run_folder, is_run,
-                   read_marker, remove_orphans, resolve_device, write_marker)
+                   read_marker, recover_siblings, remove_orphans, resolve_device, write_marker)
 
 
 class TrainingDiverged(RuntimeError):
@@ -311,6 +311,7 @@ class Trainer:
         if dist.is_main:
             run = Run(run_dir)
             lock = RunLock(run.path).acquire("resume")
+            recover_siblings(run.path)  # what an --overwrite killed before its swap left beside it
         try:
             if not dist.enabled:
                 cfg, state = _read_resume(run, overrides, given)

@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -75,7 +76,7 @@ def ws(tmp_path_factory):
     m["status"] = "failed"
     _write(failed / "run.json", json.dumps(m))
     locked = copy("locked")  # pid 1 is always alive: a live writer on this host
-    _write(locked / LOCK_NAME, json.dumps({"pid": 1, "host": os.uname().nodename, "started": "now"}))
+    _write(locked / LOCK_NAME, json.dumps({"pid": 1, "host": socket.gethostname(), "started": "now"}))
 
     proj = root / "project"  # a user's folder that merely holds a file named run.json
     _write(proj / "run.json", '{"name": "my project"}')
@@ -541,7 +542,22 @@ def test_a_full_disk_says_so_fails_the_run_and_keeps_the_last_checkpoint(tmp_pat
         assert info["status"] == "failed" and info["epoch"] == 1 and "disk full" in info["reason"]
         assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 1
         assert not list(disk.rglob("*.tmp"))
+        with open(disk / "filler2", "wb", buffering=0) as f:  # now leave no room at all
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+        snap = _snapshot(out)
+        for argv in (["sample", str(out), "--out", str(disk / "s.png")],
+                     ["evaluate", str(out), "--out", str(disk / "e.json")],
+                     ["train", "--resume", str(out), "--no-progress"]):  # fails before it trains: nothing changes
+            assert main(argv) == 2
+            err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+            assert "disk full: could not write" in err[-1] and "Traceback" not in "".join(err), err
+        assert _snapshot(out) == snap and sorted(p.name for p in disk.iterdir()) == ["filler", "filler2", "run"]
         (disk / "filler").unlink()
+        (disk / "filler2").unlink()
         monkeypatch.setattr(train_cmd, "default_callbacks", lambda: [])
         assert main(["train", "--resume", str(out), "--no-progress"]) == 0
         assert read_marker(out)["status"] == "finished"

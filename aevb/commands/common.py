@@ -3,6 +3,7 @@ users can cause into a one-line message and a non-zero exit."""
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import tempfile
@@ -54,15 +55,30 @@ def run_command(args: argparse.Namespace) -> int:
     except user_errors() as e:
         print(f"aevb {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 3 if type(e).__name__ == "TrainingDiverged" else 2
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return internal_error(args, e)
+        where = f" {e.filename}" if e.filename else ""
+        print(f"aevb {args.command}: error: disk full: could not write{where}; free some space on that disk "
+              "and run the command again", file=sys.stderr)
+        return 2
     except MemoryError:
         print(f"aevb {args.command}: error: out of memory; use smaller batches (--batch-size, "
               "--memory-budget) or a smaller model", file=sys.stderr)
         return 2
     except Exception as e:  # a bug, or a fault nobody foresaw
+        return internal_error(args, e)
+
+
+def internal_error(args: argparse.Namespace, e: BaseException) -> int:
+    """One line naming the error and the log file holding its traceback; exit status 1."""
+    try:
         log = write_error_log(args, e)
-        print(f"aevb {args.command}: internal error: {type(e).__name__}: {one_line(e)[:300]} "
-              f"(the full traceback is in {log}; please report it)", file=sys.stderr)
-        return 1
+    except OSError:
+        log = "nowhere: the log could not be written either"
+    print(f"aevb {args.command}: internal error: {type(e).__name__}: {one_line(e)[:300]} "
+          f"(the full traceback is in {log}; please report it)", file=sys.stderr)
+    return 1
 
 
 def one_line(e: BaseException) -> str:
