@@ -163,6 +163,7 @@ class NewRun:
 
 def check_new_out(out: Path, overwrite: bool) -> None:
     """Refuse an output folder that cannot take a new run, before any work is done."""
+    _refuse_run_owned(out, f"--out {out}", "--out")
     if out.exists() or out.is_symlink():
         if not out.is_dir():
             raise RunError(f"--out {out} is a file, not a folder; choose another --out")
@@ -254,14 +255,20 @@ def check_output(path: Union[str, Path], option: str = "--out", folder: bool = F
         if path.exists() and not os.access(path, os.W_OK):
             raise RunError(f"{label} cannot be written (permission denied); choose another {option}")
     _check_writable(path if folder else path.parent, label, option)
-    full = path.resolve()
+    _refuse_run_owned(path, label, option)
+    return path
+
+
+def _refuse_run_owned(path: Path, label: str, option: str) -> None:
+    """Refuse a path inside what a run's training owns (its checkpoints/, tensorboard/, latents/,
+    run.json, config.json, metrics, lock, error.log)."""
+    full = Path(path).resolve()
     for ancestor in full.parents:
         if is_run(ancestor):
             rel = full.relative_to(ancestor)
             if rel.parts[0] in PROTECTED_DIRS or (len(rel.parts) == 1 and rel.parts[0] in PROTECTED_FILES):
                 raise RunError(f"{label} would write into {rel} of the run {ancestor}, which only its training "
                                f"writes; choose another {option}")
-    return path
 
 
 class Run:

@@ -307,21 +307,24 @@ class Trainer:
         those in RESUMABLE_CHANGES (e.g. more epochs), raise ConfigError. Nothing in the run
         folder changes until an epoch has trained."""
         dist = distributed.init()
-        lock = None
-        if dist.is_main:
+        held = {}  # rank 0: the run and its lock
+
+        def read():
+            # Under torchrun rank 0 reads the run and hands it to the others (no shared folder
+            # needed); an error there stops every rank (see distributed.staged).
+            if not dist.is_main:
+                return None
             run = Run(run_dir)
-            lock = RunLock(run.path).acquire("resume")
+            held["lock"] = RunLock(run.path).acquire("resume")
+            held["run"] = run
             recover_siblings(run.path)  # what an --overwrite killed before its swap left beside it
+            cfg, state = _read_resume(run, overrides, given)
+            return (cfg, state) if not dist.enabled else (cfg.to_dict(), state)
+
         try:
             if not dist.enabled:
-                cfg, state = _read_resume(run, overrides, given)
-            else:  # rank 0 reads the run and hands it to the others (no shared folder needed)
-                def read():
-                    if not dist.is_main:
-                        return None
-                    cfg, state = _read_resume(run, overrides, given)
-                    return cfg.to_dict(), state
-
+                cfg, state = read()
+            else:
                 got = distributed.broadcast_object(distributed.staged(read))
                 cfg, state = RunConfig.from_dict(got[0]), got[1]
             run_path = Path(run_dir)
@@ -332,17 +335,17 @@ class Trainer:
                     raise RunError(f"the data set now has {data.dim} values per datapoint but the run was "
                                    f"trained on {state['data_dim']}; check --data-dir")
                 if dist.is_main:
-                    check_fingerprint(run, cfg)
+                    check_fingerprint(held["run"], cfg)
                 resolve_device(cfg.train.device)
                 return data
 
             data = distributed.staged(prepare)
             trainer = cls(cfg, run_path, data, state=state, callbacks=callbacks)
         except BaseException:
-            if lock is not None:
-                lock.release()
+            if "lock" in held:
+                held["lock"].release()
             raise
-        trainer._lock, trainer._resumed = lock, True
+        trainer._lock, trainer._resumed = held.get("lock"), True
         return trainer
 
     # -------------------------------------------------------------- the loop

@@ -217,6 +217,7 @@ CASES = [
     (f"{T} --out {{ws}}/file.txt", 2, "is a file, not a folder"),
     (f"{T} --out {{ws}}/file.txt/sub", 2, "is a file, so nothing can be created"),
     (f"{T} --out /proc/aevb-run", 2, "cannot write into /proc"),
+    (f"{T} --out {{ws}}/run/checkpoints/new", 2, "would write into checkpoints"),
     (f"{T} --out {{ws}}/run --overwrite --init-std -1", 2, "model.init_std"),
     (f"{T} --out {{ws}}/run --overwrite --dataset array:{{ws}}/real.npy --likelihood bernoulli", 2, "[0, 1]"),
     (f"{T} --out {{ws}}/run --overwrite --validation 100000", 2, "leaves nothing to train on"),
