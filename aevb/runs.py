@@ -25,7 +25,7 @@ import torch
 
 from .config import RunConfig
 from .io import atomic_write_text, load_checkpoint
-from .lock import LOCK_NAME, LockedError, RunLock, describe, holder_alive, is_locked, read_lock
+from .lock import LOCK_NAME, RunLock, describe, holder_alive, is_locked, read_lock
 
 RUN_MARKER = "run.json"
 CHECKPOINT = Path("checkpoints") / "last.pt"

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -538,7 +537,7 @@ def test_a_full_disk_says_so_fails_the_run_and_keeps_the_last_checkpoint(tmp_pat
         err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert err[-1].startswith("aevb train: error: disk full: could not write "), err
         assert "checkpoints/last.pt" in err[-1] and "MB needed" in err[-1]
-        assert f"the last checkpoint (epoch 1) is kept" in err[-1] and f"aevb train --resume {out}" in err[-1]
+        assert "the last checkpoint (epoch 1) is kept" in err[-1] and f"aevb train --resume {out}" in err[-1]
         info = read_marker(out)
         assert info["status"] == "failed" and info["epoch"] == 1 and "disk full" in info["reason"]
         assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 1
