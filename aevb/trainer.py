@@ -277,6 +277,10 @@ class Trainer:
             if not dist.is_main:
                 return rcfg, data, None
             fingerprint = data_fingerprint(rcfg) if given_data is None else None
+            if fingerprint and fingerprint.get("duplicates"):
+                print(f"aevb train: warning: {fingerprint['duplicates']} of the {fingerprint['files']} images in "
+                      f"{rcfg.data.dataset} repeat another file byte for byte; copies may fall in both the "
+                      "training and the test split", file=sys.stderr)
             new_run = create_run_folder(out, overwrite)
             try:
                 write_marker(new_run.folder, "running", aevb_version=__version__, dataset=data.name,

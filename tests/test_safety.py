@@ -597,5 +597,10 @@ def test_a_symlink_loop_and_linked_duplicates_are_loaded_once(tmp_path):
     os.link(root / "a" / "0.png", root / "a" / "zz.png")  # one image under two names
     ds = load_dataset(f"folder:{root}")
     assert len(ds.train) + len(ds.test) == 20
+    from aevb.data.fingerprint import fingerprint
+
+    assert fingerprint(f"folder:{root}")["duplicates"] == 0
+    shutil.copy(root / "a" / "1.png", root / "a" / "copy.png")  # a real copy is reported, not hidden
+    assert fingerprint(f"folder:{root}")["duplicates"] == 1
     rows = {tuple(r.tolist()) for r in torch.cat([ds.train.x, ds.test.x])}
     assert len(rows) == 20  # no test row is a copy of a training row

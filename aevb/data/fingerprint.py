@@ -21,7 +21,8 @@ def _sha256(path: Path) -> str:
 
 def fingerprint(spec: str) -> Optional[dict]:
     """{'sha256', 'files', 'bytes'} of the files behind an ``array:`` or ``folder:`` spec (for a
-    folder: every image's relative path and content), or None for built-in data sets (their
+    folder: every image's relative path and content, and ``duplicates``: how many files repeat
+    another's bytes exactly), or None for built-in data sets (their
     files are checksummed when loaded) and for paths that do not exist."""
     prefix, sep, rest = spec.strip().partition(":")
     if not sep or not rest.strip():
@@ -36,13 +37,16 @@ def fingerprint(spec: str) -> Optional[dict]:
             return None
         from .folder import find_images
 
-        h, total = hashlib.sha256(), 0
+        h, total, contents = hashlib.sha256(), 0, set()
         files = find_images(root)
         for f in files:
             rel = os.path.relpath(f, root)
-            h.update(rel.encode("utf-8", "surrogateescape") + b"\0" + _sha256(f).encode() + b"\n")
+            digest = _sha256(f)
+            contents.add(digest)
+            h.update(rel.encode("utf-8", "surrogateescape") + b"\0" + digest.encode() + b"\n")
             total += f.stat().st_size
-        return {"sha256": h.hexdigest(), "files": len(files), "bytes": total}
+        return {"sha256": h.hexdigest(), "files": len(files), "bytes": total,
+                "duplicates": len(files) - len(contents)}
     return None
 
 
