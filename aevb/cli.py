@@ -13,8 +13,16 @@ COMMANDS = ["train", "evaluate", "sample", "reconstruct", "plot", "report", "rep
             "data"]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block): what was wrong and where to read more.
+    Sub-command parsers are of the same class."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="aevb",
         description="Variational Autoencoders (Auto-Encoding Variational Bayes): train a run, then "
                     "evaluate, sample, reconstruct, plot and report it. `aevb train` with no options "

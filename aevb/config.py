@@ -8,9 +8,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
+import re
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
+
+import yaml
+
+from .networks import ACTIVATIONS
 
 
 class ConfigError(ValueError):
@@ -112,44 +119,270 @@ def field_names(section: str) -> List[str]:
     return [f.name for f in dataclasses.fields(SECTIONS[section])]
 
 
-def merge(cfg: RunConfig, updates: dict, source: str = "config") -> RunConfig:
-    """Return a copy of ``cfg`` with nested ``updates`` applied; unknown keys raise ConfigError."""
+# ---------------------------------------------------------------------------- checking values
+# One rule per setting: the type comes from the dataclass annotation, the range from RANGES.
+# Every value is checked where it enters (preset, config file, command line, Python) and again
+# as a whole by validate(); a refusal names the setting, the value, the valid range and where
+# the value came from.
+SEED_MAX = 2 ** 32 - 1
+
+
+def _between(lo=None, hi=None, lo_open=False, hi_open=False):
+    def ok(v):
+        return ((lo is None or (v > lo if lo_open else v >= lo)) and
+                (hi is None or (v < hi if hi_open else v <= hi)))
+    text = " and ".join(t for t in (
+        None if lo is None else f"{'>' if lo_open else '>='} {lo:g}",
+        None if hi is None else f"{'<' if hi_open else '<='} {hi:g}") if t)
+    return ok, f"a number {text}"
+
+
+def _choice(*allowed):
+    return (lambda v: v in allowed), "one of " + ", ".join("none" if a is None else str(a) for a in allowed)
+
+
+def _hidden(v):
+    return all(1 <= h <= 1_000_000 for h in v)
+
+
+def _image_size(v):
+    return len(v) == 2 and all(1 <= s <= 16384 for s in v)
+
+
+def _size(v):
+    from .data.cache import parse_size
+
+    if v.strip().lower() == "auto":
+        return True
+    try:
+        parse_size(v)
+    except ValueError:
+        return False
+    return True
+
+
+def _validation(v):
+    return v >= 0 and (v < 1 or float(v).is_integer())
+
+
+def _device(v):
+    from .runs import RunError, parse_device
+
+    if v == "auto":
+        return True
+    try:
+        parse_device(v)
+    except RunError:
+        return False
+    return True
+
+
+RANGES = {
+    "data.dataset": (lambda v: bool(v.strip()), "a data set name, folder:PATH or array:PATH"),
+    "data.validation": (_validation, "a count >= 1 (a whole number) or a fraction in [0, 1)"),
+    "data.binarize": _choice(None, "static", "dynamic"),
+    "data.image_size": (_image_size, "two sizes [H, W], each in 1..16384"),
+    "data.color": _choice(None, "grey", "rgb"),
+    "data.seed": (lambda v: 0 <= v <= SEED_MAX, f"an integer in 0..{SEED_MAX}"),
+    "data.crop": (_image_size, "two sizes [H, W] of the centre region, each in 1..16384"),
+    "data.memory_budget": (_size, "a size such as 500MB, 8GB or 1.5GiB, or auto"),
+    "model.latent_dim": (lambda v: 1 <= v <= 65536, "an integer in 1..65536"),
+    "model.encoder_hidden": (_hidden, "a list of layer sizes, each in 1..1000000"),
+    "model.decoder_hidden": (_hidden, "a list of layer sizes, each in 1..1000000"),
+    "model.activation": _choice(*ACTIVATIONS),
+    "model.likelihood": _choice(None, "bernoulli", "gaussian", "gaussian-fixed"),
+    "model.sigma": _between(0, lo_open=True),
+    "model.mean_activation": _choice("identity", "sigmoid"),
+    "model.min_log_var": _between(-100, 100),
+    "model.init_std": _between(0, 10, lo_open=True),
+    "objective.objective": _choice("elbo", "iwae"),
+    "objective.kl": _choice("analytic", "mc"),
+    "objective.samples": (lambda v: 1 <= v <= 100_000, "an integer in 1..100000"),
+    "objective.k": (lambda v: 1 <= v <= 100_000, "an integer in 1..100000"),
+    "objective.beta": _between(0),
+    "objective.warmup_epochs": _between(0),
+    "optim.optimizer": _choice("adam", "adagrad", "sgd"),
+    "optim.lr": _between(0, lo_open=True),
+    "optim.weight_decay": _between(0),
+    "optim.momentum": _between(0, 1, hi_open=True),
+    "optim.schedule": _choice("constant", "step", "exponential", "cosine"),
+    "optim.step_epochs": (lambda v: v >= 1, "an integer >= 1"),
+    "optim.gamma": _between(0, 1, lo_open=True),
+    "optim.grad_clip": _between(0, lo_open=True),
+    "optim.warmup_steps": (lambda v: v >= 0, "an integer >= 0 (0: no warm-up)"),
+    "train.epochs": (lambda v: 1 <= v <= 10_000_000, "an integer in 1..10000000"),
+    "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "train.eval_batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "train.seed": (lambda v: 0 <= v <= SEED_MAX, f"an integer in 0..{SEED_MAX}"),
+    "train.device": (_device, "auto, cpu, cuda, cuda:N or mps"),
+    "train.threads": (lambda v: 1 <= v <= 4096, "an integer in 1..4096"),
+    "train.images_every": (lambda v: v >= 0, "an integer >= 0 (0: never)"),
+}
+
+
+def _types() -> Dict[str, Any]:
+    out = {}
+    for sec, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            out[f"{sec}.{f.name}"] = hints[f.name]
+    return out
+
+
+TYPES = _types()
+
+
+def _type_name(t) -> str:
+    args = typing.get_args(t)
+    if typing.get_origin(t) is Union:
+        inner = [a for a in args if a is not type(None)]
+        return f"{_type_name(inner[0])} or none"
+    if typing.get_origin(t) in (list, List):
+        return f"a list of {_type_name(args[0])}s"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(t, str(t))
+
+
+def _describe(v) -> str:
+    kind = {bool: "a boolean", str: "a string", float: "a number", int: "an integer",
+            list: "a list", dict: "a mapping", type(None): "none"}.get(type(v), type(v).__name__)
+    return f"{v!r} ({kind})"
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _convert(t, v):
+    """``v`` as type ``t`` without coercion: an int for a float is widened, nothing else changes."""
+    if typing.get_origin(t) is Union:
+        if v is None:
+            return None
+        inner = [a for a in typing.get_args(t) if a is not type(None)][0]
+        return _convert(inner, v)
+    if typing.get_origin(t) in (list, List):
+        if not isinstance(v, (list, tuple)):
+            raise _Mismatch
+        return [_convert(typing.get_args(t)[0], x) for x in v]
+    if t is bool:
+        if not isinstance(v, bool):
+            raise _Mismatch
+        return v
+    if t is int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise _Mismatch
+        return int(v)
+    if t is float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise _Mismatch
+        return float(v)
+    if t is str:
+        if not isinstance(v, str):
+            raise _Mismatch
+        return v
+    return v
+
+
+def check_value(key: str, value, where: str = "the default"):
+    """``value`` for the dotted setting ``key`` checked (type, finiteness, range) and returned;
+    ConfigError names the setting, the value, what is valid and ``where`` it came from."""
+    t = TYPES[key]
+    try:
+        v = _convert(t, value)
+    except _Mismatch:
+        expected = RANGES[key][1] if key in RANGES else _type_name(t)
+        if typing.get_origin(t) is Union and "none" not in expected:
+            expected += " (or unset)"
+        raise ConfigError(f"{key} = {_describe(value)} (from {where}) has the wrong type: "
+                          f"must be {expected}") from None
+    if v is None:
+        return v
+    numbers = v if isinstance(v, list) else [v]
+    if any(isinstance(x, float) and not math.isfinite(x) for x in numbers):
+        raise ConfigError(f"{key} = {value!r} (from {where}) is not finite: must be "
+                          + (RANGES[key][1] if key in RANGES else "a finite number"))
+    if key in RANGES:
+        ok, text = RANGES[key]
+        if not ok(v):
+            what = "out of range" if isinstance(v, (int, float)) and not isinstance(v, bool) else "not valid"
+            raise ConfigError(f"{key} = {value!r} (from {where}) is {what}: must be {text}")
+    return v
+
+
+def merge(cfg: RunConfig, updates: dict, source: str = "config",
+          where: Optional[Callable[[str], str]] = None) -> RunConfig:
+    """Return a copy of ``cfg`` with nested ``updates`` applied, each value checked by
+    ``check_value``; unknown keys raise ConfigError. ``where(key)`` says where a value came from
+    (default: ``source`` and the key), for messages and for later checks of combinations."""
+    where = where or (lambda k: f"{source}, key {k}")
     out = copy.deepcopy(cfg)
+    sources = dict(getattr(out, "_sources", {}))
+    if not isinstance(updates, dict):
+        raise ConfigError(f"{source}: must be a mapping of sections, got {_describe(updates)}")
     for key, value in (updates or {}).items():
         if key == "preset":
+            if value is not None and value not in _preset_names():
+                raise ConfigError(f"preset = {_describe(value)} (from {where('preset')}): must be one of "
+                                  + ", ".join(_preset_names()))
             out.preset = value
             continue
         if key not in SECTIONS:
             raise ConfigError(f"{source}: unknown section {key!r}; sections are {', '.join(SECTIONS)} and preset")
         if not isinstance(value, dict):
-            raise ConfigError(f"{source}: section {key!r} must be a mapping, got {type(value).__name__}")
+            raise ConfigError(f"{source}: section {key!r} must be a mapping, got {_describe(value)}")
         section = getattr(out, key)
         names = field_names(key)
         for name, v in value.items():
-            name = name.replace("-", "_")
+            name = str(name).replace("-", "_")
             if name not in names:
                 raise ConfigError(f"{source}: unknown option {key}.{name}; options are {', '.join(names)}")
-            setattr(section, name, v)
+            dotted = f"{key}.{name}"
+            setattr(section, name, check_value(dotted, v, where(dotted)))
+            sources[dotted] = where(dotted)
+    out._sources = sources
     return out
+
+
+def _preset_names() -> List[str]:
+    from .presets import PRESETS
+
+    return sorted(PRESETS)
+
+
+def source_of(cfg: RunConfig, key: str) -> str:
+    """Where the value of dotted ``key`` in ``cfg`` came from ('default' if nobody set it)."""
+    return getattr(cfg, "_sources", {}).get(key, "the default")
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """YAML 1.2 numbers: PyYAML reads 1e-3 (no dot) as a string; here it is the number it looks like."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 
 def load_config_file(path: Union[str, Path]) -> dict:
     """Read a YAML (.yaml/.yml) or JSON config file into a nested dict."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text()
+        raise ConfigError(f"config file {path} does not exist" if not path.exists() else
+                          f"config file {path} is not a file")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} could not be read ({e}); give a YAML or JSON text file") from None
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            d = yaml.safe_load(text) or {}
+            d = yaml.load(text, Loader=_YamlLoader) or {}
         else:
             d = json.loads(text)
     except Exception as e:  # yaml.YAMLError, json.JSONDecodeError
-        raise ConfigError(f"config file {path} could not be parsed: {e}") from None
+        detail = " ".join(str(e).split())
+        raise ConfigError(f"config file {path} could not be parsed: {detail}") from None
     if not isinstance(d, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(d).__name__}")
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {_describe(d)}")
     return d
 
 
@@ -177,52 +410,40 @@ def resolve(cfg: RunConfig, data_kind: str, dataset_name: str) -> RunConfig:
 
 
 def validate(cfg: RunConfig) -> None:
-    """Raise ConfigError naming the option and its allowed values when something is off."""
-    def choice(name, value, allowed):
-        if value not in allowed:
-            raise ConfigError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
+    """Check every setting (type and range, as check_value) and the combinations; ConfigError
+    names the setting, its value, what is valid and where it came from."""
+    for sec in SECTIONS:
+        section = getattr(cfg, sec)
+        for name in field_names(sec):
+            key = f"{sec}.{name}"
+            setattr(section, name, check_value(key, getattr(section, name), source_of(cfg, key)))
 
-    def positive(name, value, allow_zero=False):
-        if value is None or (value < 0 if allow_zero else value <= 0):
-            raise ConfigError(f"{name} must be {'non-negative' if allow_zero else 'positive'}; got {value!r}")
+    def refuse(keys, why):
+        said = "; ".join(f"{k} = {_get(cfg, k)!r} (from {source_of(cfg, k)})" for k in keys)
+        raise ConfigError(f"{said}: {why}")
 
-    choice("objective.objective", cfg.objective.objective, ("elbo", "iwae"))
-    choice("objective.kl", cfg.objective.kl, ("analytic", "mc"))
-    positive("objective.samples", cfg.objective.samples)
-    positive("objective.k", cfg.objective.k)
-    positive("objective.beta", cfg.objective.beta, allow_zero=True)
-    positive("objective.warmup_epochs", cfg.objective.warmup_epochs, allow_zero=True)
-    if cfg.objective.objective == "iwae" and (cfg.objective.beta != 1.0 or cfg.objective.warmup_epochs):
-        raise ConfigError("a KL weight (beta / warm-up) applies to the elbo objective only, not iwae")
-    choice("optim.optimizer", cfg.optim.optimizer, ("adam", "adagrad", "sgd"))
-    choice("optim.schedule", cfg.optim.schedule, ("constant", "step", "exponential", "cosine"))
-    positive("optim.lr", cfg.optim.lr)
-    positive("optim.weight_decay", cfg.optim.weight_decay, allow_zero=True)
-    positive("optim.warmup_steps", cfg.optim.warmup_steps, allow_zero=True)
-    if cfg.data.crop is not None and (len(cfg.data.crop) != 2 or any(int(c) <= 0 for c in cfg.data.crop)):
-        raise ConfigError(f"data.crop must be two positive sizes [H, W]; got {cfg.data.crop!r}")
-    if cfg.data.memory_budget not in (None, "", "auto"):
-        from .data.cache import parse_size
+    o = cfg.objective
+    if o.objective == "iwae" and (o.beta != 1.0 or o.warmup_epochs):
+        refuse(["objective.objective", "objective.beta", "objective.warmup_epochs"],
+               "a KL weight (beta / warm-up) applies to the elbo objective only, not iwae")
+    if cfg.optim.momentum and cfg.optim.optimizer != "sgd":
+        refuse(["optim.momentum", "optim.optimizer"], "momentum applies to the sgd optimizer only; "
+               "drop it or use --optimizer sgd")
+    if cfg.model.likelihood == "bernoulli" and cfg.model.mean_activation != "identity":
+        refuse(["model.likelihood", "model.mean_activation"], "a mean activation applies to gaussian "
+               "likelihoods only")
+    name = cfg.data.dataset.strip().lower()
+    folder, pictures = name.startswith("folder:"), name.startswith("folder:") or name in ("celeba", "celeb-a")
+    if not pictures and (cfg.data.image_size is not None or cfg.data.crop is not None):
+        key = "data.image_size" if cfg.data.image_size is not None else "data.crop"
+        refuse(["data.dataset", key], "image size and crop apply to folder:PATH and celeba data only")
+    if not folder and cfg.data.color is not None and not (pictures and cfg.data.color == "rgb"):
+        refuse(["data.dataset", "data.color"], "colour applies to folder:PATH data only")
 
-        try:
-            parse_size(cfg.data.memory_budget)
-        except ValueError as e:
-            raise ConfigError(f"data.memory_budget: {e}") from None
-    choice("data.binarize", cfg.data.binarize, (None, "static", "dynamic"))
-    choice("model.likelihood", cfg.model.likelihood, (None, "bernoulli", "gaussian", "gaussian-fixed"))
-    choice("model.mean_activation", cfg.model.mean_activation, ("identity", "sigmoid"))
-    from .networks import ACTIVATIONS
 
-    choice("model.activation", cfg.model.activation, tuple(ACTIVATIONS))
-    positive("model.latent_dim", cfg.model.latent_dim)
-    positive("model.sigma", cfg.model.sigma)
-    if any(int(h) <= 0 for h in cfg.model.encoder_hidden + (cfg.model.decoder_hidden or [])):
-        raise ConfigError("hidden layer sizes must be positive integers")
-    if cfg.train.epochs is not None:
-        positive("train.epochs", cfg.train.epochs)
-    positive("train.batch_size", cfg.train.batch_size)
-    positive("train.eval_batch_size", cfg.train.eval_batch_size)
-    positive("train.images_every", cfg.train.images_every, allow_zero=True)
+def _get(cfg: RunConfig, dotted: str):
+    sec, name = dotted.split(".")
+    return getattr(getattr(cfg, sec), name)
 
 
 def to_jsonable(x: Any) -> Any:

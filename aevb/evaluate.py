@@ -72,6 +72,29 @@ def default_sizes(model, n: int, k: int, batch_size: Optional[int] = None, chunk
     return int(batch_size), int(min(int(chunk), k))
 
 
+def memory_need(model, n: int, k: int, batch_size: Optional[int] = None, chunk: Optional[int] = None,
+                budget: int = DEFAULT_BUDGET) -> int:
+    """Bytes the largest chunk of an evaluation of n datapoints with k samples needs (a few
+    temporaries of chunk x batch x decoder width)."""
+    bs, c = default_sizes(model, n, k, batch_size, chunk, budget)
+    return 4 * next(model.parameters()).element_size() * c * bs * decoder_width(model)
+
+
+def estimate_seconds(model, x: Union[Split, Tensor], k: int, budget: int = DEFAULT_BUDGET) -> float:
+    """How long evaluating every row of ``x`` (a Split or a float [N, D] tensor) with ``k``
+    samples will take on this machine, extrapolated from a short timed probe (a few datapoints,
+    a chunk within ``budget``)."""
+    n = len(x)
+    rows = max(1, int(budget) // decoder_width(model))
+    pb = max(1, min(n, 64, rows))
+    ps = max(1, min(k, rows // pb))
+    probe = as_split(x).rows(0, pb, next(model.parameters()).device)
+    evaluate_bounds(model, probe, k=ps, batch_size=pb, chunk=ps)  # warm-up
+    t0 = time.perf_counter()
+    evaluate_bounds(model, probe, k=ps, batch_size=pb, chunk=ps)
+    return (time.perf_counter() - t0) / (pb * ps) * n * k
+
+
 # ------------------------------------------------------------------------- noise
 class _NoiseStream:
     """eps ~ N(0, I) for the samples of one batch, handed out as [B, n, J] (batch first).
@@ -352,8 +375,11 @@ def split_data(run, split: str, seed: int, data=None):
 def evaluate_run(run, split: str = "test", k: int = 1, batch_size: Optional[int] = None,
                  chunk: Optional[int] = None, seed: int = 0, device: Union[str, torch.device] = "cpu",
                  progress: bool = False, budget: int = DEFAULT_BUDGET, compile: bool = False,
-                 per_datapoint: bool = False, data=None) -> dict:
+                 per_datapoint: bool = False, data=None, check=None) -> dict:
     """Evaluate a run (``aevb.runs.Run`` or its folder) on one split; returns the summary dict.
+
+    ``check(model, x)``, if given, is called once the model and data are loaded and before the
+    evaluation starts (e.g. to print an estimate of its cost, or to refuse it by raising).
 
     With ``per_datapoint=True`` the dict also holds ``"per_datapoint"``: numpy arrays ``index``,
     ``label`` (or None), ``elbo``, ``log_px_given_z``, ``kl``, ``lk`` (not JSON; pop it first).
@@ -374,6 +400,8 @@ def evaluate_run(run, split: str = "test", k: int = 1, batch_size: Optional[int]
 
         raise RunError(f"the {split} split has {x.dim} values per datapoint but the run's model "
                        f"expects {model.data_dim}; check the run's data set and --data-dir")
+    if check is not None:
+        check(model, x)
     b = evaluate_bounds(model, x, k, batch_size, chunk, seed, progress, budget, compile,
                         desc=f"L_{k} on {split}")
     out = {"format": "aevb-evaluation", "version": 1, "aevb_version": __version__, "run": str(run.path),

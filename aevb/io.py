@@ -8,7 +8,11 @@ refuses pickled code.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import pickle
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator, Union
@@ -31,34 +35,78 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated or not an aevb checkpoint."""
 
 
+class DiskFullError(OSError):
+    """A file could not be written because its disk is full; nothing half-written is left."""
+
+    def __init__(self, path: PathLike, needed: int = 0,
+                 advice: str = "free some space on that disk and run the command again"):
+        self.path, self.needed = Path(path), int(needed)
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+        except OSError:
+            free = None
+        need = f"about {_mb(needed)} needed" if needed else "more space needed"
+        have = f", {_mb(free)} free" if free is not None else ""
+        super().__init__(errno.ENOSPC, f"disk full: could not write {self.path} ({need}{have}); {advice}")
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def _disk_full(e: BaseException, folder: Path, needed: int) -> bool:
+    """Whether an error while writing into ``folder`` means the disk is full: ENOSPC/EDQUOT, or a
+    library error (torch.save raises RuntimeError) with less free space than was needed."""
+    if isinstance(e, OSError):
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    if isinstance(e, RuntimeError):
+        try:
+            return shutil.disk_usage(folder).free < max(needed, 1 << 16)
+        except OSError:
+            return False
+    return False
+
+
 @contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
+def atomic_path(path: PathLike, needed: int = 0) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
-    On any error the temporary file is removed and ``path`` is left as it was."""
+    On any error the temporary file is removed and ``path`` is left as it was; a full disk
+    raises DiskFullError (``needed``: the expected size in bytes, for the message)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are ordinary files
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are ordinary files
         yield tmp
         with open(tmp, "rb+") as f:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except Exception as e:
+        if tmp is not None and tmp.exists():
+            tmp.unlink()
+            tmp = None
+        if not isinstance(e, DiskFullError) and _disk_full(e, path.parent, needed):
+            raise DiskFullError(path, needed) from e
+        raise
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             tmp.unlink()
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, len(text.encode())) as tmp:
         tmp.write_text(text)
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, len(data)) as tmp:
         tmp.write_bytes(data)
 
 
@@ -77,23 +125,56 @@ def atomic_write_csv(path: PathLike, rows: list) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def tensor_bytes(obj) -> int:
+    """Bytes of the tensors in a nested dict/list (the size of a checkpoint, roughly)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
 def save_checkpoint(state: dict, path: PathLike) -> None:
     """Write a checkpoint dict (tensors, numbers, strings, lists, dicts) atomically."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path, tensor_bytes(state)) as tmp:
+        with open(tmp, "wb") as f:  # closed even when the write fails, so a full disk gets its space back
+            torch.save(state, f)
 
 
-def load_checkpoint(path: PathLike, map_location="cpu") -> dict:
+# what every aevb checkpoint holds (the trainer's resume needs a few more, checked there)
+CHECKPOINT_KEYS = ("epoch", "step", "data_dim", "image_shape", "model")
+
+
+def _one_line(text: str) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # terminal colours
+    return " ".join(text.split())
+
+
+def load_checkpoint(path: PathLike, map_location="cpu", required=CHECKPOINT_KEYS) -> dict:
     """Load a checkpoint without executing code; clear CheckpointError when unusable."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): it was never completely written; "
+                              "restore it from a copy or train the run again")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        # keep PyTorch's whole explanation, including that weights_only=False can run code
+        raise CheckpointError(f"checkpoint {path} was refused: it holds Python objects that a safe load "
+                              f"does not execute. PyTorch says: {_one_line(str(e))}") from None
     except Exception as e:
+        detail = _one_line(str(e))[:300] or "no detail"
         raise CheckpointError(
-            f"checkpoint {path} could not be read ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            f"checkpoint {path} could not be read ({type(e).__name__}: {detail}); "
             "the file is truncated, corrupted or not an aevb checkpoint") from None
     if not isinstance(state, dict) or state.get("format") != "aevb-checkpoint":
-        raise CheckpointError(f"{path} is not an aevb checkpoint")
+        raise CheckpointError(f"{path} is not an aevb checkpoint (no format 'aevb-checkpoint' in it)")
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}: it is damaged or was not "
+                              "written by aevb")
     return state

@@ -76,6 +76,6 @@ PRESETS = {
 def apply_preset(cfg: RunConfig, name: str) -> RunConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
-    out = merge(cfg, PRESETS[name], source=f"preset {name}")
+    out = merge(cfg, PRESETS[name], source=f"preset {name}", where=lambda k: f"preset {name}")
     out.preset = name
     return out

@@ -14,39 +14,261 @@ Layout::
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import List, Optional, Sequence, Union
 
 import torch
 
 from .config import RunConfig
 from .io import atomic_write_text, load_checkpoint
+from .lock import LOCK_NAME, RunLock, describe, holder_alive, is_locked, read_lock
 
 RUN_MARKER = "run.json"
 CHECKPOINT = Path("checkpoints") / "last.pt"
 
 
 class RunError(ValueError):
-    """A folder is not a usable aevb run."""
+    """A folder is not a usable aevb run, or cannot take one."""
+
+
+def read_marker(path: Union[str, Path]) -> Optional[dict]:
+    """The parsed ``run.json`` of an aevb run folder, or None when ``path`` holds none: a folder is
+    a run by the content of its marker (``"format": "aevb-run"``), not by a file's name."""
+    marker = Path(path) / RUN_MARKER
+    try:
+        if not marker.is_file() or marker.stat().st_size > 1_000_000:
+            return None
+        info = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and info.get("format") == "aevb-run" else None
 
 
 def is_run(path: Union[str, Path]) -> bool:
-    return (Path(path) / RUN_MARKER).is_file()
+    return read_marker(path) is not None
 
 
 def write_marker(path: Path, status: str, **extra) -> None:
+    """Update ``run.json`` (status and ``extra`` fields), atomically: if it cannot be written
+    (a full disk) the old marker stays whole."""
     info = {"format": "aevb-run", "version": 1, "status": status,
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    old = path / RUN_MARKER
-    if old.is_file():
-        try:
-            prev = json.loads(old.read_text())
-            info = {**prev, **info}
-        except (OSError, json.JSONDecodeError):
-            pass
+    prev = read_marker(path)
+    if prev is not None:
+        info = {**prev, **info}
     info.update(extra)
-    atomic_write_text(old, json.dumps(info, indent=2) + "\n")
+    atomic_write_text(path / RUN_MARKER, json.dumps(info, indent=2) + "\n")
+
+
+# ------------------------------------------------------------------ creating and replacing runs
+STAGING, TRASH = ".aevb-new-", ".aevb-old-"
+
+
+def _sibling(out: Path, kind: str) -> Path:
+    return out.parent / f".{out.name}{kind}{os.getpid()}"
+
+
+def remove_orphans(folder: Path) -> List[Path]:
+    """Delete temporary files left in a run folder by a killed writer (``.NAME.XXXX.tmp`` from
+    atomic writes). Call it only while holding the folder's lock."""
+    removed = []
+    for tmp in Path(folder).rglob(".*.tmp"):
+        if tmp.is_file() and not tmp.is_symlink():
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError:
+                pass
+    return removed
+
+
+def recover_siblings(out: Path) -> None:
+    """Clean up after an ``--overwrite`` killed before it finished: unfinished new runs
+    (``.NAME.aevb-new-PID``) whose writer is gone are deleted, and an old run moved aside
+    (``.NAME.aevb-old-PID``) is put back if ``out`` itself is missing, else deleted."""
+    parent = out.parent
+    if not parent.is_dir():
+        return
+    for kind in (STAGING, TRASH):
+        for p in sorted(parent.glob(f".{glob_escape(out.name)}{kind}*")):
+            if not p.is_dir() or is_locked(p):
+                continue
+            if kind == TRASH and not out.exists() and is_run(p):
+                p.rename(out)
+                (out / LOCK_NAME).unlink(missing_ok=True)
+            else:
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+class NewRun:
+    """The folder a new run is written to, with its lock. With ``replaces`` (``--overwrite``) the
+    run is built in a hidden sibling folder and ``commit()`` swaps it into place once it has
+    started successfully; until then the old run is untouched (and locked against other writers)."""
+
+    def __init__(self, folder: Path, lock: RunLock, target: Path, replaces: Optional[RunLock] = None,
+                 created: bool = True):
+        self.folder, self.lock, self.target, self.replaces = folder, lock, target, replaces
+        self.created = created  # whether the folder was made for this run (else it was empty)
+
+    @property
+    def pending(self) -> bool:
+        return self.replaces is not None
+
+    def commit(self) -> Path:
+        """Put the new run where the old one was; returns the run's final folder."""
+        if self.replaces is None:
+            return self.folder
+        trash = _sibling(self.target, TRASH)
+        os.rename(self.target, trash)
+        self.replaces.moved(trash)
+        try:
+            os.rename(self.folder, self.target)
+        except OSError:
+            os.rename(trash, self.target)  # put the old run back
+            self.replaces.moved(self.target)
+            raise
+        self.lock.moved(self.target)
+        self.folder = self.target
+        self.replaces.release()
+        self.replaces = None
+        shutil.rmtree(trash, ignore_errors=True)
+        return self.folder
+
+    def abandon(self) -> None:
+        """The new run failed before it trained an epoch and is removed: a replacement's folder
+        is deleted (the old run stays as it was), a fresh folder is removed (emptied if it
+        existed before)."""
+        if self.replaces is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.lock.release()
+            self.replaces.release()
+            self.replaces = None
+            return
+        if self.created:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        else:
+            for p in self.folder.iterdir():
+                if p.name != LOCK_NAME:
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        self.lock.release()
+
+
+def check_new_out(out: Path, overwrite: bool) -> None:
+    """Refuse an output folder that cannot take a new run, before any work is done."""
+    _refuse_run_owned(out, f"--out {out}", "--out")
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise RunError(f"--out {out} is a file, not a folder; choose another --out")
+        holder = read_lock(out)
+        if holder_alive(holder, out / LOCK_NAME):
+            what = ("--overwrite would destroy a run that is still training" if overwrite
+                    else "it is still training")
+            raise RunError(f"{out} is being written by {describe(holder)}; {what}: wait for it to finish "
+                           "or stop it, or choose another --out")
+        if is_run(out):
+            if not overwrite:
+                raise RunError(f"{out} already holds a run; use `aevb train --resume {out}` to continue it, "
+                               "--overwrite to replace it (the old run is kept until the new one has "
+                               "started), or choose another --out")
+        elif any(p.name != LOCK_NAME for p in out.iterdir()):
+            raise RunError(f"--out {out} exists and is neither an empty folder nor an aevb run (no run.json "
+                           "with format aevb-run); nothing was changed: choose another --out")
+        _check_writable(out, f"--out {out}")
+    else:
+        _check_writable(out.parent, f"--out {out}")
+
+
+def _check_writable(folder: Path, label: str = "--out", option: str = "--out") -> None:
+    """Refuse unless something can be created at ``folder``: its nearest existing ancestor must be
+    a folder where a file can really be written (a probe file is made and removed)."""
+    probe = folder
+    while not probe.exists():
+        if probe.is_symlink():
+            raise RunError(f"{label}: {probe} is a broken symbolic link; choose another {option}")
+        probe = probe.parent
+    if not probe.is_dir():
+        raise RunError(f"{label}: {probe} is a file, so nothing can be created under it; choose another {option}")
+    try:  # a real write: also catches read-only and pseudo file systems
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise RunError(f"{label}: cannot write into {probe} ({e.strerror or e}); choose another {option}") from None
+
+
+def create_run_folder(out: Path, overwrite: bool) -> NewRun:
+    """Create and lock the folder of a new run (see NewRun); refuses like check_new_out."""
+    out = Path(out)
+    recover_siblings(out)
+    check_new_out(out, overwrite)
+    if is_run(out):  # --overwrite: lock the old run, build the new one beside it
+        out = out.resolve()  # its siblings live in its real parent (also for --out .)
+        old = RunLock(out).acquire("overwrite")
+        try:
+            staging = _sibling(out, STAGING)
+            if staging.exists():
+                shutil.rmtree(staging)
+            staging.mkdir()
+            lock = RunLock(staging).acquire()
+        except BaseException:
+            old.release()
+            raise
+        return NewRun(staging, lock, out, replaces=old)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(out).acquire("start a run in")
+    # a second writer may have created the run between the check and the lock
+    if is_run(out) or any(p.name != LOCK_NAME for p in out.iterdir()):
+        lock.release()
+        raise RunError(f"{out} was filled by another process meanwhile; choose another --out")
+    return NewRun(out, lock, out, created=created)
+
+
+# ------------------------------------------------------------------ output paths of other commands
+# what a run's own writer owns: other commands never write there
+PROTECTED_FILES = (RUN_MARKER, "config.json", "metrics.csv", "metrics.jsonl", LOCK_NAME, "error.log")
+PROTECTED_DIRS = ("checkpoints", "tensorboard", "latents")
+
+
+def check_output(path: Union[str, Path], option: str = "--out", folder: bool = False,
+                 suffixes: Sequence[str] = ()) -> Path:
+    """Refuse an output path before any work is done: a folder where a file is wanted (or the
+    reverse), a wrong file type, a place that cannot be written, or a file a run's writer owns
+    (its checkpoints, config, marker, metrics). Returns the path."""
+    path = Path(path)
+    label = f"{option} {path}"
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise RunError(f"{label} is a file; give a folder")
+    else:
+        if path.is_dir():
+            raise RunError(f"{label} is a folder; give a file name (e.g. {path / ('out' + (suffixes[0] if suffixes else ''))})")
+        if suffixes and path.suffix.lower() not in suffixes:
+            raise RunError(f"{label}: the file name must end in {' or '.join(suffixes)}")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise RunError(f"{label} cannot be written (permission denied); choose another {option}")
+    _check_writable(path if folder else path.parent, label, option)
+    _refuse_run_owned(path, label, option)
+    return path
+
+
+def _refuse_run_owned(path: Path, label: str, option: str) -> None:
+    """Refuse a path inside what a run's training owns (its checkpoints/, tensorboard/, latents/,
+    run.json, config.json, metrics, lock, error.log)."""
+    full = Path(path).resolve()
+    for ancestor in full.parents:
+        if is_run(ancestor):
+            rel = full.relative_to(ancestor)
+            if rel.parts[0] in PROTECTED_DIRS or (len(rel.parts) == 1 and rel.parts[0] in PROTECTED_FILES):
+                raise RunError(f"{label} would write into {rel} of the run {ancestor}, which only its training "
+                               f"writes; choose another {option}")
 
 
 class Run:
@@ -57,19 +279,19 @@ class Run:
         if not self.path.is_dir():
             raise RunError(f"{self.path} does not exist; give the folder that `aevb train` wrote")
         if not is_run(self.path):
-            raise RunError(f"{self.path} is not an aevb run folder (no {RUN_MARKER}); "
+            raise RunError(f"{self.path} is not an aevb run folder (no {RUN_MARKER} with format aevb-run); "
                            "give the folder that `aevb train --out` wrote")
         cfg_path = self.path / "config.json"
         try:
             self.config = RunConfig.from_dict(json.loads(cfg_path.read_text()))
         except FileNotFoundError:
             raise RunError(f"{self.path} has no config.json; the run folder is damaged") from None
-        except (json.JSONDecodeError, ValueError) as e:
-            raise RunError(f"{cfg_path} could not be read: {e}") from None
+        except (OSError, ValueError) as e:  # json.JSONDecodeError and ConfigError are ValueErrors
+            raise RunError(f"{cfg_path} could not be read ({_first_line(e)}); the run folder is damaged") from None
 
     @property
     def info(self) -> dict:
-        return json.loads((self.path / RUN_MARKER).read_text())
+        return read_marker(self.path) or {}
 
     @property
     def checkpoint_path(self) -> Path:
@@ -81,16 +303,30 @@ class Run:
 
     def checkpoint(self, map_location="cpu") -> dict:
         if not self.checkpoint_path.is_file():
-            raise RunError(f"{self.path} has no checkpoint yet ({CHECKPOINT}); train at least one epoch")
+            raise RunError(self.no_checkpoint_message())
         return load_checkpoint(self.checkpoint_path, map_location)
+
+    def no_checkpoint_message(self) -> str:
+        if is_locked(self.path):
+            return (f"{self.path} has no checkpoint yet: it is still training its first epoch "
+                    f"({describe(read_lock(self.path))}); wait for the first epoch to end")
+        status = self.info.get("status", "unknown")
+        return (f"{self.path} has no checkpoint ({CHECKPOINT}): the run stopped (status {status}) before its "
+                f"first epoch ended. Start it again from scratch with `aevb train --resume {self.path}` "
+                f"(its saved settings), or replace it with `aevb train --out {self.path} --overwrite ...`")
 
     def load_model(self, device="cpu"):
         """The VAE with the weights of the last checkpoint, in eval mode."""
+        from .io import CheckpointError
         from .model import VAE
 
         state = self.checkpoint(map_location=device)
-        model = VAE.from_config(self.config.model, int(state["data_dim"]))
-        model.load_state_dict(state["model"])
+        try:
+            model = VAE.from_config(self.config.model, int(state["data_dim"]))
+            model.load_state_dict(state["model"])
+        except (RuntimeError, ValueError, TypeError) as e:
+            raise CheckpointError(f"{self.checkpoint_path} does not fit the run's config.json "
+                                  f"({_first_line(e)}); the run folder is damaged") from None
         return model.to(device).eval()
 
     def load_data(self, download: Optional[bool] = None, progress: bool = True):
@@ -103,24 +339,64 @@ class Run:
         p = self.path / "metrics.jsonl"
         if not p.is_file():
             return []
-        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+        rows = []
+        for i, line in enumerate(p.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    raise RunError(f"{p}, line {i}, is not JSON; the run's metrics are damaged "
+                                   "(they are rewritten from the checkpoint by the next epoch of "
+                                   f"`aevb train --resume {self.path}`)") from None
+        return rows
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
+
+
+def _first_line(e) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
 
 
 def load_run(path: Union[str, Path]) -> Run:
     return Run(path)
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def parse_device(name) -> torch.device:
+    """A device name as a torch.device: auto is not accepted here; cpu, cuda, cuda:N, mps."""
+    bad = RunError(f"device {name!r} is not a device name; use auto, cpu, cuda, cuda:N or mps")
+    if not isinstance(name, str) or not name.strip():
+        raise bad
+    try:
+        dev = torch.device(name.strip())
+    except (RuntimeError, ValueError, TypeError):
+        raise bad from None
+    if dev.type not in DEVICE_TYPES or (dev.index is not None and dev.index < 0):
+        raise bad
+    return dev
+
+
 def resolve_device(name: str = "auto") -> torch.device:
+    """The torch.device for a name (auto: CUDA, else MPS, else CPU); refuses devices that are
+    not available here."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RunError(f"device {name!r} was asked for but CUDA is not available; use --device cpu")
+    dev = parse_device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RunError(f"device {name!r} was asked for but CUDA is not available here; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RunError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                           f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                  and torch.backends.mps.is_available()):
+        raise RunError(f"device {name!r} was asked for but MPS is not available here; use --device cpu")
     return dev

@@ -9,10 +9,10 @@ Under ``torchrun`` the same loop trains data-parallel (see aevb/distributed.py).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -28,13 +28,15 @@ from .config import ConfigError, RunConfig, diff, resolve
 from .data import Dataset, Split, load_configured
 from .data.base import as_split
 from .images import save_grid
-from .io import atomic_write_csv, atomic_write_text, save_checkpoint
+from .io import CHECKPOINT_KEYS, CheckpointError, DiskFullError, atomic_write_csv, atomic_write_text, load_checkpoint, save_checkpoint
+from .lock import RunLock
 from .model import VAE, BoundTerms
-from .runs import CHECKPOINT, Run, RunError, is_run, resolve_device, write_marker
+from .runs import (CHECKPOINT, NewRun, Run, RunError, check_new_out, create_run_folder, is_run,
+                   read_marker, recover_siblings, remove_orphans, resolve_device, write_marker)
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss became NaN or infinite; the last good checkpoint (if any) is kept."""
 
 
 # Options that may differ when a run is resumed: they change where or how long, not what.
@@ -215,7 +217,8 @@ class Trainer:
                 _seed_noise(distributed.rank_seed(t.seed, self.dist.rank))
         else:
             self.model = VAE.from_config(cfg.model, data.dim)
-            self.model.load_state_dict(state["model"])
+            with _checkpoint_errors(run_dir):
+                self.model.load_state_dict(state["model"])
         self.model.to(self.device).train()
         distributed.broadcast_module(self.model)
         self.optimizer = build_optimizer(self.model.parameters(), cfg.optim)
@@ -223,14 +226,19 @@ class Trainer:
         self.shuffle = torch.Generator().manual_seed(t.seed)
         self.epoch, self.step, self.history = 0, 0, []
         if state is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.epoch, self.step = int(state["epoch"]), int(state["step"])
-            self.history = list(state["history"])
-            self._restore_rng(state)
+            with _checkpoint_errors(run_dir):
+                self.optimizer.load_state_dict(state["optimizer"])
+                self.scheduler.load_state_dict(state["scheduler"])
+                self.epoch, self.step = int(state["epoch"]), int(state["step"])
+                self.history = list(state["history"])
+                self._restore_rng(state)
         self.splits = _place(data, self.device)
         self.sample_z = torch.randn(64, cfg.model.latent_dim, generator=torch.Generator().manual_seed(t.seed + 2))
         self._writer = None
+        self._lock: Optional[RunLock] = None  # this process's lock on run_dir (rank 0)
+        self._new_run: Optional[NewRun] = None  # a new run (maybe replacing an old one on its first epoch)
+        self._resumed = False  # config.json and run.json are rewritten only once an epoch has trained
+        self.saved_epoch = self.epoch  # the epoch of the checkpoint on disk
 
     def _restore_rng(self, state: dict) -> None:
         """Every process gets back its own RNG states when the run continues with as many
@@ -254,8 +262,10 @@ class Trainer:
     @classmethod
     def new(cls, cfg: RunConfig, out: Union[str, Path], overwrite: bool = False,
             data: Optional[Dataset] = None, callbacks: Sequence[Callback] = ()) -> "Trainer":
-        """Start a fresh run in ``out``. Loads the data, resolves and checks the config, checks
-        the data against the likelihood, and only then creates the folder."""
+        """Start a fresh run in ``out``. Loads the data, resolves and checks the config, the data
+        against the likelihood and the device, and only then creates (and locks) the folder.
+        With ``overwrite`` an existing run is replaced only once the new one has trained its
+        first epoch (aevb.runs.NewRun); until then it is untouched."""
         out = Path(out)
         dist = distributed.init()
         given_data = data
@@ -265,81 +275,185 @@ class Trainer:
             # creates the run first; the others load the data after it, and an error on any
             # rank stops every rank (see distributed.staged).
             if dist.is_main:
-                _check_new_out(out, overwrite)
+                check_new_out(out, overwrite)
             data = given_data if given_data is not None else load_data(cfg)
             rcfg = resolve(cfg, data.kind, data.name)
             check_data_for_likelihood(rcfg, data)
-            if dist.is_main:
-                if out.exists() and is_run(out):
-                    shutil.rmtree(out)
-                out.mkdir(parents=True, exist_ok=True)
-                write_marker(out, "running", aevb_version=__version__, dataset=data.name)
-                rcfg.save(out / "config.json")
-            return rcfg, data
+            resolve_device(rcfg.train.device)  # an unavailable device is refused before writing
+            if not dist.is_main:
+                return rcfg, data, None
+            fingerprint = data_fingerprint(rcfg) if given_data is None else None
+            if fingerprint and fingerprint.get("duplicates"):
+                print(f"aevb train: warning: {fingerprint['duplicates']} of the {fingerprint['files']} images in "
+                      f"{rcfg.data.dataset} repeat another file byte for byte; copies may fall in both the "
+                      "training and the test split", file=sys.stderr)
+            new_run = create_run_folder(out, overwrite)
+            try:
+                write_marker(new_run.folder, "running", aevb_version=__version__, dataset=data.name,
+                             **({"data_fingerprint": fingerprint} if fingerprint else {}))
+                rcfg.save(new_run.folder / "config.json")
+            except BaseException:
+                new_run.abandon()
+                raise
+            return rcfg, data, new_run
 
-        cfg, data = distributed.staged(prepare)
-        return cls(cfg, out, data, callbacks=callbacks)
+        cfg, data, new_run = distributed.staged(prepare)
+        try:
+            trainer = cls(cfg, new_run.folder if new_run else out, data, callbacks=callbacks)
+        except BaseException:
+            if new_run is not None:
+                new_run.abandon()
+            raise
+        trainer._new_run = new_run
+        trainer._lock = new_run.lock if new_run else None
+        return trainer
 
     @classmethod
     def resume(cls, run_dir: Union[str, Path], overrides: Optional[RunConfig] = None,
                given: Sequence[str] = (), callbacks: Sequence[Callback] = ()) -> "Trainer":
-        """Continue the run in ``run_dir`` from its last checkpoint. ``overrides`` holds options
+        """Continue the run in ``run_dir`` from its last checkpoint (or from scratch, with its
+        saved config, when it stopped before its first checkpoint). ``overrides`` holds options
         the user gave (dotted names in ``given``); any that contradict the saved config, except
-        those in RESUMABLE_CHANGES (e.g. more epochs), raise ConfigError."""
+        those in RESUMABLE_CHANGES (e.g. more epochs), raise ConfigError. Nothing in the run
+        folder changes until an epoch has trained."""
         dist = distributed.init()
-        if not dist.enabled:
-            cfg, state = _read_resume(run_dir, overrides, given)
-        else:  # rank 0 reads the run and hands it to the others (no shared folder needed)
-            def read():
-                if not dist.is_main:
-                    return None
-                cfg, state = _read_resume(run_dir, overrides, given)
-                return cfg.to_dict(), state
+        held = {}  # rank 0: the run and its lock
 
-            got = distributed.broadcast_object(distributed.staged(read))
-            cfg, state = RunConfig.from_dict(got[0]), got[1]
-        run_path = Path(run_dir)
+        def read():
+            # Under torchrun rank 0 reads the run and hands it to the others (no shared folder
+            # needed); an error there stops every rank (see distributed.staged).
+            if not dist.is_main:
+                return None
+            run = Run(run_dir)
+            held["lock"] = RunLock(run.path).acquire("resume")
+            held["run"] = run
+            recover_siblings(run.path)  # what an --overwrite killed before its swap left beside it
+            cfg, state = _read_resume(run, overrides, given)
+            return (cfg, state) if not dist.enabled else (cfg.to_dict(), state)
 
-        def prepare():
-            data = load_data(cfg)
-            if data.dim != int(state["data_dim"]):
-                raise RunError(f"the data set now has {data.dim} values per datapoint but the run was "
-                               f"trained on {state['data_dim']}; check --data-dir")
-            if dist.is_main:
-                cfg.save(run_path / "config.json")
-                write_marker(run_path, "running")
-            return data
+        try:
+            if not dist.enabled:
+                cfg, state = read()
+            else:
+                got = distributed.broadcast_object(distributed.staged(read))
+                cfg, state = RunConfig.from_dict(got[0]), got[1]
+            run_path = Path(run_dir)
 
-        data = distributed.staged(prepare)
-        return cls(cfg, run_path, data, state=state, callbacks=callbacks)
+            def prepare():
+                data = load_data(cfg)
+                if state is not None and data.dim != int(state["data_dim"]):
+                    raise RunError(f"the data set now has {data.dim} values per datapoint but the run was "
+                                   f"trained on {state['data_dim']}; check --data-dir")
+                if dist.is_main:
+                    check_fingerprint(held["run"], cfg)
+                resolve_device(cfg.train.device)
+                return data
+
+            data = distributed.staged(prepare)
+            trainer = cls(cfg, run_path, data, state=state, callbacks=callbacks)
+        except BaseException:
+            if "lock" in held:
+                held["lock"].release()
+            raise
+        trainer._lock, trainer._resumed = held.get("lock"), True
+        return trainer
 
     # -------------------------------------------------------------- the loop
     def fit(self) -> List[dict]:
-        """Train until ``cfg.train.epochs`` epochs are done; returns the metrics history."""
+        """Train until ``cfg.train.epochs`` epochs are done; returns the metrics history.
+
+        On any failure the run's status says so (failed / interrupted; RUN/error.log holds the
+        traceback of an unexpected error), the last checkpoint is kept, and a replacement
+        (``--overwrite``) that had not trained an epoch is deleted, leaving the old run as it was.
+        A resume that trains nothing changes no file."""
         t = self.cfg.train
         main = self.dist.is_main  # under torchrun only rank 0 writes files and runs callbacks
+        if self.epoch >= t.epochs:
+            if main and self.unfinished:  # every epoch trained, but the end failed: finish it now
+                try:
+                    for cb in self.callbacks:
+                        cb.on_train_end(self)
+                    write_marker(self.run_dir, "finished", epoch=self.epoch)
+                finally:
+                    self._end()
+            self._end()
+            return self.history
+        if main:
+            remove_orphans(self.run_dir)
+        first = self.epoch
         try:
             while self.epoch < t.epochs:
                 record = self.train_epoch()
+                if main and self.epoch == first + 1:
+                    self._started()
                 if main:
                     for cb in self.callbacks:
                         cb.on_epoch_end(self, record)
-        except KeyboardInterrupt:
             if main:
-                write_marker(self.run_dir, "interrupted", epoch=self.epoch)
-            self._close()
-            raise
-        except TrainingDiverged:
+                for cb in self.callbacks:
+                    cb.on_train_end(self)
+                write_marker(self.run_dir, "finished", epoch=self.epoch)
+        except BaseException as e:
+            if main and isinstance(e, DiskFullError) and not (self._new_run and self._new_run.pending):
+                e = DiskFullError(e.path, e.needed, advice=self._continue_advice("free some space on that disk"))
             if main:
-                write_marker(self.run_dir, "failed", epoch=self.epoch, reason="loss became NaN or infinite")
-            self._close()
+                self._failed(e, trained=self.epoch > first)
+            self._end()
+            if isinstance(e, DiskFullError):
+                raise e from None
             raise
-        if main:
-            for cb in self.callbacks:
-                cb.on_train_end(self)
-            write_marker(self.run_dir, "finished", epoch=self.epoch)
-        self._close()
+        self._end()
         return self.history
+
+    def _continue_advice(self, first: str) -> str:
+        if self.saved_epoch:
+            return (f"the last checkpoint (epoch {self.saved_epoch}) is kept; {first}, then continue with "
+                    f"`aevb train --resume {self.run_dir}`")
+        return f"no epoch was saved; {first}, then start again with `aevb train --resume {self.run_dir}`"
+
+    @property
+    def unfinished(self) -> bool:
+        """A resumed run that trained all its epochs but whose status is not 'finished' (its end,
+        e.g. the report, failed)."""
+        return (self._resumed and self.epoch >= self.cfg.train.epochs and self.epoch > 0
+                and (read_marker(self.run_dir) or {}).get("status") != "finished")
+
+    def _started(self) -> None:
+        """The first epoch of this session trained: a replacement takes the old run's place, a
+        resumed run records its (maybe changed) config and status."""
+        if self._new_run is not None and self._new_run.pending:
+            self._close()  # TensorBoard reopens in the final folder
+            self.run_dir = self._new_run.commit()
+        if self._resumed:
+            self.cfg.save(self.run_dir / "config.json")
+            write_marker(self.run_dir, "running", epoch=self.epoch)
+
+    def _failed(self, e: BaseException, trained: bool) -> None:
+        """Record a failure in the run folder (see fit)."""
+        if self._new_run is not None and self._new_run.pending:
+            self._new_run.abandon()  # the old run was never touched
+            return
+        if self._resumed and not trained:
+            return  # nothing trained: the run is still what it was
+        try:
+            if isinstance(e, KeyboardInterrupt):
+                write_marker(self.run_dir, "interrupted", epoch=self.epoch)
+            elif isinstance(e, DiskFullError):
+                write_marker(self.run_dir, "failed", epoch=self.saved_epoch, reason=str(e))
+            elif isinstance(e, TrainingDiverged):
+                write_marker(self.run_dir, "failed", epoch=self.saved_epoch, reason="loss became NaN or infinite")
+            elif isinstance(e, Exception):
+                log = self.run_dir / "error.log"
+                write_marker(self.run_dir, "failed", epoch=self.epoch,
+                             reason=f"{type(e).__name__}: {' '.join(str(e).split())[:300]} (see error.log)")
+                e.aevb_log = log
+        except OSError:
+            pass  # the original error matters more than the status
+
+    def _end(self) -> None:
+        self._close()
+        if self._lock is not None:
+            self._lock.release()
 
     def train_epoch(self) -> dict:
         cfg, t, obj = self.cfg, self.cfg.train, self.cfg.objective
@@ -439,17 +553,18 @@ class Trainer:
             if not self.dist.is_main:
                 return
             save_checkpoint(state, self.run_dir / CHECKPOINT)
+            self.saved_epoch = self.epoch
             self._epoch_files(record, checkpoint=False)
             return
         self._epoch_files(record)
 
     def _epoch_files(self, record: dict, checkpoint: bool = True) -> None:
         t = self.cfg.train
-        if t.images_every and (self.epoch % t.images_every == 0 or self.epoch == t.epochs):
-            self.write_images(self.run_dir / "images", suffix=f"_epoch{self.epoch:03d}")
-        if checkpoint:
+        if checkpoint:  # first: if it cannot be written, nothing else of this epoch is
             self.write_checkpoint()
         _write_metrics(self.run_dir, self.history)
+        if t.images_every and (self.epoch % t.images_every == 0 or self.epoch == t.epochs):
+            self.write_images(self.run_dir / "images", suffix=f"_epoch{self.epoch:03d}")
         w = self.writer
         if w is not None:
             for k, v in record.items():
@@ -498,6 +613,7 @@ class Trainer:
     def write_checkpoint(self) -> Path:
         path = self.run_dir / CHECKPOINT
         save_checkpoint(self.checkpoint_state(), path)
+        self.saved_epoch = self.epoch
         return path
 
     @property
@@ -536,26 +652,28 @@ class Trainer:
               f"  ETA {_fmt_time(eta)}", file=sys.stderr, flush=True)
 
     def _diverged(self, batch: int):
-        raise TrainingDiverged(
-            f"the loss became NaN or infinite in epoch {self.epoch + 1} (batch {batch + 1}); training stopped. "
-            f"The last good checkpoint (epoch {self.epoch}) is kept in {self.run_dir / CHECKPOINT}. "
-            "Try a smaller --lr, --grad-clip, or a --min-log-var floor for a gaussian likelihood.")
+        where = f"the loss became NaN or infinite in epoch {self.epoch + 1} (batch {batch + 1}); training stopped"
+        hint = "try a smaller --lr, --grad-clip, or a --min-log-var floor for a gaussian likelihood"
+        if self._new_run is not None and self._new_run.pending:
+            target = self._new_run.target
+            raise TrainingDiverged(f"{where}. The new run was discarded and {target} is unchanged; {hint}.")
+        if (self.run_dir / CHECKPOINT).is_file():
+            # a resume would repeat the same steps exactly (and diverge again): only new settings help
+            raise TrainingDiverged(f"{where}. The last good checkpoint (epoch {self.epoch}) is kept in "
+                                   f"{self.run_dir / CHECKPOINT} (status failed) and can be evaluated and "
+                                   f"plotted; to train on, start a new run: {hint}.")
+        raise TrainingDiverged(f"{where}, before any checkpoint (status failed). Start again with other "
+                               f"settings: `aevb train --out {self.run_dir} --overwrite ...`; {hint}.")
 
 
 # ---------------------------------------------------------------------------- helpers
-def _check_new_out(out: Path, overwrite: bool) -> None:
-    if out.exists():
-        if is_run(out):
-            if not overwrite:
-                raise RunError(f"{out} already holds a run; use --resume {out} to continue it, "
-                               "--overwrite to replace it, or choose another --out")
-        elif out.is_file() or any(out.iterdir()):
-            raise RunError(f"{out} exists and is not an empty folder nor an aevb run; choose another --out")
+RESUME_KEYS = CHECKPOINT_KEYS + ("optimizer", "scheduler", "rng", "history")
 
 
-def _read_resume(run_dir, overrides: Optional[RunConfig], given: Sequence[str]):
-    """(config, checkpoint state) of the run to continue, with the allowed overrides applied."""
-    run = Run(run_dir)
+def _read_resume(run: Run, overrides: Optional[RunConfig], given: Sequence[str]):
+    """(config, checkpoint state) of the run to continue, with the allowed overrides applied.
+    The state is None for a run that stopped before its first checkpoint: it starts again from
+    scratch with its saved config."""
     cfg = run.config
     if overrides is not None:
         clashes = [k for k in diff(cfg, overrides) if k in given and k not in RESUMABLE_CHANGES]
@@ -566,7 +684,43 @@ def _read_resume(run_dir, overrides: Optional[RunConfig], given: Sequence[str]):
         for k in given:
             if k in RESUMABLE_CHANGES:
                 _set(cfg, k, _get(overrides, k))
-    return cfg, run.checkpoint()
+    if not run.checkpoint_path.exists():
+        if run.info.get("status") == "finished":
+            raise RunError(f"{run.path} says it finished but its checkpoint {CHECKPOINT} is missing; the run "
+                           "folder is damaged: restore the checkpoint, or train a new run")
+        return cfg, None
+    return cfg, load_checkpoint(run.checkpoint_path, required=RESUME_KEYS)
+
+
+def data_fingerprint(cfg: RunConfig) -> Optional[dict]:
+    from .data.fingerprint import fingerprint
+
+    return fingerprint(cfg.data.dataset)
+
+
+def check_fingerprint(run: Run, cfg: RunConfig) -> None:
+    """Refuse to continue a run on ``array:`` / ``folder:`` data that changed since it started."""
+    from .data.fingerprint import describe_change
+
+    then = run.info.get("data_fingerprint")
+    if not then:
+        return
+    now = data_fingerprint(cfg)
+    if now is None or now.get("sha256") != then.get("sha256"):
+        raise RunError(f"--resume {run.path}: the data {describe_change(cfg.data.dataset, then, now)}; the run "
+                       "would continue on other data. Put the original data back, or train a new run on the "
+                       "new data (--out)")
+
+
+@contextlib.contextmanager
+def _checkpoint_errors(run_dir):
+    """A checkpoint whose parts do not fit the run's config is a CheckpointError, not a crash."""
+    try:
+        yield
+    except (KeyError, IndexError, RuntimeError, ValueError, TypeError) as e:
+        detail = " ".join(str(e).split())[:200] or type(e).__name__
+        raise CheckpointError(f"the checkpoint of {run_dir} does not fit its config.json ({type(e).__name__}: "
+                              f"{detail}); the run folder is damaged") from None
 
 
 def _distributed_device(device: torch.device, asked: str, dist) -> torch.device:

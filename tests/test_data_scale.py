@@ -343,5 +343,5 @@ def test_learning_rate_warm_up_scales_the_first_steps(tmp_path):
         before = [p.detach().clone() for p in tr.model.parameters()]
         tr.fit()
         assert tr.optimizer.param_groups[0]["lr"] == 0.1  # the schedule's rate is restored
-        moved[warm] = max(float((p - b).abs().max()) for p, b in zip(tr.model.parameters(), before))
+        moved[warm] = max(float((p.detach() - b).abs().max()) for p, b in zip(tr.model.parameters(), before))
     assert moved[0] > 1e-2 and moved[10 ** 9] < 1e-6, moved  # 1e-6: about 25 steps of lr * 25 / 1e9

@@ -32,7 +32,7 @@ def test_onnx_files_match_pytorch(run_dir, capsys):
     assert "encoder.onnx" in out and "decoder.onnx" in out
     run = Run(run_dir)
     model = run.load_model()
-    x = run.load_data().test.x[:37]
+    x = run.load_data().test.rows(0, 37)
     enc = ort.InferenceSession(str(run_dir / "export" / "encoder.onnx"), providers=["CPUExecutionProvider"])
     dec = ort.InferenceSession(str(run_dir / "export" / "decoder.onnx"), providers=["CPUExecutionProvider"])
     mu, log_var = enc.run(["mu", "log_var"], {"x": x.numpy()})
@@ -60,7 +60,7 @@ def test_safetensors_load_back_into_a_vae(run_dir, tmp_path):
 
     loaded = aevb.load_safetensors(path)
     model = Run(run_dir).load_model()
-    x = Run(run_dir).load_data().test.x[:20]
+    x = Run(run_dir).load_data().test.rows(0, 20)
     with torch.no_grad():
         for a, b in zip(model.encode(x), loaded.encode(x)):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=0)

@@ -3,7 +3,13 @@ users can cause into a one-line message and a non-zero exit."""
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -23,17 +29,23 @@ def add_device_argument(p: argparse.ArgumentParser) -> None:
 
 
 def user_errors() -> tuple:
-    """Exceptions that mean 'the input was wrong': reported without a traceback."""
+    """Exceptions that mean 'the input was wrong' (or the machine refused, e.g. a full disk):
+    reported as one line, without a traceback."""
     from ..config import ConfigError
     from ..data import DataError
-    from ..io import CheckpointError
+    from ..io import CheckpointError, DiskFullError
+    from ..lock import LockedError
     from ..runs import RunError
     from ..trainer import TrainingDiverged
 
-    return (ConfigError, DataError, CheckpointError, RunError, TrainingDiverged, FileNotFoundError)
+    return (ConfigError, DataError, CheckpointError, RunError, LockedError, DiskFullError, TrainingDiverged,
+            FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
 def run_command(args: argparse.Namespace) -> int:
+    """Run a sub-command: errors a user can cause end as one line and exit status 2 (3 for a
+    diverged training run); anything else as one line pointing to a log file that holds the
+    traceback (exit status 1). Never a bare traceback."""
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -41,5 +53,56 @@ def run_command(args: argparse.Namespace) -> int:
               "(a training run continues with `aevb train --resume RUN`)", file=sys.stderr)
         return 130
     except user_errors() as e:
-        print(f"aevb {args.command}: error: {e}", file=sys.stderr)
-        return 2 if not type(e).__name__ == "TrainingDiverged" else 3
+        print(f"aevb {args.command}: error: {one_line(e)}", file=sys.stderr)
+        return 3 if type(e).__name__ == "TrainingDiverged" else 2
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return internal_error(args, e)
+        where = f" {e.filename}" if e.filename else ""
+        print(f"aevb {args.command}: error: disk full: could not write{where}; free some space on that disk "
+              "and run the command again", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"aevb {args.command}: error: out of memory; use smaller batches (--batch-size, "
+              "--memory-budget) or a smaller model", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug, or a fault nobody foresaw
+        return internal_error(args, e)
+
+
+def internal_error(args: argparse.Namespace, e: BaseException) -> int:
+    """One line naming the error and the log file holding its traceback; exit status 1."""
+    try:
+        log = write_error_log(args, e)
+    except OSError:
+        log = "nowhere: the log could not be written either"
+    print(f"aevb {args.command}: internal error: {type(e).__name__}: {one_line(e)[:300]} "
+          f"(the full traceback is in {log}; please report it)", file=sys.stderr)
+    return 1
+
+
+def one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)) and e.filename:
+        text = f"{e.strerror}: {e.filename}"
+    return text or type(e).__name__
+
+
+def write_error_log(args: argparse.Namespace, e: BaseException) -> Path:
+    """Write the traceback of ``e`` to the log a run writer named (``e.aevb_log``, e.g.
+    RUN/error.log) or else to a file in the temporary folder; returns its path."""
+    text = (f"aevb {args.command} failed at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n"
+            f"command: {' '.join(sys.argv)}\n\n"
+            + "".join(traceback.format_exception(type(e), e, e.__traceback__)))
+    log = getattr(e, "aevb_log", None)
+    if log is not None:
+        try:
+            with open(log, "a") as f:
+                f.write(text + "\n")
+            return Path(log)
+        except OSError:
+            pass
+    fd, path = tempfile.mkstemp(prefix=f"aevb-{args.command}-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".log")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return Path(path)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import sys
 from pathlib import Path
 
 from .common import add_device_argument, add_parser, add_run_argument
@@ -44,6 +46,8 @@ def register(sub) -> None:
                    help="fuse the Bernoulli likelihood with torch.compile (compiles for ~1 minute once; "
                         "pays off for long evaluations)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
+    p.add_argument("--force", action="store_true",
+                   help="run an evaluation estimated to take over a day or more memory than this machine has")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (one is shown on a terminal)")
     add_device_argument(p)
     p.set_defaults(func=run)
@@ -55,27 +59,35 @@ def run(args: argparse.Namespace) -> int:
     from ..config import ConfigError
     from ..evaluate import default_output, evaluate_run, write_per_datapoint
     from ..io import atomic_write_text
-    from ..runs import Run
+    from ..runs import Run, check_output, parse_device
 
     if args.k is None or args.k < 1:
         raise ConfigError(f"--k must be a positive number of importance samples (1 for the ELBO only); got {args.k}")
-    for name in ("batch_size", "chunk"):
+    for name in ("batch_size", "chunk", "threads"):
         v = getattr(args, name)
         if v is not None and v < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1; got {v}")
-    if not args.memory_budget > 0:
-        raise ConfigError(f"--memory-budget must be positive; got {args.memory_budget}")
-    if args.per_datapoint and Path(args.per_datapoint).suffix.lower() not in (".csv", ".npy"):
-        raise ConfigError(f"--per-datapoint {args.per_datapoint}: use a file name ending in .csv or .npy")
+    if not (args.memory_budget > 0 and math.isfinite(args.memory_budget)):
+        raise ConfigError(f"--memory-budget must be a positive number of millions of floats; got {args.memory_budget}")
+    if not 0 <= args.seed <= 2 ** 63 - 1:
+        raise ConfigError(f"--seed must be in 0..2**63-1; got {args.seed}")
+    if args.device != "auto":
+        parse_device(args.device)
+    run_ = Run(args.run)
+    # every output is checked before the (maybe long) evaluation
+    out = Path(args.out) if args.out else default_output(run_.path, args.split, args.k)
+    check_output(out, "--out")
+    if args.per_datapoint:
+        check_output(args.per_datapoint, "--per-datapoint", suffixes=(".csv", ".npy"))
+        if Path(args.per_datapoint).resolve() == out.resolve():
+            raise ConfigError(f"--per-datapoint and --out are the same file {out}; give two names")
     if args.threads:
         torch.set_num_threads(int(args.threads))
-    run_ = Run(args.run)
     result = evaluate_run(run_, split=args.split, k=args.k, batch_size=args.batch_size, chunk=args.chunk,
                           seed=args.seed, device=args.device, progress=args.progress,
                           budget=int(args.memory_budget * 1e6), compile=args.compile,
-                          per_datapoint=bool(args.per_datapoint))
+                          per_datapoint=bool(args.per_datapoint), check=lambda m, x: plan(args, m, x))
     rows = result.pop("per_datapoint", None)
-    out = Path(args.out) if args.out else default_output(run_.path, args.split, args.k)
     # Files are written only now, each atomically: an interrupted evaluation leaves none.
     if rows is not None:
         write_per_datapoint(args.per_datapoint, rows)
@@ -85,6 +97,49 @@ def run(args: argparse.Namespace) -> int:
         print(f"per-datapoint rows: {args.per_datapoint}")
     print(f"wrote {out}")
     return 0
+
+
+# an evaluation estimated to take longer than this (seconds) is refused without --force
+MAX_SECONDS = 24 * 3600
+
+
+def plan(args: argparse.Namespace, model, x) -> None:
+    """Print the estimated time and memory of the evaluation; refuse an absurd one (over a day,
+    or more memory than the machine has) unless --force."""
+    from ..config import ConfigError
+    from ..evaluate import estimate_seconds, memory_need
+
+    budget = int(args.memory_budget * 1e6)
+    need, ram = memory_need(model, len(x), args.k, args.batch_size, args.chunk, budget), _physical_memory()
+    what = f"{len(x)} datapoints x k = {args.k} samples"
+    if ram and need > 0.8 * ram and not args.force:
+        raise ConfigError(f"evaluating {what} needs about {need / 1e9:,.1f} GB of memory, more than this "
+                          f"machine's {ram / 1e9:.1f} GB: lower --memory-budget, --batch-size or --chunk, or "
+                          "--force to try anyway")
+    seconds = estimate_seconds(model, x, args.k, budget)
+    said = f"{what}: about {_duration(seconds)} and {need / 1e6:,.0f} MB of memory (estimate)"
+    if seconds > MAX_SECONDS and not args.force:
+        raise ConfigError(f"evaluating {said}; that is over a day: use a smaller --k (5000 is the usual "
+                          "log-likelihood estimate), or --force to run it anyway")
+    if seconds > 10:
+        print(f"evaluating {said}", file=sys.stderr, flush=True)
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def _duration(s: float) -> str:
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.0f} min"
+    if s < 2 * 86400:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:,.0f} days"
 
 
 def format_summary(r: dict) -> str:

@@ -60,18 +60,25 @@ def add_figure_options(p: argparse.ArgumentParser, n_help: str) -> None:
 
 
 def check_grid_size(args: argparse.Namespace) -> None:
+    """The figure options shared by plot and report, checked before any work."""
     from ..config import ConfigError
+    from ..runs import parse_device
 
-    if args.n is not None and args.n < 1:
-        raise ConfigError("-n/--grid-size must be at least 1")
+    if args.n is not None and not 1 <= args.n <= 200:
+        raise ConfigError(f"-n/--grid-size must be in 1..200; got {args.n}")
+    if not 0 <= args.seed <= 2 ** 32 - 1:
+        raise ConfigError(f"--seed must be in 0..{2 ** 32 - 1}; got {args.seed}")
+    if args.device != "auto":
+        parse_device(args.device)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..plots import FigureContext, draw_figures
-    from ..runs import Run
+    from ..runs import Run, check_output
 
     check_grid_size(args)
     run_ = Run(args.run)
+    check_output(args.out or run_.path / "figures", "--out", folder=True)
     # figures that need only the model can be drawn where the data set is not available
     optional = args.kind in MODEL_ONLY_KINDS + ("all",)
     ctx = FigureContext.from_run(run_, device=args.device, data_optional=optional)

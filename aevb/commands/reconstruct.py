@@ -26,14 +26,20 @@ def run(args: argparse.Namespace) -> int:
 
     from ..config import ConfigError
     from ..images import save_grid
-    from ..runs import Run, resolve_device
+    from ..runs import Run, check_output, resolve_device
 
+    if not 1 <= args.n <= 10000:
+        raise ConfigError(f"-n must be in 1..10000 images; got {args.n}")
+    if args.ncol < 1:
+        raise ConfigError(f"--ncol must be at least 1; got {args.ncol}")
     run_ = Run(args.run)
+    out = Path(args.out) if args.out else run_.images_dir / "reconstructions.png"
+    check_output(out, "--out", suffixes=(".png",))
+    device = resolve_device(args.device)
     data = run_.load_data()
     split = data.split(args.split)
-    if not (0 <= args.start < len(split)) or args.n < 1:
-        raise ConfigError(f"choose -n >= 1 and --start in [0, {len(split) - 1}]")
-    device = resolve_device(args.device)
+    if not 0 <= args.start < len(split):
+        raise ConfigError(f"--start {args.start} is outside the {args.split} split: choose 0..{len(split) - 1}")
     model = run_.load_model(device)
     x = split.rows(args.start, args.start + args.n, device)
     rec = model.reconstruct(x)
@@ -45,7 +51,6 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for i in range(0, len(x), ncol):  # originals over reconstructions, row pair by row pair
         rows += [x[i:i + ncol], rec[i:i + ncol]]
-    out = Path(args.out) if args.out else run_.images_dir / "reconstructions.png"
     save_grid(out, torch.cat(rows), data.image_shape, ncol)
     print(out)
     return 0

@@ -29,10 +29,13 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..report import write_report
-    from ..runs import Run
+    from ..runs import Run, check_output
 
     check_grid_size(args)
     run_ = Run(args.run)
+    check_output(args.out or run_.path / "report.html", "--out", suffixes=(".html", ".htm"))
+    if args.figures:
+        check_output(run_.path / "figures", "figures folder", folder=True)
     path = write_report(run_, figures=args.figures, out=args.out, n=args.n, method=args.method,
                         seed=args.seed, draw=args.draw, device=args.device)
     print(path)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from .common import add_parser
 
@@ -48,11 +49,28 @@ def run(args: argparse.Namespace) -> int:
     from ..experiments import ReproduceError, run_experiment
     from ..config import ConfigError
 
-    if args.threads:
-        torch.set_num_threads(int(args.threads))
+    from ..experiments import default_out
+    from ..runs import check_output, is_run, resolve_device
+
+    if args.threads is not None and not 1 <= args.threads <= 4096:
+        raise ConfigError(f"--threads must be in 1..4096; got {args.threads}")
+    if not 0 <= args.seed <= 2 ** 32 - 1:
+        raise ConfigError(f"--seed must be in 0..{2 ** 32 - 1}; got {args.seed}")
+    resolve_device(args.device)
     names = EXPERIMENTS if args.name == "all" else (args.name,)
     if args.out and len(names) > 1:
         raise ConfigError("--out names one folder; give it with a single experiment, not 'all'")
+    for name in names:
+        out = args.out or default_out(name, args.budget)
+        check_output(out, "--out", folder=True)
+        if is_run(out):
+            raise ConfigError(f"--out {out} is a training run folder; give a folder of its own for the experiment")
+    for d in ("data_dir", "mnist_dir", "frey_dir"):
+        v = getattr(args, d)
+        if v and Path(v).expanduser().exists() and not Path(v).expanduser().is_dir():
+            raise ConfigError(f"--{d.replace('_', '-')} {v} is a file, not a folder")
+    if args.threads:
+        torch.set_num_threads(int(args.threads))
     for name in names:
         t0 = time.perf_counter()
         try:

@@ -27,11 +27,17 @@ def run(args: argparse.Namespace) -> int:
 
     from ..config import ConfigError
     from ..images import save_grid
-    from ..runs import Run, resolve_device
+    from ..runs import Run, check_output, resolve_device
 
-    if args.n < 1:
-        raise ConfigError("-n must be at least 1")
+    if not 1 <= args.n <= 10000:
+        raise ConfigError(f"-n must be in 1..10000 samples; got {args.n}")
+    if args.ncol is not None and args.ncol < 1:
+        raise ConfigError(f"--ncol must be at least 1; got {args.ncol}")
+    if not 0 <= args.seed <= 2 ** 63 - 1:
+        raise ConfigError(f"--seed must be in 0..2**63-1; got {args.seed}")
     run_ = Run(args.run)
+    out = Path(args.out) if args.out else run_.images_dir / "samples.png"
+    check_output(out, "--out", suffixes=(".png",))
     device = resolve_device(args.device)
     model = run_.load_model(device)
     shape = run_.checkpoint()["image_shape"]
@@ -40,7 +46,6 @@ def run(args: argparse.Namespace) -> int:
     with torch.no_grad():
         params = model.decode(z)
         x = model.likelihood.sample(params) if args.draw else model.likelihood.mean(params)
-    out = Path(args.out) if args.out else run_.images_dir / "samples.png"
     save_grid(out, x, shape, args.ncol or max(1, int(math.ceil(math.sqrt(args.n)))))
     print(out)
     return 0

@@ -124,7 +124,7 @@ def _preset_names():
 def config_from_args(args: argparse.Namespace):
     """(config, given): the config built from defaults, preset, file and options, and the dotted
     names of the options the user typed."""
-    from ..config import RunConfig, load_config_file, merge
+    from ..config import RunConfig, load_config_file, merge, validate
     from ..presets import apply_preset
 
     cfg = RunConfig()
@@ -133,37 +133,50 @@ def config_from_args(args: argparse.Namespace):
     if args.config:
         file_cfg = load_config_file(args.config)
         if file_cfg.get("preset") and not args.preset:
+            cfg = merge(cfg, {"preset": file_cfg["preset"]}, source=str(args.config))  # checks the name
             cfg = apply_preset(cfg, file_cfg["preset"])
-        cfg = merge(cfg, {k: v for k, v in file_cfg.items() if k != "preset"}, source=str(args.config))
+        cfg = merge(cfg, {k: v for k, v in file_cfg.items() if k != "preset"}, source=str(args.config),
+                    where=lambda k: f"{args.config}, key {k}")
     updates, given = {}, []
+    flags = {key: flag for flag, key, _ in OPTIONS}
     for _, key, _ in OPTIONS:
         if hasattr(args, key):
             sec, name = key.split(".")
             value = getattr(args, key)
-            if name == "validation" and value >= 1:
-                value = int(value)
+            if name == "validation" and float(value).is_integer() and value >= 1:
+                value = int(value)  # a count; a fraction or 1.5 stays a float (and 1.5 is refused)
             updates.setdefault(sec, {})[name] = value
             given.append(key)
-    return merge(cfg, updates, source="command line"), given
+    cfg = merge(cfg, updates, source="command line", where=lambda k: f"option {flags[k]}")
+    validate(cfg)  # every setting and combination, before anything is loaded or written
+    return cfg, given
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..config import ConfigError
     from ..trainer import Trainer
 
-    cfg, given = config_from_args(args)
     if args.resume:
         if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
-            print("aevb train: error: --resume continues a run in its own folder; drop --out", file=sys.stderr)
-            return 2
+            raise ConfigError("--resume continues a run in its own folder; drop --out")
         if args.preset or args.config:
-            print("aevb train: error: --resume uses the run's saved config; drop --preset/--config", file=sys.stderr)
-            return 2
+            raise ConfigError("--resume uses the run's saved config; drop --preset/--config")
+        if args.overwrite:
+            raise ConfigError("--overwrite replaces a run and --resume continues one; give only one of them")
+    cfg, given = config_from_args(args)
+    if args.resume:
         trainer = Trainer.resume(args.resume, overrides=cfg, given=given, callbacks=default_callbacks())
         if not trainer.dist.is_main:  # under torchrun only rank 0 talks
             pass
+        elif trainer.unfinished:
+            print(f"{trainer.run_dir} has trained all {trainer.epoch} epochs but did not finish; finishing it "
+                  "(figures, report, status)", file=sys.stderr)
         elif trainer.epoch >= trainer.cfg.train.epochs:
-            print(f"{trainer.run_dir} has already trained {trainer.epoch} epochs; "
-                  f"pass --epochs N with N > {trainer.epoch} to train further", file=sys.stderr)
+            print(f"{trainer.run_dir} has already trained {trainer.epoch} epochs; nothing was changed. "
+                  f"Pass --epochs N with N > {trainer.epoch} to train further", file=sys.stderr)
+        elif trainer.epoch == 0:
+            print(f"starting {trainer.run_dir} again from scratch with its saved settings (it stopped before "
+                  f"its first checkpoint): {trainer.cfg.train.epochs} epochs", file=sys.stderr)
         else:
             print(f"resuming {trainer.run_dir} at epoch {trainer.epoch}/{trainer.cfg.train.epochs}", file=sys.stderr)
     else:
@@ -174,10 +187,13 @@ def run(args: argparse.Namespace) -> int:
         trainer = Trainer.new(cfg, out, overwrite=args.overwrite, callbacks=default_callbacks())
         if trainer.dist.is_main:
             print(f"training on {trainer.data.name} ({len(trainer.data.train)} train / {len(trainer.data.test)} test, "
-                  f"{trainer.data.dim} values each) -> {trainer.run_dir}  [{trainer.device}]"
+                  f"{trainer.data.dim} values each) -> {out}  [{trainer.device}]"
+                  + ("  (replaces the run there once the first epoch has trained)"
+                     if trainer._new_run is not None and trainer._new_run.pending else "")
                   + (f"  x {trainer.dist.world_size} processes" if trainer.dist.enabled else ""), file=sys.stderr)
+    before = trainer.epoch
     trainer.fit()
-    last = trainer.history[-1] if trainer.history else None
+    last = trainer.history[-1] if trainer.history and trainer.epoch > before else None
     if last and trainer.dist.is_main:
         print(f"done: test loss {-last['test_bound']:.2f} nats per datapoint (negative ELBO) after "
               f"{trainer.epoch} epochs; run folder {trainer.run_dir}")

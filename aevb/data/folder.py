@@ -66,8 +66,9 @@ def normalise_size(image_size) -> Optional[Tuple[int, int]]:
 def find_images(root: Path) -> List[Path]:
     """All PNG / JPEG files under ``root`` (recursively, hidden files and folders skipped), sorted.
 
-    Symbolic links are followed, but a folder already visited (a link loop, or two links to the
-    same folder) is read once, and a file reached twice through links counts once."""
+    Symbolic links are followed, but a folder is entered once however many links lead to it (a
+    link loop ends there), and a file reached by several paths is listed once (its first path
+    in sorted order): no image is loaded twice, nor lands in both train and test."""
     out, seen_dirs, seen_files = [], set(), set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         st = os.stat(dirpath)
@@ -78,17 +79,18 @@ def find_images(root: Path) -> List[Path]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for f in filenames:
             if not f.startswith(".") and f.lower().endswith(EXTENSIONS):
-                p = Path(dirpath) / f
-                try:
-                    fst = os.stat(p)
-                except OSError:
-                    out.append(p)  # a dangling link: reported as unreadable later
-                    continue
-                if (fst.st_dev, fst.st_ino) in seen_files and os.path.islink(p):
-                    continue
-                seen_files.add((fst.st_dev, fst.st_ino))
-                out.append(p)
-    return sorted(out)
+                out.append(Path(dirpath) / f)
+    unique = []
+    for p in sorted(out):
+        try:
+            st = p.stat()
+        except OSError:  # a broken link: reported when it cannot be read
+            unique.append(p)
+            continue
+        if (st.st_dev, st.st_ino) not in seen_files:
+            seen_files.add((st.st_dev, st.st_ino))
+            unique.append(p)
+    return unique
 
 
 def _listing(items: Sequence[str]) -> str:

@@ -1,0 +1,613 @@
+"""Nothing a user types can lose a run: bad input ends as one line and exit status 2 with every
+file unchanged; run folders have one writer; crashes, kills, full disks and divergence leave a
+run that can be continued or was never touched."""
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from aevb import load_run
+from aevb.cli import main
+from aevb.io import load_checkpoint
+from aevb.lock import LOCK_NAME
+from aevb.runs import read_marker
+from aevb.trainer import Trainer
+
+from conftest import tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+NO_CUDA = not torch.cuda.is_available()
+
+
+# ------------------------------------------------------------------ one shared workspace
+def _write(path: Path, text) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ws(tmp_path_factory):
+    """A folder with one small finished run (digits, 1 epoch), damaged copies of it, a folder
+    that only looks like a run, config files with bad values, and data files."""
+    root = tmp_path_factory.mktemp("ws")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        Trainer.new(tiny_config(train={"epochs": 1}), root / "run").fit()
+    finally:
+        torch.set_num_threads(before)
+    run = root / "run"
+    ckpt = Path("checkpoints") / "last.pt"
+
+    def copy(name):
+        shutil.copytree(run, root / name)
+        return root / name
+
+    (copy("zero") / ckpt).write_bytes(b"")
+    torch.save({"format": "aevb-checkpoint", "version": 1}, copy("keyless") / ckpt)
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(root / "pwned"),))
+
+    torch.save({"format": "aevb-checkpoint", "model": Payload()}, copy("pickled") / ckpt)
+    t = copy("truncated") / ckpt
+    t.write_bytes(t.read_bytes()[:2000])
+    (copy("finished_no_ckpt") / ckpt).unlink()
+    _write(copy("bad_config") / "config.json", '{"model": {"latent_dim": "abc"}}')
+    _write(copy("bad_marker") / "run.json", '{"format": "something-else", "status": "finished"}')
+    failed = copy("failed_early")
+    (failed / ckpt).unlink()
+    m = json.loads((failed / "run.json").read_text())
+    m["status"] = "failed"
+    _write(failed / "run.json", json.dumps(m))
+    locked = copy("locked")  # pid 1 is always alive: a live writer on this host
+    _write(locked / LOCK_NAME, json.dumps({"pid": 1, "host": socket.gethostname(), "started": "now"}))
+
+    proj = root / "project"  # a user's folder that merely holds a file named run.json
+    _write(proj / "run.json", '{"name": "my project"}')
+    _write(proj / "notes.txt", "precious")
+    (root / "empty").mkdir()
+    _write(root / "file.txt", "a file")
+    np.save(root / "real.npy", (np.random.default_rng(0).normal(size=(40, 6)) * 3).astype(np.float32))
+    c = root / "cfg"
+    for name, text in {
+        "latent_abc.yaml": "model:\n  latent_dim: abc\n",
+        "epochs_str.yaml": "train:\n  epochs: \"3\"\n",
+        "batch_float.yaml": "train:\n  batch_size: 64.5\n",
+        "epochs_float.yaml": "train:\n  epochs: 1.5\n",
+        "batch_bool.yaml": "train:\n  batch_size: true\n",
+        "unknown_key.yaml": "model:\n  latent_size: 3\n",
+        "unknown_section.yaml": "foo:\n  bar: 1\n",
+        "section_scalar.yaml": "model: 3\n",
+        "list.yaml": "- a\n- b\n",
+        "syntax.yaml": "model: [1, 2\n",
+        "lr_str.yaml": "optim:\n  lr: fast\n",
+        "hidden_str.yaml": "model:\n  encoder_hidden: \"400\"\n",
+        "hidden_neg.yaml": "model:\n  encoder_hidden: [400, -1]\n",
+        "preset_bad.yaml": "preset: nope\n",
+        "grad_clip.json": '{"optim": {"grad_clip": -1}}',
+        "lr_nan.json": '{"optim": {"lr": NaN}}',
+        "threads_float.json": '{"train": {"threads": 2.0}}',
+        "syntax.json": '{"optim": ',
+        "device_int.yaml": "train:\n  device: 0\n",
+        "gamma_big.yaml": "optim:\n  schedule: step\n  gamma: 3\n",
+    }.items():
+        _write(c / name, text)
+    _write(c / "binary.yaml", b"\xff\xfe\x00garbage")
+    (c / "a_folder.yaml").mkdir()
+    return root
+
+
+def _snapshot(root: Path) -> dict:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# (argv with {ws} for the workspace, expected exit status, text the one-line message must hold)
+T = "train --no-progress --no-tensorboard --threads 1 --epochs 1"
+CASES = [
+    # train: values of options
+    (f"{T} --grad-clip -1", 2, "optim.grad_clip = -1.0 (from option --grad-clip) is out of range"),
+    (f"{T} --grad-clip nan", 2, "optim.grad_clip = nan (from option --grad-clip) is not finite"),
+    (f"{T} --grad-clip 0", 2, "optim.grad_clip"),
+    (f"{T} --lr nan", 2, "optim.lr = nan"),
+    (f"{T} --lr inf", 2, "optim.lr = inf"),
+    (f"{T} --lr 0", 2, "must be a number > 0"),
+    (f"{T} --lr -1", 2, "optim.lr = -1.0"),
+    (f"{T} --momentum -1", 2, "optim.momentum"),
+    (f"{T} --momentum 1", 2, ">= 0 and < 1"),
+    (f"{T} --momentum 0.9", 2, "momentum applies to the sgd optimizer only"),
+    (f"{T} --step-epochs 0", 2, "optim.step_epochs = 0"),
+    (f"{T} --schedule exponential --gamma -1", 2, "optim.gamma = -1.0"),
+    (f"{T} --gamma 0", 2, "optim.gamma"),
+    (f"{T} --gamma 2", 2, "> 0 and <= 1"),
+    (f"{T} --threads -1", 2, "train.threads = -1"),
+    (f"{T} --threads 0", 2, "train.threads"),
+    (f"{T} --device tpu", 2, "train.device = 'tpu'"),
+    (f"{T} --device cuda:-1", 2, "train.device"),
+    (f"{T} --device gpu0", 2, "auto, cpu, cuda, cuda:N or mps"),
+    (f"{T} --init-std -1", 2, "model.init_std = -1.0"),
+    (f"{T} --init-std 0", 2, "model.init_std"),
+    (f"{T} --init-std nan", 2, "model.init_std"),
+    (f"{T} --latent-dim 0", 2, "model.latent_dim = 0"),
+    (f"{T} --latent-dim -3", 2, "model.latent_dim"),
+    (f"{T} --hidden 0", 2, "model.encoder_hidden = [0]"),
+    (f"{T} --hidden 16 -5", 2, "model.encoder_hidden"),
+    (f"{T} --decoder-hidden 0", 2, "model.decoder_hidden"),
+    (f"{T} --activation swish", 2, "model.activation = 'swish'"),
+    (f"{T} --epochs 0", 2, "train.epochs = 0"),
+    (f"{T} --epochs -1", 2, "train.epochs"),
+    (f"{T} --batch-size 0", 2, "train.batch_size = 0"),
+    (f"{T} --eval-batch-size 0", 2, "train.eval_batch_size"),
+    (f"{T} --seed -1", 2, "train.seed = -1"),
+    (f"{T} --seed 99999999999999999999", 2, "train.seed"),
+    (f"{T} --data-seed -1", 2, "data.seed"),
+    (f"{T} --samples 0", 2, "objective.samples"),
+    (f"{T} --k 0", 2, "objective.k"),
+    (f"{T} --beta -1", 2, "objective.beta"),
+    (f"{T} --beta nan", 2, "objective.beta"),
+    (f"{T} --warmup-epochs -1", 2, "objective.warmup_epochs"),
+    (f"{T} --objective iwae --beta 0.5", 2, "applies to the elbo objective only"),
+    (f"{T} --weight-decay -1", 2, "optim.weight_decay"),
+    (f"{T} --sigma 0", 2, "model.sigma"),
+    (f"{T} --sigma -1", 2, "model.sigma"),
+    (f"{T} --min-log-var nan", 2, "model.min_log_var"),
+    (f"{T} --validation -1", 2, "data.validation"),
+    (f"{T} --validation 1.5", 2, "data.validation = 1.5"),
+    (f"{T} --validation 100000", 2, "leaves nothing to train on"),
+    (f"{T} --images-every -1", 2, "train.images_every"),
+    (f"{T} --image-size 0 0", 2, "data.image_size"),
+    (f"{T} --image-size 8 8", 2, "apply to folder:PATH and celeba data only"),
+    (f"{T} --crop 4 4", 2, "apply to folder:PATH and celeba data only"),
+    (f"{T} --color rgb", 2, "applies to folder:PATH data only"),
+    (f"{T} --dataset celeba --data-dir NOPE --color grey", 2, "applies to folder:PATH data only"),
+    (f"{T} --memory-budget lots", 2, "data.memory_budget = 'lots' (from option --memory-budget)"),
+    (f"{T} --memory-budget=-5GB", 2, "data.memory_budget"),
+    (f"{T} --crop 0 148 --dataset celeba", 2, "data.crop = [0, 148]"),
+    (f"{T} --lr-warmup-steps -1", 2, "optim.warmup_steps = -1"),
+    (f"{T} --dataset celeba --data-dir NOPE", 2, "list_eval_partition.txt"),
+    (f"{T} --likelihood bernoulli --mean-activation sigmoid", 2, "gaussian likelihoods only"),
+    (f"{T} --dataset imagenet", 2, "unknown data set 'imagenet'"),
+    (f"{T} --dataset array:{{ws}}/missing.npy", 2, "file not found"),
+    (f"{T} --dataset folder:{{ws}}/missing", 2, "is not a folder"),
+    (f"{T} --dataset folder:{{ws}}/empty", 2, "no images"),
+    (f"{T} --dataset array:{{ws}}/real.npy --likelihood bernoulli", 2, "[0, 1]"),
+    (f"{T} --dataset ' '", 2, "data.dataset"),
+    (f"{T} --epochs abc", 2, "invalid int value: 'abc'"),
+    (f"{T} --lr abc", 2, "invalid float value: 'abc'"),
+    (f"{T} --no-such-option", 2, "unrecognized arguments: --no-such-option"),
+    (f"{T} --binarize maybe", 2, "invalid choice: 'maybe'"),
+    (f"{T} --preset nope", 2, "unknown preset 'nope'"),
+    # train: config files
+    (f"{T} --config {{ws}}/cfg/missing.yaml", 2, "does not exist"),
+    (f"{T} --config {{ws}}/cfg/a_folder.yaml", 2, "is not a file"),
+    (f"{T} --config {{ws}}/cfg/binary.yaml", 2, "could not be read"),
+    (f"{T} --config {{ws}}/cfg/syntax.yaml", 2, "could not be parsed"),
+    (f"{T} --config {{ws}}/cfg/syntax.json", 2, "could not be parsed"),
+    (f"{T} --config {{ws}}/cfg/list.yaml", 2, "must hold a mapping of sections"),
+    (f"{T} --config {{ws}}/cfg/latent_abc.yaml", 2, "latent_abc.yaml, key model.latent_dim) has the wrong type"),
+    (f"{T} --config {{ws}}/cfg/epochs_str.yaml", 2, "train.epochs = '3' (a string)"),
+    (f"{T} --config {{ws}}/cfg/batch_float.yaml", 2, "train.batch_size = 64.5"),
+    (f"{T} --config {{ws}}/cfg/epochs_float.yaml", 2, "train.epochs = 1.5"),
+    (f"{T} --config {{ws}}/cfg/batch_bool.yaml", 2, "train.batch_size = True (a boolean)"),
+    (f"{T} --config {{ws}}/cfg/unknown_key.yaml", 2, "unknown option model.latent_size"),
+    (f"{T} --config {{ws}}/cfg/unknown_section.yaml", 2, "unknown section 'foo'"),
+    (f"{T} --config {{ws}}/cfg/section_scalar.yaml", 2, "section 'model' must be a mapping"),
+    (f"{T} --config {{ws}}/cfg/lr_str.yaml", 2, "optim.lr = 'fast'"),
+    (f"{T} --config {{ws}}/cfg/hidden_str.yaml", 2, "model.encoder_hidden = '400'"),
+    (f"{T} --config {{ws}}/cfg/hidden_neg.yaml", 2, "model.encoder_hidden = [400, -1]"),
+    (f"{T} --config {{ws}}/cfg/preset_bad.yaml", 2, "preset = 'nope'"),
+    (f"{T} --config {{ws}}/cfg/grad_clip.json", 2, "grad_clip.json, key optim.grad_clip) is out of range"),
+    (f"{T} --config {{ws}}/cfg/lr_nan.json", 2, "optim.lr = nan"),
+    (f"{T} --config {{ws}}/cfg/threads_float.json", 2, "train.threads = 2.0"),
+    (f"{T} --config {{ws}}/cfg/device_int.yaml", 2, "train.device = 0"),
+    (f"{T} --config {{ws}}/cfg/gamma_big.yaml", 2, "optim.gamma = 3"),
+    # train: output folders
+    (f"{T} --out {{ws}}/run", 2, "already holds a run; use `aevb train --resume"),
+    (f"{T} --out {{ws}}/project", 2, "neither an empty folder nor an aevb run"),
+    (f"{T} --out {{ws}}/project --overwrite", 2, "neither an empty folder nor an aevb run"),
+    (f"{T} --out {{ws}}/file.txt", 2, "is a file, not a folder"),
+    (f"{T} --out {{ws}}/file.txt/sub", 2, "is a file, so nothing can be created"),
+    (f"{T} --out /proc/aevb-run", 2, "cannot write into /proc"),
+    (f"{T} --out {{ws}}/run/checkpoints/new", 2, "would write into checkpoints"),
+    (f"{T} --out {{ws}}/run --overwrite --init-std -1", 2, "model.init_std"),
+    (f"{T} --out {{ws}}/run --overwrite --dataset array:{{ws}}/real.npy --likelihood bernoulli", 2, "[0, 1]"),
+    (f"{T} --out {{ws}}/run --overwrite --validation 100000", 2, "leaves nothing to train on"),
+    (f"{T} --out {{ws}}/locked", 2, "is being written by process 1"),
+    (f"{T} --out {{ws}}/locked --overwrite", 2, "would destroy a run that is still training"),
+    # train --resume
+    ("train --resume {ws}/missing", 2, "does not exist"),
+    ("train --resume {ws}/empty", 2, "not an aevb run folder"),
+    ("train --resume {ws}/project", 2, "not an aevb run folder"),
+    ("train --resume {ws}/bad_marker", 2, "not an aevb run folder"),
+    ("train --resume {ws}/file.txt", 2, "does not exist"),
+    ("train --resume {ws}/run --latent-dim 7", 2, "model.latent_dim: run has 3, asked 7"),
+    ("train --resume {ws}/run --out {ws}/other", 2, "drop --out"),
+    ("train --resume {ws}/run --preset digits", 2, "drop --preset/--config"),
+    ("train --resume {ws}/run --overwrite", 2, "give only one of them"),
+    ("train --resume {ws}/run --epochs 0", 2, "train.epochs = 0"),
+    ("train --resume {ws}/run --device tpu", 2, "train.device"),
+    ("train --resume {ws}/run --epochs 1", 0, "nothing was changed"),
+    ("train --resume {ws}/zero --epochs 3", 2, "is empty (0 bytes)"),
+    ("train --resume {ws}/keyless --epochs 3", 2, "lacks epoch, step, data_dim"),
+    ("train --resume {ws}/pickled --epochs 3", 2, "it can result in arbitrary code execution"),
+    ("train --resume {ws}/truncated --epochs 3", 2, "truncated, corrupted"),
+    ("train --resume {ws}/finished_no_ckpt --epochs 3", 2, "says it finished but its checkpoint"),
+    ("train --resume {ws}/bad_config", 2, "config.json could not be read"),
+    ("train --resume {ws}/locked --epochs 3", 2, "cannot resume it now"),
+    # evaluate
+    ("evaluate {ws}/missing", 2, "does not exist"),
+    ("evaluate {ws}/empty", 2, "not an aevb run folder"),
+    ("evaluate {ws}/project", 2, "not an aevb run folder"),
+    ("evaluate {ws}/run --k 0", 2, "--k must be a positive number"),
+    ("evaluate {ws}/run --k -5", 2, "--k must be a positive number"),
+    ("evaluate {ws}/run --k 1000000000", 2, "that is over a day"),
+    ("evaluate {ws}/run --k 10000000 --chunk 10000000 --batch-size 400", 2, "more than this machine's"),
+    ("evaluate {ws}/run --batch-size 0", 2, "--batch-size must be at least 1"),
+    ("evaluate {ws}/run --chunk 0", 2, "--chunk must be at least 1"),
+    ("evaluate {ws}/run --threads 0", 2, "--threads must be at least 1"),
+    ("evaluate {ws}/run --memory-budget 0", 2, "--memory-budget"),
+    ("evaluate {ws}/run --memory-budget nan", 2, "--memory-budget"),
+    ("evaluate {ws}/run --seed -1", 2, "--seed"),
+    ("evaluate {ws}/run --split valid", 2, "no 'valid' split"),
+    ("evaluate {ws}/run --split bogus", 2, "invalid choice: 'bogus'"),
+    ("evaluate {ws}/run --out {ws}/run", 2, "is a folder; give a file name"),
+    ("evaluate {ws}/run --out {ws}/run/checkpoints/last.pt", 2, "would write into checkpoints"),
+    ("evaluate {ws}/run --out {ws}/run/config.json", 2, "would write into config.json"),
+    ("evaluate {ws}/run --out {ws}/file.txt/x.json", 2, "is a file, so nothing can be created"),
+    ("evaluate {ws}/run --out /proc/x.json", 2, "cannot write into /proc"),
+    ("evaluate {ws}/run --per-datapoint {ws}/x.txt", 2, "must end in .csv or .npy"),
+    ("evaluate {ws}/run --per-datapoint {ws}/run/checkpoints/x.csv", 2, "would write into checkpoints"),
+    ("evaluate {ws}/run --out {ws}/same.csv --per-datapoint {ws}/same.csv", 2, "are the same file"),
+    ("evaluate {ws}/run --device tpu", 2, "not a device name"),
+    ("evaluate {ws}/zero", 2, "is empty (0 bytes)"),
+    ("evaluate {ws}/keyless", 2, "lacks"),
+    ("evaluate {ws}/pickled", 2, "weights_only"),
+    ("evaluate {ws}/truncated", 2, "truncated"),
+    ("evaluate {ws}/failed_early", 2, "aevb train --resume"),
+    ("evaluate {ws}/bad_marker", 2, "not an aevb run folder"),
+    # sample
+    ("sample {ws}/missing", 2, "does not exist"),
+    ("sample {ws}/run -n 0", 2, "-n must be in 1..10000"),
+    ("sample {ws}/run -n -1", 2, "-n must be in 1..10000"),
+    ("sample {ws}/run -n 1000000", 2, "-n must be in 1..10000"),
+    ("sample {ws}/run --ncol 0", 2, "--ncol"),
+    ("sample {ws}/run --seed -1", 2, "--seed"),
+    ("sample {ws}/run --out {ws}/run/checkpoints/last.pt", 2, "must end in .png"),
+    ("sample {ws}/run --out {ws}/run/checkpoints/x.png", 2, "would write into checkpoints"),
+    ("sample {ws}/run --out {ws}/run", 2, "is a folder"),
+    ("sample {ws}/run --device tpu", 2, "not a device name"),
+    ("sample {ws}/run -n abc", 2, "invalid int value"),
+    ("sample {ws}/keyless", 2, "lacks"),
+    ("sample {ws}/failed_early", 2, "before its first epoch ended"),
+    # reconstruct
+    ("reconstruct {ws}/run -n 0", 2, "-n must be in 1..10000"),
+    ("reconstruct {ws}/run --ncol 0", 2, "--ncol"),
+    ("reconstruct {ws}/run --start 99999", 2, "--start 99999 is outside the test split"),
+    ("reconstruct {ws}/run --start -1", 2, "--start -1 is outside"),
+    ("reconstruct {ws}/run --out {ws}/run/config.json", 2, "must end in .png"),
+    ("reconstruct {ws}/run --out {ws}/x.jpg", 2, "must end in .png"),
+    ("reconstruct {ws}/run --split valid", 2, "no 'valid' split"),
+    ("reconstruct {ws}/truncated", 2, "truncated"),
+    ("reconstruct {ws}/empty", 2, "not an aevb run folder"),
+    # plot
+    ("plot {ws}/run all --out {ws}/file.txt", 2, "is a file; give a folder"),
+    ("plot {ws}/run all --out {ws}/run/checkpoints", 2, "would write into checkpoints"),
+    ("plot {ws}/run all --out {ws}/run/tensorboard/figs", 2, "would write into tensorboard"),
+    ("plot {ws}/run nothing", 2, "invalid choice: 'nothing'"),
+    ("plot {ws}/run manifold -n 0", 2, "-n/--grid-size must be in 1..200"),
+    ("plot {ws}/run manifold -n 100000", 2, "-n/--grid-size must be in 1..200"),
+    ("plot {ws}/run all --seed -1", 2, "--seed"),
+    ("plot {ws}/run latent --method umap", 2, "invalid choice: 'umap'"),
+    ("plot {ws}/run all --device tpu", 2, "not a device name"),
+    ("plot {ws}/empty all", 2, "not an aevb run folder"),
+    ("plot {ws}/zero samples --out {ws}/figs", 2, "is empty (0 bytes)"),
+    # report
+    ("report {ws}/run --out {ws}/run/run.json", 2, "must end in .html"),
+    ("report {ws}/run --out {ws}/run", 2, "is a folder"),
+    ("report {ws}/run -n 0", 2, "-n/--grid-size"),
+    ("report {ws}/empty", 2, "not an aevb run folder"),
+    ("report {ws}/missing", 2, "does not exist"),
+    # reproduce
+    ("reproduce figure9", 2, "invalid choice: 'figure9'"),
+    ("reproduce figure4 --budget huge", 2, "invalid choice: 'huge'"),
+    ("reproduce figure4 --dataset digits --out {ws}/file.txt", 2, "is a file; give a folder"),
+    ("reproduce figure4 --dataset digits --out {ws}/run", 2, "is a training run folder"),
+    ("reproduce figure4 --dataset digits --out {ws}/run/checkpoints/f4", 2, "would write into checkpoints"),
+    ("reproduce figure4 --dataset digits --threads 0", 2, "--threads must be in 1..4096"),
+    ("reproduce figure4 --dataset digits --device tpu", 2, "not a device name"),
+    ("reproduce figure4 --dataset digits --seed -1", 2, "--seed"),
+    ("reproduce all --out {ws}/x", 2, "give it with a single experiment"),
+    ("reproduce figure4 --data-dir {ws}/file.txt --out {ws}/f4", 2, "is a file, not a folder"),
+    # the command itself
+    ("bogus", 2, "invalid choice: 'bogus'"),
+]
+if NO_CUDA:  # the issue's case: an unavailable device must not cost the old run
+    CASES += [(f"{T} --out {{ws}}/run --overwrite --device cuda", 2, "CUDA is not available"),
+              (f"{T} --device cuda:0", 2, "CUDA is not available"),
+              ("sample {ws}/run --device cuda", 2, "CUDA is not available"),
+              ("reproduce figure4 --dataset digits --device cuda --out {ws}/f4", 2, "CUDA is not available")]
+
+
+def test_there_are_over_a_hundred_cases_across_every_command():
+    commands = {argv.split()[0] for argv, _, _ in CASES}
+    assert len(CASES) >= 100
+    assert {"train", "evaluate", "sample", "reconstruct", "plot", "report", "reproduce"} <= commands
+    assert sum("--resume" in argv for argv, _, _ in CASES) >= 15
+
+
+@pytest.mark.parametrize("argv,code,needle", CASES, ids=[c[0][:70] for c in CASES])
+def test_bad_input_ends_in_one_line_and_changes_no_file(ws, argv, code, needle, capsys, monkeypatch, one_thread):
+    import shlex
+
+    monkeypatch.chdir(ws)
+    before = _snapshot(ws)
+    args = [a.replace("{ws}", str(ws)) for a in shlex.split(argv)]
+    try:
+        got = main(args)
+    except SystemExit as e:  # argparse
+        got = e.code
+    out, err = capsys.readouterr()
+    assert got == code, (got, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err + out
+    assert len(lines) == 1, err
+    assert needle in lines[0], lines[0]
+    if code:
+        assert "error:" in lines[0]
+    assert _snapshot(ws) == before, "files changed"
+    assert not (ws / "pwned").exists()
+
+
+# ------------------------------------------------------------------ two writers, kill -9
+WRITER = textwrap.dedent("""
+    import sys, time, torch
+    sys.path.insert(0, {tests!r})
+    from conftest import tiny_config
+    from aevb.trainer import Callback, Trainer
+
+    torch.set_num_threads(1)
+    class Hold(Callback):
+        def on_epoch_end(self, trainer, record):
+            print("epoch", trainer.epoch, flush=True)
+            time.sleep(600)
+
+    trainer = Trainer.new(tiny_config(train={{"epochs": 3}}), {out!r}, callbacks=[Hold()])
+    if {before_checkpoint}:
+        print("started", flush=True)
+        time.sleep(600)
+    trainer.fit()
+""")
+
+
+def _writer(out: Path, before_checkpoint: bool) -> subprocess.Popen:
+    code = WRITER.format(tests=str(REPO / "tests"), out=str(out), before_checkpoint=before_checkpoint)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    line = p.stdout.readline()  # the writer is in the state we want once it says so
+    assert line.strip() in ("started", "epoch 1"), line
+    return p
+
+
+@pytest.mark.parametrize("before_checkpoint", [True, False], ids=["killed-before-checkpoint", "killed-after"])
+def test_a_second_writer_is_refused_and_a_killed_run_can_be_continued(tmp_path, capsys, before_checkpoint,
+                                                                       one_thread):
+    out = tmp_path / "run"
+    writer = _writer(out, before_checkpoint)
+    try:
+        snap = _snapshot(out)
+        for argv, needle in [(["train", "--out", str(out), "--no-progress"], "still training"),
+                             (["train", "--out", str(out), "--overwrite", "--no-progress"], "would destroy"),
+                             (["train", "--resume", str(out), "--no-progress"], "cannot resume it now")]:
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert f"is being written by process {writer.pid}" in err and needle in err, err
+        assert _snapshot(out) == snap
+        if before_checkpoint:  # readers say why there is nothing to read yet
+            assert main(["evaluate", str(out)]) == 2
+            assert "still training its first epoch" in capsys.readouterr().err
+    finally:
+        writer.kill()  # kill -9
+        writer.wait()
+    assert read_marker(out)["status"] == "running"  # what a killed writer leaves
+    (out / "checkpoints").mkdir(exist_ok=True)
+    orphan = out / "checkpoints" / ".last.pt.abc123.tmp"  # a write cut short by the kill
+    orphan.write_bytes(b"half a checkpoint")
+    if before_checkpoint:
+        assert main(["evaluate", str(out)]) == 2
+        assert f"aevb train --resume {out}" in capsys.readouterr().err
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 0  # stale lock taken over
+    err = capsys.readouterr().err
+    assert ("again from scratch" in err) == before_checkpoint, err
+    assert read_marker(out)["status"] == "finished"
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 2
+    assert [r["epoch"] for r in load_run(out).metrics()] == [1, 2]
+    assert not orphan.exists() and not (out / LOCK_NAME).exists()
+
+
+def test_two_writers_started_together_one_wins(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "aevb", "train", "--out", str(out), "--preset", "digits", "--epochs", "1",
+           "--hidden", "16", "--no-progress", "--no-tensorboard", "--threads", "1"]
+    procs = [subprocess.Popen(cmd + ["--latent-dim", str(j)], stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}) for j in (2, 3)]
+    results = [(p.wait(timeout=240), p.stderr.read()) for p in procs]
+    codes = sorted(c for c, _ in results)
+    assert codes == [0, 2], results
+    winner = [j for (c, _), j in zip(results, (2, 3)) if c == 0][0]
+    loser_err = [e for c, e in results if c == 2][0]
+    assert "Traceback" not in loser_err and ("being written by" in loser_err or "already holds a run" in loser_err)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["latent_dim"] == winner  # config, model and metrics of the same run
+    assert load_run(out).load_model().latent_dim == winner
+
+
+# ------------------------------------------------------------------ --overwrite
+def test_overwrite_keeps_the_old_run_until_the_new_one_has_trained_an_epoch(tmp_path, capsys, one_thread):
+    out = tmp_path / "run"
+    Trainer.new(tiny_config(train={"epochs": 1}), out).fit()
+    old = _snapshot(tmp_path)
+    base = ["train", "--out", str(out), "--overwrite", "--no-progress", "--no-tensorboard", "--epochs", "1",
+            "--latent-dim", "2", "--hidden", "16"]
+    # diverges in its first epoch: the old run stays byte for byte, the new one is gone
+    assert main(base + ["--optimizer", "sgd", "--lr", "1e30"]) == 3
+    err = capsys.readouterr().err
+    assert "The new run was discarded" in err and "unchanged" in err, err
+    assert _snapshot(tmp_path) == old
+    assert main(base) == 0
+    capsys.readouterr()
+    assert json.loads((out / "config.json").read_text())["model"]["latent_dim"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging or trash folder left
+
+
+# ------------------------------------------------------------------ divergence, faults
+def test_divergence_in_the_first_epoch_of_a_new_run_says_what_works(tmp_path, capsys, one_thread):
+    out = tmp_path / "run"
+    argv = ["train", "--out", str(out), "--no-progress", "--no-tensorboard", "--epochs", "2", "--hidden", "16",
+            "--optimizer", "sgd", "--lr", "1e30"]
+    assert main(argv) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "before any checkpoint" in err[-1] and f"aevb train --out {out} --overwrite" in err[-1], err
+    assert read_marker(out)["status"] == "failed"
+    assert not (out / "checkpoints" / "last.pt").exists()
+    assert main(["train", "--out", str(out), "--overwrite", "--no-progress", "--no-tensorboard", "--epochs", "1",
+                 "--hidden", "16"]) == 0
+    assert read_marker(out)["status"] == "finished"
+
+
+def test_an_unexpected_error_is_one_line_pointing_to_the_log(tmp_path, capsys, monkeypatch, one_thread):
+    from aevb.commands import train as train_cmd
+    from aevb.trainer import Callback
+
+    class Boom(Callback):
+        def on_epoch_end(self, trainer, record):
+            raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(train_cmd, "default_callbacks", lambda: [Boom()])
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--no-progress", "--no-tensorboard", "--epochs", "2",
+                 "--hidden", "16"]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert "Traceback" not in "\n".join(err)
+    assert "internal error: ZeroDivisionError: a bug" in err[-1] and str(out / "error.log") in err[-1]
+    assert "Traceback" in (out / "error.log").read_text()
+    info = read_marker(out)
+    assert info["status"] == "failed" and info["epoch"] == 1
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 1  # the same bug again, still one line
+    monkeypatch.setattr(train_cmd, "default_callbacks", lambda: [])
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 0  # continues from epoch 1
+    assert read_marker(out)["status"] == "finished"
+
+
+def _tmpfs(path: Path, size: str) -> None:
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a full disk needs a small tmpfs, which only root can mount")
+    path.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        pytest.skip(f"could not mount a tmpfs for the full-disk test: {r.stderr.strip()}")
+
+
+def test_a_full_disk_says_so_fails_the_run_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch,
+                                                                         one_thread):
+    from aevb.commands import train as train_cmd
+    from aevb.trainer import Callback
+
+    disk = tmp_path / "disk"
+    _tmpfs(disk, "8m")
+    try:
+        class Fill(Callback):  # after epoch 1, leave less room than a checkpoint needs
+            def on_epoch_end(self, trainer, record):
+                if trainer.epoch == 1:
+                    free = shutil.disk_usage(disk).free
+                    (disk / "filler").write_bytes(b"\0" * max(0, free - 64_000))
+
+        monkeypatch.setattr(train_cmd, "default_callbacks", lambda: [Fill()])
+        out = disk / "run"
+        assert main(["train", "--out", str(out), "--no-progress", "--no-tensorboard", "--epochs", "3",
+                     "--hidden", "1000", "--images-every", "0"]) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert err[-1].startswith("aevb train: error: disk full: could not write "), err
+        assert "checkpoints/last.pt" in err[-1] and "MB needed" in err[-1]
+        assert "the last checkpoint (epoch 1) is kept" in err[-1] and f"aevb train --resume {out}" in err[-1]
+        info = read_marker(out)
+        assert info["status"] == "failed" and info["epoch"] == 1 and "disk full" in info["reason"]
+        assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 1
+        assert not list(disk.rglob("*.tmp"))
+        with open(disk / "filler2", "wb", buffering=0) as f:  # now leave no room at all
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+        snap = _snapshot(out)
+        for argv in (["sample", str(out), "--out", str(disk / "s.png")],
+                     ["evaluate", str(out), "--out", str(disk / "e.json")],
+                     ["train", "--resume", str(out), "--no-progress"]):  # fails before it trains: nothing changes
+            assert main(argv) == 2
+            err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+            assert "disk full: could not write" in err[-1] and "Traceback" not in "".join(err), err
+        assert _snapshot(out) == snap and sorted(p.name for p in disk.iterdir()) == ["filler", "filler2", "run"]
+        (disk / "filler").unlink()
+        (disk / "filler2").unlink()
+        monkeypatch.setattr(train_cmd, "default_callbacks", lambda: [])
+        assert main(["train", "--resume", str(out), "--no-progress"]) == 0
+        assert read_marker(out)["status"] == "finished"
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)  # lazy: even if a file is still open
+
+
+# ------------------------------------------------------------------ data that changed or repeats
+def test_resume_on_changed_array_data_is_refused(tmp_path, capsys, one_thread):
+    path = tmp_path / "x.npy"
+    np.save(path, np.random.default_rng(0).random((60, 6)).astype(np.float32))
+    out = tmp_path / "run"
+    argv = ["train", "--dataset", f"array:{path}", "--out", str(out), "--epochs", "1", "--hidden", "8",
+            "--latent-dim", "2", "--no-progress", "--no-tensorboard"]
+    assert main(argv) == 0
+    assert read_marker(out)["data_fingerprint"]["files"] == 1
+    np.save(path, np.random.default_rng(1).random((60, 6)).astype(np.float32))
+    snap = _snapshot(out)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 2
+    assert "changed since the run started" in capsys.readouterr().err
+    assert _snapshot(out) == snap
+
+
+def test_a_symlink_loop_and_linked_duplicates_are_loaded_once(tmp_path):
+    from PIL import Image
+
+    from aevb.data import load_dataset
+
+    root = tmp_path / "imgs"
+    (root / "a").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        Image.fromarray((rng.random((6, 6)) * 255).astype(np.uint8)).save(root / "a" / f"{i}.png")
+    os.symlink("..", root / "a" / "loop")  # a loop
+    os.symlink("a", root / "b")  # every image a second time
+    os.link(root / "a" / "0.png", root / "a" / "zz.png")  # one image under two names
+    ds = load_dataset(f"folder:{root}")
+    assert len(ds.train) + len(ds.test) == 20
+    from aevb.data.fingerprint import fingerprint
+
+    assert fingerprint(f"folder:{root}")["duplicates"] == 0
+    shutil.copy(root / "a" / "1.png", root / "a" / "copy.png")  # a real copy is reported, not hidden
+    assert fingerprint(f"folder:{root}")["duplicates"] == 1
+    rows = {tuple(r.tolist()) for r in torch.cat([ds.train.materialize(), ds.test.materialize()])}
+    assert len(rows) == 20  # no test row is a copy of a training row
