@@ -26,6 +26,7 @@ class DataConfig:
     binarize: Optional[str] = None  # None, "static" or "dynamic"
     image_size: Optional[List[int]] = None  # [H, W] for folder:PATH
     color: Optional[str] = None  # "grey", "rgb" or None (auto) for folder:PATH
+    crop: Optional[List[int]] = None  # [H, W] centre crop before resizing (celeba; read by the data loaders of issue 8)
     seed: int = 0  # seed of held-out splits and static binarization
 
 
@@ -40,6 +41,12 @@ class ModelConfig:
     mean_activation: str = "identity"  # identity or sigmoid (gaussian likelihoods)
     min_log_var: Optional[float] = None  # soft floor on the gaussian decoder's log-variance
     init_std: Optional[float] = None  # N(0, init_std^2) initialisation (AEVB paper: 0.01); None: PyTorch's
+    encoder_network: str = "mlp"  # mlp or conv (strided convolutions over the data's image shape)
+    decoder_network: str = "mlp"  # mlp or conv (transposed convolutions back to the data's H x W)
+    channels: List[int] = field(default_factory=lambda: [32, 64, 128, 256])  # conv: channels per stride-2 stage
+    kernel_size: int = 4  # conv: kernel height = width
+    conv_norm: str = "none"  # conv: none or group (GroupNorm: per datapoint, never across a batch)
+    components: int = 1  # discretized-logistic: mixture components per value
 
 
 @dataclass
@@ -194,7 +201,8 @@ def validate(cfg: RunConfig) -> None:
     positive("optim.lr", cfg.optim.lr)
     positive("optim.weight_decay", cfg.optim.weight_decay, allow_zero=True)
     choice("data.binarize", cfg.data.binarize, (None, "static", "dynamic"))
-    choice("model.likelihood", cfg.model.likelihood, (None, "bernoulli", "gaussian", "gaussian-fixed"))
+    choice("model.likelihood", cfg.model.likelihood,
+           (None, "bernoulli", "gaussian", "gaussian-fixed", "discretized-logistic"))
     choice("model.mean_activation", cfg.model.mean_activation, ("identity", "sigmoid"))
     from .networks import ACTIVATIONS
 
@@ -203,11 +211,38 @@ def validate(cfg: RunConfig) -> None:
     positive("model.sigma", cfg.model.sigma)
     if any(int(h) <= 0 for h in cfg.model.encoder_hidden + (cfg.model.decoder_hidden or [])):
         raise ConfigError("hidden layer sizes must be positive integers")
+    validate_conv(cfg.model)
     if cfg.train.epochs is not None:
         positive("train.epochs", cfg.train.epochs)
     positive("train.batch_size", cfg.train.batch_size)
     positive("train.eval_batch_size", cfg.train.eval_batch_size)
     positive("train.images_every", cfg.train.images_every, allow_zero=True)
+
+
+def validate_conv(m: "ModelConfig") -> None:
+    """The convolutional options and the mixture size; their fit to the data's image shape is
+    checked when the networks are built (aevb.convnets.check_fits)."""
+    for name in ("encoder_network", "decoder_network"):
+        if getattr(m, name) not in ("mlp", "conv"):
+            raise ConfigError(f"model.{name} must be mlp or conv; got {getattr(m, name)!r}")
+    if "conv" in (m.encoder_network, m.decoder_network):
+        ch = m.channels
+        if not isinstance(ch, (list, tuple)) or not ch:
+            raise ConfigError(f"model.channels must list at least one channel count per stride-2 stage, "
+                              f"e.g. --channels 32 64 128 256; got {ch!r}")
+        if any(isinstance(c, bool) or not isinstance(c, int) or c <= 0 for c in ch):
+            raise ConfigError(f"model.channels must be positive integers, e.g. --channels 32 64 128 256; got {ch!r}")
+        k = m.kernel_size
+        if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= 15:
+            raise ConfigError(f"model.kernel_size must be an integer from 2 to 15 (e.g. 3 or 4); got {k!r}")
+        if m.conv_norm not in ("none", "group"):
+            raise ConfigError(f"model.conv_norm must be none or group; got {m.conv_norm!r}")
+    c = m.components
+    if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= 32:
+        raise ConfigError(f"model.components must be an integer from 1 to 32; got {c!r}")
+    if c > 1 and m.likelihood not in (None, "discretized-logistic"):
+        raise ConfigError(f"model.components = {c} applies to --likelihood discretized-logistic only, "
+                          f"not {m.likelihood}")
 
 
 def to_jsonable(x: Any) -> Any:

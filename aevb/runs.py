@@ -89,7 +89,7 @@ class Run:
         from .model import VAE
 
         state = self.checkpoint(map_location=device)
-        model = VAE.from_config(self.config.model, int(state["data_dim"]))
+        model = VAE.from_config(self.config.model, int(state["data_dim"]), state.get("image_shape"))
         model.load_state_dict(state["model"])
         return model.to(device).eval()
 

@@ -202,11 +202,11 @@ class Trainer:
             torch.manual_seed(t.seed)  # model initialisation and the noise stream
             np.random.seed(t.seed % 2 ** 32)
             random.seed(t.seed)
-            self.model = VAE.from_config(cfg.model, data.dim)
+            self.model = VAE.from_config(cfg.model, data.dim, data.image_shape)
             if self.dist.rank > 0:  # the same initial model, but every process its own noise
                 _seed_noise(distributed.rank_seed(t.seed, self.dist.rank))
         else:
-            self.model = VAE.from_config(cfg.model, data.dim)
+            self.model = VAE.from_config(cfg.model, data.dim, data.image_shape)
             self.model.load_state_dict(state["model"])
         self.model.to(self.device).train()
         distributed.broadcast_module(self.model)
@@ -263,6 +263,7 @@ class Trainer:
             data = given_data if given_data is not None else load_data(cfg)
             rcfg = resolve(cfg, data.kind, data.name)
             check_data_for_likelihood(rcfg, data)
+            check_networks_for_data(rcfg, data)
             if dist.is_main:
                 if out.exists() and is_run(out):
                     shutil.rmtree(out)
@@ -578,7 +579,12 @@ def check_data_for_likelihood(cfg: RunConfig, data: Dataset) -> None:
     """Refuse data the chosen likelihood cannot model (e.g. values outside [0, 1] for Bernoulli)."""
     from .distributions import get_likelihood
 
-    lik = get_likelihood(cfg.model.likelihood, sigma=cfg.model.sigma, mean_activation=cfg.model.mean_activation)
+    lik = get_likelihood(cfg.model.likelihood, sigma=cfg.model.sigma, mean_activation=cfg.model.mean_activation,
+                         components=cfg.model.components)
+    try:
+        lik.check_levels(data.levels, data.kind, data.dynamic_binarization, data.name)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     for name in ("train", "valid", "test"):
         split = getattr(data, name)
         if split is not None:
@@ -586,6 +592,15 @@ def check_data_for_likelihood(cfg: RunConfig, data: Dataset) -> None:
                 lik.check_data(split.x, f"the {name} split of {data.name}")
             except ValueError as e:
                 raise ConfigError(str(e)) from None
+
+
+def check_networks_for_data(cfg: RunConfig, data: Dataset) -> None:
+    """Refuse conv networks that cannot produce the data's image shape (before any file is written)."""
+    m = cfg.model
+    if "conv" in (m.encoder_network, m.decoder_network):
+        from .convnets import check_fits
+
+        check_fits(data.image_shape, m.channels, m.kernel_size, f"conv network on {data.name}")
 
 
 def _get(cfg: RunConfig, dotted: str):

@@ -33,8 +33,19 @@ OPTIONS = [
                                                    "(default: the encoder's, reversed)")),
     ("--activation", "model.activation", dict(metavar="NAME", help="relu, tanh, elu, softplus, sigmoid, "
                                               "leaky-relu, gelu, silu")),
-    ("--likelihood", "model.likelihood", dict(choices=["bernoulli", "gaussian", "gaussian-fixed"],
-                                              help="p(x|z) (default: bernoulli for data in [0,1], else gaussian)")),
+    ("--encoder-network", "model.encoder_network", dict(choices=["mlp", "conv"], help="q(z|x) network")),
+    ("--decoder-network", "model.decoder_network", dict(choices=["mlp", "conv"], help="p(x|z) network")),
+    ("--channels", "model.channels", dict(type=int, nargs="+", metavar="C", help="conv: channels of the "
+                                          "stride-2 stages, each halving H and W (the decoder mirrors them)")),
+    ("--kernel-size", "model.kernel_size", dict(type=int, metavar="K", help="conv: kernel size")),
+    ("--conv-norm", "model.conv_norm", dict(choices=["none", "group"], help="conv: GroupNorm after each "
+                                            "hidden convolution (per datapoint), or none (default: none)")),
+    ("--likelihood", "model.likelihood", dict(choices=["bernoulli", "gaussian", "gaussian-fixed",
+                                                       "discretized-logistic"],
+                                              help="p(x|z) (default: bernoulli for data in [0,1], else gaussian); "
+                                                   "discretized-logistic: a mass on each of 256 levels (8-bit data)")),
+    ("--components", "model.components", dict(type=int, metavar="K", help="discretized-logistic: mixture "
+                                               "components per value")),
     ("--sigma", "model.sigma", dict(type=float, help="standard deviation of gaussian-fixed (1: squared error)")),
     ("--mean-activation", "model.mean_activation", dict(choices=["identity", "sigmoid"],
                                                         help="squash the gaussian decoder's mean")),
@@ -86,6 +97,9 @@ def register(sub) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue this run from its last checkpoint")
     p.add_argument("--preset", help="named settings: " + ", ".join(_preset_names()))
     p.add_argument("--config", metavar="FILE", help="YAML or JSON file with sections data, model, objective, optim, train")
+    p.add_argument("--network", choices=["mlp", "conv"], default=argparse.SUPPRESS,
+                   help="encoder and decoder network both (default: mlp); --encoder-network and "
+                        "--decoder-network set one each")
     from ..config import RunConfig
 
     defaults = RunConfig()
@@ -123,6 +137,9 @@ def config_from_args(args: argparse.Namespace):
             cfg = apply_preset(cfg, file_cfg["preset"])
         cfg = merge(cfg, {k: v for k, v in file_cfg.items() if k != "preset"}, source=str(args.config))
     updates, given = {}, []
+    if hasattr(args, "network"):  # both networks; --encoder-network / --decoder-network override it
+        updates["model"] = {"encoder_network": args.network, "decoder_network": args.network}
+        given += ["model.encoder_network", "model.decoder_network"]
     for _, key, _ in OPTIONS:
         if hasattr(args, key):
             sec, name = key.split(".")
@@ -130,7 +147,8 @@ def config_from_args(args: argparse.Namespace):
             if name == "validation" and value >= 1:
                 value = int(value)
             updates.setdefault(sec, {})[name] = value
-            given.append(key)
+            if key not in given:
+                given.append(key)
     return merge(cfg, updates, source="command line"), given
 
 
