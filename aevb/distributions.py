@@ -206,17 +206,18 @@ def log_logistic_bin(x: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
     With a = (x - mean + 1/510)/s and b = (x - mean - 1/510)/s the mass of an inner level is
     sigmoid(a) - sigmoid(b) = sigmoid(a) sigmoid(-b) (1 - exp(b - a)), computed in logs: stable
     for every mean and scale (the terms never cancel), so PixelCNN++'s fallback to density x
-    bin width for tiny bins is not needed; a - b = 1/(255 s) is handled as log(a - b) when small.
+    bin width for tiny bins is not needed.
     """
     inv_s = torch.exp(-log_scale)
     centred = x - mean
     a = inv_s * (centred + HALF_BIN)
     b = inv_s * (centred - HALF_BIN)
     log_delta = -log_scale - math.log(LEVELS - 1)  # log(a - b)
-    delta = torch.exp(log_delta)
-    small = delta < 1e-3
-    safe = torch.where(small, torch.ones_like(delta), delta)  # keeps the unused branch's gradient finite
-    log_width = torch.where(small, log_delta - 0.5 * delta, torch.log(-torch.expm1(-safe)))
+    # log(1 - exp(-delta)); for delta < e^-60 (where exp would underflow in float32) it is
+    # log(delta) to within delta / 2
+    tiny = log_delta < -60.0
+    safe = torch.exp(torch.where(tiny, torch.zeros_like(log_delta), log_delta))  # finite gradients in both branches
+    log_width = torch.where(tiny, log_delta, torch.log(-torch.expm1(-safe)))
     lower_edge, upper_edge = F.logsigmoid(a), F.logsigmoid(-b)
     inner = lower_edge + upper_edge + log_width
     return torch.where(x < HALF_BIN, lower_edge, torch.where(x > 1.0 - HALF_BIN, upper_edge, inner))
