@@ -79,6 +79,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     threads: Optional[int] = None  # torch intra-op threads (None: PyTorch's default)
+    precision: str = "fp32"  # fp32, or bf16: networks in bfloat16 autocast for training steps (bounds and evaluation stay fp32)
     images_every: int = 1  # write reconstruction / sample grids every n epochs (0: never)
     progress: bool = True  # show progress bars
     tensorboard: bool = True
@@ -217,6 +218,7 @@ def validate(cfg: RunConfig) -> None:
     positive("train.batch_size", cfg.train.batch_size)
     positive("train.eval_batch_size", cfg.train.eval_batch_size)
     positive("train.images_every", cfg.train.images_every, allow_zero=True)
+    choice("train.precision", cfg.train.precision, ("fp32", "bf16"))
 
 
 def validate_conv(m: "ModelConfig") -> None:

@@ -79,8 +79,9 @@ class ConvEncoder(nn.Module):
     """q(z|x) from strided convolutions: x [..., C*H*W] -> (mu, log_var), each [..., J]."""
 
     def __init__(self, image_shape, channels: Sequence[int], latent_dim: int, kernel: int = 4,
-                 act: str = "relu", norm: str = "none"):
+                 act: str = "relu", norm: str = "none", channels_last: bool = True):
         super().__init__()
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.image_shape = check_fits(image_shape, channels, kernel, "conv encoder")
         self.latent_dim = latent_dim
         c, h, w = self.image_shape
@@ -92,11 +93,11 @@ class ConvEncoder(nn.Module):
         self.conv = nn.Sequential(*layers)
         hn, wn = stage_sizes(h, len(channels), kernel)[-1], stage_sizes(w, len(channels), kernel)[-1]
         self.head = nn.Linear(width * hn * wn, 2 * latent_dim)
-        self.to(memory_format=torch.channels_last)
+        self.to(memory_format=self.memory_format)
 
     def forward(self, x: Tensor):
         lead = x.shape[:-1]
-        img = x.reshape(-1, *self.image_shape).contiguous(memory_format=torch.channels_last)
+        img = x.reshape(-1, *self.image_shape).contiguous(memory_format=self.memory_format)
         h = self.conv(img).flatten(1)
         mu, log_var = self.head(h).reshape(*lead, 2 * self.latent_dim).chunk(2, dim=-1)
         return mu, log_var
@@ -109,8 +110,9 @@ class ConvDecoder(nn.Module):
     largest activation per sample (floats), for sizing evaluation chunks against memory."""
 
     def __init__(self, latent_dim: int, channels: Sequence[int], image_shape, n_params: int,
-                 kernel: int = 4, act: str = "relu", norm: str = "none"):
+                 kernel: int = 4, act: str = "relu", norm: str = "none", channels_last: bool = True):
         super().__init__()
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.image_shape = check_fits(image_shape, channels, kernel, "conv decoder")
         c, h, w = self.image_shape
         self.n_params = n_params
@@ -129,12 +131,12 @@ class ConvDecoder(nn.Module):
         self.out_size = (self.start[1] * 2 ** n, self.start[2] * 2 ** n)  # >= (H, W); centre-cropped
         sizes = [(self.start[1] * 2 ** i) * (self.start[2] * 2 ** i) for i in range(n + 1)]
         self.widest = max(wd * s for wd, s in zip(widths, sizes))
-        self.to(memory_format=torch.channels_last)
+        self.to(memory_format=self.memory_format)
 
     def forward(self, z: Tensor) -> Tensor:
         lead = z.shape[:-1]
         h = self.fc(z.reshape(-1, z.shape[-1])).reshape(-1, *self.start)
-        out = self.deconv(h.contiguous(memory_format=torch.channels_last))
+        out = self.deconv(h.contiguous(memory_format=self.memory_format))
         c, hh, ww = self.image_shape
         top, left = (self.out_size[0] - hh) // 2, (self.out_size[1] - ww) // 2
         out = out[:, :, top:top + hh, left:left + ww]

@@ -77,12 +77,14 @@ class VAE(nn.Module):
 
     # ------------------------------------------------------------------ the pieces
     def encode(self, x: Tensor):
-        """x [B, D] -> (mu, log_var), each [B, J]."""
-        return self.encoder(x)
+        """x [B, D] -> (mu, log_var), each [B, J], in x's dtype (also when the networks run in
+        bfloat16 under autocast, so the bound itself is always computed in full precision)."""
+        mu, log_var = self.encoder(x)
+        return mu.to(x.dtype), log_var.to(x.dtype)
 
     def decode(self, z: Tensor) -> Tensor:
-        """z [..., J] -> likelihood parameters [..., n_params * D]."""
-        return self.decoder(z)
+        """z [..., J] -> likelihood parameters [..., n_params * D], in z's dtype."""
+        return self.decoder(z).to(z.dtype)
 
     def log_p_x_given_z(self, x: Tensor, z: Tensor) -> Tensor:
         """x [B, D], z [S, B, J] -> [S, B]."""

@@ -107,6 +107,14 @@ def kl_weight(obj, epoch_progress: float) -> float:
     return obj.beta
 
 
+def training_precision(device: torch.device, precision: str):
+    """The autocast context of a training step: ``bf16`` runs the networks' matrix products and
+    convolutions in bfloat16 (about 2x faster convolutions on CPUs with AMX / AVX512-BF16 and on
+    recent GPUs); the VAE casts their outputs back, so the bound is summed in float32."""
+    enabled = precision == "bf16" and device.type in ("cpu", "cuda")
+    return torch.autocast(device_type=device.type if enabled else "cpu", dtype=torch.bfloat16, enabled=enabled)
+
+
 def binarize_batch(x: Tensor, dynamic: bool) -> Tensor:
     """Dynamic binarization: a fresh x ~ Bernoulli(x) every time a batch is used."""
     return torch.bernoulli(x) if dynamic else x
@@ -355,7 +363,8 @@ class Trainer:
                 total, idx = len(idx), idx[rank::world]
                 local_seen += len(idx)
             xb = binarize_batch(self.x_train.index_select(0, idx), dynamic)
-            terms = objective_terms(self.model, xb, obj)
+            with training_precision(self.device, t.precision):
+                terms = objective_terms(self.model, xb, obj)
             loss = batch_loss(terms, obj, beta, total if sharded else None)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -240,3 +240,25 @@ def test_check_fits_names_the_fix():
     assert check_fits((3, 218, 178), [32, 64, 128, 256], 4) == (3, 218, 178)
     with pytest.raises(ConfigError, match="use --network mlp"):
         ConvEncoder(None, [4], 2)
+
+
+def test_bf16_training_precision_keeps_the_bound_in_float32(one_thread):
+    from aevb.trainer import training_precision
+
+    shape = (3, 16, 16)
+    model = VAE.from_config(_model_cfg(likelihood="discretized-logistic"), 768, shape)
+    x = torch.randint(0, 256, (8, 768)).float() / 255
+    torch.manual_seed(3)
+    exact = model.elbo(x)
+    torch.manual_seed(3)
+    with training_precision(torch.device("cpu"), "bf16"):
+        mu, _ = model.encode(x)
+        half = model.elbo(x)
+        params = model.decode(torch.randn(2, 8, 3))
+    assert mu.dtype == half.bound.dtype == params.dtype == torch.float32
+    # the networks ran in bfloat16 (different numbers), the bound is still close to float32's
+    assert not torch.equal(half.bound, exact.bound)
+    torch.testing.assert_close(half.bound, exact.bound, rtol=0.02, atol=0)
+    with pytest.raises(ConfigError, match="train.precision must be one of fp32, bf16"):
+        from aevb.config import validate
+        validate(merge(RunConfig(), {"train": {"precision": "fp16"}}))

@@ -76,6 +76,9 @@ OPTIONS = [
     ("--seed", "train.seed", dict(type=int, help="seed of initialisation, shuffling and noise")),
     ("--device", "train.device", dict(help="auto, cpu, cuda, cuda:N or mps")),
     ("--threads", "train.threads", dict(type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")),
+    ("--precision", "train.precision", dict(choices=["fp32", "bf16"], help="bf16: training steps run the networks "
+                                            "in bfloat16 autocast (faster on CPUs with AMX/AVX512-BF16 and on recent "
+                                            "GPUs); bounds, test and evaluation stay fp32 (default: fp32)")),
     ("--images-every", "train.images_every", dict(type=int, metavar="N", help="write image grids every N epochs (0: never)")),
     ("--no-progress", "train.progress", dict(action="store_false", help="no progress bars or epoch lines")),
     ("--no-tensorboard", "train.tensorboard", dict(action="store_false", help="do not write TensorBoard events")),
