@@ -244,13 +244,14 @@ class DiscretizedLogistic(Likelihood):
 
     def split(self, params: Tensor):
         """params [..., n_params*D] -> (log mixture weights or None, means, log-scales), each
-        [..., K, D]."""
+        [..., K, D], in [0, 1] units. The decoder's numbers are PixelCNN++'s parameters on its
+        [-1, 1] scale (mean m, log-scale l, floored at -7), so an untrained decoder (outputs near
+        0) starts at mean 0.5: mean = (m + 1) / 2, log-scale = max(l, -7) - ln 2."""
         k = self.components
         p = params.unflatten(-1, (self.n_params, -1))
-        if k == 1:
-            return None, p[..., :1, :], p[..., 1:, :].clamp(min=MIN_LOG_SCALE)
-        return (torch.log_softmax(p[..., :k, :], dim=-2), p[..., k:2 * k, :],
-                p[..., 2 * k:, :].clamp(min=MIN_LOG_SCALE))
+        logits, m, l = (None, p[..., :1, :], p[..., 1:, :]) if k == 1 else \
+            (torch.log_softmax(p[..., :k, :], dim=-2), p[..., k:2 * k, :], p[..., 2 * k:, :])
+        return logits, 0.5 * m + 0.5, l.clamp(min=MIN_LOG_SCALE + math.log(2.0)) - math.log(2.0)
 
     def log_prob_values(self, x: Tensor, params: Tensor) -> Tensor:
         """log P(x_d | z) per value: x [..., D], params [..., n_params*D] -> [..., D]."""
