@@ -144,7 +144,7 @@ def main(argv=None) -> int:
 
     from aevb.config import RunConfig, merge
     from aevb.presets import apply_preset
-    from aevb.trainer import Trainer, build_optimizer
+    from aevb.trainer import Trainer
 
     if args.threads:
         torch.set_num_threads(args.threads)
