@@ -280,3 +280,31 @@ def test_conv_discretized_logistic_learns_frey_faces(tmp_path, shared_datasets):
     after = bpd(history[-1]["test_bound"])
     assert trainer.step >= 250
     assert before > 8 and after < 7.0 and before - after > 2, (before, after)  # measured: 9.07 -> 6.34
+
+
+def test_network_sets_both_sides_and_the_specific_options_win():
+    from aevb.cli import build_parser
+    from aevb.commands.train import config_from_args
+
+    def cfg(*argv):
+        return config_from_args(build_parser().parse_args(["train", *argv]))
+
+    c, given = cfg("--network", "conv")
+    assert (c.model.encoder_network, c.model.decoder_network) == ("conv", "conv")
+    assert {"model.encoder_network", "model.decoder_network"} <= set(given)
+    c, _ = cfg("--network", "conv", "--decoder-network", "mlp", "--channels", "8", "16", "--components", "2")
+    assert (c.model.encoder_network, c.model.decoder_network) == ("conv", "mlp")
+    assert c.model.channels == [8, 16] and c.model.components == 2
+    c, _ = cfg()
+    assert (c.model.encoder_network, c.model.decoder_network) == ("mlp", "mlp")
+
+
+def test_conv_encoder_with_mlp_decoder_and_the_reverse(one_thread):
+    shape = (1, 28, 20)
+    for enc, dec in (("conv", "mlp"), ("mlp", "conv")):
+        model = VAE.from_config(_model_cfg(encoder_network=enc, decoder_network=dec, encoder_hidden=[16]),
+                                560, shape)
+        assert type(model.encoder).__name__ == ("ConvEncoder" if enc == "conv" else "GaussianEncoder")
+        assert type(model.decoder).__name__ == ("ConvDecoder" if dec == "conv" else "MLPDecoder")
+        assert model.decode(torch.randn(3, 2, 3)).shape == (3, 2, 2 * 560)
+        assert model.elbo(torch.rand(4, 560)).bound.shape == (4,)
