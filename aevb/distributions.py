@@ -306,9 +306,14 @@ class DiscretizedLogistic(Likelihood):
 
     def check_data(self, x: Tensor, what: str = "the data") -> None:
         super().check_data(x, what)
-        scaled = x * (LEVELS - 1)
-        off = float((scaled - scaled.round()).abs().max()) if x.numel() else 0.0
-        lo, hi = (float(x.min()), float(x.max())) if x.numel() else (0.0, 0.0)
+        if x.numel() == 0:
+            return
+        off, lo, hi = 0.0, math.inf, -math.inf
+        rows = max(1, (1 << 22) // max(1, x.shape[-1]))  # bounded temporaries for big splits
+        for i in range(0, len(x), rows):
+            scaled = x[i:i + rows] * (LEVELS - 1)
+            off = max(off, float((scaled - scaled.round()).abs().max()))
+            lo, hi = (min(lo, float(scaled.min()) / (LEVELS - 1)), max(hi, float(scaled.max()) / (LEVELS - 1)))
         if lo < 0.0 or hi > 1.0 or off > 1e-3:
             raise ValueError(
                 f"{what} has values that are not levels k/255 of [0, 1] (range [{lo:g}, {hi:g}], largest "
