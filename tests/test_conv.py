@@ -208,6 +208,7 @@ BAD = [
     (["--likelihood", "discretized-logistic"], "not 8-bit data on 256 levels (it has levels=17"),
     (["--likelihood", "bernoulli", "--components", "3"], "applies to --likelihood discretized-logistic only"),
     (["--likelihood", "discretized-logistic", "--components", "0"], "model.components must be an integer"),
+    (["EMPTYCHANNELS"], "model.channels must list at least one channel count"),
     (["FLAT", "--network", "conv"], "needs the data's image shape (C, H, W)"),
     (["GREYFLOAT", "--likelihood", "discretized-logistic"], "not 8-bit data on 256 levels (it has levels=None"),
     (["BINMNIST", "--likelihood", "discretized-logistic", "--binarize", "dynamic"], "binarized dynamically"),
@@ -226,6 +227,9 @@ def test_bad_conv_and_likelihood_input_is_one_clear_line_and_writes_nothing(tmp_
     }
     if args[0] in specs:
         args = ["--dataset", specs[args[0]]] + args[1:]
+    if args[0] == "EMPTYCHANNELS":  # argparse needs one value after --channels; a config file can hold []
+        (tmp_path / "c.yaml").write_text("model:\n  encoder_network: conv\n  channels: []\n")
+        args = ["--config", str(tmp_path / "c.yaml")]
     out = tmp_path / "run"
     assert main(["train", *args, "--epochs", "1", "--threads", "1", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
