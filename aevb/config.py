@@ -33,6 +33,7 @@ class DataConfig:
     binarize: Optional[str] = None  # None, "static" or "dynamic"
     image_size: Optional[List[int]] = None  # [H, W] for folder:PATH and celeba
     color: Optional[str] = None  # "grey", "rgb" or None (auto) for folder:PATH
+    crop: Optional[List[int]] = None  # [H, W] centre crop before resizing (celeba; read by the data loaders of issue 8)
     seed: int = 0  # seed of held-out splits and static binarization
     crop: Optional[List[int]] = None  # [H, W] centre crop before resizing (celeba, folder:)
     memory_budget: Optional[str] = None  # data larger than this (e.g. "8GB") are streamed from disk; None: 1/4 of RAM
@@ -51,6 +52,12 @@ class ModelConfig:
     mean_activation: str = "identity"  # identity or sigmoid (gaussian likelihoods)
     min_log_var: Optional[float] = None  # soft floor on the gaussian decoder's log-variance
     init_std: Optional[float] = None  # N(0, init_std^2) initialisation (AEVB paper: 0.01); None: PyTorch's
+    encoder_network: str = "mlp"  # mlp or conv (strided convolutions over the data's image shape)
+    decoder_network: str = "mlp"  # mlp or conv (transposed convolutions back to the data's H x W)
+    channels: List[int] = field(default_factory=lambda: [32, 64, 128, 256])  # conv: channels per stride-2 stage
+    kernel_size: int = 4  # conv: kernel height = width
+    conv_norm: str = "none"  # conv: none or group (GroupNorm: per datapoint, never across a batch)
+    components: int = 1  # discretized-logistic: mixture components per value
 
 
 @dataclass
@@ -84,6 +91,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     threads: Optional[int] = None  # torch intra-op threads (None: PyTorch's default)
+    precision: str = "fp32"  # fp32, or bf16: networks in bfloat16 autocast for training steps (bounds and evaluation stay fp32)
     images_every: int = 1  # write reconstruction / sample grids every n epochs (0: never)
     progress: bool = True  # show progress bars
     tensorboard: bool = True
@@ -190,7 +198,15 @@ RANGES = {
     "model.encoder_hidden": (_hidden, "a list of layer sizes, each in 1..1000000"),
     "model.decoder_hidden": (_hidden, "a list of layer sizes, each in 1..1000000"),
     "model.activation": _choice(*ACTIVATIONS),
-    "model.likelihood": _choice(None, "bernoulli", "gaussian", "gaussian-fixed"),
+    "model.likelihood": _choice(None, "bernoulli", "gaussian", "gaussian-fixed", "discretized-logistic"),
+    "model.encoder_network": _choice("mlp", "conv"),
+    "model.decoder_network": _choice("mlp", "conv"),
+    "model.channels": (lambda v: len(v) >= 1 and all(1 <= c <= 65536 for c in v),
+                       "a list of at least one positive channel count, one per stride-2 stage, e.g. 32 64 128 256"),
+    "model.kernel_size": (lambda v: 2 <= v <= 15, "an integer from 2 to 15 (e.g. 3 or 4)"),
+    "model.conv_norm": _choice("none", "group"),
+    "model.components": (lambda v: 1 <= v <= 32, "an integer from 1 to 32"),
+    "train.precision": _choice("fp32", "bf16"),
     "model.sigma": _between(0, lo_open=True),
     "model.mean_activation": _choice("identity", "sigmoid"),
     "model.min_log_var": _between(-100, 100),
@@ -439,6 +455,10 @@ def validate(cfg: RunConfig) -> None:
         refuse(["data.dataset", key], "image size and crop apply to folder:PATH and celeba data only")
     if not folder and cfg.data.color is not None and not (pictures and cfg.data.color == "rgb"):
         refuse(["data.dataset", "data.color"], "colour applies to folder:PATH data only")
+    m = cfg.model
+    if m.components > 1 and m.likelihood not in (None, "discretized-logistic"):
+        refuse(["model.components", "model.likelihood"], "mixture components apply to --likelihood "
+               "discretized-logistic only")
 
 
 def _get(cfg: RunConfig, dotted: str):

@@ -4,7 +4,8 @@ Conventions: every ``log_*`` function returns one value per datapoint (summed ov
 latent dimensions, i.e. over the last axis). Leading axes are free, so the same code handles
 [batch, D] and [samples, batch, D].
 
-Likelihoods are chosen by name (``bernoulli``, ``gaussian``, ``gaussian-fixed``). A decoder emits
+Likelihoods are chosen by name (``bernoulli``, ``gaussian``, ``gaussian-fixed``,
+``discretized-logistic``). A decoder emits
 ``n_params * D`` numbers per datapoint: the distribution's *parameters* (Bernoulli logits;
 Gaussian mean and log-variance), never probabilities squashed for a loss. Normalising constants
 are included, so bounds of different likelihoods are comparable densities.
@@ -75,6 +76,11 @@ class Likelihood:
         """Raise ValueError with a fix when ``x`` holds values the likelihood cannot model."""
         if not torch.isfinite(x).all():
             raise ValueError(f"{what} contains NaN or infinite values; clean the data first")
+
+    def check_levels(self, levels: Optional[int], kind: str, dynamic_binarization: bool = False,
+                     what: str = "the data") -> None:
+        """Raise ValueError with a fix when the data's quantisation does not suit the likelihood
+        (only discrete likelihoods care)."""
 
     def extra_repr(self) -> str:
         return ""
@@ -186,11 +192,145 @@ class GaussianFixed(Likelihood):
         return f"sigma={self.sigma}, mean_activation={self.mean_activation!r}"
 
 
-LIKELIHOODS = {"bernoulli": Bernoulli, "gaussian": Gaussian, "gaussian-fixed": GaussianFixed}
+LEVELS = 256  # 8-bit data: values k / 255, k = 0..255
+HALF_BIN = 0.5 / (LEVELS - 1)  # half the spacing of the levels in [0, 1] units
+# PixelCNN++'s floor on the log-scale, -7 on its [-1, 1] scale, in aevb's [0, 1] units.
+MIN_LOG_SCALE = -7.0 - math.log(2.0)
+
+
+def log_logistic_bin(x: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
+    """log P(value = x) of a logistic(mean, exp(log_scale)) discretized to the 256 levels
+    x = k/255 of [0, 1]: the mass of [x - 1/510, x + 1/510], the edge levels 0 and 1 taking the
+    tails (-inf, 1/510] and [1 - 1/510, inf). Element-wise, shapes broadcast, nats.
+
+    With a = (x - mean + 1/510)/s and b = (x - mean - 1/510)/s the mass of an inner level is
+    sigmoid(a) - sigmoid(b) = sigmoid(a) sigmoid(-b) (1 - exp(b - a)), computed in logs: stable
+    for every mean and scale (the terms never cancel), so PixelCNN++'s fallback to density x
+    bin width for tiny bins is not needed.
+    """
+    inv_s = torch.exp(-log_scale)
+    centred = x - mean
+    a = inv_s * (centred + HALF_BIN)
+    b = inv_s * (centred - HALF_BIN)
+    log_delta = -log_scale - math.log(LEVELS - 1)  # log(a - b)
+    # log(1 - exp(-delta)); for delta < e^-60 (where exp would underflow in float32) it is
+    # log(delta) to within delta / 2
+    tiny = log_delta < -60.0
+    safe = torch.exp(torch.where(tiny, torch.zeros_like(log_delta), log_delta))  # finite gradients in both branches
+    log_width = torch.where(tiny, log_delta, torch.log(-torch.expm1(-safe)))
+    lower_edge, upper_edge = F.logsigmoid(a), F.logsigmoid(-b)
+    inner = lower_edge + upper_edge + log_width
+    return torch.where(x < HALF_BIN, lower_edge, torch.where(x > 1.0 - HALF_BIN, upper_edge, inner))
+
+
+class DiscretizedLogistic(Likelihood):
+    """A probability mass on the 256 levels of 8-bit data (Salimans et al. 2017, PixelCNN++),
+    per value (pixel and channel), optionally a mixture of ``components`` logistics.
+
+    Data are k/255 in [0, 1]. Parameters per value: mean and log-scale (one component), or
+    mixture logits, means and log-scales (K components: 3K), as n_params blocks of D. The masses
+    of the 256 levels sum to 1, so log p(x|z) is a log-probability and bits/dim are exact.
+    ``mean`` is E[x|z] of this discrete distribution and ``sample`` draws from it.
+    """
+
+    name = "discretized-logistic"
+    data_kinds = ("unit", "binary")
+
+    def __init__(self, components: int = 1):
+        if int(components) < 1:
+            raise ValueError(f"components must be at least 1, got {components}")
+        self.components = int(components)
+        self.n_params = 2 if self.components == 1 else 3 * self.components
+
+    def split(self, params: Tensor):
+        """params [..., n_params*D] -> (log mixture weights or None, means, log-scales), each
+        [..., K, D], in [0, 1] units. The decoder's numbers are PixelCNN++'s parameters on its
+        [-1, 1] scale (mean m, log-scale l, floored at -7), so an untrained decoder (outputs near
+        0) starts at mean 0.5: mean = (m + 1) / 2, log-scale = max(l, -7) - ln 2."""
+        k = self.components
+        p = params.unflatten(-1, (self.n_params, -1))
+        logits, m, l = (None, p[..., :1, :], p[..., 1:, :]) if k == 1 else \
+            (torch.log_softmax(p[..., :k, :], dim=-2), p[..., k:2 * k, :], p[..., 2 * k:, :])
+        return logits, 0.5 * m + 0.5, l.clamp(min=MIN_LOG_SCALE + math.log(2.0)) - math.log(2.0)
+
+    def log_prob_values(self, x: Tensor, params: Tensor) -> Tensor:
+        """log P(x_d | z) per value: x [..., D], params [..., n_params*D] -> [..., D]."""
+        log_w, mean, log_scale = self.split(params)
+        lp = log_logistic_bin(x.unsqueeze(-2), mean, log_scale)
+        return lp[..., 0, :] if log_w is None else torch.logsumexp(log_w + lp, dim=-2)
+
+    def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
+        return self.log_prob_values(x, params).sum(-1)
+
+    def mean(self, params: Tensor, chunk_elements: int = 1 << 22) -> Tensor:
+        """E[x|z] = (1/255) sum_{j=0}^{254} P(x > (j + 1/2)/255): [..., D], exact."""
+        log_w, mean, log_scale = self.split(params)
+        inv_s = torch.exp(-log_scale)
+        thresholds = (torch.arange(LEVELS - 1, dtype=mean.dtype, device=mean.device) + 0.5) / (LEVELS - 1)
+        step = max(1, chunk_elements // max(1, mean.numel()))
+        total = torch.zeros_like(mean)
+        for i in range(0, LEVELS - 1, step):
+            t = thresholds[i:i + step]
+            total += torch.sigmoid((mean.unsqueeze(-1) - t) * inv_s.unsqueeze(-1)).sum(-1)
+        per_component = total / (LEVELS - 1)
+        return per_component[..., 0, :] if log_w is None else (log_w.exp() * per_component).sum(-2)
+
+    def sample(self, params: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        """One draw per value: a component (mixtures), a logistic draw, rounded to the nearest
+        level and clamped into [0, 1] (so the edge levels take the tails): [..., D]."""
+        log_w, mean, log_scale = self.split(params)
+
+        def uniform(shape):
+            u = torch.rand(shape, dtype=mean.dtype, device=mean.device, generator=generator)
+            return u.clamp(1e-6, 1.0 - 1e-6)
+
+        if log_w is None:
+            mean, log_scale = mean[..., 0, :], log_scale[..., 0, :]
+        else:  # Gumbel-max picks a component per value
+            pick = (log_w - torch.log(-torch.log(uniform(log_w.shape)))).argmax(-2, keepdim=True)
+            mean, log_scale = mean.gather(-2, pick)[..., 0, :], log_scale.gather(-2, pick)[..., 0, :]
+        u = uniform(mean.shape)
+        x = mean + torch.exp(log_scale) * (torch.log(u) - torch.log1p(-u))
+        return torch.round(x * (LEVELS - 1)).clamp(0, LEVELS - 1) / (LEVELS - 1)
+
+    def check_levels(self, levels, kind, dynamic_binarization=False, what="the data"):
+        if dynamic_binarization:
+            raise ValueError(f"{what} is binarized dynamically (binary values), but the discretized logistic "
+                             "models 8-bit values on 256 levels; drop --binarize or choose --likelihood bernoulli")
+        if levels != LEVELS:
+            fix = ("choose --likelihood bernoulli" if levels == 2 else
+                   "store the data as 8-bit images (PNG/JPEG via folder:, uint8 arrays via array:) "
+                   "or choose --likelihood gaussian")
+            raise ValueError(f"{what} is not 8-bit data on 256 levels (it has levels={levels}, kind {kind!r}), "
+                             f"but the discretized logistic puts a mass on each of 256 levels k/255; {fix}")
+
+    def check_data(self, x: Tensor, what: str = "the data") -> None:
+        super().check_data(x, what)
+        if x.numel() == 0:
+            return
+        off, lo, hi = 0.0, math.inf, -math.inf
+        rows = max(1, (1 << 22) // max(1, x.shape[-1]))  # bounded temporaries for big splits
+        for i in range(0, len(x), rows):
+            scaled = x[i:i + rows] * (LEVELS - 1)
+            off = max(off, float((scaled - scaled.round()).abs().max()))
+            lo, hi = (min(lo, float(scaled.min()) / (LEVELS - 1)), max(hi, float(scaled.max()) / (LEVELS - 1)))
+        if lo < 0.0 or hi > 1.0 or off > 1e-3:
+            raise ValueError(
+                f"{what} has values that are not levels k/255 of [0, 1] (range [{lo:g}, {hi:g}], largest "
+                f"distance from a level {off / (LEVELS - 1):.3g}); the discretized logistic needs 8-bit data "
+                "scaled to [0, 1]: store it as uint8 (array:) or 8-bit images (folder:), or choose "
+                "--likelihood gaussian")
+
+    def extra_repr(self):
+        return f"components={self.components}"
+
+
+LIKELIHOODS = {"bernoulli": Bernoulli, "gaussian": Gaussian, "gaussian-fixed": GaussianFixed,
+               "discretized-logistic": DiscretizedLogistic}
 
 
 def get_likelihood(name: str, sigma: float = 1.0, mean_activation: str = "identity",
-                   min_log_var: Optional[float] = None) -> Likelihood:
+                   min_log_var: Optional[float] = None, components: int = 1) -> Likelihood:
     """Build a likelihood by name; unknown names raise ValueError listing the valid ones."""
     if name == "bernoulli":
         return Bernoulli()
@@ -198,4 +338,6 @@ def get_likelihood(name: str, sigma: float = 1.0, mean_activation: str = "identi
         return Gaussian(mean_activation=mean_activation, min_log_var=min_log_var)
     if name == "gaussian-fixed":
         return GaussianFixed(sigma=sigma, mean_activation=mean_activation)
+    if name == "discretized-logistic":
+        return DiscretizedLogistic(components=components)
     raise ValueError(f"unknown likelihood {name!r}; choose one of {', '.join(LIKELIHOODS)}")

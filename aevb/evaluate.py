@@ -54,6 +54,7 @@ def decoder_width(model) -> int:
     """The widest activation the decoder produces per sample (the largest Linear output, and
     at least the likelihood's n_params * D); used to size chunks against a memory budget."""
     widths = [m.out_features for m in model.decoder.modules() if isinstance(m, nn.Linear)]
+    widths.append(int(getattr(model.decoder, "widest", 0)))  # conv decoders say theirs
     return max(widths + [model.likelihood.n_params * model.data_dim])
 
 
@@ -305,10 +306,17 @@ def bpd_convention(kind: str, levels: Optional[int], likelihood: str) -> Tuple[O
       density x bin width, so bpd = -L/(D ln 2) + log2(levels - 1). This is the usual convention
       for continuous models of quantised data; it bounds the discrete likelihood strictly only for
       models trained on uniformly dequantised data.
+    - 8-bit data under the discretized logistic: the bound is already a log-probability of the
+      levels; bpd = -L/(D ln 2), no offset.
     - a Bernoulli likelihood on grey levels is a cross-entropy, not a distribution over the
       levels; real-valued data have no bins: no bits per dimension.
     """
     binary = kind == "binary" or levels == 2
+    if likelihood == "discretized-logistic":
+        if levels == 256:
+            return 0.0, ("8-bit data, discretized logistic: a probability mass on each of the 256 levels, so "
+                         "bits/dim = -L / (D ln 2) exactly (the convention of published CIFAR-10 / CelebA numbers)")
+        return None, f"not reported: the discretized logistic needs data on 256 levels, these have {levels}"
     if likelihood == "bernoulli":
         if binary:
             return 0.0, "binary data, Bernoulli likelihood: bits/dim = -L / (D ln 2) (exact log-probability)"
@@ -391,7 +399,7 @@ def evaluate_run(run, split: str = "test", k: int = 1, batch_size: Optional[int]
     run = run if isinstance(run, Run) else Run(run)
     dev = resolve_device(device) if isinstance(device, str) else device
     state = run.checkpoint(map_location=dev)
-    model = VAE.from_config(run.config.model, int(state["data_dim"]))
+    model = VAE.from_config(run.config.model, int(state["data_dim"]), state.get("image_shape"))
     model.load_state_dict(state["model"])
     model.to(dev).eval()
     x, y, kind, levels, note = split_data(run, split, seed, data)

@@ -51,25 +51,40 @@ class VAE(nn.Module):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_config(cls, cfg, data_dim: int) -> "VAE":
-        """Build from an ``aevb.config.ModelConfig`` for data with ``data_dim`` values."""
+    def from_config(cls, cfg, data_dim: int, image_shape=None) -> "VAE":
+        """Build from an ``aevb.config.ModelConfig`` for data with ``data_dim`` values per
+        datapoint; conv encoders / decoders also need the data's ``image_shape`` (C, H, W)."""
         lik = get_likelihood(cfg.likelihood, sigma=cfg.sigma, mean_activation=cfg.mean_activation,
-                             min_log_var=cfg.min_log_var)
-        dec_hidden = cfg.decoder_hidden if cfg.decoder_hidden is not None else list(reversed(cfg.encoder_hidden))
-        enc = GaussianEncoder(data_dim, cfg.encoder_hidden, cfg.latent_dim, cfg.activation)
-        dec = MLPDecoder(cfg.latent_dim, dec_hidden, data_dim, lik.n_params, cfg.activation)
+                             min_log_var=cfg.min_log_var, components=getattr(cfg, "components", 1))
+        enc_kind = getattr(cfg, "encoder_network", "mlp")
+        dec_kind = getattr(cfg, "decoder_network", "mlp")
+        if "conv" in (enc_kind, dec_kind):
+            from .convnets import ConvDecoder, ConvEncoder
+
+            conv = dict(kernel=cfg.kernel_size, act=cfg.activation, norm=cfg.conv_norm)
+        if enc_kind == "conv":
+            enc = ConvEncoder(image_shape, cfg.channels, cfg.latent_dim, **conv)
+        else:
+            enc = GaussianEncoder(data_dim, cfg.encoder_hidden, cfg.latent_dim, cfg.activation)
+        if dec_kind == "conv":
+            dec = ConvDecoder(cfg.latent_dim, cfg.channels, image_shape, lik.n_params, **conv)
+        else:
+            dec_hidden = cfg.decoder_hidden if cfg.decoder_hidden is not None else list(reversed(cfg.encoder_hidden))
+            dec = MLPDecoder(cfg.latent_dim, dec_hidden, data_dim, lik.n_params, cfg.activation)
         model = cls(enc, dec, lik, data_dim, cfg.latent_dim)
         init_normal_(model, cfg.init_std)
         return model
 
     # ------------------------------------------------------------------ the pieces
     def encode(self, x: Tensor):
-        """x [B, D] -> (mu, log_var), each [B, J]."""
-        return self.encoder(x)
+        """x [B, D] -> (mu, log_var), each [B, J], in x's dtype (also when the networks run in
+        bfloat16 under autocast, so the bound itself is always computed in full precision)."""
+        mu, log_var = self.encoder(x)
+        return mu.to(x.dtype), log_var.to(x.dtype)
 
     def decode(self, z: Tensor) -> Tensor:
-        """z [..., J] -> likelihood parameters [..., n_params * D]."""
-        return self.decoder(z)
+        """z [..., J] -> likelihood parameters [..., n_params * D], in z's dtype."""
+        return self.decoder(z).to(z.dtype)
 
     def log_p_x_given_z(self, x: Tensor, z: Tensor) -> Tensor:
         """x [B, D], z [S, B, J] -> [S, B]."""

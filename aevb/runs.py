@@ -322,7 +322,7 @@ class Run:
 
         state = self.checkpoint(map_location=device)
         try:
-            model = VAE.from_config(self.config.model, int(state["data_dim"]))
+            model = VAE.from_config(self.config.model, int(state["data_dim"]), state.get("image_shape"))
             model.load_state_dict(state["model"])
         except (RuntimeError, ValueError, TypeError) as e:
             raise CheckpointError(f"{self.checkpoint_path} does not fit the run's config.json "

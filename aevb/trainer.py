@@ -114,6 +114,12 @@ def kl_weight(obj, epoch_progress: float) -> float:
 def warmup_factor(step: int, warmup_steps: int) -> float:
     """Learning-rate factor of step ``step`` (0-based) under a linear warm-up over ``warmup_steps``."""
     return min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+def training_precision(device: torch.device, precision: str):
+    """The autocast context of a training step: ``bf16`` runs the networks' matrix products and
+    convolutions in bfloat16 (about 2x faster convolutions on CPUs with AMX / AVX512-BF16 and on
+    recent GPUs); the VAE casts their outputs back, so the bound is summed in float32."""
+    enabled = precision == "bf16" and device.type in ("cpu", "cuda")
+    return torch.autocast(device_type=device.type if enabled else "cpu", dtype=torch.bfloat16, enabled=enabled)
 
 
 def binarize_batch(x: Tensor, dynamic: bool) -> Tensor:
@@ -212,11 +218,11 @@ class Trainer:
             torch.manual_seed(t.seed)  # model initialisation and the noise stream
             np.random.seed(t.seed % 2 ** 32)
             random.seed(t.seed)
-            self.model = VAE.from_config(cfg.model, data.dim)
+            self.model = VAE.from_config(cfg.model, data.dim, data.image_shape)
             if self.dist.rank > 0:  # the same initial model, but every process its own noise
                 _seed_noise(distributed.rank_seed(t.seed, self.dist.rank))
         else:
-            self.model = VAE.from_config(cfg.model, data.dim)
+            self.model = VAE.from_config(cfg.model, data.dim, data.image_shape)
             with _checkpoint_errors(run_dir):
                 self.model.load_state_dict(state["model"])
         self.model.to(self.device).train()
@@ -279,6 +285,7 @@ class Trainer:
             data = given_data if given_data is not None else load_data(cfg)
             rcfg = resolve(cfg, data.kind, data.name)
             check_data_for_likelihood(rcfg, data)
+            check_networks_for_data(rcfg, data)
             resolve_device(rcfg.train.device)  # an unavailable device is refused before writing
             if not dist.is_main:
                 return rcfg, data, None
@@ -478,7 +485,8 @@ class Trainer:
                 total = totals[b]
                 local_seen += len(xb)
             xb = binarize_batch(xb, dynamic)
-            terms = objective_terms(self.model, xb, obj)
+            with training_precision(self.device, t.precision):
+                terms = objective_terms(self.model, xb, obj)
             loss = batch_loss(terms, obj, beta, total if sharded else None)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -765,7 +773,12 @@ def check_data_for_likelihood(cfg: RunConfig, data: Dataset) -> None:
     """Refuse data the chosen likelihood cannot model (e.g. values outside [0, 1] for Bernoulli)."""
     from .distributions import get_likelihood
 
-    lik = get_likelihood(cfg.model.likelihood, sigma=cfg.model.sigma, mean_activation=cfg.model.mean_activation)
+    lik = get_likelihood(cfg.model.likelihood, sigma=cfg.model.sigma, mean_activation=cfg.model.mean_activation,
+                         components=cfg.model.components)
+    try:
+        lik.check_levels(data.levels, data.kind, data.dynamic_binarization, data.name)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     for name, split in data.splits().items():
         # 8-bit and binary storage cannot hold other values than its first rows show the kind of;
         # float storage is checked whole, a block at a time
@@ -776,6 +789,15 @@ def check_data_for_likelihood(cfg: RunConfig, data: Dataset) -> None:
                 lik.check_data(xb, f"the {name} split of {data.name}")
             except ValueError as e:
                 raise ConfigError(str(e)) from None
+
+
+def check_networks_for_data(cfg: RunConfig, data: Dataset) -> None:
+    """Refuse conv networks that cannot produce the data's image shape (before any file is written)."""
+    m = cfg.model
+    if "conv" in (m.encoder_network, m.decoder_network):
+        from .convnets import check_fits
+
+        check_fits(data.image_shape, m.channels, m.kernel_size, f"conv network on {data.name}")
 
 
 def _get(cfg: RunConfig, dotted: str):

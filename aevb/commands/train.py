@@ -44,8 +44,19 @@ OPTIONS = [
                                                    "(default: the encoder's, reversed)")),
     ("--activation", "model.activation", dict(metavar="NAME", help="relu, tanh, elu, softplus, sigmoid, "
                                               "leaky-relu, gelu, silu")),
-    ("--likelihood", "model.likelihood", dict(choices=["bernoulli", "gaussian", "gaussian-fixed"],
-                                              help="p(x|z) (default: bernoulli for data in [0,1], else gaussian)")),
+    ("--encoder-network", "model.encoder_network", dict(choices=["mlp", "conv"], help="q(z|x) network")),
+    ("--decoder-network", "model.decoder_network", dict(choices=["mlp", "conv"], help="p(x|z) network")),
+    ("--channels", "model.channels", dict(type=int, nargs="+", metavar="C", help="conv: channels of the "
+                                          "stride-2 stages, each halving H and W (the decoder mirrors them)")),
+    ("--kernel-size", "model.kernel_size", dict(type=int, metavar="K", help="conv: kernel size")),
+    ("--conv-norm", "model.conv_norm", dict(choices=["none", "group"], help="conv: GroupNorm after each "
+                                            "hidden convolution (per datapoint), or none (default: none)")),
+    ("--likelihood", "model.likelihood", dict(choices=["bernoulli", "gaussian", "gaussian-fixed",
+                                                       "discretized-logistic"],
+                                              help="p(x|z) (default: bernoulli for data in [0,1], else gaussian); "
+                                                   "discretized-logistic: a mass on each of 256 levels (8-bit data)")),
+    ("--components", "model.components", dict(type=int, metavar="K", help="discretized-logistic: mixture "
+                                               "components per value")),
     ("--sigma", "model.sigma", dict(type=float, help="standard deviation of gaussian-fixed (1: squared error)")),
     ("--mean-activation", "model.mean_activation", dict(choices=["identity", "sigmoid"],
                                                         help="squash the gaussian decoder's mean")),
@@ -78,6 +89,9 @@ OPTIONS = [
     ("--seed", "train.seed", dict(type=int, help="seed of initialisation, shuffling and noise")),
     ("--device", "train.device", dict(help="auto, cpu, cuda, cuda:N or mps")),
     ("--threads", "train.threads", dict(type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")),
+    ("--precision", "train.precision", dict(choices=["fp32", "bf16"], help="bf16: training steps run the networks "
+                                            "in bfloat16 autocast (faster on CPUs with AMX/AVX512-BF16 and on recent "
+                                            "GPUs); bounds, test and evaluation stay fp32 (default: fp32)")),
     ("--images-every", "train.images_every", dict(type=int, metavar="N", help="write image grids every N epochs (0: never)")),
     ("--no-progress", "train.progress", dict(action="store_false", help="no progress bars or epoch lines")),
     ("--no-tensorboard", "train.tensorboard", dict(action="store_false", help="do not write TensorBoard events")),
@@ -99,6 +113,9 @@ def register(sub) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue this run from its last checkpoint")
     p.add_argument("--preset", help="named settings: " + ", ".join(_preset_names()))
     p.add_argument("--config", metavar="FILE", help="YAML or JSON file with sections data, model, objective, optim, train")
+    p.add_argument("--network", choices=["mlp", "conv"], default=argparse.SUPPRESS,
+                   help="encoder and decoder network both (default: mlp); --encoder-network and "
+                        "--decoder-network set one each")
     from ..config import RunConfig
 
     defaults = RunConfig()
@@ -139,6 +156,9 @@ def config_from_args(args: argparse.Namespace):
                     where=lambda k: f"{args.config}, key {k}")
     updates, given = {}, []
     flags = {key: flag for flag, key, _ in OPTIONS}
+    if hasattr(args, "network"):  # both networks; --encoder-network / --decoder-network override it
+        updates["model"] = {"encoder_network": args.network, "decoder_network": args.network}
+        given += ["model.encoder_network", "model.decoder_network"]
     for _, key, _ in OPTIONS:
         if hasattr(args, key):
             sec, name = key.split(".")

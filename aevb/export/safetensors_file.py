@@ -75,7 +75,7 @@ def load_safetensors(path: Union[str, Path], device: Union[str, torch.device] = 
     from ..model import VAE
 
     meta = safetensors_metadata(path)
-    model = VAE.from_config(meta["config"].model, meta["data_dim"])
+    model = VAE.from_config(meta["config"].model, meta["data_dim"], meta["image_shape"])
     try:
         model.load_state_dict(load_file(str(path), device="cpu"))
     except RuntimeError as e:
