@@ -38,7 +38,7 @@ def register(sub) -> None:
 def run_prepare(args: argparse.Namespace) -> int:
     from ..config import ConfigError, RunConfig, merge, validate
     from ..data import load_dataset
-    from ..data.cache import format_size, parse_size
+    from ..data.cache import format_size, memory_budget, parse_size
     from ..data.imageset import LoadOptions
 
     updates = {"dataset": args.dataset}
@@ -50,8 +50,10 @@ def run_prepare(args: argparse.Namespace) -> int:
     if args.workers < 0:
         raise ConfigError(f"--workers must be 0 (one per core) or more; got {args.workers}")
     d = cfg.data
+    budget = memory_budget(None if d.memory_budget in (None, "", "auto") else parse_size(d.memory_budget))
+    # a budget of one byte: the splits are opened (memory-mapped or from their files), not read into memory
     opts = LoadOptions(cache_dir=d.cache_dir, skip_bad_images=bool(d.skip_bad_images),
-                       memory_budget=None if d.memory_budget in (None, "", "auto") else parse_size(d.memory_budget),
+                       memory_budget=budget if d.dataset.strip().lower().startswith("array:") else 1,
                        workers=args.workers, rebuild=bool(args.rebuild))
     t0 = time.perf_counter()
     ds = load_dataset(d.dataset, d.data_dir, download=d.download, validation=d.validation,
@@ -62,7 +64,12 @@ def run_prepare(args: argparse.Namespace) -> int:
     print(f"{ds.name}: " + ", ".join(f"{len(s)} {n}" for n, s in ds.splits().items())
           + f" datapoints of {c}x{h}x{w} = {ds.dim} values ({ds.kind}, "
           + (f"{ds.levels} levels" if ds.levels else "continuous") + ")")
-    print(f"  storage: {ds.info.get('storage', 'in memory')}; {format_size(ds.nbytes)} in all")
+    if "cache" in ds.info or ds.streamed:
+        how = "held in memory" if ds.nbytes <= budget else "streamed from disk"
+        print(f"  {format_size(ds.nbytes)} uint8 in all: `aevb train` will keep it {how} "
+              f"(memory budget {format_size(budget)})")
+    else:
+        print(f"  {format_size(ds.nbytes)} in memory ({ds.train.storage_dtype})")
     if "cache" in ds.info:
         n = sum(len(s) for s in ds.splits().values())
         state = "reused (up to date)" if ds.info.get("cache_reused") else f"built in {seconds:.1f} s ({n / max(seconds, 1e-9):.0f} images/s)"
