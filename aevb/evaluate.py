@@ -383,8 +383,9 @@ def split_data(run, split: str, seed: int, data=None):
 def evaluate_run(run, split: str = "test", k: int = 1, batch_size: Optional[int] = None,
                  chunk: Optional[int] = None, seed: int = 0, device: Union[str, torch.device] = "cpu",
                  progress: bool = False, budget: int = DEFAULT_BUDGET, compile: bool = False,
-                 per_datapoint: bool = False, data=None, check=None) -> dict:
-    """Evaluate a run (``aevb.runs.Run`` or its folder) on one split; returns the summary dict.
+                 per_datapoint: bool = False, data=None, check=None, limit: Optional[int] = None) -> dict:
+    """Evaluate a run (``aevb.runs.Run`` or its folder) on one split (its first ``limit``
+    datapoints when given: a quicker estimate, said in the result); returns the summary dict.
 
     ``check(model, x)``, if given, is called once the model and data are loaded and before the
     evaluation starts (e.g. to print an estimate of its cost, or to refuse it by raising).
@@ -403,6 +404,9 @@ def evaluate_run(run, split: str = "test", k: int = 1, batch_size: Optional[int]
     model.load_state_dict(state["model"])
     model.to(dev).eval()
     x, y, kind, levels, note = split_data(run, split, seed, data)
+    n_split = len(x)
+    if limit is not None and limit < n_split:
+        x, y = x.subset(np.arange(int(limit))), None if y is None else y[:int(limit)]
     if x.dim != model.data_dim:
         from .runs import RunError
 
@@ -413,7 +417,8 @@ def evaluate_run(run, split: str = "test", k: int = 1, batch_size: Optional[int]
     b = evaluate_bounds(model, x, k, batch_size, chunk, seed, progress, budget, compile,
                         desc=f"L_{k} on {split}")
     out = {"format": "aevb-evaluation", "version": 1, "aevb_version": __version__, "run": str(run.path),
-           "split": split, "dataset": run.config.data.dataset, "epoch": int(state["epoch"]),
+           "split": split, "datapoints": len(x), "split_datapoints": n_split,
+           "dataset": run.config.data.dataset, "epoch": int(state["epoch"]),
            "likelihood": run.config.model.likelihood, "seed": int(seed), "device": str(dev),
            "torch_version": torch.__version__,
            "units": "nats per datapoint (summed over the data dimensions); loss = -ELBO"}
@@ -456,7 +461,9 @@ def write_per_datapoint(path: Union[str, Path], rows: dict) -> Path:
     return path
 
 
-def default_output(run_path: Union[str, Path], split: str, k: int) -> Path:
-    """RUN/evaluation[-SPLIT][-kK].json: the split is named unless it is 'test', k unless it is 1."""
-    name = "evaluation" + ("" if split == "test" else f"-{split}") + ("" if k == 1 else f"-k{k}")
+def default_output(run_path: Union[str, Path], split: str, k: int, limit: Optional[int] = None) -> Path:
+    """RUN/evaluation[-SPLIT][-kK][-firstN].json: the split is named unless it is 'test', k unless
+    it is 1, N when only the first N datapoints were evaluated."""
+    name = ("evaluation" + ("" if split == "test" else f"-{split}") + ("" if k == 1 else f"-k{k}")
+            + ("" if limit is None else f"-first{limit}"))
     return Path(run_path) / f"{name}.json"

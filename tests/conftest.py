@@ -1,4 +1,6 @@
 """Shared fixtures: a tiny, fast config on the embedded digits data, and the shared data sets."""
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -7,6 +9,20 @@ import torch
 from aevb.config import RunConfig, merge
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_data_cache():
+    """Decoded images (folder:, celeba) are cached in a temporary folder, never in the user's
+    ~/.cache; subprocesses inherit it through the environment."""
+    before = os.environ.get("AEVB_CACHE")
+    with tempfile.TemporaryDirectory(prefix="aevb-test-cache-") as d:
+        os.environ["AEVB_CACHE"] = d
+        yield d
+    if before is None:
+        os.environ.pop("AEVB_CACHE", None)
+    else:
+        os.environ["AEVB_CACHE"] = before
 
 
 def tiny_config(**sections) -> RunConfig:

@@ -361,3 +361,18 @@ def test_interrupted_evaluation_leaves_no_file(tiny_run, tmp_path, monkeypatch):
                  "--per-datapoint", str(rows), "--no-progress"])
     assert code == 130
     assert not out.exists() and not rows.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_limit_takes_the_first_datapoints_and_says_so(tiny_run, tmp_path, capsys):
+    full = tmp_path / "full.json"
+    assert main(["evaluate", str(tiny_run), "--k", "5", "--batch-size", "7", "--no-progress", "--out", str(full),
+                 "--per-datapoint", str(tmp_path / "rows.csv")]) == 0
+    assert main(["evaluate", str(tiny_run), "--k", "5", "--batch-size", "7", "--limit", "7", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    limited = json.loads((tiny_run / "evaluation-k5-first7.json").read_text())
+    whole = json.loads(full.read_text())
+    assert limited["n"] == 7 and limited["split_datapoints"] == whole["n"] and "(the first, of" in out
+    rows = np.genfromtxt(tmp_path / "rows.csv", delimiter=",", names=True)
+    # the same seed and batch size give the first 7 datapoints the same samples as the full evaluation
+    assert limited["lk"]["mean"] == pytest.approx(float(rows["lk"][:7].mean()), abs=1e-9)
+    assert main(["evaluate", str(tiny_run), "--limit", "0"]) == 2

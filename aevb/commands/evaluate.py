@@ -28,6 +28,9 @@ def register(sub) -> None:
     p.add_argument("--k", type=int, default=1,
                    help="importance samples per datapoint (1: the ELBO only; 5000: a log p(x) estimate)")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"], help="which split to evaluate")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="evaluate the first N datapoints of the split only (a quicker estimate; "
+                        "the JSON says how many of how many); None: all")
     p.add_argument("--batch-size", type=int, default=None,
                    help="datapoints per batch; None: as many as fit in the memory budget with all k samples")
     p.add_argument("--chunk", type=int, default=None,
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.k is None or args.k < 1:
         raise ConfigError(f"--k must be a positive number of importance samples (1 for the ELBO only); got {args.k}")
-    for name in ("batch_size", "chunk", "threads"):
+    for name in ("batch_size", "chunk", "threads", "limit"):
         v = getattr(args, name)
         if v is not None and v < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1; got {v}")
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         parse_device(args.device)
     run_ = Run(args.run)
     # every output is checked before the (maybe long) evaluation
-    out = Path(args.out) if args.out else default_output(run_.path, args.split, args.k)
+    out = Path(args.out) if args.out else default_output(run_.path, args.split, args.k, args.limit)
     check_output(out, "--out")
     if args.per_datapoint:
         check_output(args.per_datapoint, "--per-datapoint", suffixes=(".csv", ".npy"))
@@ -86,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_run(run_, split=args.split, k=args.k, batch_size=args.batch_size, chunk=args.chunk,
                           seed=args.seed, device=args.device, progress=args.progress,
                           budget=int(args.memory_budget * 1e6), compile=args.compile,
-                          per_datapoint=bool(args.per_datapoint), check=lambda m, x: plan(args, m, x))
+                          per_datapoint=bool(args.per_datapoint), check=lambda m, x: plan(args, m, x),
+                          limit=args.limit)
     rows = result.pop("per_datapoint", None)
     # Files are written only now, each atomically: an interrupted evaluation leaves none.
     if rows is not None:
@@ -145,7 +149,8 @@ def _duration(s: float) -> str:
 def format_summary(r: dict) -> str:
     """The human-readable summary printed by `aevb evaluate`."""
     e, lk = r["elbo"], r["lk"]
-    lines = [f"{r['run']}: {r['split']} split, {r['n']} datapoints of {r['dim']} values, epoch {r['epoch']}, "
+    of = "" if r.get("split_datapoints", r["n"]) == r["n"] else f" (the first, of {r['split_datapoints']})"
+    lines = [f"{r['run']}: {r['split']} split, {r['n']} datapoints{of} of {r['dim']} values, epoch {r['epoch']}, "
              f"k = {r['k']} (seed {r['seed']}, {r['seconds']:.1f}s)  [nats per datapoint]",
              f"  ELBO            {e['mean']:12.4f} +- {e['se']:.4f}   = E_q log p(x|z) {e['log_px_given_z']:.4f}"
              f" - KL {e['kl']:.4f}   (loss {r['loss']:.4f})"]
