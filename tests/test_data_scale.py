@@ -155,15 +155,15 @@ def test_cache_from_another_version_is_rebuilt(tmp_path, capfd):
 
 
 def test_an_interrupted_conversion_is_not_taken_for_a_finished_one(tmp_path):
-    write_images(tmp_path / "imgs", 1500, size=(40, 40), fmt="jpg")
+    write_images(tmp_path / "imgs", 1500, size=(120, 120), fmt="jpg")  # about 1 s to convert with 1 worker
     cache = tmp_path / "cache"
     env = {**os.environ, "AEVB_CACHE": str(cache), "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "aevb", "data", "prepare", f"folder:{tmp_path / 'imgs'}",
                              "--workers", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 60
     while time.time() < deadline and not any(".partial-" in p.name for p in cache.glob("*")):
-        time.sleep(0.02)
-    time.sleep(0.3)
+        time.sleep(0.005)
+    time.sleep(0.05)  # into the decoding
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial = [p for p in cache.glob("*") if ".partial-" in p.name]
