@@ -208,6 +208,8 @@ def run(args: argparse.Namespace) -> int:
         if trainer.dist.is_main:
             print(f"training on {trainer.data.name} ({len(trainer.data.train)} train / {len(trainer.data.test)} test, "
                   f"{trainer.data.dim} values each) -> {out}  [{trainer.device}]"
+                  + (f"  data {trainer.data.info.get('storage', 'streamed from disk (over --memory-budget)')}"
+                     if trainer.data.streamed else "")
                   + ("  (replaces the run there once the first epoch has trained)"
                      if trainer._new_run is not None and trainer._new_run.pending else "")
                   + (f"  x {trainer.dist.world_size} processes" if trainer.dist.enabled else ""), file=sys.stderr)
