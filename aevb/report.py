@@ -385,8 +385,12 @@ def render_report(run: Run, figures: Dict[str, Path], notes: Sequence[str] = (),
         facts.append("images " + "×".join(str(s) for s in shape) + " (C×H×W)")
     facts.append(f"{m.get('latent_dim')}-D latent space")
     facts.append(f"{html.escape(str(m.get('likelihood')))} likelihood")
-    hidden = m.get("encoder_hidden") or []
-    facts.append("encoder " + "-".join(str(h) for h in hidden) + f" ({html.escape(str(m.get('activation')))})")
+    if m.get("encoder_network") == "conv":
+        facts.append("conv encoder " + "-".join(str(c) for c in m.get("channels") or []) + " channels"
+                     + f" ({html.escape(str(m.get('activation')))})")
+    else:
+        hidden = m.get("encoder_hidden") or []
+        facts.append("encoder " + "-".join(str(h) for h in hidden) + f" ({html.escape(str(m.get('activation')))})")
     status = status or info.get("status", "unknown")
     facts.append(f"status <b>{html.escape(str(status))}</b>")
 
@@ -408,6 +412,9 @@ def render_report(run: Run, figures: Dict[str, Path], notes: Sequence[str] = (),
         body.append(f'<p>Move through the latent space in <a href="{html.escape(explorer, quote=True)}">'
                     "explorer.html</a>: sliders per latent dimension, the test points&#39; posterior means, "
                     "interpolations and prior samples, decoded in the browser.</p>")
+    elif m.get("decoder_network") == "conv":
+        body.append('<p class="sub">The latent explorer decodes MLP decoders only; this run\'s decoder is '
+                    "convolutional. The figures below show its latent space.</p>")
     else:
         body.append(f'<p class="sub">No explorer yet: <code>aevb explore {html.escape(str(run.path))}</code> writes '
                     "explorer.html, an interactive page of the latent space, linked here by the next "
