@@ -276,6 +276,8 @@ def test_celeba_bad_inputs_say_what_to_do(tmp_path):
     with pytest.raises(DataError, match="list_eval_partition.txt.*mmlab"):
         load_dataset("celeba", tmp_path / "nothing")
     write_celeba(tmp_path / "c", {"000001.jpg": 0, "000002.jpg": 2})
+    with pytest.raises(DataError, match="the crop 300x300 is larger than the images \\(218x178"):
+        load_dataset("celeba", tmp_path / "c", crop=(300, 300))
     (tmp_path / "c" / "list_eval_partition.txt").write_text("hello world\n")
     with pytest.raises(DataError, match="line 1.*not CelebA"):
         load_dataset("celeba", tmp_path / "c")

@@ -40,12 +40,15 @@ def run_prepare(args: argparse.Namespace) -> int:
     from ..data import load_dataset
     from ..data.cache import format_size, memory_budget, parse_size
     from ..data.imageset import LoadOptions
+    from .train import OPTIONS
 
     updates = {"dataset": args.dataset}
     for key, value in vars(args).items():
         if key.startswith("data."):
             updates[key.split(".", 1)[1]] = value
-    cfg = merge(RunConfig(), {"data": updates}, source="command line")
+    flags = {key: flag for flag, key, _ in OPTIONS}
+    cfg = merge(RunConfig(), {"data": updates}, source="command line",
+                where=lambda k: f"option {flags.get(k, 'DATASET' if k == 'data.dataset' else k)}")
     validate(cfg)
     if args.workers < 0:
         raise ConfigError(f"--workers must be 0 (one per core) or more; got {args.workers}")

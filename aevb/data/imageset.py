@@ -18,7 +18,7 @@ import torch
 
 from . import cache
 from .base import KIND_BINARY, KIND_UNIT, DataError, Dataset, Split
-from .decode import ImageSpec, Job, decode_all, probe_all
+from .decode import ImageSpec, Job, decode_all, probe, probe_all
 from .utils import TEST_SPLIT_SEED, holdout_indices
 
 TEST_FRACTION = 0.1
@@ -131,6 +131,15 @@ def _target(plan: ImagePlan, opts: LoadOptions) -> Tuple[Tuple[int, int], int]:
 
 def _build(plan: ImagePlan, opts: LoadOptions, folder: Path, entries, fp: str) -> dict:
     size, channels = _target(plan, opts)
+    if plan.crop is not None:  # a crop larger than the pictures: said once, before decoding them all
+        first = next(p for fl in plan.files.values() for p in fl)
+        try:
+            (h, w), _ = probe(first)
+        except Exception:  # an unreadable first file is reported with the others
+            h = w = None
+        if h is not None and (plan.crop[0] > h or plan.crop[1] > w):
+            raise DataError(f"{plan.name}: the crop {plan.crop[0]}x{plan.crop[1]} is larger than the images "
+                            f"({h}x{w}, height x width, e.g. {first}); give a crop that fits (--crop H W)")
     spec = ImageSpec(channels=channels, size=size, crop=plan.crop, draft=opts.draft)
     counts = {name: len(fl) for name, fl in plan.files.items()}
     needed = sum(counts.values()) * spec.dim
