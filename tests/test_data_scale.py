@@ -122,7 +122,7 @@ def test_resumed_streamed_run_equals_an_uninterrupted_one(tmp_path):
 
 # ----------------------------------------------------------------------------- the cache
 def test_cache_is_reused_when_nothing_changed_and_rebuilt_when_a_source_did(tmp_path, capfd):
-    arrays = write_images(tmp_path / "imgs", 12)
+    write_images(tmp_path / "imgs", 12)
     spec = f"folder:{tmp_path / 'imgs'}"
     first = load_dataset(spec)
     assert first.info["cache_reused"] is False and Path(first.info["cache"]).is_dir()

@@ -3,7 +3,6 @@ what was made; `aevb train` does the same when needed."""
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 from .common import add_parser

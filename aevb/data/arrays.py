@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .base import KIND_BINARY, KIND_REAL, DataError, Dataset, Split
-from .utils import TEST_SPLIT_SEED, holdout_indices, infer_kind
+from .utils import TEST_SPLIT_SEED, holdout_indices
 
 TEST_FRACTION = 0.1
 X_KEYS = {

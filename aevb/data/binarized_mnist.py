@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-import torch
 
 from .base import KIND_BINARY, DataError, Dataset, Split
 from .download import Alternative, RemoteFile, fetch

@@ -32,8 +32,6 @@ EXTENSIONS = (".png", ".jpg", ".jpeg")
 TEST_FRACTION = 0.1
 COLOR_MODES = {"auto": "auto", None: "auto", "grey": "grey", "gray": "grey", "l": "grey",
                "rgb": "rgb", "color": "rgb", "colour": "rgb"}
-_GREY_MODES = ("1", "L", "LA", "La")
-_MAX_LISTED = 20
 
 
 def normalise_color(color: Optional[str]) -> str:
@@ -93,10 +91,6 @@ def find_images(root: Path) -> List[Path]:
     return unique
 
 
-def _listing(items: Sequence[str]) -> str:
-    shown = "\n".join(f"  {s}" for s in items[:_MAX_LISTED])
-    more = f"\n  ... and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
-    return shown + more
 
 
 def _split_dirs(root: Path) -> Optional[Dict[str, Path]]:

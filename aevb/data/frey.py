@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-import torch
 
 from .base import KIND_UNIT, DataError, Dataset, Split
 from .download import RemoteFile, fetch
