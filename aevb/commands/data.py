@@ -36,9 +36,9 @@ def register(sub) -> None:
 
 def run_prepare(args: argparse.Namespace) -> int:
     from ..config import ConfigError, RunConfig, merge, validate
-    from ..data import load_dataset
-    from ..data.cache import format_size, memory_budget, parse_size
-    from ..data.imageset import LoadOptions
+    from ..data import load_configured
+    from ..data.cache import format_size
+    from ..data.registry import load_options
     from .train import OPTIONS
 
     updates = {"dataset": args.dataset}
@@ -52,15 +52,12 @@ def run_prepare(args: argparse.Namespace) -> int:
     if args.workers < 0:
         raise ConfigError(f"--workers must be 0 (one per core) or more; got {args.workers}")
     d = cfg.data
-    budget = memory_budget(None if d.memory_budget in (None, "", "auto") else parse_size(d.memory_budget))
-    # a budget of one byte: the splits are opened (memory-mapped or from their files), not read into memory
-    opts = LoadOptions(cache_dir=d.cache_dir, skip_bad_images=bool(d.skip_bad_images),
-                       memory_budget=budget if d.dataset.strip().lower().startswith("array:") else 1,
-                       workers=args.workers, rebuild=bool(args.rebuild))
+    opts = load_options(d, workers=args.workers, rebuild=bool(args.rebuild))
+    budget = opts.budget
+    if not d.dataset.strip().lower().startswith("array:"):
+        opts.memory_budget = 1  # the splits are opened (memory-mapped), not read into memory
     t0 = time.perf_counter()
-    ds = load_dataset(d.dataset, d.data_dir, download=d.download, validation=d.validation,
-                      binarize=d.binarize, image_size=d.image_size, color=d.color, seed=d.seed, crop=d.crop,
-                      options=opts)
+    ds = load_configured(d, options=opts)
     seconds = time.perf_counter() - t0
     c, h, w = ds.image_shape
     print(f"{ds.name}: " + ", ".join(f"{len(s)} {n}" for n, s in ds.splits().items())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -111,10 +110,11 @@ def plan(args: argparse.Namespace, model, x) -> None:
     """Print the estimated time and memory of the evaluation; refuse an absurd one (over a day,
     or more memory than the machine has) unless --force."""
     from ..config import ConfigError
+    from ..data.cache import physical_memory
     from ..evaluate import estimate_seconds, memory_need
 
     budget = int(args.memory_budget * 1e6)
-    need, ram = memory_need(model, len(x), args.k, args.batch_size, args.chunk, budget), _physical_memory()
+    need, ram = memory_need(model, len(x), args.k, args.batch_size, args.chunk, budget), physical_memory()
     what = f"{len(x)} datapoints x k = {args.k} samples"
     if ram and need > 0.8 * ram and not args.force:
         raise ConfigError(f"evaluating {what} needs about {need / 1e9:,.1f} GB of memory, more than this "
@@ -127,13 +127,6 @@ def plan(args: argparse.Namespace, model, x) -> None:
                           "log-likelihood estimate), or --force to run it anyway")
     if seconds > 10:
         print(f"evaluating {said}", file=sys.stderr, flush=True)
-
-
-def _physical_memory() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 0
 
 
 def _duration(s: float) -> str:

@@ -73,16 +73,17 @@ def format_size(n: float) -> str:
 
 
 def physical_memory() -> int:
+    """Bytes of RAM, or 0 where the system does not say."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
-        return 8 * 1024 ** 3
+        return 0
 
 
 def memory_budget(text=None) -> int:
     """The data memory budget in bytes: ``text`` (e.g. ``8GB``) or a quarter of physical memory."""
     if text is None or text == "" or str(text).lower() == "auto":
-        return physical_memory() // 4
+        return (physical_memory() or 8 * 1024 ** 3) // 4
     return parse_size(text)
 
 

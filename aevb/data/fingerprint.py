@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from .cache import fingerprint as stat_digest  # sha256 of (path, size, mtime) lines, as the data cache keeps
+
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -23,13 +25,6 @@ def _sha256(path: Path) -> str:
 # path, size and modification time, as the data cache knows its sources.
 HASH_BYTES = 256 * 2 ** 20
 DUPLICATE_CHECK_FILES = 5000
-
-
-def _stat_digest(entries) -> str:
-    h = hashlib.sha256()
-    for rel, size, mtime in entries:
-        h.update(f"{rel}\t{size}\t{mtime}\n".encode("utf-8", "surrogateescape"))
-    return h.hexdigest()
 
 
 def fingerprint(spec: str) -> Optional[dict]:
@@ -48,7 +43,7 @@ def fingerprint(spec: str) -> Optional[dict]:
         st = root.stat()
         if st.st_size <= HASH_BYTES:
             return {"sha256": _sha256(root), "files": 1, "bytes": st.st_size, "method": "content"}
-        return {"sha256": _stat_digest([(root.name, st.st_size, st.st_mtime_ns)]), "files": 1,
+        return {"sha256": stat_digest([(root.name, st.st_size, st.st_mtime_ns)]), "files": 1,
                 "bytes": st.st_size, "method": "stat"}
     if prefix.lower() == "folder":
         if not root.is_dir():
@@ -65,7 +60,7 @@ def fingerprint(spec: str) -> Optional[dict]:
             entries.append((os.path.relpath(f, root), st.st_size, st.st_mtime_ns))
         total = sum(e[1] for e in entries)
         if len(files) > DUPLICATE_CHECK_FILES or total > HASH_BYTES:
-            return {"sha256": _stat_digest(entries), "files": len(files), "bytes": total, "method": "stat"}
+            return {"sha256": stat_digest(entries), "files": len(files), "bytes": total, "method": "stat"}
         h, contents = hashlib.sha256(), set()
         for f, (rel, _, _) in zip([f for f in files if f.exists()], entries):
             digest = _sha256(f)

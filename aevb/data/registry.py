@@ -180,15 +180,24 @@ def load_dataset(spec: str, data_dir: Union[str, os.PathLike, None] = None, *, d
     return ds
 
 
-def load_configured(d, download: Optional[bool] = None, progress: bool = True) -> Dataset:
-    """The data set a run's ``DataConfig`` describes: the one way a run (training, resume,
-    evaluation, plots, the report) gets its data. ``download`` overrides ``d.download``."""
+def load_options(d, **overrides) -> LoadOptions:
+    """The LoadOptions of a ``DataConfig`` (cache folder, memory budget in bytes, skipping bad
+    images), with ``overrides`` (e.g. progress, workers) applied."""
     from .cache import parse_size
 
     budget = getattr(d, "memory_budget", None)
-    opts = LoadOptions(cache_dir=getattr(d, "cache_dir", None), skip_bad_images=bool(getattr(d, "skip_bad_images", False)),
-                       memory_budget=None if budget in (None, "", "auto") else parse_size(budget),
-                       progress=progress)
+    opts = dict(cache_dir=getattr(d, "cache_dir", None), skip_bad_images=bool(getattr(d, "skip_bad_images", False)),
+                memory_budget=None if budget in (None, "", "auto") else parse_size(budget))
+    opts.update(overrides)
+    return LoadOptions(**opts)
+
+
+def load_configured(d, download: Optional[bool] = None, progress: bool = True,
+                    options: Optional[LoadOptions] = None) -> Dataset:
+    """The data set a run's ``DataConfig`` describes: the one way a run (training, resume,
+    evaluation, plots, the report) and `aevb data prepare` get their data. ``download``
+    overrides ``d.download``; ``options`` replaces ``load_options(d, progress=progress)``."""
     return load_dataset(d.dataset, d.data_dir, download=d.download if download is None else download,
                         validation=d.validation, binarize=d.binarize, image_size=d.image_size,
-                        color=d.color, seed=d.seed, crop=getattr(d, "crop", None), options=opts)
+                        color=d.color, seed=d.seed, crop=getattr(d, "crop", None),
+                        options=options or load_options(d, progress=progress))
