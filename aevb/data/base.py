@@ -146,6 +146,9 @@ class Split:
 
     def take(self, idx: Index, device=None) -> Tensor:
         """Rows ``idx`` as float32 [len(idx), D] on ``device`` (default: where the data are)."""
+        if isinstance(idx, Tensor) and isinstance(self._x, Tensor) and self._rows is None:
+            # the training hot path: index the stored tensor directly, no round trip through numpy
+            return self._to_float(self._x.index_select(0, idx.to(self._x.device)), device)
         return self._to_float(self._raw(_as_index(idx)), device)
 
     def rows(self, start: int = 0, stop: Optional[int] = None, device=None) -> Tensor:
