@@ -1,4 +1,4 @@
-"""One writer per run folder: a lock file ``RUN/.aevb.lock`` created exclusively (O_EXCL).
+"""One writer per run folder: a lock file ``RUN/.aevb.lock``, created atomically with its content.
 
 The file holds the writer's pid, host name, start time and command. A lock whose process is
 gone (same host, pid not alive) is stale, left by a crash or kill -9, and is taken over; a lock
@@ -17,11 +17,25 @@ import time
 from pathlib import Path
 from typing import Optional, Union
 
+try:
+    import fcntl
+except ImportError:  # not on Windows: stale locks are then removed without the flock
+    fcntl = None
+
 LOCK_NAME = ".aevb.lock"
+
+# a lock file that cannot be parsed and is younger than this is being written by its creator
+# (only where hard links are unavailable and the file is made with O_EXCL, then written)
+WRITING_GRACE_S = 30.0
 
 # lock files this process holds (resolved paths); a lock naming this pid but absent here was
 # left by an abandoned object and is stale
 _HELD: set = set()
+
+
+def is_lock_file(name: str) -> bool:
+    """Whether a file name in a run folder is the lock or a lock being created (see _create_whole)."""
+    return name == LOCK_NAME or (name.startswith(LOCK_NAME + ".") and name.endswith(".tmp"))
 
 
 class LockedError(RuntimeError):
@@ -42,14 +56,15 @@ def _pid_alive(pid: int) -> bool:
 
 def read_lock(folder: Union[str, Path]) -> Optional[dict]:
     """The holder of ``folder``'s lock ({pid, host, started, command}) or None when unlocked.
-    An unreadable lock file (a crash while writing it) reads as {'pid': 0}: stale."""
+    A lock file that cannot be read or parsed reads as {'pid': 0, 'unreadable': age in s}: being
+    written when younger than WRITING_GRACE_S, else left by a crash (stale)."""
     path = Path(folder) / LOCK_NAME
     try:
         text = path.read_text()
     except FileNotFoundError:
         return None
     except OSError:
-        return {"pid": 0, "host": socket.gethostname()}
+        text = ""
     try:
         info = json.loads(text)
         if not isinstance(info, dict):
@@ -57,13 +72,20 @@ def read_lock(folder: Union[str, Path]) -> Optional[dict]:
         info["pid"] = int(info.get("pid", 0))
         return info
     except (ValueError, TypeError):
-        return {"pid": 0, "host": socket.gethostname()}
+        try:
+            age = time.time() - path.stat().st_mtime
+        except OSError:
+            return None
+        return {"pid": 0, "host": socket.gethostname(), "unreadable": age}
 
 
 def holder_alive(info: Optional[dict], path: Optional[Path] = None) -> bool:
-    """Whether the writer named by a lock still runs (another host's lock counts as alive)."""
+    """Whether the writer named by a lock still runs (another host's lock counts as alive, and
+    so does an unreadable lock file younger than WRITING_GRACE_S: its creator is writing it)."""
     if info is None:
         return False
+    if "unreadable" in info:
+        return float(info["unreadable"]) < WRITING_GRACE_S
     if info.get("host") != socket.gethostname():
         return True
     pid = int(info.get("pid", 0))
@@ -73,6 +95,8 @@ def holder_alive(info: Optional[dict], path: Optional[Path] = None) -> bool:
 
 
 def describe(info: dict) -> str:
+    if "unreadable" in info:
+        return "a process that is creating its lock file right now"
     return (f"process {info.get('pid')} on {info.get('host')} since {info.get('started', '?')}"
             + (f" ({info['command']})" if info.get("command") else ""))
 
@@ -81,6 +105,75 @@ def is_locked(folder: Union[str, Path]) -> bool:
     """True when a live writer holds ``folder``'s lock."""
     path = Path(folder) / LOCK_NAME
     return holder_alive(read_lock(folder), path)
+
+
+
+def _create_whole(path: Path, text: str) -> bool:
+    """Create ``path`` holding ``text``, atomically: False when it exists already.
+
+    The text is written to a private file first and then hard-linked to ``path`` (link() fails
+    when the name exists), so no reader ever sees a lock file without its holder. Where hard
+    links are unsupported, O_EXCL creation followed by a write is used instead (see
+    WRITING_GRACE_S for what a reader makes of the short window in between)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    try:
+        _write_file(tmp, text, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        try:
+            os.link(tmp, path)
+            return True
+        except (FileExistsError, FileNotFoundError):  # taken; or tmp removed as an orphan
+            return False
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                raise
+    finally:
+        tmp.unlink(missing_ok=True)
+    try:  # no hard links on this file system
+        _write_file(path, text, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        return True
+    except FileExistsError:
+        return False
+
+
+def _write_file(path: Path, text: str, flags: int) -> None:
+    fd = os.open(path, flags, 0o644)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+    except OSError as e:  # e.g. a full disk: leave no partial file behind
+        path.unlink(missing_ok=True)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            from .io import DiskFullError
+
+            raise DiskFullError(path, 200) from None
+        raise
+
+
+def _remove_if_stale(path: Path) -> None:
+    """Delete a stale lock file, unless another process has meanwhile taken it over.
+
+    Two processes that both found the same stale lock must not both delete: the slower one
+    would delete the lock the faster one has just created. So the takeover holds an exclusive
+    flock on the file it judged stale and deletes it only if ``path`` still names that very
+    file (same inode) and it still names a dead holder."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return  # another process is taking it over right now
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            return
+        if same and not holder_alive(read_lock(path.parent), path):
+            path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
 
 
 class RunLock:
@@ -95,33 +188,19 @@ class RunLock:
     def acquire(self, what: str = "write") -> "RunLock":
         me = {"pid": os.getpid(), "host": socket.gethostname(),
               "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": " ".join(sys.argv[:1] + sys.argv[1:8])}
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                info = read_lock(self.folder)
-                if info is not None and holder_alive(info, self.path):
-                    raise LockedError(self.refusal(info, what)) from None
-                try:  # stale: the writer is gone
-                    self.path.unlink()
-                except FileNotFoundError:
-                    pass
-                continue
-            try:
-                with os.fdopen(fd, "w") as f:
-                    f.write(json.dumps(me) + "\n")
-            except OSError as e:  # e.g. a full disk: leave no empty lock behind
-                self.path.unlink(missing_ok=True)
-                if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                    from .io import DiskFullError
-
-                    raise DiskFullError(self.path, 200) from None
-                raise
-            self.held = True
-            _HELD.add(str(self.path.resolve()))
-            return self
-        raise LockedError(f"{self.folder}: could not take the lock {self.path}; another process keeps "
-                          "creating it. Try again when it has finished.")
+        for _ in range(20):
+            if _create_whole(self.path, json.dumps(me) + "\n"):
+                self.held = True
+                _HELD.add(str(self.path.resolve()))
+                return self
+            info = read_lock(self.folder)
+            if info is None:
+                continue  # released meanwhile
+            if holder_alive(info, self.path):
+                raise LockedError(self.refusal(info, what))
+            _remove_if_stale(self.path)
+        raise LockedError(f"{self.folder}: could not take the lock {self.path}; other processes keep "
+                          "taking it. Try again when they have finished.")
 
     def refusal(self, info: dict, what: str) -> str:
         same_host = info.get("host") == socket.gethostname()

@@ -25,7 +25,7 @@ import torch
 
 from .config import RunConfig
 from .io import atomic_write_text, load_checkpoint
-from .lock import LOCK_NAME, RunLock, describe, holder_alive, is_locked, read_lock
+from .lock import LOCK_NAME, RunLock, describe, holder_alive, is_lock_file, is_locked, read_lock
 
 RUN_MARKER = "run.json"
 CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -77,7 +77,7 @@ def remove_orphans(folder: Path) -> List[Path]:
     atomic writes). Call it only while holding the folder's lock."""
     removed = []
     for tmp in Path(folder).rglob(".*.tmp"):
-        if tmp.is_file() and not tmp.is_symlink():
+        if tmp.is_file() and not tmp.is_symlink() and not is_lock_file(tmp.name):
             try:
                 tmp.unlink()
                 removed.append(tmp)
@@ -156,7 +156,7 @@ class NewRun:
             shutil.rmtree(self.folder, ignore_errors=True)
         else:
             for p in self.folder.iterdir():
-                if p.name != LOCK_NAME:
+                if not is_lock_file(p.name):
                     shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         self.lock.release()
 
@@ -178,7 +178,7 @@ def check_new_out(out: Path, overwrite: bool) -> None:
                 raise RunError(f"{out} already holds a run; use `aevb train --resume {out}` to continue it, "
                                "--overwrite to replace it (the old run is kept until the new one has "
                                "started), or choose another --out")
-        elif any(p.name != LOCK_NAME for p in out.iterdir()):
+        elif any(not is_lock_file(p.name) for p in out.iterdir()):
             raise RunError(f"--out {out} exists and is neither an empty folder nor an aevb run (no run.json "
                            "with format aevb-run); nothing was changed: choose another --out")
         _check_writable(out, f"--out {out}")
@@ -225,7 +225,11 @@ def create_run_folder(out: Path, overwrite: bool) -> NewRun:
     out.mkdir(parents=True, exist_ok=True)
     lock = RunLock(out).acquire("start a run in")
     # a second writer may have created the run between the check and the lock
-    if is_run(out) or any(p.name != LOCK_NAME for p in out.iterdir()):
+    if is_run(out):
+        lock.release()
+        raise RunError(f"{out} already holds a run, started by another process meanwhile; use "
+                       f"`aevb train --resume {out}` to continue it, or choose another --out")
+    if any(not is_lock_file(p.name) for p in out.iterdir()):
         lock.release()
         raise RunError(f"{out} was filled by another process meanwhile; choose another --out")
     return NewRun(out, lock, out, created=created)

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -454,6 +455,77 @@ def test_two_writers_started_together_one_wins(tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"]["latent_dim"] == winner  # config, model and metrics of the same run
     assert load_run(out).load_model().latent_dim == winner
+
+
+_RACER = textwrap.dedent("""
+    import json, os, random, sys, time
+    from aevb.lock import LOCK_NAME, LockedError, RunLock
+    folder, dead_pid, start, n = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+    inside = os.path.join(folder, "inside")
+    rng = random.Random(os.getpid())
+    held = refused = 0
+    while time.time() < start:
+        time.sleep(0.001)
+    while held < n:
+        try:
+            lock = RunLock(folder).acquire()
+        except LockedError:
+            refused += 1
+            time.sleep(rng.random() * 0.002)
+            continue
+        try:  # nobody else may be here now
+            os.close(os.open(inside, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            print("two holders at once", file=sys.stderr)
+            sys.exit(1)
+        held += 1
+        time.sleep(rng.random() * 0.002)
+        os.unlink(inside)
+        if held % 2:  # half the time "crash": leave a lock naming a dead process
+            tmp = os.path.join(folder, "stale.json")
+            with open(tmp, "w") as f:
+                f.write(json.dumps({"pid": dead_pid, "host": json.loads(open(lock.path).read())["host"]}))
+            os.replace(tmp, lock.path)
+            lock.held = False
+        else:
+            lock.release()
+        time.sleep(rng.random() * 0.001)
+    print(held, refused)
+""")
+
+
+def test_processes_racing_for_one_lock_never_hold_it_together(tmp_path):
+    """Two writers (one per core) take the same lock 300 times each, alternately releasing it
+    and "crashing" (leaving a lock that names a dead process): never are both inside at once.
+    A lock read while its creator was still writing it, or a stale lock deleted by both, let two
+    writers in."""
+    script = tmp_path / "racer.py"
+    script.write_text(_RACER)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    folder = tmp_path / "run"
+    folder.mkdir()
+    start = time.time() + 3
+    procs = [subprocess.Popen([sys.executable, str(script), str(folder), str(dead.pid), str(start), "300"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    refused = sum(int(o.split()[1]) for o, _ in outs)
+    assert refused > 0, outs  # they did contend
+
+
+def test_an_unreadable_lock_is_held_while_young_and_stale_when_old(tmp_path):
+    from aevb.lock import LockedError, RunLock, WRITING_GRACE_S
+
+    (tmp_path / LOCK_NAME).write_text("")  # O_EXCL creation, content not yet written
+    with pytest.raises(LockedError, match="creating its lock file"):
+        RunLock(tmp_path).acquire()
+    old = time.time() - WRITING_GRACE_S - 5
+    os.utime(tmp_path / LOCK_NAME, (old, old))  # a crash between creating and writing it
+    lock = RunLock(tmp_path).acquire()
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    lock.release()
+    assert not (tmp_path / LOCK_NAME).exists()
 
 
 # ------------------------------------------------------------------ --overwrite
