@@ -52,6 +52,28 @@ def test_cli_figure2_tiny_writes_the_curves_and_resumes(tmp_path, capsys):
     assert "0 sub-runs trained, 4 skipped" in capsys.readouterr().out
 
 
+def test_one_writer_per_experiment_folder_and_orphans_are_removed(tmp_path, capsys):
+    import json
+    import socket
+
+    from aevb.lock import LOCK_NAME
+
+    out = tmp_path / "f2"
+    args = ["reproduce", "figure2", "--budget", "tiny", "--dataset", "digits", "--out", str(out), "--quiet"]
+    out.mkdir()
+    (out / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": socket.gethostname(), "started": "now"}))
+    assert main(args) == 2  # pid 1 is alive: another writer
+    err = capsys.readouterr().err
+    assert "being written by process 1" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # nothing written
+    (out / LOCK_NAME).unlink()
+    orphan = out / "runs" / ".state.pt.abc.tmp"  # a write cut short by kill -9
+    orphan.parent.mkdir()
+    orphan.write_bytes(b"half")
+    assert main(args) == 0
+    assert not orphan.exists() and not (out / LOCK_NAME).exists()
+
+
 def test_an_interrupted_subrun_continues_from_its_last_evaluation(tmp_path):
     from aevb.experiments.runner import Context, SubRun, run_subrun
 

@@ -9,6 +9,8 @@ import importlib
 from pathlib import Path
 from typing import Optional
 
+from ..lock import RunLock
+from ..runs import remove_orphans
 from .runner import BUDGETS, Context, ReproduceError
 
 EXPERIMENTS = ("figure2", "figure3", "figure4", "figure5", "amortization")
@@ -35,7 +37,15 @@ def run_experiment(name: str, budget: str = "quick", out=None, dataset: Optional
     ctx = Context(Path(out) if out is not None else default_out(name, budget), budget, dataset, data_dir,
                   mnist_dir, frey_dir, download, device, seed, verbose)
     ctx.out.mkdir(parents=True, exist_ok=True)
-    result = mod.run(ctx)
+    # one writer per experiment folder, like a run folder; what a killed writer left is removed
+    lock = RunLock(ctx.out).acquire(f"reproduce {name} into")
+    try:
+        removed = remove_orphans(ctx.out)
+        if removed:
+            ctx.log(f"removed {len(removed)} unfinished temporary file(s) left by an interrupted run")
+        result = mod.run(ctx)
+    finally:
+        lock.release()
     result["context"] = ctx
     return result
 
