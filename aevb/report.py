@@ -391,7 +391,11 @@ def render_report(run: Run, figures: Dict[str, Path], notes: Sequence[str] = (),
     else:
         hidden = m.get("encoder_hidden") or []
         facts.append("encoder " + "-".join(str(h) for h in hidden) + f" ({html.escape(str(m.get('activation')))})")
-    status = status or info.get("status", "unknown")
+    if not status:
+        try:
+            status = run.status
+        except (OSError, ValueError):
+            status = "unknown"
     facts.append(f"status <b>{html.escape(str(status))}</b>")
 
     body = [f"<h1>aevb run report: {html.escape(name)}</h1>",

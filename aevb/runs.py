@@ -298,6 +298,15 @@ class Run:
         return read_marker(self.path) or {}
 
     @property
+    def status(self) -> str:
+        """The marker's status, except that a run marked 'running' whose writer is gone (killed,
+        or its machine crashed: no live lock) is 'stopped'; it continues with --resume."""
+        status = str(self.info.get("status", "unknown"))
+        if status == "running" and not is_locked(self.path):
+            return "stopped"
+        return status
+
+    @property
     def checkpoint_path(self) -> Path:
         return self.path / CHECKPOINT
 
@@ -314,7 +323,7 @@ class Run:
         if is_locked(self.path):
             return (f"{self.path} has no checkpoint yet: it is still training its first epoch "
                     f"({describe(read_lock(self.path))}); wait for the first epoch to end")
-        status = self.info.get("status", "unknown")
+        status = self.status
         return (f"{self.path} has no checkpoint ({CHECKPOINT}): the run stopped (status {status}) before its "
                 f"first epoch ended. Start it again from scratch with `aevb train --resume {self.path}` "
                 f"(its saved settings), or replace it with `aevb train --out {self.path} --overwrite ...`")

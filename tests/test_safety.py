@@ -20,7 +20,7 @@ from aevb import load_run
 from aevb.cli import main
 from aevb.io import load_checkpoint
 from aevb.lock import LOCK_NAME
-from aevb.runs import read_marker
+from aevb.runs import Run, read_marker
 from aevb.trainer import Trainer
 
 from conftest import tiny_config
@@ -425,6 +425,11 @@ def test_a_second_writer_is_refused_and_a_killed_run_can_be_continued(tmp_path, 
         writer.kill()  # kill -9
         writer.wait()
     assert read_marker(out)["status"] == "running"  # what a killed writer leaves
+    assert Run(out).status == "stopped"  # what every command reports: its writer is gone
+    stale = (out / LOCK_NAME).read_text()
+    (out / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": socket.gethostname()}))
+    assert Run(out).status == "running"  # a live writer (pid 1 is always alive)
+    (out / LOCK_NAME).write_text(stale)
     (out / "checkpoints").mkdir(exist_ok=True)
     orphan = out / "checkpoints" / ".last.pt.abc123.tmp"  # a write cut short by the kill
     orphan.write_bytes(b"half a checkpoint")

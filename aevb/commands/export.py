@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from ..runs import Run, RunError
 
     run_ = Run(args.run)
-    status = run_.info.get("status")
+    status = run_.status
     if status != "finished":
         raise RunError(f"{run_.path} is not finished (status {status!r}); only a finished run is exported. "
                        f"Finish it with `aevb train --resume {run_.path}`")

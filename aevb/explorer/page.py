@@ -87,15 +87,15 @@ def _views(mu: np.ndarray, kl: np.ndarray, seed: int) -> List[dict]:
 def _facts(run: Run, model, image_shape) -> dict:
     cfg = run.config
     try:
-        info = run.info
+        status = run.status
     except (OSError, ValueError):
-        info = {}
+        status = "unknown"
     history = run.metrics()
     last = history[-1] if history else {}
     test = last.get("test_bound")
     return {"run": run.path.resolve().name, "dataset": str(cfg.data.dataset),
             "likelihood": str(cfg.model.likelihood), "latent_dim": int(model.latent_dim),
-            "image_shape": [int(s) for s in image_shape], "status": str(info.get("status", "unknown")),
+            "image_shape": [int(s) for s in image_shape], "status": status,
             "epoch": last.get("epoch"), "test_elbo": test if isinstance(test, (int, float)) else None,
             "aevb": __version__}
 
