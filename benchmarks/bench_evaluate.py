@@ -117,7 +117,7 @@ def main(argv=None) -> int:
 
     if args.compile:  # compile once outside the timing (a warm-up on a few images)
         evaluate_bounds(model, x[:2], min(k, 64), compile=True)
-    warm = evaluate_bounds(model, x[:4], min(k, 256), args.batch_size, args.chunk, budget=budget)
+    evaluate_bounds(model, x[:4], min(k, 256), args.batch_size, args.chunk, budget=budget)
     rows = None
     from aevb.evaluate import default_sizes
 

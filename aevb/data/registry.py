@@ -50,12 +50,9 @@ def dataset_folder(name: str, data_dir=None) -> Path:
 
 
 def _builtin_loader(name: str) -> Callable[[Path, bool], Dataset]:
-    if name == "mnist":
+    if name in ("mnist", "fashion-mnist"):
         from .mnist import load_mnist
-        return lambda folder, download: load_mnist(folder, "mnist", download)
-    if name == "fashion-mnist":
-        from .mnist import load_mnist
-        return lambda folder, download: load_mnist(folder, "fashion-mnist", download)
+        return lambda folder, download: load_mnist(folder, name, download)
     if name == "binarized-mnist":
         from .binarized_mnist import load_binarized_mnist
         return load_binarized_mnist
