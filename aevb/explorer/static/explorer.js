@@ -287,7 +287,7 @@
       N ? `${N.toLocaleString("en")} test points; the scatter shows their posterior means E[z|x]. Dashed circles: radius 1 and 2 of the prior N(0, I).` : "",
       nActive != null ? `${nActive} of ${J} latent units are active (mean KL \u2265 ${threshold} nats over these test points); inactive units are marked and greyed.` : "",
       "Keyboard: focus a slider and use the arrow keys (shift: larger steps).",
-      `Written by aevb ${P.facts.aevb} (<code>aevb explore RUN</code>). MLP decoders only: convolutional decoders are not supported yet.`,
+      `Written by aevb ${P.facts.aevb} (<code>aevb explore RUN</code>).`,
     ].concat(P.notes.map((n) => `<span class="note">${escapeHtml(n)}</span>`));
     $("about").innerHTML = about.filter(Boolean).join(" ");
   }
