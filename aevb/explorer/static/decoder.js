@@ -72,30 +72,33 @@ const AevbDecoder = (function () {
   // PyTorch's ConvTranspose2d (groups 1, dilation 1): x [Cin, H, W] -> y [Cout, Ho, Wo]. Input
   // pixel (i, j) adds W[ci, co, ky, kx] * x[ci, i, j] to output pixel (i*sH - pH + ky,
   // j*sW - pW + kx) when that lies inside Ho x Wo; y starts at the bias. Computed as a scatter in
-  // channels-last order: x transposed to [H, W, Cin] and the weights (once) to [kH, kW, Cin, Cout],
-  // so the innermost loop runs over the Cout outputs of one output pixel, contiguous in both.
+  // channels-last order: x transposed to [H, W, Cin4] and the weights (once) to [kH, kW, Cin4, Cout],
+  // so the innermost loop runs over the Cout outputs of one output pixel, contiguous in both, and
+  // takes 4 input channels per pass (a quarter of the loads and stores of y: about 2x faster in
+  // V8). Cin4 is Cin rounded up to a multiple of 4, the extra channels zero.
   function convTransposeSetup(layer, w) {
-    const cin = layer.in, cout = layer.out, [kh, kw] = layer.kernel, [h, wd] = layer.in_size, [ho, wo] = layer.out_size;
-    const wt = new Float32Array(kh * kw * cin * cout);
+    const cin = layer.in, cin4 = Math.ceil(cin / 4) * 4, cout = layer.out, [kh, kw] = layer.kernel;
+    const [h, wd] = layer.in_size, [ho, wo] = layer.out_size;
+    const wt = new Float32Array(kh * kw * cin4 * cout);
     for (let ci = 0; ci < cin; ci++) {
       for (let co = 0; co < cout; co++) {
         const src = layer.weight + (ci * cout + co) * kh * kw;
-        for (let t = 0; t < kh * kw; t++) wt[(t * cin + ci) * cout + co] = w[src + t];
+        for (let t = 0; t < kh * kw; t++) wt[(t * cin4 + ci) * cout + co] = w[src + t];
       }
     }
-    return { wt, xt: new Float64Array(h * wd * cin), yt: new Float64Array(ho * wo * cout), y: new Float64Array(cout * ho * wo) };
+    return { cin4, wt, xt: new Float64Array(h * wd * cin4), yt: new Float64Array(ho * wo * cout), y: new Float64Array(cout * ho * wo) };
   }
   function convTranspose(layer, x, w) {
     const cin = layer.in, cout = layer.out, [h, wd] = layer.in_size, [ho, wo] = layer.out_size;
     const [kh, kw] = layer.kernel, [sh, sw] = layer.stride, [ph, pw] = layer.padding;
     if (x.length !== cin * h * wd) throw new Error(`transposed convolution expects ${cin}x${h}x${wd} inputs, got ${x.length}`);
     const s = layer.scratch || (layer.scratch = convTransposeSetup(layer, w));
-    const { wt, xt, yt, y } = s, hw = h * wd, howo = ho * wo;
-    for (let c = 0; c < cin; c++) for (let p = 0; p < hw; p++) xt[p * cin + c] = x[c * hw + p];
+    const { cin4, wt, xt, yt, y } = s, hw = h * wd, howo = ho * wo;
+    for (let c = 0; c < cin; c++) for (let p = 0; p < hw; p++) xt[p * cin4 + c] = x[c * hw + p];
     for (let p = 0; p < howo; p++) for (let co = 0; co < cout; co++) yt[p * cout + co] = layer.bias === null ? 0 : w[layer.bias + co];
     for (let i = 0; i < h; i++) {
       for (let j = 0; j < wd; j++) {
-        const xb = (i * wd + j) * cin;
+        const xb = (i * wd + j) * cin4;
         for (let ky = 0; ky < kh; ky++) {
           const oy = i * sh - ph + ky;
           if (oy < 0 || oy >= ho) continue;
@@ -103,11 +106,11 @@ const AevbDecoder = (function () {
             const ox = j * sw - pw + kx;
             if (ox < 0 || ox >= wo) continue;
             const yb = (oy * wo + ox) * cout;
-            let wb = (ky * kw + kx) * cin * cout;
-            for (let ci = 0; ci < cin; ci++, wb += cout) {
-              const v = xt[xb + ci];
-              if (v === 0) continue;  // ReLU zeros: nothing to add
-              for (let co = 0; co < cout; co++) yt[yb + co] += v * wt[wb + co];
+            for (let ci = 0, w0 = (ky * kw + kx) * cin4 * cout; ci < cin4; ci += 4, w0 += 4 * cout) {
+              const v0 = xt[xb + ci], v1 = xt[xb + ci + 1], v2 = xt[xb + ci + 2], v3 = xt[xb + ci + 3];
+              if (v0 === 0 && v1 === 0 && v2 === 0 && v3 === 0) continue;  // ReLU zeros: nothing to add
+              const w1 = w0 + cout, w2 = w1 + cout, w3 = w2 + cout;
+              for (let co = 0; co < cout; co++) yt[yb + co] += v0 * wt[w0 + co] + v1 * wt[w1 + co] + v2 * wt[w2 + co] + v3 * wt[w3 + co];
             }
           }
         }
