@@ -327,3 +327,18 @@ def test_decoder_js_runs_conv_decoders_as_pytorch(encoding, browser):
             assert want.std() > 0.05 and not np.array_equal(want[0], want[1])
     finally:
         page.close()
+
+
+def test_a_conv_page_names_its_decoder_and_gives_bits_per_dim(conv_rgb_run, browser):
+    from aevb.runs import Run
+
+    bound = Run(conv_rgb_run).metrics()[-1]["test_bound"]
+    p = Page(browser, conv_rgb_run / "explorer.html")
+    try:
+        about, facts = p.page.inner_text("#about"), p.page.inner_text("#facts")
+    finally:
+        p.page.close()
+    assert ("Linear 3 \u2192 560, 2 transposed convolutions 4\u00d74 stride 2 through 16 \u2192 8 \u2192 18 channels "
+            "to 20\u00d728 (6 parameters per value), GroupNorm, centre crop to 18\u00d726, leaky-relu") in about
+    assert f"({-bound / (3 * 18 * 26 * math.log(2)):.3f} bits/dim)" in facts
+    assert not p.errors, p.errors
