@@ -151,6 +151,17 @@ def test_unsupported_decoders_and_modules_are_refused_naming_what():
         decoder_program(conv)
 
 
+def test_an_unknown_likelihood_is_refused():
+    model = VAE.from_config(ModelConfig(latent_dim=2, encoder_hidden=[4], likelihood="bernoulli"), 16)
+
+    class Poisson(Likelihood):
+        name = "poisson"
+
+    model.likelihood = Poisson()
+    with pytest.raises(UnsupportedDecoder, match="'poisson' likelihood's mean"):
+        decoder_program(model)
+
+
 def test_float16_error_is_measured_and_small(one_thread):
     torch.manual_seed(0)
     model = VAE.from_config(ModelConfig(latent_dim=4, encoder_hidden=[64], likelihood="bernoulli"), 50).eval()
