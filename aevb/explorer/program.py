@@ -187,8 +187,8 @@ def conv_decoder_layers(decoder: ConvDecoder, latent_dim: int, block: WeightBloc
     the centre crop to the data's H x W -> (layers, (n_params*C, H, W))."""
     layers, shape = module_layers(list(decoder.fc), (latent_dim,), block)
     if shape != (int(np.prod(decoder.start)),):
-        raise UnsupportedDecoder(f"the explorer cannot run this ConvDecoder: its fc emits {shape} numbers, "
-                                 f"not the {decoder.start} of its first image")
+        raise UnsupportedDecoder(f"the explorer cannot run this ConvDecoder: its fc emits {'x'.join(map(str, shape))} "
+                                 f"numbers, not the {'x'.join(map(str, decoder.start))} of its first image")
     layers.append({"kind": "reshape", "shape": [int(s) for s in decoder.start]})
     deconv, (ch, hh, ww) = module_layers(list(decoder.deconv), tuple(int(s) for s in decoder.start), block)
     c, h, w = decoder.image_shape

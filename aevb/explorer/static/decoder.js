@@ -256,5 +256,5 @@ const AevbDecoder = (function () {
     return out;
   }
 
-  return { Decoder, readNumbers, base64Bytes, toPixels, LAYERS, ACTIVATIONS, expectedLevel };
+  return { Decoder, readNumbers, base64Bytes, toPixels, LAYERS, ACTIVATIONS };
 })();
