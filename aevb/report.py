@@ -416,9 +416,6 @@ def render_report(run: Run, figures: Dict[str, Path], notes: Sequence[str] = (),
         body.append(f'<p>Move through the latent space in <a href="{html.escape(explorer, quote=True)}">'
                     "explorer.html</a>: sliders per latent dimension, the test points&#39; posterior means, "
                     "interpolations and prior samples, decoded in the browser.</p>")
-    elif m.get("decoder_network") == "conv":
-        body.append('<p class="sub">The latent explorer decodes MLP decoders only; this run\'s decoder is '
-                    "convolutional. The figures below show its latent space.</p>")
     else:
         body.append(f'<p class="sub">No explorer yet: <code>aevb explore {html.escape(str(run.path))}</code> writes '
                     "explorer.html, an interactive page of the latent space, linked here by the next "

@@ -2,6 +2,7 @@
 The page's behaviour in a real browser is tested in tests/test_explorer_browser.py."""
 import base64
 import json
+import math
 import re
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 
 from aevb.cli import main
-from aevb.config import ModelConfig
+from aevb.config import ModelConfig, RunConfig, merge
 from aevb.distributions import Likelihood
 from aevb.explorer import UnsupportedDecoder, decoder_program, write_explorer
 from aevb.explorer.program import encoded_chars, mean_error
@@ -55,31 +56,109 @@ def test_program_layers_and_weights_are_the_decoders(one_thread):
     assert len(prog.encode("float16")) == encoded_chars(prog.n_weights, "float16")
 
 
-def test_conv_decoders_are_refused_by_type_not_by_name():
+def _conv_model(shape=(3, 30, 22), likelihood="discretized-logistic", components=3, norm="group", kernel=3,
+                channels=(4, 8), encoder="mlp"):
+    cfg = merge(RunConfig(), {"model": {"encoder_network": encoder, "decoder_network": "conv", "channels": list(channels),
+                                        "kernel_size": kernel, "conv_norm": norm, "latent_dim": 3, "activation": "elu",
+                                        "likelihood": likelihood, "components": components}}).model
+    return VAE.from_config(cfg, math.prod(shape), shape)
+
+
+def _block(prog, offset, like: torch.Tensor) -> np.ndarray:
+    """The numbers of ``prog.weights`` at ``offset`` read in the shape of ``like``."""
+    return prog.weights[offset:offset + like.numel()].reshape(tuple(like.shape))
+
+
+def test_conv_program_layers_and_weight_offsets_are_the_modules():
+    """3x30x22 images, 2 stride-2 stages of kernel 3: 8x6 -> 16x12 -> 32x24, cropped at (1, 1);
+    GroupNorm; a 3-component discretized logistic (9 parameter maps per channel)."""
+    model = _conv_model()
+    dec = model.decoder
+    prog = decoder_program(model)
+    assert [l["kind"] for l in prog.layers] == ["linear", "activation", "reshape", "conv-transpose", "group-norm",
+                                                "activation", "conv-transpose", "crop", "mean"]
+    lin, _, reshape, up1, gn, act, up2, crop, mean = prog.layers
+    assert (lin["in"], lin["out"]) == (3, 8 * 8 * 6) and reshape["shape"] == [8, 8, 6] == list(dec.start)
+    assert act == {"kind": "activation", "fn": "elu", "alpha": 1.0}
+    assert {k: up1[k] for k in ("in", "out", "in_size", "out_size", "kernel", "stride", "padding", "output_padding")} == {
+        "in": 8, "out": 4, "in_size": [8, 6], "out_size": [16, 12], "kernel": [3, 3], "stride": [2, 2],
+        "padding": [1, 1], "output_padding": [1, 1]}
+    assert (up2["in"], up2["out"], up2["in_size"], up2["out_size"]) == (4, 27, [16, 12], [32, 24])
+    assert (gn["groups"], gn["channels"], gn["eps"]) == (4, 4, 1e-5)
+    assert crop == {"kind": "crop", "channels": 27, "in_size": [32, 24], "top": 1, "left": 1, "size": [30, 22]}
+    assert mean == {"kind": "mean", "take": 3 * 30 * 22, "fn": "discretized-logistic", "components": 3,
+                    "levels": 256, "min_log_scale": -7 - math.log(2)}
+    # the weights at each offset are the module's, in PyTorch's logical layout [in, out, kH, kW],
+    # although the module holds them channels_last
+    conv = dec.deconv[0]
+    assert not conv.weight.is_contiguous()
+    np.testing.assert_array_equal(_block(prog, up1["weight"], conv.weight), conv.weight.detach().numpy())
+    np.testing.assert_array_equal(_block(prog, up2["weight"], dec.deconv[3].weight), dec.deconv[3].weight.detach().numpy())
+    np.testing.assert_array_equal(_block(prog, up2["bias"], dec.deconv[3].bias), dec.deconv[3].bias.detach().numpy())
+    np.testing.assert_array_equal(_block(prog, lin["weight"], dec.fc[0].weight), dec.fc[0].weight.detach().numpy())
+    with torch.no_grad():
+        dec.deconv[1].weight.copy_(torch.tensor([2.0, 3.0, 4.0, 5.0]))
+    prog = decoder_program(model)
+    np.testing.assert_array_equal(prog.weights[gn["weight"]:gn["weight"] + 4], [2, 3, 4, 5])
+    # every parameter once: the offsets tile the block
+    spans = sorted((l[key], n) for l, key, n in [(lin, "weight", 3 * 384), (lin, "bias", 384), (up1, "weight", 8 * 4 * 9),
+                                                 (up1, "bias", 4), (gn, "weight", 4), (gn, "bias", 4),
+                                                 (up2, "weight", 4 * 27 * 9), (up2, "bias", 27)])
+    assert [a for a, _ in spans] == list(np.cumsum([0] + [n for _, n in spans[:-1]]))
+    assert prog.n_weights == sum(n for _, n in spans) == sum(p.numel() for p in dec.parameters())
+    assert decoder_program(model, with_weights=False).layers == prog.layers
+
+
+def test_conv_and_mlp_networks_mix_and_every_likelihood_has_a_mean():
+    mixed = _conv_model(encoder="conv", likelihood="bernoulli", norm="none", channels=(4,))
+    mixed.decoder = VAE.from_config(ModelConfig(latent_dim=3, encoder_hidden=[5], likelihood="bernoulli"),
+                                    3 * 30 * 22).decoder
+    assert [l["kind"] for l in decoder_program(mixed).layers] == ["linear", "activation", "linear", "mean"]
+    means = {lik: decoder_program(_conv_model(likelihood=lik, components=1, norm="none")).layers[-1]
+             for lik in ("bernoulli", "gaussian", "gaussian-fixed", "discretized-logistic")}
+    assert [(m["fn"], m["take"]) for m in means.values()] == [
+        ("sigmoid", 1980), ("identity", 1980), ("identity", 1980), ("discretized-logistic", 1980)]
+    assert means["discretized-logistic"]["components"] == 1
+
+
+def test_unsupported_decoders_and_modules_are_refused_naming_what():
     model = VAE.from_config(ModelConfig(latent_dim=2, encoder_hidden=[4], likelihood="bernoulli"), 16)
 
-    class AnyName(nn.Module):  # a decoder with a transposed convolution, whatever it is called
+    class AnyName(nn.Module):  # a decoder of aevb's shape that is neither of aevb's decoders
         def __init__(self):
             super().__init__()
-            self.fc = nn.Linear(2, 4)
-            self.up = nn.ConvTranspose2d(1, 1, 3, stride=2, padding=1, output_padding=1)
+            self.net = nn.Sequential(nn.Linear(2, 16))
 
         def forward(self, z):
-            return self.up(self.fc(z).view(-1, 1, 2, 2)).flatten(1)
+            return self.net(z).flip(-1)
 
     model.decoder = AnyName()
-    with pytest.raises(UnsupportedDecoder, match="does not support convolutional decoders"):
+    with pytest.raises(UnsupportedDecoder, match="decoder is a AnyName, which it cannot run"):
         decoder_program(model)
+    for module, what in [(nn.Hardswish(), "cannot run a Hardswish layer"),
+                         (nn.BatchNorm2d(4), "cannot run a BatchNorm2d layer"),
+                         (nn.ConvTranspose2d(4, 4, 3, dilation=2), "ConvTranspose2d.*its dilation"),
+                         (nn.ConvTranspose2d(4, 4, 3, groups=2), "ConvTranspose2d.*its groups"),
+                         (nn.ConvTranspose2d(5, 4, 3), r"its input of 4x16x12 numbers \(it needs 5 channels"),
+                         (nn.GroupNorm(2, 6), "GroupNorm")]:
+        conv = _conv_model(norm="none", likelihood="bernoulli")
+        conv.decoder.deconv[1] = module  # after the first transposed convolution: a 4 x 16 x 12 image
+        with pytest.raises(UnsupportedDecoder, match=what):
+            decoder_program(conv)
+    conv = _conv_model(norm="none", likelihood="bernoulli")
+    conv.decoder.deconv[3] = nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=0)  # no longer doubles
+    with pytest.raises(UnsupportedDecoder, match="emit 31x23 images, not the 32x24"):
+        decoder_program(conv)
 
 
 def test_an_unknown_likelihood_is_refused():
     model = VAE.from_config(ModelConfig(latent_dim=2, encoder_hidden=[4], likelihood="bernoulli"), 16)
 
-    class Logistic(Likelihood):
-        name = "discretized-logistic"
+    class Poisson(Likelihood):
+        name = "poisson"
 
-    model.likelihood = Logistic()
-    with pytest.raises(UnsupportedDecoder, match="discretized-logistic"):
+    model.likelihood = Poisson()
+    with pytest.raises(UnsupportedDecoder, match="'poisson' likelihood's mean"):
         decoder_program(model)
 
 
@@ -154,7 +233,7 @@ def test_report_links_the_explorer_when_present(run_dir, tmp_path):
     assert 'href="explorer.html"' in text
 
 
-def test_the_command_says_conv_decoders_are_not_supported_and_writes_nothing(run_dir, monkeypatch, capsys):
+def test_the_command_says_a_decoder_is_not_supported_and_writes_nothing(run_dir, monkeypatch, capsys):
     from aevb.runs import Run
 
     load = Run.load_model
@@ -169,5 +248,23 @@ def test_the_command_says_conv_decoders_are_not_supported_and_writes_nothing(run
     (run_dir / "explorer.html").unlink(missing_ok=True)
     assert main(["explore", str(run_dir)]) == 2
     err = capsys.readouterr().err
-    assert "does not support convolutional decoders yet" in err and len(err.strip().splitlines()) == 1
+    assert "decoder is a Sequential, which it cannot run" in err and len(err.strip().splitlines()) == 1
     assert not (run_dir / "explorer.html").exists()
+
+
+def test_explore_writes_a_page_for_a_conv_run(tmp_path, one_thread, capsys):
+    """A conv encoder and decoder (digits 8x8, 2 stages) with GroupNorm: the command writes the
+    page, whose program is the decoder's; float16 states its measured cost."""
+    cfg = tiny_config(model={"encoder_network": "conv", "decoder_network": "conv", "channels": [4, 8],
+                             "kernel_size": 3, "conv_norm": "group"}, train={"epochs": 1})
+    Trainer.new(cfg, tmp_path / "run").fit()
+    assert main(["explore", str(tmp_path / "run"), "--weights", "float16"]) == 0
+    out = capsys.readouterr().out
+    assert "float16 changes the mean image by at most" in out and "decoder weights as float16" in out
+    p = _payload(tmp_path / "run" / "explorer.html")
+    from aevb.runs import Run
+
+    prog = decoder_program(Run(tmp_path / "run").load_model("cpu"))
+    assert p["decoder"]["layers"] == prog.layers and p["decoder"]["n_weights"] == prog.n_weights
+    assert [l["kind"] for l in prog.layers].count("conv-transpose") == 2 and p["image"]["shape"] == [1, 8, 8]
+    assert 0 < p["encoding_error"] < 1 / 255

@@ -3,8 +3,11 @@ request refused (see tests/test_report_browser.py; `bash .ci/browser-setup.sh` i
 without them these tests skip saying why).
 
 The canvas must show PyTorch's decoder mean for the z set through the sliders (grey Bernoulli
-digits, and RGB real-valued data with a Gaussian decoder), within one level of 255.
+digits, RGB real-valued data with a Gaussian decoder, and convolutional decoders: grey 28x20
+Bernoulli and RGB 18x26 discretized-logistic mixture with GroupNorm, both centre-cropped),
+within one level of 255.
 """
+import math
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +107,48 @@ def rgb_run(tmp_path_factory, browser):
     return out
 
 
-@pytest.mark.parametrize("which", ["grey_run", "rgb_run"])
+def _blobs(n, h, w, channels, seed=0):
+    """Smooth random images (a disc on a background), uint8 [N, H, W] or [N, H, W, 3]."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = np.empty((n, h, w, channels), np.uint8)
+    for i in range(n):
+        cy, cx, r = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w, rng.uniform(0.15, 0.35) * min(h, w)
+        inside = ((yy - cy) ** 2 + (xx - cx) ** 2) < r ** 2
+        colour = rng.integers(0, 256, channels)
+        out[i] = np.where(inside[..., None], colour, 255 - colour // 2)
+    return out if channels == 3 else out[..., 0]
+
+
+def _conv_run(folder, shape, model):
+    c, h, w = shape
+    x = _blobs(240, h, w, c)
+    np.savez(folder / "data.npz", x_train=x[:200], x_test=x[200:])
+    out = folder / "run"
+    cfg = tiny_config(data={"dataset": f"array:{folder / 'data.npz'}"},
+                      model={"encoder_network": "conv", "decoder_network": "conv", **model}, train={"threads": 1})
+    Trainer.new(cfg, out).fit()
+    write_explorer(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def conv_grey_run(tmp_path_factory, browser):
+    # 1x28x20 (Frey Face's size), 3 stages of kernel 3: 4x3 -> 32x24, centre-cropped at (2, 2)
+    return _conv_run(tmp_path_factory.mktemp("conv-grey"), (1, 28, 20),
+                     {"channels": [8, 16, 16], "kernel_size": 3, "likelihood": "bernoulli"})
+
+
+@pytest.fixture(scope="module")
+def conv_rgb_run(tmp_path_factory, browser):
+    # 3x18x26, 2 stages of kernel 4 with GroupNorm: 5x7 -> 20x28, cropped at (1, 1); a
+    # 2-component discretized logistic mixture (6 parameter maps per colour channel)
+    return _conv_run(tmp_path_factory.mktemp("conv-rgb"), (3, 18, 26),
+                     {"channels": [8, 16], "kernel_size": 4, "conv_norm": "group", "activation": "leaky-relu",
+                      "likelihood": "discretized-logistic", "components": 2})
+
+
+@pytest.mark.parametrize("which", ["grey_run", "rgb_run", "conv_grey_run", "conv_rgb_run"])
 def test_canvas_shows_pytorchs_decoder_mean_for_z_set_by_sliders(which, request, browser):
     run_dir = request.getfixturevalue(which)
     ctx = FigureContext.from_run(run_dir, device="cpu")
@@ -237,3 +281,64 @@ def test_decoder_js_runs_every_layer_kind_as_pytorch(encoding, browser):
             assert want.std() > 1e-3
     finally:
         page.close()
+
+
+CONV_CASES = [  # (image shape, channels, kernel, norm, activation, likelihood, components): the
+    # crop offsets (top, left) are (2, 2), (0, 1), (1, 1) and (0, 0)
+    ((1, 28, 20), [4, 6, 6], 3, "none", "relu", "bernoulli", 1),
+    ((2, 11, 13), [3, 6], 3, "group", "silu", "gaussian-fixed", 1),
+    ((3, 18, 26), [4, 8], 4, "group", "leaky-relu", "discretized-logistic", 3),
+    ((3, 16, 16), [4, 6, 8], 5, "none", "elu", "gaussian", 1),
+]
+
+
+@pytest.mark.parametrize("encoding", ["float32", "float16"])
+def test_decoder_js_runs_conv_decoders_as_pytorch(encoding, browser):
+    """Every conv layer kind and the discretized logistic's mean, number for number (random
+    weights of a size that saturates some logistic terms), including the crop of odd sizes."""
+    from aevb.config import RunConfig, merge
+    from aevb.model import VAE
+
+    page = browser.new_page()
+    try:
+        page.set_content(f"<script>{DECODER_JS.read_text()}</script>")
+        torch.manual_seed(0)
+        for shape, channels, kernel, norm, act, lik, k in CONV_CASES:
+            cfg = merge(RunConfig(), {"model": {"decoder_network": "conv", "channels": channels, "kernel_size": kernel,
+                                                "conv_norm": norm, "activation": act, "latent_dim": 3,
+                                                "likelihood": lik, "components": k}}).model
+            model = VAE.from_config(cfg, math.prod(shape), shape).eval()
+            with torch.no_grad():
+                for q in model.decoder.parameters():
+                    q.normal_(0, 0.4)
+            prog = decoder_program(model)
+            if encoding == "float16":
+                with torch.no_grad():
+                    for q in model.decoder.parameters():
+                        q.copy_(q.half().float())
+            z = torch.randn(3, 3) * 1.5
+            with torch.no_grad():
+                want = model.likelihood.mean(model.decode(z)).numpy()
+            got = page.evaluate(
+                "([layers, w, enc, zs]) => { const d = new AevbDecoder.Decoder({layers, weights: w, encoding: enc});"
+                " return zs.map(z => Array.from(d.decode(z))); }",
+                [prog.layers, prog.encode(encoding), encoding, z.tolist()])
+            np.testing.assert_allclose(np.array(got), want, atol=1e-5, rtol=0, err_msg=f"{shape}, {lik}")
+            assert want.std() > 0.05 and not np.array_equal(want[0], want[1])
+    finally:
+        page.close()
+
+
+def test_a_conv_page_names_its_decoder_and_gives_bits_per_dim(conv_rgb_run, browser):
+    from aevb.runs import Run
+
+    bound = Run(conv_rgb_run).metrics()[-1]["test_bound"]
+    p = Page(browser, conv_rgb_run / "explorer.html")
+    try:
+        about, facts = p.page.inner_text("#about"), p.page.inner_text("#facts")
+    finally:
+        p.page.close()
+    assert ("Linear 3 \u2192 560, 2 transposed convolutions 4\u00d74 stride 2 through 16 \u2192 8 \u2192 18 channels "
+            "to 20\u00d728 (6 parameters per value), GroupNorm, centre crop to 18\u00d726, leaky-relu") in about
+    assert f"({-bound / (3 * 18 * 26 * math.log(2)):.3f} bits/dim)" in facts
+    assert not p.errors, p.errors

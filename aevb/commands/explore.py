@@ -14,7 +14,7 @@ def register(sub) -> None:
                    "test points' posterior means in 2-D, one slider per latent dimension ordered by KL, "
                    "and the decoder's mean image at that z, decoded in the browser from embedded weights. "
                    "Hover a point for its image and reconstruction; click two for their interpolation.\n\n"
-                   "MLP decoders only (convolutional decoders are not supported yet). A decoder whose "
+                   "Runs aevb's MLP and convolutional decoders with every likelihood. A decoder whose "
                    "page would exceed --max-size is refused and nothing is written.\n\n"
                    "examples:\n"
                    "  aevb explore runs/mnist\n"

@@ -274,7 +274,10 @@
     $("run-name").textContent = "\u00b7 " + f.run;
     const parts = [`data set ${f.dataset}`, `images ${shape.join("\u00d7")} (C\u00d7H\u00d7W)`, `${J}-D latent space`,
       `${f.likelihood} likelihood`, `status ${f.status}` + (f.epoch != null ? ` after epoch ${f.epoch}` : "")];
-    if (f.test_elbo != null) parts.push(`test ELBO ${f.test_elbo.toFixed(2)} nats`);
+    if (f.test_elbo != null) {  // the discretized logistic's bound is a log-mass: bits/dim are exact
+      const bits = f.likelihood === "discretized-logistic" ? ` (${(-f.test_elbo / (D * Math.LN2)).toFixed(3)} bits/dim)` : "";
+      parts.push(`test ELBO ${f.test_elbo.toFixed(2)} nats${bits}`);
+    }
     $("facts").textContent = parts.join(" \u00b7 ");
     const nActive = P.latent.known_kl ? kl.filter((v) => v >= threshold).length : null;
     const enc = P.decoder.encoding === "float32"
@@ -282,14 +285,29 @@
       : `base64 float16 (half the size of float32; rounding the weights changes the mean image by at most ${P.encoding_error.toExponential(1)} ` +
         `(${(P.encoding_error * 255).toFixed(2)} of a pixel level) over the test points here)`;
     const about = [
-      `The decoder (${P.decoder.n_weights.toLocaleString("en")} weights, ${(P.decoder.weights.length / 1e6).toFixed(1)} MB of this page) runs in plain JavaScript; its weights are embedded as ${enc}. ` +
+      `The decoder (${architecture(P.decoder.layers)}; ${P.decoder.n_weights.toLocaleString("en")} weights, ${(P.decoder.weights.length / 1e6).toFixed(1)} MB of this page) runs in plain JavaScript; its weights are embedded as ${enc}. ` +
       "The image is the mean of p(x|z), as aevb's likelihood.mean computes it. The page needs no server and no network.",
       N ? `${N.toLocaleString("en")} test points; the scatter shows their posterior means E[z|x]. Dashed circles: radius 1 and 2 of the prior N(0, I).` : "",
       nActive != null ? `${nActive} of ${J} latent units are active (mean KL \u2265 ${threshold} nats over these test points); inactive units are marked and greyed.` : "",
       "Keyboard: focus a slider and use the arrow keys (shift: larger steps).",
-      `Written by aevb ${P.facts.aevb} (<code>aevb explore RUN</code>). MLP decoders only: convolutional decoders are not supported yet.`,
+      `Written by aevb ${P.facts.aevb} (<code>aevb explore RUN</code>).`,
     ].concat(P.notes.map((n) => `<span class="note">${escapeHtml(n)}</span>`));
     $("about").innerHTML = about.filter(Boolean).join(" ");
+  }
+  // the decoder's program in words, e.g. "Linear 100 → 4096, 4 transposed convolutions 4×4 stride 2
+  // through 256 → 128 → 64 → 32 → 6 channels to 64×64, leaky-relu"
+  function architecture(layers) {
+    const of = (kind) => layers.filter((l) => l.kind === kind), arrow = " \u2192 ", lin = of("linear"), conv = of("conv-transpose");
+    const parts = [`Linear ${[lin[0].in].concat(lin.map((l) => l.out)).join(arrow)}`];
+    if (conv.length) {
+      parts.push(`${conv.length} transposed convolution${conv.length > 1 ? "s" : ""} ${conv[0].kernel.join("\u00d7")} stride ` +
+        `${conv[0].stride[0]} through ${[conv[0].in].concat(conv.map((l) => l.out)).join(arrow)} channels to ` +
+        conv[conv.length - 1].out_size.join("\u00d7") + (conv[conv.length - 1].out > C ? ` (${conv[conv.length - 1].out / C} parameters per value)` : ""));
+    }
+    if (of("group-norm").length) parts.push("GroupNorm");
+    const crop = of("crop")[0];
+    if (crop && (crop.size[0] !== crop.in_size[0] || crop.size[1] !== crop.in_size[1])) parts.push(`centre crop to ${crop.size.join("\u00d7")}`);
+    return parts.concat(Array.from(new Set(of("activation").map((l) => l.fn)))).join(", ");
   }
   function escapeHtml(s) { return String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]); }
   function buildLegend() {
