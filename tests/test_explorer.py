@@ -1,4 +1,5 @@
-"""`aevb explore`: the decoder program, the size limit, refusals and what the page embeds.
+"""`aevb explore`: the decoder program, the size limit (a page without live decoding for a
+decoder that does not fit), refusals and what the page embeds.
 The page's behaviour in a real browser is tested in tests/test_explorer_browser.py."""
 import base64
 import json
@@ -193,17 +194,99 @@ def test_explore_writes_one_self_contained_page(run_dir, one_thread):
     assert len(p["latent"]["kl"]) == 3 and all(k >= 0 for k in p["latent"]["kl"])
 
 
-def test_size_limit_refuses_and_keeps_the_existing_page(run_dir, capsys):
+def test_size_limits_that_no_page_fits_refuse_and_keep_the_existing_page(run_dir, capsys):
     page = run_dir / "explorer.html"
     page.write_text("an earlier page")
-    rc = main(["explore", str(run_dir), "--max-size", "0.05"])
+    # 0.03 MB is below the page's scripts alone: not even one point fits without the weights
+    rc = main(["explore", str(run_dir), "--max-size", "0.03"])
     err = capsys.readouterr().err
     assert rc == 2
-    assert "above the limit of 0.05 MB" in err and "Nothing was written" in err and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1
+    assert "above --max-size 0.03 MB" in err and "even without the weights one test point" in err
+    assert "nothing was written" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    # --require-live: the refusal of a decoder that does not fit, as before
+    assert main(["explore", str(run_dir), "--max-size", "0.06", "--require-live"]) == 2
+    err = capsys.readouterr().err
+    assert "above the limit of 0.06 MB" in err and "Nothing was written" in err and len(err.strip().splitlines()) == 1
+    assert main(["explore", str(run_dir), "--max-size", "0.06", "--points", "0"]) == 2
+    assert "--points 0 leaves a page without live decoding nothing to show" in capsys.readouterr().err
     assert page.read_text() == "an earlier page"
     assert main(["explore", str(run_dir), "--max-size", "1000"]) == 2
     assert "at most 200 MB" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def wide_run(tmp_path_factory, one_thread):
+    """Digits with a 400-unit decoder: 27,264 weights, 0.15 MB as base64 float32."""
+    out = tmp_path_factory.mktemp("explore-wide") / "run"
+    Trainer.new(tiny_config(model={"encoder_hidden": [400]}, train={"epochs": 1}), out).fit()
+    return out
+
+
+def test_a_decoder_above_max_size_gives_a_page_of_pytorchs_reconstructions(wide_run, tmp_path, capsys):
+    from aevb.plots import FigureContext, latent_means
+
+    out = tmp_path / "off.html"
+    assert main(["explore", str(wide_run), "--max-size", "0.1", "--out", str(out)]) == 0
+    ctx = FigureContext.from_run(wide_run, device="cpu")
+    n_weights = sum(p.numel() for p in ctx.model.decoder.parameters())
+    assert n_weights == 3 * 400 + 400 + 400 * 64 + 64 == 27_264
+    p = _payload(out)
+    n = p["points"]["n"]
+    line = capsys.readouterr().out.strip()
+    assert line == (f"{out}  ({out.stat().st_size / 1e6:.3f} MB; live decoding off: the decoder's 27,264 weights would "
+                    "take 0.15 MB as base64 float32 (0.073 MB as float16), above --max-size 0.1 MB; hover shows "
+                    f"precomputed reconstructions; {n} test points)")
+    assert out.stat().st_size <= 0.1e6
+    assert p["decoder"]["weights"] is None and p["decoder"]["live"] is False and p["decoder"]["n_weights"] == 27_264
+    assert p["decoder"]["notice"].startswith("Live decoding is off: the decoder's 27,264 weights would take 0.15 MB")
+    assert f"`aevb plot {wide_run} all`" in p["decoder"]["notice"]
+    # as many points as fit: fewer than the test set, and the page full to within one point
+    assert 100 < n < p["points"]["total"] == len(ctx.data.test)
+    per_point = 4 * math.ceil(2 * 64 / 3) + 4 * math.ceil(4 * 3 / 3) + 8
+    assert 0.1e6 - out.stat().st_size < per_point + 25_000  # the frame's allowance
+    # the embedded reconstructions are PyTorch's decoder mean at the posterior means, 8-bit
+    x = ctx.x[:n]
+    mu = np.frombuffer(base64.b64decode(p["points"]["mu"]), "<f4").reshape(n, 3)
+    np.testing.assert_allclose(mu, latent_means(ctx.model, x).numpy(), atol=1e-6)
+    with torch.no_grad():
+        mean = ctx.model.likelihood.mean(ctx.model.decode(torch.from_numpy(mu.copy())))
+    want = torch.round(mean.clamp(0, 1) * 255).to(torch.uint8).numpy()
+    rec = np.frombuffer(base64.b64decode(p["points"]["reconstructions"]), np.uint8).reshape(n, 64)
+    assert np.abs(rec.astype(int) - want).max() <= 1 and (rec == want).mean() > 0.999
+    assert len(np.unique(rec)) > 20 and not np.array_equal(rec[0], rec[1])
+    pixels = np.frombuffer(base64.b64decode(p["points"]["pixels"]), np.uint8).reshape(n, 64)
+    np.testing.assert_array_equal(pixels, np.round(x.numpy() * 255).astype(np.uint8))
+
+
+def test_without_live_decoding_points_get_half_the_image_budget(wide_run, tmp_path, monkeypatch):
+    import aevb.explorer.page as page
+
+    monkeypatch.setattr(page, "IMAGE_BUDGET", 50 * 64)  # 50 digits of 8x8
+    live = write_explorer(wide_run, out=tmp_path / "live.html")
+    off = write_explorer(wide_run, out=tmp_path / "off.html", max_mb=0.1)
+    assert (live.live, live.n_points, live.why_not_live) == (True, 50, "")
+    assert (off.live, off.n_points) == (False, 25)
+    assert off.why_not_live.endswith("above --max-size 0.1 MB")
+    assert _payload(off.path)["points"]["n"] == 25
+    # --points lowers it further; the images, not the weights, can be what leaves live decoding out
+    assert write_explorer(wide_run, out=tmp_path / "few.html", max_mb=0.1, points=7).n_points == 7
+    monkeypatch.setattr(page, "IMAGE_BUDGET", 16_000_000)
+    res = write_explorer(wide_run, out=tmp_path / "img.html", max_mb=0.2)
+    assert res.live is False and "and the 359 test images" in res.why_not_live
+    assert "fewer --points would leave room for the weights" in res.why_not_live
+
+
+def test_a_page_without_live_decoding_needs_the_data_set(wide_run, tmp_path, monkeypatch, capsys):
+    from aevb.runs import Run
+
+    def missing(self):
+        raise FileNotFoundError("digits: no such file")
+
+    monkeypatch.setattr(Run, "load_data", missing)
+    assert main(["explore", str(wide_run), "--max-size", "0.1", "--out", str(tmp_path / "x.html")]) == 2
+    err = capsys.readouterr().err
+    assert "the run's data set could not be loaded here" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.html").exists()
 
 
 def test_explore_refuses_a_folder_as_out_and_a_folder_that_is_no_run(run_dir, tmp_path, capsys):

@@ -15,7 +15,9 @@ def register(sub) -> None:
                    "and the decoder's mean image at that z, decoded in the browser from embedded weights. "
                    "Hover a point for its image and reconstruction; click two for their interpolation.\n\n"
                    "Runs aevb's MLP and convolutional decoders with every likelihood. A decoder whose "
-                   "page would exceed --max-size is refused and nothing is written.\n\n"
+                   "weights would make the page exceed --max-size is left out: the page then has no live "
+                   "decoding and shows, for fewer points, reconstructions computed when it is written "
+                   "(--require-live refuses instead, writing nothing).\n\n"
                    "examples:\n"
                    "  aevb explore runs/mnist\n"
                    "  aevb explore runs/faces --weights float16 --points 500\n"
@@ -23,11 +25,16 @@ def register(sub) -> None:
     add_run_argument(p)
     p.add_argument("--out", metavar="FILE", help="HTML file to write (default: RUN/explorer.html)%(default).0s")
     p.add_argument("--points", type=int, default=1000, metavar="N",
-                   help="test points in the scatter (fewer when their images would exceed 16 MB)")
+                   help="test points in the scatter (fewer when their images would exceed 16 MB, "
+                        "or with their reconstructions, without live decoding)")
     p.add_argument("--weights", choices=list(ENCODINGS), default="float32",
                    help="how the decoder's weights are embedded: float32 is exact, float16 half the size")
     p.add_argument("--max-size", type=float, default=DEFAULT_MAX_MB, metavar="MB",
-                   help=f"refuse to write a page larger than this many MB (at most {HARD_MAX_MB:g})")
+                   help=f"largest page in MB (at most {HARD_MAX_MB:g}); a decoder that does not fit is left "
+                        "out of the page")
+    p.add_argument("--require-live", action="store_true",
+                   help="refuse, writing nothing, when the decoder does not fit in --max-size (instead of "
+                        "a page without live decoding)")
     p.add_argument("--seed", type=int, default=0, help="seed of the PCA view")
     p.add_argument("--device", default="cpu", help="device for the encoder pass over the test points")
     p.set_defaults(func=run)
@@ -35,10 +42,16 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..explorer import write_explorer
+    from ..explorer.page import mb_text
     from ..runs import Run
 
     result = write_explorer(Run(args.run), out=args.out, points=args.points, encoding=args.weights,
-                            max_mb=args.max_size, seed=args.seed, device=args.device)
+                            max_mb=args.max_size, seed=args.seed, device=args.device,
+                            require_live=args.require_live)
+    if not result.live:
+        print(f"{result.path}  ({mb_text(result.size_bytes)} MB; live decoding off: {result.why_not_live}; "
+              f"hover shows precomputed reconstructions; {result.n_points} test points)")
+        return 0
     extra = ""
     if result.encoding == "float16":
         extra = f"; float16 changes the mean image by at most {result.max_mean_error:.1e}"

@@ -10,6 +10,11 @@ the prior.
 What is embedded: the decoder program (:mod:`aevb.explorer.program`), up to ``points`` test
 points (posterior means as float32, images as 8-bit display values, labels) and the run's
 facts. The page's size is checked against ``max_mb`` before anything is computed or written.
+
+A decoder whose weights do not fit in ``max_mb`` (e.g. celeba-mlp's 135.8M) is not embedded:
+the page then has no live decoding (no sliders to move, no sampling, no interpolation) and
+holds, for fewer points, each point's reconstruction computed here by PyTorch (the decoder mean
+at its posterior mean, 8-bit like the test images); the page and the command say why.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import html
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Union
+from typing import List, Tuple, Union
 
 import numpy as np
 import torch
@@ -33,11 +38,15 @@ STATIC = Path(__file__).resolve().parent / "static"
 # Default and largest page size. The page holds its weights several times while it loads (the
 # HTML text, the JSON string, the bytes, a Float32Array: about 4x the file), V8 caps one string at
 # 2^29 - 24 characters, and past a few tens of MB a page loads slowly. A celeba-mlp-size decoder
-# (135.8M weights: 724 MB as base64 float32, 362 MB as float16) is refused.
+# (135.8M weights: 724 MB as base64 float32, 362 MB as float16) is left out of the page.
 DEFAULT_MAX_MB = 64.0
 HARD_MAX_MB = 200.0
-# Test images are embedded up to this many bytes (8-bit values); fewer points beyond it.
+# Test images (and, without live decoding, their reconstructions) are embedded up to this many
+# bytes (8-bit values); fewer points beyond it.
 IMAGE_BUDGET = 16_000_000
+# The page's characters besides the static files, the layers, the weights and the points: facts,
+# views, notes (an upper bound; the written page is measured before it is written).
+PAYLOAD_FRAME = 5_000
 
 
 class ExplorerError(RunError):
@@ -52,6 +61,8 @@ class ExplorerResult:
     encoding: str
     n_points: int
     max_mean_error: float  # largest |change| of the mean image from the weight encoding
+    live: bool = True  # the decoder runs in the page; else reconstructions are precomputed
+    why_not_live: str = ""  # why the decoder is not in the page (sizes and the limit)
 
 
 def _b64(a: np.ndarray) -> str:
@@ -117,11 +128,14 @@ def check_output(path: Path) -> None:
 
 def write_explorer(run: Union[str, Path, Run], out: Union[str, Path, None] = None, points: int = 1000,
                    encoding: str = "float32", max_mb: float = DEFAULT_MAX_MB, seed: int = 0,
-                   device: str = "cpu") -> ExplorerResult:
+                   device: str = "cpu", require_live: bool = False) -> ExplorerResult:
     """Write the explorer of ``run`` (default ``RUN/explorer.html``) atomically.
 
-    Raises :class:`ExplorerError` (nothing written, an existing file kept) when the decoder cannot
-    be run in the page or the page would exceed ``max_mb`` megabytes (10^6 bytes).
+    When the decoder's weights and the test images would exceed ``max_mb`` megabytes (10^6
+    bytes), the page is written without the weights (no live decoding) and with precomputed
+    reconstructions for as many points as fit; ``require_live`` refuses instead. Raises
+    :class:`ExplorerError` (nothing written, an existing file kept) when the decoder cannot be
+    run in the page, an option is wrong, or not even one point fits.
     """
     from ..plots import FigureContext
 
@@ -135,58 +149,153 @@ def write_explorer(run: Union[str, Path, Run], out: Union[str, Path, None] = Non
         raise ExplorerError(f"--points must be 0 or more, got {points}")
     path = Path(out) if out else run.path / EXPLORER_FILE
     check_output(path)
-    model = run.load_model("cpu")
-    image_shape = tuple(int(s) for s in run.checkpoint()["image_shape"])
-    data_dim = int(np.prod(image_shape))
-    points = min(int(points), IMAGE_BUDGET // max(1, data_dim))
-    decoder_program(model, with_weights=False)  # raises UnsupportedDecoder for what the page cannot run
-    # then the size: weights, test images (base64) and the page around them
-    n_weights = decoder_size(model)
-    estimate = encoded_chars(n_weights, encoding) + base64_chars(points * data_dim) + 300_000
-    if estimate > max_mb * 1e6:
-        raise _too_large(run, n_weights, encoding, estimate, max_mb)
-    program = decoder_program(model)
-
     ctx = FigureContext.from_run(run, device=device, data_optional=True)
+    image_shape = tuple(int(s) for s in ctx.image_shape)
+    layers = decoder_program(ctx.model, with_weights=False).layers  # raises UnsupportedDecoder for what the page cannot run
+    n_weights = decoder_size(ctx.model)
+    live, points, why = _plan(run, ctx, layers, n_weights, points, encoding, max_mb, require_live)
+
     payload = {"facts": _facts(run, ctx.model, image_shape), "notes": []}
     if ctx.data is None:
         payload["notes"].append("The run's data set could not be loaded here, so there is no scatter of test "
                                 f"points: {ctx.data_error.splitlines()[0] if ctx.data_error else ''}")
-    payload.update(_points(ctx, 0 if ctx.data is None else points, seed))
+    payload.update(_points(ctx, points, seed, reconstructions=not live))
     scale_offset = ctx.display(torch.tensor([0.0, 1.0]))  # display is affine: value * scale + offset
     scale, offset = float(scale_offset[1] - scale_offset[0]), float(scale_offset[0])
     z = payload.pop("_mu")
-    if not len(z):
-        z = torch.randn(64, ctx.model.latent_dim, generator=torch.Generator().manual_seed(seed))
-    err = mean_error(ctx.model, z[:200], encoding) * abs(scale)
-    payload.update({
-        "decoder": {"layers": program.layers, "encoding": encoding, "weights": program.encode(encoding),
-                    "n_weights": program.n_weights},
-        "image": {"shape": list(image_shape), "scale": scale, "offset": offset},
-        "encoding_error": err,
-        "seed": int(seed),
-    })
+    payload.update({"image": {"shape": list(image_shape), "scale": scale, "offset": offset}, "seed": int(seed)})
+    if live:
+        program = decoder_program(ctx.model)
+        if not len(z):
+            z = torch.randn(64, ctx.model.latent_dim, generator=torch.Generator().manual_seed(seed))
+        err = mean_error(ctx.model, z[:200], encoding) * abs(scale)
+        payload["decoder"] = {"layers": program.layers, "encoding": encoding, "weights": program.encode(encoding),
+                              "n_weights": program.n_weights, "live": True}
+        payload["encoding_error"] = err
+    else:
+        err = 0.0
+        payload["decoder"] = {"layers": layers, "encoding": None, "weights": None, "n_weights": n_weights,
+                              "live": False, "why": why, "notice": _notice(why, run)}
+        payload["encoding_error"] = None
     text = render(payload)
     size = len(text.encode("utf-8"))
     if size > max_mb * 1e6:
-        raise _too_large(run, n_weights, encoding, size, max_mb)
+        if live:
+            raise _too_large(run, n_weights, encoding, size, max_mb)
+        raise ExplorerError(f"the page without the decoder's weights would be {mb_text(size)} MB, above "
+                            f"--max-size {max_mb:g} MB; nothing was written. Lower --points or raise --max-size")
     atomic_write_text(path, text)
-    return ExplorerResult(path, size, program.n_weights, encoding, payload["points"]["n"], err)
+    return ExplorerResult(path, size, n_weights, encoding, payload["points"]["n"], err, live, why)
+
+
+def _plan(run: Run, ctx, layers: List[dict], n_weights: int, points: int, encoding: str, max_mb: float,
+          require_live: bool) -> Tuple[bool, int, str]:
+    """(live, points, why): live decoding when the weights, the test images (of ``points`` at
+    most) and the page around them fit in ``max_mb``; else no weights, as many points as fit
+    with their reconstructions, and why. Raises :class:`ExplorerError` with ``require_live``,
+    or when a page without live decoding would show no point."""
+    latent_dim, data_dim = int(ctx.model.latent_dim), max(1, int(np.prod(ctx.image_shape)))
+    available = 0 if ctx.data is None else len(ctx.x)
+    frame, limit = _frame_chars(layers, latent_dim), max_mb * 1e6
+    live_points = min(int(points), available, IMAGE_BUDGET // data_dim)
+    images = live_points * _point_chars(data_dim, latent_dim, 1)
+    live_size = frame + encoded_chars(n_weights, encoding) + images
+    if live_size <= limit:
+        return True, live_points, ""
+    if require_live:
+        raise _too_large(run, n_weights, encoding, live_size, max_mb)
+    why = _why_not_live(n_weights, encoding, live_points, frame, images, limit, max_mb)
+    if encoding == "float32" and frame + encoded_chars(n_weights, "float16") + images <= limit:
+        why += "; --weights float16 would fit"
+    if ctx.data is None:
+        raise ExplorerError(f"{why}, and the run's data set could not be loaded here, so a page without live "
+                            "decoding would show nothing; nothing was written. Load the data set (or raise "
+                            f"--max-size), or look at this model with `aevb plot {run.path} all`")
+    n = _points_without_decoder(run, min(int(points), available), data_dim, latent_dim, frame, limit, why)
+    return False, n, why
+
+
+def _frame_chars(layers: List[dict], latent_dim: int) -> int:
+    """Characters of a page with no weights and no points: the static files, the decoder's
+    layers, per-unit KL, slider ranges and views, and ``PAYLOAD_FRAME`` for the rest (an upper
+    bound)."""
+    static = sum(len(_static(name).encode("utf-8")) for name in
+                 ("explorer.html", "explorer.css", "decoder.js", "explorer.js"))
+    return static + len(json.dumps(layers)) + 120 * int(latent_dim) + PAYLOAD_FRAME
+
+
+def _point_chars(data_dim: int, latent_dim: int, images: int) -> int:
+    """Characters one test point adds to the page: ``images`` 8-bit images of ``data_dim``
+    values and a float32 posterior mean [J], as base64, and its label (at most 8 characters)."""
+    return base64_chars(images * data_dim) + base64_chars(4 * latent_dim) + 8
+
+
+def _points_without_decoder(run: Run, points: int, data_dim: int, latent_dim: int, frame: int, limit: float,
+                            why: str) -> int:
+    """How many points a page without live decoding holds: ``points``, at most what the image
+    budget and the ``limit - frame`` characters left take with two images each (test image,
+    reconstruction). Raises :class:`ExplorerError` when that is none."""
+    per_point = _point_chars(data_dim, latent_dim, 2)
+    fit = int(max(0.0, limit - frame) // per_point)
+    n = min(int(points), IMAGE_BUDGET // (2 * max(1, data_dim)), fit)
+    if n >= 1:
+        return n
+    if points == 0:
+        raise ExplorerError(f"{why}, and --points 0 leaves a page without live decoding nothing to show; "
+                            "nothing was written. Ask for some --points")
+    raise ExplorerError(f"{why}, and even without the weights one test point (image and reconstruction) "
+                        f"would make the page about {mb_text(frame + per_point)} MB; nothing was written. Raise --max-size, or look "
+                        f"at this model with `aevb plot {run.path} all`")
+
+
+def mb_text(chars: float) -> str:
+    """A size in MB (10^6 characters) to about 3 significant digits: 724, 36.2, 0.15."""
+    v = chars / 1e6
+    return f"{v:,.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}" if v >= 0.1 else f"{v:.3f}"
+
+
+def _why_not_live(n_weights: int, encoding: str, n_points: int, frame: int, images: int, limit: float,
+                  max_mb: float) -> str:
+    """Why the decoder cannot run in the page, with the sizes: its weights (with the page's
+    ``frame`` characters), or its weights and the ``images`` characters of the test images,
+    exceed ``limit`` characters."""
+    weights = encoded_chars(n_weights, encoding)
+    other = f" ({mb_text(encoded_chars(n_weights, 'float16'))} MB as float16)" if encoding == "float32" else ""
+    text = f"the decoder's {n_weights:,} weights would take {mb_text(weights)} MB as base64 {encoding}{other}"
+    if weights > limit:
+        return f"{text}, above --max-size {max_mb:g} MB"
+    if weights + frame > limit:
+        return f"{text}, with the page's {mb_text(frame)} MB of script and data above --max-size {max_mb:g} MB"
+    return (f"{text} and the {n_points:,} test images {mb_text(images)} MB, above --max-size {max_mb:g} MB "
+            "together (fewer --points would leave room for the weights)")
+
+
+def _notice(why: str, run: Run) -> str:
+    """The page's notice that live decoding is off: why, and what the page shows instead."""
+    return (f"Live decoding is off: {why}. Hover shows reconstructions computed when the "
+            f"page was written; run `aevb plot {run.path} all` for the figures.")
 
 
 def _too_large(run: Run, n_weights: int, encoding: str, size: float, max_mb: float) -> ExplorerError:
     hint = "Try --weights float16 (half the size), or look" if encoding != "float16" else "Look"
     return ExplorerError(
-        f"the decoder has {n_weights:,} weights: {encoded_chars(n_weights, encoding) / 1e6:,.1f} MB as base64 "
-        f"{encoding}, so the page would be about {size / 1e6:,.1f} MB, above the limit of {max_mb:g} MB "
+        f"the decoder has {n_weights:,} weights: {mb_text(encoded_chars(n_weights, encoding))} MB as base64 "
+        f"{encoding}, so the page would be about {mb_text(size)} MB, above the limit of {max_mb:g} MB "
         f"(--max-size, at most {HARD_MAX_MB:g}); a page that large loads slowly or not at all. Nothing was "
-        f"written. {hint} at this model with `aevb plot {run.path} all`")
+        f"written. {hint} at this model with `aevb plot {run.path} all`, or leave out --require-live for a "
+        "page without live decoding")
 
 
-def _points(ctx, points: int, seed: int) -> dict:
-    """The test points' part of the payload: posterior means, 8-bit display images, labels, 2-D
+def _levels(ctx, values: torch.Tensor) -> np.ndarray:
+    """Images [N, D] as the page stores them: 8-bit display levels, uint8 [N, D]."""
+    return torch.round(ctx.display(values).clamp(0, 1) * 255).to(torch.uint8).numpy()
+
+
+def _points(ctx, points: int, seed: int, reconstructions: bool = False) -> dict:
+    """The test points' part of the payload: posterior means, 8-bit display images (and with
+    ``reconstructions`` the decoder mean at each posterior mean, 8-bit alike), labels, 2-D
     views, KL per latent unit and slider ranges; ``_mu`` the means as a tensor [N, J]."""
-    from ..plots import ACTIVE_KL_THRESHOLD, kl_per_dimension, latent_means
+    from ..plots import ACTIVE_KL_THRESHOLD, decode_mean, kl_per_dimension, latent_means
 
     model, J = ctx.model, ctx.model.latent_dim
     x = ctx.x[:points] if points else torch.zeros(0, model.data_dim)
@@ -194,7 +303,7 @@ def _points(ctx, points: int, seed: int) -> dict:
     mu = latent_means(model, x).float() if len(x) else torch.zeros(0, J)
     kl = kl_per_dimension(model, x).double().numpy() if len(x) else np.zeros(J)
     mu_np = mu.numpy().astype("<f4")
-    pixels = torch.round(ctx.display(x).clamp(0, 1) * 255).to(torch.uint8).numpy()
+    pixels = _levels(ctx, x)
     classes = None
     if y is not None:
         names = (getattr(ctx.data, "info", None) or {}).get("classes")
@@ -202,14 +311,18 @@ def _points(ctx, points: int, seed: int) -> dict:
         classes = [str(names[i]) if names and i < len(names) else str(i) for i in range(n_cls)]
     # slider ranges: at least the prior's +-4 sigma, and every test point's mean
     lim = np.maximum(4.0, np.ceil(np.abs(mu_np).max(0) * 1.1)) if len(x) else np.full(J, 4.0)
-    return {
+    out = {
         "latent": {"dim": J, "kl": [float(v) for v in kl], "known_kl": bool(len(x)),
                    "active_threshold": ACTIVE_KL_THRESHOLD, "range": [float(v) for v in lim]},
-        "points": {"n": int(len(x)), "mu": _b64(mu_np), "pixels": _b64(pixels),
+        "points": {"n": int(len(x)), "total": 0 if ctx.data is None else int(len(ctx.data.test)),
+                   "mu": _b64(mu_np), "pixels": _b64(pixels),
                    "labels": None if y is None else [int(v) for v in y], "classes": classes,
                    "views": _views(mu_np.astype(np.float64), kl, seed) if len(x) else []},
         "_mu": mu,
     }
+    if reconstructions:
+        out["points"]["reconstructions"] = _b64(_levels(ctx, decode_mean(model, mu)))
+    return out
 
 
 def _static(name: str) -> str:

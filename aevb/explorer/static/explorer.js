@@ -1,14 +1,18 @@
 "use strict";
 // aevb latent explorer: the page's behaviour. Data and decoder come from the JSON payload that
-// aevb/explorer/page.py embeds; decoding is AevbDecoder (decoder.js).
+// aevb/explorer/page.py embeds; decoding is AevbDecoder (decoder.js). Without live decoding (a
+// decoder too large to embed: P.decoder.live false, no weights) the page shows each point's
+// reconstruction as embedded, and nothing is decoded.
 (function () {
   const P = JSON.parse(document.getElementById("payload").textContent);
   const $ = (id) => document.getElementById(id);
-  const decoder = new AevbDecoder.Decoder(P.decoder);
+  const live = P.decoder.live !== false;
+  const decoder = live ? new AevbDecoder.Decoder(P.decoder) : null;
   const shape = P.image.shape, [C, H, W] = shape, D = C * H * W;
   const J = P.latent.dim, N = P.points.n;
   const mu = N ? new Float32Array(AevbDecoder.base64Bytes(P.points.mu).buffer) : new Float32Array(0);
   const levels = N ? AevbDecoder.base64Bytes(P.points.pixels) : new Uint8Array(0);
+  const recons = N && !live ? AevbDecoder.base64Bytes(P.points.reconstructions) : new Uint8Array(0);
   const labels = P.points.labels, classes = P.points.classes || [];
   const kl = P.latent.kl, threshold = P.latent.active_threshold;
   const order = Array.from({ length: J }, (_, j) => j);
@@ -34,13 +38,13 @@
     AevbDecoder.toPixels(values, shape, P.image.scale, P.image.offset, img.data);
     ctx.putImageData(img, 0, 0);
   }
-  function drawLevels(canvas, i) {  // a test image as embedded (8-bit display levels)
+  function drawLevels(canvas, source, i) {  // image i of an embedded block of 8-bit display levels
     const ctx = canvas.getContext("2d"), img = ctx.createImageData(W, H), hw = H * W, base = i * D;
     for (let p = 0; p < hw; p++) {
-      const r = levels[base + p];
+      const r = source[base + p];
       img.data[4 * p] = r;
-      img.data[4 * p + 1] = C >= 3 ? levels[base + hw + p] : r;
-      img.data[4 * p + 2] = C >= 3 ? levels[base + 2 * hw + p] : r;
+      img.data[4 * p + 1] = C >= 3 ? source[base + hw + p] : r;
+      img.data[4 * p + 2] = C >= 3 ? source[base + 2 * hw + p] : r;
       img.data[4 * p + 3] = 255;
     }
     ctx.putImageData(img, 0, 0);
@@ -77,7 +81,7 @@
       row.className = "slider" + (inactive ? " inactive" : "");
       const r = P.latent.range[j];
       row.innerHTML = `<label for="z${j}">z<sub>${j + 1}</sub>${inactive ? '<span class="tag">inactive</span>' : ""}</label>` +
-        `<input type="range" id="z${j}" data-dim="${j}" min="${-r}" max="${r}" step="any" value="0"` +
+        `<input type="range" id="z${j}" data-dim="${j}" min="${-r}" max="${r}" step="any" value="0"${live ? "" : " disabled"}` +
         ` aria-label="latent dimension ${j + 1}">` +
         `<span class="val">${fmt(0, 2)}</span><span class="kl">${P.latent.known_kl ? fmtKL(kl[j]) : "–"}</span>`;
       if (inactive) row.title = `KL ${kl[j].toExponential(1)} nats < ${threshold}: an inactive unit; the decoder ignores it`;
@@ -101,15 +105,15 @@
     }
   }
   function setSource(text) { $("z-source").textContent = "z: " + text; }
-  function setZ(values, source) {
+  function showZ(values, source) {  // z, the sliders and the caption; nothing decoded
     for (let j = 0; j < J; j++) {
       z[j] = values[j];
       rows[j].input.value = String(values[j]);
       rows[j].val.textContent = fmt(values[j], 2);
     }
     setSource(source);
-    render();
   }
+  function setZ(values, source) { showZ(values, source); render(); }
   function priorSample() {  // Box-Muller
     const s = new Array(J);
     for (let j = 0; j < J; j++) {
@@ -230,13 +234,19 @@
   const hoverX = $("hover-x"), hoverRec = $("hover-rec");
   fitCanvas(hoverX, 110); fitCanvas(hoverRec, 110);
   function showHover(i) {
-    drawLevels(hoverX, i);
-    drawValues(hoverRec, decoder.decode(muOf(i)));
+    drawLevels(hoverX, levels, i);
+    if (live) drawValues(hoverRec, decoder.decode(muOf(i)));
+    else { drawLevels(hoverRec, recons, i); showStored(i); }
     $("hover-x-cap").textContent = `#${i}` + (labels ? ` \u00b7 label ${labelOf(i)}` : "");
     $("hover-x-cap").title = pointName(i);
     $("hover").classList.add("active");
   }
+  function showStored(i) {  // without live decoding: point i's embedded reconstruction, large
+    drawLevels(image, recons, i);
+    showZ(muOf(i), `posterior mean of ${pointName(i)} (reconstruction precomputed)`);
+  }
   function select(i) {
+    if (!live) return;  // hovering shows everything there is
     if (sel.b >= 0 && sel.b !== i) sel.a = sel.b;
     sel.b = i;
     setZ(muOf(i), "posterior mean of " + pointName(i));
@@ -248,7 +258,7 @@
     const size = Math.max(40, Math.min(80, Math.floor((box.clientWidth - 11 * 6) / 12)));
     const ends = (i, cap) => {
       const fig = document.createElement("figure"), c = document.createElement("canvas");
-      fitCanvas(c, size); drawLevels(c, i);
+      fitCanvas(c, size); drawLevels(c, levels, i);
       fig.appendChild(c); fig.insertAdjacentHTML("beforeend", `<figcaption>${cap}</figcaption>`);
       fig.title = pointName(i); fig.addEventListener("click", () => setZ(muOf(i), "posterior mean of " + pointName(i)));
       box.appendChild(fig);
@@ -280,6 +290,22 @@
     }
     $("facts").textContent = parts.join(" \u00b7 ");
     const nActive = P.latent.known_kl ? kl.filter((v) => v >= threshold).length : null;
+    const total = P.points.total || N;
+    const shown = N < total ? `${N.toLocaleString("en")} of the ${total.toLocaleString("en")} test points (as many as --points, the page's ` +
+      `16 MB image budget${live ? "" : ", with two images per point,"} and --max-size allow)` : `${N.toLocaleString("en")} test points`;
+    const common = [
+      N ? `${shown}; the scatter shows their posterior means E[z|x]. Dashed circles: radius 1 and 2 of the prior N(0, I).` : "",
+      nActive != null ? `${nActive} of ${J} latent units are active (mean KL \u2265 ${threshold} nats over these test points); inactive units are marked and greyed.` : "",
+    ];
+    if (!live) {
+      $("about").innerHTML = [
+        `The decoder (${architecture(P.decoder.layers)}) is not in this page, so nothing is decoded here: ` +
+        `${escapeHtml(P.decoder.why)}. Each reconstruction is the mean of p(x|z) at the point's posterior mean, ` +
+        "computed by PyTorch when the page was written and stored as 8-bit pixels like the test images. The page needs no server and no network.",
+      ].concat(common, [`Written by aevb ${P.facts.aevb} (<code>aevb explore RUN</code>).`], P.notes.map((n) => `<span class="note">${escapeHtml(n)}</span>`))
+        .filter(Boolean).join(" ");
+      return;
+    }
     const enc = P.decoder.encoding === "float32"
       ? "base64 float32 (the exact weights; the page computes in float64, so its means differ from PyTorch's float32 ones by rounding only)"
       : `base64 float16 (half the size of float32; rounding the weights changes the mean image by at most ${P.encoding_error.toExponential(1)} ` +
@@ -287,8 +313,7 @@
     const about = [
       `The decoder (${architecture(P.decoder.layers)}; ${P.decoder.n_weights.toLocaleString("en")} weights, ${(P.decoder.weights.length / 1e6).toFixed(1)} MB of this page) runs in plain JavaScript; its weights are embedded as ${enc}. ` +
       "The image is the mean of p(x|z), as aevb's likelihood.mean computes it. The page needs no server and no network.",
-      N ? `${N.toLocaleString("en")} test points; the scatter shows their posterior means E[z|x]. Dashed circles: radius 1 and 2 of the prior N(0, I).` : "",
-      nActive != null ? `${nActive} of ${J} latent units are active (mean KL \u2265 ${threshold} nats over these test points); inactive units are marked and greyed.` : "",
+      ...common,
       "Keyboard: focus a slider and use the arrow keys (shift: larger steps).",
       `Written by aevb ${P.facts.aevb} (<code>aevb explore RUN</code>).`,
     ].concat(P.notes.map((n) => `<span class="note">${escapeHtml(n)}</span>`));
@@ -316,10 +341,22 @@
     $("legend").innerHTML = seen.map((k) => `<span><i style="background:${colour(k)}"></i>${escapeHtml(classes[k] ?? k)}</span>`).join("");
   }
 
+  function describeLiveOff() {  // the notice, and the panels that need live decoding say so
+    $("notice").textContent = P.decoder.notice;
+    $("notice").hidden = false;
+    $("decode-title").textContent = "Reconstruction of the point";
+    $("buttons").hidden = true;
+    $("timing").hidden = true;
+    $("slider-order").textContent += " \u00b7 read-only";
+    $("hint").textContent = "Hover a point to see the test image and its reconstruction; the sliders show its posterior mean.";
+    $("interp-caption").textContent = "";
+  }
+
   // ------------------------------------------------------------------ wiring
   describe();
   buildSliders();
   buildLegend();
+  if (!live) describeLiveOff();
   views.forEach((v, k) => $("view").insertAdjacentHTML("beforeend", `<option value="${k}">${escapeHtml(v.name)}</option>`));
   if (views.length < 2) $("view").disabled = true;
   if (!N) {
@@ -333,18 +370,24 @@
   $("view").addEventListener("change", () => { layoutScatter(); drawScatter(); });
   scatter.addEventListener("mousemove", (ev) => {
     const i = nearest(ev);
-    scatter.style.cursor = i >= 0 ? "pointer" : "crosshair";
+    scatter.style.cursor = i >= 0 && live ? "pointer" : "crosshair";
     if (i !== sel.hover) { sel.hover = i; if (i >= 0) showHover(i); drawScatter(); }
   });
   scatter.addEventListener("mouseleave", () => { sel.hover = -1; drawScatter(); });
   scatter.addEventListener("click", (ev) => { const i = nearest(ev); if (i >= 0) select(i); });
-  $("sample").addEventListener("click", () => setZ(priorSample(), "a sample from the prior N(0, I)"));
-  $("zero").addEventListener("click", () => setZ(new Array(J).fill(0), "0 (the prior mean)"));
-  $("interp").innerHTML = '<span class="empty-text">Click a point in the scatter, then another: the decoder means along the straight line between their posterior means appear here.</span>';
-  if (N) { sel.b = 0; setZ(muOf(0), "posterior mean of " + pointName(0)); showHover(0); } else { setZ(new Array(J).fill(0), "0 (the prior mean)"); }
+  if (live) {
+    $("sample").addEventListener("click", () => setZ(priorSample(), "a sample from the prior N(0, I)"));
+    $("zero").addEventListener("click", () => setZ(new Array(J).fill(0), "0 (the prior mean)"));
+    $("interp").innerHTML = '<span class="empty-text">Click a point in the scatter, then another: the decoder means along the straight line between their posterior means appear here.</span>';
+    if (N) { sel.b = 0; setZ(muOf(0), "posterior mean of " + pointName(0)); showHover(0); } else { setZ(new Array(J).fill(0), "0 (the prior mean)"); }
+  } else {
+    $("interp").innerHTML = '<span class="empty-text">The interpolation between two points needs live decoding, which is off for this page (see the note at the top).</span>';
+    if (N) { showHover(0); drawScatter(); }
+  }
 
   // for tests and benchmarks: read-only views of the page's state
   window.aevbExplorer = {
+    live,
     get z() { return Array.from(z); },
     get decodes() { return state.decodes; },
     get lastDecodeMs() { return state.lastMs; },
