@@ -342,3 +342,50 @@ def test_a_conv_page_names_its_decoder_and_gives_bits_per_dim(conv_rgb_run, brow
             "to 20\u00d728 (6 parameters per value), GroupNorm, centre crop to 18\u00d726, leaky-relu") in about
     assert f"({-bound / (3 * 18 * 26 * math.log(2)):.3f} bits/dim)" in facts
     assert not p.errors, p.errors
+
+
+@pytest.fixture(scope="module")
+def off_page(grey_run, tmp_path_factory):
+    """grey_run's page at a --max-size below its decoder's weights with the test images: no live
+    decoding, reconstructions embedded."""
+    res = write_explorer(grey_run, out=tmp_path_factory.mktemp("off") / "explorer.html", max_mb=0.06)
+    assert not res.live and 20 < res.n_points < 180 and res.size_bytes <= 0.06e6
+    return res
+
+
+def test_a_page_without_live_decoding_says_so_and_hover_draws_the_stored_reconstruction(grey_run, off_page, browser):
+    ctx = FigureContext.from_run(grey_run, device="cpu")
+    mu = latent_means(ctx.model, ctx.x[:off_page.n_points])
+    p = Page(browser, off_page.path)
+    boxes = """() => ['.scatter-card', '.decode-card', '.sliders-card', '.interp-card', '#image', '#notice']
+        .map(s => { const r = document.querySelector(s).getBoundingClientRect(); return [s, r.x, r.y, r.width, r.height]; })"""
+    try:
+        assert p.page.evaluate("aevbExplorer.live") is False and p.page.evaluate("aevbExplorer.decoder") is None
+        notice = p.page.inner_text("#notice")
+        assert p.page.is_visible("#notice") and notice.startswith("Live decoding is off: the decoder's 2,240 weights")
+        assert "above --max-size 0.06 MB" in notice and f"aevb plot {grey_run} all" in notice
+        assert p.page.inner_text("#decode-title") == "Reconstruction of the point"
+        assert not p.page.is_visible("#sample") and not p.page.is_visible("#zero")
+        assert p.page.evaluate("Array.from(document.querySelectorAll('#sliders input')).map(e => e.disabled)") == [True] * 3
+        assert "needs live decoding" in p.page.inner_text("#interp")
+        assert f"{off_page.n_points} of the {len(ctx.data.test)} test points" in p.page.inner_text("#about")
+        first = p.page.evaluate(boxes)
+        assert all(y + h <= VIEWPORT["height"] for s, x, y, w, h in first if s in ("#image", "#notice"))
+        for i in (11, 37):
+            pt = p.page.evaluate(f"aevbExplorer.screenPoint({i})")
+            p.page.mouse.move(pt["x"], pt["y"])
+            hovered = int(p.page.inner_text("#hover-x-cap").split()[0].lstrip("#"))  # the nearest point
+            want = _expected_rgba(ctx, mu[hovered])  # PyTorch's mean at the posterior mean, now
+            assert np.abs(p.pixels("#hover-rec") - want).max() <= 1
+            assert np.abs(p.pixels("#image") - want).max() <= 1  # the large image: the same reconstruction
+            data = torch.round(ctx.x[hovered] * 255).numpy().astype(np.int64)
+            np.testing.assert_array_equal(p.pixels("#hover-x").reshape(-1, 4)[:, 0], data)
+            np.testing.assert_allclose(p.sliders(), mu[hovered].numpy(), rtol=0, atol=1e-6)  # read-only: its z
+            assert f"#{hovered}" in p.page.inner_text("#z-source")
+        assert len(np.unique(want)) > 4
+        p.page.mouse.click(pt["x"], pt["y"])  # a click decodes nothing and moves nothing
+        assert p.page.evaluate(boxes) == first and p.page.evaluate("aevbExplorer.decodes") == 0
+    finally:
+        p.page.close()
+    assert not p.errors, p.errors
+    assert not p.requests, f"the explorer asked for network resources: {p.requests}"
