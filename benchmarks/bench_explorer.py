@@ -19,8 +19,9 @@ What is timed (mean over ``--frames`` after ``--warmup`` frames):
   * PyTorch: ``likelihood.mean(decode(z))`` for one z, ``torch.set_num_threads(1)``;
   * per layer kind (conv runs): the decode split by layer kind (linear, conv-transpose, mean ...).
 
-The celeba-mlp-size decoder is never written as a page (``aevb explore`` refuses it: 724 MB as
-base64 float32, 362 MB as float16); its decode time is measured on random weights made in the page,
+The celeba-mlp-size decoder is never embedded in a page (724 MB as base64 float32, 362 MB as
+float16; ``aevb explore`` writes its page without live decoding); its decode time is measured on
+random weights made in the page,
 and its page size is computed by the same function the command uses. Needs Chromium and
 Playwright (bash .ci/browser-setup.sh).
 """

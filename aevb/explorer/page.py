@@ -151,7 +151,8 @@ def write_explorer(run: Union[str, Path, Run], out: Union[str, Path, None] = Non
     check_output(path)
     ctx = FigureContext.from_run(run, device=device, data_optional=True)
     image_shape = tuple(int(s) for s in ctx.image_shape)
-    layers = decoder_program(ctx.model, with_weights=False).layers  # raises UnsupportedDecoder for what the page cannot run
+    # raises UnsupportedDecoder for what the page cannot run, before any size is computed
+    layers = decoder_program(ctx.model, with_weights=False).layers
     n_weights = decoder_size(ctx.model)
     live, points, why = _plan(run, ctx, layers, n_weights, points, encoding, max_mb, require_live)
 
@@ -244,8 +245,8 @@ def _points_without_decoder(run: Run, points: int, data_dim: int, latent_dim: in
         raise ExplorerError(f"{why}, and --points 0 leaves a page without live decoding nothing to show; "
                             "nothing was written. Ask for some --points")
     raise ExplorerError(f"{why}, and even without the weights one test point (image and reconstruction) "
-                        f"would make the page about {mb_text(frame + per_point)} MB; nothing was written. Raise --max-size, or look "
-                        f"at this model with `aevb plot {run.path} all`")
+                        f"would make the page about {mb_text(frame + per_point)} MB; nothing was written. "
+                        f"Raise --max-size, or look at this model with `aevb plot {run.path} all`")
 
 
 def mb_text(chars: float) -> str:
