@@ -9,7 +9,8 @@ the prior.
 
 What is embedded: the decoder program (:mod:`aevb.explorer.program`), up to ``points`` test
 points (posterior means as float32, images as 8-bit display values, labels) and the run's
-facts. The page's size is checked against ``max_mb`` before anything is computed or written.
+facts. The page's size is planned against ``max_mb`` once the model and data are loaded, before
+the test points are encoded or the weights copied, and measured again before it is written.
 
 A decoder whose weights do not fit in ``max_mb`` (e.g. celeba-mlp's 135.8M) is not embedded:
 the page then has no live decoding (no sliders to move, no sampling, no interpolation) and
