@@ -249,6 +249,25 @@ def test_hover_shows_the_datapoint_and_its_reconstruction_and_sampling_draws_fro
     assert not p.errors, p.errors
 
 
+def _page_matches_pytorch(page, model, z: torch.Tensor, encoding: str, what: str) -> np.ndarray:
+    """Decode the rows of z [N, J] with decoder.js in ``page`` from the weights embedded in
+    ``encoding`` and assert they equal PyTorch's decoder mean within 1e-5, where PyTorch's
+    weights are rounded the same way (this changes ``model``). Returns PyTorch's means [N, D]."""
+    prog = decoder_program(model)
+    if encoding == "float16":
+        with torch.no_grad():
+            for q in model.decoder.parameters():
+                q.copy_(q.half().float())
+    with torch.no_grad():
+        want = model.likelihood.mean(model.decode(z)).numpy()
+    got = page.evaluate(
+        "([layers, w, enc, zs]) => { const d = new AevbDecoder.Decoder({layers, weights: w, encoding: enc});"
+        " return zs.map(z => Array.from(d.decode(z))); }",
+        [prog.layers, prog.encode(encoding), encoding, z.tolist()])
+    np.testing.assert_allclose(np.array(got), want, atol=1e-5, rtol=0, err_msg=what)
+    return want
+
+
 @pytest.mark.parametrize("encoding", ["float32", "float16"])
 def test_decoder_js_runs_every_layer_kind_as_pytorch(encoding, browser):
     from aevb.config import ModelConfig
@@ -265,19 +284,7 @@ def test_decoder_js_runs_every_layer_kind_as_pytorch(encoding, browser):
             cfg = ModelConfig(latent_dim=3, encoder_hidden=[9, 6], activation=act, likelihood=lik,
                               mean_activation=mean_act, init_std=0.8)
             model = VAE.from_config(cfg, 10).eval()
-            prog = decoder_program(model)
-            if encoding == "float16":
-                with torch.no_grad():
-                    for q in model.decoder.parameters():
-                        q.copy_(q.half().float())
-            z = torch.randn(4, 3) * 1.5
-            with torch.no_grad():
-                want = model.likelihood.mean(model.decode(z)).numpy()
-            got = page.evaluate(
-                "([layers, w, enc, zs]) => { const d = new AevbDecoder.Decoder({layers, weights: w, encoding: enc});"
-                " return zs.map(z => Array.from(d.decode(z))); }",
-                [prog.layers, prog.encode(encoding), encoding, z.tolist()])
-            np.testing.assert_allclose(np.array(got), want, atol=1e-5, rtol=0, err_msg=f"{act}, {lik}, {mean_act}")
+            want = _page_matches_pytorch(page, model, torch.randn(4, 3) * 1.5, encoding, f"{act}, {lik}, {mean_act}")
             assert want.std() > 1e-3
     finally:
         page.close()
@@ -311,19 +318,7 @@ def test_decoder_js_runs_conv_decoders_as_pytorch(encoding, browser):
             with torch.no_grad():
                 for q in model.decoder.parameters():
                     q.normal_(0, 0.4)
-            prog = decoder_program(model)
-            if encoding == "float16":
-                with torch.no_grad():
-                    for q in model.decoder.parameters():
-                        q.copy_(q.half().float())
-            z = torch.randn(3, 3) * 1.5
-            with torch.no_grad():
-                want = model.likelihood.mean(model.decode(z)).numpy()
-            got = page.evaluate(
-                "([layers, w, enc, zs]) => { const d = new AevbDecoder.Decoder({layers, weights: w, encoding: enc});"
-                " return zs.map(z => Array.from(d.decode(z))); }",
-                [prog.layers, prog.encode(encoding), encoding, z.tolist()])
-            np.testing.assert_allclose(np.array(got), want, atol=1e-5, rtol=0, err_msg=f"{shape}, {lik}")
+            want = _page_matches_pytorch(page, model, torch.randn(3, 3) * 1.5, encoding, f"{shape}, {lik}")
             assert want.std() > 0.05 and not np.array_equal(want[0], want[1])
     finally:
         page.close()
