@@ -266,6 +266,7 @@ CASES = [
     ("evaluate {ws}/run --seed -1", 2, "--seed"),
     ("evaluate {ws}/run --split valid", 2, "no 'valid' split"),
     ("evaluate {ws}/run --split bogus", 2, "invalid choice: 'bogus'"),
+    ("explore {ws}/run --out {ws}/run/checkpoints/last.pt", 2, "which only its training writes"),
     ("evaluate {ws}/run --out {ws}/run", 2, "is a folder; give a file name"),
     ("evaluate {ws}/run --out {ws}/run/checkpoints/last.pt", 2, "would write into checkpoints"),
     ("evaluate {ws}/run --out {ws}/run/config.json", 2, "would write into config.json"),

@@ -31,7 +31,7 @@ import torch
 
 from .. import __version__
 from ..io import atomic_write_text
-from ..runs import Run, RunError
+from ..runs import Run, RunError, check_output
 from .program import ENCODINGS, base64_chars, decoder_program, decoder_size, encoded_chars, mean_error
 
 EXPLORER_FILE = "explorer.html"
@@ -112,21 +112,6 @@ def _facts(run: Run, model, image_shape) -> dict:
             "aevb": __version__}
 
 
-def check_output(path: Path) -> None:
-    """Refuse an output path that cannot be written, before any work."""
-    if path.is_dir():
-        raise ExplorerError(f"--out {path} is a folder; give a file name such as {path / EXPLORER_FILE}")
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ExplorerError(f"--out {path}: {parent} is a file, not a folder")
-    import os
-
-    if not os.access(parent, os.W_OK):
-        raise ExplorerError(f"--out {path}: the folder {parent} is not writable; choose another --out")
-
-
 def write_explorer(run: Union[str, Path, Run], out: Union[str, Path, None] = None, points: int = 1000,
                    encoding: str = "float32", max_mb: float = DEFAULT_MAX_MB, seed: int = 0,
                    device: str = "cpu", require_live: bool = False) -> ExplorerResult:
@@ -149,7 +134,7 @@ def write_explorer(run: Union[str, Path, Run], out: Union[str, Path, None] = Non
     if points < 0:
         raise ExplorerError(f"--points must be 0 or more, got {points}")
     path = Path(out) if out else run.path / EXPLORER_FILE
-    check_output(path)
+    check_output(path, "--out")  # also refuses a run's checkpoints, config and metrics
     ctx = FigureContext.from_run(run, device=device, data_optional=True)
     image_shape = tuple(int(s) for s in ctx.image_shape)
     # raises UnsupportedDecoder for what the page cannot run, before any size is computed
