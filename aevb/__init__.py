@@ -6,8 +6,7 @@ Quick use::
     run = train(RunConfig(), "runs/digits")      # scikit-learn digits, no download
     model = run.load_model()
 """
-__version__ = "0.1.0"
-
+from .version import __version__
 from .config import RunConfig, DataConfig, ModelConfig, ObjectiveConfig, OptimConfig, TrainConfig  # noqa: E402
 from .model import VAE, BoundTerms  # noqa: E402
 from .runs import Run, load_run  # noqa: E402

@@ -7,7 +7,7 @@ import importlib
 import sys
 from typing import List, Optional
 
-from . import __version__
+from .version import __version__
 
 COMMANDS = ["train", "evaluate", "sample", "reconstruct", "plot", "report", "reproduce", "explore", "export",
             "data"]

@@ -18,11 +18,10 @@ from typing import Any, Callable, Dict, List, Optional, Union
 import yaml
 
 from .networks import ACTIVATIONS
+from .presets import PRESETS
 
 
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown or contradictory."""
-
+from .errors import ConfigError
 
 @dataclass
 class DataConfig:
@@ -174,7 +173,7 @@ def _validation(v):
 
 
 def _device(v):
-    from .runs import RunError, parse_device
+    from .devices import RunError, parse_device
 
     if v == "auto":
         return True
@@ -359,9 +358,16 @@ def merge(cfg: RunConfig, updates: dict, source: str = "config",
 
 
 def _preset_names() -> List[str]:
-    from .presets import PRESETS
-
     return sorted(PRESETS)
+
+
+def apply_preset(cfg: RunConfig, name: str) -> RunConfig:
+    """``cfg`` with the named preset's settings applied (see aevb.presets)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
+    out = merge(cfg, PRESETS[name], source=f"preset {name}", where=lambda k: f"preset {name}")
+    out.preset = name
+    return out
 
 
 def source_of(cfg: RunConfig, key: str) -> str:

@@ -24,7 +24,7 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .config import ConfigError
+from .errors import ConfigError
 from .networks import activation
 
 

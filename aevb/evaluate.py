@@ -393,7 +393,7 @@ def evaluate_run(run, split: str = "test", k: int = 1, batch_size: Optional[int]
     With ``per_datapoint=True`` the dict also holds ``"per_datapoint"``: numpy arrays ``index``,
     ``label`` (or None), ``elbo``, ``log_px_given_z``, ``kl``, ``lk`` (not JSON; pop it first).
     """
-    from . import __version__
+    from .version import __version__
     from .model import VAE
     from .runs import Run, resolve_device
 

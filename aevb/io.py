@@ -19,6 +19,8 @@ from typing import Iterator, Union
 
 import torch
 
+from .errors import CheckpointError, DiskFullError  # noqa: F401 (raised here; imported from here by callers)
+
 PathLike = Union[str, Path]
 
 
@@ -29,32 +31,6 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, truncated or not an aevb checkpoint."""
-
-
-class DiskFullError(OSError):
-    """A file could not be written because its disk is full; nothing half-written is left."""
-
-    def __init__(self, path: PathLike, needed: int = 0,
-                 advice: str = "free some space on that disk and run the command again"):
-        self.path, self.needed = Path(path), int(needed)
-        try:
-            free = shutil.disk_usage(self.path.parent).free
-        except OSError:
-            free = None
-        need = f"about {_mb(needed)} needed" if needed else "more space needed"
-        have = f", {_mb(free)} free" if free is not None else ""
-        super().__init__(errno.ENOSPC, f"disk full: could not write {self.path} ({need}{have}); {advice}")
-
-    def __str__(self) -> str:
-        return self.strerror
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
 def _disk_full(e: BaseException, folder: Path, needed: int) -> bool:

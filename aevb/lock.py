@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Optional, Union
 
+from .errors import DiskFullError, LockedError
+
 try:
     import fcntl
 except ImportError:  # not on Windows: stale locks are then removed without the flock
@@ -36,10 +38,6 @@ _HELD: set = set()
 def is_lock_file(name: str) -> bool:
     """Whether a file name in a run folder is the lock or a lock being created (see _create_whole)."""
     return name == LOCK_NAME or (name.startswith(LOCK_NAME + ".") and name.endswith(".tmp"))
-
-
-class LockedError(RuntimeError):
-    """A run folder is being written by another process."""
 
 
 def _pid_alive(pid: int) -> bool:
@@ -143,8 +141,6 @@ def _write_file(path: Path, text: str, flags: int) -> None:
     except OSError as e:  # e.g. a full disk: leave no partial file behind
         path.unlink(missing_ok=True)
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            from .io import DiskFullError
-
             raise DiskFullError(path, 200) from None
         raise
 

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from .images import grid as image_grid
 from .io import atomic_path
-from .runs import RunError
+from .errors import PlotError, RunError  # noqa: F401 (PlotError: raised for a run's figures)
 
 # What `aevb plot RUN KIND` draws; `all` draws every one that applies.
 KINDS = ("reconstructions", "samples", "manifold", "latent", "latent-series", "interpolation",
@@ -60,8 +60,6 @@ FIGURE_FILES = {
 }
 
 
-class PlotError(RunError):
-    """A figure cannot be drawn for this run (e.g. no latent snapshots were saved)."""
 
 
 # ============================================================================ computations

@@ -4,8 +4,6 @@ Each preset is a nested dict in the config file's format, with its source named.
 """
 from __future__ import annotations
 
-from .config import ConfigError, RunConfig, merge
-
 PRESETS = {
     # A smaller model for the embedded digits (scikit-learn's 8x8 images): trains in seconds.
     # `aevb train` with no options uses the plain defaults (one 400-unit layer, 20 latents, 100 epochs).
@@ -112,11 +110,3 @@ PRESETS = {
         "train": {"batch_size": 64},
     },
 }
-
-
-def apply_preset(cfg: RunConfig, name: str) -> RunConfig:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
-    out = merge(cfg, PRESETS[name], source=f"preset {name}", where=lambda k: f"preset {name}")
-    out.preset = name
-    return out

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from . import __version__
+from .version import __version__
 from .io import atomic_write_text
 from .plots import (ACTIVE_KL_THRESHOLD, FIGURE_FILES, FIGURES_DIR, KINDS, FigureContext, PlotError,
                     curves_figure, draw_figures, latent_means, save_figure, save_latent_snapshot)

@@ -24,15 +24,13 @@ from typing import List, Optional, Sequence, Union
 import torch
 
 from .config import RunConfig
+from .devices import parse_device, resolve_device  # noqa: F401 (older imports of these names)
+from .errors import CheckpointError, RunError
 from .io import atomic_write_text, load_checkpoint
 from .lock import LOCK_NAME, RunLock, describe, holder_alive, is_lock_file, is_locked, read_lock
 
 RUN_MARKER = "run.json"
 CHECKPOINT = Path("checkpoints") / "last.pt"
-
-
-class RunError(ValueError):
-    """A folder is not a usable aevb run, or cannot take one."""
 
 
 def read_marker(path: Union[str, Path]) -> Optional[dict]:
@@ -330,7 +328,6 @@ class Run:
 
     def load_model(self, device="cpu"):
         """The VAE with the weights of the last checkpoint, in eval mode."""
-        from .io import CheckpointError
         from .model import VAE
 
         state = self.checkpoint(map_location=device)
@@ -374,42 +371,3 @@ def _first_line(e) -> str:
 
 def load_run(path: Union[str, Path]) -> Run:
     return Run(path)
-
-
-DEVICE_TYPES = ("cpu", "cuda", "mps")
-
-
-def parse_device(name) -> torch.device:
-    """A device name as a torch.device: auto is not accepted here; cpu, cuda, cuda:N, mps."""
-    bad = RunError(f"device {name!r} is not a device name; use auto, cpu, cuda, cuda:N or mps")
-    if not isinstance(name, str) or not name.strip():
-        raise bad
-    try:
-        dev = torch.device(name.strip())
-    except (RuntimeError, ValueError, TypeError):
-        raise bad from None
-    if dev.type not in DEVICE_TYPES or (dev.index is not None and dev.index < 0):
-        raise bad
-    return dev
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """The torch.device for a name (auto: CUDA, else MPS, else CPU); refuses devices that are
-    not available here."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = parse_device(name)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RunError(f"device {name!r} was asked for but CUDA is not available here; use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise RunError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                           f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
-                                  and torch.backends.mps.is_available()):
-        raise RunError(f"device {name!r} was asked for but MPS is not available here; use --device cpu")
-    return dev

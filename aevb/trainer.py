@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import __version__
+from .version import __version__
 from . import distributed
 from .config import ConfigError, RunConfig, diff, resolve
 from .data import Dataset, Split, load_configured
@@ -35,9 +35,7 @@ from .runs import (CHECKPOINT, NewRun, Run, RunError, check_new_out, create_run_
                    read_marker, recover_siblings, remove_orphans, resolve_device, write_marker)
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint (if any) is kept."""
-
+from .errors import TrainingDiverged
 
 # Options that may differ when a run is resumed: they change where or how long, not what.
 RESUMABLE_CHANGES = {"train.epochs", "train.device", "train.threads", "train.progress",

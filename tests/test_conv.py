@@ -11,7 +11,7 @@ from aevb.config import ConfigError, RunConfig, merge
 from aevb.convnets import ConvDecoder, ConvEncoder, check_fits
 from aevb.evaluate import evaluate_run
 from aevb.model import VAE
-from aevb.presets import apply_preset
+from aevb.config import apply_preset
 from aevb.trainer import Trainer, dataset_bound
 
 from conftest import tiny_config

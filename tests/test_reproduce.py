@@ -9,7 +9,7 @@ from aevb.cli import main
 from aevb.config import RunConfig, validate
 from aevb.experiments import EXPERIMENTS, ReproduceError, run_experiment
 from aevb.experiments.runner import log_points, paper_configs
-from aevb.presets import apply_preset
+from aevb.config import apply_preset
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,8 @@ import time
 import traceback
 from pathlib import Path
 
+from ..errors import USER_ERRORS
+
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     pass
@@ -31,15 +33,7 @@ def add_device_argument(p: argparse.ArgumentParser) -> None:
 def user_errors() -> tuple:
     """Exceptions that mean 'the input was wrong' (or the machine refused, e.g. a full disk):
     reported as one line, without a traceback."""
-    from ..config import ConfigError
-    from ..data import DataError
-    from ..io import CheckpointError, DiskFullError
-    from ..lock import LockedError
-    from ..runs import RunError
-    from ..trainer import TrainingDiverged
-
-    return (ConfigError, DataError, CheckpointError, RunError, LockedError, DiskFullError, TrainingDiverged,
-            FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+    return USER_ERRORS + (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
 def run_command(args: argparse.Namespace) -> int:

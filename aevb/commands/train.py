@@ -142,7 +142,7 @@ def config_from_args(args: argparse.Namespace):
     """(config, given): the config built from defaults, preset, file and options, and the dotted
     names of the options the user typed."""
     from ..config import RunConfig, load_config_file, merge, validate
-    from ..presets import apply_preset
+    from ..config import apply_preset
 
     cfg = RunConfig()
     if args.preset:

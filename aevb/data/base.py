@@ -21,8 +21,7 @@ import torch
 from torch import Tensor
 
 
-class DataError(ValueError):
-    """A data set could not be loaded: the message says what was wrong and how to fix it."""
+from ..errors import DataError  # noqa: F401 (the data package's error)
 
 
 # What the values of a data set are; decides which likelihoods are valid and bits/dim.

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ..config import RunConfig, merge
+from ..errors import ReproduceError
 from ..data import Dataset, Split, load_dataset
 from ..data.base import as_split
 from ..data.registry import dataset_folder
@@ -39,8 +40,6 @@ BUDGETS = ("tiny", "quick", "paper")
 BATCH = 100  # the paper's minibatch size M
 
 
-class ReproduceError(ValueError):
-    """A reproduction was asked for something it cannot do (bad name, budget, or settings)."""
 
 
 # ------------------------------------------------------------------------------ the context

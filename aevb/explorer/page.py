@@ -29,7 +29,7 @@ from typing import List, Tuple, Union
 import numpy as np
 import torch
 
-from .. import __version__
+from ..version import __version__
 from ..io import atomic_write_text
 from ..runs import Run, RunError, check_output
 from .program import ENCODINGS, base64_chars, decoder_program, decoder_size, encoded_chars, mean_error

@@ -22,7 +22,7 @@ from typing import Dict, Sequence, Union
 import torch
 from torch import nn
 
-from .. import __version__
+from ..version import __version__
 from ..config import RunConfig
 from ..io import atomic_path
 

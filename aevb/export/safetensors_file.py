@@ -20,7 +20,7 @@ from typing import Sequence, Union
 
 import torch
 
-from .. import __version__
+from ..version import __version__
 from ..config import RunConfig
 from ..io import CheckpointError, atomic_path
 

@@ -1,0 +1,47 @@
+"""Device names: parsing and resolving ``auto``, ``cpu``, ``cuda``, ``cuda:N`` and ``mps``.
+
+The one place where a device is chosen; everything else takes the ``torch.device`` it returns.
+"""
+from __future__ import annotations
+
+import torch
+
+from .errors import RunError
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def parse_device(name) -> torch.device:
+    """A device name as a torch.device: auto is not accepted here; cpu, cuda, cuda:N, mps."""
+    bad = RunError(f"device {name!r} is not a device name; use auto, cpu, cuda, cuda:N or mps")
+    if not isinstance(name, str) or not name.strip():
+        raise bad
+    try:
+        dev = torch.device(name.strip())
+    except (RuntimeError, ValueError, TypeError):
+        raise bad from None
+    if dev.type not in DEVICE_TYPES or (dev.index is not None and dev.index < 0):
+        raise bad
+    return dev
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """The torch.device for a name (auto: CUDA, else MPS, else CPU); refuses devices that are
+    not available here."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = parse_device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RunError(f"device {name!r} was asked for but CUDA is not available here; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RunError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                           f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                  and torch.backends.mps.is_available()):
+        raise RunError(f"device {name!r} was asked for but MPS is not available here; use --device cpu")
+    return dev

@@ -1,0 +1,72 @@
+"""Every error a user can cause, in one place at the bottom of the package.
+
+Commands turn these into one line (what was wrong, the value, what to do) and exit status 2
+(``aevb.commands.common.run_command``); any other exception is an internal error. Nothing here
+imports from the rest of aevb, so every module can raise them.
+"""
+from __future__ import annotations
+
+import errno
+import shutil
+from pathlib import Path
+from typing import Union
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or contradictory."""
+
+
+class RunError(ValueError):
+    """A run folder is missing, damaged, or cannot do what was asked."""
+
+
+class DataError(ValueError):
+    """A data set could not be loaded: the message says what was wrong and how to fix it."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, truncated or not an aevb checkpoint."""
+
+
+class LockedError(RuntimeError):
+    """A run folder is being written by another process."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint (if any) is kept."""
+
+
+class PlotError(RunError):
+    """A figure cannot be drawn for this run (e.g. no latent snapshots were saved)."""
+
+
+class ReproduceError(ValueError):
+    """A reproduction was asked for something it cannot do (bad name, budget, or settings)."""
+
+
+def megabytes(n: int) -> str:
+    """A byte count for a message: '12.3 MB', or kB below 0.1 MB."""
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+class DiskFullError(OSError):
+    """A file could not be written because its disk is full; nothing half-written is left."""
+
+    def __init__(self, path: Union[str, Path], needed: int = 0,
+                 advice: str = "free some space on that disk and run the command again"):
+        self.path, self.needed = Path(path), int(needed)
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+        except OSError:
+            free = None
+        need = f"about {megabytes(needed)} needed" if needed else "more space needed"
+        have = f", {megabytes(free)} free" if free is not None else ""
+        super().__init__(errno.ENOSPC, f"disk full: could not write {self.path} ({need}{have}); {advice}")
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+# The errors that become one-line messages with exit status 2.
+USER_ERRORS = (ConfigError, RunError, DataError, CheckpointError, LockedError, DiskFullError,
+               TrainingDiverged)
