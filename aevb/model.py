@@ -12,6 +12,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from .bounds import SeededNoise, batch_bounds
 from .distributions import (Likelihood, get_likelihood, kl_normal_standard, log_normal,
                             log_standard_normal, reparameterize)
 from .networks import GaussianEncoder, MLPDecoder, init_normal_
@@ -140,23 +141,20 @@ class VAE(nn.Module):
         bound = torch.logsumexp(log_w, 0) - math.log(k)
         return BoundTerms(bound, log_px_z.mean(0), kl_per_dim.sum(-1), kl_per_dim)
 
-    def iw_bound(self, x: Tensor, k: int, chunk_size: Optional[int] = None) -> Tensor:
-        """The importance-weighted bound L_k = log (1/k) sum_i w_i per datapoint, [B] nats.
+    def iw_bound(self, x: Tensor, k: int, chunk_size: Optional[int] = None,
+                 generator: Optional[torch.Generator] = None) -> Tensor:
+        """The importance-weighted bound L_k = log (1/k) sum_i w_i per datapoint of a batch,
+        [B] float64 nats (aevb.bounds' engine; no gradients).
 
         L_1 is the ELBO; L_k increases towards log p(x) as k grows. Samples are drawn in chunks
         of ``chunk_size`` (all at once when None) and combined exactly by log-sum-exp, so memory
-        is bounded whatever k.
+        is bounded whatever k; the samples do not depend on the chunk size. Their seed comes from
+        ``generator``, or from torch's global stream when None.
         """
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
-        mu, log_var = self.encode(x)
-        chunk = k if chunk_size is None else max(1, min(int(chunk_size), k))
-        total = None
-        for start in range(0, k, chunk):
-            lw = self.log_importance_weights(x, min(chunk, k - start), mu, log_var)
-            part = torch.logsumexp(lw, dim=0)
-            total = part if total is None else torch.logaddexp(total, part)
-        return total - math.log(k)
+        seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+        return torch.cat([b.lk for b in batch_bounds(self, x, k, len(x), chunk_size or k, SeededNoise(seed))])
 
     # ------------------------------------------------------------------ pictures
     @torch.no_grad()

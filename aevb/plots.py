@@ -32,6 +32,7 @@ from torch import Tensor
 
 from .images import grid as image_grid
 from .io import atomic_path
+from .bounds import kl_per_dimension as mean_kl_per_dimension, posterior_means
 from .errors import PlotError, RunError  # noqa: F401 (PlotError: raised for a run's figures)
 
 # What `aevb plot RUN KIND` draws; `all` draws every one that applies.
@@ -84,8 +85,6 @@ def _dtype(model) -> torch.dtype:
 
 def latent_means(model, x: Tensor, batch_size: int = 1000) -> Tensor:
     """Posterior means E_q[z|x] of the rows of ``x``: [N, D] -> [N, J] (on the CPU)."""
-    from .evaluate import posterior_means
-
     if len(x) == 0:
         return torch.zeros(0, model.latent_dim, dtype=_dtype(model))
     with _eval_mode(model):
@@ -95,8 +94,6 @@ def latent_means(model, x: Tensor, batch_size: int = 1000) -> Tensor:
 def kl_per_dimension(model, x: Tensor, batch_size: int = 1000) -> Tensor:
     """Closed-form KL(q(z_j|x) || N(0, 1)) per latent dimension averaged over the rows of ``x``,
     [J] nats. Units far below ``ACTIVE_KL_THRESHOLD`` are inactive (posterior = prior)."""
-    from .evaluate import kl_per_dimension as mean_kl_per_dimension
-
     if len(x) == 0:
         return torch.zeros(model.latent_dim, dtype=_dtype(model))
     with _eval_mode(model):

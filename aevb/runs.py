@@ -13,6 +13,7 @@ Layout::
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -339,11 +340,16 @@ class Run:
                                   f"({_first_line(e)}); the run folder is damaged") from None
         return model.to(device).eval()
 
-    def load_data(self, download: Optional[bool] = None, progress: bool = True):
-        """The data set as configured for this run (same splits, same seed)."""
+    def load_data(self, download: Optional[bool] = None, progress: bool = True,
+                  memory_budget: Optional[str] = None):
+        """The data set as configured for this run (same splits, same seed); ``memory_budget``
+        (a size such as 500MB) replaces the run's own for where the data are held."""
         from .data import load_configured
 
-        return load_configured(self.config.data, download=download, progress=progress)
+        d = self.config.data
+        if memory_budget is not None:
+            d = dataclasses.replace(d, memory_budget=memory_budget)
+        return load_configured(d, download=download, progress=progress)
 
     def metrics(self) -> List[dict]:
         p = self.path / "metrics.jsonl"

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from .version import __version__
 from . import distributed
+from .bounds import dataset_bound, elbo_sums
 from .config import ConfigError, RunConfig, diff, resolve
 from .data import Dataset, Split, load_configured
 from .data.base import as_split
@@ -123,36 +124,6 @@ def training_precision(device: torch.device, precision: str):
 def binarize_batch(x: Tensor, dynamic: bool) -> Tensor:
     """Dynamic binarization: a fresh x ~ Bernoulli(x) every time a batch is used."""
     return torch.bernoulli(x) if dynamic else x
-
-
-@torch.no_grad()
-def dataset_bound(model: VAE, x: Union[Split, Tensor], batch_size: int = 1000, dynamic: bool = False,
-                  seed: int = 0) -> Dict[str, float]:
-    """Mean ELBO (one sample, closed-form KL) and its two terms over all rows of ``x`` (a Split
-    or a float [N, D] tensor), nats.
-
-    Uses its own seeded random stream, so it neither perturbs training nor varies between calls.
-    """
-    s = (bound_sums(model, x, batch_size, dynamic, seed) / len(x)).tolist()
-    return {"bound": s[0], "log_px_given_z": s[1], "kl": s[2]}
-
-
-@torch.no_grad()
-def bound_sums(model: VAE, x: Union[Split, Tensor], batch_size: int = 1000, dynamic: bool = False,
-               seed: int = 0) -> Tensor:
-    """Sums over the rows of ``x`` of the ELBO and its two terms (float64 [3]); see dataset_bound."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    sums = torch.zeros(3, dtype=torch.float64, device=device)
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        for xb in as_split(x).batches(batch_size, device):
-            t = model.elbo(binarize_batch(xb, dynamic))
-            sums += torch.stack([t.bound.sum(), t.log_px_given_z.sum(), t.kl.sum()]).double()
-    model.train(was_training)
-    return sums
 
 
 def rng_state(shuffle: torch.Generator) -> dict:
@@ -547,7 +518,7 @@ class Trainer:
         if not self.dist.enabled:
             return dataset_bound(self.model, x, t.eval_batch_size, self.data.dynamic_binarization, seed=t.seed + 1)
         share = x.subset(np.array_split(np.arange(len(x)), self.dist.world_size)[self.dist.rank])
-        sums = bound_sums(self.model, share, t.eval_batch_size, self.data.dynamic_binarization,
+        sums = elbo_sums(self.model, share, t.eval_batch_size, self.data.dynamic_binarization,
                           seed=distributed.rank_seed(t.seed + 1, self.dist.rank))
         s = (distributed.all_reduce_sum(sums) / len(x)).tolist()
         return {"bound": s[0], "log_px_given_z": s[1], "kl": s[2]}

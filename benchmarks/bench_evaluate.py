@@ -36,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aevb.config import ModelConfig  # noqa: E402
-from aevb.evaluate import DEFAULT_BUDGET, evaluate_bounds  # noqa: E402
+from aevb.bounds import DEFAULT_BUDGET, evaluate_bounds  # noqa: E402
 from aevb.model import VAE  # noqa: E402
 
 
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     p.add_argument("--k", type=int, default=5000)
     p.add_argument("--loop-n", type=int, default=20, help="images timed with the per-datapoint loop")
     p.add_argument("--loop-batch", type=int, default=100, help="samples per step of the per-datapoint loop")
-    p.add_argument("--budget", type=float, default=DEFAULT_BUDGET / 1e6, help="memory budget, millions of floats")
+    p.add_argument("--budget", type=float, default=DEFAULT_BUDGET / 1e6, help="memory budget of one chunk, MB")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--chunk", type=int, default=None)
     p.add_argument("--compile", action="store_true", help="fused Bernoulli likelihood via torch.compile")
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
         evaluate_bounds(model, x[:2], min(k, 64), compile=True)
     evaluate_bounds(model, x[:4], min(k, 256), args.batch_size, args.chunk, budget=budget)
     rows = None
-    from aevb.evaluate import default_sizes
+    from aevb.bounds import default_sizes
 
     bs, chunk = default_sizes(model, n, k, args.batch_size, args.chunk, budget)
     rows = bs * chunk

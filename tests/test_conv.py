@@ -12,7 +12,8 @@ from aevb.convnets import ConvDecoder, ConvEncoder, check_fits
 from aevb.evaluate import evaluate_run
 from aevb.model import VAE
 from aevb.config import apply_preset
-from aevb.trainer import Trainer, dataset_bound
+from aevb.bounds import dataset_bound
+from aevb.trainer import Trainer
 
 from conftest import tiny_config
 

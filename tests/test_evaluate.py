@@ -8,13 +8,14 @@ import torch
 from scipy.stats import multivariate_normal
 from torch import nn
 
-from aevb import evaluate as ev
+from aevb import bounds as ev
 from aevb.cli import main
 from aevb.config import ModelConfig
 from aevb.data import Dataset, Split
 from aevb.distributions import GaussianFixed
-from aevb.evaluate import (ACTIVE_UNIT_THRESHOLD, NOISE_BLOCK, active_units, bits_per_dim, bpd_convention,
-                           evaluate_bounds, iw_bound_dataset, kl_per_dimension, split_data, summarize)
+from aevb.bounds import (ACTIVE_UNIT_THRESHOLD, NOISE_BLOCK, active_units, evaluate_bounds, iw_bound_dataset,
+                         kl_per_dimension)
+from aevb.evaluate import bits_per_dim, bpd_convention, split_data, summarize
 from aevb.model import VAE
 from aevb.trainer import Trainer
 
@@ -193,11 +194,13 @@ def test_default_sizes_respect_the_memory_budget():
     model = bernoulli_vae(d=784, j=20, hidden=400)
     width = ev.decoder_width(model)
     assert width == 784
-    for k, budget in [(5000, 8_000_000), (1, 8_000_000), (50, 1_000_000), (10 ** 6, 100_000)]:
+    row_bytes = ev.TEMPORARIES * next(model.parameters()).element_size() * width  # one sample's temporaries
+    for k, budget in [(5000, 128_000_000), (1, 128_000_000), (50, 16_000_000), (10 ** 6, 1_600_000)]:
         bs, chunk = ev.default_sizes(model, 10000, k, budget=budget)
         assert 1 <= chunk <= k and 1 <= bs <= 10000
-        assert bs * chunk * width <= max(budget, width)
-    assert ev.default_sizes(model, 10000, 5000, batch_size=100, budget=8_000_000) == (100, 102)
+        assert bs * chunk * row_bytes <= max(budget, row_bytes)
+        assert ev.memory_need(model, 10000, k, budget=budget) == bs * chunk * row_bytes
+    assert ev.default_sizes(model, 10000, 5000, batch_size=100, budget=256_000_000) == (100, 102)  # float64
 
 
 # ----------------------------------------------------------------------------- bits/dim, diagnostics

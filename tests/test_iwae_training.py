@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from aevb.cli import main
-from aevb.evaluate import evaluate_bounds
+from aevb.bounds import evaluate_bounds
 from aevb.trainer import Trainer, kl_weight, objective_terms
 
 from conftest import tiny_config

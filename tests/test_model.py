@@ -74,8 +74,11 @@ def test_chunked_iw_bound_equals_unchunked():
     x = binary_batch(n=3)
     torch.manual_seed(5)
     full = model.iw_bound(x, 37)
-    torch.manual_seed(5)
-    chunked = model.iw_bound(x, 37, chunk_size=37)
-    assert torch.equal(full, chunked)
+    for chunk in (1, 5, 36):  # uneven splits of the 37 samples, each a different path through the chunks
+        torch.manual_seed(5)
+        chunked = model.iw_bound(x, 37, chunk_size=chunk)
+        assert torch.allclose(chunked, full, rtol=0, atol=1e-5), chunk
+    torch.manual_seed(6)  # and not trivially equal: other samples give another estimate
+    assert (model.iw_bound(x, 37, chunk_size=5) - full).abs().max() > 1e-4
     with pytest.raises(ValueError):
         model.iw_bound(x, 0)

@@ -11,7 +11,9 @@ from aevb.cli import main
 from aevb.config import ConfigError
 from aevb.io import CheckpointError, load_checkpoint
 from aevb.model import VAE
-from aevb.trainer import Callback, Trainer, TrainingDiverged, dataset_bound
+from aevb.bounds import dataset_bound
+from aevb.errors import TrainingDiverged
+from aevb.trainer import Callback, Trainer
 
 from conftest import tiny_config
 

@@ -8,6 +8,15 @@ import math
 import sys
 from pathlib import Path
 
+from typing import Optional
+
+from ..bounds import DEFAULT_BUDGET, estimate_seconds, memory_need
+from ..config import ConfigError, check_value
+from ..data.cache import parse_size, physical_memory
+from ..devices import parse_device
+from ..evaluate import default_output, evaluate_run, write_per_datapoint
+from ..io import atomic_write_text
+from ..runs import Run, check_output
 from .common import add_device_argument, add_parser, add_run_argument
 
 
@@ -34,9 +43,11 @@ def register(sub) -> None:
                    help="datapoints per batch; None: as many as fit in the memory budget with all k samples")
     p.add_argument("--chunk", type=int, default=None,
                    help="samples per datapoint evaluated at once; None: as many as --memory-budget allows")
-    p.add_argument("--memory-budget", type=float, default=1.0, metavar="MFLOATS",
-                   help="millions of floats in the widest decoder activation of one chunk "
-                        "(chunk x batch x width); bounds memory whatever k")
+    p.add_argument("--memory-budget", metavar="SIZE", default=None,
+                   help="memory the command may plan for, as in `aevb train` (e.g. 500MB, 8GB): data "
+                        "larger than it are streamed from the on-disk cache, and the importance samples "
+                        "are taken in chunks whose temporaries stay within it (at most 16MB a chunk, the "
+                        "fastest size on a CPU); default: the run's own budget for the data")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the importance samples (and of the one fixed binarization of "
                         "dynamically binarized data)")
@@ -58,19 +69,13 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..config import ConfigError
-    from ..evaluate import default_output, evaluate_run, write_per_datapoint
-    from ..io import atomic_write_text
-    from ..runs import Run, check_output, parse_device
-
     if args.k is None or args.k < 1:
         raise ConfigError(f"--k must be a positive number of importance samples (1 for the ELBO only); got {args.k}")
     for name in ("batch_size", "chunk", "threads", "limit"):
         v = getattr(args, name)
         if v is not None and v < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1; got {v}")
-    if not (args.memory_budget > 0 and math.isfinite(args.memory_budget)):
-        raise ConfigError(f"--memory-budget must be a positive number of millions of floats; got {args.memory_budget}")
+    budget = chunk_budget(args.memory_budget)
     if not 0 <= args.seed <= 2 ** 63 - 1:
         raise ConfigError(f"--seed must be in 0..2**63-1; got {args.seed}")
     if args.device != "auto":
@@ -87,9 +92,9 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(int(args.threads))
     result = evaluate_run(run_, split=args.split, k=args.k, batch_size=args.batch_size, chunk=args.chunk,
                           seed=args.seed, device=args.device, progress=args.progress,
-                          budget=int(args.memory_budget * 1e6), compile=args.compile,
+                          budget=budget, compile=args.compile,
                           per_datapoint=bool(args.per_datapoint), check=lambda m, x: plan(args, m, x),
-                          limit=args.limit)
+                          limit=args.limit, data=run_.load_data(progress=args.progress, memory_budget=args.memory_budget))
     rows = result.pop("per_datapoint", None)
     # Files are written only now, each atomically: an interrupted evaluation leaves none.
     if rows is not None:
@@ -102,6 +107,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def chunk_budget(size: Optional[str]) -> int:
+    """Bytes for one chunk's temporaries: ``--memory-budget`` (a size, checked like train's),
+    capped at the engine's default, which is the fastest on a CPU."""
+    if size is None:
+        return DEFAULT_BUDGET
+    check_value("data.memory_budget", size, "--memory-budget")
+    if size.strip().lower() == "auto":
+        return DEFAULT_BUDGET
+    return min(parse_size(size), DEFAULT_BUDGET)
+
+
 # an evaluation estimated to take longer than this (seconds) is refused without --force
 MAX_SECONDS = 24 * 3600
 
@@ -109,11 +125,7 @@ MAX_SECONDS = 24 * 3600
 def plan(args: argparse.Namespace, model, x) -> None:
     """Print the estimated time and memory of the evaluation; refuse an absurd one (over a day,
     or more memory than the machine has) unless --force."""
-    from ..config import ConfigError
-    from ..data.cache import physical_memory
-    from ..evaluate import estimate_seconds, memory_need
-
-    budget = int(args.memory_budget * 1e6)
+    budget = chunk_budget(args.memory_budget)
     need, ram = memory_need(model, len(x), args.k, args.batch_size, args.chunk, budget), physical_memory()
     what = f"{len(x)} datapoints x k = {args.k} samples"
     if ram and need > 0.8 * ram and not args.force:

@@ -276,7 +276,7 @@ def run_subrun(ctx: Context, spec: SubRun) -> SubRunResult:
 @torch.no_grad()
 def elbo_of(model: VAE, x: Tensor, batch: int = 1000, seed: int = 1) -> float:
     """Mean ELBO (one sample, closed-form KL, seeded) over the rows of x."""
-    from ..trainer import dataset_bound
+    from ..bounds import dataset_bound
 
     return float(dataset_bound(model, x, batch, seed=seed)["bound"])
 
