@@ -1,5 +1,6 @@
-"""What every sub-command shares: the run argument, the device option, and turning the errors
-users can cause into a one-line message and a non-zero exit."""
+"""What every sub-command shares: the run argument, the device option, the checks of a command
+that writes an image grid, and turning the errors users can cause into a one-line message and a
+non-zero exit."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +12,9 @@ import time
 import traceback
 from pathlib import Path
 
-from ..errors import USER_ERRORS
+from ..devices import resolve_device
+from ..errors import USER_ERRORS, ConfigError
+from ..runs import Run, check_output
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -28,6 +31,27 @@ def add_run_argument(p: argparse.ArgumentParser) -> None:
 
 def add_device_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+
+
+def add_grid_arguments(p: argparse.ArgumentParser, n_default: int, n_help: str, ncol_default, ncol_help: str,
+                       out_name: str) -> None:
+    """-n, --ncol and --out of a command that writes one PNG grid of images (sample, reconstruct)."""
+    p.add_argument("-n", type=int, default=n_default, help=n_help)
+    p.add_argument("--ncol", type=int, default=ncol_default, help=ncol_help)
+    p.add_argument("--out", metavar="FILE", help=f"PNG to write (default: RUN/images/{out_name})")
+
+
+def open_grid_run(args: argparse.Namespace, what: str, out_name: str):
+    """Check -n (1..10000 ``what``), --ncol and --out (a PNG, before any work), then load the run's
+    model on --device: returns (run, out path, model)."""
+    if not 1 <= args.n <= 10000:
+        raise ConfigError(f"-n must be in 1..10000 {what}; got {args.n}")
+    if args.ncol is not None and args.ncol < 1:
+        raise ConfigError(f"--ncol must be at least 1; got {args.ncol}")
+    run = Run(args.run)
+    out = Path(args.out) if args.out else run.images_dir / out_name
+    check_output(out, "--out", suffixes=(".png",))
+    return run, out, run.load_model(resolve_device(args.device))
 
 
 def user_errors() -> tuple:

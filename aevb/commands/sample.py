@@ -3,49 +3,30 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
-from .common import add_device_argument, add_parser, add_run_argument
+from ..errors import ConfigError
+from ..figures.sampling import prior_samples
+from ..images import save_grid
+from .common import add_device_argument, add_grid_arguments, add_parser, add_run_argument, open_grid_run
 
 
 def register(sub) -> None:
     p = add_parser(sub, "sample", "write a grid of samples from the model",
                    "Draw z ~ N(0, I), decode, and write the likelihood's mean (or a draw from p(x|z) "
-                   "with --draw) as a PNG grid.")
+                   "with --draw) as a PNG grid. --seed fixes z and the draw, on any device.")
     add_run_argument(p)
-    p.add_argument("-n", type=int, default=64, help="number of samples")
-    p.add_argument("--ncol", type=int, default=None, help="images per row (default: about sqrt(n))")
+    add_grid_arguments(p, 64, "number of samples", None, "images per row (default: about sqrt(n))", "samples.png")
     p.add_argument("--draw", action="store_true", help="sample x ~ p(x|z) instead of showing its mean")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", metavar="FILE", help="PNG to write (default: RUN/images/samples.png)")
+    p.add_argument("--seed", type=int, default=0, help="seed of z ~ N(0, I) and of the draw from p(x|z)")
     add_device_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..config import ConfigError
-    from ..images import save_grid
-    from ..runs import Run, check_output, resolve_device
-
-    if not 1 <= args.n <= 10000:
-        raise ConfigError(f"-n must be in 1..10000 samples; got {args.n}")
-    if args.ncol is not None and args.ncol < 1:
-        raise ConfigError(f"--ncol must be at least 1; got {args.ncol}")
     if not 0 <= args.seed <= 2 ** 63 - 1:
         raise ConfigError(f"--seed must be in 0..2**63-1; got {args.seed}")
-    run_ = Run(args.run)
-    out = Path(args.out) if args.out else run_.images_dir / "samples.png"
-    check_output(out, "--out", suffixes=(".png",))
-    device = resolve_device(args.device)
-    model = run_.load_model(device)
-    shape = run_.checkpoint()["image_shape"]
-    gen = torch.Generator().manual_seed(args.seed)
-    z = torch.randn(args.n, model.latent_dim, generator=gen).to(device)
-    with torch.no_grad():
-        params = model.decode(z)
-        x = model.likelihood.sample(params) if args.draw else model.likelihood.mean(params)
-    save_grid(out, x, shape, args.ncol or max(1, int(math.ceil(math.sqrt(args.n)))))
+    run_, out, model = open_grid_run(args, "samples", "samples.png")
+    _, x = prior_samples(model, args.n, seed=args.seed, draw=args.draw)
+    save_grid(out, x, run_.checkpoint()["image_shape"], args.ncol or max(1, int(math.ceil(math.sqrt(args.n)))))
     print(out)
     return 0
