@@ -2,7 +2,7 @@
 
 It holds the run's configuration (a table), the final numbers (train / valid / test bound and its
 two terms, and the importance-weighted estimates of any ``evaluation*.json`` that ``aevb
-evaluate`` wrote), the training curves and every figure of :mod:`aevb.plots`. Images are
+evaluate`` wrote), the training curves and every figure of :mod:`aevb.figures`. Images are
 embedded as base64 ``data:`` URIs and the style sheet is inline: the file needs no network and no
 other file, so it can be mailed or archived on its own.
 
@@ -23,12 +23,16 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from .version import __version__
+from .bounds import ACTIVE_UNIT_THRESHOLD
+from .errors import PlotError
+from .figures.compute import latent_means
+from .figures.draw import curves_figure, save_figure
+from .figures.runfigures import (FIGURE_FILES, FIGURES_DIR, KINDS, FigureContext, draw_figures,
+                                 save_latent_snapshot)
 from .io import atomic_write_text
-from .plots import (ACTIVE_KL_THRESHOLD, FIGURE_FILES, FIGURES_DIR, KINDS, FigureContext, PlotError,
-                    curves_figure, draw_figures, latent_means, save_figure, save_latent_snapshot)
 from .runs import Run
 from .trainer import Callback
+from .version import __version__
 
 REPORT_FILE = "report.html"
 
@@ -40,9 +44,11 @@ SECTIONS: List[Tuple[str, str, str]] = [
      "and KL(q(z|x) || p(z)). Nats per datapoint; a higher bound is better. The training numbers are "
      "averages over the epoch while the parameters changed."),
     ("kl.png", "Active latent units",
-     f"Average KL(q(z<sub>j</sub>|x) || p(z<sub>j</sub>)) over test points for every latent dimension. "
-     f"Units below the dashed line ({ACTIVE_KL_THRESHOLD:g} nats) are inactive: their posterior equals the "
-     "prior and the decoder ignores them."),
+     "Top: the variance over test points of the posterior mean E<sub>q</sub>[z<sub>j</sub>|x] of every latent "
+     f"unit. A unit is active when it is above the dashed line ({ACTIVE_UNIT_THRESHOLD:g}, the criterion of "
+     "Burda et al.'s IWAE paper, as in <code>aevb evaluate</code>); an inactive unit's posterior mean hardly "
+     "depends on x, so the decoder learns to ignore it. Bottom: the KL per unit, "
+     "KL(q(z<sub>j</sub>|x) || p(z<sub>j</sub>)) averaged over the same test points, in the same colours."),
     ("reconstructions.png", "Reconstructions",
      "Test images (rows marked <i>data</i>) over their reconstructions: the decoder's mean at z equal to "
      "the posterior mean E<sub>q</sub>[z|x]."),

@@ -5,18 +5,25 @@ import base64
 import json
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from aevb.bounds import ACTIVE_UNIT_THRESHOLD, active_units
 from aevb.cli import main
 from aevb.config import ModelConfig, RunConfig, merge
-from aevb.distributions import Likelihood
+from aevb.distributions import Likelihood, kl_normal_standard
 from aevb.explorer import UnsupportedDecoder, decoder_program, write_explorer
+from aevb.explorer import page as explorer_page
 from aevb.explorer.program import encoded_chars, mean_error
+from aevb.figures.compute import latent_means
+from aevb.figures.runfigures import FigureContext
 from aevb.model import VAE
+from aevb.report import write_report
+from aevb.runs import Run
 from aevb.trainer import Trainer
 
 from conftest import tiny_config
@@ -173,8 +180,6 @@ def test_float16_error_is_measured_and_small(one_thread):
 
 
 def test_explore_writes_one_self_contained_page(run_dir, one_thread):
-    from aevb.plots import FigureContext, latent_means
-
     res = write_explorer(run_dir)
     assert res.path == run_dir / "explorer.html" and res.path.is_file()
     text = res.path.read_text()
@@ -191,7 +196,25 @@ def test_explore_writes_one_self_contained_page(run_dir, one_thread):
     assert p["points"]["labels"][:5] == [int(v) for v in ctx.y[:5]]
     assert p["image"] == {"shape": [1, 8, 8], "scale": 1.0, "offset": 0.0}
     assert p["decoder"]["encoding"] == "float32" and p["encoding_error"] == 0.0
-    assert len(p["latent"]["kl"]) == 3 and all(k >= 0 for k in p["latent"]["kl"])
+    # KL per unit, and which units are active: Var_x E_q[z_j|x] > 0.01 over the same points (aevb.bounds)
+    with torch.no_grad():
+        m, lv = ctx.model.encode(ctx.x)
+    np.testing.assert_allclose(p["latent"]["kl"], kl_normal_standard(m, lv).mean(0).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(p["latent"]["variance"], m.double().var(0).numpy(), rtol=1e-5)
+    assert p["latent"]["active"] == [bool(v > 0.01) for v in m.double().var(0)]
+    assert sum(p["latent"]["active"]) == active_units(ctx.model, ctx.x)
+    assert p["latent"]["active_threshold"] == ACTIVE_UNIT_THRESHOLD == 0.01
+
+
+def test_the_page_marks_units_from_the_active_list_it_is_given(run_dir, tmp_path, monkeypatch):
+    """explorer.js greys the units the payload's "active" list says are inactive, and computes no
+    activity of its own from the KL."""
+    monkeypatch.setattr(explorer_page, "unit_variances", lambda mu: torch.tensor([0.5, 0.005, 0.02], dtype=torch.float64))
+    p = _payload(write_explorer(run_dir, out=tmp_path / "e.html").path)
+    assert p["latent"]["active"] == [True, False, True] and p["latent"]["variance"] == [0.5, 0.005, 0.02]
+    assert min(p["latent"]["kl"]) > 0.01  # every unit carries KL: the old KL rule would call all three active
+    js = (Path(explorer_page.__file__).parent / "static" / "explorer.js").read_text()
+    assert "P.latent.active" in js and "kl[j] < threshold" not in js and "v >= threshold" not in js
 
 
 def test_size_limits_that_no_page_fits_refuse_and_keep_the_existing_page(run_dir, capsys):
@@ -223,8 +246,6 @@ def wide_run(tmp_path_factory, one_thread):
 
 
 def test_a_decoder_above_max_size_gives_a_page_of_pytorchs_reconstructions(wide_run, tmp_path, capsys):
-    from aevb.plots import FigureContext, latent_means
-
     out = tmp_path / "off.html"
     assert main(["explore", str(wide_run), "--max-size", "0.1", "--out", str(out)]) == 0
     ctx = FigureContext.from_run(wide_run, device="cpu")
@@ -259,9 +280,7 @@ def test_a_decoder_above_max_size_gives_a_page_of_pytorchs_reconstructions(wide_
 
 
 def test_without_live_decoding_points_get_half_the_image_budget(wide_run, tmp_path, monkeypatch):
-    import aevb.explorer.page as page
-
-    monkeypatch.setattr(page, "IMAGE_BUDGET", 50 * 64)  # 50 digits of 8x8
+    monkeypatch.setattr(explorer_page, "IMAGE_BUDGET", 50 * 64)  # 50 digits of 8x8
     live = write_explorer(wide_run, out=tmp_path / "live.html")
     off = write_explorer(wide_run, out=tmp_path / "off.html", max_mb=0.1)
     assert (live.live, live.n_points, live.why_not_live) == (True, 50, "")
@@ -270,15 +289,13 @@ def test_without_live_decoding_points_get_half_the_image_budget(wide_run, tmp_pa
     assert _payload(off.path)["points"]["n"] == 25
     # --points lowers it further; the images, not the weights, can be what leaves live decoding out
     assert write_explorer(wide_run, out=tmp_path / "few.html", max_mb=0.1, points=7).n_points == 7
-    monkeypatch.setattr(page, "IMAGE_BUDGET", 16_000_000)
+    monkeypatch.setattr(explorer_page, "IMAGE_BUDGET", 16_000_000)
     res = write_explorer(wide_run, out=tmp_path / "img.html", max_mb=0.2)
     assert res.live is False and "and the 359 test images" in res.why_not_live
     assert "fewer --points would leave room for the weights" in res.why_not_live
 
 
 def test_a_page_without_live_decoding_needs_the_data_set(wide_run, tmp_path, monkeypatch, capsys):
-    from aevb.runs import Run
-
     def missing(self):
         raise FileNotFoundError("digits: no such file")
 
@@ -306,8 +323,6 @@ def test_float16_page_is_smaller_and_says_what_it_costs(run_dir, tmp_path, capsy
 
 
 def test_report_links_the_explorer_when_present(run_dir, tmp_path):
-    from aevb.report import write_report
-
     (run_dir / "explorer.html").unlink(missing_ok=True)
     text = write_report(run_dir, figures=False, out=tmp_path / "r.html").read_text()
     assert "aevb explore" in text and 'href="' + str(run_dir / "explorer.html") not in text
@@ -317,8 +332,6 @@ def test_report_links_the_explorer_when_present(run_dir, tmp_path):
 
 
 def test_the_command_says_a_decoder_is_not_supported_and_writes_nothing(run_dir, monkeypatch, capsys):
-    from aevb.runs import Run
-
     load = Run.load_model
 
     def with_conv_decoder(self, device="cpu"):
@@ -345,8 +358,6 @@ def test_explore_writes_a_page_for_a_conv_run(tmp_path, one_thread, capsys):
     out = capsys.readouterr().out
     assert "float16 changes the mean image by at most" in out and "decoder weights as float16" in out
     p = _payload(tmp_path / "run" / "explorer.html")
-    from aevb.runs import Run
-
     prog = decoder_program(Run(tmp_path / "run").load_model("cpu"))
     assert p["decoder"]["layers"] == prog.layers and p["decoder"]["n_weights"] == prog.n_weights
     assert [l["kind"] for l in prog.layers].count("conv-transpose") == 2 and p["image"]["shape"] == [1, 8, 8]

@@ -15,7 +15,9 @@ import pytest
 import torch
 
 from aevb.explorer import decoder_program, write_explorer
-from aevb.plots import FigureContext, latent_means
+from aevb.explorer import page as explorer_page
+from aevb.figures.compute import latent_means
+from aevb.figures.runfigures import FigureContext
 from aevb.trainer import Trainer
 
 from conftest import tiny_config
@@ -193,6 +195,28 @@ def test_a_slider_changes_the_image_and_a_click_loads_a_points_posterior_mean(gr
         p.page.mouse.click(*pts[k])
         np.testing.assert_allclose(p.sliders(), mu[k], rtol=0, atol=1e-6)
         assert p.page.locator("#interp figure").count() == 12
+    finally:
+        p.page.close()
+    assert not p.errors, p.errors
+
+
+def test_units_are_marked_inactive_from_the_pages_active_list(grey_run, browser, tmp_path, monkeypatch):
+    """Activity is Var_x E_q[z_j|x] > 0.01, computed in Python: the page marks exactly the units
+    its "active" list names, whatever their KL (every unit here carries KL > 0.01)."""
+    monkeypatch.setattr(explorer_page, "unit_variances", lambda mu: torch.tensor([0.5, 0.005, 0.02], dtype=torch.float64))
+    path = write_explorer(grey_run, out=tmp_path / "explorer.html").path
+    p = Page(browser, path)
+    try:
+        kl = p.page.evaluate("JSON.parse(document.getElementById('payload').textContent).latent.kl")
+        assert min(kl) > 0.01
+        rows = p.page.evaluate("""() => Array.from(document.querySelectorAll('#sliders .slider')).map(r =>
+            [parseInt(r.querySelector('input').dataset.dim), r.classList.contains('inactive'), r.title])""")
+        assert [d for d, _, _ in rows] == sorted(range(3), key=lambda j: -kl[j])  # ordered by KL
+        assert {d for d, inactive, _ in rows if inactive} == {1}
+        title = dict((d, t) for d, _, t in rows)[1]
+        assert "5.0e-3" in title and "inactive" in title
+        assert "2 of 3 active" in p.page.inner_text("#slider-order")
+        assert "2 of 3 latent units are active" in p.page.inner_text("#about")
     finally:
         p.page.close()
     assert not p.errors, p.errors

@@ -10,10 +10,13 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from aevb import plots
+from aevb.bounds import ACTIVE_UNIT_THRESHOLD, active_units
 from aevb.cli import main
 from aevb.config import ModelConfig, RunConfig
 from aevb.data import Dataset, Split, load_dataset
+from aevb.distributions import kl_normal_standard
+from aevb.errors import PlotError
+from aevb.figures import compute, draw, runfigures
 from aevb.images import to_images
 from aevb.model import VAE
 from aevb.report import REPORT_FILE, ReportCallback, write_report
@@ -51,7 +54,7 @@ def run2d(tmp_path_factory, digits):
 
 @pytest.fixture(scope="module")
 def ctx2d(run2d, digits):
-    return plots.FigureContext.from_run(run2d, device="cpu", data=digits)
+    return runfigures.FigureContext.from_run(run2d, device="cpu", data=digits)
 
 
 def small_vae(d, j=3, likelihood="bernoulli", seed=0):
@@ -87,16 +90,16 @@ def test_quantile_coordinates_are_gaussian_inverse_cdf_of_evenly_spaced_values()
     for n in (1, 5, 20):
         p = (np.arange(n) + 0.5) / n
         assert np.allclose(np.diff(p), 1.0 / n) and p.min() > 0 and p.max() < 1
-        np.testing.assert_allclose(plots.grid_coordinates(n, "quantile"), norm.ppf(p))
-    np.testing.assert_allclose(plots.grid_coordinates(7, "uniform"), np.linspace(-3, 3, 7))
+        np.testing.assert_allclose(compute.grid_coordinates(n, "quantile"), norm.ppf(p))
+    np.testing.assert_allclose(compute.grid_coordinates(7, "uniform"), np.linspace(-3, 3, 7))
     with pytest.raises(ValueError):
-        plots.grid_coordinates(5, "log")
+        compute.grid_coordinates(5, "log")
 
 
 def test_manifold_grid_has_n_by_n_distinct_tiles_on_the_quantile_grid(ctx2d):
     n = 7
     model = ctx2d.model
-    z, x = plots.manifold_grid(model, n, "quantile")
+    z, x = compute.manifold_grid(model, n, "quantile")
     assert z.shape == (n * n, 2) and x.shape == (n * n, 64)
     c = norm.ppf((np.arange(n) + 0.5) / n)
     zz = z.numpy().reshape(n, n, 2)
@@ -111,11 +114,11 @@ def test_manifold_grid_has_n_by_n_distinct_tiles_on_the_quantile_grid(ctx2d):
     assert off_diagonal.min() > 0
     assert (x[0] - x[-1]).abs().max() > 0.05  # opposite corners look different
 
-    uz, _ = plots.manifold_grid(model, n, "uniform")
+    uz, _ = compute.manifold_grid(model, n, "uniform")
     np.testing.assert_allclose(uz.numpy().reshape(n, n, 2)[0, :, 0], np.linspace(-3, 3, n), rtol=1e-6)
 
     # the figure shows exactly these n x n tiles, in order
-    fig = plots.manifold_figure(x, c, (1, 8, 8), "quantile", (0, 1), 2)
+    fig = draw.manifold_figure(x, c, (1, 8, 8), "quantile", (0, 1), 2)
     a = the_image(fig)
     assert a.shape == (n * 9 + 1, n * 9 + 1)
     imgs = to_images(x, (1, 8, 8))
@@ -126,21 +129,21 @@ def test_manifold_grid_has_n_by_n_distinct_tiles_on_the_quantile_grid(ctx2d):
 
 def test_manifold_of_a_larger_latent_space_spans_the_two_dims_of_highest_kl(digits):
     model = small_vae(64, j=5)
-    ctx = plots.FigureContext(model=model, data=digits)
+    ctx = runfigures.FigureContext(model=model, data=digits)
     ctx._kl = torch.tensor([0.1, 3.0, 0.0, 2.0, 0.5])
-    assert plots.manifold_dims(ctx) == [1, 3]
-    figs = plots.make_figures(ctx, "manifold", n=4)
+    assert runfigures.manifold_dims(ctx) == [1, 3]
+    figs = runfigures.make_figures(ctx, "manifold", n=4)
     assert set(figs) == {"manifold.png", "manifold_uniform.png"}
     title = figs["manifold.png"].axes[0].get_title()
     assert "highest KL" in title and "5-D" in title
-    z, _ = plots.manifold_grid(model, 4, "quantile", dims=[1, 3])
+    z, _ = compute.manifold_grid(model, 4, "quantile", dims=[1, 3])
     assert torch.all(z[:, [0, 2, 4]] == 0)
     assert len(torch.unique(z[:, 1])) == 4 and len(torch.unique(z[:, 3])) == 4
 
 
 # ---------------------------------------------------------------------------- latent space
 def test_latent_scatter_plots_the_encoder_means(ctx2d):
-    fig = plots.make_figures(ctx2d, "latent")["latent.png"]
+    fig = runfigures.make_figures(ctx2d, "latent")["latent.png"]
     offsets = np.asarray(fig.axes[0].collections[0].get_offsets())
     with torch.no_grad():
         mu = ctx2d.model.encode(ctx2d.x)[0].numpy()
@@ -155,8 +158,8 @@ def test_latent_scatter_projects_larger_latent_spaces_with_pca():
 
     model = small_vae(64, j=6)
     x = torch.rand(50, 64)
-    mu = plots.latent_means(model, x)
-    fig = plots.latent_figure(mu, labels=np.arange(50) % 3, method="pca")
+    mu = compute.latent_means(model, x)
+    fig = draw.latent_figure(mu, labels=np.arange(50) % 3, method="pca")
     pts = np.asarray(fig.axes[0].collections[0].get_offsets())
     comps = PCA(2).fit(mu.numpy().astype(np.float64)).components_
     np.testing.assert_allclose(pts, mu.numpy() @ comps.T, rtol=1e-4, atol=1e-5)
@@ -164,13 +167,13 @@ def test_latent_scatter_projects_larger_latent_spaces_with_pca():
 
 
 def test_latent_series_uses_the_snapshots_saved_during_training(run2d, ctx2d):
-    snaps, labels = plots.load_latent_snapshots(run2d.path)
+    snaps, labels = runfigures.load_latent_snapshots(run2d.path)
     assert [e for e, _ in snaps] == [1, 2, 3]
     assert labels is not None and len(labels) == len(snaps[0][1])
     # the last snapshot is the final model's posterior means
-    np.testing.assert_allclose(snaps[-1][1], plots.latent_means(ctx2d.model, ctx2d.x[:len(labels)]).numpy(),
+    np.testing.assert_allclose(snaps[-1][1], compute.latent_means(ctx2d.model, ctx2d.x[:len(labels)]).numpy(),
                                rtol=1e-5, atol=1e-6)
-    fig = plots.make_figures(ctx2d, "latent-series")["latent_series.png"]
+    fig = runfigures.make_figures(ctx2d, "latent-series")["latent_series.png"]
     scatter_axes = [ax for ax in fig.axes if ax.collections]
     assert [ax.get_title() for ax in scatter_axes] == ["epoch 1", "epoch 2", "epoch 3"]
     for ax, (_, mu) in zip(scatter_axes, snaps):
@@ -182,7 +185,7 @@ def test_traversal_changes_only_the_chosen_dimension():
     model = small_vae(64, j=4)
     x0 = torch.rand(64)
     values = [-3.0, -1.0, 0.0, 2.0]
-    z, x = plots.traversal(model, x0, 2, values)
+    z, x = compute.traversal(model, x0, 2, values)
     mu0 = model.encode(x0[None])[0][0].detach()
     assert z.shape == (4, 4) and x.shape == (4, 64)
     torch.testing.assert_close(z[:, 2], torch.tensor(values))
@@ -194,9 +197,9 @@ def test_traversal_changes_only_the_chosen_dimension():
 
 def test_traversal_rows_are_ordered_by_kl(digits):
     model = small_vae(64, j=4)
-    ctx = plots.FigureContext(model=model, data=digits)
+    ctx = runfigures.FigureContext(model=model, data=digits)
     ctx._kl = torch.tensor([0.2, 0.0, 1.5, 0.7])
-    fig = plots.make_figures(ctx, "traversal", n=5)["traversal.png"]
+    fig = runfigures.make_figures(ctx, "traversal", n=5)["traversal.png"]
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert [re.search(r"z_\{(\d)\}", s).group(1) for s in labels] == ["3", "4", "1", "2"]
     assert the_image(fig).shape == (4 * 9 + 1, 5 * 9 + 1)
@@ -205,7 +208,7 @@ def test_traversal_rows_are_ordered_by_kl(digits):
 def test_interpolation_endpoints_are_the_two_posterior_means():
     model = small_vae(64, j=3)
     xa, xb = torch.rand(64), torch.rand(64)
-    z, x = plots.interpolate(model, xa, xb, steps=6)
+    z, x = compute.interpolate(model, xa, xb, steps=6)
     mu = model.encode(torch.stack([xa, xb]))[0].detach()
     assert z.shape == (6, 3) and x.shape == (6, 64)
     torch.testing.assert_close(z[0], mu[0], rtol=0, atol=0)
@@ -223,15 +226,15 @@ def test_figures_keep_non_square_and_colour_images(tmp_path, shape):
     data = Dataset(name="fake", train=Split(torch.rand(40, d, generator=g), torch.arange(40) % 4),
                    test=Split(torch.rand(20, d, generator=g), torch.arange(20) % 4), image_shape=shape)
     model = small_vae(d, j=3)
-    ctx = plots.FigureContext(model=model, data=data)
-    figs = plots.make_figures(ctx, "manifold", n=3)
+    ctx = runfigures.FigureContext(model=model, data=data)
+    figs = runfigures.make_figures(ctx, "manifold", n=3)
     a = the_image(figs["manifold.png"])
     expected = (3 * (h + 1) + 1, 3 * (w + 1) + 1) + ((3,) if c == 3 else ())
     assert a.shape == expected
-    rec = plots.make_figures(ctx, "reconstructions", n=4)["reconstructions.png"]
+    rec = runfigures.make_figures(ctx, "reconstructions", n=4)["reconstructions.png"]
     assert the_image(rec).shape == (4 * (h + 1) + 1, 4 * (w + 1) + 1) + ((3,) if c == 3 else ())
     # and the PNG files come out in the data's colour mode
-    written, skipped = plots.draw_figures(ctx, "all", tmp_path, n=3)
+    written, skipped = runfigures.draw_figures(ctx, "all", tmp_path, n=3)
     assert "latent-series" in skipped  # no run folder: no snapshots
     assert {"manifold.png", "samples.png", "reconstructions.png", "traversal.png", "interpolation.png",
             "latent.png", "kl.png"} <= set(written)
@@ -243,24 +246,57 @@ def test_figures_keep_non_square_and_colour_images(tmp_path, shape):
 # ---------------------------------------------------------------------------- curves and KL
 def test_curves_plot_the_history_and_kl_bars_the_units(run2d, ctx2d):
     hist = run2d.metrics()
-    fig = plots.curves_figure(hist)
+    fig = draw.curves_figure(hist)
     lines = {(ax.get_title(), line.get_label()): line for ax in fig.axes for line in ax.get_lines()}
     bound = [ln for (t, lab), ln in lines.items() if t.startswith("ELBO") and lab == "test"][0]
     np.testing.assert_allclose(bound.get_ydata(), [r["test_bound"] for r in hist])
     kl_train = [ln for (t, lab), ln in lines.items() if t.startswith("KL") and lab == "train"][0]
     np.testing.assert_allclose(kl_train.get_ydata(), [r["train_kl"] for r in hist])
 
-    kl = torch.tensor([0.5, 0.001, 2.0])
-    fig = plots.kl_figure(kl, threshold=0.01)
-    bars = fig.axes[0].patches
-    np.testing.assert_allclose([b.get_height() for b in bars], kl.numpy(), rtol=1e-6)
-    assert "2 of 3 units active" in fig.axes[0].get_title()
     # the KL per dimension is the closed form averaged over the test set
-    from aevb.distributions import kl_normal_standard
-
     with torch.no_grad():
         mu, lv = ctx2d.model.encode(ctx2d.x)
     torch.testing.assert_close(ctx2d.kl, kl_normal_standard(mu, lv).mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_active_units_are_those_whose_posterior_mean_varies_over_the_data(ctx2d):
+    """One definition: Var_x E_q[z_j|x] > 0.01 (aevb.bounds), not the KL of the unit."""
+    kl = torch.tensor([0.5, 0.001, 2.0, 0.0])
+    var = torch.tensor([0.8, 0.5, 0.002, 0.0], dtype=torch.float64)  # unit 2: little KL but active; 3: the reverse
+    fig = draw.kl_figure(kl, var)
+    ax_var, ax_kl = fig.axes[:2]
+    np.testing.assert_allclose([b.get_height() for b in ax_kl.patches][:3], kl.numpy()[:3], rtol=1e-6)
+    np.testing.assert_allclose([b.get_height() for b in ax_var.patches][:3], var.numpy()[:3], rtol=1e-6)
+    # zeros are drawn at a floor below everything else, so they still show on the log scale
+    assert 0 < ax_kl.patches[3].get_height() < 0.001 and 0 < ax_var.patches[3].get_height() < 0.002
+    grey = (0.7, 0.7, 0.7)
+    for ax in (ax_var, ax_kl):
+        colours = [tuple(np.round(b.get_facecolor()[:3], 3)) for b in ax.patches]
+        assert [c != grey for c in colours] == [True, True, False, False]
+    dashed = [ln for ln in ax_var.get_lines() if ln.get_linestyle() == "--"]
+    assert len(dashed) == 1 and np.allclose(dashed[0].get_ydata(), ACTIVE_UNIT_THRESHOLD)
+    assert not [ln for ln in ax_kl.get_lines() if ln.get_linestyle() == "--"]  # no threshold on the KL
+    assert "2 of 4 active" in fig.texts[0].get_text()
+
+    # a run's figure: the variances of the test points' posterior means, and the count of aevb.bounds
+    with torch.no_grad():
+        mu = ctx2d.model.encode(ctx2d.x)[0].double()
+    torch.testing.assert_close(ctx2d.unit_variances, mu.var(0), rtol=1e-5, atol=1e-8)
+    assert ctx2d.active.tolist() == (mu.var(0) > 0.01).tolist()
+    assert int(ctx2d.active.sum()) == active_units(ctx2d.model, ctx2d.x)
+    fig = runfigures.make_figures(ctx2d, "kl")["kl.png"]
+    np.testing.assert_allclose([b.get_height() for b in fig.axes[0].patches], ctx2d.unit_variances.numpy(), rtol=1e-6)
+    assert f"{int(ctx2d.active.sum())} of 2 active" in fig.texts[0].get_text()
+
+
+def test_a_latent_space_with_a_dead_unit_has_it_inactive_in_the_figure(digits, tmp_path):
+    model = small_vae(64, j=3)
+    with torch.no_grad():  # unit 1's posterior mean no longer depends on x: inactive, whatever its KL
+        model.encoder.net[-1].weight[1].zero_()
+    ctx = runfigures.FigureContext(model=model, data=digits)
+    assert ctx.unit_variances[1] == 0 and ctx.active.tolist() == [True, False, True]
+    written, _ = runfigures.draw_figures(ctx, "kl", tmp_path)
+    is_png(written["kl.png"].read_bytes())
 
 
 # ---------------------------------------------------------------------------- the CLI
@@ -350,12 +386,12 @@ def test_aevb_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
 
 def test_figures_of_the_model_alone_are_drawn_when_the_data_set_is_missing(run2d, tmp_path):
     model = run2d.load_model()
-    ctx = plots.FigureContext(model=model, image_shape=(1, 8, 8), history=run2d.metrics(), run_dir=run2d.path,
+    ctx = runfigures.FigureContext(model=model, image_shape=(1, 8, 8), history=run2d.metrics(), run_dir=run2d.path,
                               data_error="4 data file(s) missing and downloading is disabled:\n  - a.gz")
-    written, skipped = plots.draw_figures(ctx, "all", tmp_path, n=3)
+    written, skipped = runfigures.draw_figures(ctx, "all", tmp_path, n=3)
     assert set(written) == {"samples.png", "manifold.png", "manifold_uniform.png", "curves.png",
                             "latent_series.png"}
     assert set(skipped) == {"reconstructions", "latent", "interpolation", "traversal", "kl"}
     assert all("downloading is disabled" in why for why in skipped.values())
-    with pytest.raises(plots.PlotError):
-        plots.make_figures(ctx, "latent")
+    with pytest.raises(PlotError):
+        runfigures.make_figures(ctx, "latent")

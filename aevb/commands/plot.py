@@ -4,6 +4,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..devices import parse_device
+from ..errors import ConfigError
+from ..figures.compute import METHODS
+from ..figures.runfigures import FIGURES_DIR, KINDS, FigureContext, draw_figures
+from ..runs import Run, check_output
 from .common import add_device_argument, add_parser, add_run_argument
 
 KIND_HELP = """figure kinds:
@@ -31,8 +36,6 @@ MODEL_ONLY_KINDS = ("samples", "manifold", "curves", "latent-series")
 
 
 def register(sub) -> None:
-    from ..plots import KINDS
-
     p = add_parser(sub, "plot", "draw figures of what a run learned (PNG)",
                    "Draw figures of a trained run and write them as PNG files (default: RUN/figures/).\n\n"
                    + KIND_HELP)
@@ -49,8 +52,6 @@ def register(sub) -> None:
 
 def add_figure_options(p: argparse.ArgumentParser, n_help: str) -> None:
     """-n/--grid-size, --method, --seed and --device: shared by `aevb plot` and `aevb report`."""
-    from ..plots import METHODS
-
     p.add_argument("-n", "--grid-size", dest="n", type=int, default=None, metavar="N",
                    help=n_help + "%(default).0s")
     p.add_argument("--method", choices=list(METHODS), default="pca",
@@ -61,9 +62,6 @@ def add_figure_options(p: argparse.ArgumentParser, n_help: str) -> None:
 
 def check_grid_size(args: argparse.Namespace) -> None:
     """The figure options shared by plot and report, checked before any work."""
-    from ..config import ConfigError
-    from ..runs import parse_device
-
     if args.n is not None and not 1 <= args.n <= 200:
         raise ConfigError(f"-n/--grid-size must be in 1..200; got {args.n}")
     if not 0 <= args.seed <= 2 ** 32 - 1:
@@ -73,12 +71,9 @@ def check_grid_size(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..plots import FigureContext, draw_figures
-    from ..runs import Run, check_output
-
     check_grid_size(args)
     run_ = Run(args.run)
-    check_output(args.out or run_.path / "figures", "--out", folder=True)
+    check_output(args.out or run_.path / FIGURES_DIR, "--out", folder=True)
     # figures that need only the model can be drawn where the data set is not available
     optional = args.kind in MODEL_ONLY_KINDS + ("all",)
     ctx = FigureContext.from_run(run_, device=args.device, data_optional=optional)

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..figures.runfigures import FIGURES_DIR
+from ..report import REPORT_FILE, write_report
+from ..runs import Run, check_output
 from .common import add_parser, add_run_argument
 from .plot import add_figure_options, check_grid_size
 
@@ -28,14 +31,11 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..report import write_report
-    from ..runs import Run, check_output
-
     check_grid_size(args)
     run_ = Run(args.run)
-    check_output(args.out or run_.path / "report.html", "--out", suffixes=(".html", ".htm"))
+    check_output(args.out or run_.path / REPORT_FILE, "--out", suffixes=(".html", ".htm"))
     if args.figures:
-        check_output(run_.path / "figures", "figures folder", folder=True)
+        check_output(run_.path / FIGURES_DIR, "figures folder", folder=True)
     path = write_report(run_, figures=args.figures, out=args.out, n=args.n, method=args.method,
                         seed=args.seed, draw=args.draw, device=args.device)
     print(path)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import torch
 
+from ..figures.compute import manifold_grid
+from ..figures.draw import new_panels, save_figure
 from ..images import grid
-from .runner import Context, SubRun, budget_settings, elbo_of, new_figure, run_subrun, save_figure, subset, write_csv
+from .runner import Context, SubRun, budget_settings, elbo_of, run_subrun, subset, write_csv
 
 NAME = "figure4"
 TITLE = "learned 2-D manifolds (Frey Face, MNIST)"
@@ -19,9 +21,7 @@ BUDGETS = {
 
 @torch.no_grad()
 def manifold(model, n: int) -> torch.Tensor:
-    """Decoder means on the n x n grid of Gaussian quantiles (``aevb.plots.manifold_grid``)."""
-    from ..plots import manifold_grid
-
+    """Decoder means on the n x n grid of Gaussian quantiles (``aevb.figures.compute.manifold_grid``)."""
     return manifold_grid(model, n, kind="quantile")[1]
 
 
@@ -38,12 +38,12 @@ def run(ctx: Context) -> dict:
         img = grid(manifold(res.model, b["grid"]), data.image_shape, b["grid"], pad=0)
         panels.append((which, data.name, img))
     csv_path = write_csv(ctx.out / f"{NAME}.csv", rows)
-    fig, axes = new_figure(1, 2, size=(4.0, 4.2))
+    fig, axes = new_panels(1, 2, size=(4.0, 4.2))
     for ax, (which, name, img), letter in zip(axes[0], panels, "ab"):
         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255,
                   interpolation="nearest")
         ax.set_title(f"({letter}) Learned {'Frey Face' if name == 'frey-face' else 'MNIST' if name == 'mnist' else name} manifold",
                      fontsize=9)
         ax.axis("off")
-    png = save_figure(fig, ctx.out / f"{NAME}.png", dpi=72)
+    png = save_figure(fig, ctx.out / f"{NAME}.png", dpi=72, tight_layout=True)
     return {"csv": csv_path, "png": png, "rows": rows}

@@ -2,7 +2,8 @@
 
 One self-contained file (style, script, data and decoder weights inline; no server, no
 network). It shows the posterior means of test points in 2-D (the two latent dimensions of
-highest KL, or PCA of all of them), one slider per latent dimension ordered by KL, the decoder's
+highest KL, or PCA of all of them), one slider per latent dimension ordered by KL (the units that
+are not active, Var_x E_q[z_j|x] <= 0.01 as ``aevb.bounds`` defines it, greyed), the decoder's
 mean image at the sliders' z (decoded in the page by ``decoder.js``), a test image beside its
 reconstruction on hover, the interpolation between the last two points clicked, and samples from
 the prior.
@@ -29,9 +30,13 @@ from typing import List, Tuple, Union
 import numpy as np
 import torch
 
-from ..version import __version__
+from ..bounds import ACTIVE_UNIT_THRESHOLD
+from ..figures.compute import active_mask, kl_per_dimension, latent_means, pca_directions, unit_variances
+from ..figures.runfigures import FigureContext
+from ..figures.sampling import decode_means, prior_draws
 from ..io import atomic_write_text
 from ..runs import Run, RunError, check_output
+from ..version import __version__
 from .program import ENCODINGS, base64_chars, decoder_program, decoder_size, encoded_chars, mean_error
 
 EXPLORER_FILE = "explorer.html"
@@ -83,8 +88,6 @@ def _views(mu: np.ndarray, kl: np.ndarray, seed: int) -> List[dict]:
     order = [int(i) for i in np.argsort(-kl, kind="stable")]
     views = []
     if j > 2 and len(mu) >= 2:
-        from ..plots import pca_directions
-
         comps, share = pca_directions(mu, seed)
         views.append({"name": f"PCA of all {j} dimensions", "x": f"PC 1 ({share[0]:.0%} of variance)",
                       "y": f"PC 2 ({share[1]:.0%})", "P": comps.tolist()})
@@ -123,8 +126,6 @@ def write_explorer(run: Union[str, Path, Run], out: Union[str, Path, None] = Non
     :class:`ExplorerError` (nothing written, an existing file kept) when the decoder cannot be
     run in the page, an option is wrong, or not even one point fits.
     """
-    from ..plots import FigureContext
-
     run = run if isinstance(run, Run) else Run(run)
     if encoding not in ENCODINGS:
         raise ExplorerError(f"unknown weight encoding {encoding!r}; choose {' or '.join(ENCODINGS)}")
@@ -154,7 +155,7 @@ def write_explorer(run: Union[str, Path, Run], out: Union[str, Path, None] = Non
     if live:
         program = decoder_program(ctx.model)
         if not len(z):
-            z = torch.randn(64, ctx.model.latent_dim, generator=torch.Generator().manual_seed(seed))
+            z = prior_draws(64, ctx.model.latent_dim, seed)
         err = mean_error(ctx.model, z[:200], encoding) * abs(scale)
         payload["decoder"] = {"layers": program.layers, "encoding": encoding, "weights": program.encode(encoding),
                               "n_weights": program.n_weights, "live": True}
@@ -204,11 +205,11 @@ def _plan(run: Run, ctx, layers: List[dict], n_weights: int, points: int, encodi
 
 def _frame_chars(layers: List[dict], latent_dim: int) -> int:
     """Characters of a page with no weights and no points: the static files, the decoder's
-    layers, per-unit KL, slider ranges and views, and ``PAYLOAD_FRAME`` for the rest (an upper
-    bound)."""
+    layers, per-unit KL, variance and activity, slider ranges and views, and ``PAYLOAD_FRAME``
+    for the rest (an upper bound)."""
     static = sum(len(_static(name).encode("utf-8")) for name in
                  ("explorer.html", "explorer.css", "decoder.js", "explorer.js"))
-    return static + len(json.dumps(layers)) + 120 * int(latent_dim) + PAYLOAD_FRAME
+    return static + len(json.dumps(layers)) + 160 * int(latent_dim) + PAYLOAD_FRAME
 
 
 def _point_chars(data_dim: int, latent_dim: int, images: int) -> int:
@@ -281,14 +282,16 @@ def _levels(ctx, values: torch.Tensor) -> np.ndarray:
 def _points(ctx, points: int, seed: int, reconstructions: bool = False) -> dict:
     """The test points' part of the payload: posterior means, 8-bit display images (and with
     ``reconstructions`` the decoder mean at each posterior mean, 8-bit alike), labels, 2-D
-    views, KL per latent unit and slider ranges; ``_mu`` the means as a tensor [N, J]."""
-    from ..plots import ACTIVE_KL_THRESHOLD, decode_mean, kl_per_dimension, latent_means
-
+    views, KL per latent unit, which units are active (``active``, from the variance over these
+    points of each posterior mean, ``variance``) and slider ranges; ``_mu`` the means as a tensor
+    [N, J]."""
     model, J = ctx.model, ctx.model.latent_dim
     x = ctx.x[:points] if points else torch.zeros(0, model.data_dim)
     y = ctx.y[:len(x)] if points and ctx.y is not None else None
     mu = latent_means(model, x).float() if len(x) else torch.zeros(0, J)
     kl = kl_per_dimension(model, x).double().numpy() if len(x) else np.zeros(J)
+    variance = unit_variances(mu)
+    active = active_mask(variance)
     mu_np = mu.numpy().astype("<f4")
     pixels = _levels(ctx, x)
     classes = None
@@ -300,7 +303,8 @@ def _points(ctx, points: int, seed: int, reconstructions: bool = False) -> dict:
     lim = np.maximum(4.0, np.ceil(np.abs(mu_np).max(0) * 1.1)) if len(x) else np.full(J, 4.0)
     out = {
         "latent": {"dim": J, "kl": [float(v) for v in kl], "known_kl": bool(len(x)),
-                   "active_threshold": ACTIVE_KL_THRESHOLD, "range": [float(v) for v in lim]},
+                   "variance": [float(v) for v in variance], "active": [bool(a) for a in active],
+                   "active_threshold": ACTIVE_UNIT_THRESHOLD, "range": [float(v) for v in lim]},
         "points": {"n": int(len(x)), "total": 0 if ctx.data is None else int(len(ctx.data.test)),
                    "mu": _b64(mu_np), "pixels": _b64(pixels),
                    "labels": None if y is None else [int(v) for v in y], "classes": classes,
@@ -308,7 +312,7 @@ def _points(ctx, points: int, seed: int, reconstructions: bool = False) -> dict:
         "_mu": mu,
     }
     if reconstructions:
-        out["points"]["reconstructions"] = _b64(_levels(ctx, decode_mean(model, mu)))
+        out["points"]["reconstructions"] = _b64(_levels(ctx, decode_means(model, mu)))
     return out
 
 

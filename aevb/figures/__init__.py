@@ -1,5 +1,13 @@
-"""Figures of what a VAE learned. :mod:`~aevb.figures.sampling` is the one way to draw prior
-samples and reconstructions (seeded, the same on any device), for training, ``aevb sample``,
-``aevb reconstruct``, the figures and the explorer. This package imports none of its modules, so
-that training can use the sampling module without matplotlib.
+"""Figures of what a VAE learned, in four modules (import the one you need; this package
+imports none of them, so that training can use :mod:`~aevb.figures.sampling` without matplotlib):
+
+* :mod:`~aevb.figures.sampling`: the one way to draw prior samples and reconstructions (seeded,
+  the same on any device), used by training, ``aevb sample``, ``aevb reconstruct``, the figures
+  and the explorer;
+* :mod:`~aevb.figures.compute`: what figures show, as tensors: posterior means, KL and activity
+  per latent unit, manifold grids, traversals, interpolations, 2-D embeddings;
+* :mod:`~aevb.figures.draw`: matplotlib figures of those, and the figure toolkit
+  (``new_figure``, ``new_panels``, ``save_figure``) that the paper experiments share;
+* :mod:`~aevb.figures.runfigures`: a run's figure set (``FigureContext``, ``draw_figures``,
+  ``RUN/figures``) and the latent snapshots saved during training.
 """

@@ -14,9 +14,13 @@
   const levels = N ? AevbDecoder.base64Bytes(P.points.pixels) : new Uint8Array(0);
   const recons = N && !live ? AevbDecoder.base64Bytes(P.points.reconstructions) : new Uint8Array(0);
   const labels = P.points.labels, classes = P.points.classes || [];
-  const kl = P.latent.kl, threshold = P.latent.active_threshold;
+  // KL per unit orders the sliders; whether a unit is active (Var_x E_q[z_j|x] > threshold) is
+  // decided in Python (aevb.bounds' definition) and handed over as P.latent.active.
+  const kl = P.latent.kl, variance = P.latent.variance, active = P.latent.active, threshold = P.latent.active_threshold;
+  const known = P.latent.known_kl;
+  const nActive = known ? active.filter(Boolean).length : null;
   const order = Array.from({ length: J }, (_, j) => j);
-  if (P.latent.known_kl) order.sort((a, b) => kl[b] - kl[a] || a - b);
+  if (known) order.sort((a, b) => kl[b] - kl[a] || a - b);
   const TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
   const colour = (k) => (k < 10 ? TAB10[k] : `hsl(${(k * 137.5) % 360}, 60%, 45%)`);
   const fmtKL = (v) => (v >= 1 ? v.toFixed(2) : v >= 0.01 ? v.toFixed(3) : v.toPrecision(2));
@@ -72,19 +76,20 @@
   const rows = [];
   function buildSliders() {
     const box = $("sliders");
-    const nActive = kl.filter((v) => v >= threshold).length;
-    $("slider-order").textContent = P.latent.known_kl ? `by KL \u00b7 ${nActive} of ${J} active`
+    $("slider-order").textContent = known ? `by KL \u00b7 ${nActive} of ${J} active`
       : "KL unknown (no test data)";
     for (const j of order) {
       const row = document.createElement("div");
-      const inactive = P.latent.known_kl && kl[j] < threshold;
+      const inactive = known && !active[j];
       row.className = "slider" + (inactive ? " inactive" : "");
       const r = P.latent.range[j];
       row.innerHTML = `<label for="z${j}">z<sub>${j + 1}</sub>${inactive ? '<span class="tag">inactive</span>' : ""}</label>` +
         `<input type="range" id="z${j}" data-dim="${j}" min="${-r}" max="${r}" step="any" value="0"${live ? "" : " disabled"}` +
         ` aria-label="latent dimension ${j + 1}">` +
-        `<span class="val">${fmt(0, 2)}</span><span class="kl">${P.latent.known_kl ? fmtKL(kl[j]) : "–"}</span>`;
-      if (inactive) row.title = `KL ${kl[j].toExponential(1)} nats < ${threshold}: an inactive unit; the decoder ignores it`;
+        `<span class="val">${fmt(0, 2)}</span><span class="kl">${known ? fmtKL(kl[j]) : "–"}</span>`;
+      if (known) row.title = `variance of E[z${j + 1}|x] over the test points ${variance[j].toExponential(1)} ` +
+        (inactive ? `\u2264 ${threshold}: an inactive unit; the decoder ignores it` : `> ${threshold}: an active unit`) +
+        `; KL ${kl[j].toExponential(1)} nats`;
       const input = row.querySelector("input"), val = row.querySelector(".val");
       input.addEventListener("input", () => {
         z[j] = parseFloat(input.value);
@@ -289,13 +294,14 @@
       parts.push(`test ELBO ${f.test_elbo.toFixed(2)} nats${bits}`);
     }
     $("facts").textContent = parts.join(" \u00b7 ");
-    const nActive = P.latent.known_kl ? kl.filter((v) => v >= threshold).length : null;
     const total = P.points.total || N;
     const shown = N < total ? `${N.toLocaleString("en")} of the ${total.toLocaleString("en")} test points (as many as --points, the page's ` +
       `16 MB image budget${live ? "" : ", with two images per point,"} and --max-size allow)` : `${N.toLocaleString("en")} test points`;
     const common = [
       N ? `${shown}; the scatter shows their posterior means E[z|x]. Dashed circles: radius 1 and 2 of the prior N(0, I).` : "",
-      nActive != null ? `${nActive} of ${J} latent units are active (mean KL \u2265 ${threshold} nats over these test points); inactive units are marked and greyed.` : "",
+      nActive != null ? `${nActive} of ${J} latent units are active: the variance of their posterior mean E[z<sub>j</sub>|x] over these test points ` +
+        `is above ${threshold} (the IWAE paper's criterion, as <code>aevb evaluate</code> counts them); inactive units are marked and greyed. ` +
+        "The column beside each slider is the unit's KL, mean over the same points, in nats." : "",
     ];
     if (!live) {
       $("about").innerHTML = [
