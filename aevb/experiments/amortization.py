@@ -5,8 +5,8 @@ encoder's: the difference is the amortization gap. Time per datapoint is reporte
 from __future__ import annotations
 
 from ..baselines.mean_field import amortization_gap
-from .runner import (Context, SubRun, budget_settings, elbo_of, new_figure, read_csv, run_subrun, save_figure,
-                     subset, write_csv)
+from ..figures.draw import new_panels, save_figure
+from .runner import Context, SubRun, budget_settings, elbo_of, read_csv, run_subrun, subset, write_csv
 
 NAME = "amortization"
 TITLE = "amortized (encoder) vs mean-field (per-datapoint) inference: the amortization gap"
@@ -43,7 +43,7 @@ def run(ctx: Context) -> dict:
                     f"gap {r['gap']:.2f} nats")
         write_csv(curve_path, curves)
         write_csv(summary_path, summary)
-    fig, axes = new_figure(1, 2, size=(3.6, 2.8))
+    fig, axes = new_panels(1, 2, size=(3.6, 2.8))
     ax = axes[0][0]
     for init, color in zip(INITS, ("tab:green", "tab:purple")):
         sel = [c for c in curves if c["init"] == init]
@@ -68,5 +68,5 @@ def run(ctx: Context) -> dict:
     ax.set_ylabel("seconds per datapoint", fontsize=8)
     ax.set_title("inference time", fontsize=9)
     ax.tick_params(labelsize=7)
-    png = save_figure(fig, ctx.out / f"{NAME}.png")
+    png = save_figure(fig, ctx.out / f"{NAME}.png", dpi=80, tight_layout=True)
     return {"csv": summary_path, "png": png, "rows": summary, "curves": curve_path}

@@ -3,8 +3,9 @@ samples evaluated, AEVB against wake-sleep, for several latent sizes, on MNIST (
 and Frey Face (200 hidden units). The wake-sleep bound is the ELBO with its recognition model."""
 from __future__ import annotations
 
-from .runner import (Context, SubRun, budget_settings, elbo_of, log_points, new_figure, plot_train_test, run_subrun,
-                     save_figure, subset, write_csv)
+from ..figures.draw import new_panels, save_figure
+from .runner import (Context, SubRun, budget_settings, elbo_of, log_points, plot_train_test, run_subrun, subset,
+                     write_csv)
 
 NAME = "figure2"
 TITLE = "lower bound vs training samples evaluated, AEVB vs wake-sleep (MNIST, Frey Face)"
@@ -45,7 +46,7 @@ def run(ctx: Context) -> dict:
 
 def plot(rows, path, b):
     ncols = max(len(b["mnist"]), len(b["frey"]))
-    fig, axes = new_figure(2, ncols)
+    fig, axes = new_panels(2, ncols)
     for ax in axes.flat:
         ax.set_visible(False)
     for r_i, which in enumerate(("mnist", "frey")):
@@ -62,4 +63,4 @@ def plot(rows, path, b):
                 ax.set_ylabel(r"$\mathcal{L}$ (nats)", fontsize=8)
             ax.tick_params(labelsize=7)
     axes[0][0].legend(fontsize=6, loc="lower right")
-    return save_figure(fig, path)
+    return save_figure(fig, path, dpi=80, tight_layout=True)

@@ -7,8 +7,8 @@ also get the importance-weighted estimate L_k with their own encoder (``*_iw`` c
 from __future__ import annotations
 
 from ..baselines.marginal_likelihood import iw_log_px, model_log_px
-from .runner import (Context, SubRun, budget_settings, log_points, new_figure, plot_train_test, run_subrun, save_figure,
-                     subset, write_csv)
+from ..figures.draw import new_panels, save_figure
+from .runner import Context, SubRun, budget_settings, log_points, plot_train_test, run_subrun, subset, write_csv
 
 NAME = "figure3"
 TITLE = "marginal log-likelihood vs training samples, AEVB vs wake-sleep vs MCEM (MNIST, 3-D latent)"
@@ -57,7 +57,7 @@ def run(ctx: Context) -> dict:
 
 
 def plot(rows, path, b):
-    fig, axes = new_figure(1, len(b["n_train"]), size=(3.6, 2.8))
+    fig, axes = new_panels(1, len(b["n_train"]), size=(3.6, 2.8))
     for ax, n in zip(axes[0], b["n_train"]):
         plot_train_test(ax, [r for r in rows if int(r["n_train"]) == n], METHODS, "train_log_px", "test_log_px")
         ax.set_title(f"$N_{{train}}$ = {n}", fontsize=9)
@@ -65,4 +65,4 @@ def plot(rows, path, b):
         ax.set_ylabel("marginal log-likelihood (nats)", fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0][0].legend(fontsize=6, loc="lower right")
-    return save_figure(fig, path)
+    return save_figure(fig, path, dpi=80, tight_layout=True)

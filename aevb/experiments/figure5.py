@@ -2,10 +2,10 @@
 with 2, 5, 10 and 20 latent dimensions, trained with AEVB."""
 from __future__ import annotations
 
-import torch
-
+from ..figures.draw import new_panels, save_figure
+from ..figures.sampling import prior_samples
 from ..images import grid
-from .runner import Context, SubRun, budget_settings, elbo_of, new_figure, run_subrun, save_figure, subset, write_csv
+from .runner import Context, SubRun, budget_settings, elbo_of, run_subrun, subset, write_csv
 
 NAME = "figure5"
 TITLE = "random samples from MNIST models with 2, 5, 10, 20 latent dimensions"
@@ -26,14 +26,13 @@ def run(ctx: Context) -> dict:
                       lambda model, algo: {"test_bound": elbo_of(model, x_te)})
         res = run_subrun(ctx, spec)
         rows += res.rows
-        g = torch.Generator().manual_seed(ctx.seed + 5)
-        x = res.model.sample(b["n"] * b["n"], generator=g)
+        _, x = prior_samples(res.model, b["n"] * b["n"], seed=ctx.seed + 5)
         panels.append((latent, grid(x, data.image_shape, b["n"], pad=0)))
     csv_path = write_csv(ctx.out / f"{NAME}.csv", rows)
-    fig, axes = new_figure(1, len(panels), size=(2.6, 2.8))
+    fig, axes = new_panels(1, len(panels), size=(2.6, 2.8))
     for ax, (latent, img), letter in zip(axes[0], panels, "abcdefgh"):
         ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         ax.set_title(f"({letter}) {latent}-D latent space", fontsize=9)
         ax.axis("off")
-    png = save_figure(fig, ctx.out / f"{NAME}.png", dpi=72)
+    png = save_figure(fig, ctx.out / f"{NAME}.png", dpi=72, tight_layout=True)
     return {"csv": csv_path, "png": png, "rows": rows}

@@ -1,6 +1,6 @@
 """What every figure of the AEVB reproduction shares: data, the paper's model and optimiser
 settings, a training loop counted in *training samples evaluated*, resumable sub-runs, CSV files
-and matplotlib figures.
+and the curves' style (figures are made with :mod:`aevb.figures.draw`'s toolkit).
 
 Layout of an experiment folder (default ``runs/reproduce/<name>-<budget>``)::
 
@@ -292,16 +292,6 @@ def read_csv(path: Path) -> List[dict]:
         return list(csv.DictReader(f))
 
 
-def new_figure(nrows: int, ncols: int, size=(3.0, 2.4)):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False)
-    return fig, axes
-
-
 # colour and legend name of each training method, shared by the figures
 STYLE = {"aevb": ("tab:red", "AEVB"), "wake-sleep": ("tab:blue", "Wake-Sleep"), "mcem": ("tab:green", "MCEM")}
 
@@ -321,16 +311,6 @@ def plot_train_test(ax, rows: List[dict], methods: Sequence[str], train_key: str
         plotted += sel
     ax.set_xscale("log")
     return plotted
-
-
-def save_figure(fig, path: Path, dpi: int = 80) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
-    plt.close(fig)
-    return Path(path)
 
 
 def budget_settings(name: str, budgets: dict, budget: str) -> dict:
