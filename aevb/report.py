@@ -2,7 +2,8 @@
 
 It holds the run's configuration (a table), the final numbers (train / valid / test bound and its
 two terms, and the importance-weighted estimates of any ``evaluation*.json`` that ``aevb
-evaluate`` wrote), the training curves and every figure of :mod:`aevb.figures`. Images are
+evaluate`` wrote, read through the evaluation schema of :mod:`aevb.evaluate`), the training
+curves and every figure of :mod:`aevb.figures`. Images are
 embedded as base64 ``data:`` URIs and the style sheet is inline: the file needs no network and no
 other file, so it can be mailed or archived on its own.
 
@@ -25,6 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from .bounds import ACTIVE_UNIT_THRESHOLD
 from .errors import PlotError
+from .evaluate import headline, run_evaluations
 from .figures.compute import latent_means
 from .figures.draw import curves_figure, save_figure
 from .figures.runfigures import (FIGURE_FILES, FIGURES_DIR, KINDS, FigureContext, draw_figures,
@@ -153,22 +155,6 @@ class ReportCallback(Callback):
 
 
 # ---------------------------------------------------------------------------- reading a run
-def read_evaluations(run_dir: Union[str, Path]) -> List[Tuple[str, Optional[dict], Optional[str]]]:
-    """[(file name, contents or None, error or None)] for every RUN/evaluation*.json."""
-    out = []
-    for p in sorted(Path(run_dir).glob("evaluation*.json")):
-        try:
-            d = json.loads(p.read_text())
-        except (OSError, ValueError, UnicodeDecodeError) as e:
-            out.append((p.name, None, f"could not be read: {e}"))
-            continue
-        if not isinstance(d, dict):
-            out.append((p.name, None, f"holds a {type(d).__name__}, not an object"))
-            continue
-        out.append((p.name, d, None))
-    return out
-
-
 def flatten(d: dict, prefix: str = "", depth: int = 3) -> List[Tuple[str, object]]:
     """Nested dict -> [(dotted key, scalar or short text)]."""
     rows: List[Tuple[str, object]] = []
@@ -327,33 +313,29 @@ def _final_numbers(history: List[dict]) -> str:
 
 
 def _evaluations(run_dir: Path) -> str:
-    evals = read_evaluations(run_dir)
+    """Every RUN/evaluation*.json read through the evaluation schema (aevb.evaluate): its
+    headline numbers, then all its values; a file that is not an evaluation is named with why."""
+    evals = run_evaluations(run_dir)
     if not evals:
         return (f'<p class="sub">No evaluation yet: <code>aevb evaluate {html.escape(str(run_dir))} --k 5000</code> '
                 "writes the importance-weighted estimate of log p(x) (evaluation*.json), shown here by the "
                 "next <code>aevb report</code>.</p>")
     parts = []
-    for name, d, err in evals:
+    for path, d, err in evals:
+        name = Path(path).name
         parts.append(f"<h3>{html.escape(name)}</h3>")
         if err:
-            parts.append(f'<p class="note">{html.escape(name)} {html.escape(err)}</p>')
+            parts.append(f'<p class="note">Not shown: {html.escape(err)}</p>')
             continue
-        flat = flatten(d)
-        headline = [(k, v) for k, v in flat if _is_num(v) and k.split(".")[-1] in
-                    ("iw_bound", "elbo", "log_px", "log_likelihood", "bpd", "bits_per_dim")]
-        k_val = next((v for key, v in flat if key.split(".")[-1] == "k" and _is_num(v)), None)
-        if headline:
-            items = []
-            for key, v in headline:
-                label = key
-                if key.split(".")[-1] == "iw_bound":
-                    label = f"{key}: importance-weighted bound L<sub>k</sub>" + (f", k = {int(k_val)}" if k_val else "")
-                    items.append(f"<li><b>{label}</b>: {html.escape(_fmt(v))} nats</li>")
-                else:
-                    items.append(f"<li>{html.escape(label)}: {html.escape(_fmt(v))}</li>")
-            parts.append("<ul>" + "".join(items) + "</ul>")
-        rows = [[f"<code>{html.escape(k)}</code>", html.escape(_fmt(v))] for k, v in flat]
-        parts.append(_table(["key", "value"], rows, [False, True]))
+        what = (f"{html.escape(str(d['split']))} split, {_fmt(d.get('datapoints', d['n']))} datapoints, "
+                f"k = {_fmt(d['k'])}" + (f", epoch {_fmt(d['epoch'])}" if "epoch" in d else ""))
+        parts.append(f'<p class="sub">{what}; nats per datapoint.</p>')
+        rows = [[f"<b>{html.escape(label)}</b>", html.escape(_fmt(value)), html.escape(unit)]
+                for label, value, unit in headline(d)]
+        parts.append(_table(None, rows, [False, True, False]))
+        flat = [(k, v) for k, v in flatten(d) if k not in ("format", "version")]
+        parts.append(_table(["key", "value"], [[f"<code>{html.escape(k)}</code>", html.escape(_fmt(v))]
+                                               for k, v in flat], [False, True]))
     return "\n".join(parts)
 
 

@@ -16,6 +16,7 @@ from aevb.config import ModelConfig, RunConfig
 from aevb.data import Dataset, Split, load_dataset
 from aevb.distributions import kl_normal_standard
 from aevb.errors import PlotError
+from aevb.evaluate import read_evaluation
 from aevb.figures import compute, draw, runfigures
 from aevb.images import to_images
 from aevb.model import VAE
@@ -359,24 +360,39 @@ def test_report_is_written_by_training_and_is_self_contained(run2d):
     assert not [p for p in run2d.path.iterdir() if p.name.startswith(".report")]
 
 
-def test_aevb_report_shows_the_importance_weighted_bound(run2d, tmp_path, capsys):
-    (run2d.path / "evaluation_k50.json").write_text(json.dumps(
-        {"split": "test", "k": 50, "elbo": -30.125, "iw_bound": -28.5, "nested": {"std": 0.25}}))
-    (run2d.path / "evaluation_broken.json").write_text("{not json")
+def test_aevb_report_shows_what_aevb_evaluate_wrote(run2d, tmp_path, capsys):
+    assert main(["evaluate", str(run2d.path), "--k", "5", "--device", "cpu"]) == 0
+    evaluation = run2d.path / "evaluation-k5.json"
+    d = read_evaluation(evaluation)
+    other = run2d.path / "evaluation-other.json"
+    other.write_text(json.dumps({"format": "someone-elses", "split": "test", "k": 50, "iw_bound": -28.5}))
+    broken = run2d.path / "evaluation-broken.json"
+    broken.write_text("{not json")
+    capsys.readouterr()
     try:
         out = tmp_path / "r.html"
         assert main(["report", str(run2d.path), "--out", str(out), "--device", "cpu"]) == 0
         assert capsys.readouterr().out.strip() == str(out)
         text = out.read_text()
         _check_self_contained(text)
-        assert "-28.5000" in text and "-30.1250" in text and "k = 50" in text
-        assert "nested.std" in text and "evaluation_broken.json" in text
+        section = text[text.index('<h2 id="evaluation">'):text.index('<h2 id="explorer">')]
+        # the headline of the file aevb evaluate wrote: L_5 and the active units, as that file says
+        assert re.search(r"<b>L_5 \(importance-weighted bound\)</b></td><td class=\"num\">"
+                         + re.escape(f"{d['lk']['mean']:.4f}") + "</td>", section)
+        assert re.search(r"<b>active units \(Var_x E_q\[z_j\] &gt; 0.01\)</b></td><td class=\"num\">"
+                         + f"{d['active_units']}</td><td>of 2</td>", section)
+        assert f"{d['elbo']['mean']:.4f}" in section and "<code>lk.se</code>" in section
+        # files that are not evaluations are named, with why, and the report is complete
+        assert "evaluation-other.json is not an aevb evaluation" in section
+        assert "evaluation-broken.json could not be read" in section
+        assert "-28.5000" not in section
+        assert len(re.findall(r"<img\b", text)) == len(ALL_FILES)
         # --no-figures embeds what is already there
         out2 = write_report(run2d, figures=False, out=tmp_path / "r2.html")
         assert len(_check_self_contained(out2.read_text())) == len(ALL_FILES)
     finally:
-        (run2d.path / "evaluation_k50.json").unlink()
-        (run2d.path / "evaluation_broken.json").unlink()
+        for p in (evaluation, other, broken):
+            p.unlink()
 
 
 def test_aevb_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
