@@ -28,7 +28,7 @@ from .io import atomic_write_text
 from .plots import (ACTIVE_KL_THRESHOLD, FIGURE_FILES, FIGURES_DIR, KINDS, FigureContext, PlotError,
                     curves_figure, draw_figures, latent_means, save_figure, save_latent_snapshot)
 from .runs import Run
-from .trainer import Callback
+from .training import Callback
 
 REPORT_FILE = "report.html"
 

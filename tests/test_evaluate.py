@@ -17,7 +17,7 @@ from aevb.bounds import (ACTIVE_UNIT_THRESHOLD, NOISE_BLOCK, active_units, evalu
                          kl_per_dimension)
 from aevb.evaluate import bits_per_dim, bpd_convention, split_data, summarize
 from aevb.model import VAE
-from aevb.trainer import Trainer
+from aevb.training import Trainer
 
 from conftest import tiny_config
 

@@ -17,7 +17,7 @@ from aevb.distributions import Likelihood
 from aevb.explorer import UnsupportedDecoder, decoder_program, write_explorer
 from aevb.explorer.program import encoded_chars, mean_error
 from aevb.model import VAE
-from aevb.trainer import Trainer
+from aevb.training import Trainer
 
 from conftest import tiny_config
 

@@ -16,7 +16,7 @@ import torch
 
 from aevb.explorer import decoder_program, write_explorer
 from aevb.plots import FigureContext, latent_means
-from aevb.trainer import Trainer
+from aevb.training import Trainer
 
 from conftest import tiny_config
 from test_report_browser import CHROMIUM, LAUNCH_ARGS, _playwright

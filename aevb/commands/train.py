@@ -174,7 +174,7 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ..config import ConfigError
-    from ..trainer import Trainer
+    from ..training import Trainer
 
     if args.resume:
         if args.out and Path(args.out).resolve() != Path(args.resume).resolve():

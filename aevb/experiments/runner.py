@@ -34,6 +34,7 @@ from ..data.base import as_split
 from ..data.registry import dataset_folder
 from ..io import atomic_path, atomic_write_csv
 from ..model import VAE
+from ..optimizers import build_optimizer
 from ..presets import PRESETS
 
 BUDGETS = ("tiny", "quick", "paper")
@@ -165,8 +166,6 @@ def _build(spec: SubRun, x_train: Tensor, dim: int, device):
     m_cfg, o_cfg = paper_configs(spec.which, spec.latent, spec.hidden, len(x_train), spec.lr)
     model = VAE.from_config(m_cfg, dim).to(device)
     if spec.method == "aevb":
-        from ..trainer import build_optimizer
-
         algo = build_optimizer(model.parameters(), o_cfg)
     elif spec.method == "wake-sleep":
         from ..baselines.wake_sleep import WakeSleep
