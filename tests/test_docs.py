@@ -178,7 +178,7 @@ def command_of(argv):
 
 def check_options(parser, tokens, where, command):
     """Every --option in tokens exists in parser; a value after an option with choices (not an
-    UPPERCASE placeholder; `a|b|c` lists several) is one of them. Returns the problems."""
+    UPPERCASE placeholder; `a|b|c` or `{a,b,c}` lists several) is one of them. Returns the problems."""
     problems = []
     actions = parser._option_string_actions
     for i, tok in enumerate(tokens):
@@ -191,7 +191,7 @@ def check_options(parser, tokens, where, command):
         choices = actions[opt].choices
         value = tok.split("=", 1)[1] if "=" in tok else (tokens[i + 1] if i + 1 < len(tokens) else None)
         if choices and value and not value.startswith("-") and not value.isupper():
-            for v in value.strip("[]").split("|"):
+            for v in re.split(r"[|,]", value.strip("[]{}")):  # a|b or {a,b}
                 if v not in choices:
                     problems.append(f"{where}: {opt} {v!r} is not one of {sorted(choices)}")
     return problems
@@ -249,7 +249,7 @@ def test_options_in_prose_exist():
         for span in re.findall(r"`([^`\n]+)`", prose(page.read_text())):
             if span.startswith("aevb ") or span.startswith(OTHER_PROGRAMS) or "--" not in span:
                 continue
-            tokens = span.replace("\\|", "|").replace(",", " ").split()  # `a\|b` in tables
+            tokens = span.split()
             if not tokens[0].startswith("--"):
                 continue
             checked += 1
