@@ -17,7 +17,14 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 import yaml
 
+from .convnets import CONV_NORMS
+from .data.imageset import COLOR_CHANNELS
+from .data.registry import BINARIZE_MODES
+from .devices import PRECISIONS
+from .distributions import LIKELIHOODS, MEAN_ACTIVATIONS
+from .model import KL_ESTIMATORS, NETWORKS, OBJECTIVES
 from .networks import ACTIVATIONS
+from .optimizers import OPTIMIZERS, SCHEDULES
 from .presets import PRESETS
 
 
@@ -184,43 +191,55 @@ def _device(v):
     return True
 
 
+# The valid values of every setting that is a choice, each taken from the one declaration beside
+# the code that builds it; validation, `aevb train --help` choices and construction follow.
+CHOICES = {
+    "data.binarize": BINARIZE_MODES,
+    "data.color": (None,) + tuple(COLOR_CHANNELS),
+    "model.activation": tuple(ACTIVATIONS),
+    "model.likelihood": (None,) + tuple(LIKELIHOODS),
+    "model.mean_activation": MEAN_ACTIVATIONS,
+    "model.encoder_network": NETWORKS,
+    "model.decoder_network": NETWORKS,
+    "model.conv_norm": CONV_NORMS,
+    "objective.objective": OBJECTIVES,
+    "objective.kl": KL_ESTIMATORS,
+    "optim.optimizer": tuple(OPTIMIZERS),
+    "optim.schedule": tuple(SCHEDULES),
+    "train.precision": PRECISIONS,
+}
+
+
+def choices(key: str) -> list:
+    """The values a user can name for the choice setting ``key`` (for --help and argparse)."""
+    return [v for v in CHOICES[key] if v is not None]
+
+
 RANGES = {
+    **{key: _choice(*allowed) for key, allowed in CHOICES.items()},
     "data.dataset": (lambda v: bool(v.strip()), "a data set name, folder:PATH or array:PATH"),
     "data.validation": (_validation, "a count >= 1 (a whole number) or a fraction in [0, 1)"),
-    "data.binarize": _choice(None, "static", "dynamic"),
     "data.image_size": (_image_size, "two sizes [H, W], each in 1..16384"),
-    "data.color": _choice(None, "grey", "rgb"),
     "data.seed": (lambda v: 0 <= v <= SEED_MAX, f"an integer in 0..{SEED_MAX}"),
     "data.crop": (_image_size, "two sizes [H, W] of the centre region, each in 1..16384"),
     "data.memory_budget": (_size, "a size such as 500MB, 8GB or 1.5GiB, or auto"),
     "model.latent_dim": (lambda v: 1 <= v <= 65536, "an integer in 1..65536"),
     "model.encoder_hidden": (_hidden, "a list of layer sizes, each in 1..1000000"),
     "model.decoder_hidden": (_hidden, "a list of layer sizes, each in 1..1000000"),
-    "model.activation": _choice(*ACTIVATIONS),
-    "model.likelihood": _choice(None, "bernoulli", "gaussian", "gaussian-fixed", "discretized-logistic"),
-    "model.encoder_network": _choice("mlp", "conv"),
-    "model.decoder_network": _choice("mlp", "conv"),
     "model.channels": (lambda v: len(v) >= 1 and all(1 <= c <= 65536 for c in v),
                        "a list of at least one positive channel count, one per stride-2 stage, e.g. 32 64 128 256"),
     "model.kernel_size": (lambda v: 2 <= v <= 15, "an integer from 2 to 15 (e.g. 3 or 4)"),
-    "model.conv_norm": _choice("none", "group"),
     "model.components": (lambda v: 1 <= v <= 32, "an integer from 1 to 32"),
-    "train.precision": _choice("fp32", "bf16"),
     "model.sigma": _between(0, lo_open=True),
-    "model.mean_activation": _choice("identity", "sigmoid"),
     "model.min_log_var": _between(-100, 100),
     "model.init_std": _between(0, 10, lo_open=True),
-    "objective.objective": _choice("elbo", "iwae"),
-    "objective.kl": _choice("analytic", "mc"),
     "objective.samples": (lambda v: 1 <= v <= 100_000, "an integer in 1..100000"),
     "objective.k": (lambda v: 1 <= v <= 100_000, "an integer in 1..100000"),
     "objective.beta": _between(0),
     "objective.warmup_epochs": _between(0),
-    "optim.optimizer": _choice("adam", "adagrad", "sgd"),
     "optim.lr": _between(0, lo_open=True),
     "optim.weight_decay": _between(0),
     "optim.momentum": _between(0, 1, hi_open=True),
-    "optim.schedule": _choice("constant", "step", "exponential", "cosine"),
     "optim.step_epochs": (lambda v: v >= 1, "an integer >= 1"),
     "optim.gamma": _between(0, 1, lo_open=True),
     "optim.grad_clip": _between(0, lo_open=True),

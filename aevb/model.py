@@ -17,6 +17,13 @@ from .distributions import (Likelihood, get_likelihood, kl_normal_standard, log_
                             log_standard_normal, reparameterize)
 from .networks import GaussianEncoder, MLPDecoder, init_normal_
 
+# encoder / decoder networks VAE.from_config builds
+NETWORKS = ("mlp", "conv")
+# training bounds: the SGVB ELBO (VAE.elbo) or the importance-weighted bound (VAE.iwae)
+OBJECTIVES = ("elbo", "iwae")
+# how VAE.elbo takes the KL: in closed form (estimator B) or by Monte Carlo (estimator A)
+KL_ESTIMATORS = ("analytic", "mc")
+
 
 @dataclass
 class BoundTerms:
