@@ -17,6 +17,7 @@ import torch
 
 from .. import distributed
 from ..config import RunConfig, diff
+from ..config.settings import get_setting, set_setting
 from ..errors import CheckpointError, ConfigError, RunError
 from ..io import CHECKPOINT_KEYS, load_checkpoint
 from ..runs import CHECKPOINT, Run
@@ -106,12 +107,12 @@ def read_resume(run: Run, overrides: Optional[RunConfig], given: Sequence[str]):
     if overrides is not None:
         clashes = [k for k in diff(cfg, overrides) if k in given and k not in RESUMABLE_CHANGES]
         if clashes:
-            detail = "; ".join(f"{k}: run has {_get(cfg, k)!r}, asked {_get(overrides, k)!r}" for k in clashes)
+            detail = "; ".join(f"{k}: run has {get_setting(cfg, k)!r}, asked {get_setting(overrides, k)!r}" for k in clashes)
             raise ConfigError(f"--resume {run.path}: options contradict the run's config ({detail}). "
                               "Drop them to continue the run as configured, or start a new run.")
         for k in given:
             if k in RESUMABLE_CHANGES:
-                _set(cfg, k, _get(overrides, k))
+                set_setting(cfg, k, get_setting(overrides, k))
     if not run.checkpoint_path.exists():
         if run.info.get("status") == "finished":
             raise RunError(f"{run.path} says it finished but its checkpoint {CHECKPOINT} is missing; the run "
@@ -129,13 +130,3 @@ def checkpoint_errors(run_dir):
         detail = " ".join(str(e).split())[:200] or type(e).__name__
         raise CheckpointError(f"the checkpoint of {run_dir} does not fit its config.json ({type(e).__name__}: "
                               f"{detail}); the run folder is damaged") from None
-
-
-def _get(cfg: RunConfig, dotted: str):
-    sec, name = dotted.split(".")
-    return getattr(getattr(cfg, sec), name)
-
-
-def _set(cfg: RunConfig, dotted: str, value) -> None:
-    sec, name = dotted.split(".")
-    setattr(getattr(cfg, sec), name, value)
