@@ -27,6 +27,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..baselines.mcem import MCEM
+from ..baselines.wake_sleep import WakeSleep
+from ..bounds import dataset_bound
 from ..config import ObjectiveConfig, RunConfig, merge
 from ..data import Dataset, Split, load_dataset
 from ..data.base import as_split
@@ -170,12 +173,8 @@ def _build(spec: SubRun, x_train: Tensor, dim: int, device):
     if spec.method == "aevb":
         algo = build_optimizer(model.parameters(), o_cfg)
     elif spec.method == "wake-sleep":
-        from ..baselines.wake_sleep import WakeSleep
-
         algo = WakeSleep.from_config(model, o_cfg)
     elif spec.method == "mcem":
-        from ..baselines.mcem import MCEM
-
         algo = MCEM.from_config(model, len(x_train), o_cfg, **spec.mcem)
     else:
         raise ReproduceError(f"unknown method {spec.method!r}")
@@ -277,8 +276,6 @@ def run_subrun(ctx: Context, spec: SubRun) -> SubRunResult:
 @torch.no_grad()
 def elbo_of(model: VAE, x: Tensor, batch: int = 1000, seed: int = 1) -> float:
     """Mean ELBO (one sample, closed-form KL, seeded) over the rows of x."""
-    from ..bounds import dataset_bound
-
     return float(dataset_bound(model, x, batch, seed=seed)["bound"])
 
 
