@@ -14,7 +14,7 @@ from .runs import Run, load_run  # noqa: E402
 
 def train(*args, **kwargs):
     """Train a new run: ``train(cfg, out, overwrite=False, data=None, callbacks=())`` -> Run."""
-    from .trainer import train as _train
+    from .training import train as _train
 
     return _train(*args, **kwargs)
 

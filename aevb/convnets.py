@@ -25,6 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ConfigError
+
+# normalisation after each hidden convolution: none, or GroupNorm (per datapoint)
+CONV_NORMS = ("none", "group")
 from .networks import activation
 
 

@@ -8,6 +8,9 @@ import torch
 
 from .errors import RunError
 
+# arithmetic of a training step's networks: float32, or bfloat16 autocast (aevb.training.objective)
+PRECISIONS = ("fp32", "bf16")
+
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 LOG_2PI = math.log(2.0 * math.pi)
+# what a Gaussian likelihood's mean may pass through
+MEAN_ACTIVATIONS = ("identity", "sigmoid")
 
 
 # ---------------------------------------------------------------- Gaussian posterior and prior
@@ -143,8 +145,8 @@ class Gaussian(Likelihood):
     n_params = 2
 
     def __init__(self, mean_activation: str = "identity", min_log_var: Optional[float] = None):
-        if mean_activation not in ("identity", "sigmoid"):
-            raise ValueError(f"mean_activation must be 'identity' or 'sigmoid', not {mean_activation!r}")
+        if mean_activation not in MEAN_ACTIVATIONS:
+            raise ValueError(f"mean_activation must be one of {', '.join(MEAN_ACTIVATIONS)}, not {mean_activation!r}")
         self.mean_activation = mean_activation
         self.min_log_var = min_log_var
 
@@ -182,8 +184,8 @@ class GaussianFixed(Likelihood):
     def __init__(self, sigma: float = 1.0, mean_activation: str = "identity"):
         if not sigma > 0:
             raise ValueError(f"sigma must be positive, got {sigma}")
-        if mean_activation not in ("identity", "sigmoid"):
-            raise ValueError(f"mean_activation must be 'identity' or 'sigmoid', not {mean_activation!r}")
+        if mean_activation not in MEAN_ACTIVATIONS:
+            raise ValueError(f"mean_activation must be one of {', '.join(MEAN_ACTIVATIONS)}, not {mean_activation!r}")
         self.sigma = float(sigma)
         self.mean_activation = mean_activation
         self._log_var = 2.0 * math.log(self.sigma)

@@ -128,8 +128,10 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def load_checkpoint(path: PathLike, map_location="cpu", required=CHECKPOINT_KEYS) -> dict:
-    """Load a checkpoint without executing code; clear CheckpointError when unusable."""
+def load_checkpoint(path: PathLike, map_location="cpu", required=CHECKPOINT_KEYS,
+                    fmt: str = "aevb-checkpoint") -> dict:
+    """Load a checkpoint of format ``fmt`` without executing code; clear CheckpointError when
+    unusable (a run's checkpoint, or a reproduction's sub-run state: ``aevb-reproduce``)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -147,8 +149,8 @@ def load_checkpoint(path: PathLike, map_location="cpu", required=CHECKPOINT_KEYS
         raise CheckpointError(
             f"checkpoint {path} could not be read ({type(e).__name__}: {detail}); "
             "the file is truncated, corrupted or not an aevb checkpoint") from None
-    if not isinstance(state, dict) or state.get("format") != "aevb-checkpoint":
-        raise CheckpointError(f"{path} is not an aevb checkpoint (no format 'aevb-checkpoint' in it)")
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise CheckpointError(f"{path} is not an aevb checkpoint (no format '{fmt}' in it)")
     missing = [k for k in required if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}: it is damaged or was not "

@@ -13,9 +13,17 @@ import torch
 from torch import Tensor, nn
 
 from .bounds import SeededNoise, batch_bounds
+from .convnets import ConvDecoder, ConvEncoder
 from .distributions import (Likelihood, get_likelihood, kl_normal_standard, log_normal,
                             log_standard_normal, reparameterize)
 from .networks import GaussianEncoder, MLPDecoder, init_normal_
+
+# encoder / decoder networks VAE.from_config builds
+NETWORKS = ("mlp", "conv")
+# training bounds: the SGVB ELBO (VAE.elbo) or the importance-weighted bound (VAE.iwae)
+OBJECTIVES = ("elbo", "iwae")
+# how VAE.elbo takes the KL: in closed form (estimator B) or by Monte Carlo (estimator A)
+KL_ESTIMATORS = ("analytic", "mc")
 
 
 @dataclass
@@ -60,8 +68,6 @@ class VAE(nn.Module):
         enc_kind = getattr(cfg, "encoder_network", "mlp")
         dec_kind = getattr(cfg, "decoder_network", "mlp")
         if "conv" in (enc_kind, dec_kind):
-            from .convnets import ConvDecoder, ConvEncoder
-
             conv = dict(kernel=cfg.kernel_size, act=cfg.activation, norm=cfg.conv_norm)
         if enc_kind == "conv":
             enc = ConvEncoder(image_shape, cfg.channels, cfg.latent_dim, **conv)

@@ -33,7 +33,7 @@ from .figures.runfigures import (FIGURE_FILES, FIGURES_DIR, KINDS, FigureContext
                                  save_latent_snapshot)
 from .io import atomic_write_text
 from .runs import Run
-from .trainer import Callback
+from .training import Callback
 from .version import __version__
 
 REPORT_FILE = "report.html"

@@ -25,10 +25,12 @@ from typing import List, Optional, Sequence, Union
 import torch
 
 from .config import RunConfig
+from .data import load_configured
 from .devices import parse_device, resolve_device  # noqa: F401 (older imports of these names)
 from .errors import CheckpointError, RunError
 from .io import atomic_write_text, load_checkpoint
 from .lock import LOCK_NAME, RunLock, describe, holder_alive, is_lock_file, is_locked, read_lock
+from .model import VAE
 
 RUN_MARKER = "run.json"
 CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -329,8 +331,6 @@ class Run:
 
     def load_model(self, device="cpu"):
         """The VAE with the weights of the last checkpoint, in eval mode."""
-        from .model import VAE
-
         state = self.checkpoint(map_location=device)
         try:
             model = VAE.from_config(self.config.model, int(state["data_dim"]), state.get("image_shape"))
@@ -344,8 +344,6 @@ class Run:
                   memory_budget: Optional[str] = None):
         """The data set as configured for this run (same splits, same seed); ``memory_budget``
         (a size such as 500MB) replaces the run's own for where the data are held."""
-        from .data import load_configured
-
         d = self.config.data
         if memory_budget is not None:
             d = dataclasses.replace(d, memory_budget=memory_budget)

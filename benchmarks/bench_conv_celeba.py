@@ -142,7 +142,7 @@ def main(argv=None) -> int:
 
     from aevb.config import RunConfig, merge
     from aevb.presets import apply_preset
-    from aevb.trainer import Trainer
+    from aevb.training import Trainer
 
     if args.threads:
         torch.set_num_threads(args.threads)

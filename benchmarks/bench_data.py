@@ -38,7 +38,8 @@ args = json.loads(sys.argv[1])
 torch.set_num_threads(args["threads"])
 from aevb.config import RunConfig, merge
 from aevb.presets import apply_preset
-from aevb.trainer import Trainer, objective_terms, batch_loss, binarize_batch
+from aevb.training import Trainer
+from aevb.training.objective import batch_loss, binarize_batch, objective_terms
 cfg = apply_preset(RunConfig(), args["preset"]) if args["preset"] else RunConfig()
 cfg = merge(cfg, {"data": {"dataset": "celeba", "data_dir": args["data_dir"], "memory_budget": args["budget"],
                            "cache_dir": args["cache_dir"], "image_size": args["image_size"], "crop": args["crop"]},

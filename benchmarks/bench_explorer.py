@@ -105,7 +105,7 @@ def trained_run(preset: str, dataset: dict) -> Path:
     """A new run of ``preset`` trained 1 epoch on ``dataset`` (data config fields), one thread."""
     from aevb.config import RunConfig, merge
     from aevb.presets import apply_preset
-    from aevb.trainer import Trainer
+    from aevb.training import Trainer
 
     cfg = merge(apply_preset(RunConfig(), preset), {"data": {**dataset, "download": False}})
     cfg.train.epochs, cfg.train.progress, cfg.train.tensorboard, cfg.train.threads = 1, False, False, 1

@@ -115,7 +115,7 @@ def main() -> None:
     from aevb.config import RunConfig
     from aevb.data import load_dataset
     from aevb.presets import apply_preset
-    from aevb.trainer import Trainer
+    from aevb.training import Trainer
 
     data = load_dataset("mnist", args.data_dir, download=False)
     to_u8 = lambda x: torch.round(x * 255).to(torch.uint8).reshape(-1, 28, 28)

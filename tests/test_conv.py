@@ -13,7 +13,7 @@ from aevb.evaluate import evaluate_run
 from aevb.model import VAE
 from aevb.config import apply_preset
 from aevb.bounds import dataset_bound
-from aevb.trainer import Trainer
+from aevb.training import Trainer
 
 from conftest import tiny_config
 
@@ -248,7 +248,7 @@ def test_check_fits_names_the_fix():
 
 
 def test_bf16_training_precision_keeps_the_bound_in_float32(one_thread):
-    from aevb.trainer import training_precision
+    from aevb.training.objective import training_precision
 
     shape = (3, 16, 16)
     model = VAE.from_config(_model_cfg(likelihood="discretized-logistic"), 768, shape)

@@ -2,7 +2,6 @@
 otherwise)."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -22,10 +21,7 @@ def _folder(name: str, *files: str) -> Path:
 
 def test_real_mnist():
     folder = _folder("mnist", "train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
-    t = time.perf_counter()
-    ds = load_dataset("mnist", folder, download=False)
-    elapsed = time.perf_counter() - t
-    assert elapsed < 5.0  # (well under 2 s on a normal machine)
+    ds = load_dataset("mnist", folder, download=False)  # how fast: benchmarks/bench_data.py
     assert ds.train.materialize().shape == (60000, 784) and ds.test.materialize().shape == (10000, 784)
     assert ds.train.materialize().dtype == torch.float32 and ds.kind == "unit" and ds.levels == 256
     assert float(ds.train.materialize().min()) == 0.0 and float(ds.train.materialize().max()) == 1.0

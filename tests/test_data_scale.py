@@ -22,7 +22,7 @@ from aevb.data import DataError, Split, load_dataset
 from aevb.data import cache as cache_mod
 from aevb.data.celeba import celeba_plan, read_partition
 from aevb.data.imageset import LoadOptions
-from aevb.trainer import Trainer
+from aevb.training import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 CELEBA = REPO.parent / "shared" / "datasets" / "celeba"
@@ -205,7 +205,7 @@ MEASURE = textwrap.dedent("""
     import torch
     torch.set_num_threads(1)
     from aevb.config import RunConfig
-    from aevb.trainer import Trainer
+    from aevb.training import Trainer
     cfg = RunConfig()
     cfg.data.dataset, cfg.data.memory_budget = 'array:' + sys.argv[1], '1MB'
     cfg.model.latent_dim, cfg.model.encoder_hidden = 2, [8]
@@ -333,7 +333,7 @@ def test_real_celeba_subset():
 
 
 def test_learning_rate_warm_up_scales_the_first_steps(tmp_path):
-    from aevb.trainer import warmup_factor
+    from aevb.optimizers import warmup_factor
 
     assert [warmup_factor(s, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert warmup_factor(0, 0) == 1.0

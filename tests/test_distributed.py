@@ -13,7 +13,7 @@ from aevb import distributed, load_run
 from aevb.cli import main
 from aevb.io import load_checkpoint
 from aevb.model import VAE
-from aevb.trainer import batch_loss, objective_terms
+from aevb.training.objective import batch_loss, objective_terms
 
 from conftest import tiny_config
 
@@ -137,7 +137,7 @@ def test_single_process_is_not_distributed(monkeypatch):
 
 
 def test_single_process_checkpoint_has_no_distributed_keys(tmp_path):
-    from aevb.trainer import Trainer
+    from aevb.training import Trainer
 
     Trainer.new(tiny_config(train={"epochs": 1}), tmp_path / "run").fit()
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")

@@ -17,7 +17,7 @@ from aevb.bounds import (ACTIVE_UNIT_THRESHOLD, NOISE_BLOCK, active_units, evalu
                          kl_per_dimension)
 from aevb.evaluate import bits_per_dim, bpd_convention, split_data, summarize
 from aevb.model import VAE
-from aevb.trainer import Trainer
+from aevb.training import Trainer
 
 from conftest import tiny_config
 
@@ -379,3 +379,27 @@ def test_evaluate_limit_takes_the_first_datapoints_and_says_so(tiny_run, tmp_pat
     # the same seed and batch size give the first 7 datapoints the same samples as the full evaluation
     assert limited["lk"]["mean"] == pytest.approx(float(rows["lk"][:7].mean()), abs=1e-9)
     assert main(["evaluate", str(tiny_run), "--limit", "0"]) == 2
+
+
+def test_the_written_result_reads_back_through_the_schema(tiny_run, tmp_path):
+    """What `aevb evaluate` writes is what the report and explorer read: read_evaluation accepts
+    it, headline shows its L_k and bits, and a file of another format or a newer version is refused."""
+    from aevb.errors import RunError
+    from aevb.evaluate import EVALUATION_VERSION, headline, read_evaluation, run_evaluations
+
+    out = tmp_path / "evaluation-k7.json"
+    assert main(["evaluate", str(tiny_run), "--k", "7", "--out", str(out), "--no-progress"]) == 0
+    d = read_evaluation(out)
+    assert d["version"] == EVALUATION_VERSION and d["k"] == 7
+    rows = {label: value for label, value, _ in headline(d)}
+    assert rows["L_7 (importance-weighted bound)"] == d["lk"]["mean"]
+    assert rows["test ELBO"] == d["elbo"]["mean"] <= d["lk"]["mean"] + 4 * d["lk"]["se"]
+    assert any(label.startswith("active units (Var_x E_q[z_j]") for label in rows)
+    for change, why in [({"format": "something-else"}, "not an aevb evaluation"),
+                        ({"version": EVALUATION_VERSION + 1}, "upgrade aevb")]:
+        bad = tmp_path / "evaluation-bad.json"
+        bad.write_text(json.dumps({**d, **change}))
+        with pytest.raises(RunError, match=why):
+            read_evaluation(bad)
+    listed = {p.name: err for p, _, err in run_evaluations(tmp_path)}
+    assert listed["evaluation-k7.json"] is None and "upgrade aevb" in listed["evaluation-bad.json"]

@@ -24,7 +24,7 @@ from aevb.figures.runfigures import FigureContext
 from aevb.model import VAE
 from aevb.report import write_report
 from aevb.runs import Run
-from aevb.trainer import Trainer
+from aevb.training import Trainer
 
 from conftest import tiny_config
 

@@ -18,7 +18,7 @@ from aevb.explorer import decoder_program, write_explorer
 from aevb.explorer import page as explorer_page
 from aevb.figures.compute import latent_means
 from aevb.figures.runfigures import FigureContext
-from aevb.trainer import Trainer
+from aevb.training import Trainer
 
 from conftest import tiny_config
 from test_report_browser import CHROMIUM, LAUNCH_ARGS, _playwright

@@ -10,7 +10,7 @@ from aevb.cli import main
 from aevb.export import load_safetensors, safetensors_metadata
 from aevb.io import CheckpointError
 from aevb.runs import Run, write_marker
-from aevb.trainer import Trainer
+from aevb.training import Trainer
 
 from conftest import tiny_config
 

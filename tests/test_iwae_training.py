@@ -8,7 +8,8 @@ import torch
 
 from aevb.cli import main
 from aevb.bounds import evaluate_bounds
-from aevb.trainer import Trainer, kl_weight, objective_terms
+from aevb.training import Trainer
+from aevb.training.objective import kl_weight, objective_terms
 
 from conftest import tiny_config
 

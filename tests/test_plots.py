@@ -22,7 +22,7 @@ from aevb.images import to_images
 from aevb.model import VAE
 from aevb.report import REPORT_FILE, ReportCallback, write_report
 from aevb.runs import Run
-from aevb.trainer import Trainer
+from aevb.training import Trainer
 
 
 # ---------------------------------------------------------------------------- fixtures

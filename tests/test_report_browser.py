@@ -31,7 +31,7 @@ def _playwright():
 def report(tmp_path_factory):
     from aevb.config import RunConfig
     from aevb.report import REPORT_FILE, ReportCallback
-    from aevb.trainer import Trainer
+    from aevb.training import Trainer
 
     _playwright()  # skip before training when the browser is not there
     cfg = RunConfig()

@@ -21,7 +21,7 @@ from aevb.cli import main
 from aevb.io import load_checkpoint
 from aevb.lock import LOCK_NAME
 from aevb.runs import Run, read_marker
-from aevb.trainer import Trainer
+from aevb.training import Trainer
 
 from conftest import tiny_config
 
@@ -380,7 +380,7 @@ WRITER = textwrap.dedent("""
     import sys, time, torch
     sys.path.insert(0, {tests!r})
     from conftest import tiny_config
-    from aevb.trainer import Callback, Trainer
+    from aevb.training import Callback, Trainer
 
     torch.set_num_threads(1)
     class Hold(Callback):
@@ -569,7 +569,7 @@ def test_divergence_in_the_first_epoch_of_a_new_run_says_what_works(tmp_path, ca
 
 def test_an_unexpected_error_is_one_line_pointing_to_the_log(tmp_path, capsys, monkeypatch, one_thread):
     from aevb.commands import train as train_cmd
-    from aevb.trainer import Callback
+    from aevb.training import Callback
 
     class Boom(Callback):
         def on_epoch_end(self, trainer, record):
@@ -604,7 +604,7 @@ def _tmpfs(path: Path, size: str) -> None:
 def test_a_full_disk_says_so_fails_the_run_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch,
                                                                          one_thread):
     from aevb.commands import train as train_cmd
-    from aevb.trainer import Callback
+    from aevb.training import Callback
 
     disk = tmp_path / "disk"
     _tmpfs(disk, "8m")

@@ -11,7 +11,7 @@ from aevb.figures import sampling
 from aevb.images import save_grid
 from aevb.model import VAE
 from aevb.runs import Run
-from aevb.trainer import Trainer
+from aevb.training import Trainer
 
 from conftest import tiny_config
 

@@ -13,7 +13,7 @@ from aevb.io import CheckpointError, load_checkpoint
 from aevb.model import VAE
 from aevb.bounds import dataset_bound
 from aevb.errors import TrainingDiverged
-from aevb.trainer import Callback, Trainer
+from aevb.training import Callback, Trainer
 
 from conftest import tiny_config
 

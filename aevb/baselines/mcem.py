@@ -20,6 +20,7 @@ import math
 import torch
 from torch import Tensor
 
+from ..optimizers import build_optimizer
 from .hmc import HMCState, hmc_step, posterior_log_prob
 
 
@@ -40,8 +41,6 @@ class MCEM:
 
     @classmethod
     def from_config(cls, model, n_train: int, optim_cfg, **kw) -> "MCEM":
-        from ..trainer import build_optimizer
-
         return cls(model, n_train, build_optimizer(model.decoder.parameters(), optim_cfg), **kw)
 
     def e_step(self, x: Tensor, idx: Tensor) -> Tensor:

@@ -17,6 +17,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ..optimizers import build_optimizer
+
 
 def wake_objective(model, x: Tensor, n_samples: int = 1) -> Tensor:
     """Mean over the batch of log p(x, z) with z ~ q(z|x) held fixed (gradient: decoder only)."""
@@ -57,8 +59,6 @@ class WakeSleep:
 
     @classmethod
     def from_config(cls, model, optim_cfg, sleep_batch: Optional[int] = None) -> "WakeSleep":
-        from ..trainer import build_optimizer
-
         return cls(model, build_optimizer(model.decoder.parameters(), optim_cfg),
                    build_optimizer(model.encoder.parameters(), optim_cfg), sleep_batch)
 

@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..config import choices
 from .common import add_parser
 
 # (flag, dotted config key, argparse keywords). Every option defaults to "not given", so a config
@@ -19,7 +20,7 @@ OPTIONS = [
     ("--no-download", "data.download", dict(action="store_false", help="never download; fail if files are missing")),
     ("--validation", "data.validation", dict(type=float, metavar="N", help="hold out N training points "
                                              "(or a fraction if N < 1) as a validation split")),
-    ("--binarize", "data.binarize", dict(choices=["static", "dynamic"], help="static: one fixed Bernoulli draw "
+    ("--binarize", "data.binarize", dict(choices=choices("data.binarize"), help="static: one fixed Bernoulli draw "
                                          "per image; dynamic: a fresh draw every time an image is used "
                                          "(default: the data as they are)")),
     ("--image-size", "data.image_size", dict(type=int, nargs=2, metavar=("H", "W"), help="resize images "
@@ -27,7 +28,7 @@ OPTIONS = [
     ("--crop", "data.crop", dict(type=int, nargs=2, metavar=("H", "W"), help="take the central H x W of each image "
                                  "before resizing (folder:, celeba; CelebA 64x64 convention: --crop 148 148 "
                                  "--image-size 64 64)")),
-    ("--color", "data.color", dict(choices=["grey", "rgb"], help="folder images in grey or colour (default: auto)")),
+    ("--color", "data.color", dict(choices=choices("data.color"), help="folder images in grey or colour (default: auto)")),
     ("--data-seed", "data.seed", dict(type=int, metavar="S", help="seed of held-out splits and static binarization")),
     ("--memory-budget", "data.memory_budget", dict(metavar="SIZE", help="data larger than this (e.g. 500MB, 8GB) "
                                                    "are streamed from an on-disk cache instead of held in memory "
@@ -42,40 +43,38 @@ OPTIONS = [
                                               "e.g. --hidden 200 200 (the decoder mirrors them)")),
     ("--decoder-hidden", "model.decoder_hidden", dict(type=int, nargs="+", metavar="H", help="decoder hidden sizes "
                                                    "(default: the encoder's, reversed)")),
-    ("--activation", "model.activation", dict(metavar="NAME", help="relu, tanh, elu, softplus, sigmoid, "
-                                              "leaky-relu, gelu, silu")),
-    ("--encoder-network", "model.encoder_network", dict(choices=["mlp", "conv"], help="q(z|x) network")),
-    ("--decoder-network", "model.decoder_network", dict(choices=["mlp", "conv"], help="p(x|z) network")),
+    ("--activation", "model.activation", dict(metavar="NAME", help=", ".join(choices("model.activation")))),
+    ("--encoder-network", "model.encoder_network", dict(choices=choices("model.encoder_network"), help="q(z|x) network")),
+    ("--decoder-network", "model.decoder_network", dict(choices=choices("model.decoder_network"), help="p(x|z) network")),
     ("--channels", "model.channels", dict(type=int, nargs="+", metavar="C", help="conv: channels of the "
                                           "stride-2 stages, each halving H and W (the decoder mirrors them)")),
     ("--kernel-size", "model.kernel_size", dict(type=int, metavar="K", help="conv: kernel size")),
-    ("--conv-norm", "model.conv_norm", dict(choices=["none", "group"], help="conv: GroupNorm after each "
+    ("--conv-norm", "model.conv_norm", dict(choices=choices("model.conv_norm"), help="conv: GroupNorm after each "
                                             "hidden convolution (per datapoint), or none (default: none)")),
-    ("--likelihood", "model.likelihood", dict(choices=["bernoulli", "gaussian", "gaussian-fixed",
-                                                       "discretized-logistic"],
+    ("--likelihood", "model.likelihood", dict(choices=choices("model.likelihood"),
                                               help="p(x|z) (default: bernoulli for data in [0,1], else gaussian); "
                                                    "discretized-logistic: a mass on each of 256 levels (8-bit data)")),
     ("--components", "model.components", dict(type=int, metavar="K", help="discretized-logistic: mixture "
                                                "components per value")),
     ("--sigma", "model.sigma", dict(type=float, help="standard deviation of gaussian-fixed (1: squared error)")),
-    ("--mean-activation", "model.mean_activation", dict(choices=["identity", "sigmoid"],
+    ("--mean-activation", "model.mean_activation", dict(choices=choices("model.mean_activation"),
                                                         help="squash the gaussian decoder's mean")),
     ("--min-log-var", "model.min_log_var", dict(type=float, help="soft floor on the gaussian decoder's log-variance")),
     ("--init-std", "model.init_std", dict(type=float, help="initialise weights from N(0, std^2) "
                                           "(default: PyTorch's initialisation)")),
     # objective
-    ("--objective", "objective.objective", dict(choices=["elbo", "iwae"], help="training bound")),
-    ("--kl", "objective.kl", dict(choices=["analytic", "mc"], help="KL in closed form or by Monte Carlo")),
+    ("--objective", "objective.objective", dict(choices=choices("objective.objective"), help="training bound")),
+    ("--kl", "objective.kl", dict(choices=choices("objective.kl"), help="KL in closed form or by Monte Carlo")),
     ("--samples", "objective.samples", dict(type=int, metavar="L", help="samples of z per datapoint (elbo)")),
     ("--k", "objective.k", dict(type=int, help="importance samples (iwae objective)")),
     ("--beta", "objective.beta", dict(type=float, help="KL weight in the training loss (the logged bound is unweighted)")),
     ("--warmup-epochs", "objective.warmup_epochs", dict(type=float, help="ramp beta linearly from 0 over these epochs")),
     # optimisation
-    ("--optimizer", "optim.optimizer", dict(choices=["adam", "adagrad", "sgd"])),
+    ("--optimizer", "optim.optimizer", dict(choices=choices("optim.optimizer"))),
     ("--lr", "optim.lr", dict(type=float, help="learning rate")),
     ("--weight-decay", "optim.weight_decay", dict(type=float, help="L2 weight decay")),
     ("--momentum", "optim.momentum", dict(type=float, help="SGD momentum")),
-    ("--schedule", "optim.schedule", dict(choices=["constant", "step", "exponential", "cosine"],
+    ("--schedule", "optim.schedule", dict(choices=choices("optim.schedule"),
                                           help="learning-rate schedule, stepped per epoch")),
     ("--step-epochs", "optim.step_epochs", dict(type=int, help="step schedule period in epochs")),
     ("--gamma", "optim.gamma", dict(type=float, help="step/exponential schedule factor")),
@@ -89,7 +88,7 @@ OPTIONS = [
     ("--seed", "train.seed", dict(type=int, help="seed of initialisation, shuffling and noise")),
     ("--device", "train.device", dict(help="auto, cpu, cuda, cuda:N or mps")),
     ("--threads", "train.threads", dict(type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")),
-    ("--precision", "train.precision", dict(choices=["fp32", "bf16"], help="bf16: training steps run the networks "
+    ("--precision", "train.precision", dict(choices=choices("train.precision"), help="bf16: training steps run the networks "
                                             "in bfloat16 autocast (faster on CPUs with AMX/AVX512-BF16 and on recent "
                                             "GPUs); bounds, test and evaluation stay fp32 (default: fp32)")),
     ("--images-every", "train.images_every", dict(type=int, metavar="N", help="write image grids every N epochs (0: never)")),
@@ -113,7 +112,7 @@ def register(sub) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue this run from its last checkpoint")
     p.add_argument("--preset", help="named settings: " + ", ".join(_preset_names()))
     p.add_argument("--config", metavar="FILE", help="YAML or JSON file with sections data, model, objective, optim, train")
-    p.add_argument("--network", choices=["mlp", "conv"], default=argparse.SUPPRESS,
+    p.add_argument("--network", choices=choices("model.encoder_network"), default=argparse.SUPPRESS,
                    help="encoder and decoder network both (default: mlp); --encoder-network and "
                         "--decoder-network set one each")
     from ..config import RunConfig
@@ -174,7 +173,7 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ..config import ConfigError
-    from ..trainer import Trainer
+    from ..training import Trainer
 
     if args.resume:
         if args.out and Path(args.out).resolve() != Path(args.resume).resolve():

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from .base import KIND_BINARY, KIND_REAL, DataError, Dataset, Split
+from .cache import format_size, memory_budget
 from .utils import TEST_SPLIT_SEED, holdout_indices
 
 TEST_FRACTION = 0.1
@@ -140,8 +141,6 @@ def load_array(path: Union[str, os.PathLike], options=None) -> Dataset:
     """``array:PATH`` as a Dataset. A .npy file whose rows are uint8 or float32, channels first, is
     memory-mapped: held in memory when it fits the memory budget (``options.memory_budget``),
     streamed from the file otherwise."""
-    from .cache import format_size, memory_budget
-
     path = Path(path).expanduser()
     arrays = read_arrays(path)
     spec = f"array:{path}"

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .prefetch import prefetched
+
 
 from ..errors import DataError  # noqa: F401 (the data package's error)
 
@@ -181,8 +183,6 @@ class Split:
             prefetch = self.streamed
         if not prefetch:
             return (self.take(i, device) for i in indices)
-        from .prefetch import prefetched
-
         return prefetched(indices, lambda i: self._raw(_as_index(i)), lambda raw: self._to_float(raw, device))
 
     def block_rows(self, nbytes: int = 16 * 2 ** 20) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from .cache import fingerprint as stat_digest  # sha256 of (path, size, mtime) lines, as the data cache keeps
+from .folder import find_images
 
 
 def _sha256(path: Path) -> str:
@@ -48,8 +49,6 @@ def fingerprint(spec: str) -> Optional[dict]:
     if prefix.lower() == "folder":
         if not root.is_dir():
             return None
-        from .folder import find_images
-
         files = find_images(root)
         entries = []
         for f in files:

@@ -26,12 +26,13 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from .base import DataError, Dataset
-from .imageset import ImagePlan, LoadOptions, open_image_dataset
+from .imageset import COLOR_CHANNELS, ImagePlan, LoadOptions, open_image_dataset
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 TEST_FRACTION = 0.1
-COLOR_MODES = {"auto": "auto", None: "auto", "grey": "grey", "gray": "grey", "l": "grey",
-               "rgb": "rgb", "color": "rgb", "colour": "rgb"}
+# colour modes a setting may name (imageset.COLOR_CHANNELS), and the spellings read as them
+COLOR_MODES = {"auto": "auto", None: "auto", **{c: c for c in COLOR_CHANNELS},
+               **{"gray": "grey", "l": "grey", "color": "rgb", "colour": "rgb"}}
 
 
 def normalise_color(color: Optional[str]) -> str:

@@ -21,6 +21,9 @@ from .base import KIND_BINARY, KIND_UNIT, DataError, Dataset, Split
 from .decode import ImageSpec, Job, decode_all, probe, probe_all
 from .utils import TEST_SPLIT_SEED, holdout_indices
 
+# colour modes a setting may name, with their channels
+COLOR_CHANNELS = {"grey": 1, "rgb": 3}
+
 TEST_FRACTION = 0.1
 _MAX_LISTED = 20
 
@@ -125,7 +128,7 @@ def _target(plan: ImagePlan, opts: LoadOptions) -> Tuple[Tuple[int, int], int]:
         size = first
         if plan.crop is not None:
             size = tuple(plan.crop)
-    channels = {"rgb": 3, "grey": 1}.get(color) or (3 if any(not g for _, _, g in good) else 1)
+    channels = COLOR_CHANNELS.get(color) or (3 if any(not g for _, _, g in good) else 1)
     return tuple(size), channels
 
 

@@ -27,17 +27,23 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import RunConfig, merge
-from ..errors import ReproduceError
+from ..baselines.mcem import MCEM
+from ..baselines.wake_sleep import WakeSleep
+from ..bounds import dataset_bound
+from ..config import ObjectiveConfig, RunConfig, merge
 from ..data import Dataset, Split, load_dataset
 from ..data.base import as_split
 from ..data.registry import dataset_folder
-from ..io import atomic_path, atomic_write_csv
+from ..errors import CheckpointError, ReproduceError
+from ..io import atomic_path, atomic_write_csv, load_checkpoint, save_checkpoint
 from ..model import VAE
+from ..optimizers import build_optimizer
 from ..presets import PRESETS
+from ..training.objective import batch_loss, objective_terms
 
 BUDGETS = ("tiny", "quick", "paper")
 BATCH = 100  # the paper's minibatch size M
+PAPER_OBJECTIVE = ObjectiveConfig()  # the SGVB ELBO, L = 1, KL in closed form (estimator B)
 
 
 
@@ -165,16 +171,10 @@ def _build(spec: SubRun, x_train: Tensor, dim: int, device):
     m_cfg, o_cfg = paper_configs(spec.which, spec.latent, spec.hidden, len(x_train), spec.lr)
     model = VAE.from_config(m_cfg, dim).to(device)
     if spec.method == "aevb":
-        from ..trainer import build_optimizer
-
         algo = build_optimizer(model.parameters(), o_cfg)
     elif spec.method == "wake-sleep":
-        from ..baselines.wake_sleep import WakeSleep
-
         algo = WakeSleep.from_config(model, o_cfg)
     elif spec.method == "mcem":
-        from ..baselines.mcem import MCEM
-
         algo = MCEM.from_config(model, len(x_train), o_cfg, **spec.mcem)
     else:
         raise ReproduceError(f"unknown method {spec.method!r}")
@@ -182,8 +182,10 @@ def _build(spec: SubRun, x_train: Tensor, dim: int, device):
 
 
 def _step(spec: SubRun, model: VAE, algo, xb: Tensor, idx: Tensor) -> None:
+    """One minibatch step of the sub-run's method; AEVB's is the training loop's objective and
+    loss (the paper's: the one-sample ELBO with the KL in closed form)."""
     if spec.method == "aevb":
-        loss = -model.elbo(xb).bound.mean()
+        loss = batch_loss(objective_terms(model, xb, PAPER_OBJECTIVE), PAPER_OBJECTIVE, beta=1.0)
         algo.zero_grad(set_to_none=True)
         loss.backward()
         algo.step()
@@ -193,19 +195,17 @@ def _step(spec: SubRun, model: VAE, algo, xb: Tensor, idx: Tensor) -> None:
         algo.step(xb, idx)
 
 
-def _save_state(path: Path, state: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+STATE_KEYS = ("eval_at", "done", "model", "algo", "rows")
 
 
 def _load_state(path: Path) -> Optional[dict]:
+    """A sub-run's saved state (the run checkpoints' safe load), or None to start it again."""
     if not path.is_file():
         return None
     try:
-        st = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
+        return load_checkpoint(path, required=STATE_KEYS, fmt="aevb-reproduce")
+    except CheckpointError:
         return None  # unreadable: start the sub-run again
-    return st if isinstance(st, dict) and st.get("format") == "aevb-reproduce" else None
 
 
 def run_subrun(ctx: Context, spec: SubRun) -> SubRunResult:
@@ -263,7 +263,7 @@ def run_subrun(ctx: Context, spec: SubRun) -> SubRunResult:
             f"{k} {v:.2f}" for k, v in metrics.items() if isinstance(v, float)) +
             (f"  (non-finite: {', '.join(bad)})" if bad else ""))
         done = target == eval_at[-1]
-        _save_state(path, {"format": "aevb-reproduce", "key": spec.key, "eval_at": eval_at, "done": done,
+        save_checkpoint(path=path, state={"format": "aevb-reproduce", "key": spec.key, "eval_at": eval_at, "done": done,
                            "seen": seen, "pos": pos, "perm": perm, "rows": rows,
                            "model": model.state_dict(), "algo": algo.state_dict(),
                            "shuffle": shuffle.get_state(), "torch_rng": torch.get_rng_state()})
@@ -276,8 +276,6 @@ def run_subrun(ctx: Context, spec: SubRun) -> SubRunResult:
 @torch.no_grad()
 def elbo_of(model: VAE, x: Tensor, batch: int = 1000, seed: int = 1) -> float:
     """Mean ELBO (one sample, closed-form KL, seeded) over the rows of x."""
-    from ..bounds import dataset_bound
-
     return float(dataset_bound(model, x, batch, seed=seed)["bound"])
 
 

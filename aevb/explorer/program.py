@@ -44,7 +44,7 @@ from torch import nn
 
 from ..convnets import ConvDecoder
 from ..distributions import LEVELS, MIN_LOG_SCALE, Bernoulli, DiscretizedLogistic, Gaussian, GaussianFixed
-from ..networks import MLPDecoder
+from ..networks import ACTIVATIONS, MLPDecoder
 from ..runs import RunError
 
 ENCODINGS = {"float32": np.float32, "float16": np.float16}
@@ -75,7 +75,8 @@ def _activation_layer(m: nn.Module):
     return None
 
 
-ACTIVATION_FNS = ("relu", "tanh", "sigmoid", "elu", "leaky-relu", "softplus", "gelu", "gelu-tanh", "silu")
+# decoder.js runs every activation aevb builds (networks.ACTIVATIONS), and GELU in its tanh form
+ACTIVATION_FNS = tuple(ACTIVATIONS) + ("gelu-tanh",)
 MODULES = "Linear, ConvTranspose2d, GroupNorm and the activations " + ", ".join(ACTIVATION_FNS)
 
 

@@ -20,9 +20,10 @@ from typing import Sequence, Union
 
 import torch
 
-from ..version import __version__
 from ..config import RunConfig
 from ..io import CheckpointError, atomic_path
+from ..model import VAE
+from ..version import __version__
 
 FORMAT = "aevb-vae"
 
@@ -71,8 +72,6 @@ def safetensors_metadata(path: Union[str, Path]) -> dict:
 def load_safetensors(path: Union[str, Path], device: Union[str, torch.device] = "cpu"):
     """The VAE stored in an aevb safetensors file, in eval mode on ``device``."""
     from safetensors.torch import load_file
-
-    from ..model import VAE
 
     meta = safetensors_metadata(path)
     model = VAE.from_config(meta["config"].model, meta["data_dim"], meta["image_shape"])

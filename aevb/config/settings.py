@@ -1,4 +1,5 @@
-"""Typed run configuration, saved (resolved) as ``config.json`` in every run folder.
+"""The settings of a run: typed sections, the valid values of each (choices and ranges), and
+their checking where a value enters (defaults, preset, config file, command line, Python).
 
 Precedence when a run is configured: defaults < preset < config file (YAML or JSON) < command
 line. ``None`` in a few fields means "choose from the data set" and is filled by ``resolve``.
@@ -9,19 +10,25 @@ import copy
 import dataclasses
 import json
 import math
-import re
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
 
-import yaml
+from ..convnets import CONV_NORMS
+from ..data.imageset import COLOR_CHANNELS
+from ..data.registry import BINARIZE_MODES
+from ..data.cache import parse_size
+from ..devices import PRECISIONS, RunError, parse_device
+from ..distributions import LIKELIHOODS, MEAN_ACTIVATIONS
+from ..model import KL_ESTIMATORS, NETWORKS, OBJECTIVES
+from ..networks import ACTIVATIONS
+from ..optimizers import OPTIMIZERS, SCHEDULES
+from ..presets import PRESETS
 
-from .networks import ACTIVATIONS
-from .presets import PRESETS
 
-
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..io import atomic_write_text
 
 @dataclass
 class DataConfig:
@@ -113,8 +120,6 @@ class RunConfig:
         return merge(cls(), d)
 
     def save(self, path: Union[str, Path]) -> None:
-        from .io import atomic_write_text
-
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 
 
@@ -157,8 +162,6 @@ def _image_size(v):
 
 
 def _size(v):
-    from .data.cache import parse_size
-
     if v.strip().lower() == "auto":
         return True
     try:
@@ -173,8 +176,6 @@ def _validation(v):
 
 
 def _device(v):
-    from .devices import RunError, parse_device
-
     if v == "auto":
         return True
     try:
@@ -184,43 +185,55 @@ def _device(v):
     return True
 
 
+# The valid values of every setting that is a choice, each taken from the one declaration beside
+# the code that builds it; validation, `aevb train --help` choices and construction follow.
+CHOICES = {
+    "data.binarize": BINARIZE_MODES,
+    "data.color": (None,) + tuple(COLOR_CHANNELS),
+    "model.activation": tuple(ACTIVATIONS),
+    "model.likelihood": (None,) + tuple(LIKELIHOODS),
+    "model.mean_activation": MEAN_ACTIVATIONS,
+    "model.encoder_network": NETWORKS,
+    "model.decoder_network": NETWORKS,
+    "model.conv_norm": CONV_NORMS,
+    "objective.objective": OBJECTIVES,
+    "objective.kl": KL_ESTIMATORS,
+    "optim.optimizer": tuple(OPTIMIZERS),
+    "optim.schedule": tuple(SCHEDULES),
+    "train.precision": PRECISIONS,
+}
+
+
+def choices(key: str) -> list:
+    """The values a user can name for the choice setting ``key`` (for --help and argparse)."""
+    return [v for v in CHOICES[key] if v is not None]
+
+
 RANGES = {
+    **{key: _choice(*allowed) for key, allowed in CHOICES.items()},
     "data.dataset": (lambda v: bool(v.strip()), "a data set name, folder:PATH or array:PATH"),
     "data.validation": (_validation, "a count >= 1 (a whole number) or a fraction in [0, 1)"),
-    "data.binarize": _choice(None, "static", "dynamic"),
     "data.image_size": (_image_size, "two sizes [H, W], each in 1..16384"),
-    "data.color": _choice(None, "grey", "rgb"),
     "data.seed": (lambda v: 0 <= v <= SEED_MAX, f"an integer in 0..{SEED_MAX}"),
     "data.crop": (_image_size, "two sizes [H, W] of the centre region, each in 1..16384"),
     "data.memory_budget": (_size, "a size such as 500MB, 8GB or 1.5GiB, or auto"),
     "model.latent_dim": (lambda v: 1 <= v <= 65536, "an integer in 1..65536"),
     "model.encoder_hidden": (_hidden, "a list of layer sizes, each in 1..1000000"),
     "model.decoder_hidden": (_hidden, "a list of layer sizes, each in 1..1000000"),
-    "model.activation": _choice(*ACTIVATIONS),
-    "model.likelihood": _choice(None, "bernoulli", "gaussian", "gaussian-fixed", "discretized-logistic"),
-    "model.encoder_network": _choice("mlp", "conv"),
-    "model.decoder_network": _choice("mlp", "conv"),
     "model.channels": (lambda v: len(v) >= 1 and all(1 <= c <= 65536 for c in v),
                        "a list of at least one positive channel count, one per stride-2 stage, e.g. 32 64 128 256"),
     "model.kernel_size": (lambda v: 2 <= v <= 15, "an integer from 2 to 15 (e.g. 3 or 4)"),
-    "model.conv_norm": _choice("none", "group"),
     "model.components": (lambda v: 1 <= v <= 32, "an integer from 1 to 32"),
-    "train.precision": _choice("fp32", "bf16"),
     "model.sigma": _between(0, lo_open=True),
-    "model.mean_activation": _choice("identity", "sigmoid"),
     "model.min_log_var": _between(-100, 100),
     "model.init_std": _between(0, 10, lo_open=True),
-    "objective.objective": _choice("elbo", "iwae"),
-    "objective.kl": _choice("analytic", "mc"),
     "objective.samples": (lambda v: 1 <= v <= 100_000, "an integer in 1..100000"),
     "objective.k": (lambda v: 1 <= v <= 100_000, "an integer in 1..100000"),
     "objective.beta": _between(0),
     "objective.warmup_epochs": _between(0),
-    "optim.optimizer": _choice("adam", "adagrad", "sgd"),
     "optim.lr": _between(0, lo_open=True),
     "optim.weight_decay": _between(0),
     "optim.momentum": _between(0, 1, hi_open=True),
-    "optim.schedule": _choice("constant", "step", "exponential", "cosine"),
     "optim.step_epochs": (lambda v: v >= 1, "an integer >= 1"),
     "optim.gamma": _between(0, 1, lo_open=True),
     "optim.grad_clip": _between(0, lo_open=True),
@@ -361,118 +374,24 @@ def _preset_names() -> List[str]:
     return sorted(PRESETS)
 
 
-def apply_preset(cfg: RunConfig, name: str) -> RunConfig:
-    """``cfg`` with the named preset's settings applied (see aevb.presets)."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
-    out = merge(cfg, PRESETS[name], source=f"preset {name}", where=lambda k: f"preset {name}")
-    out.preset = name
-    return out
-
-
 def source_of(cfg: RunConfig, key: str) -> str:
     """Where the value of dotted ``key`` in ``cfg`` came from ('default' if nobody set it)."""
     return getattr(cfg, "_sources", {}).get(key, "the default")
-
-
-class _YamlLoader(yaml.SafeLoader):
-    """YAML 1.2 numbers: PyYAML reads 1e-3 (no dot) as a string; here it is the number it looks like."""
-
-
-_YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789."))
-
-
-def load_config_file(path: Union[str, Path]) -> dict:
-    """Read a YAML (.yaml/.yml) or JSON config file into a nested dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist" if not path.exists() else
-                          f"config file {path} is not a file")
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"config file {path} could not be read ({e}); give a YAML or JSON text file") from None
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            d = yaml.load(text, Loader=_YamlLoader) or {}
-        else:
-            d = json.loads(text)
-    except Exception as e:  # yaml.YAMLError, json.JSONDecodeError
-        detail = " ".join(str(e).split())
-        raise ConfigError(f"config file {path} could not be parsed: {detail}") from None
-    if not isinstance(d, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of sections, got {_describe(d)}")
-    return d
-
-
-def diff(a: RunConfig, b: RunConfig) -> List[str]:
-    """Dotted names of the options whose values differ between two configs."""
-    da, db = a.to_dict(), b.to_dict()
-    out = []
-    for sec in SECTIONS:
-        for k in da[sec]:
-            if da[sec][k] != db[sec][k]:
-                out.append(f"{sec}.{k}")
-    return out
-
-
-def resolve(cfg: RunConfig, data_kind: str, dataset_name: str) -> RunConfig:
-    """Fill the data-dependent defaults and check the combination; returns a new config."""
-    out = copy.deepcopy(cfg)
-    if out.train.epochs is None:
-        out.train.epochs = 100 if dataset_name == "digits" else 10
-    if out.model.likelihood is None:
-        binary_like = data_kind in ("binary", "unit") or out.data.binarize is not None
-        out.model.likelihood = "bernoulli" if binary_like else "gaussian"
-    validate(out)
-    return out
-
-
-def validate(cfg: RunConfig) -> None:
-    """Check every setting (type and range, as check_value) and the combinations; ConfigError
-    names the setting, its value, what is valid and where it came from."""
-    for sec in SECTIONS:
-        section = getattr(cfg, sec)
-        for name in field_names(sec):
-            key = f"{sec}.{name}"
-            setattr(section, name, check_value(key, getattr(section, name), source_of(cfg, key)))
-
-    def refuse(keys, why):
-        said = "; ".join(f"{k} = {_get(cfg, k)!r} (from {source_of(cfg, k)})" for k in keys)
-        raise ConfigError(f"{said}: {why}")
-
-    o = cfg.objective
-    if o.objective == "iwae" and (o.beta != 1.0 or o.warmup_epochs):
-        refuse(["objective.objective", "objective.beta", "objective.warmup_epochs"],
-               "a KL weight (beta / warm-up) applies to the elbo objective only, not iwae")
-    if cfg.optim.momentum and cfg.optim.optimizer != "sgd":
-        refuse(["optim.momentum", "optim.optimizer"], "momentum applies to the sgd optimizer only; "
-               "drop it or use --optimizer sgd")
-    if cfg.model.likelihood == "bernoulli" and cfg.model.mean_activation != "identity":
-        refuse(["model.likelihood", "model.mean_activation"], "a mean activation applies to gaussian "
-               "likelihoods only")
-    name = cfg.data.dataset.strip().lower()
-    folder, pictures = name.startswith("folder:"), name.startswith("folder:") or name in ("celeba", "celeb-a")
-    if not pictures and (cfg.data.image_size is not None or cfg.data.crop is not None):
-        key = "data.image_size" if cfg.data.image_size is not None else "data.crop"
-        refuse(["data.dataset", key], "image size and crop apply to folder:PATH and celeba data only")
-    if not folder and cfg.data.color is not None and not (pictures and cfg.data.color == "rgb"):
-        refuse(["data.dataset", "data.color"], "colour applies to folder:PATH data only")
-    m = cfg.model
-    if m.components > 1 and m.likelihood not in (None, "discretized-logistic"):
-        refuse(["model.components", "model.likelihood"], "mixture components apply to --likelihood "
-               "discretized-logistic only")
-
-
-def _get(cfg: RunConfig, dotted: str):
-    sec, name = dotted.split(".")
-    return getattr(getattr(cfg, sec), name)
 
 
 def to_jsonable(x: Any) -> Any:
     if dataclasses.is_dataclass(x):
         return asdict(x)
     return x
+
+
+def get_setting(cfg: RunConfig, dotted: str):
+    """The value of the dotted setting ``section.name`` of ``cfg``."""
+    sec, name = dotted.split(".")
+    return getattr(getattr(cfg, sec), name)
+
+
+def set_setting(cfg: RunConfig, dotted: str, value) -> None:
+    """Set the dotted setting ``section.name`` of ``cfg`` (unchecked: check_value first)."""
+    sec, name = dotted.split(".")
+    setattr(getattr(cfg, sec), name, value)

@@ -1,0 +1,78 @@
+"""The rules over a whole configuration: presets, data-dependent defaults, the checks of
+combinations, and which options differ between two configurations."""
+from __future__ import annotations
+
+import copy
+from typing import List
+
+from ..errors import ConfigError
+from ..presets import PRESETS
+from .settings import SECTIONS, RunConfig, check_value, field_names, get_setting, merge, source_of
+
+
+def apply_preset(cfg: RunConfig, name: str) -> RunConfig:
+    """``cfg`` with the named preset's settings applied (see aevb.presets)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
+    out = merge(cfg, PRESETS[name], source=f"preset {name}", where=lambda k: f"preset {name}")
+    out.preset = name
+    return out
+
+
+def diff(a: RunConfig, b: RunConfig) -> List[str]:
+    """Dotted names of the options whose values differ between two configs."""
+    da, db = a.to_dict(), b.to_dict()
+    out = []
+    for sec in SECTIONS:
+        for k in da[sec]:
+            if da[sec][k] != db[sec][k]:
+                out.append(f"{sec}.{k}")
+    return out
+
+
+def resolve(cfg: RunConfig, data_kind: str, dataset_name: str) -> RunConfig:
+    """Fill the data-dependent defaults and check the combination; returns a new config."""
+    out = copy.deepcopy(cfg)
+    if out.train.epochs is None:
+        out.train.epochs = 100 if dataset_name == "digits" else 10
+    if out.model.likelihood is None:
+        binary_like = data_kind in ("binary", "unit") or out.data.binarize is not None
+        out.model.likelihood = "bernoulli" if binary_like else "gaussian"
+    validate(out)
+    return out
+
+
+def validate(cfg: RunConfig) -> None:
+    """Check every setting (type and range, as check_value) and the combinations; ConfigError
+    names the setting, its value, what is valid and where it came from."""
+    for sec in SECTIONS:
+        section = getattr(cfg, sec)
+        for name in field_names(sec):
+            key = f"{sec}.{name}"
+            setattr(section, name, check_value(key, getattr(section, name), source_of(cfg, key)))
+
+    def refuse(keys, why):
+        said = "; ".join(f"{k} = {get_setting(cfg, k)!r} (from {source_of(cfg, k)})" for k in keys)
+        raise ConfigError(f"{said}: {why}")
+
+    o = cfg.objective
+    if o.objective == "iwae" and (o.beta != 1.0 or o.warmup_epochs):
+        refuse(["objective.objective", "objective.beta", "objective.warmup_epochs"],
+               "a KL weight (beta / warm-up) applies to the elbo objective only, not iwae")
+    if cfg.optim.momentum and cfg.optim.optimizer != "sgd":
+        refuse(["optim.momentum", "optim.optimizer"], "momentum applies to the sgd optimizer only; "
+               "drop it or use --optimizer sgd")
+    if cfg.model.likelihood == "bernoulli" and cfg.model.mean_activation != "identity":
+        refuse(["model.likelihood", "model.mean_activation"], "a mean activation applies to gaussian "
+               "likelihoods only")
+    name = cfg.data.dataset.strip().lower()
+    folder, pictures = name.startswith("folder:"), name.startswith("folder:") or name in ("celeba", "celeb-a")
+    if not pictures and (cfg.data.image_size is not None or cfg.data.crop is not None):
+        key = "data.image_size" if cfg.data.image_size is not None else "data.crop"
+        refuse(["data.dataset", key], "image size and crop apply to folder:PATH and celeba data only")
+    if not folder and cfg.data.color is not None and not (pictures and cfg.data.color == "rgb"):
+        refuse(["data.dataset", "data.color"], "colour applies to folder:PATH data only")
+    m = cfg.model
+    if m.components > 1 and m.likelihood not in (None, "discretized-logistic"):
+        refuse(["model.components", "model.likelihood"], "mixture components apply to --likelihood "
+               "discretized-logistic only")

@@ -1,0 +1,324 @@
+"""The training loop: minibatch stochastic gradient ascent on a bound, with exact resume.
+
+It reads like the textbook loop: for each epoch, shuffle, take minibatches, step on the loss;
+then the test (and validation) bound, a metrics row, image grids and an atomic checkpoint that
+holds everything a resume needs. The parts around it live beside it: the objective
+(objective.py), optimisers (aevb/optimizers.py), checkpoint state (state.py), the run folder's
+life cycle (session.py), and metrics, images, TensorBoard and progress (callbacks.py).
+
+Minibatches are the rows of a seeded permutation, taken from the data set's splits (in memory,
+on the device when they fit, or streamed from the on-disk cache with read-ahead; the same
+shuffle gives the same numbers either way), so an epoch does no per-sample Python work. Under
+``torchrun`` the same loop trains data-parallel (see aevb/distributed.py).
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .. import distributed
+from ..bounds import dataset_bound, elbo_sums
+from ..config import RunConfig
+from ..data import Dataset, Split
+from ..devices import resolve_device
+from ..errors import DiskFullError
+from ..io import save_checkpoint
+from ..lock import RunLock
+from ..model import VAE
+from ..optimizers import build_optimizer, build_scheduler, warmup_factor
+from ..runs import CHECKPOINT, NewRun, Run, is_run, write_marker, remove_orphans
+from . import session
+from .callbacks import Callback, Progress, TensorBoard, epoch_images, write_images, write_metrics
+from .objective import batch_loss, binarize_batch, kl_weight, objective_terms, training_precision
+from .state import checkpoint_errors, checkpoint_state, restore_rng, seed_noise
+
+
+class Trainer:
+    """Trains one run into a folder. Use ``Trainer.new`` or ``Trainer.resume``, then ``fit()``.
+
+    Attributes: ``cfg`` (resolved RunConfig), ``run_dir``, ``data`` (Dataset), ``model``,
+    ``optimizer``, ``scheduler``, ``epoch`` (completed epochs), ``step``, ``history``.
+    """
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, data: Dataset, state: Optional[dict] = None,
+                 callbacks: Sequence[Callback] = ()):
+        self.cfg, self.run_dir, self.data = cfg, Path(run_dir), data
+        self.callbacks = list(callbacks)
+        t = cfg.train
+        if t.threads:
+            torch.set_num_threads(int(t.threads))
+        self.dist = distributed.init()
+        self.device = resolve_device(t.device)
+        if self.dist.enabled:
+            self.device = session.distributed_device(self.device, t.device, self.dist)
+        if state is None:
+            seed_noise(t.seed)  # model initialisation and the noise stream
+            self.model = VAE.from_config(cfg.model, data.dim, data.image_shape)
+            if self.dist.rank > 0:  # the same initial model, but every process its own noise
+                seed_noise(distributed.rank_seed(t.seed, self.dist.rank))
+        else:
+            self.model = VAE.from_config(cfg.model, data.dim, data.image_shape)
+            with checkpoint_errors(run_dir):
+                self.model.load_state_dict(state["model"])
+        self.model.to(self.device).train()
+        distributed.broadcast_module(self.model)
+        self.optimizer = build_optimizer(self.model.parameters(), cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, t.epochs)
+        self.shuffle = torch.Generator().manual_seed(t.seed)
+        self.epoch, self.step, self.history = 0, 0, []
+        if state is not None:
+            with checkpoint_errors(run_dir):
+                self.optimizer.load_state_dict(state["optimizer"])
+                self.scheduler.load_state_dict(state["scheduler"])
+                self.epoch, self.step = int(state["epoch"]), int(state["step"])
+                self.history = list(state["history"])
+                restore_rng(self, state)
+        self.splits = session.place_splits(data, self.device)
+        self.sample_z = torch.randn(64, cfg.model.latent_dim, generator=torch.Generator().manual_seed(t.seed + 2))
+        self.tensorboard = TensorBoard(bool(t.tensorboard))
+        self.progress = Progress(bool(t.progress) and self.dist.is_main)
+        self._lock: Optional[RunLock] = None  # this process's lock on run_dir (rank 0)
+        self._new_run: Optional[NewRun] = None  # a new run (maybe replacing an old one on its first epoch)
+        self._resumed = False  # config.json and run.json are rewritten only once an epoch has trained
+        self.saved_epoch = self.epoch  # the epoch of the checkpoint on disk
+
+    # -------------------------------------------------------------- construction
+    @classmethod
+    def new(cls, cfg: RunConfig, out: Union[str, Path], overwrite: bool = False,
+            data: Optional[Dataset] = None, callbacks: Sequence[Callback] = ()) -> "Trainer":
+        """Start a fresh run in ``out``. Loads the data, resolves and checks the config, the data
+        against the likelihood and the device, and only then creates (and locks) the folder.
+        With ``overwrite`` an existing run is replaced only once the new one has trained its
+        first epoch (aevb.runs.NewRun); until then it is untouched."""
+        out = Path(out)
+        cfg, data, new_run = session.prepare_new(cfg, out, overwrite, data, distributed.init())
+        try:
+            trainer = cls(cfg, new_run.folder if new_run else out, data, callbacks=callbacks)
+        except BaseException:
+            if new_run is not None:
+                new_run.abandon()
+            raise
+        trainer._new_run = new_run
+        trainer._lock = new_run.lock if new_run else None
+        return trainer
+
+    @classmethod
+    def resume(cls, run_dir: Union[str, Path], overrides: Optional[RunConfig] = None,
+               given: Sequence[str] = (), callbacks: Sequence[Callback] = ()) -> "Trainer":
+        """Continue the run in ``run_dir`` from its last checkpoint (or from scratch, with its
+        saved config, when it stopped before its first checkpoint). ``overrides`` holds options
+        the user gave (dotted names in ``given``); any that contradict the saved config, except
+        those in RESUMABLE_CHANGES (e.g. more epochs), raise ConfigError. Nothing in the run
+        folder changes until an epoch has trained."""
+        cfg, state, data, lock = session.open_resume(run_dir, overrides, given, distributed.init())
+        try:
+            trainer = cls(cfg, Path(run_dir), data, state=state, callbacks=callbacks)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        trainer._lock, trainer._resumed = lock, True
+        return trainer
+
+    # -------------------------------------------------------------- the loop
+    def fit(self) -> List[dict]:
+        """Train until ``cfg.train.epochs`` epochs are done; returns the metrics history.
+
+        On any failure the run's status says so (failed / interrupted; RUN/error.log holds the
+        traceback of an unexpected error), the last checkpoint is kept, and a replacement
+        (``--overwrite``) that had not trained an epoch is deleted, leaving the old run as it was.
+        A resume that trains nothing changes no file."""
+        t = self.cfg.train
+        main = self.dist.is_main  # under torchrun only rank 0 writes files and runs callbacks
+        if self.epoch >= t.epochs:
+            if main and self.unfinished:  # every epoch trained, but the end failed: finish it now
+                try:
+                    for cb in self.callbacks:
+                        cb.on_train_end(self)
+                    write_marker(self.run_dir, "finished", epoch=self.epoch)
+                finally:
+                    self._end()
+            self._end()
+            return self.history
+        if main:
+            remove_orphans(self.run_dir)
+        first = self.epoch
+        try:
+            while self.epoch < t.epochs:
+                record = self.train_epoch()
+                if main and self.epoch == first + 1:
+                    session.started(self)
+                if main:
+                    for cb in self.callbacks:
+                        cb.on_epoch_end(self, record)
+            if main:
+                for cb in self.callbacks:
+                    cb.on_train_end(self)
+                write_marker(self.run_dir, "finished", epoch=self.epoch)
+        except BaseException as e:
+            if main and isinstance(e, DiskFullError) and not (self._new_run and self._new_run.pending):
+                e = DiskFullError(e.path, e.needed, advice=session.continue_advice(self, "free some space on that disk"))
+            if main:
+                session.failed(self, e, trained=self.epoch > first)
+            self._end()
+            if isinstance(e, DiskFullError):
+                raise e from None
+            raise
+        self._end()
+        return self.history
+
+    @property
+    def unfinished(self) -> bool:
+        """A resumed run that trained all its epochs but whose status is not 'finished'."""
+        return session.unfinished(self)
+
+    def _end(self) -> None:
+        self._close()
+        if self._lock is not None:
+            self._lock.release()
+
+    def train_epoch(self) -> dict:
+        cfg, t, obj = self.cfg, self.cfg.train, self.cfg.objective
+        train_split = self.splits["train"]
+        n, bs = len(train_split), t.batch_size
+        n_batches = (n + bs - 1) // bs
+        dynamic = self.data.dynamic_binarization
+        perm = torch.randperm(n, generator=self.shuffle)
+        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        rank, world, sharded = self.dist.rank, self.dist.world_size, self.dist.enabled
+        local_seen = 0
+        t0 = time.perf_counter()
+        bar = self.progress.bar(self.epoch, t.epochs, n_batches)
+        self.model.train()
+        batch_idx = [perm[b * bs:(b + 1) * bs] for b in range(n_batches)]
+        if sharded:  # this process's share of each global batch
+            totals = [len(i) for i in batch_idx]
+            batch_idx = [i[rank::world] for i in batch_idx]
+        for b, xb in enumerate(train_split.batches(batch_idx, self.device)):
+            beta = kl_weight(obj, self.epoch + b / n_batches)
+            if sharded:
+                total = totals[b]
+                local_seen += len(xb)
+            xb = binarize_batch(xb, dynamic)
+            with training_precision(self.device, t.precision):
+                terms = objective_terms(self.model, xb, obj)
+            loss = batch_loss(terms, obj, beta, total if sharded else None)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if sharded:  # sum over processes: the gradient of the global batch's mean
+                distributed.all_reduce_gradients(self.model.parameters())
+            if cfg.optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+            warm = warmup_factor(self.step, cfg.optim.warmup_steps)
+            if warm < 1.0:  # the epoch's scheduled rate, scaled for this step only
+                scheduled = [g["lr"] for g in self.optimizer.param_groups]
+                for g in self.optimizer.param_groups:
+                    g["lr"] *= warm
+            self.optimizer.step()
+            if warm < 1.0:
+                for g, lr in zip(self.optimizer.param_groups, scheduled):
+                    g["lr"] = lr
+            self.step += 1
+            with torch.no_grad():
+                sums += torch.stack([terms.bound.sum(), terms.log_px_given_z.sum(), terms.kl.sum()]).double()
+            if bar is not None and (b % 20 == 0 or b == n_batches - 1):
+                seen = local_seen if sharded else min((b + 1) * bs, n)
+                running = sums[0].item() / max(seen, 1)
+                if not math.isfinite(running) and not sharded:  # sharded: checked after the epoch, on all ranks
+                    session.diverged(self, b)
+                bar.set_postfix_str(f"loss {-running:.2f} nats")
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        distributed.all_reduce_sum(sums)
+        train = (sums / n).tolist()
+        if not all(math.isfinite(v) for v in train):
+            session.diverged(self, n_batches - 1)
+        train_time = time.perf_counter() - t0
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        self.epoch += 1
+        record = {"epoch": self.epoch, "step": self.step,
+                  "train_bound": train[0], "train_log_px_given_z": train[1], "train_kl": train[2]}
+        for name in ("test", "valid"):
+            if name not in self.splits:
+                continue
+            m = self._split_bound(self.splits[name])
+            if not math.isfinite(m["bound"]):
+                session.diverged(self, n_batches - 1)
+            record.update({f"{name}_bound": m["bound"], f"{name}_log_px_given_z": m["log_px_given_z"],
+                           f"{name}_kl": m["kl"]})
+        record.update({"beta": kl_weight(obj, self.epoch - 1) if obj.objective == "elbo" else 1.0,
+                       "lr": lr, "train_time_s": train_time,
+                       "epoch_time_s": time.perf_counter() - t0})
+        self.history.append(record)
+        self._epoch_outputs(record)
+        self.progress.epoch_line(record, self.history, self.epoch, t.epochs)
+        return record
+
+    def _split_bound(self, x: Split) -> Dict[str, float]:
+        """dataset_bound of a test/validation split; under torchrun every process takes a
+        contiguous share of the rows (its own noise seed) and the sums are added up."""
+        t = self.cfg.train
+        if not self.dist.enabled:
+            return dataset_bound(self.model, x, t.eval_batch_size, self.data.dynamic_binarization, seed=t.seed + 1)
+        share = x.subset(np.array_split(np.arange(len(x)), self.dist.world_size)[self.dist.rank])
+        sums = elbo_sums(self.model, share, t.eval_batch_size, self.data.dynamic_binarization,
+                          seed=distributed.rank_seed(t.seed + 1, self.dist.rank))
+        s = (distributed.all_reduce_sum(sums) / len(x)).tolist()
+        return {"bound": s[0], "log_px_given_z": s[1], "kl": s[2]}
+
+    # -------------------------------------------------------------- outputs
+    def _epoch_outputs(self, record: dict) -> None:
+        """The epoch's files (rank 0): checkpoint first (if it cannot be written, nothing else of
+        this epoch is), metrics, image grids, TensorBoard."""
+        if self.dist.enabled:
+            state = self.checkpoint_state()  # a collective: every rank takes part
+            if not self.dist.is_main:
+                return
+            save_checkpoint(state, self.run_dir / CHECKPOINT)
+            self.saved_epoch = self.epoch
+        else:
+            self.write_checkpoint()
+        t = self.cfg.train
+        write_metrics(self.run_dir, self.history)
+        if t.images_every and (self.epoch % t.images_every == 0 or self.epoch == t.epochs):
+            self.write_images(self.run_dir / "images", suffix=f"_epoch{self.epoch:03d}")
+        self.tensorboard.scalars(self.run_dir, record, self.epoch)
+
+    def write_images(self, folder: Path, suffix: str = "") -> Dict[str, Path]:
+        """8 test images over their reconstructions, and 64 samples (likelihood means) from a
+        fixed set of prior draws, so grids of successive epochs are comparable."""
+        x = self.splits["test"].rows(0, 8, self.device)
+        return write_images(epoch_images(self.model, x, self.sample_z), self.data.image_shape, folder, suffix,
+                            self.tensorboard.writer(self.run_dir), self.epoch)
+
+    def checkpoint_state(self) -> dict:
+        """Everything a resume needs (see aevb.training.state.checkpoint_state)."""
+        return checkpoint_state(self)
+
+    def write_checkpoint(self) -> Path:
+        path = self.run_dir / CHECKPOINT
+        save_checkpoint(self.checkpoint_state(), path)
+        self.saved_epoch = self.epoch
+        return path
+
+    def _close(self) -> None:
+        self.tensorboard.close()
+
+
+def train(cfg: RunConfig, out: Union[str, Path], overwrite: bool = False, data: Optional[Dataset] = None,
+          callbacks: Sequence[Callback] = ()) -> Optional[Run]:
+    """Train a new run into ``out`` and return it (the Python entry point). Under torchrun,
+    processes on a machine without the run folder (other than rank 0's) get None."""
+    trainer = Trainer.new(cfg, out, overwrite=overwrite, data=data, callbacks=callbacks)
+    trainer.fit()
+    if not trainer.dist.is_main and not is_run(trainer.run_dir):
+        return None
+    return Run(trainer.run_dir)

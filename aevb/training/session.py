@@ -1,0 +1,244 @@
+"""The run folder around a training run: created or reopened before the first step, marked
+as running, finished, interrupted or failed after the last, and never left half-changed.
+
+A new run is checked whole (output folder, data, likelihood, networks, device) before its folder
+is created under its lock; a replacement (``--overwrite``) takes the old run's place only once
+its first epoch has trained. A resumed run changes no file until an epoch has trained.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Union
+
+import torch
+
+from .. import distributed
+from ..config import RunConfig, resolve
+from ..convnets import check_fits
+from ..data import Dataset, Split, load_configured
+from ..data.fingerprint import describe_change, fingerprint as fingerprint_of
+from ..devices import resolve_device
+from ..distributions import get_likelihood
+from ..errors import ConfigError, DiskFullError, RunError, TrainingDiverged
+from ..lock import RunLock
+from ..runs import (CHECKPOINT, Run, check_new_out, create_run_folder, read_marker, recover_siblings,
+                    write_marker)
+from ..version import __version__
+from .state import read_resume
+
+
+def prepare_new(cfg: RunConfig, out: Path, overwrite: bool, given_data: Optional[Dataset], dist):
+    """(resolved config, data, NewRun or None) of a new run: everything is checked, then (on
+    rank 0) the folder is created and locked with its config and status."""
+    def prepare():
+        # Under torchrun, rank 0 checks the folder, loads (maybe downloads) the data and
+        # creates the run first; the others load the data after it, and an error on any
+        # rank stops every rank (see distributed.staged).
+        if dist.is_main:
+            check_new_out(out, overwrite)
+        data = given_data if given_data is not None else load_data(cfg)
+        rcfg = resolve(cfg, data.kind, data.name)
+        check_data_for_likelihood(rcfg, data)
+        check_networks_for_data(rcfg, data)
+        resolve_device(rcfg.train.device)  # an unavailable device is refused before writing
+        if not dist.is_main:
+            return rcfg, data, None
+        fingerprint = data_fingerprint(rcfg) if given_data is None else None
+        if fingerprint and fingerprint.get("duplicates"):
+            print(f"aevb train: warning: {fingerprint['duplicates']} of the {fingerprint['files']} images in "
+                  f"{rcfg.data.dataset} repeat another file byte for byte; copies may fall in both the "
+                  "training and the test split", file=sys.stderr)
+        new_run = create_run_folder(out, overwrite)
+        try:
+            write_marker(new_run.folder, "running", aevb_version=__version__, dataset=data.name,
+                         **({"data_fingerprint": fingerprint} if fingerprint else {}))
+            rcfg.save(new_run.folder / "config.json")
+        except BaseException:
+            new_run.abandon()
+            raise
+        return rcfg, data, new_run
+
+    return distributed.staged(prepare)
+
+
+def open_resume(run_dir: Union[str, Path], overrides: Optional[RunConfig], given: Sequence[str], dist):
+    """(config, checkpoint state or None, data, lock or None) of the run to continue; the lock
+    is released again if anything fails here."""
+    held = {}  # rank 0: the run and its lock
+
+    def read():
+        # Under torchrun rank 0 reads the run and hands it to the others (no shared folder
+        # needed); an error there stops every rank (see distributed.staged).
+        if not dist.is_main:
+            return None
+        run = Run(run_dir)
+        held["lock"] = RunLock(run.path).acquire("resume")
+        held["run"] = run
+        recover_siblings(run.path)  # what an --overwrite killed before its swap left beside it
+        cfg, state = read_resume(run, overrides, given)
+        return (cfg, state) if not dist.enabled else (cfg.to_dict(), state)
+
+    try:
+        if not dist.enabled:
+            cfg, state = read()
+        else:
+            got = distributed.broadcast_object(distributed.staged(read))
+            cfg, state = RunConfig.from_dict(got[0]), got[1]
+
+        def prepare():
+            data = load_data(cfg)
+            if state is not None and data.dim != int(state["data_dim"]):
+                raise RunError(f"the data set now has {data.dim} values per datapoint but the run was "
+                               f"trained on {state['data_dim']}; check --data-dir")
+            if dist.is_main:
+                check_fingerprint(held["run"], cfg)
+            resolve_device(cfg.train.device)
+            return data
+
+        data = distributed.staged(prepare)
+    except BaseException:
+        if "lock" in held:
+            held["lock"].release()
+        raise
+    return cfg, state, data, held.get("lock")
+
+
+def continue_advice(trainer, first: str) -> str:
+    """What to do after a failure: ``first``, then resume (or start again when no epoch was saved)."""
+    if trainer.saved_epoch:
+        return (f"the last checkpoint (epoch {trainer.saved_epoch}) is kept; {first}, then continue with "
+                f"`aevb train --resume {trainer.run_dir}`")
+    return f"no epoch was saved; {first}, then start again with `aevb train --resume {trainer.run_dir}`"
+
+
+def unfinished(trainer) -> bool:
+    """A resumed run that trained all its epochs but whose status is not 'finished' (its end,
+    e.g. the report, failed)."""
+    return (trainer._resumed and trainer.epoch >= trainer.cfg.train.epochs and trainer.epoch > 0
+            and (read_marker(trainer.run_dir) or {}).get("status") != "finished")
+
+
+def started(trainer) -> None:
+    """The first epoch of this session trained: a replacement takes the old run's place, a
+    resumed run records its (maybe changed) config and status."""
+    if trainer._new_run is not None and trainer._new_run.pending:
+        trainer._close()  # TensorBoard reopens in the final folder
+        trainer.run_dir = trainer._new_run.commit()
+    if trainer._resumed:
+        trainer.cfg.save(trainer.run_dir / "config.json")
+        write_marker(trainer.run_dir, "running", epoch=trainer.epoch)
+
+
+def failed(trainer, e: BaseException, trained: bool) -> None:
+    """Record a failure in the run folder (see fit)."""
+    if trainer._new_run is not None and trainer._new_run.pending:
+        trainer._new_run.abandon()  # the old run was never touched
+        return
+    if trainer._resumed and not trained:
+        return  # nothing trained: the run is still what it was
+    try:
+        if isinstance(e, KeyboardInterrupt):
+            write_marker(trainer.run_dir, "interrupted", epoch=trainer.epoch)
+        elif isinstance(e, DiskFullError):
+            write_marker(trainer.run_dir, "failed", epoch=trainer.saved_epoch, reason=str(e))
+        elif isinstance(e, TrainingDiverged):
+            write_marker(trainer.run_dir, "failed", epoch=trainer.saved_epoch, reason="loss became NaN or infinite")
+        elif isinstance(e, Exception):
+            log = trainer.run_dir / "error.log"
+            write_marker(trainer.run_dir, "failed", epoch=trainer.epoch,
+                         reason=f"{type(e).__name__}: {' '.join(str(e).split())[:300]} (see error.log)")
+            e.aevb_log = log
+    except OSError:
+        pass  # the original error matters more than the status
+
+
+def diverged(trainer, batch: int):
+    """Raise TrainingDiverged, saying what is kept and what to try."""
+    where = f"the loss became NaN or infinite in epoch {trainer.epoch + 1} (batch {batch + 1}); training stopped"
+    hint = "try a smaller --lr, --grad-clip, or a --min-log-var floor for a gaussian likelihood"
+    if trainer._new_run is not None and trainer._new_run.pending:
+        target = trainer._new_run.target
+        raise TrainingDiverged(f"{where}. The new run was discarded and {target} is unchanged; {hint}.")
+    if (trainer.run_dir / CHECKPOINT).is_file():
+        # a resume would repeat the same steps exactly (and diverge again): only new settings help
+        raise TrainingDiverged(f"{where}. The last good checkpoint (epoch {trainer.epoch}) is kept in "
+                               f"{trainer.run_dir / CHECKPOINT} (status failed) and can be evaluated and "
+                               f"plotted; to train on, start a new run: {hint}.")
+    raise TrainingDiverged(f"{where}, before any checkpoint (status failed). Start again with other "
+                           f"settings: `aevb train --out {trainer.run_dir} --overwrite ...`; {hint}.")
+
+
+def data_fingerprint(cfg: RunConfig) -> Optional[dict]:
+    """The fingerprint of ``array:`` / ``folder:`` data (None for named data sets)."""
+    return fingerprint_of(cfg.data.dataset)
+
+
+def check_fingerprint(run: Run, cfg: RunConfig) -> None:
+    """Refuse to continue a run on ``array:`` / ``folder:`` data that changed since it started."""
+    then = run.info.get("data_fingerprint")
+    if not then:
+        return
+    now = data_fingerprint(cfg)
+    if now is None or now.get("sha256") != then.get("sha256"):
+        raise RunError(f"--resume {run.path}: the data {describe_change(cfg.data.dataset, then, now)}; the run "
+                       "would continue on other data. Put the original data back, or train a new run on the "
+                       "new data (--out)")
+
+
+def distributed_device(device: torch.device, asked: str, dist) -> torch.device:
+    """Under torchrun: CUDA means this process's GPU (cuda:LOCAL_RANK); CPU stays CPU."""
+    if device.type == "cuda":
+        return torch.device("cuda", dist.local_rank % torch.cuda.device_count())
+    if device.type == "cpu":
+        return device
+    if asked == "auto":
+        return torch.device("cpu")
+    raise ConfigError(f"--device {asked}: several processes (torchrun) train on cpu or cuda only")
+
+
+def place_splits(data: Dataset, device: torch.device) -> Dict[str, Split]:
+    """The splits where training reads them: in-memory splits on ``device`` (a GPU keeps them
+    whole, compact, when they take under half its free memory), streamed ones stay on disk."""
+    out = {}
+    for name, split in data.splits().items():
+        if device.type == "cuda" and not split.streamed:
+            free, _ = torch.cuda.mem_get_info(device)
+            if split.nbytes < free // 2:
+                split = split.to(device)
+        elif device.type != "cuda" and not split.streamed:
+            split = split.to(device)
+        out[name] = split
+    return out
+
+
+def load_data(cfg: RunConfig) -> Dataset:
+    """The run's data set (see aevb.data.load_configured)."""
+    return load_configured(cfg.data, progress=bool(cfg.train.progress))
+
+
+def check_data_for_likelihood(cfg: RunConfig, data: Dataset) -> None:
+    """Refuse data the chosen likelihood cannot model (e.g. values outside [0, 1] for Bernoulli)."""
+    lik = get_likelihood(cfg.model.likelihood, sigma=cfg.model.sigma, mean_activation=cfg.model.mean_activation,
+                         components=cfg.model.components)
+    try:
+        lik.check_levels(data.levels, data.kind, data.dynamic_binarization, data.name)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    for name, split in data.splits().items():
+        # 8-bit and binary storage cannot hold other values than its first rows show the kind of;
+        # float storage is checked whole, a block at a time
+        step = split.block_rows()
+        blocks = [split.rows(0, step)] if split.storage_dtype == "uint8" else split.batches(step)
+        for xb in blocks:
+            try:
+                lik.check_data(xb, f"the {name} split of {data.name}")
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+
+
+def check_networks_for_data(cfg: RunConfig, data: Dataset) -> None:
+    """Refuse conv networks that cannot produce the data's image shape (before any file is written)."""
+    m = cfg.model
+    if "conv" in (m.encoder_network, m.decoder_network):
+        check_fits(data.image_shape, m.channels, m.kernel_size, f"conv network on {data.name}")

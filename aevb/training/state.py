@@ -1,0 +1,132 @@
+"""What a checkpoint holds and how a run continues from it.
+
+A checkpoint (``RUN/checkpoints/last.pt``, written atomically each epoch) holds the model,
+optimizer, schedule, epoch, step, history and every RNG state (torch, CUDA, the shuffle
+generator, NumPy, Python), so that a resumed run continues exactly, value for value.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import sys
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from .. import distributed
+from ..config import RunConfig, diff
+from ..config.settings import get_setting, set_setting
+from ..errors import CheckpointError, ConfigError, RunError
+from ..io import CHECKPOINT_KEYS, load_checkpoint
+from ..runs import CHECKPOINT, Run
+from ..version import __version__
+
+# Options that may differ when a run is resumed: they change where or how long, not what.
+RESUMABLE_CHANGES = {"train.epochs", "train.device", "train.threads", "train.progress",
+                     "train.tensorboard", "train.eval_batch_size", "train.images_every",
+                     "data.data_dir", "data.download", "data.memory_budget", "data.cache_dir"}
+
+
+RESUME_KEYS = CHECKPOINT_KEYS + ("optimizer", "scheduler", "rng", "history")
+
+
+def rng_state(shuffle: torch.Generator) -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "shuffle": shuffle.get_state(),
+        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict, shuffle: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    shuffle.set_state(state["shuffle"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+def seed_noise(seed: int) -> None:
+    """Seed the global streams that draw this process's training noise."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    random.seed(seed)
+
+
+def restore_rng(trainer, state: dict) -> None:
+    """Every process gets back its own RNG states when the run continues with as many
+    processes as it was saved with; otherwise the shuffling stream (shared by all processes)
+    is restored and the other processes draw fresh noise, with a warning."""
+    saved = int(state.get("world_size", 1))
+    rank, world = trainer.dist.rank, trainer.dist.world_size
+    if saved == world and rank > 0:
+        set_rng_state(state["rng_ranks"][rank], trainer.shuffle)
+        return
+    set_rng_state(state["rng"], trainer.shuffle)
+    if saved != world:
+        if rank > 0:
+            seed_noise(distributed.rank_seed(trainer.cfg.train.seed + 1_000_003 * trainer.epoch, rank))
+        else:
+            print(f"aevb train: warning: {trainer.run_dir} was trained with {saved} process(es) and "
+                  f"continues with {world}; training goes on correctly (same global batch size), "
+                  "but not value for value as a run never stopped", file=sys.stderr, flush=True)
+
+
+def checkpoint_state(trainer) -> dict:
+    """Everything a resume needs. Under torchrun it also holds every process's RNG states
+    (``rng_ranks``) and ``world_size``; call it on every rank then (it gathers)."""
+    state = {
+        "format": "aevb-checkpoint", "version": 1, "aevb_version": __version__,
+        "epoch": trainer.epoch, "step": trainer.step,
+        "data_dim": trainer.data.dim, "image_shape": list(trainer.data.image_shape),
+        "config": json.dumps(trainer.cfg.to_dict()),
+        "model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict(), "rng": rng_state(trainer.shuffle),
+        "history": trainer.history,
+    }
+    if trainer.dist.enabled:
+        state["world_size"] = trainer.dist.world_size
+        state["rng_ranks"] = distributed.all_gather_object(state["rng"])
+    return state
+
+
+def read_resume(run: Run, overrides: Optional[RunConfig], given: Sequence[str]):
+    """(config, checkpoint state) of the run to continue, with the allowed overrides applied.
+    The state is None for a run that stopped before its first checkpoint: it starts again from
+    scratch with its saved config."""
+    cfg = run.config
+    if overrides is not None:
+        clashes = [k for k in diff(cfg, overrides) if k in given and k not in RESUMABLE_CHANGES]
+        if clashes:
+            detail = "; ".join(f"{k}: run has {get_setting(cfg, k)!r}, asked {get_setting(overrides, k)!r}" for k in clashes)
+            raise ConfigError(f"--resume {run.path}: options contradict the run's config ({detail}). "
+                              "Drop them to continue the run as configured, or start a new run.")
+        for k in given:
+            if k in RESUMABLE_CHANGES:
+                set_setting(cfg, k, get_setting(overrides, k))
+    if not run.checkpoint_path.exists():
+        if run.info.get("status") == "finished":
+            raise RunError(f"{run.path} says it finished but its checkpoint {CHECKPOINT} is missing; the run "
+                           "folder is damaged: restore the checkpoint, or train a new run")
+        return cfg, None
+    return cfg, load_checkpoint(run.checkpoint_path, required=RESUME_KEYS)
+
+
+@contextlib.contextmanager
+def checkpoint_errors(run_dir):
+    """A checkpoint whose parts do not fit the run's config is a CheckpointError, not a crash."""
+    try:
+        yield
+    except (KeyError, IndexError, RuntimeError, ValueError, TypeError) as e:
+        detail = " ".join(str(e).split())[:200] or type(e).__name__
+        raise CheckpointError(f"the checkpoint of {run_dir} does not fit its config.json ({type(e).__name__}: "
+                              f"{detail}); the run folder is damaged") from None
