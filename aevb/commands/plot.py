@@ -22,7 +22,7 @@ KIND_HELP = """figure kinds:
   interpolation    decoder means between the posterior means of pairs of test images
   traversal        one latent dimension at a time over [-3, 3], dimensions ordered by KL
   curves           train / test bound per epoch with its reconstruction and KL terms
-  kl               KL per latent dimension: which units are active
+  kl               which latent units are active (Var_x E_q[z_j|x] > 0.01) and the KL per unit
   all              every figure that applies to the run
 
 examples:
