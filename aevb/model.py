@@ -17,6 +17,7 @@ from .convnets import ConvDecoder, ConvEncoder
 from .distributions import (Likelihood, get_likelihood, kl_normal_standard, log_normal,
                             log_standard_normal, reparameterize)
 from .networks import GaussianEncoder, MLPDecoder, init_normal_
+from .sampling import prior_samples, reconstructions
 
 # encoder / decoder networks VAE.from_config builds
 NETWORKS = ("mlp", "conv")
@@ -163,16 +164,14 @@ class VAE(nn.Module):
         return torch.cat([b.lk for b in batch_bounds(self, x, k, len(x), chunk_size or k, SeededNoise(seed))])
 
     # ------------------------------------------------------------------ pictures
-    @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
-        """The mean of p(x|z) at z = E_q[z] (the posterior mean): [B, D]."""
-        mu, _ = self.encode(x)
-        return self.likelihood.mean(self.decode(mu))
+        """The mean of p(x|z) at z = E_q[z|x] (the posterior mean): [B, D] on x's device
+        (aevb.sampling.reconstructions)."""
+        return reconstructions(self, x).to(x.device)
 
-    @torch.no_grad()
     def sample(self, n: int, generator: Optional[torch.Generator] = None, mean: bool = True) -> Tensor:
-        """n draws from the model: z ~ p(z), then the mean of p(x|z) (or a draw when mean=False)."""
-        p = next(self.parameters())
-        z = torch.randn(n, self.latent_dim, generator=generator, dtype=p.dtype, device=p.device)
-        params = self.decode(z)
-        return self.likelihood.mean(params) if mean else self.likelihood.sample(params, generator)
+        """n draws from the model: z ~ p(z), then the mean of p(x|z) (or a draw when mean=False),
+        [n, D] on the model's device (aevb.sampling.prior_samples, seeded from ``generator``, or
+        from torch's global stream when None)."""
+        seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+        return prior_samples(self, n, seed, draw=not mean)[1].to(next(self.parameters()).device)

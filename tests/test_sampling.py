@@ -1,4 +1,4 @@
-"""The one way to draw from a model and to reconstruct data (aevb.figures.sampling), and the
+"""The one way to draw from a model and to reconstruct data (aevb.sampling), and the
 commands and per-epoch grids that use it: seeded on the CPU, so the same seed gives the same
 pictures; checked against the model's own decoder and torch's generator."""
 import pytest
@@ -7,7 +7,7 @@ import torch
 from aevb.cli import main
 from aevb.config import ModelConfig
 from aevb.data import load_dataset
-from aevb.figures import sampling
+from aevb import sampling
 from aevb.images import save_grid
 from aevb.model import VAE
 from aevb.runs import Run

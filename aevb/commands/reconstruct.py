@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ConfigError
-from ..figures.sampling import paired_rows, reconstructions
+from ..sampling import paired_rows, reconstructions
 from ..images import save_grid
 from .common import add_device_argument, add_grid_arguments, add_parser, add_run_argument, open_grid_run
 

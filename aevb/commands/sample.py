@@ -5,7 +5,7 @@ import argparse
 import math
 
 from ..errors import ConfigError
-from ..figures.sampling import prior_samples
+from ..sampling import prior_samples
 from ..images import save_grid
 from .common import add_device_argument, add_grid_arguments, add_parser, add_run_argument, open_grid_run
 

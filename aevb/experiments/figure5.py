@@ -3,7 +3,7 @@ with 2, 5, 10 and 20 latent dimensions, trained with AEVB."""
 from __future__ import annotations
 
 from ..figures.draw import new_panels, save_figure
-from ..figures.sampling import prior_samples
+from ..sampling import prior_samples
 from ..images import grid
 from .runner import Context, SubRun, budget_settings, elbo_of, run_subrun, subset, write_csv
 

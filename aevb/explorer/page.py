@@ -33,7 +33,7 @@ import torch
 from ..bounds import ACTIVE_UNIT_THRESHOLD
 from ..figures.compute import active_mask, kl_per_dimension, latent_means, pca_directions, unit_variances
 from ..figures.runfigures import FigureContext
-from ..figures.sampling import decode_means, prior_draws
+from ..sampling import decode_means, prior_draws
 from ..io import atomic_write_text
 from ..runs import Run, RunError, check_output
 from ..version import __version__

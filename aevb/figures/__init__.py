@@ -1,9 +1,6 @@
-"""Figures of what a VAE learned, in four modules (import the one you need; this package
-imports none of them, so that training can use :mod:`~aevb.figures.sampling` without matplotlib):
+"""Figures of what a VAE learned, in three modules (import the one you need; this package
+imports none of them). Prior samples and reconstructions come from :mod:`aevb.sampling`.
 
-* :mod:`~aevb.figures.sampling`: the one way to draw prior samples and reconstructions (seeded,
-  the same on any device), used by training, ``aevb sample``, ``aevb reconstruct``, the figures
-  and the explorer;
 * :mod:`~aevb.figures.compute`: what figures show, as tensors: posterior means, KL and activity
   per latent unit, manifold grids, traversals, interpolations, 2-D embeddings;
 * :mod:`~aevb.figures.draw`: matplotlib figures of those, and the figure toolkit

@@ -2,7 +2,7 @@
 content rather than pictures: posterior means, the KL and the activity of every latent unit, the
 manifold grid, traversals, interpolations and 2-D embeddings of latent spaces.
 
-Decoding, prior samples and reconstructions are :mod:`aevb.figures.sampling`'s; the statistics
+Decoding, prior samples and reconstructions are :mod:`aevb.sampling`'s; the statistics
 over data are the bound engine's (:mod:`aevb.bounds`), including the one definition of an active
 unit: Var_x E_q[z_j|x] > ``ACTIVE_UNIT_THRESHOLD`` (Burda et al. 2016).
 """
@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..bounds import ACTIVE_UNIT_THRESHOLD, active_unit_variances, kl_per_dimension as mean_kl_per_dimension
 from ..errors import PlotError
-from .sampling import decode_means, eval_mode, latent_means, model_dtype
+from ..sampling import decode_means, eval_mode, latent_means, model_dtype
 
 __all__ = ["ACTIVE_UNIT_THRESHOLD", "METHODS", "latent_means", "kl_per_dimension", "unit_variances",
            "active_mask", "quantile_probabilities", "grid_coordinates", "manifold_grid", "dims_by_kl",

@@ -1,5 +1,5 @@
 """Drawing: matplotlib figures of what :mod:`aevb.figures.compute` and
-:mod:`aevb.figures.sampling` return, and the one figure toolkit of aevb (the run figures, the
+:mod:`aevb.sampling` return, and the one figure toolkit of aevb (the run figures, the
 report and the paper experiments): :func:`new_figure` / :func:`new_panels` make a Figure on the
 Agg canvas (no pyplot state, no display needed) and :func:`save_figure` writes it atomically as
 PNG. Every ``*_figure`` function returns a ``matplotlib.figure.Figure``.
@@ -21,7 +21,7 @@ from ..errors import PlotError
 from ..images import grid as image_grid
 from ..io import atomic_path
 from .compute import active_mask, embed_2d
-from .sampling import paired_rows
+from ..sampling import paired_rows
 
 PAD = 1  # pixels between tiles of an image grid (aevb.images.grid's default)
 MAX_GRID_INCHES = 13.0  # an image grid is drawn at most this wide or high (100 dpi)
@@ -105,7 +105,7 @@ def _tile_centres(count: int, size: int) -> np.ndarray:
 
 def reconstructions_figure(x: Tensor, rec: Tensor, image_shape, ncol: int = 8, title: Optional[str] = None):
     """Data images over their reconstructions: row pairs (data, reconstruction) of ``ncol``
-    (:func:`aevb.figures.sampling.paired_rows`)."""
+    (:func:`aevb.sampling.paired_rows`)."""
     if len(x) == 0:
         raise PlotError("no images to reconstruct")
     ncol = max(1, min(int(ncol), len(x)))

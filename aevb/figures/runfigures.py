@@ -22,7 +22,7 @@ from .compute import (METHODS, active_mask, dims_by_kl, grid_coordinates, interp
                       latent_means, manifold_grid, traversal, unit_variances)
 from .draw import (curves_figure, interpolation_figure, kl_figure, latent_figure, latent_series_figure,
                    manifold_figure, reconstructions_figure, samples_figure, save_figure, traversal_figure)
-from .sampling import decode_means, prior_samples, reconstructions
+from ..sampling import decode_means, prior_samples, reconstructions
 
 # What `aevb plot RUN KIND` draws; `all` draws every one that applies.
 KINDS = ("reconstructions", "samples", "manifold", "latent", "latent-series", "interpolation",

@@ -13,6 +13,7 @@ import torch
 
 from ..images import grid, save_grid
 from ..io import atomic_write_csv, atomic_write_text
+from ..sampling import decode_means, paired_rows, reconstructions
 
 
 class Callback:
@@ -31,18 +32,12 @@ def write_metrics(run_dir: Path, history: List[dict]) -> None:
     atomic_write_csv(run_dir / "metrics.csv", history)
 
 
-@torch.no_grad()
 def epoch_images(model, x: torch.Tensor, z: torch.Tensor) -> Dict[str, torch.Tensor]:
-    """The per-epoch grids' content: ``x`` [8, D] over their reconstructions, and the likelihood
-    means at the fixed prior draws ``z`` [64, J], so grids of successive epochs compare."""
-    was_training = model.training
-    model.eval()
-    try:
-        rec = model.reconstruct(x)
-        samples = model.likelihood.mean(model.decode(z.to(x.device)))
-    finally:
-        model.train(was_training)
-    return {"reconstructions": torch.cat([x, rec]), "samples": samples}
+    """The per-epoch grids' content (aevb.sampling): ``x`` [8, D] over their reconstructions,
+    and the likelihood means at the fixed prior draws ``z`` [64, J], so that the grids of
+    successive epochs compare."""
+    return {"reconstructions": paired_rows(x.cpu(), reconstructions(model, x), 8),
+            "samples": decode_means(model, z)}
 
 
 def write_images(images: Dict[str, torch.Tensor], image_shape, folder: Path, suffix: str = "",

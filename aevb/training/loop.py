@@ -32,6 +32,7 @@ from ..lock import RunLock
 from ..model import VAE
 from ..optimizers import build_optimizer, build_scheduler, warmup_factor
 from ..runs import CHECKPOINT, NewRun, Run, is_run, write_marker, remove_orphans
+from ..sampling import prior_draws
 from . import session
 from .callbacks import Callback, Progress, TensorBoard, epoch_images, write_images, write_metrics
 from .objective import batch_loss, binarize_batch, kl_weight, objective_terms, training_precision
@@ -79,7 +80,7 @@ class Trainer:
                 self.history = list(state["history"])
                 restore_rng(self, state)
         self.splits = session.place_splits(data, self.device)
-        self.sample_z = torch.randn(64, cfg.model.latent_dim, generator=torch.Generator().manual_seed(t.seed + 2))
+        self.sample_z = prior_draws(64, cfg.model.latent_dim, t.seed + 2)  # the same draws every epoch
         self.tensorboard = TensorBoard(bool(t.tensorboard))
         self.progress = Progress(bool(t.progress) and self.dist.is_main)
         self._lock: Optional[RunLock] = None  # this process's lock on run_dir (rank 0)

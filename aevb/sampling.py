@@ -6,8 +6,8 @@ seed gives the same z, and the same pictures up to the decoder's arithmetic, on 
 draw x ~ p(x|z) (:func:`prior_samples` with ``draw=True``) continues that generator on the CPU,
 so it is seeded too. Results are CPU tensors; the model's train/eval mode is restored.
 
-Only torch and the bound engine's posterior means are used here (no matplotlib), so training can
-import it cheaply.
+Only torch and the bound engine's posterior means are used here (no matplotlib), so the model and
+training can import it cheaply.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Iterator, Tuple
 import torch
 from torch import Tensor
 
-from ..bounds import posterior_means
+from .bounds import posterior_means
 
 # Rows decoded at once.
 BATCH = 1000
