@@ -22,11 +22,8 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
-import torch
-
 from .config import RunConfig
 from .data import load_configured
-from .devices import parse_device, resolve_device  # noqa: F401 (older imports of these names)
 from .errors import CheckpointError, RunError
 from .io import atomic_write_text, load_checkpoint
 from .lock import LOCK_NAME, RunLock, describe, holder_alive, is_lock_file, is_locked, read_lock

@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from ..config import ConfigError
 
     from ..experiments import default_out
-    from ..runs import check_output, is_run, resolve_device
+    from ..devices import resolve_device
+    from ..runs import check_output, is_run
 
     if args.threads is not None and not 1 <= args.threads <= 4096:
         raise ConfigError(f"--threads must be in 1..4096; got {args.threads}")

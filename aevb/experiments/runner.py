@@ -35,7 +35,7 @@ from ..data import Dataset, Split, load_dataset
 from ..data.base import as_split
 from ..data.registry import dataset_folder
 from ..errors import CheckpointError, ReproduceError
-from ..io import atomic_path, atomic_write_csv, load_checkpoint, save_checkpoint
+from ..io import atomic_write_csv, load_checkpoint, save_checkpoint
 from ..model import VAE
 from ..optimizers import build_optimizer
 from ..presets import PRESETS
