@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from aevb.config import RunConfig, merge
-    from aevb.presets import apply_preset
+    from aevb.config import apply_preset
     from aevb.training import Trainer
 
     if args.threads:

@@ -12,7 +12,7 @@ import torch
 
 from aevb.config import RunConfig
 from aevb.model import VAE
-from aevb.presets import apply_preset
+from aevb.config import apply_preset
 
 SHAPE = (3, 64, 64)
 VARIANTS = [("eager-fp32", False, False), ("compiled-fp32", True, False),

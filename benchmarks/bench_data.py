@@ -37,7 +37,7 @@ import json, sys, time, torch
 args = json.loads(sys.argv[1])
 torch.set_num_threads(args["threads"])
 from aevb.config import RunConfig, merge
-from aevb.presets import apply_preset
+from aevb.config import apply_preset
 from aevb.training import Trainer
 from aevb.training.objective import batch_loss, binarize_batch, objective_terms
 cfg = apply_preset(RunConfig(), args["preset"]) if args["preset"] else RunConfig()

@@ -104,7 +104,7 @@ RANDOM_DECODE = """([layers, n, frames, warmup]) => {
 def trained_run(preset: str, dataset: dict) -> Path:
     """A new run of ``preset`` trained 1 epoch on ``dataset`` (data config fields), one thread."""
     from aevb.config import RunConfig, merge
-    from aevb.presets import apply_preset
+    from aevb.config import apply_preset
     from aevb.training import Trainer
 
     cfg = merge(apply_preset(RunConfig(), preset), {"data": {**dataset, "download": False}})

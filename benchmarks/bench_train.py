@@ -114,7 +114,7 @@ def main() -> None:
 
     from aevb.config import RunConfig
     from aevb.data import load_dataset
-    from aevb.presets import apply_preset
+    from aevb.config import apply_preset
     from aevb.training import Trainer
 
     data = load_dataset("mnist", args.data_dir, download=False)

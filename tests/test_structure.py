@@ -100,3 +100,19 @@ def test_each_option_list_is_declared_once(key):
             if len(strings & values) >= 2:
                 places.append(f"{path.relative_to(PACKAGE.parent)}:{line}")
     assert len(places) == 1, f"{key} ({', '.join(sorted(values))}) is declared in {len(places)} places: {places}"
+
+
+def test_the_benchmarks_import_names_that_exist():
+    """The benchmarks are not run by the tests; every aevb name they import (at the top or
+    inside functions) must still exist, so that a moved function cannot break them unseen."""
+    import importlib
+
+    missing = []
+    for path in sorted((PACKAGE.parent / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("aevb"):
+                module = importlib.import_module(node.module)
+                missing += [f"{path.name}: {node.module}.{a.name}" for a in node.names
+                            if not hasattr(module, a.name)
+                            and importlib.util.find_spec(f"{node.module}.{a.name}") is None]
+    assert not missing, missing
