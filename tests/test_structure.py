@@ -116,3 +116,29 @@ def test_the_benchmarks_import_names_that_exist():
                             if not hasattr(module, a.name)
                             and importlib.util.find_spec(f"{node.module}.{a.name}") is None]
     assert not missing, missing
+
+
+def documented_layers():
+    """{top-level module or package name: layer} from the layer table of docs/architecture.md."""
+    import re
+
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    layers = {}
+    for number, names in re.findall(r"^\| (\d) \| ([^|]+) \|", page, re.M):
+        for name in re.findall(r"`(_*[a-z_]+)(?:/|\.py)`", names):
+            layers[name] = int(number)
+    return layers
+
+
+def test_no_module_imports_from_a_layer_above_its_own():
+    """docs/architecture.md's layers are what the code does: every module of the package is in
+    a layer, and imports only from its own layer or those below."""
+    layers = documented_layers()
+    mods = modules()
+    layer_of = {m: layers.get(m.split(".")[1]) for m in mods if m != "aevb"}
+    unplaced = sorted(m for m, n in layer_of.items() if n is None and m != "aevb.__main__")
+    assert not unplaced, f"modules in no layer of docs/architecture.md: {unplaced}"
+    upward = [f"{m} (layer {layer_of[m]}) imports {t} (layer {layer_of[t]})"
+              for m, p in mods.items() if layer_of.get(m) is not None
+              for t in imported(mods, m, p) if layer_of.get(t) is not None and layer_of[t] > layer_of[m]]
+    assert not upward, upward
