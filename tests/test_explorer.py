@@ -362,3 +362,31 @@ def test_explore_writes_a_page_for_a_conv_run(tmp_path, one_thread, capsys):
     assert p["decoder"]["layers"] == prog.layers and p["decoder"]["n_weights"] == prog.n_weights
     assert [l["kind"] for l in prog.layers].count("conv-transpose") == 2 and p["image"]["shape"] == [1, 8, 8]
     assert 0 < p["encoding_error"] < 1 / 255
+
+
+def test_the_footer_reads_the_runs_evaluation_through_its_schema(run_dir, tmp_path, one_thread):
+    """The page states what `aevb evaluate` wrote (its headline, from the file with the most
+    samples) and the test ELBO's bits/dim by aevb.evaluate's convention for these data."""
+    import shutil
+
+    from aevb.cli import main
+    from aevb.evaluate import bits_per_dim, bpd_convention
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    write_explorer(run, tmp_path / "before.html")
+    assert _payload(tmp_path / "before.html")["facts"]["evaluation"] is None
+    for k in ("2", "6"):
+        assert main(["evaluate", str(run), "--k", k, "--no-progress"]) == 0
+    write_explorer(run, tmp_path / "after.html")
+    facts = _payload(tmp_path / "after.html")["facts"]
+    written = json.loads((run / "evaluation-k6.json").read_text())
+    assert facts["evaluation"]["file"] == "evaluation-k6.json"
+    rows = {label: value for label, value, _ in facts["evaluation"]["rows"]}
+    assert rows["L_6 (importance-weighted bound)"] == written["lk"]["mean"]
+    data = Run(run).load_data()
+    offset, _ = bpd_convention(data.kind, data.levels, written["likelihood"])
+    if offset is None:
+        assert facts["test_elbo_bits"] is None
+    else:
+        assert facts["test_elbo_bits"] == pytest.approx(bits_per_dim(facts["test_elbo"], data.dim, offset))

@@ -25,12 +25,13 @@ import html
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
 from ..bounds import ACTIVE_UNIT_THRESHOLD
+from ..evaluate import bits_per_dim, bpd_convention, headline, run_evaluations
 from ..figures.compute import active_mask, kl_per_dimension, latent_means, pca_directions, unit_variances
 from ..figures.runfigures import FigureContext
 from ..sampling import decode_means, prior_draws
@@ -99,7 +100,10 @@ def _views(mu: np.ndarray, kl: np.ndarray, seed: int) -> List[dict]:
     return views
 
 
-def _facts(run: Run, model, image_shape) -> dict:
+def _facts(run: Run, model, image_shape, data=None) -> dict:
+    """What the page's footer says of the run: data, likelihood, status, the last epoch's test
+    ELBO (with bits/dim where aevb.evaluate's convention defines them for these data), and the
+    headline of the run's test evaluation with the most samples (read through its schema)."""
     cfg = run.config
     try:
         status = run.status
@@ -112,7 +116,27 @@ def _facts(run: Run, model, image_shape) -> dict:
             "likelihood": str(cfg.model.likelihood), "latent_dim": int(model.latent_dim),
             "image_shape": [int(s) for s in image_shape], "status": status,
             "epoch": last.get("epoch"), "test_elbo": test if isinstance(test, (int, float)) else None,
-            "aevb": __version__}
+            "test_elbo_bits": _bits(test, cfg.model.likelihood, data, image_shape),
+            "evaluation": _evaluation_headline(run), "aevb": __version__}
+
+
+def _bits(test_bound, likelihood: str, data, image_shape) -> Optional[float]:
+    """Bits per dimension of the test ELBO, or None where they are not defined (or the data,
+    whose quantisation decides it, could not be loaded)."""
+    if not isinstance(test_bound, (int, float)) or data is None:
+        return None
+    kind, levels = ("binary", 2) if data.dynamic_binarization else (data.kind, data.levels)  # as split_data
+    offset, _ = bpd_convention(kind, levels, likelihood)
+    return None if offset is None else float(bits_per_dim(test_bound, int(np.prod(image_shape)), offset))
+
+
+def _evaluation_headline(run: Run) -> Optional[dict]:
+    """{"file", "rows": [[label, value, unit]]} of the test evaluation with the largest k."""
+    found = [(d["k"], path.name, d) for path, d, _ in run_evaluations(run.path) if d is not None and d["split"] == "test"]
+    if not found:
+        return None
+    _, name, d = max(found, key=lambda t: (t[0], t[1]))
+    return {"file": name, "rows": [[label, float(value), unit] for label, value, unit in headline(d)]}
 
 
 def write_explorer(run: Union[str, Path, Run], out: Union[str, Path, None] = None, points: int = 1000,
@@ -143,7 +167,7 @@ def write_explorer(run: Union[str, Path, Run], out: Union[str, Path, None] = Non
     n_weights = decoder_size(ctx.model)
     live, points, why = _plan(run, ctx, layers, n_weights, points, encoding, max_mb, require_live)
 
-    payload = {"facts": _facts(run, ctx.model, image_shape), "notes": []}
+    payload = {"facts": _facts(run, ctx.model, image_shape, ctx.data), "notes": []}
     if ctx.data is None:
         payload["notes"].append("The run's data set could not be loaded here, so there is no scatter of test "
                                 f"points: {ctx.data_error.splitlines()[0] if ctx.data_error else ''}")

@@ -289,9 +289,13 @@
     $("run-name").textContent = "\u00b7 " + f.run;
     const parts = [`data set ${f.dataset}`, `images ${shape.join("\u00d7")} (C\u00d7H\u00d7W)`, `${J}-D latent space`,
       `${f.likelihood} likelihood`, `status ${f.status}` + (f.epoch != null ? ` after epoch ${f.epoch}` : "")];
-    if (f.test_elbo != null) {  // the discretized logistic's bound is a log-mass: bits/dim are exact
-      const bits = f.likelihood === "discretized-logistic" ? ` (${(-f.test_elbo / (D * Math.LN2)).toFixed(3)} bits/dim)` : "";
+    if (f.test_elbo != null) {  // bits/dim come from aevb.evaluate's convention, where the data define them
+      const bits = f.test_elbo_bits != null ? ` (${f.test_elbo_bits.toFixed(3)} bits/dim)` : "";
       parts.push(`test ELBO ${f.test_elbo.toFixed(2)} nats${bits}`);
+    }
+    if (f.evaluation) {  // the run's evaluation*.json with the most samples, as `aevb evaluate` wrote it
+      const fmt = (v) => Number.isInteger(v) ? String(v) : v.toFixed(Math.abs(v) < 1 ? 4 : 2);
+      parts.push(`${f.evaluation.file}: ` + f.evaluation.rows.map(([label, v, unit]) => `${label} ${fmt(v)} ${unit}`).join(", "));
     }
     $("facts").textContent = parts.join(" \u00b7 ");
     const total = P.points.total || N;
