@@ -119,3 +119,30 @@ def test_paper_presets_and_settings():
     assert m.latent_dim == 3 and m.encoder_hidden == [100] and o.weight_decay == pytest.approx(1e-3)
     pts = log_points(1000, 100000, 3)
     assert pts == [1000, 10000, 100000]
+
+
+def test_a_resumed_subrun_equals_an_uninterrupted_one(tmp_path):
+    """A sub-run killed after an evaluation continues from its saved state (model, optimizer and
+    every RNG stream) to the very numbers and weights of a sub-run that was never stopped."""
+    from aevb.experiments.runner import Context, SubRun, run_subrun
+
+    def evaluate(model, algo):
+        with torch.no_grad():
+            return {"w": float(sum(p.double().sum() for p in model.parameters()))}
+
+    def stop_at_second(model, algo, calls=[]):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return evaluate(model, algo)
+
+    whole = run_subrun(Context(tmp_path / "a", "tiny", dataset="digits", verbose=False),
+                       SubRun("k", "aevb", "mnist", 2, 8, [100, 200, 300], evaluate))
+    ctx = Context(tmp_path / "b", "tiny", dataset="digits", verbose=False)
+    with pytest.raises(KeyboardInterrupt):
+        run_subrun(ctx, SubRun("k", "aevb", "mnist", 2, 8, [100, 200, 300], stop_at_second))
+    torch.manual_seed(12345)  # the resumed sub-run must not depend on the process's own streams
+    resumed = run_subrun(ctx, SubRun("k", "aevb", "mnist", 2, 8, [100, 200, 300], evaluate))
+    assert [r["w"] for r in resumed.rows] == [r["w"] for r in whole.rows]
+    for p, q in zip(resumed.model.parameters(), whole.model.parameters()):
+        assert torch.equal(p, q)

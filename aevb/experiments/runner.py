@@ -40,6 +40,7 @@ from ..model import VAE
 from ..optimizers import build_optimizer
 from ..presets import PRESETS
 from ..training.objective import batch_loss, objective_terms
+from ..training.state import rng_state, set_rng_state
 
 BUDGETS = ("tiny", "quick", "paper")
 BATCH = 100  # the paper's minibatch size M
@@ -230,8 +231,11 @@ def run_subrun(ctx: Context, spec: SubRun) -> SubRunResult:
             ctx.log(f"{spec.key}: finished earlier, skipped")
             return SubRunResult(list(st["rows"]), model.eval(), True)
         seen, pos, rows, perm = int(st["seen"]), int(st["pos"]), list(st["rows"]), st["perm"]
-        shuffle.set_state(st["shuffle"])
-        torch.set_rng_state(st["torch_rng"])
+        if "rng" in st:  # every RNG state, as a training checkpoint holds them
+            set_rng_state(st["rng"], shuffle)
+        else:  # states written by earlier versions kept the shuffle and torch streams only
+            shuffle.set_state(st["shuffle"])
+            torch.set_rng_state(st["torch_rng"])
         ctx.log(f"{spec.key}: continuing from {seen} samples")
     elif st is not None:
         ctx.log(f"{spec.key}: saved state has other evaluation points; starting again")
@@ -266,7 +270,7 @@ def run_subrun(ctx: Context, spec: SubRun) -> SubRunResult:
         save_checkpoint(path=path, state={"format": "aevb-reproduce", "key": spec.key, "eval_at": eval_at, "done": done,
                            "seen": seen, "pos": pos, "perm": perm, "rows": rows,
                            "model": model.state_dict(), "algo": algo.state_dict(),
-                           "shuffle": shuffle.get_state(), "torch_rng": torch.get_rng_state()})
+                           "rng": rng_state(shuffle)})
         write_csv(folder / "rows.csv", rows)
     ctx.log(f"{spec.key}: done in {time.perf_counter() - t_start:.1f}s")
     return SubRunResult(rows, model.eval(), False)
