@@ -263,6 +263,7 @@ CASES = [
     ("evaluate {ws}/run --threads 0", 2, "--threads must be at least 1"),
     ("evaluate {ws}/run --memory-budget 0", 2, "--memory-budget"),
     ("evaluate {ws}/run --memory-budget nan", 2, "--memory-budget"),
+    ("evaluate {ws}/run --memory-budget 1.0", 2, "--memory-budget 1.0 is 1 B"),
     ("evaluate {ws}/run --seed -1", 2, "--seed"),
     ("evaluate {ws}/run --split valid", 2, "no 'valid' split"),
     ("evaluate {ws}/run --split bogus", 2, "invalid choice: 'bogus'"),

@@ -12,7 +12,7 @@ from typing import Optional
 
 from ..bounds import DEFAULT_BUDGET, estimate_seconds, memory_need
 from ..config import ConfigError, check_value
-from ..data.cache import parse_size, physical_memory
+from ..data.cache import format_size, parse_size, physical_memory
 from ..devices import parse_device
 from ..evaluate import default_output, evaluate_run, write_per_datapoint
 from ..io import atomic_write_text
@@ -115,7 +115,11 @@ def chunk_budget(size: Optional[str]) -> int:
     check_value("data.memory_budget", size, "--memory-budget")
     if size.strip().lower() == "auto":
         return DEFAULT_BUDGET
-    return min(parse_size(size), DEFAULT_BUDGET)
+    n = parse_size(size)
+    if n < 1_000_000:
+        raise ConfigError(f"--memory-budget {size} is {format_size(n)}: give a size such as 500MB or 8GB "
+                          "(bytes, as in `aevb train`), at least 1MB")
+    return min(n, DEFAULT_BUDGET)
 
 
 # an evaluation estimated to take longer than this (seconds) is refused without --force
