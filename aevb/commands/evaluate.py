@@ -12,6 +12,7 @@ from typing import Optional
 
 from ..bounds import DEFAULT_BUDGET, estimate_seconds, memory_need
 from ..config import ConfigError, check_value
+from ..data.base import SPLITS
 from ..data.cache import format_size, parse_size, physical_memory
 from ..devices import parse_device
 from ..evaluate import default_output, evaluate_run, write_per_datapoint
@@ -35,7 +36,7 @@ def register(sub) -> None:
     add_run_argument(p)
     p.add_argument("--k", type=int, default=1,
                    help="importance samples per datapoint (1: the ELBO only; 5000: a log p(x) estimate)")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"], help="which split to evaluate")
+    p.add_argument("--split", default="test", choices=SPLITS, help="which split to evaluate")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="evaluate the first N datapoints of the split only (a quicker estimate; "
                         "the JSON says how many of how many); None: all")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..data.base import SPLITS
 from ..errors import ConfigError
 from ..sampling import paired_rows, reconstructions
 from ..images import save_grid
@@ -15,7 +16,7 @@ def register(sub) -> None:
                    "(odd rows) over their reconstructions (even rows) as a PNG grid.")
     add_run_argument(p)
     add_grid_arguments(p, 8, "number of images", 8, "images per row", "reconstructions.png")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--start", type=int, default=0, help="index of the first image")
     add_device_argument(p)
     p.set_defaults(func=run)

@@ -31,6 +31,8 @@ KIND_BINARY = "binary"  # every value is exactly 0 or 1
 KIND_UNIT = "unit"  # values in [0, 1] (grey levels scaled from 8-bit pixels, or probabilities)
 KIND_REAL = "real"  # unrestricted real values
 KINDS = (KIND_BINARY, KIND_UNIT, KIND_REAL)
+# the splits a data set has (valid only when held out), in the order they are listed
+SPLITS = ("train", "valid", "test")
 
 _STORAGE_DTYPES = (np.uint8, np.float32)
 Index = Union[Tensor, np.ndarray, Sequence[int]]
@@ -272,7 +274,7 @@ class Dataset:
         d = 1
         for s in self.image_shape:
             d *= int(s)
-        for split_name in ("train", "valid", "test"):
+        for split_name in SPLITS:
             split = getattr(self, split_name)
             if split is not None and split.dim != d:
                 raise DataError(
@@ -296,12 +298,12 @@ class Dataset:
 
     def splits(self) -> dict:
         """{name: Split} of the splits present, in the order train, valid, test."""
-        return {n: getattr(self, n) for n in ("train", "valid", "test") if getattr(self, n) is not None}
+        return {n: getattr(self, n) for n in SPLITS if getattr(self, n) is not None}
 
     def split(self, name: str) -> Split:
-        s = getattr(self, name, None) if name in ("train", "valid", "test") else None
+        s = getattr(self, name, None) if name in SPLITS else None
         if s is None:
-            have = [n for n in ("train", "valid", "test") if getattr(self, n) is not None]
+            have = [n for n in SPLITS if getattr(self, n) is not None]
             raise DataError(f"{self.name} has no {name!r} split; available: {', '.join(have)}")
         return s
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from ..bounds import ACTIVE_UNIT_THRESHOLD
+from ..data.base import SPLITS
 from ..errors import PlotError
 from ..evaluate import headline, run_evaluations
 from ..figures.draw import curves_figure, save_figure
@@ -223,7 +224,7 @@ def _final_numbers(history: List[dict]) -> str:
         return '<p class="note">No epochs finished yet: no metrics.</p>'
     last = history[-1]
     rows = []
-    for split in ("train", "valid", "test"):
+    for split in SPLITS:
         if f"{split}_bound" not in last:
             continue
         b = last[f"{split}_bound"]
