@@ -250,3 +250,30 @@ def test_reconstruct_without_data_keeps_its_grid(run, tmp_path, capsys):
     out = tmp_path / "grid.png"
     assert main(["reconstruct", str(run.path), "--out", str(out), "-n", "4"]) == 0
     assert Image.open(out).size[0] > 0
+
+
+# ------------------------------------------------------------------ the page docs/new-data.md
+def test_the_pages_commands_and_python_example_run(run, eight_bit, tmp_path, monkeypatch, capsys):
+    import shlex
+    import shutil
+
+    from test_docs import aevb_argv, fenced_blocks, joined
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "new-data.md").read_text()
+    (tmp_path / "runs").mkdir()
+    shutil.copytree(run.path, tmp_path / "runs" / "digits")
+    shutil.copytree(eight_bit["folder"], tmp_path / "my_pictures")
+    monkeypatch.chdir(tmp_path)
+    commands = [argv for lang, lines in fenced_blocks(page) if lang == "bash"
+                for line in joined(lines) for argv in aevb_argv(line)]
+    assert [a[0] for a in commands] == ["encode", "encode", "score", "reconstruct", "decode"]
+    for argv in commands:
+        assert main(argv + (["--no-progress"] if argv[0] != "decode" else [])) == 0, shlex.join(argv)
+    assert len(list((tmp_path / "reconstructions").rglob("*.png"))) == 30
+    assert sorted(p.name for p in (tmp_path / "decoded").rglob("*.png")) == sorted(
+        p.name for p in (tmp_path / "reconstructions").rglob("*.png"))
+    code = next("\n".join(lines) for lang, lines in fenced_blocks(page) if lang == "python")
+    scope = {}
+    exec(compile(code, "docs/new-data.md", "exec"), scope)
+    assert torch.equal(scope["recs"], scope["images"])
+    assert list(scope["codes"]["id"]) == eight_bit["names"] and len(scope["scores"]["lk"]) == 359
