@@ -60,6 +60,7 @@ class Items:
     source: str
     skipped: List[str] = field(default_factory=list)
     flat: bool = False  # rows of a [N, D] array: no picture shape of their own
+    pictures: bool = False  # image files, decoded with the run's image settings
     note: Optional[str] = None
 
     def __len__(self) -> int:
@@ -163,7 +164,8 @@ def _from_images(files: List[Path], root: Path, ids: List[str], name: str, data_
     kept = [i for i in range(len(files)) if i not in skipped_rows]
     c, h, w = manifest["image_shape"]
     return Items(split=splits["all"], ids=[ids[i] for i in kept], image_shape=(c, h, w), kind=manifest["kind"],
-                 levels=manifest["levels"], source=source, skipped=list(manifest.get("skipped") or []))
+                 levels=manifest["levels"], source=source, skipped=list(manifest.get("skipped") or []),
+                 pictures=True)
 
 
 def _from_folder(root: Path, source: str, data_cfg, opts: LoadOptions) -> Items:
@@ -274,8 +276,9 @@ def check_fits(items: Items, image_shape: Sequence[int], likelihood: str, run_na
             items.image_shape = want
         else:
             fits = describe_shape(want)
-            hint = (" (pictures keep their own size: the run sets no image_size)"
-                    if want[1] > 1 and not items.flat and have[0] == want[0] and have[1:] != want[1:] else "")
+            # pictures of another size: the run was trained without image_size (else they were resized)
+            hint = (" (the run sets no image_size, so pictures keep their own size)"
+                    if items.pictures and have[1:] != want[1:] else "")
             raise DataError(f"{items.source} gives {describe_shape(have)} but the run {run_name} takes "
                             f"{fits}; give {fits} or rows of {d_want} values{hint}")
     if likelihood == "bernoulli" and items.kind == KIND_REAL:

@@ -277,3 +277,12 @@ def test_the_pages_commands_and_python_example_run(run, eight_bit, tmp_path, mon
     exec(compile(code, "docs/new-data.md", "exec"), scope)
     assert torch.equal(scope["recs"], scope["images"])
     assert list(scope["codes"]["id"]) == eight_bit["names"] and len(scope["scores"]["lk"]) == 359
+
+
+def test_a_real_data_set_of_another_shape_is_refused(run, shared_datasets, monkeypatch):
+    monkeypatch.setenv("AEVB_DATA", str(shared_datasets))
+    with pytest.raises(DataError) as e:
+        run.preprocess("mnist:test")
+    assert str(e.value) == ("mnist:test gives grey 28x28 images (1x28x28 = 784 values) but the run "
+                            f"{run.path} takes grey 8x8 images (1x8x8 = 64 values); give grey 8x8 images "
+                            "(1x8x8 = 64 values) or rows of 64 values")
