@@ -371,21 +371,21 @@ class Run:
         items = load_items(source, self.config.data, skip_bad_images=skip_bad_images, progress=progress, seed=seed)
         return check_fits(items, self.image_shape(), self.config.model.likelihood, str(self.path))
 
-    def _model_and_items(self, source, device, **kw):
+    def _model_and_items(self, source, device, seed: int = 0, **kw):
         model = self.load_model(device)
-        items = source if isinstance(source, Items) else self.preprocess(source, model=model, **kw)
+        items = source if isinstance(source, Items) else self.preprocess(source, model=model, seed=seed, **kw)
         return model, items
 
     def encode(self, source, samples: int = 0, seed: int = 0, device="cpu", **kw) -> dict:
         """{"id", "mu", "log_var"} (and "z" [N, samples, J] when ``samples`` > 0): the posterior
         q(z|x) of each item of ``source`` (see :meth:`preprocess`), numpy arrays."""
-        model, items = self._model_and_items(source, device, **kw)
+        model, items = self._model_and_items(source, device, seed, **kw)
         return {"id": np.asarray(items.ids), **newdata.encode(model, items.split, samples, seed)}
 
     def score(self, source, k: int = 1, seed: int = 0, device="cpu", **kw) -> dict:
         """{"id", "elbo", "lk", "lk_se"} per item of ``source``, in nats (the bound engine with
         k importance samples and seeded noise: the numbers ``aevb evaluate`` gives)."""
-        model, items = self._model_and_items(source, device, **kw)
+        model, items = self._model_and_items(source, device, seed, **kw)
         b = newdata.score(model, items.split, k, seed)
         return {"id": np.asarray(items.ids), "elbo": b.elbo.numpy(), "lk": b.lk.numpy(), "lk_se": b.lk_se.numpy()}
 
