@@ -198,12 +198,15 @@ def chunk_log_weights(model, x: Tensor, mu: Tensor, log_var: Tensor, eps: Tensor
 @dataclass
 class BatchBounds:
     """One batch's results. ``lk`` and ``log_px_given_z`` [B] float64 (the latter averaged over
-    the k samples); ``kl_per_dim`` [B, J] and ``mu`` [B, J] in the model's dtype, on its device."""
+    the k samples); ``kl_per_dim`` [B, J] and ``mu`` [B, J] in the model's dtype, on its device;
+    ``lk_se`` [B] float64, the standard error of each datapoint's L_k from the spread of its k
+    importance weights (see :func:`lk_standard_error`)."""
 
     lk: Tensor
     log_px_given_z: Tensor
     kl_per_dim: Tensor
     mu: Tensor
+    lk_se: Optional[Tensor] = None
 
     @property
     def kl(self) -> Tensor:
@@ -239,17 +242,30 @@ def batch_bounds(model, x: Union[Split, Tensor], k: int = 1, batch_size: Optiona
                 mu, log_var = model.encode(xb)
                 draw = noise.for_batch(b, mu.shape[-1], dtype, device)
                 total = torch.full((b,), -math.inf, dtype=torch.float64, device=device)
+                total2 = torch.full((b,), -math.inf, dtype=torch.float64, device=device)  # log sum w^2
                 rec_sum = torch.zeros(b, dtype=torch.float64, device=device)
                 for s0 in range(0, k, chunk):
                     s = min(chunk, k - s0)
                     log_w, log_px_z = chunk_log_weights(model, xb, mu, log_var, draw(s), log_px_fn)
                     total = torch.logaddexp(total, torch.logsumexp(log_w, 1).double())
+                    total2 = torch.logaddexp(total2, torch.logsumexp(2 * log_w.double(), 1))
                     rec_sum += log_px_z.double().sum(1)
                     if bar is not None:
                         bar.update(s * b)
-                yield BatchBounds(total - math.log(k), rec_sum / k, kl_normal_standard(mu, log_var), mu)
+                yield BatchBounds(total - math.log(k), rec_sum / k, kl_normal_standard(mu, log_var), mu,
+                                  lk_standard_error(total, total2, k))
     finally:
         model.train(was_training)
+
+
+def lk_standard_error(log_sum_w: Tensor, log_sum_w2: Tensor, k: int) -> Tensor:
+    """Standard error of L_k = log mean(w) per datapoint, by the delta method: the relative
+    standard error of the mean of the k weights, sqrt((k S2 / S1^2 - 1) / (k - 1)) with
+    S1 = sum w and S2 = sum w^2 (the unbiased sample variance); NaN for k = 1."""
+    if k < 2:
+        return torch.full_like(log_sum_w, math.nan)
+    ratio = torch.exp(log_sum_w2 - 2 * log_sum_w)  # S2 / S1^2, in [1/k, 1]
+    return torch.sqrt(((k * ratio - 1) / (k - 1)).clamp_min(0))
 
 
 @dataclass
@@ -258,7 +274,8 @@ class Bounds:
 
     ``lk`` [N]: L_k; ``elbo`` [N] = ``log_px_given_z`` - ``kl``, with E_q[log p(x|z)] averaged over
     the same k samples and the KL in closed form; ``kl_per_dim`` [N, J]; ``mu`` [N, J] the
-    posterior means (for active units). ``k``, ``batch_size``, ``chunk``, ``seconds``.
+    posterior means (for active units). ``k``, ``batch_size``, ``chunk``, ``seconds``; ``lk_se``
+    [N] the standard error of each datapoint's L_k (from its importance weights; NaN for k = 1).
     """
 
     lk: Tensor
@@ -271,6 +288,7 @@ class Bounds:
     batch_size: int
     chunk: int
     seconds: float
+    lk_se: Optional[Tensor] = None
 
 
 def evaluate_bounds(model, x: Union[Split, Tensor], k: int = 1, batch_size: Optional[int] = None,
@@ -293,7 +311,7 @@ def evaluate_bounds(model, x: Union[Split, Tensor], k: int = 1, batch_size: Opti
 
         bar = tqdm(total=n * int(k), desc=desc, unit="sample", unit_scale=True, dynamic_ncols=True,
                    disable=None, file=sys.stderr, leave=False)
-    lk, rec, kl_dims, mus = [], [], [], []
+    lk, rec, kl_dims, mus, ses = [], [], [], [], []
     t0 = time.perf_counter()
     try:
         for b in batch_bounds(model, x, k, batch_size, chunk, SeededNoise(seed), budget, log_px_fn, bar):
@@ -301,6 +319,7 @@ def evaluate_bounds(model, x: Union[Split, Tensor], k: int = 1, batch_size: Opti
             rec.append(b.log_px_given_z.cpu())
             kl_dims.append(b.kl_per_dim.double().cpu())
             mus.append(b.mu.double().cpu())
+            ses.append(b.lk_se.cpu())
     finally:
         if bar is not None:
             bar.close()
@@ -309,7 +328,7 @@ def evaluate_bounds(model, x: Union[Split, Tensor], k: int = 1, batch_size: Opti
     log_px_given_z = torch.cat(rec)
     return Bounds(lk=torch.cat(lk), elbo=log_px_given_z - kl, log_px_given_z=log_px_given_z, kl=kl,
                   kl_per_dim=kl_per_dim, mu=torch.cat(mus), k=int(k), batch_size=batch_size, chunk=chunk,
-                  seconds=time.perf_counter() - t0)
+                  seconds=time.perf_counter() - t0, lk_se=torch.cat(ses))
 
 
 def iw_bound_dataset(model, x: Union[Split, Tensor], k: int, batch_size: Optional[int] = None,

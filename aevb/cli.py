@@ -9,8 +9,8 @@ from typing import List, Optional
 
 from .version import __version__
 
-COMMANDS = ["train", "evaluate", "sample", "reconstruct", "plot", "report", "reproduce", "explore", "export",
-            "data"]
+COMMANDS = ["train", "evaluate", "sample", "reconstruct", "encode", "score", "decode", "plot", "report", "reproduce",
+            "explore", "export", "data"]
 
 
 class Parser(argparse.ArgumentParser):

@@ -22,12 +22,17 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
+import numpy as np
+import torch
+
 from .config import RunConfig
 from .data import load_configured
 from .errors import CheckpointError, RunError
 from .io import atomic_write_text, load_checkpoint
 from .lock import LOCK_NAME, RunLock, describe, holder_alive, is_lock_file, is_locked, read_lock
 from .model import VAE
+from . import newdata
+from .newdata import Items, check_fits, load_items
 
 RUN_MARKER = "run.json"
 CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -345,6 +350,54 @@ class Run:
         if memory_budget is not None:
             d = dataclasses.replace(d, memory_budget=memory_budget)
         return load_configured(d, download=download, progress=progress)
+
+    # ------------------------------------------------------------------ new data
+    def image_shape(self, state: Optional[dict] = None) -> tuple:
+        """(C, H, W) of the data the model takes (from its checkpoint)."""
+        state = state if state is not None else self.checkpoint()
+        shape = state.get("image_shape")
+        return tuple(int(s) for s in shape) if shape else (1, 1, int(state["data_dim"]))
+
+    def preprocess(self, source, skip_bad_images: bool = False, progress: bool = False, seed: int = 0,
+                   model=None) -> "Items":
+        """``source`` (``folder:DIR``, ``array:FILE``, ``mnist:test``, an image file or a list of
+        them, PIL images, a numpy array or a tensor) prepared as this run's own data were (image
+        size, crop, colour, scaling, binarization), with each item's identity: an
+        :class:`aevb.newdata.Items` whose ``split`` gives batches. Data that do not fit the model
+        raise DataError naming both shapes; unreadable images too, unless ``skip_bad_images``
+        (then ``items.skipped`` lists them)."""
+        if model is None and not self.checkpoint_path.is_file():
+            raise RunError(self.no_checkpoint_message())
+        items = load_items(source, self.config.data, skip_bad_images=skip_bad_images, progress=progress, seed=seed)
+        return check_fits(items, self.image_shape(), self.config.model.likelihood, str(self.path))
+
+    def _model_and_items(self, source, device, seed: int = 0, **kw):
+        model = self.load_model(device)
+        items = source if isinstance(source, Items) else self.preprocess(source, model=model, seed=seed, **kw)
+        return model, items
+
+    def encode(self, source, samples: int = 0, seed: int = 0, device="cpu", **kw) -> dict:
+        """{"id", "mu", "log_var"} (and "z" [N, samples, J] when ``samples`` > 0): the posterior
+        q(z|x) of each item of ``source`` (see :meth:`preprocess`), numpy arrays."""
+        model, items = self._model_and_items(source, device, seed, **kw)
+        return {"id": np.asarray(items.ids), **newdata.encode(model, items.split, samples, seed)}
+
+    def score(self, source, k: int = 1, seed: int = 0, device="cpu", **kw) -> dict:
+        """{"id", "elbo", "lk", "lk_se"} per item of ``source``, in nats (the bound engine with
+        k importance samples and seeded noise: the numbers ``aevb evaluate`` gives)."""
+        model, items = self._model_and_items(source, device, seed, **kw)
+        b = newdata.score(model, items.split, k, seed)
+        return {"id": np.asarray(items.ids), "elbo": b.elbo.numpy(), "lk": b.lk.numpy(), "lk_se": b.lk_se.numpy()}
+
+    def reconstruct(self, source, device="cpu", **kw):
+        """The mean of p(x|z) at z = E_q[z|x] for each item of ``source``: a float tensor [N, D]."""
+        model, items = self._model_and_items(source, device, **kw)
+        return torch.cat([r for _, r in newdata.reconstruction_blocks(model, items.split)])
+
+    def decode(self, z, device="cpu"):
+        """The mean of p(x|z) [N, D] for codes ``z`` [N, J] (e.g. ``run.encode(...)["mu"]``);
+        another width or NaN raise DataError."""
+        return newdata.decode(self.load_model(device), z)
 
     def metrics(self) -> List[dict]:
         p = self.path / "metrics.jsonl"

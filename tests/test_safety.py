@@ -110,6 +110,11 @@ def ws(tmp_path_factory):
         _write(c / name, text)
     _write(c / "binary.yaml", b"\xff\xfe\x00garbage")
     (c / "a_folder.yaml").mkdir()
+    # new data for encode / score / reconstruct --data / decode
+    np.save(root / "codes_wide.npy", np.zeros((4, 5), np.float32))
+    _write(root / "codes_nan.csv", "mu_0,mu_1,mu_2\n0.1,0.2,0.3\n0.1,nan,0.3\n")
+    _write(root / "imgs" / "broken.png", b"")
+    _write(root / "imgs" / "notes" / "half.png", b"\x89PNG\r\n\x1a\n")
     return root
 
 
@@ -338,6 +343,48 @@ CASES = [
     ("reproduce figure4 --data-dir {ws}/file.txt --out {ws}/f4", 2, "is a file, not a folder"),
     # the command itself
     ("bogus", 2, "invalid choice: 'bogus'"),
+    # new data: encode, score, decode, reconstruct --data
+    ("encode {ws}/run --data digits:test --out {ws}/run/config.json", 2, "must end in .npz or .npy or .csv"),
+    ("encode {ws}/run --data digits:test --out {ws}/run/checkpoints/codes.npz", 2, "would write into checkpoints"),
+    ("encode {ws}/run --data digits:test --out {ws}/run", 2, "is a folder; give a file name"),
+    ("encode {ws}/finished_no_ckpt --data digits:test --out {ws}/e.npz", 2, "has no checkpoint"),
+    ("encode {ws}/project --data digits:test --out {ws}/e.npz", 2, "is not an aevb run folder"),
+    ("encode {ws}/run --data digits:test --out {ws}/e.npz --samples -1", 2, "--samples must be in 0..10000"),
+    ("encode {ws}/run --data digits --out {ws}/e.npz", 2, "neither a file nor a folder nor NAME:SPLIT"),
+    ("encode {ws}/run --data digits:tset --out {ws}/e.npz", 2, "give a split after the data set's name"),
+    ("encode {ws}/run --data nosuch:test --out {ws}/e.npz", 2, "unknown data set 'nosuch'"),
+    ("encode {ws}/run --data folder:{ws}/empty --out {ws}/e.npz", 2, "no images (.png, .jpg, .jpeg) found"),
+    ("encode {ws}/run --data folder:{ws}/nowhere --out {ws}/e.npz", 2, "is not a folder"),
+    ("encode {ws}/run --data folder:{ws}/imgs --out {ws}/e.npz", 2, "2 image file(s) could not be read"),
+    ("encode {ws}/run --data folder:{ws}/imgs --out {ws}/e.npz --skip-bad-images", 2, "none of the 2 image files"),
+    ("encode {ws}/run --data {ws}/file.txt --out {ws}/e.npz", 2, "not an image file"),
+    ("encode {ws}/run --data array:{ws}/real.npy --out {ws}/e.npz", 2,
+     "gives vectors of 6 values but the run"),
+    ("encode {ws}/run --data array:{ws}/codes_wide.npy --out {ws}/e.npz", 2, "rows of 64 values"),
+    ("encode {ws}/run --data digits:test --out {ws}/e.npz --device cuda:x", 2, "cuda:x"),
+    ("score {ws}/run --data digits:test --out {ws}/s.csv --k 0", 2, "--k must be a positive number"),
+    ("score {ws}/run --data digits:test --out {ws}/s.csv --flag-above 99", 2, "--flag-above needs --reference"),
+    ("score {ws}/run --data digits:test --out {ws}/s.csv --reference test --flag-above 150", 2,
+     "--flag-above is a percentile in 0..100"),
+    ("score {ws}/run --data digits:test --out {ws}/s.txt", 2, "must end in .npz or .npy or .csv"),
+    ("score {ws}/run --data digits:test --out {ws}/s.csv --reference train", 2, "invalid choice: 'train'"),
+    ("score {ws}/finished_no_ckpt --data digits:test --out {ws}/s.csv", 2, "has no checkpoint"),
+    ("score {ws}/run --data array:{ws}/real.npy --out {ws}/s.csv", 2, "gives vectors of 6 values"),
+    ("decode {ws}/run --z {ws}/codes_wide.npy --out {ws}/dec", 2,
+     "codes_wide.npy has shape (4, 5) but the run's codes are [N, 3]"),
+    ("decode {ws}/run --z {ws}/codes_nan.csv --out {ws}/dec", 2, "codes_nan.csv has 1 NaN or infinite value(s)"),
+    ("decode {ws}/run --z {ws}/missing.npz --out {ws}/dec", 2, "missing.npz: file not found"),
+    ("decode {ws}/run --z {ws}/file.txt --out {ws}/dec", 2, "use a .npz, .npy or .csv file"),
+    ("decode {ws}/run --z {ws}/codes_nan.csv --out {ws}/project", 2, "exists and is not empty"),
+    ("decode {ws}/run --z {ws}/codes_nan.csv --out {ws}/run/checkpoints", 2, "would write into checkpoints"),
+    ("decode {ws}/run --z {ws}/codes_nan.csv --out {ws}/file.txt", 2, "is a file; give a folder"),
+    ("decode {ws}/finished_no_ckpt --z {ws}/codes_nan.csv --out {ws}/dec", 2, "has no checkpoint"),
+    ("reconstruct {ws}/run --data digits:test", 2, "--data needs --out DIR"),
+    ("reconstruct {ws}/run --data digits:test --out {ws}/project", 2, "exists and is not empty"),
+    ("reconstruct {ws}/run --data digits:test --out {ws}/rec.png", 2, "is a folder (one PNG per item)"),
+    ("reconstruct {ws}/run --data folder:{ws}/empty --out {ws}/rec", 2, "no images"),
+    ("reconstruct {ws}/run --data array:{ws}/real.npy --out {ws}/rec", 2, "gives vectors of 6 values"),
+    ("reconstruct {ws}/finished_no_ckpt --data digits:test --out {ws}/rec", 2, "has no checkpoint"),
 ]
 if NO_CUDA:  # the case: an unavailable device must not cost the old run
     CASES += [(f"{T} --out {{ws}}/run --overwrite --device cuda", 2, "CUDA is not available"),

@@ -1,28 +1,44 @@
-"""`aevb reconstruct RUN`: data images over their reconstructions (decoder mean at z = E_q[z])."""
+"""`aevb reconstruct RUN`: data images over their reconstructions (decoder mean at z = E_q[z]);
+with --data, one reconstruction per item of new data, as a PNG under the item's own name."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..data.base import SPLITS
 from ..errors import ConfigError
-from ..sampling import paired_rows, reconstructions
 from ..images import save_grid
+from ..newdata import PngFolder, check_png_folder, png_names, reconstruction_blocks
+from ..runs import check_output
+from ..sampling import paired_rows, reconstructions
 from .common import add_device_argument, add_grid_arguments, add_parser, add_run_argument, open_grid_run
+from .items import check_seed, model_and_items, open_run
 
 
 def register(sub) -> None:
     p = add_parser(sub, "reconstruct", "write data images over their reconstructions",
                    "Encode images of a split, decode the posterior mean, and write the originals "
-                   "(odd rows) over their reconstructions (even rows) as a PNG grid.")
+                   "(odd rows) over their reconstructions (even rows) as a PNG grid. With --data SOURCE, "
+                   "prepare new data as the run's own data were and write one PNG per item into the "
+                   "folder --out, under the item's name (a file's path relative to its folder, or the "
+                   "row's index).")
     add_run_argument(p)
     add_grid_arguments(p, 8, "number of images", 8, "images per row", "reconstructions.png")
     p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--start", type=int, default=0, help="index of the first image")
+    p.add_argument("--data", metavar="SOURCE", default=None,
+                   help="new data (folder:DIR, array:FILE, NAME:SPLIT, image files): one PNG per item in --out")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="with --data: leave out image files that cannot be read (and say which)")
+    p.add_argument("--seed", type=int, default=0, help="with --data: seed of a binarization")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     add_device_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.data is not None:
+        return run_data(args)
     run_, out, model = open_grid_run(args, "images", "reconstructions.png")
     data = run_.load_data()
     split = data.split(args.split)
@@ -31,4 +47,22 @@ def run(args: argparse.Namespace) -> int:
     x = split.rows(args.start, args.start + args.n)
     save_grid(out, paired_rows(x, reconstructions(model, x), args.ncol), data.image_shape, min(args.ncol, len(x)))
     print(out)
+    return 0
+
+
+def run_data(args: argparse.Namespace) -> int:
+    check_seed(args)
+    if not args.out:
+        raise ConfigError("--data needs --out DIR, a new or empty folder for one PNG per item")
+    run_ = open_run(args)
+    out = check_output(args.out, "--out", folder=True)
+    if out.suffix.lower() == ".png" and not out.exists():
+        raise ConfigError(f"--out {out}: with --data, --out is a folder (one PNG per item), not a PNG file")
+    check_png_folder(out)
+    model, items = model_and_items(run_, args)
+    names = png_names(items.ids)
+    with PngFolder(Path(out), items.image_shape) as folder:
+        for i, rec in reconstruction_blocks(model, items.split, progress=args.progress):
+            folder.write(names[i:i + len(rec)], rec)
+    print(f"reconstructed {len(items)} items of {items.source} into {out}")
     return 0

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
 
@@ -137,13 +138,57 @@ def _check_finite(x: np.ndarray, what: str) -> None:
         raise DataError(f"{what} has {bad} NaN or infinite value(s); clean the data first")
 
 
+@dataclass
+class ArraySplits:
+    """The splits an array file (or arrays in memory) holds, before any hold-out: ``splits``
+    {train/valid/test: Split}, ``keys`` {split: the array's key}, the image shape, the kind and
+    levels of the values, and a sentence saying where the rows are held."""
+
+    splits: Dict[str, Split]
+    keys: Dict[str, str]
+    image_shape: Tuple[int, int, int]
+    kind: str
+    levels: Optional[int]
+    single: bool
+    storage: str
+    labels_note: Optional[str] = None
+
+
 def load_array(path: Union[str, os.PathLike], options=None) -> Dataset:
     """``array:PATH`` as a Dataset. A .npy file whose rows are uint8 or float32, channels first, is
     memory-mapped: held in memory when it fits the memory budget (``options.memory_budget``),
     streamed from the file otherwise."""
     path = Path(path).expanduser()
-    arrays = read_arrays(path)
     spec = f"array:{path}"
+    parts = array_splits(read_arrays(path), spec, options, where=str(path))
+    splits, single, info_labels = parts.splits, parts.single, parts.labels_note
+    kind, levels, image_shape = parts.kind, parts.levels, parts.image_shape
+    info = {"source": spec, "files": {"arrays": str(path)}, "keys": parts.keys}
+    if "test" not in splits:
+        n = len(splits["train"])
+        if n < 2:
+            raise DataError(f"{spec}: only {n} datapoint; need at least 2 (train and test)")
+        n_test = max(1, int(round(n * TEST_FRACTION)))
+        tr, te = holdout_indices(n, n_test, TEST_SPLIT_SEED)
+        pool = splits["train"]
+        splits["train"], splits["test"] = pool.subset(tr), pool.subset(te)
+        info["test_split"] = f"fixed seeded hold-out: {n_test} of {n} datapoints (10%, seed {TEST_SPLIT_SEED})"
+    else:
+        info["test_split"] = "from the file"
+    if single:
+        info["single_array"] = True
+    if info_labels:
+        info["labels"] = info_labels
+    info["storage"] = parts.storage
+    return Dataset(
+        name=spec, train=splits["train"], valid=splits.get("valid"),
+        test=splits["test"], image_shape=image_shape, kind=kind,
+        levels=levels if kind != KIND_REAL else None, info=info)
+
+
+def array_splits(arrays: Dict[str, np.ndarray], spec: str, options=None, where: str = "memory") -> ArraySplits:
+    """The splits of ``arrays`` ({key: array}, as :func:`read_arrays` returns them) by the rules
+    in the module docs, checked and in compact storage; ``spec`` names them in messages."""
     if not arrays:
         raise DataError(f"{spec}: the file holds no arrays")
 
@@ -229,27 +274,8 @@ def load_array(path: Union[str, os.PathLike], options=None) -> Dataset:
 
     kind = _kind(splits.values())
     levels = 2 if kind == KIND_BINARY else (256 if dtypes == {np.dtype(np.uint8)} else None)
-
-    info = {"source": spec, "files": {"arrays": str(path)},
-            "keys": {s: k for s, k in xk.items() if k is not None}}
-    if "test" not in splits:
-        n = len(splits["train"])
-        if n < 2:
-            raise DataError(f"{spec}: only {n} datapoint; need at least 2 (train and test)")
-        n_test = max(1, int(round(n * TEST_FRACTION)))
-        tr, te = holdout_indices(n, n_test, TEST_SPLIT_SEED)
-        pool = splits["train"]
-        splits["train"], splits["test"] = pool.subset(tr), pool.subset(te)
-        info["test_split"] = f"fixed seeded hold-out: {n_test} of {n} datapoints (10%, seed {TEST_SPLIT_SEED})"
-    else:
-        info["test_split"] = "from the file"
-    if single:
-        info["single_array"] = True
-    if info_labels:
-        info["labels"] = info_labels
-    info["storage"] = (f"streamed from {path} ({format_size(total)} > memory budget {format_size(budget)})"
-                       if stream else "in memory")
-    return Dataset(
-        name=spec, train=splits["train"], valid=splits.get("valid"),
-        test=splits["test"], image_shape=image_shape, kind=kind,
-        levels=levels if kind != KIND_REAL else None, info=info)
+    storage = (f"streamed from {where} ({format_size(total)} > memory budget {format_size(budget)})"
+               if stream else "in memory")
+    return ArraySplits(splits=splits, keys={s: k for s, k in xk.items() if k is not None},
+                       image_shape=image_shape, kind=kind, levels=levels if kind != KIND_REAL else None,
+                       single=single, storage=storage, labels_note=info_labels)

@@ -8,6 +8,7 @@ memory budget, or memory-mapped from the cache (streamed) when they do not.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,7 +168,7 @@ def _build(plan: ImagePlan, opts: LoadOptions, folder: Path, entries, fp: str) -
                 raise DataError(f"{plan.name}: no readable image in the {name} split")
             _compact(b.path / f"{name}.u8", spec.dim, keep, channels, spec.channels)
             entry = {"file": f"{name}.u8", "rows": int(len(keep)), "dim": channels * size[0] * size[1],
-                     "labels": None}
+                     "labels": None, "skipped_rows": [int(r) for r in bad_rows[name]]}
             y = plan.labels.get(name)
             if y is not None:
                 np.save(b.path / f"{name}.labels.npy", np.asarray(y, dtype=np.int64)[keep])
@@ -199,16 +200,43 @@ def _compact(path: Path, dim: int, keep: np.ndarray, channels: int, stored_chann
     os.truncate(path, len(keep) * out_dim)
 
 
-def open_image_dataset(plan: ImagePlan, opts: LoadOptions) -> Dataset:
-    """The Dataset of ``plan``: from its cache (built if needed), in memory when the data fit the
-    memory budget, else streamed from the memory-mapped cache files."""
+def image_splits(plan: ImagePlan, opts: LoadOptions) -> Tuple[Dict[str, Split], dict, dict]:
+    """({key of plan.files: Split}, manifest, info) of ``plan``, from its cache (built if needed),
+    before any hold-out and before deciding where the splits are held. The manifest's entry of
+    each split lists ``skipped_rows``, the positions in ``plan.files[key]`` of unreadable files
+    left out (--skip-bad-images)."""
     folder, manifest, built = image_cache(plan, opts)
+    # a cache of an older aevb that left files out without saying which: built again
+    if any("skipped_rows" not in e and e["rows"] != len(plan.files.get(k, ()))
+           for k, e in manifest["splits"].items()):
+        folder, manifest, built = image_cache(plan, dataclasses.replace(opts, rebuild=True))
+    for e in manifest["splits"].values():
+        e.setdefault("skipped_rows", [])
     splits = {}
     for name, entry in manifest["splits"].items():
         x, y = cache.open_split(folder, entry)
         splits[name] = Split(x, None if y is None else torch.from_numpy(y), scale=255.0)
     info = dict(manifest.get("info") or {})
     info.update({"cache": str(folder), "cache_reused": not built})
+    return splits, manifest, info
+
+
+def hold_in_memory(splits: Dict[str, Split], opts: LoadOptions, where: str) -> Tuple[Dict[str, Split], str]:
+    """The splits read into memory when they fit the memory budget together, else left streamed
+    from ``where``; with a sentence saying which."""
+    total = sum(s.nbytes for s in splits.values())
+    budget = opts.budget
+    if total <= budget:
+        return ({k: s.in_memory() for k, s in splits.items()},
+                f"in memory ({cache.format_size(total)} uint8, budget {cache.format_size(budget)})")
+    return splits, (f"streamed from {where} ({cache.format_size(total)} uint8 > memory budget "
+                    f"{cache.format_size(budget)})")
+
+
+def open_image_dataset(plan: ImagePlan, opts: LoadOptions) -> Dataset:
+    """The Dataset of ``plan``: from its cache (built if needed), in memory when the data fit the
+    memory budget, else streamed from the memory-mapped cache files."""
+    splits, manifest, info = image_splits(plan, opts)
     if "all" in splits:
         pool = splits.pop("all")
         n = len(pool)
@@ -218,14 +246,7 @@ def open_image_dataset(plan: ImagePlan, opts: LoadOptions) -> Dataset:
         tr, te = holdout_indices(n, n_test, TEST_SPLIT_SEED)
         splits["train"], splits["test"] = pool.subset(tr), pool.subset(te)
         info["test_split"] = f"fixed seeded hold-out: {n_test} of {n} images (10%, seed {TEST_SPLIT_SEED})"
-    total = sum(s.nbytes for s in splits.values())
-    budget = opts.budget
-    if total <= budget:
-        splits = {k: s.in_memory() for k, s in splits.items()}
-        info["storage"] = f"in memory ({cache.format_size(total)} uint8, budget {cache.format_size(budget)})"
-    else:
-        info["storage"] = (f"streamed from {folder} ({cache.format_size(total)} uint8 > memory budget "
-                           f"{cache.format_size(budget)})")
+    splits, info["storage"] = hold_in_memory(splits, opts, info["cache"])
     c, h, w = manifest["image_shape"]
     return Dataset(name=plan.name, train=splits["train"], valid=splits.get("valid"), test=splits["test"],
                    image_shape=(c, h, w), kind=manifest["kind"], levels=manifest["levels"], info=info)

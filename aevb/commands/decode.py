@@ -1,0 +1,38 @@
+"""`aevb decode RUN --z FILE --out DIR`: one PNG per code, the mean of p(x|z)."""
+from __future__ import annotations
+
+import argparse
+
+from ..devices import resolve_device
+from ..newdata import PngFolder, check_png_folder, decode, png_names, read_codes
+from ..runs import check_output
+from .common import add_device_argument, add_parser, add_run_argument
+from .items import open_run
+
+
+def register(sub) -> None:
+    p = add_parser(sub, "decode", "write the decoded image of each code in a file",
+                   "Decode codes z (the output of `aevb encode`, its mu, or any [N, J] array or CSV of "
+                   "numbers, e.g. edited codes) to the mean of p(x|z) and write one PNG per code, named "
+                   "by the code's id.")
+    add_run_argument(p)
+    p.add_argument("--z", metavar="FILE", required=True, help="codes: a .npz, .npy or .csv file")
+    p.add_argument("--out", metavar="DIR", required=True, help="a new or empty folder for the PNGs")
+    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    add_device_argument(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    run_ = open_run(args)
+    out = check_output(args.out, "--out", folder=True)
+    check_png_folder(out)
+    shape = run_.image_shape()
+    model = run_.load_model(resolve_device(args.device))
+    ids, z = read_codes(args.z, model.latent_dim)
+    names = png_names(ids)
+    with PngFolder(out, shape) as folder:
+        for i in range(0, len(z), 1000):
+            folder.write(names[i:i + 1000], decode(model, z[i:i + 1000]))
+    print(f"decoded {len(z)} codes into {out}")
+    return 0

@@ -1,0 +1,50 @@
+"""What the commands on new data share (`aevb encode`, `aevb score`, `aevb decode`,
+`aevb reconstruct --data`): their options, and opening the run, its model and the data."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..devices import resolve_device
+from ..errors import ConfigError, RunError
+from ..newdata import SOURCE_FORMS
+from ..runs import Run
+
+
+def add_data_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--data", metavar="SOURCE", required=required,
+                   help=f"the data: {SOURCE_FORMS}; prepared as the run's own data were")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out image files that cannot be read (and say which) instead of stopping")
+    add_common_arguments(p)
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise (samples, importance samples, binarization)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (one is shown on a terminal)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+
+
+def check_seed(args: argparse.Namespace) -> None:
+    if not 0 <= args.seed <= 2 ** 63 - 1:
+        raise ConfigError(f"--seed must be in 0..2**63-1; got {args.seed}")
+
+
+def open_run(args: argparse.Namespace) -> Run:
+    """The run, refused when it has no checkpoint (before anything else is done)."""
+    check_seed(args)
+    run = Run(args.run)
+    if not run.checkpoint_path.is_file():
+        raise RunError(run.no_checkpoint_message())
+    return run
+
+
+def model_and_items(run: Run, args: argparse.Namespace):
+    """(model, items) of --data on --device; says which unreadable images were left out."""
+    model = run.load_model(resolve_device(args.device))
+    items = run.preprocess(args.data, skip_bad_images=args.skip_bad_images, progress=args.progress, seed=args.seed)
+    if items.skipped:
+        shown = "; ".join(items.skipped[:5]) + (" ..." if len(items.skipped) > 5 else "")
+        print(f"aevb {args.command}: left out {len(items.skipped)} unreadable image(s) (--skip-bad-images): {shown}",
+              file=sys.stderr)
+    return model, items

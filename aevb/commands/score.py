@@ -1,0 +1,94 @@
+"""`aevb score RUN --data SOURCE --k K --out FILE`: the ELBO and L_k of every item of new data."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from ..bounds import estimate_seconds
+from ..errors import ConfigError
+from ..evaluate import bits_per_dim, bpd_convention, split_data
+from ..newdata import TABLE_SUFFIXES, score, write_table
+from ..runs import check_output
+from .common import add_parser, add_run_argument
+from .evaluate import MAX_SECONDS, _duration
+from .items import add_data_arguments, model_and_items, open_run
+
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+
+
+def register(sub) -> None:
+    p = add_parser(sub, "score", "write the ELBO and L_k of every item of new data",
+                   "Prepare SOURCE as the run's own data were, and write per item its identity (id), the "
+                   "ELBO, L_k with its standard error (from the spread of the k importance weights) and, "
+                   "for discrete data, bits/dim, all from the bound engine that `aevb evaluate` uses (the "
+                   "same numbers for the same rows and seed). --reference adds each item's percentile: the "
+                   "percentage of the run's own split that scores a higher L_k (100: less likely than all "
+                   "of it); --flag-above P adds a column flag = percentile > P.")
+    add_run_argument(p)
+    add_data_arguments(p)
+    p.add_argument("--k", type=int, default=100, help="importance samples per item (1: the ELBO only)")
+    p.add_argument("--out", metavar="FILE", required=True, help="a .npz, .npy or .csv file")
+    p.add_argument("--reference", choices=["test", "valid"], default=None,
+                   help="the run's own split to rank the items against")
+    p.add_argument("--flag-above", type=float, default=None, metavar="P",
+                   help="flag items whose percentile is above P (needs --reference)")
+    p.add_argument("--force", action="store_true", help="run a scoring estimated to take over a day")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.k < 1:
+        raise ConfigError(f"--k must be a positive number of importance samples; got {args.k}")
+    if args.flag_above is not None:
+        if args.reference is None:
+            raise ConfigError("--flag-above needs --reference test or --reference valid (the split to rank against)")
+        if not 0 <= args.flag_above <= 100:
+            raise ConfigError(f"--flag-above is a percentile in 0..100; got {args.flag_above}")
+    run_ = open_run(args)
+    check_output(args.out, "--out", suffixes=TABLE_SUFFIXES)
+    model, items = model_and_items(run_, args)
+    ref = None
+    if args.reference is not None:
+        ref = split_data(run_, args.reference, args.seed, run_.load_data(progress=args.progress))[0]
+    n = len(items) + (len(ref) if ref is not None else 0)
+    seconds = estimate_seconds(model, items.split, args.k) * n / len(items)
+    said = f"scoring {n} datapoints x k = {args.k} samples: about {_duration(seconds)} (estimate)"
+    if seconds > MAX_SECONDS and not args.force:
+        raise ConfigError(f"{said}; that is over a day: use a smaller --k, or --force to run it anyway")
+    if seconds > 10:
+        print(said, file=sys.stderr, flush=True)
+    b = score(model, items.split, args.k, args.seed, args.progress)
+    cols = {"id": np.asarray(items.ids), "elbo": b.elbo.numpy(), "lk": b.lk.numpy(), "lk_se": b.lk_se.numpy()}
+    offset, _ = bpd_convention(items.kind, items.levels, run_.config.model.likelihood)
+    if offset is not None:
+        cols["bpd_elbo"] = bits_per_dim(cols["elbo"], items.dim, offset)
+        cols["bpd_lk"] = bits_per_dim(cols["lk"], items.dim, offset)
+    if ref is not None:
+        ref_lk = np.sort(score(model, ref, args.k, args.seed, args.progress).lk.numpy())
+        cols["percentile"] = percentile_above(cols["lk"], ref_lk)
+        if args.flag_above is not None:
+            cols["flag"] = cols["percentile"] > args.flag_above
+    write_table(args.out, cols)
+    print(summary(cols, args.k, items, args.reference))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def percentile_above(lk: np.ndarray, ref_sorted: np.ndarray) -> np.ndarray:
+    """Per item: the percentage of the reference scores strictly above its L_k."""
+    above = len(ref_sorted) - np.searchsorted(ref_sorted, lk, side="right")
+    return 100.0 * above / len(ref_sorted)
+
+
+def summary(cols: dict, k: int, items, reference) -> str:
+    lines = [f"{items.source}: {len(items)} items of {items.dim} values, k = {k}  [nats per item]",
+             "  quantile " + " ".join(f"{q * 100:>9g}%" for q in QUANTILES)]
+    for name in ("elbo", "lk") + (("bpd_lk",) if "bpd_lk" in cols else ()):
+        label = {"elbo": "ELBO", "lk": f"L_{k}", "bpd_lk": "bits/dim"}[name]
+        lines.append(f"  {label:<8s} " + " ".join(f"{v:10.3f}" for v in np.quantile(cols[name], QUANTILES)))
+    if "flag" in cols:
+        lines.append(f"  flagged  {int(cols['flag'].sum())} of {len(items)} (percentile against the run's "
+                     f"{reference} split)")
+    return "\n".join(lines)

@@ -1,0 +1,288 @@
+"""A trained run on new data: the run's own preprocessing, codes, scores, reconstructions and
+decoded codes agree with the numbers the rest of aevb gives for the same rows."""
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from aevb.bounds import evaluate_bounds, lk_standard_error, posterior_means
+from aevb.cli import main
+from aevb.commands.score import percentile_above
+from aevb.errors import DataError
+from aevb.evaluate import evaluate_run
+from aevb.images import png_bytes, to_images
+from aevb.runs import Run
+from aevb.sampling import reconstructions
+from aevb.training import Trainer
+
+from conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def one_thread_module():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, one_thread_module):
+    out = tmp_path_factory.mktemp("newdata") / "run"
+    Trainer.new(tiny_config(train={"epochs": 2}), out).fit()
+    return Run(out)
+
+
+@pytest.fixture(scope="module")
+def eight_bit(run, tmp_path_factory):
+    """The run's first 30 test images on 8-bit levels: as PNGs in a folder (two sub-folders), and
+    as a uint8 array file with the same rows."""
+    root = tmp_path_factory.mktemp("pictures")
+    x = run.load_data(progress=False).test.rows(0, 30)
+    imgs = to_images(x, (1, 8, 8))  # uint8 [30, 8, 8, 1]
+    names = []
+    for i, img in enumerate(imgs):
+        name = f"{'a' if i < 15 else 'b'}/img{i:02d}.png"
+        (root / "png" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "png" / name).write_bytes(png_bytes(img))
+        names.append(name)
+    np.save(root / "rows.npy", imgs[..., 0])
+    return {"folder": root / "png", "array": root / "rows.npy", "names": names,
+            "x": torch.from_numpy(imgs[..., 0].reshape(30, 64).astype(np.float32) / 255)}
+
+
+# ------------------------------------------------------------------ preprocessing
+def test_own_named_split_is_the_runs_split(run):
+    items = run.preprocess("digits:test")
+    test = run.load_data(progress=False).test
+    assert items.ids[:3] == ["0", "1", "2"] and len(items) == len(test)
+    assert torch.equal(items.split.materialize(), test.materialize())
+
+
+def test_folder_and_array_give_the_same_rows_with_their_identities(run, eight_bit):
+    folder = run.preprocess(f"folder:{eight_bit['folder']}")
+    array = run.preprocess(f"array:{eight_bit['array']}")
+    assert folder.ids == eight_bit["names"]  # paths relative to the folder, in sorted order
+    assert array.ids == [str(i) for i in range(30)]
+    assert torch.equal(folder.split.materialize(), eight_bit["x"])
+    assert torch.equal(array.split.materialize(), eight_bit["x"])
+    assert folder.kind == array.kind == "unit" and folder.levels == array.levels == 256
+    files = [eight_bit["folder"] / n for n in eight_bit["names"][:3]]
+    listed = run.preprocess(files)
+    assert listed.ids == [str(f) for f in files]
+    assert torch.equal(listed.split.materialize(), eight_bit["x"][:3])
+    one = run.preprocess(str(files[1]))
+    assert torch.equal(one.split.materialize(), eight_bit["x"][1:2])
+
+
+def test_python_objects_go_through_the_same_path(run, eight_bit):
+    pil = [Image.open(eight_bit["folder"] / n) for n in eight_bit["names"][:4]]
+    assert torch.equal(run.preprocess(pil).split.materialize(), eight_bit["x"][:4])
+    u8 = np.load(eight_bit["array"])
+    assert torch.equal(run.preprocess(u8).split.materialize(), eight_bit["x"])
+    assert torch.equal(run.preprocess(torch.from_numpy(u8)).split.materialize(), eight_bit["x"])
+    flat = eight_bit["x"].numpy().reshape(30, 64)  # floats in [0, 1], one row per item
+    assert torch.equal(run.preprocess(flat).split.materialize(), eight_bit["x"])
+
+
+def test_data_that_do_not_fit_are_refused_naming_both_shapes(run, tmp_path):
+    for i in range(2):
+        Image.fromarray(np.full((28, 28), 40 * i, np.uint8)).save(tmp_path / f"g{i}.png")
+    with pytest.raises(DataError) as e:
+        run.preprocess(f"folder:{tmp_path}")
+    msg = str(e.value)
+    assert "gives grey 28x28 images (1x28x28 = 784 values)" in msg
+    assert "takes grey 8x8 images (1x8x8 = 64 values)" in msg and "\n" not in msg
+    rgb = tmp_path / "rgb"
+    rgb.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(rgb / "c.png")
+    with pytest.raises(DataError, match=r"gives RGB 8x8 images \(3x8x8 = 192 values\)"):
+        run.preprocess(f"folder:{rgb}")
+    with pytest.raises(DataError, match="real values outside \\[0, 1\\].*Bernoulli"):
+        run.preprocess(np.random.default_rng(0).normal(size=(5, 64)).astype(np.float32) * 3)
+    with pytest.raises(DataError, match="holds no codes|no items|expected \\[N, ...\\] with N > 0"):
+        run.preprocess(np.zeros((0, 64), np.float32))
+
+
+def test_unreadable_images_are_listed_or_left_out(run, eight_bit, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for n in eight_bit["names"][:3]:
+        (folder / Path(n).name).write_bytes((eight_bit["folder"] / n).read_bytes())
+    (folder / "img01x.png").write_bytes(b"")
+    with pytest.raises(DataError, match="(?s)1 image file\\(s\\) could not be read.*img01x.png"):
+        run.preprocess(f"folder:{folder}")
+    items = run.preprocess(f"folder:{folder}", skip_bad_images=True)
+    assert items.ids == ["img00.png", "img01.png", "img02.png"]
+    assert len(items.skipped) == 1 and "img01x.png" in items.skipped[0]
+    assert torch.equal(items.split.materialize(), eight_bit["x"][:3])
+
+
+def test_a_statically_binarized_run_binarizes_new_data(tmp_path, one_thread_module, eight_bit):
+    Trainer.new(tiny_config(data={"binarize": "static"}, train={"epochs": 1}), tmp_path / "bin").fit()
+    run = Run(tmp_path / "bin")
+    own = run.preprocess("digits:test")
+    assert own.kind == "binary" and torch.equal(own.split.materialize(), run.load_data(progress=False).test.materialize())
+    new = run.preprocess(f"array:{eight_bit['array']}")
+    assert new.kind == "binary" and new.levels == 2
+    values = new.split.materialize()
+    assert set(values.unique().tolist()) <= {0.0, 1.0}
+    again = run.preprocess(f"folder:{eight_bit['folder']}")  # the same draw for the same rows
+    assert torch.equal(again.split.materialize(), values)
+
+
+# ------------------------------------------------------------------ codes
+def test_encode_of_the_test_split_equals_the_posterior_means(run):
+    codes = run.encode("digits:test")
+    model, test = run.load_model(), run.load_data(progress=False).test
+    assert np.array_equal(codes["mu"], posterior_means(model, test).numpy())
+    with torch.no_grad():
+        _, log_var = model.encode(test.rows(0, 10))
+    np.testing.assert_allclose(codes["log_var"][:10], log_var.double().numpy(), rtol=1e-6, atol=1e-6)
+    assert list(codes["id"][:2]) == ["0", "1"]
+
+
+def test_encode_command_writes_every_format_with_seeded_draws(run, eight_bit, tmp_path, capsys):
+    src = f"folder:{eight_bit['folder']}"
+    for ext in ("npz", "csv", "npy"):
+        assert main(["encode", str(run.path), "--data", src, "--out", str(tmp_path / f"c.{ext}"),
+                     "--samples", "4", "--seed", "7", "--no-progress"]) == 0
+    want = run.encode(src)
+    z = np.load(tmp_path / "c.npz")
+    assert list(z["id"]) == eight_bit["names"]
+    assert np.array_equal(z["mu"], want["mu"]) and np.array_equal(z["log_var"], want["log_var"])
+    eps = torch.randn(30, 4, 3, generator=torch.Generator().manual_seed(7), dtype=torch.float64).numpy()
+    np.testing.assert_allclose(z["z"], z["mu"][:, None] + np.exp(0.5 * z["log_var"])[:, None] * eps, rtol=1e-12)
+    rows = list(csv.DictReader(open(tmp_path / "c.csv")))
+    assert rows[3]["id"] == eight_bit["names"][3]
+    assert float(rows[3]["mu_2"]) == z["mu"][3, 2] and float(rows[3]["z_1_0"]) == z["z"][3, 1, 0]
+    s = np.load(tmp_path / "c.npy")
+    assert np.array_equal(s["mu"], z["mu"]) and s["z"].shape == (30, 4, 3)
+
+
+# ------------------------------------------------------------------ scores
+def test_score_equals_evaluate_per_datapoint_for_the_same_seed(run):
+    got = run.score("digits:test", k=7, seed=3)
+    ev = evaluate_run(run, "test", k=7, seed=3, per_datapoint=True)["per_datapoint"]
+    assert np.array_equal(got["lk"], ev["lk"]) and np.array_equal(got["elbo"], ev["elbo"])
+    assert np.all(got["lk_se"] > 0) and np.all(np.isfinite(got["lk_se"]))
+
+
+def test_the_standard_error_of_lk_is_that_of_the_importance_weights():
+    log_w = torch.randn(4, 50, dtype=torch.float64) * 2 - 30
+    w = np.exp(log_w.numpy() + 30)
+    se = lk_standard_error(torch.logsumexp(log_w, 1), torch.logsumexp(2 * log_w, 1), 50)
+    want = w.std(1, ddof=1) / math.sqrt(50) / w.mean(1)  # relative standard error of mean(w)
+    np.testing.assert_allclose(se.numpy(), want, rtol=1e-10)
+    assert torch.isnan(lk_standard_error(torch.zeros(2), torch.zeros(2), 1)).all()
+
+
+def test_lk_se_matches_the_spread_of_lk_over_seeds(run):
+    model, x = run.load_model(), run.load_data(progress=False).test.rows(0, 8)
+    se = evaluate_bounds(model, x, k=50, seed=0).lk_se
+    spread = torch.stack([evaluate_bounds(model, x, k=50, seed=s).lk for s in range(30)]).std(0)
+    ratio = (spread / se).numpy()
+    assert 0.6 < np.median(ratio) < 1.6, ratio
+
+
+def test_score_command_bits_percentiles_and_flags(run, eight_bit, tmp_path, capsys):
+    out = tmp_path / "s.npz"
+    assert main(["score", str(run.path), "--data", f"array:{eight_bit['array']}", "--k", "5", "--out", str(out),
+                 "--reference", "test", "--flag-above", "90", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "quantile" in text and "L_5" in text and "flagged" in text
+    s = np.load(out)
+    want = run.score(f"array:{eight_bit['array']}", k=5)
+    assert np.array_equal(s["lk"], want["lk"]) and np.array_equal(s["lk_se"], want["lk_se"])
+    assert "bpd_lk" not in s.files  # a Bernoulli likelihood on grey levels: no bits/dim
+    ref = np.sort(run.score("digits:test", k=5)["lk"])
+    assert np.array_equal(s["percentile"], percentile_above(s["lk"], ref))
+    assert np.array_equal(s["flag"], s["percentile"] > 90)
+    assert np.array_equal(percentile_above(np.array([0.0, 2.5, 9.0]), np.array([1.0, 2.0, 3.0, 4.0])),
+                          [100.0, 50.0, 0.0])
+
+
+def test_score_gives_bits_per_dim_for_binary_data(run, tmp_path, capsys):
+    binary = (np.random.default_rng(1).random((6, 64)) < 0.3).astype(np.uint8)
+    np.save(tmp_path / "b.npy", binary)
+    assert main(["score", str(run.path), "--data", f"array:{tmp_path / 'b.npy'}", "--k", "3",
+                 "--out", str(tmp_path / "s.csv"), "--no-progress"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "s.csv")))
+    for r in rows:
+        assert float(r["bpd_lk"]) == pytest.approx(-float(r["lk"]) / (64 * math.log(2)), rel=1e-12)
+
+
+# ------------------------------------------------------------------ reconstructions and decoding
+def test_a_folder_of_pngs_reconstructs_like_the_split(run, eight_bit, tmp_path, capsys):
+    model = run.load_model()
+    want = reconstructions(model, eight_bit["x"])
+    got = run.reconstruct(f"folder:{eight_bit['folder']}")
+    assert torch.equal(got, want)
+    out = tmp_path / "rec"
+    assert main(["reconstruct", str(run.path), "--data", f"folder:{eight_bit['folder']}", "--out", str(out),
+                 "--no-progress"]) == 0
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert written == sorted(eight_bit["names"])
+    for i, name in enumerate(eight_bit["names"][:5]):
+        assert (out / name).read_bytes() == png_bytes(to_images(want[i:i + 1], (1, 8, 8))[0])
+    assert not list(tmp_path.glob(".rec*"))  # the staging folder became --out
+
+
+def test_decode_of_the_posterior_mean_equals_reconstruct(run, eight_bit, tmp_path, capsys):
+    src = f"folder:{eight_bit['folder']}"
+    assert torch.equal(run.decode(run.encode(src)["mu"]), run.reconstruct(src))
+    assert main(["encode", str(run.path), "--data", src, "--out", str(tmp_path / "c.csv"), "--no-progress"]) == 0
+    assert main(["decode", str(run.path), "--z", str(tmp_path / "c.csv"), "--out", str(tmp_path / "dec")]) == 0
+    assert main(["reconstruct", str(run.path), "--data", src, "--out", str(tmp_path / "rec"), "--no-progress"]) == 0
+    for name in eight_bit["names"]:
+        assert (tmp_path / "dec" / name).read_bytes() == (tmp_path / "rec" / name).read_bytes()
+    with pytest.raises(DataError, match=r"shape \(2, 4\) but the run's codes are \[N, 3\]"):
+        run.decode(np.zeros((2, 4)))
+    with pytest.raises(DataError, match="NaN"):
+        run.decode(np.array([[0.0, np.nan, 1.0]]))
+
+
+def test_reconstruct_without_data_keeps_its_grid(run, tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    assert main(["reconstruct", str(run.path), "--out", str(out), "-n", "4"]) == 0
+    assert Image.open(out).size[0] > 0
+
+
+# ------------------------------------------------------------------ the page docs/new-data.md
+def test_the_pages_commands_and_python_example_run(run, eight_bit, tmp_path, monkeypatch, capsys):
+    import shlex
+    import shutil
+
+    from test_docs import aevb_argv, fenced_blocks, joined
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "new-data.md").read_text()
+    (tmp_path / "runs").mkdir()
+    shutil.copytree(run.path, tmp_path / "runs" / "digits")
+    shutil.copytree(eight_bit["folder"], tmp_path / "my_pictures")
+    monkeypatch.chdir(tmp_path)
+    commands = [argv for lang, lines in fenced_blocks(page) if lang == "bash"
+                for line in joined(lines) for argv in aevb_argv(line)]
+    assert [a[0] for a in commands] == ["encode", "encode", "score", "reconstruct", "decode"]
+    for argv in commands:
+        assert main(argv + (["--no-progress"] if argv[0] != "decode" else [])) == 0, shlex.join(argv)
+    assert len(list((tmp_path / "reconstructions").rglob("*.png"))) == 30
+    assert sorted(p.name for p in (tmp_path / "decoded").rglob("*.png")) == sorted(
+        p.name for p in (tmp_path / "reconstructions").rglob("*.png"))
+    code = next("\n".join(lines) for lang, lines in fenced_blocks(page) if lang == "python")
+    scope = {}
+    exec(compile(code, "docs/new-data.md", "exec"), scope)
+    assert torch.equal(scope["recs"], scope["images"])
+    assert list(scope["codes"]["id"]) == eight_bit["names"] and len(scope["scores"]["lk"]) == 359
+
+
+def test_a_real_data_set_of_another_shape_is_refused(run, shared_datasets, monkeypatch):
+    monkeypatch.setenv("AEVB_DATA", str(shared_datasets))
+    with pytest.raises(DataError) as e:
+        run.preprocess("mnist:test")
+    assert str(e.value) == ("mnist:test gives grey 28x28 images (1x28x28 = 784 values) but the run "
+                            f"{run.path} takes grey 8x8 images (1x8x8 = 64 values); give grey 8x8 images "
+                            "(1x8x8 = 64 values) or rows of 64 values")
