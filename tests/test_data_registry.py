@@ -128,3 +128,25 @@ def test_data_dir_and_root_folders(tmp_path, monkeypatch):
     with pytest.raises(DataError) as e:
         load_dataset("frey-face", data_dir=tmp_path / "empty", download=False)
     assert "frey_rawface.mat" in str(e.value) and str(tmp_path / "empty") in str(e.value)
+
+
+def test_classes_keep_only_those_labels_in_every_split(tmp_path):
+    from aevb.data import load_dataset
+    from aevb.data.base import DataError
+
+    full = load_dataset("digits")
+    ds = load_dataset("digits", classes=[3, 1], validation=50)
+    for name, s in ds.splits().items():
+        assert set(s.y.tolist()) == {1, 3}, name
+    n_full = sum(int(((s.y == 1) | (s.y == 3)).sum()) for s in (full.train, full.test))
+    assert len(ds.train) + len(ds.valid) + len(ds.test) == n_full
+    kept = full.test.y.numpy()
+    keep_rows = [i for i, v in enumerate(kept) if v in (1, 3)]
+    assert torch.equal(ds.test.materialize(), full.test.materialize()[keep_rows])  # the same rows, in order
+    with pytest.raises(DataError, match=r"labels are \[0, 1, 2"):
+        load_dataset("digits", classes=[42])
+    import numpy as np
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((40, 3)).astype(np.float32))
+    with pytest.raises(DataError, match="no labels"):
+        load_dataset(f"array:{tmp_path / 'x.npy'}", classes=[0])

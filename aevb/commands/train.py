@@ -29,6 +29,8 @@ OPTIONS = [
                                  "before resizing (folder:, celeba; CelebA 64x64 convention: --crop 148 148 "
                                  "--image-size 64 64)")),
     ("--color", "data.color", dict(choices=choices("data.color"), help="folder images in grey or colour (default: auto)")),
+    ("--classes", "data.classes", dict(type=int, nargs="+", metavar="LABEL", help="keep only the datapoints with "
+                                       "these labels, in every split (e.g. train on digits 0-8 and score 9 as new data)")),
     ("--data-seed", "data.seed", dict(type=int, metavar="S", help="seed of held-out splits and static binarization")),
     ("--memory-budget", "data.memory_budget", dict(metavar="SIZE", help="data larger than this (e.g. 500MB, 8GB) "
                                                    "are streamed from an on-disk cache instead of held in memory "

@@ -39,12 +39,12 @@ class DataConfig:
     binarize: Optional[str] = None  # None, "static" or "dynamic"
     image_size: Optional[List[int]] = None  # [H, W] for folder:PATH and celeba
     color: Optional[str] = None  # "grey", "rgb" or None (auto) for folder:PATH
-    crop: Optional[List[int]] = None  # [H, W] centre crop before resizing (celeba; read by the data loaders of issue 8)
-    seed: int = 0  # seed of held-out splits and static binarization
     crop: Optional[List[int]] = None  # [H, W] centre crop before resizing (celeba, folder:)
+    seed: int = 0  # seed of held-out splits and static binarization
     memory_budget: Optional[str] = None  # data larger than this (e.g. "8GB") are streamed from disk; None: 1/4 of RAM
     cache_dir: Optional[str] = None  # where prepared (decoded) data are cached; None: $AEVB_CACHE or ~/.cache/aevb/prepared
     skip_bad_images: bool = False  # leave out unreadable image files (saying how many) instead of refusing
+    classes: Optional[List[int]] = None  # keep only datapoints with these labels, in every split (e.g. train on some digits)
 
 
 @dataclass
@@ -215,6 +215,8 @@ RANGES = {
     "data.validation": (_validation, "a count >= 1 (a whole number) or a fraction in [0, 1)"),
     "data.image_size": (_image_size, "two sizes [H, W], each in 1..16384"),
     "data.seed": (lambda v: 0 <= v <= SEED_MAX, f"an integer in 0..{SEED_MAX}"),
+    "data.classes": (lambda v: len(v) >= 1 and len(set(v)) == len(v) and all(0 <= c <= 1_000_000 for c in v),
+                     "a list of distinct class labels, each in 0..1000000"),
     "data.crop": (_image_size, "two sizes [H, W] of the centre region, each in 1..16384"),
     "data.memory_budget": (_size, "a size such as 500MB, 8GB or 1.5GiB, or auto"),
     "model.latent_dim": (lambda v: 1 <= v <= 65536, "an integer in 1..65536"),

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
+import numpy as np
 import torch
 
 from .base import KIND_BINARY, KIND_REAL, DataError, Dataset, Split, binarized
@@ -82,7 +83,7 @@ def _binarize_static(ds: Dataset, seed: int) -> Dataset:
 def load_dataset(spec: str, data_dir: Union[str, os.PathLike, None] = None, *, download: bool = True,
                  validation: Union[int, float, None] = 0, binarize: Optional[str] = None,
                  image_size=None, color: Optional[str] = None, seed: int = 0, crop=None,
-                 options: Optional[LoadOptions] = None) -> Dataset:
+                 classes: Optional[Sequence[int]] = None, options: Optional[LoadOptions] = None) -> Dataset:
     """Load a data set as [N, D] splits in compact storage (see aevb/data/base.py).
 
     ``spec``: ``digits`` (embedded, no download), ``mnist``, ``fashion-mnist``,
@@ -146,6 +147,9 @@ def load_dataset(spec: str, data_dir: Union[str, os.PathLike, None] = None, *, d
     info = dict(ds.info)
     info["spec"] = spec
     ds.info = info
+    if classes:
+        ds = keep_classes(ds, classes)
+        info = ds.info
 
     # binarization (before the validation split, so a train image's draw does not depend on it)
     if bin_mode is not None:
@@ -177,6 +181,28 @@ def load_dataset(spec: str, data_dir: Union[str, os.PathLike, None] = None, *, d
     return ds
 
 
+def keep_classes(ds: Dataset, classes: Sequence[int]) -> Dataset:
+    """``ds`` with only the datapoints whose label is in ``classes``, in every split (e.g. to train
+    on some digits and score the others as new data). A data set without labels is refused."""
+    wanted = sorted(set(int(c) for c in classes))
+    splits = {n: s for n, s in (("train", ds.train), ("valid", ds.valid), ("test", ds.test)) if s is not None}
+    unlabelled = [n for n, s in splits.items() if s.y is None]
+    if unlabelled:
+        raise DataError(f"classes {wanted}: {ds.name} has no labels in its {', '.join(unlabelled)} split; keep "
+                        "classes only of a labelled data set (mnist, fashion-mnist, digits, array: with y)")
+    kept = {n: s.subset(np.flatnonzero(np.isin(s.y.cpu().numpy(), wanted))) for n, s in splits.items()}
+    empty = [n for n, s in kept.items() if len(s) == 0]
+    if empty:
+        have = sorted(set(int(v) for v in torch.unique(ds.train.y).tolist()))
+        raise DataError(f"classes {wanted}: no datapoint in the {' and '.join(empty)} split of {ds.name} has one of "
+                        f"these labels; its labels are {have}")
+    info = dict(ds.info, classes=f"labels {wanted} only: {len(kept['train'])} of {len(ds.train)} training and "
+                                 f"{len(kept['test'])} of {len(ds.test)} test datapoints")
+    return Dataset(name=ds.name, train=kept["train"], valid=kept.get("valid"), test=kept["test"],
+                   image_shape=ds.image_shape, kind=ds.kind, levels=ds.levels,
+                   dynamic_binarization=ds.dynamic_binarization, info=info)
+
+
 def load_options(d, **overrides) -> LoadOptions:
     """The LoadOptions of a ``DataConfig`` (cache folder, memory budget in bytes, skipping bad
     images), with ``overrides`` (e.g. progress, workers) applied."""
@@ -197,4 +223,4 @@ def load_configured(d, download: Optional[bool] = None, progress: bool = True,
     return load_dataset(d.dataset, d.data_dir, download=d.download if download is None else download,
                         validation=d.validation, binarize=d.binarize, image_size=d.image_size,
                         color=d.color, seed=d.seed, crop=getattr(d, "crop", None),
-                        options=options or load_options(d, progress=progress))
+                        classes=getattr(d, "classes", None), options=options or load_options(d, progress=progress))
