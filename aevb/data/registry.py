@@ -147,9 +147,6 @@ def load_dataset(spec: str, data_dir: Union[str, os.PathLike, None] = None, *, d
     info = dict(ds.info)
     info["spec"] = spec
     ds.info = info
-    if classes:
-        ds = keep_classes(ds, classes)
-        info = ds.info
 
     # binarization (before the validation split, so a train image's draw does not depend on it)
     if bin_mode is not None:
@@ -164,6 +161,11 @@ def load_dataset(spec: str, data_dir: Union[str, os.PathLike, None] = None, *, d
         else:
             ds.dynamic_binarization = True
             info["binarize"] = "dynamic (fresh Bernoulli draws at every use)"
+
+    # only some labels (after binarization, so that an image's draw does not depend on them)
+    if classes:
+        ds = keep_classes(ds, classes)
+        info = ds.info
 
     # validation split
     if validation:

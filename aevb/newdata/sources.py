@@ -217,8 +217,9 @@ def _from_arrays(arrays: Dict[str, np.ndarray], source: str, opts: LoadOptions, 
 
 def _from_named(name: str, split_name: str, spec: str, data_cfg) -> Items:
     own = _same_dataset(name, data_cfg)
-    if own:  # the run's own data set: exactly its splits (validation, binarization, seed)
-        ds = load_configured(data_cfg, progress=False)
+    if own:  # the run's own data set: exactly its splits (validation, binarization, seed), with every
+        # label, also those the run left out with --classes (the items are that split's rows)
+        ds = load_configured(replace(data_cfg, classes=None), progress=False)
     else:
         ds = load_dataset(name, validation=data_cfg.validation if split_name == "valid" else 0,
                           seed=data_cfg.seed, download=data_cfg.download)
