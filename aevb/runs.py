@@ -26,7 +26,7 @@ from .config import RunConfig
 from .data import load_configured
 from .errors import CheckpointError, RunError
 from .io import atomic_write_text, load_checkpoint
-from .lock import LOCK_NAME, RunLock, describe, holder_alive, is_lock_file, is_locked, read_lock
+from .lock import LOCK_NAME, RunLock, describe, holder_alive, is_lock_file, is_locked, read_lock, way_out
 from .model import VAE
 
 RUN_MARKER = "run.json"
@@ -169,8 +169,8 @@ def check_new_out(out: Path, overwrite: bool) -> None:
         if holder_alive(holder, out / LOCK_NAME):
             what = ("--overwrite would destroy a run that is still training" if overwrite
                     else "it is still training")
-            raise RunError(f"{out} is being written by {describe(holder)}; {what}: wait for it to finish "
-                           "or stop it, or choose another --out")
+            raise RunError(f"{out} is being written by {describe(holder)}; {what}: "
+                           f"{way_out(holder, out / LOCK_NAME)}; or choose another --out")
         if is_run(out):
             if not overwrite:
                 raise RunError(f"{out} already holds a run; use `aevb train --resume {out}` to continue it, "

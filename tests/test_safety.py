@@ -75,8 +75,8 @@ def ws(tmp_path_factory):
     m = json.loads((failed / "run.json").read_text())
     m["status"] = "failed"
     _write(failed / "run.json", json.dumps(m))
-    locked = copy("locked")  # pid 1 is always alive: a live writer on this host
-    _write(locked / LOCK_NAME, json.dumps({"pid": 1, "host": socket.gethostname(), "started": "now"}))
+    holder = _live_holder()  # a live writer on this host, for as long as the workspace is used
+    _write(copy("locked") / LOCK_NAME, json.dumps(_lock_of(holder)))
 
     proj = root / "project"  # a user's folder that merely holds a file named run.json
     _write(proj / "run.json", '{"name": "my project"}')
@@ -110,7 +110,26 @@ def ws(tmp_path_factory):
         _write(c / name, text)
     _write(c / "binary.yaml", b"\xff\xfe\x00garbage")
     (c / "a_folder.yaml").mkdir()
-    return root
+    yield root
+    holder.kill()
+    holder.wait()
+
+
+def _live_holder(program=None) -> subprocess.Popen:
+    """A process that stays alive (a Python process, like an aevb writer, unless ``program``)."""
+    return subprocess.Popen(program or [sys.executable, "-c", "import time; time.sleep(3600)"])
+
+
+class _Self:
+    pid = os.getpid()
+
+
+def _lock_of(proc: subprocess.Popen, **fields) -> dict:
+    """The lock file an aevb writer with ``proc``'s pid would write."""
+    from aevb.lock import process_start
+
+    return {"pid": proc.pid, "host": socket.gethostname(), "started": "now",
+            "start_ticks": process_start(proc.pid), **fields}
 
 
 def _snapshot(root: Path) -> dict:
@@ -228,7 +247,7 @@ CASES = [
     (f"{T} --out {{ws}}/run --overwrite --init-std -1", 2, "model.init_std"),
     (f"{T} --out {{ws}}/run --overwrite --dataset array:{{ws}}/real.npy --likelihood bernoulli", 2, "[0, 1]"),
     (f"{T} --out {{ws}}/run --overwrite --validation 100000", 2, "leaves nothing to train on"),
-    (f"{T} --out {{ws}}/locked", 2, "is being written by process 1"),
+    (f"{T} --out {{ws}}/locked", 2, "is being written by process"),
     (f"{T} --out {{ws}}/locked --overwrite", 2, "would destroy a run that is still training"),
     # train --resume
     ("train --resume {ws}/missing", 2, "does not exist"),
@@ -429,8 +448,13 @@ def test_a_second_writer_is_refused_and_a_killed_run_can_be_continued(tmp_path, 
     assert read_marker(out)["status"] == "running"  # what a killed writer leaves
     assert Run(out).status == "stopped"  # what every command reports: its writer is gone
     stale = (out / LOCK_NAME).read_text()
-    (out / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": socket.gethostname()}))
-    assert Run(out).status == "running"  # a live writer (pid 1 is always alive)
+    holder = _live_holder()
+    try:  # a lock of an older aevb, without the start time: a live Python process counts as its writer
+        (out / LOCK_NAME).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
+        assert Run(out).status == "running"
+    finally:
+        holder.kill()
+        holder.wait()
     (out / LOCK_NAME).write_text(stale)
     (out / "checkpoints").mkdir(exist_ok=True)
     orphan = out / "checkpoints" / ".last.pt.abc123.tmp"  # a write cut short by the kill
@@ -525,14 +549,57 @@ def test_an_unreadable_lock_is_held_while_young_and_stale_when_old(tmp_path):
     from aevb.lock import LockedError, RunLock, WRITING_GRACE_S
 
     (tmp_path / LOCK_NAME).write_text("")  # O_EXCL creation, content not yet written
-    with pytest.raises(LockedError, match="creating its lock file"):
+    with pytest.raises(LockedError) as e:
         RunLock(tmp_path).acquire()
+    assert "unreadable lock file" in str(e.value) and f"delete {tmp_path / LOCK_NAME}" in str(e.value)
     old = time.time() - WRITING_GRACE_S - 5
     os.utime(tmp_path / LOCK_NAME, (old, old))  # a crash between creating and writing it
     lock = RunLock(tmp_path).acquire()
     assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
     lock.release()
     assert not (tmp_path / LOCK_NAME).exists()
+
+
+def _take(folder: Path, lock: dict):
+    """Acquire ``folder``'s lock over a lock file holding ``lock``: the RunLock, or the LockedError."""
+    from aevb.lock import LockedError, RunLock
+
+    (folder / LOCK_NAME).write_text(json.dumps(lock))
+    try:
+        return RunLock(folder).acquire()
+    except LockedError as e:
+        return e
+
+
+def test_a_lock_knows_its_owner_and_a_reused_pid_does_not_hold_it(tmp_path):
+    from aevb.lock import LockedError, RunLock
+
+    python, other = _live_holder(), _live_holder(["sleep", "3600"])
+    try:
+        held = _take(tmp_path, _lock_of(python))  # its own writer, recognised by its start time
+        assert isinstance(held, LockedError), held
+        assert f"process {python.pid}" in str(held) and f"kill {python.pid}" in str(held)
+        assert f"delete {tmp_path / LOCK_NAME}" in str(held)
+        # the same pid with another start time: the pid was reused by a later process
+        assert isinstance(_take(tmp_path, _lock_of(python, start_ticks=_lock_of(python)["start_ticks"] - 1)),
+                          RunLock)
+        # no start time recorded (an older lock): a live process that is not aevb or Python is no writer
+        for pid, taken in ((other.pid, True), (python.pid, False)):
+            got = _take(tmp_path, {"pid": pid, "host": socket.gethostname()})
+            assert isinstance(got, RunLock) == taken, got
+            if taken:
+                mine = json.loads((tmp_path / LOCK_NAME).read_text())
+                assert mine["pid"] == os.getpid() and mine["start_ticks"] == _lock_of(_Self())["start_ticks"]
+                got.release()
+        # a pid that no process can have
+        for pid in (10**30, -5, 0):
+            got = _take(tmp_path, {"pid": pid, "host": socket.gethostname()})
+            assert isinstance(got, RunLock), got
+            got.release()
+    finally:
+        for p in (python, other):
+            p.kill()
+            p.wait()
 
 
 # ------------------------------------------------------------------ --overwrite
