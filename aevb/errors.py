@@ -9,7 +9,19 @@ from __future__ import annotations
 import errno
 import shutil
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
+
+
+def interruption(e: BaseException) -> Optional[KeyboardInterrupt]:
+    """The Ctrl-C behind ``e``: ``e`` itself, or one that another error replaced while it was
+    being handled (e.g. torch.save's clean-up raises RuntimeError when interrupted mid-write)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 class ConfigError(ValueError):

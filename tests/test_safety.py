@@ -659,6 +659,63 @@ def test_an_unexpected_error_is_one_line_pointing_to_the_log(tmp_path, capsys, m
     assert read_marker(out)["status"] == "finished"
 
 
+class _WriteInterrupted:
+    """A file whose third write is cut short by Ctrl-C (as when the key is pressed mid-write)."""
+
+    def __init__(self, f):
+        self.f, self.writes = f, 0
+
+    def write(self, data):
+        self.writes += 1
+        if self.writes == 3:
+            raise KeyboardInterrupt
+        return self.f.write(data)
+
+    def flush(self):
+        self.f.flush()
+
+
+@pytest.mark.parametrize("where", ["torch.save", "os.replace"])
+def test_ctrl_c_during_the_checkpoint_write_interrupts_and_keeps_the_last_checkpoint(tmp_path, capsys,
+                                                                                     monkeypatch, where,
+                                                                                     one_thread):
+    """Ctrl-C inside torch.save used to surface as the RuntimeError of torch's clean-up: an
+    internal error and status 'failed'. The run must end 'interrupted', with epoch 1's
+    checkpoint, and a resume must give the numbers of a run never stopped."""
+    argv = ["--no-progress", "--no-tensorboard", "--epochs", "3", "--hidden", "16", "--latent-dim", "2",
+            "--images-every", "0"]
+    assert main(["train", "--out", str(tmp_path / "whole")] + argv) == 0
+    out = tmp_path / "run"
+    saves = []
+    real_save, real_replace = torch.save, os.replace
+
+    def save(obj, f, *a, **k):
+        saves.append(1)
+        return real_save(obj, _WriteInterrupted(f) if len(saves) == 2 else f, *a, **k)
+
+    def replace(src, dst, *a, **k):
+        if str(dst).endswith("last.pt"):
+            saves.append(1)
+            if len(saves) == 2:
+                raise KeyboardInterrupt
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(torch, "save", save) if where == "torch.save" else monkeypatch.setattr(os, "replace", replace)
+    capsys.readouterr()
+    assert main(["train", "--out", str(out)] + argv) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "internal error" not in err, err
+    monkeypatch.undo()
+    info = read_marker(out)
+    assert (info["status"], info["epoch"]) == ("interrupted", 1), info
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 1
+    assert not list(out.rglob("*.tmp")) and not (out / "error.log").exists()
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 0
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.endswith("time_s")} for r in rows]
+    assert strip(load_run(out).metrics()) == strip(load_run(tmp_path / "whole").metrics())
+    assert read_marker(out)["status"] == "finished"
+
+
 def _tmpfs(path: Path, size: str) -> None:
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("a full disk needs a small tmpfs, which only root can mount")

@@ -20,7 +20,7 @@ from ..data import Dataset, Split, load_configured
 from ..data.fingerprint import describe_change, fingerprint as fingerprint_of
 from ..devices import resolve_device
 from ..distributions import get_likelihood
-from ..errors import ConfigError, DiskFullError, RunError, TrainingDiverged
+from ..errors import ConfigError, DiskFullError, RunError, TrainingDiverged, interruption
 from ..lock import RunLock
 from ..runs import (CHECKPOINT, Run, check_new_out, create_run_folder, read_marker, recover_siblings,
                     write_marker)
@@ -138,8 +138,8 @@ def failed(trainer, e: BaseException, trained: bool) -> None:
     if trainer._resumed and not trained:
         return  # nothing trained: the run is still what it was
     try:
-        if isinstance(e, KeyboardInterrupt):
-            write_marker(trainer.run_dir, "interrupted", epoch=trainer.epoch)
+        if interruption(e) is not None:  # the checkpoint on disk is the last complete epoch
+            write_marker(trainer.run_dir, "interrupted", epoch=trainer.saved_epoch)
         elif isinstance(e, DiskFullError):
             write_marker(trainer.run_dir, "failed", epoch=trainer.saved_epoch, reason=str(e))
         elif isinstance(e, TrainingDiverged):
