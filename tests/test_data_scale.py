@@ -174,6 +174,60 @@ def test_an_interrupted_conversion_is_not_taken_for_a_finished_one(tmp_path):
     assert not [p for p in cache.glob("*") if ".partial-" in p.name]  # the leftovers are gone
 
 
+def _children(pid: int) -> list:
+    """The live processes whose parent is ``pid`` (zombies are dead)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rfind(")") + 2:].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.append(int(entry.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2:].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="lists processes through /proc")
+def test_decoding_workers_die_with_a_conversion_killed_by_kill_9(tmp_path):
+    write_images(tmp_path / "imgs", 2500, size=(120, 120), fmt="jpg")
+    env = {**os.environ, "AEVB_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "aevb", "data", "prepare", f"folder:{tmp_path / 'imgs'}",
+                             "--workers", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline, workers = time.time() + 60, []
+        while time.time() < deadline and len(workers) < 2 and proc.poll() is None:
+            workers = _children(proc.pid)
+            time.sleep(0.005)
+        assert len(workers) >= 2, "the conversion ended before its workers were seen"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.time() + 5
+    while time.time() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.05)
+    assert not [w for w in workers if _alive(w)], "workers outlived the killed conversion"
+
+
+def test_worker_counts_are_bounded_by_the_cores():
+    from aevb.data.decode import MAX_WORKERS_PER_CORE, check_workers, decode_all, default_workers
+
+    most = default_workers() * MAX_WORKERS_PER_CORE
+    assert check_workers(most) == most and check_workers(0) == 0
+    for bad in (most + 1, 100000, -1):
+        with pytest.raises(DataError, match=f"to {most} "):
+            decode_all([], None, workers=bad)
+
+
 def test_disk_full_during_conversion_is_said_and_leaves_no_cache(tmp_path):
     write_images(tmp_path / "imgs", 40, size=(64, 64))
     small = tmp_path / "small"

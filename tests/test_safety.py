@@ -355,6 +355,9 @@ CASES = [
     ("reproduce figure4 --dataset digits --seed -1", 2, "--seed"),
     ("reproduce all --out {ws}/x", 2, "give it with a single experiment"),
     ("reproduce figure4 --data-dir {ws}/file.txt --out {ws}/f4", 2, "is a file, not a folder"),
+    # data prepare
+    ("data prepare digits --workers 100000", 2, "--workers 100000 is out of range: use 0 (one per core) to"),
+    ("data prepare digits --workers -1", 2, "per core"),
     # the command itself
     ("bogus", 2, "invalid choice: 'bogus'"),
 ]
