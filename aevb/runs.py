@@ -273,6 +273,12 @@ def _refuse_run_owned(path: Path, label: str, option: str) -> None:
                                f"writes; choose another {option}")
 
 
+def missing_checkpoint_of_finished(path: Path) -> str:
+    """What to do about a finished run whose checkpoint was deleted (a resume cannot help)."""
+    return (f"{path} is a finished run whose checkpoint {path / CHECKPOINT} is missing (deleted or moved); "
+            f"restore it from a copy, or train the run again with `aevb train --out {path} --overwrite ...`")
+
+
 class Run:
     """An existing run folder. ``Run(path)`` checks that it is one."""
 
@@ -322,6 +328,8 @@ class Run:
             return (f"{self.path} has no checkpoint yet: it is still training its first epoch "
                     f"({describe(read_lock(self.path))}); wait for the first epoch to end")
         status = self.status
+        if status == "finished":
+            return missing_checkpoint_of_finished(self.path)
         return (f"{self.path} has no checkpoint ({CHECKPOINT}): the run stopped (status {status}) before its "
                 f"first epoch ended. Start it again from scratch with `aevb train --resume {self.path}` "
                 f"(its saved settings), or replace it with `aevb train --out {self.path} --overwrite ...`")

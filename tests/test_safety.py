@@ -82,6 +82,7 @@ def ws(tmp_path_factory):
     _write(proj / "run.json", '{"name": "my project"}')
     _write(proj / "notes.txt", "precious")
     (root / "empty").mkdir()
+    (root / "celeba_dir_partition" / "list_eval_partition.txt").mkdir(parents=True)  # a folder, not the file
     _write(root / "file.txt", "a file")
     np.save(root / "real.npy", (np.random.default_rng(0).normal(size=(40, 6)) * 3).astype(np.float32))
     c = root / "cfg"
@@ -201,6 +202,13 @@ CASES = [
     (f"{T} --lr-warmup-steps -1", 2, "optim.warmup_steps = -1"),
     (f"{T} --dataset celeba --data-dir NOPE", 2, "list_eval_partition.txt"),
     (f"{T} --likelihood bernoulli --mean-activation sigmoid", 2, "gaussian likelihoods only"),
+    (f"{T} --likelihood discretized-logistic --mean-activation sigmoid", 2, "gaussian likelihoods only"),
+    (f"{T} --dataset celeba --data-dir {{ws}}/file.txt", 2, "/file.txt is a file, not a folder"),
+    (f"{T} --dataset mnist --data-dir {{ws}}/file.txt", 2, "/file.txt is a file, not a folder"),
+    (f"{T} --dataset celeba --data-dir {{ws}}/celeba_dir_partition", 2, "list_eval_partition.txt is a folder, not a file"),
+    (f"{T} --cache-dir {{ws}}/zero/checkpoints", 2, "--cache-dir"),
+    (f"{T} --cache-dir {{ws}}/zero/checkpoints/cache", 2, "would write into checkpoints/cache of the run"),
+    ("train --resume {ws}/run --epochs 3 --cache-dir {ws}/zero/tensorboard", 2, "would write into tensorboard"),
     (f"{T} --dataset imagenet", 2, "unknown data set 'imagenet'"),
     (f"{T} --dataset array:{{ws}}/missing.npy", 2, "file not found"),
     (f"{T} --dataset folder:{{ws}}/missing", 2, "is not a folder"),
@@ -254,7 +262,7 @@ CASES = [
     ("train --resume {ws}/empty", 2, "not an aevb run folder"),
     ("train --resume {ws}/project", 2, "not an aevb run folder"),
     ("train --resume {ws}/bad_marker", 2, "not an aevb run folder"),
-    ("train --resume {ws}/file.txt", 2, "does not exist"),
+    ("train --resume {ws}/file.txt", 2, "/file.txt is a file, not a folder; give the run folder"),
     ("train --resume {ws}/run --latent-dim 7", 2, "model.latent_dim: run has 3, asked 7"),
     ("train --resume {ws}/run --out {ws}/other", 2, "drop --out"),
     ("train --resume {ws}/run --preset digits", 2, "drop --preset/--config"),
@@ -301,6 +309,7 @@ CASES = [
     ("evaluate {ws}/pickled", 2, "weights_only"),
     ("evaluate {ws}/truncated", 2, "truncated"),
     ("evaluate {ws}/failed_early", 2, "aevb train --resume"),
+    ("evaluate {ws}/finished_no_ckpt", 2, "is a finished run whose checkpoint"),
     ("evaluate {ws}/bad_marker", 2, "not an aevb run folder"),
     # sample
     ("sample {ws}/missing", 2, "does not exist"),
@@ -338,6 +347,13 @@ CASES = [
     ("plot {ws}/run all --device tpu", 2, "not a device name"),
     ("plot {ws}/empty all", 2, "not an aevb run folder"),
     ("plot {ws}/zero samples --out {ws}/figs", 2, "is empty (0 bytes)"),
+    ("plot {ws}/finished_no_ckpt samples --out {ws}/figs", 2, "restore it from a copy, or train the run again"),
+    # explore, export
+    ("explore {ws}/finished_no_ckpt --out {ws}/x.html", 2, "is a finished run whose checkpoint"),
+    ("export {ws}/finished_no_ckpt --format safetensors --out {ws}/exp", 2, "is a finished run whose checkpoint"),
+    ("export {ws}/run --format safetensors --out {ws}/zero/checkpoints", 2, "would write into checkpoints of the run"),
+    ("export {ws}/run --format safetensors --out {ws}/run/tensorboard", 2, "would write into tensorboard"),
+    ("export {ws}/run --format safetensors --out {ws}/file.txt", 2, "is a file; give a folder"),
     # report
     ("report {ws}/run --out {ws}/run/run.json", 2, "must end in .html"),
     ("report {ws}/run --out {ws}/run", 2, "is a folder"),
@@ -358,6 +374,7 @@ CASES = [
     # data prepare
     ("data prepare digits --workers 100000", 2, "--workers 100000 is out of range: use 0 (one per core) to"),
     ("data prepare digits --workers -1", 2, "per core"),
+    ("data prepare digits --cache-dir {ws}/zero/checkpoints", 2, "would write into checkpoints of the run"),
     # the command itself
     ("bogus", 2, "invalid choice: 'bogus'"),
 ]
@@ -717,6 +734,19 @@ def test_ctrl_c_during_the_checkpoint_write_interrupts_and_keeps_the_last_checkp
     strip = lambda rows: [{k: v for k, v in r.items() if not k.endswith("time_s")} for r in rows]
     assert strip(load_run(out).metrics()) == strip(load_run(tmp_path / "whole").metrics())
     assert read_marker(out)["status"] == "finished"
+
+
+def test_a_full_disk_message_tells_the_needed_and_free_sizes_apart(tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from aevb.errors import DiskFullError
+
+    usage = namedtuple("usage", "total used free")
+    for needed, free, want in [(912_345, 905_000, "about 0.912 MB needed, 0.905 MB free"),
+                               (912_345, 912_300, "about 0.91234 MB needed, 0.91230 MB free"),
+                               (50_000_000, 1_200_000, "about 50.0 MB needed, 1.2 MB free")]:
+        monkeypatch.setattr(shutil, "disk_usage", lambda p, free=free: usage(10**9, 10**9 - free, free))
+        assert want in str(DiskFullError(tmp_path / "x.pt", needed))
 
 
 def _tmpfs(path: Path, size: str) -> None:

@@ -41,6 +41,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     from ..data import load_configured
     from ..data.cache import format_size
     from ..data.registry import load_options
+    from ..training.session import check_cache_dir
     from .train import OPTIONS
 
     updates = {"dataset": args.dataset}
@@ -53,6 +54,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     validate(cfg)
     check_workers(args.workers, "--workers")
     d = cfg.data
+    check_cache_dir(cfg)
     opts = load_options(d, workers=args.workers, rebuild=bool(args.rebuild))
     budget = opts.budget
     if not d.dataset.strip().lower().startswith("array:"):

@@ -60,9 +60,11 @@ def celeba_plan(folder: Union[str, os.PathLike], image_size=None, crop=None) -> 
     images = folder / IMAGES
     partition = folder / PARTITION
     if not partition.is_file():
-        raise DataError(_missing_message(folder, f"the partition file {partition} is missing"))
+        what = "is a folder, not a file" if partition.is_dir() else "is missing"
+        raise DataError(_missing_message(folder, f"the partition file {partition} {what}"))
     if not images.is_dir():
-        raise DataError(_missing_message(folder, f"the image folder {images} is missing"))
+        what = "is a file, not a folder" if images.exists() else "is missing"
+        raise DataError(_missing_message(folder, f"the image folder {images} {what}"))
     names = read_partition(partition)
     present = set(os.listdir(images))
     files, absent = {}, 0
