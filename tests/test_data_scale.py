@@ -326,6 +326,27 @@ def test_celeba_loader_follows_the_partition_and_crops(tmp_path, capfd):
     assert np.array_equal(got, exact)
 
 
+def test_a_partition_listing_training_images_as_test_images_is_refused(tmp_path, capsys):
+    present = {f"{i:06d}.jpg": p for i, p in enumerate([0] * 60 + [1, 2, 2], 1)}
+    write_celeba(tmp_path / "celeba", present, absent=0)
+    part = tmp_path / "celeba" / "list_eval_partition.txt"
+    lines = part.read_text().splitlines()
+    part.write_text("\n".join(lines + [f"{i:06d}.jpg 2" for i in range(1, 51)]) + "\n")  # 50 again, as test
+    with pytest.raises(DataError) as e:
+        load_dataset("celeba", tmp_path / "celeba")
+    msg = str(e.value)
+    assert "lists 50 image(s) more than once" in msg and "000001.jpg (train and test)" in msg and "45 more" in msg
+    cache = tmp_path / "cache"
+    env = {**os.environ, "AEVB_CACHE": str(cache), "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, "-m", "aevb", "train", "--dataset", "celeba", "--data-dir",
+                        str(tmp_path / "celeba"), "--out", str(tmp_path / "run"), "--epochs", "1"],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "more than once" in r.stderr, r.stderr
+    assert not (tmp_path / "run").exists() and not cache.exists()
+    part.write_text("\n".join(lines) + "\n")  # the official partition: accepted
+    assert len(load_dataset("celeba", tmp_path / "celeba").train) == 60
+
+
 def test_celeba_bad_inputs_say_what_to_do(tmp_path):
     with pytest.raises(DataError, match="list_eval_partition.txt.*mmlab"):
         load_dataset("celeba", tmp_path / "nothing")
