@@ -154,6 +154,70 @@ def test_cache_from_another_version_is_rebuilt(tmp_path, capfd):
     assert "another version" in capfd.readouterr().err
 
 
+def test_a_damaged_edited_or_foreign_cache_is_rebuilt_and_never_used(tmp_path, capfd, monkeypatch):
+    for label in ("a", "b"):  # sub-folders: the cache holds labels too
+        write_images(tmp_path / "imgs" / label, 15, seed=ord(label))
+    spec = f"folder:{tmp_path / 'imgs'}"
+    first = load_dataset(spec, image_size=(6, 5))
+    folder = Path(first.info["cache"])
+    rows = lambda ds: torch.cat([ds.train.materialize(), ds.test.materialize()])
+    want, want_labels = rows(first), torch.cat([first.train.y, first.test.y])
+    # the same files and image size with a crop: another cache whose rows have the same length
+    other = Path(load_dataset(spec, image_size=(6, 5), crop=(10, 8)).info["cache"]) / "manifest.json"
+    opened = []
+    real_load = np.load
+    monkeypatch.setattr(np, "load", lambda f, *a, **k: (opened.append(Path(f).resolve()), real_load(f, *a, **k))[1])
+
+    def manifest():
+        return json.loads((folder / "manifest.json").read_text())
+
+    def edit(change, reseal=True):
+        m = manifest()
+        change(m, next(iter(m["splits"])))
+        if reseal:  # as if the seal were recomputed too: the schema checks must still refuse it
+            m["seal"] = cache_mod.seal(m)
+        (folder / "manifest.json").write_text(json.dumps(m))
+
+    def invert(m, split):
+        data = folder / m["splits"][split]["file"]
+        data.write_bytes(bytes(255 - b for b in data.read_bytes()))
+
+    def reshape(m, split):
+        m["splits"][split]["rows"] *= 2
+        m["splits"][split]["dim"] //= 2
+
+    damages = [
+        ("every byte of the data inverted", lambda: invert(manifest(), next(iter(manifest()["splits"]))),
+         "whose content changed since it was built"),
+        ("rows reshaped", lambda: edit(reshape, reseal=False), "changed after the cache was built"),
+        ("rows reshaped, resealed", lambda: edit(reshape), "rows of 45 values (images of 3x6x5 = 90 values)"),
+        ("another data set's manifest", lambda: (folder / "manifest.json").write_text(other.read_text()),
+         "built for other data or options"),
+        ("a split removed", lambda: edit(lambda m, s: m["splits"].pop(s)), "lists the splits []"),
+        ("rows not a number", lambda: edit(lambda m, s: m["splits"][s].update(rows="many")), "'many' rows"),
+        ("labels outside the cache", lambda: edit(lambda m, s: m["splits"][s].update(labels="../../etc/passwd")),
+         "names the files"),
+        ("labels replaced", lambda: np.save(folder / manifest()["splits"]["all"]["labels"], np.zeros(30, np.int64)),
+         "labels file all.labels.npy whose content changed"),
+        ("manifest unreadable", lambda: (folder / "manifest.json").write_text("{"), "manifest cannot be read"),
+        ("a split's keys removed", lambda: edit(lambda m, s: m["splits"].update({s: {"file": f"{s}.u8"}})),
+         "gives the all split None rows"),
+        ("a file over the whole-file bound, inverted",
+         lambda: (monkeypatch.setattr(cache_mod, "FULL_CHECK_BYTES", 0), invert(manifest(), "all")),
+         "(sampled checksum)"),
+    ]
+    for what, damage, needle in damages:
+        damage()
+        capfd.readouterr()
+        ds = load_dataset(spec, image_size=(6, 5))
+        err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and needle in err[0] and "rebuilding it" in err[0], (what, err)
+        assert ds.info["cache_reused"] is False and Path(ds.info["cache"]) == folder, what
+        assert torch.equal(rows(ds), want) and torch.equal(torch.cat([ds.train.y, ds.test.y]), want_labels)
+        assert all(p.parent == folder.resolve() for p in opened), (what, opened)
+        assert load_dataset(spec, image_size=(6, 5)).info["cache_reused"] is True, what  # sound again
+
+
 def test_an_interrupted_conversion_is_not_taken_for_a_finished_one(tmp_path):
     write_images(tmp_path / "imgs", 1500, size=(120, 120), fmt="jpg")  # about 1 s to convert with 1 worker
     cache = tmp_path / "cache"
