@@ -344,6 +344,13 @@ LIKELIHOODS = {"bernoulli": Bernoulli, "gaussian": Gaussian, "gaussian-fixed": G
                "discretized-logistic": DiscretizedLogistic}
 
 
+def mean_activation_likelihoods() -> list:
+    """The likelihoods that take a mean activation (their constructor has ``mean_activation``)."""
+    import inspect
+
+    return [name for name, cls in LIKELIHOODS.items() if "mean_activation" in inspect.signature(cls).parameters]
+
+
 def get_likelihood(name: str, sigma: float = 1.0, mean_activation: str = "identity",
                    min_log_var: Optional[float] = None, components: int = 1) -> Likelihood:
     """Build a likelihood by name; unknown names raise ValueError listing the valid ones."""

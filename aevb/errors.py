@@ -9,7 +9,19 @@ from __future__ import annotations
 import errno
 import shutil
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
+
+
+def interruption(e: BaseException) -> Optional[KeyboardInterrupt]:
+    """The Ctrl-C behind ``e``: ``e`` itself, or one that another error replaced while it was
+    being handled (e.g. torch.save's clean-up raises RuntimeError when interrupted mid-write)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 class ConfigError(ValueError):
@@ -44,9 +56,18 @@ class ReproduceError(ValueError):
     """A reproduction was asked for something it cannot do (bad name, budget, or settings)."""
 
 
-def megabytes(n: int) -> str:
-    """A byte count for a message: '12.3 MB', or kB below 0.1 MB."""
-    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+def megabytes(n: int, digits: int = 1) -> str:
+    """A byte count for a message: '12.3 MB', or kB below 0.1 MB (``digits`` after the point)."""
+    return f"{n / 1e6:.{digits}f} MB" if n >= 1e5 else f"{n / 1e3:.{digits}f} kB"
+
+
+def _apart(a: int, b: int) -> tuple:
+    """Two byte counts written with enough digits that different counts read differently."""
+    for digits in range(1, 7):
+        x, y = megabytes(a, digits), megabytes(b, digits)
+        if x != y or a == b:
+            return x, y
+    return f"{a} bytes", f"{b} bytes"
 
 
 class DiskFullError(OSError):
@@ -59,8 +80,12 @@ class DiskFullError(OSError):
             free = shutil.disk_usage(self.path.parent).free
         except OSError:
             free = None
-        need = f"about {megabytes(needed)} needed" if needed else "more space needed"
-        have = f", {megabytes(free)} free" if free is not None else ""
+        if needed and free is not None:
+            need_s, free_s = _apart(needed, free)
+        else:
+            need_s, free_s = megabytes(needed), megabytes(free or 0)
+        need = f"about {need_s} needed" if needed else "more space needed"
+        have = f", {free_s} free" if free is not None else ""
         super().__init__(errno.ENOSPC, f"disk full: could not write {self.path} ({need}{have}); {advice}")
 
     def __str__(self) -> str:

@@ -19,7 +19,7 @@ from typing import Iterator, Union
 
 import torch
 
-from .errors import CheckpointError, DiskFullError  # noqa: F401 (raised here; imported from here by callers)
+from .errors import CheckpointError, DiskFullError, interruption  # noqa: F401 (raised here; imported from here by callers)
 
 PathLike = Union[str, Path]
 
@@ -50,7 +50,8 @@ def _disk_full(e: BaseException, folder: Path, needed: int) -> bool:
 def atomic_path(path: PathLike, needed: int = 0) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
     On any error the temporary file is removed and ``path`` is left as it was; a full disk
-    raises DiskFullError (``needed``: the expected size in bytes, for the message)."""
+    raises DiskFullError (``needed``: the expected size in bytes, for the message), and Ctrl-C
+    raises KeyboardInterrupt even where the writer turned it into another error."""
     path = Path(path)
     tmp = None
     try:
@@ -64,11 +65,14 @@ def atomic_path(path: PathLike, needed: int = 0) -> Iterator[Path]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except Exception as e:
+    except BaseException as e:
         if tmp is not None and tmp.exists():
             tmp.unlink()
             tmp = None
-        if not isinstance(e, DiskFullError) and _disk_full(e, path.parent, needed):
+        if not isinstance(e, KeyboardInterrupt) and interruption(e) is not None:
+            # Ctrl-C inside a library's write, which then failed in its clean-up: it was Ctrl-C
+            raise KeyboardInterrupt(f"interrupted while writing {path}") from e
+        if isinstance(e, Exception) and not isinstance(e, DiskFullError) and _disk_full(e, path.parent, needed):
             raise DiskFullError(path, needed) from e
         raise
     finally:

@@ -1,9 +1,12 @@
 """One writer per run folder: a lock file ``RUN/.aevb.lock``, created atomically with its content.
 
-The file holds the writer's pid, host name, start time and command. A lock whose process is
-gone (same host, pid not alive) is stale, left by a crash or kill -9, and is taken over; a lock
-held by a live process, or by another host (which cannot be checked from here), is refused
-with a message that names the holder and the way out.
+The file holds the writer's pid, host name, start time (wall clock, and where the system says
+it, the process's start time since boot: field 22 of /proc/PID/stat) and command. A lock whose
+process is gone (same host, pid not alive) is stale, left by a crash or kill -9, and is taken
+over; so is a lock whose pid now belongs to another process (the pid was reused: its start time
+differs from the recorded one, or, for a lock that recorded none, it is not an aevb or Python
+process). A lock held by a live writer, or by another host (which cannot be checked from here),
+is refused with a message that names the holder and how to clear the lock by hand.
 """
 from __future__ import annotations
 
@@ -30,6 +33,9 @@ LOCK_NAME = ".aevb.lock"
 # (only where hard links are unavailable and the file is made with O_EXCL, then written)
 WRITING_GRACE_S = 30.0
 
+# no process id is larger than pid_t allows (Linux's pid_max is at most 2**22)
+PID_LIMIT = 2**31 - 1
+
 # lock files this process holds (resolved paths); a lock naming this pid but absent here was
 # left by an abandoned object and is stale
 _HELD: set = set()
@@ -41,15 +47,60 @@ def is_lock_file(name: str) -> bool:
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
+    if not 0 < pid <= PID_LIMIT:  # names no process (and os.kill would overflow)
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:  # exists, owned by someone else
         return True
     return True
+
+
+def process_start(pid: int) -> Optional[int]:
+    """When process ``pid`` started, in clock ticks since boot (field 22 of /proc/PID/stat), or
+    None where the system does not say (no /proc, or no such process). With the pid it names one
+    process for good: a reused pid has a later start time."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as f:
+            stat = f.read()
+    except (OSError, ValueError, OverflowError):
+        return None
+    fields = stat[stat.rfind(b")") + 2:].split()  # field 2, the name, may hold spaces and ')'
+    try:
+        return int(fields[22 - 3])
+    except (IndexError, ValueError):
+        return None
+
+
+def process_command(pid: int) -> Optional[str]:
+    """The command line of process ``pid`` ('' for a zombie), or None where /proc is absent."""
+    try:
+        with open(f"/proc/{int(pid)}/cmdline", "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return "" if os.path.isdir("/proc/self") else None
+    except (OSError, ValueError, OverflowError):
+        return None
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def _same_process(info: dict) -> bool:
+    """Whether the live process with the lock's pid is the one that wrote the lock."""
+    pid = int(info["pid"])
+    try:
+        recorded = int(info["start_ticks"])
+    except (KeyError, TypeError, ValueError):
+        recorded = None
+    now = process_start(pid)
+    if recorded is not None and now is not None:
+        return recorded == now
+    command = process_command(pid)
+    if command is None:  # nothing more can be known here than that the pid is alive
+        return True
+    command = command.lower()
+    return "aevb" in command or "python" in command
 
 
 def read_lock(folder: Union[str, Path]) -> Optional[dict]:
@@ -82,21 +133,33 @@ def holder_alive(info: Optional[dict], path: Optional[Path] = None) -> bool:
     so does an unreadable lock file younger than WRITING_GRACE_S: its creator is writing it)."""
     if info is None:
         return False
-    if "unreadable" in info:
-        return float(info["unreadable"]) < WRITING_GRACE_S
+    if "unreadable" in info:  # (a modification time in the future is no reason to wait longer)
+        return abs(float(info["unreadable"])) < WRITING_GRACE_S
     if info.get("host") != socket.gethostname():
         return True
     pid = int(info.get("pid", 0))
     if pid == os.getpid():
         return path is not None and str(Path(path).resolve()) in _HELD
-    return _pid_alive(pid)
+    return _pid_alive(pid) and _same_process(info)
 
 
 def describe(info: dict) -> str:
     if "unreadable" in info:
-        return "a process that is creating its lock file right now"
+        return (f"an unreadable lock file ({max(0.0, float(info['unreadable'])):.0f} s old: either a process is "
+                f"creating it right now or it is damaged; it counts as stale after {WRITING_GRACE_S:.0f} s)")
     return (f"process {info.get('pid')} on {info.get('host')} since {info.get('started', '?')}"
             + (f" ({info['command']})" if info.get("command") else ""))
+
+
+def way_out(info: dict, path: Union[str, Path]) -> str:
+    """What a user can do about a live lock, including clearing it by hand."""
+    if "unreadable" in info:
+        return f"wait a few seconds, or if no aevb command is working on this folder, delete {path}"
+    if info.get("host") != socket.gethostname():
+        return (f"wait for it to finish or stop it on {info.get('host')}; if that process is no longer "
+                f"running, delete {path}")
+    return (f"wait for it to finish or stop it (kill {info.get('pid')}); if no aevb command is working on this "
+            f"folder any more, delete {path}")
 
 
 def is_locked(folder: Union[str, Path]) -> bool:
@@ -183,7 +246,8 @@ class RunLock:
 
     def acquire(self, what: str = "write") -> "RunLock":
         me = {"pid": os.getpid(), "host": socket.gethostname(),
-              "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": " ".join(sys.argv[:1] + sys.argv[1:8])}
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "start_ticks": process_start(os.getpid()),
+              "command": " ".join(sys.argv[:1] + sys.argv[1:8])}
         for _ in range(20):
             if _create_whole(self.path, json.dumps(me) + "\n"):
                 self.held = True
@@ -199,10 +263,7 @@ class RunLock:
                           "taking it. Try again when they have finished.")
 
     def refusal(self, info: dict, what: str) -> str:
-        same_host = info.get("host") == socket.gethostname()
-        way_out = ("wait for it to finish or stop it first" if same_host else
-                   f"if that process is no longer running, delete {self.path}")
-        return f"{self.folder} is being written by {describe(info)}; cannot {what} it now: {way_out}"
+        return f"{self.folder} is being written by {describe(info)}; cannot {what} it now: {way_out(info, self.path)}"
 
     def moved(self, folder: Union[str, Path]) -> None:
         """The folder holding this lock was renamed to ``folder``."""

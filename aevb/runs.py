@@ -29,7 +29,7 @@ from .config import RunConfig
 from .data import load_configured
 from .errors import CheckpointError, RunError
 from .io import atomic_write_text, load_checkpoint
-from .lock import LOCK_NAME, RunLock, describe, holder_alive, is_lock_file, is_locked, read_lock
+from .lock import LOCK_NAME, RunLock, describe, holder_alive, is_lock_file, is_locked, read_lock, way_out
 from .model import VAE
 from . import newdata
 from .newdata import Items, check_fits, load_items
@@ -174,8 +174,8 @@ def check_new_out(out: Path, overwrite: bool) -> None:
         if holder_alive(holder, out / LOCK_NAME):
             what = ("--overwrite would destroy a run that is still training" if overwrite
                     else "it is still training")
-            raise RunError(f"{out} is being written by {describe(holder)}; {what}: wait for it to finish "
-                           "or stop it, or choose another --out")
+            raise RunError(f"{out} is being written by {describe(holder)}; {what}: "
+                           f"{way_out(holder, out / LOCK_NAME)}; or choose another --out")
         if is_run(out):
             if not overwrite:
                 raise RunError(f"{out} already holds a run; use `aevb train --resume {out}` to continue it, "
@@ -278,6 +278,12 @@ def _refuse_run_owned(path: Path, label: str, option: str) -> None:
                                f"writes; choose another {option}")
 
 
+def missing_checkpoint_of_finished(path: Path) -> str:
+    """What to do about a finished run whose checkpoint was deleted (a resume cannot help)."""
+    return (f"{path} is a finished run whose checkpoint {path / CHECKPOINT} is missing (deleted or moved); "
+            f"restore it from a copy, or train the run again with `aevb train --out {path} --overwrite ...`")
+
+
 class Run:
     """An existing run folder. ``Run(path)`` checks that it is one."""
 
@@ -327,6 +333,8 @@ class Run:
             return (f"{self.path} has no checkpoint yet: it is still training its first epoch "
                     f"({describe(read_lock(self.path))}); wait for the first epoch to end")
         status = self.status
+        if status == "finished":
+            return missing_checkpoint_of_finished(self.path)
         return (f"{self.path} has no checkpoint ({CHECKPOINT}): the run stopped (status {status}) before its "
                 f"first epoch ended. Start it again from scratch with `aevb train --resume {self.path}` "
                 f"(its saved settings), or replace it with `aevb train --out {self.path} --overwrite ...`")

@@ -154,6 +154,70 @@ def test_cache_from_another_version_is_rebuilt(tmp_path, capfd):
     assert "another version" in capfd.readouterr().err
 
 
+def test_a_damaged_edited_or_foreign_cache_is_rebuilt_and_never_used(tmp_path, capfd, monkeypatch):
+    for label in ("a", "b"):  # sub-folders: the cache holds labels too
+        write_images(tmp_path / "imgs" / label, 15, seed=ord(label))
+    spec = f"folder:{tmp_path / 'imgs'}"
+    first = load_dataset(spec, image_size=(6, 5))
+    folder = Path(first.info["cache"])
+    rows = lambda ds: torch.cat([ds.train.materialize(), ds.test.materialize()])
+    want, want_labels = rows(first), torch.cat([first.train.y, first.test.y])
+    # the same files and image size with a crop: another cache whose rows have the same length
+    other = Path(load_dataset(spec, image_size=(6, 5), crop=(10, 8)).info["cache"]) / "manifest.json"
+    opened = []
+    real_load = np.load
+    monkeypatch.setattr(np, "load", lambda f, *a, **k: (opened.append(Path(f).resolve()), real_load(f, *a, **k))[1])
+
+    def manifest():
+        return json.loads((folder / "manifest.json").read_text())
+
+    def edit(change, reseal=True):
+        m = manifest()
+        change(m, next(iter(m["splits"])))
+        if reseal:  # as if the seal were recomputed too: the schema checks must still refuse it
+            m["seal"] = cache_mod.seal(m)
+        (folder / "manifest.json").write_text(json.dumps(m))
+
+    def invert(m, split):
+        data = folder / m["splits"][split]["file"]
+        data.write_bytes(bytes(255 - b for b in data.read_bytes()))
+
+    def reshape(m, split):
+        m["splits"][split]["rows"] *= 2
+        m["splits"][split]["dim"] //= 2
+
+    damages = [
+        ("every byte of the data inverted", lambda: invert(manifest(), next(iter(manifest()["splits"]))),
+         "whose content changed since it was built"),
+        ("rows reshaped", lambda: edit(reshape, reseal=False), "changed after the cache was built"),
+        ("rows reshaped, resealed", lambda: edit(reshape), "rows of 45 values (images of 3x6x5 = 90 values)"),
+        ("another data set's manifest", lambda: (folder / "manifest.json").write_text(other.read_text()),
+         "built for other data or options"),
+        ("a split removed", lambda: edit(lambda m, s: m["splits"].pop(s)), "lists the splits []"),
+        ("rows not a number", lambda: edit(lambda m, s: m["splits"][s].update(rows="many")), "'many' rows"),
+        ("labels outside the cache", lambda: edit(lambda m, s: m["splits"][s].update(labels="../../etc/passwd")),
+         "names the files"),
+        ("labels replaced", lambda: np.save(folder / manifest()["splits"]["all"]["labels"], np.zeros(30, np.int64)),
+         "labels file all.labels.npy whose content changed"),
+        ("manifest unreadable", lambda: (folder / "manifest.json").write_text("{"), "manifest cannot be read"),
+        ("a split's keys removed", lambda: edit(lambda m, s: m["splits"].update({s: {"file": f"{s}.u8"}})),
+         "gives the all split None rows"),
+        ("a file over the whole-file bound, inverted",
+         lambda: (monkeypatch.setattr(cache_mod, "FULL_CHECK_BYTES", 0), invert(manifest(), "all")),
+         "(sampled checksum)"),
+    ]
+    for what, damage, needle in damages:
+        damage()
+        capfd.readouterr()
+        ds = load_dataset(spec, image_size=(6, 5))
+        err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and needle in err[0] and "rebuilding it" in err[0], (what, err)
+        assert ds.info["cache_reused"] is False and Path(ds.info["cache"]) == folder, what
+        assert torch.equal(rows(ds), want) and torch.equal(torch.cat([ds.train.y, ds.test.y]), want_labels)
+        assert all(p.parent == folder.resolve() for p in opened), (what, opened)
+        assert load_dataset(spec, image_size=(6, 5)).info["cache_reused"] is True, what  # sound again
+
+
 def test_an_interrupted_conversion_is_not_taken_for_a_finished_one(tmp_path):
     write_images(tmp_path / "imgs", 1500, size=(120, 120), fmt="jpg")  # about 1 s to convert with 1 worker
     cache = tmp_path / "cache"
@@ -172,6 +236,60 @@ def test_an_interrupted_conversion_is_not_taken_for_a_finished_one(tmp_path):
     ds = load_dataset(f"folder:{tmp_path / 'imgs'}", options=LoadOptions(cache_dir=str(cache)))
     assert ds.info["cache_reused"] is False and len(ds.train) + len(ds.test) == 1500
     assert not [p for p in cache.glob("*") if ".partial-" in p.name]  # the leftovers are gone
+
+
+def _children(pid: int) -> list:
+    """The live processes whose parent is ``pid`` (zombies are dead)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rfind(")") + 2:].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.append(int(entry.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2:].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="lists processes through /proc")
+def test_decoding_workers_die_with_a_conversion_killed_by_kill_9(tmp_path):
+    write_images(tmp_path / "imgs", 2500, size=(120, 120), fmt="jpg")
+    env = {**os.environ, "AEVB_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "aevb", "data", "prepare", f"folder:{tmp_path / 'imgs'}",
+                             "--workers", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline, workers = time.time() + 60, []
+        while time.time() < deadline and len(workers) < 2 and proc.poll() is None:
+            workers = _children(proc.pid)
+            time.sleep(0.005)
+        assert len(workers) >= 2, "the conversion ended before its workers were seen"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.time() + 5
+    while time.time() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.05)
+    assert not [w for w in workers if _alive(w)], "workers outlived the killed conversion"
+
+
+def test_worker_counts_are_bounded_by_the_cores():
+    from aevb.data.decode import MAX_WORKERS_PER_CORE, check_workers, decode_all, default_workers
+
+    most = default_workers() * MAX_WORKERS_PER_CORE
+    assert check_workers(most) == most and check_workers(0) == 0
+    for bad in (most + 1, 100000, -1):
+        with pytest.raises(DataError, match=f"to {most} "):
+            decode_all([], None, workers=bad)
 
 
 def test_disk_full_during_conversion_is_said_and_leaves_no_cache(tmp_path):
@@ -270,6 +388,27 @@ def test_celeba_loader_follows_the_partition_and_crops(tmp_path, capfd):
     full = load_dataset("celeba", tmp_path / "celeba", crop=(148, 148), image_size=(64, 64), options=exact_opts)
     got = (full.test.rows(0, 1)[0] * 255).reshape(3, 64, 64).permute(1, 2, 0).numpy()
     assert np.array_equal(got, exact)
+
+
+def test_a_partition_listing_training_images_as_test_images_is_refused(tmp_path, capsys):
+    present = {f"{i:06d}.jpg": p for i, p in enumerate([0] * 60 + [1, 2, 2], 1)}
+    write_celeba(tmp_path / "celeba", present, absent=0)
+    part = tmp_path / "celeba" / "list_eval_partition.txt"
+    lines = part.read_text().splitlines()
+    part.write_text("\n".join(lines + [f"{i:06d}.jpg 2" for i in range(1, 51)]) + "\n")  # 50 again, as test
+    with pytest.raises(DataError) as e:
+        load_dataset("celeba", tmp_path / "celeba")
+    msg = str(e.value)
+    assert "lists 50 image(s) more than once" in msg and "000001.jpg (train and test)" in msg and "45 more" in msg
+    cache = tmp_path / "cache"
+    env = {**os.environ, "AEVB_CACHE": str(cache), "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, "-m", "aevb", "train", "--dataset", "celeba", "--data-dir",
+                        str(tmp_path / "celeba"), "--out", str(tmp_path / "run"), "--epochs", "1"],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "more than once" in r.stderr, r.stderr
+    assert not (tmp_path / "run").exists() and not cache.exists()
+    part.write_text("\n".join(lines) + "\n")  # the official partition: accepted
+    assert len(load_dataset("celeba", tmp_path / "celeba").train) == 60
 
 
 def test_celeba_bad_inputs_say_what_to_do(tmp_path):

@@ -56,15 +56,24 @@ def test_one_writer_per_experiment_folder_and_orphans_are_removed(tmp_path, caps
     import json
     import socket
 
-    from aevb.lock import LOCK_NAME
+    import subprocess
+    import sys
+
+    from aevb.lock import LOCK_NAME, process_start
 
     out = tmp_path / "f2"
     args = ["reproduce", "figure2", "--budget", "tiny", "--dataset", "digits", "--out", str(out), "--quiet"]
     out.mkdir()
-    (out / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": socket.gethostname(), "started": "now"}))
-    assert main(args) == 2  # pid 1 is alive: another writer
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+    try:  # a live Python process named by a lock: another writer
+        (out / LOCK_NAME).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
+                                                 "start_ticks": process_start(holder.pid)}))
+        assert main(args) == 2
+    finally:
+        holder.kill()
+        holder.wait()
     err = capsys.readouterr().err
-    assert "being written by process 1" in err and "Traceback" not in err
+    assert f"being written by process {holder.pid}" in err and "Traceback" not in err
     assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # nothing written
     (out / LOCK_NAME).unlink()
     orphan = out / "runs" / ".state.pt.abc.tmp"  # a write cut short by kill -9

@@ -75,13 +75,14 @@ def ws(tmp_path_factory):
     m = json.loads((failed / "run.json").read_text())
     m["status"] = "failed"
     _write(failed / "run.json", json.dumps(m))
-    locked = copy("locked")  # pid 1 is always alive: a live writer on this host
-    _write(locked / LOCK_NAME, json.dumps({"pid": 1, "host": socket.gethostname(), "started": "now"}))
+    holder = _live_holder()  # a live writer on this host, for as long as the workspace is used
+    _write(copy("locked") / LOCK_NAME, json.dumps(_lock_of(holder)))
 
     proj = root / "project"  # a user's folder that merely holds a file named run.json
     _write(proj / "run.json", '{"name": "my project"}')
     _write(proj / "notes.txt", "precious")
     (root / "empty").mkdir()
+    (root / "celeba_dir_partition" / "list_eval_partition.txt").mkdir(parents=True)  # a folder, not the file
     _write(root / "file.txt", "a file")
     np.save(root / "real.npy", (np.random.default_rng(0).normal(size=(40, 6)) * 3).astype(np.float32))
     c = root / "cfg"
@@ -115,7 +116,26 @@ def ws(tmp_path_factory):
     _write(root / "codes_nan.csv", "mu_0,mu_1,mu_2\n0.1,0.2,0.3\n0.1,nan,0.3\n")
     _write(root / "imgs" / "broken.png", b"")
     _write(root / "imgs" / "notes" / "half.png", b"\x89PNG\r\n\x1a\n")
-    return root
+    yield root
+    holder.kill()
+    holder.wait()
+
+
+def _live_holder(program=None) -> subprocess.Popen:
+    """A process that stays alive (a Python process, like an aevb writer, unless ``program``)."""
+    return subprocess.Popen(program or [sys.executable, "-c", "import time; time.sleep(3600)"])
+
+
+class _Self:
+    pid = os.getpid()
+
+
+def _lock_of(proc: subprocess.Popen, **fields) -> dict:
+    """The lock file an aevb writer with ``proc``'s pid would write."""
+    from aevb.lock import process_start
+
+    return {"pid": proc.pid, "host": socket.gethostname(), "started": "now",
+            "start_ticks": process_start(proc.pid), **fields}
 
 
 def _snapshot(root: Path) -> dict:
@@ -190,6 +210,13 @@ CASES = [
     (f"{T} --lr-warmup-steps -1", 2, "optim.warmup_steps = -1"),
     (f"{T} --dataset celeba --data-dir NOPE", 2, "list_eval_partition.txt"),
     (f"{T} --likelihood bernoulli --mean-activation sigmoid", 2, "gaussian likelihoods only"),
+    (f"{T} --likelihood discretized-logistic --mean-activation sigmoid", 2, "gaussian likelihoods only"),
+    (f"{T} --dataset celeba --data-dir {{ws}}/file.txt", 2, "/file.txt is a file, not a folder"),
+    (f"{T} --dataset mnist --data-dir {{ws}}/file.txt", 2, "/file.txt is a file, not a folder"),
+    (f"{T} --dataset celeba --data-dir {{ws}}/celeba_dir_partition", 2, "list_eval_partition.txt is a folder, not a file"),
+    (f"{T} --cache-dir {{ws}}/zero/checkpoints", 2, "--cache-dir"),
+    (f"{T} --cache-dir {{ws}}/zero/checkpoints/cache", 2, "would write into checkpoints/cache of the run"),
+    ("train --resume {ws}/run --epochs 3 --cache-dir {ws}/zero/tensorboard", 2, "would write into tensorboard"),
     (f"{T} --dataset imagenet", 2, "unknown data set 'imagenet'"),
     (f"{T} --dataset array:{{ws}}/missing.npy", 2, "file not found"),
     (f"{T} --dataset folder:{{ws}}/missing", 2, "is not a folder"),
@@ -236,14 +263,14 @@ CASES = [
     (f"{T} --out {{ws}}/run --overwrite --init-std -1", 2, "model.init_std"),
     (f"{T} --out {{ws}}/run --overwrite --dataset array:{{ws}}/real.npy --likelihood bernoulli", 2, "[0, 1]"),
     (f"{T} --out {{ws}}/run --overwrite --validation 100000", 2, "leaves nothing to train on"),
-    (f"{T} --out {{ws}}/locked", 2, "is being written by process 1"),
+    (f"{T} --out {{ws}}/locked", 2, "is being written by process"),
     (f"{T} --out {{ws}}/locked --overwrite", 2, "would destroy a run that is still training"),
     # train --resume
     ("train --resume {ws}/missing", 2, "does not exist"),
     ("train --resume {ws}/empty", 2, "not an aevb run folder"),
     ("train --resume {ws}/project", 2, "not an aevb run folder"),
     ("train --resume {ws}/bad_marker", 2, "not an aevb run folder"),
-    ("train --resume {ws}/file.txt", 2, "does not exist"),
+    ("train --resume {ws}/file.txt", 2, "/file.txt is a file, not a folder; give the run folder"),
     ("train --resume {ws}/run --latent-dim 7", 2, "model.latent_dim: run has 3, asked 7"),
     ("train --resume {ws}/run --out {ws}/other", 2, "drop --out"),
     ("train --resume {ws}/run --preset digits", 2, "drop --preset/--config"),
@@ -290,6 +317,7 @@ CASES = [
     ("evaluate {ws}/pickled", 2, "weights_only"),
     ("evaluate {ws}/truncated", 2, "truncated"),
     ("evaluate {ws}/failed_early", 2, "aevb train --resume"),
+    ("evaluate {ws}/finished_no_ckpt", 2, "is a finished run whose checkpoint"),
     ("evaluate {ws}/bad_marker", 2, "not an aevb run folder"),
     # sample
     ("sample {ws}/missing", 2, "does not exist"),
@@ -327,6 +355,13 @@ CASES = [
     ("plot {ws}/run all --device tpu", 2, "not a device name"),
     ("plot {ws}/empty all", 2, "not an aevb run folder"),
     ("plot {ws}/zero samples --out {ws}/figs", 2, "is empty (0 bytes)"),
+    ("plot {ws}/finished_no_ckpt samples --out {ws}/figs", 2, "restore it from a copy, or train the run again"),
+    # explore, export
+    ("explore {ws}/finished_no_ckpt --out {ws}/x.html", 2, "is a finished run whose checkpoint"),
+    ("export {ws}/finished_no_ckpt --format safetensors --out {ws}/exp", 2, "is a finished run whose checkpoint"),
+    ("export {ws}/run --format safetensors --out {ws}/zero/checkpoints", 2, "would write into checkpoints of the run"),
+    ("export {ws}/run --format safetensors --out {ws}/run/tensorboard", 2, "would write into tensorboard"),
+    ("export {ws}/run --format safetensors --out {ws}/file.txt", 2, "is a file; give a folder"),
     # report
     ("report {ws}/run --out {ws}/run/run.json", 2, "must end in .html"),
     ("report {ws}/run --out {ws}/run", 2, "is a folder"),
@@ -344,6 +379,10 @@ CASES = [
     ("reproduce figure4 --dataset digits --seed -1", 2, "--seed"),
     ("reproduce all --out {ws}/x", 2, "give it with a single experiment"),
     ("reproduce figure4 --data-dir {ws}/file.txt --out {ws}/f4", 2, "is a file, not a folder"),
+    # data prepare
+    ("data prepare digits --workers 100000", 2, "--workers 100000 is out of range: use 0 (one per core) to"),
+    ("data prepare digits --workers -1", 2, "per core"),
+    ("data prepare digits --cache-dir {ws}/zero/checkpoints", 2, "would write into checkpoints of the run"),
     # the command itself
     ("bogus", 2, "invalid choice: 'bogus'"),
     # new data: encode, score, decode, reconstruct --data
@@ -479,8 +518,13 @@ def test_a_second_writer_is_refused_and_a_killed_run_can_be_continued(tmp_path, 
     assert read_marker(out)["status"] == "running"  # what a killed writer leaves
     assert Run(out).status == "stopped"  # what every command reports: its writer is gone
     stale = (out / LOCK_NAME).read_text()
-    (out / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": socket.gethostname()}))
-    assert Run(out).status == "running"  # a live writer (pid 1 is always alive)
+    holder = _live_holder()
+    try:  # a lock of an older aevb, without the start time: a live Python process counts as its writer
+        (out / LOCK_NAME).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
+        assert Run(out).status == "running"
+    finally:
+        holder.kill()
+        holder.wait()
     (out / LOCK_NAME).write_text(stale)
     (out / "checkpoints").mkdir(exist_ok=True)
     orphan = out / "checkpoints" / ".last.pt.abc123.tmp"  # a write cut short by the kill
@@ -575,14 +619,57 @@ def test_an_unreadable_lock_is_held_while_young_and_stale_when_old(tmp_path):
     from aevb.lock import LockedError, RunLock, WRITING_GRACE_S
 
     (tmp_path / LOCK_NAME).write_text("")  # O_EXCL creation, content not yet written
-    with pytest.raises(LockedError, match="creating its lock file"):
+    with pytest.raises(LockedError) as e:
         RunLock(tmp_path).acquire()
+    assert "unreadable lock file" in str(e.value) and f"delete {tmp_path / LOCK_NAME}" in str(e.value)
     old = time.time() - WRITING_GRACE_S - 5
     os.utime(tmp_path / LOCK_NAME, (old, old))  # a crash between creating and writing it
     lock = RunLock(tmp_path).acquire()
     assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
     lock.release()
     assert not (tmp_path / LOCK_NAME).exists()
+
+
+def _take(folder: Path, lock: dict):
+    """Acquire ``folder``'s lock over a lock file holding ``lock``: the RunLock, or the LockedError."""
+    from aevb.lock import LockedError, RunLock
+
+    (folder / LOCK_NAME).write_text(json.dumps(lock))
+    try:
+        return RunLock(folder).acquire()
+    except LockedError as e:
+        return e
+
+
+def test_a_lock_knows_its_owner_and_a_reused_pid_does_not_hold_it(tmp_path):
+    from aevb.lock import LockedError, RunLock
+
+    python, other = _live_holder(), _live_holder(["sleep", "3600"])
+    try:
+        held = _take(tmp_path, _lock_of(python))  # its own writer, recognised by its start time
+        assert isinstance(held, LockedError), held
+        assert f"process {python.pid}" in str(held) and f"kill {python.pid}" in str(held)
+        assert f"delete {tmp_path / LOCK_NAME}" in str(held)
+        # the same pid with another start time: the pid was reused by a later process
+        assert isinstance(_take(tmp_path, _lock_of(python, start_ticks=_lock_of(python)["start_ticks"] - 1)),
+                          RunLock)
+        # no start time recorded (an older lock): a live process that is not aevb or Python is no writer
+        for pid, taken in ((other.pid, True), (python.pid, False)):
+            got = _take(tmp_path, {"pid": pid, "host": socket.gethostname()})
+            assert isinstance(got, RunLock) == taken, got
+            if taken:
+                mine = json.loads((tmp_path / LOCK_NAME).read_text())
+                assert mine["pid"] == os.getpid() and mine["start_ticks"] == _lock_of(_Self())["start_ticks"]
+                got.release()
+        # a pid that no process can have
+        for pid in (10**30, -5, 0):
+            got = _take(tmp_path, {"pid": pid, "host": socket.gethostname()})
+            assert isinstance(got, RunLock), got
+            got.release()
+    finally:
+        for p in (python, other):
+            p.kill()
+            p.wait()
 
 
 # ------------------------------------------------------------------ --overwrite
@@ -640,6 +727,76 @@ def test_an_unexpected_error_is_one_line_pointing_to_the_log(tmp_path, capsys, m
     monkeypatch.setattr(train_cmd, "default_callbacks", lambda: [])
     assert main(["train", "--resume", str(out), "--no-progress"]) == 0  # continues from epoch 1
     assert read_marker(out)["status"] == "finished"
+
+
+class _WriteInterrupted:
+    """A file whose third write is cut short by Ctrl-C (as when the key is pressed mid-write)."""
+
+    def __init__(self, f):
+        self.f, self.writes = f, 0
+
+    def write(self, data):
+        self.writes += 1
+        if self.writes == 3:
+            raise KeyboardInterrupt
+        return self.f.write(data)
+
+    def flush(self):
+        self.f.flush()
+
+
+@pytest.mark.parametrize("where", ["torch.save", "os.replace"])
+def test_ctrl_c_during_the_checkpoint_write_interrupts_and_keeps_the_last_checkpoint(tmp_path, capsys,
+                                                                                     monkeypatch, where,
+                                                                                     one_thread):
+    """Ctrl-C inside torch.save used to surface as the RuntimeError of torch's clean-up: an
+    internal error and status 'failed'. The run must end 'interrupted', with epoch 1's
+    checkpoint, and a resume must give the numbers of a run never stopped."""
+    argv = ["--no-progress", "--no-tensorboard", "--epochs", "3", "--hidden", "16", "--latent-dim", "2",
+            "--images-every", "0"]
+    assert main(["train", "--out", str(tmp_path / "whole")] + argv) == 0
+    out = tmp_path / "run"
+    saves = []
+    real_save, real_replace = torch.save, os.replace
+
+    def save(obj, f, *a, **k):
+        saves.append(1)
+        return real_save(obj, _WriteInterrupted(f) if len(saves) == 2 else f, *a, **k)
+
+    def replace(src, dst, *a, **k):
+        if str(dst).endswith("last.pt"):
+            saves.append(1)
+            if len(saves) == 2:
+                raise KeyboardInterrupt
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(torch, "save", save) if where == "torch.save" else monkeypatch.setattr(os, "replace", replace)
+    capsys.readouterr()
+    assert main(["train", "--out", str(out)] + argv) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "internal error" not in err, err
+    monkeypatch.undo()
+    info = read_marker(out)
+    assert (info["status"], info["epoch"]) == ("interrupted", 1), info
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 1
+    assert not list(out.rglob("*.tmp")) and not (out / "error.log").exists()
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 0
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.endswith("time_s")} for r in rows]
+    assert strip(load_run(out).metrics()) == strip(load_run(tmp_path / "whole").metrics())
+    assert read_marker(out)["status"] == "finished"
+
+
+def test_a_full_disk_message_tells_the_needed_and_free_sizes_apart(tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from aevb.errors import DiskFullError
+
+    usage = namedtuple("usage", "total used free")
+    for needed, free, want in [(912_345, 905_000, "about 0.912 MB needed, 0.905 MB free"),
+                               (912_345, 912_300, "about 0.91234 MB needed, 0.91230 MB free"),
+                               (50_000_000, 1_200_000, "about 50.0 MB needed, 1.2 MB free")]:
+        monkeypatch.setattr(shutil, "disk_usage", lambda p, free=free: usage(10**9, 10**9 - free, free))
+        assert want in str(DiskFullError(tmp_path / "x.pt", needed))
 
 
 def _tmpfs(path: Path, size: str) -> None:

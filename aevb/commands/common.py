@@ -13,7 +13,7 @@ import traceback
 from pathlib import Path
 
 from ..devices import resolve_device
-from ..errors import USER_ERRORS, ConfigError
+from ..errors import USER_ERRORS, ConfigError, interruption
 from ..runs import Run, check_output
 
 
@@ -67,9 +67,7 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("\naevb: interrupted; files already written are complete "
-              "(a training run continues with `aevb train --resume RUN`)", file=sys.stderr)
-        return 130
+        return interrupted()
     except user_errors() as e:
         print(f"aevb {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 3 if type(e).__name__ == "TrainingDiverged" else 2
@@ -85,7 +83,15 @@ def run_command(args: argparse.Namespace) -> int:
               "--memory-budget) or a smaller model", file=sys.stderr)
         return 2
     except Exception as e:  # a bug, or a fault nobody foresaw
+        if interruption(e) is not None:  # Ctrl-C that a library's clean-up turned into another error
+            return interrupted()
         return internal_error(args, e)
+
+
+def interrupted() -> int:
+    print("\naevb: interrupted; files already written are complete "
+          "(a training run continues with `aevb train --resume RUN`)", file=sys.stderr)
+    return 130
 
 
 def internal_error(args: argparse.Namespace, e: BaseException) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from ..data.decode import MAX_WORKERS_PER_CORE, check_workers
 from .common import add_parser
 
 
@@ -28,17 +29,19 @@ def register(sub) -> None:
             p_kw = dict(kw)
             prep.add_argument(flag, dest=key, default=argparse.SUPPRESS, **p_kw)
     prep.add_argument("--workers", type=int, default=0, metavar="N",
-                      help="decoding processes (default: one per CPU core)")
+                      help="decoding processes (default: one per CPU core; at most "
+                           f"{MAX_WORKERS_PER_CORE} per core: decoding is CPU-bound, so more only take memory)")
     prep.add_argument("--rebuild", action="store_true", help="rebuild the cache even if it is up to date")
     prep.set_defaults(func=run_prepare)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from ..config import ConfigError, RunConfig, merge, validate
+    from ..config import RunConfig, merge, validate
     from ..data import load_configured
     from ..data.cache import format_size
     from ..data.registry import load_options
+    from ..training.session import check_cache_dir
     from .train import OPTIONS
 
     updates = {"dataset": args.dataset}
@@ -49,9 +52,9 @@ def run_prepare(args: argparse.Namespace) -> int:
     cfg = merge(RunConfig(), {"data": updates}, source="command line",
                 where=lambda k: f"option {flags.get(k, 'DATASET' if k == 'data.dataset' else k)}")
     validate(cfg)
-    if args.workers < 0:
-        raise ConfigError(f"--workers must be 0 (one per core) or more; got {args.workers}")
+    check_workers(args.workers, "--workers")
     d = cfg.data
+    check_cache_dir(cfg)
     opts = load_options(d, workers=args.workers, rebuild=bool(args.rebuild))
     budget = opts.budget
     if not d.dataset.strip().lower().startswith("array:"):

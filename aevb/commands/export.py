@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from .common import add_parser, add_run_argument
@@ -28,28 +27,15 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def check_out_dir(out: Path) -> None:
-    from ..runs import RunError
-
-    if out.exists() and not out.is_dir():
-        raise RunError(f"--out {out} is a file; give a folder")
-    parent = out
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise RunError(f"--out {out}: {parent} is not a writable folder; choose another --out")
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..runs import Run, RunError
+    from ..runs import Run, RunError, check_output
 
     run_ = Run(args.run)
     status = run_.status
     if status != "finished":
         raise RunError(f"{run_.path} is not finished (status {status!r}); only a finished run is exported. "
                        f"Finish it with `aevb train --resume {run_.path}`")
-    out = Path(args.out) if args.out else run_.path / "export"
-    check_out_dir(out)
+    out = check_output(Path(args.out) if args.out else run_.path / "export", "--out", folder=True)
     if args.format == "onnx":
         try:
             import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)

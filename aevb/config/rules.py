@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import List
 
+from ..distributions import mean_activation_likelihoods
 from ..errors import ConfigError
 from ..presets import PRESETS
 from .settings import SECTIONS, RunConfig, check_value, field_names, get_setting, merge, source_of
@@ -62,9 +63,10 @@ def validate(cfg: RunConfig) -> None:
     if cfg.optim.momentum and cfg.optim.optimizer != "sgd":
         refuse(["optim.momentum", "optim.optimizer"], "momentum applies to the sgd optimizer only; "
                "drop it or use --optimizer sgd")
-    if cfg.model.likelihood == "bernoulli" and cfg.model.mean_activation != "identity":
+    takes = mean_activation_likelihoods()
+    if cfg.model.likelihood not in takes and cfg.model.mean_activation != "identity":
         refuse(["model.likelihood", "model.mean_activation"], "a mean activation applies to gaussian "
-               "likelihoods only")
+               f"likelihoods only ({', '.join(takes)}); drop --mean-activation or choose one of them")
     name = cfg.data.dataset.strip().lower()
     folder, pictures = name.startswith("folder:"), name.startswith("folder:") or name in ("celeba", "celeb-a")
     if not pictures and (cfg.data.image_size is not None or cfg.data.crop is not None):

@@ -14,6 +14,13 @@ manifest are written: an interrupted or failed conversion never leaves a folder 
 complete, and its leftovers are removed by the next build. The source fingerprint (paths, sizes,
 modification times of every file) is checked each time a cache is opened; a changed source is
 rebuilt, with a line saying so.
+
+A cache proves itself before it is used (``check_cache``): the manifest is sealed (a SHA-256 of
+its content), names the options it was built for, and every key has its type and range; files
+are the split's own names inside the folder, each data file has rows x dim bytes and, when it is
+at most FULL_CHECK_BYTES, the CRC-32 recorded when it was built (larger ones: a CRC-32 of
+SAMPLE_BLOCKS blocks spread over the file). Anything else is rebuilt, with a line saying why;
+a cache that fails a check is never read.
 """
 from __future__ import annotations
 
@@ -26,18 +33,27 @@ import shutil
 import sys
 import time
 import uuid
+import zlib
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .base import DataError
+from .base import KIND_BINARY, KIND_UNIT, DataError
 
 CACHE_FORMAT = "aevb-data-cache"
 CACHE_VERSION = 1
 MANIFEST = "manifest.json"
 SOURCES = "sources.tsv.gz"
 _PARTIAL = ".partial-"
+
+# Each time a cache is opened, a data file of up to this many bytes is read whole and its CRC-32
+# compared with the one recorded when it was built: about 25 ms for a 60,000-image MNIST-size
+# file (47 MB) on one core from the page cache, so at most about 0.5 s at this bound. A larger
+# file has SAMPLE_BLOCKS blocks of SAMPLE_BLOCK bytes, spread evenly over it, checked instead.
+FULL_CHECK_BYTES = 1 << 30
+SAMPLE_BLOCKS, SAMPLE_BLOCK = 64, 1 << 16
+_CHUNK = 1 << 22
 
 
 # ---------------------------------------------------------------------------- sizes and budgets
@@ -161,6 +177,130 @@ def read_manifest(folder: Path) -> Optional[dict]:
     return m
 
 
+def file_checksum(path: Path) -> str:
+    """CRC-32 of a whole file (fast: a few GB/s)."""
+    crc = 0
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(_CHUNK)
+            if not block:
+                return f"crc32:{crc:08x}"
+            crc = zlib.crc32(block, crc)
+
+
+def sample_checksum(path: Path) -> str:
+    """CRC-32 of SAMPLE_BLOCKS blocks spread evenly over a file (for files too large to read whole)."""
+    size, crc = os.path.getsize(path), 0
+    last = max(0, size - SAMPLE_BLOCK)
+    with open(path, "rb") as f:
+        for i in range(SAMPLE_BLOCKS):
+            f.seek(last * i // (SAMPLE_BLOCKS - 1))
+            crc = zlib.crc32(f.read(SAMPLE_BLOCK), crc)
+    return f"crc32-sampled:{crc:08x}"
+
+
+def data_checksums(path: Path) -> dict:
+    """What a split's data file records when built: the whole-file and the sampled CRC-32."""
+    return {"checksum": file_checksum(path), "sample_checksum": sample_checksum(path)}
+
+
+def seal(manifest: dict) -> str:
+    """SHA-256 of a manifest's content (all but its seal)."""
+    body = {k: v for k, v in manifest.items() if k != "seal"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _count(v, least: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+
+def check_cache(folder: Path, identity: dict, splits: Sequence[str]) -> Tuple[Optional[dict], Optional[str]]:
+    """(manifest, None) when ``folder`` holds a complete, sound cache of the data ``identity``
+    describes with exactly ``splits``; (None, None) when it holds none; else (None, why it cannot
+    be used). Reads nothing outside ``folder``."""
+    path = folder / MANIFEST
+    if not path.exists():
+        return None, None
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        return None, f"its manifest cannot be read ({type(e).__name__})"
+    if not isinstance(m, dict) or m.get("format") != CACHE_FORMAT:
+        return None, "its manifest is not an aevb data cache manifest"
+    if m.get("version") != CACHE_VERSION:
+        return None, "was written by another version of aevb"
+    if "seal" not in m:
+        return None, "was built by an earlier aevb, without checksums"
+    if m.get("seal") != seal(m):
+        return None, "has a manifest that was changed after the cache was built"
+    if m.get("source") != json.loads(json.dumps(identity)):  # (as JSON has it: tuples are lists)
+        return None, "has a manifest built for other data or options"
+    why = _check_keys(m, splits)
+    if why:
+        return None, f"has a manifest that {why}"
+    for name, entry in m["splits"].items():
+        why = _check_files(folder, name, entry)
+        if why:
+            return None, why
+    return m, None
+
+
+def _check_keys(m: dict, splits: Sequence[str]) -> Optional[str]:
+    shape = m.get("image_shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_count(v, 1) for v in shape)):
+        return f"gives image_shape {shape!r}, not three positive whole numbers"
+    if m.get("kind") not in (KIND_BINARY, KIND_UNIT) or m.get("levels") != (2 if m["kind"] == KIND_BINARY else 256):
+        return f"gives kind {m.get('kind')!r} with levels {m.get('levels')!r}"
+    if not isinstance(m.get("fingerprint"), str) or not isinstance(m.get("info", {}), (dict, type(None))):
+        return "lacks the source fingerprint or has info of the wrong type"
+    got = m.get("splits")
+    if not isinstance(got, dict) or sorted(got) != sorted(splits):
+        names = sorted(got) if isinstance(got, dict) else got
+        return f"lists the splits {names!r}, expected {sorted(splits)}"
+    dim = shape[0] * shape[1] * shape[2]
+    for name, e in got.items():
+        if not isinstance(e, dict):
+            return f"describes the {name} split by {e!r}"
+        if e.get("file") != f"{name}.u8" or e.get("labels") not in (None, f"{name}.labels.npy"):
+            return f"names the files {e.get('file')!r} and {e.get('labels')!r} for the {name} split"
+        if not _count(e.get("rows"), 1) or e.get("dim") != dim:
+            return (f"gives the {name} split {e.get('rows')!r} rows of {e.get('dim')!r} values "
+                    f"(images of {shape[0]}x{shape[1]}x{shape[2]} = {dim} values)")
+        sums = [e.get("checksum"), e.get("sample_checksum")] + ([e.get("labels_checksum")] if e.get("labels") else [])
+        if not all(isinstance(c, str) for c in sums):
+            return f"lacks a checksum of the {name} split"
+    return None
+
+
+def _inside(folder: Path, name: str) -> Optional[Path]:
+    """``folder / name`` when it is a regular file in ``folder`` itself (no link out of it)."""
+    p = folder / name
+    if p.is_symlink() or not p.is_file() or p.resolve().parent != folder.resolve():
+        return None
+    return p
+
+
+def _check_files(folder: Path, name: str, e: dict) -> Optional[str]:
+    data = _inside(folder, e["file"])
+    if data is None:
+        return f"lacks its data file {e['file']}"
+    size, expected = data.stat().st_size, e["rows"] * e["dim"]
+    if size != expected:
+        return f"has {size} bytes in {e['file']}, but its manifest says {e['rows']} x {e['dim']} = {expected}"
+    if size <= FULL_CHECK_BYTES:
+        if file_checksum(data) != e["checksum"]:
+            return f"has a data file {e['file']} whose content changed since it was built (checksum)"
+    elif sample_checksum(data) != e["sample_checksum"]:
+        return f"has a data file {e['file']} whose content changed since it was built (sampled checksum)"
+    if e.get("labels"):
+        labels = _inside(folder, e["labels"])
+        if labels is None:
+            return f"lacks its labels file {e['labels']}"
+        if file_checksum(labels) != e["labels_checksum"]:
+            return f"has a labels file {e['labels']} whose content changed since it was built (checksum)"
+    return None
+
+
 def open_split(folder: Path, entry: dict) -> Tuple[np.memmap, Optional[np.ndarray]]:
     """(rows [N, D] uint8 memmap, labels or None) of one split of a cache."""
     path = folder / entry["file"]
@@ -252,6 +392,11 @@ class CacheBuild:
                 os.fsync(f.fileno())
         manifest = {"format": CACHE_FORMAT, "version": CACHE_VERSION, **manifest,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        for entry in manifest.get("splits", {}).values():  # what the cache proves itself by when opened
+            entry.update(data_checksums(self.path / entry["file"]))
+            if entry.get("labels"):
+                entry["labels_checksum"] = file_checksum(self.path / entry["labels"])
+        manifest["seal"] = seal(manifest)
         tmp = self.path / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")
         os.replace(tmp, self.path / MANIFEST)

@@ -45,7 +45,26 @@ def read_partition(path: Path) -> Dict[str, List[str]]:
         out[SPLITS[int(parts[1])]].append(parts[0])
     if not any(out.values()):
         raise DataError(f"{path} names no images; it is not CelebA's {PARTITION}")
+    check_disjoint(out, str(path))
     return out
+
+
+def check_disjoint(splits: Dict[str, List[str]], source: str) -> None:
+    """Refuse a partition that lists one file in two splits (or twice in one): a test bound would
+    then measure training data."""
+    where: Dict[str, str] = {}
+    repeated: List[str] = []
+    for split, names in splits.items():
+        for name in names:
+            if name in where:
+                repeated.append(f"{name} ({where[name]} and {split})")
+            else:
+                where[name] = split
+    if repeated:
+        shown = ", ".join(repeated[:5]) + (f" and {len(repeated) - 5} more" if len(repeated) > 5 else "")
+        raise DataError(f"{source} lists {len(repeated)} image(s) more than once: {shown}; every image must be in "
+                        f"one split only (otherwise the test bound measures training data). Use CelebA's "
+                        f"official {PARTITION}, or remove the repeated lines")
 
 
 def _missing_message(folder: Path, what: str) -> str:
@@ -60,9 +79,11 @@ def celeba_plan(folder: Union[str, os.PathLike], image_size=None, crop=None) -> 
     images = folder / IMAGES
     partition = folder / PARTITION
     if not partition.is_file():
-        raise DataError(_missing_message(folder, f"the partition file {partition} is missing"))
+        what = "is a folder, not a file" if partition.is_dir() else "is missing"
+        raise DataError(_missing_message(folder, f"the partition file {partition} {what}"))
     if not images.is_dir():
-        raise DataError(_missing_message(folder, f"the image folder {images} is missing"))
+        what = "is a file, not a folder" if images.exists() else "is missing"
+        raise DataError(_missing_message(folder, f"the image folder {images} {what}"))
     names = read_partition(partition)
     present = set(os.listdir(images))
     files, absent = {}, 0

@@ -7,17 +7,24 @@ DCT scaled by 1/2, 1/4 or 1/8, never below what the crop and resize need), which
 and an anti-aliased downscale in itself.
 
 Workers write their rows straight into the output files (``os.pwrite`` at row * D), so no pixels
-travel between processes and the parent's memory does not grow with the data set.
+travel between processes and the parent's memory does not grow with the data set. There are at
+most MAX_WORKERS_PER_CORE per core, and they die with the process that started them, even when
+it is killed with ``kill -9``: on Linux the kernel sends them SIGKILL (``prctl(PR_SET_PDEATHSIG)``),
+and elsewhere too a thread in each worker watches its parent and ends the worker when it is gone.
 """
 from __future__ import annotations
 
 import os
+import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from ..errors import DataError
 
 _GREY_MODES = ("1", "L", "LA", "La")
 _UNSUPPORTED_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
@@ -135,6 +142,51 @@ def _probe_job(paths: Sequence[str]) -> List[Tuple[str, Optional[Tuple[int, int]
     return out
 
 
+# Decoding is CPU-bound, so one worker per core is fastest; a few more per core can hide the
+# waits of a slow (network) disk. More only add memory (each worker is a copy of the parent, over
+# 100 MB with torch loaded) and, far beyond, a machine hung forking them.
+MAX_WORKERS_PER_CORE = 4
+
+# how often (seconds) a worker checks that the process that started it still runs
+PARENT_CHECK_S = 0.5
+
+
+def max_workers() -> int:
+    return default_workers() * MAX_WORKERS_PER_CORE
+
+
+def check_workers(workers: int, what: str = "workers") -> int:
+    """``workers`` when valid: 0 (one per core) up to max_workers(); else DataError."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 0 <= workers <= max_workers():
+        raise DataError(f"{what} {workers!r} is out of range: use 0 (one per core) to {max_workers()} "
+                         f"({MAX_WORKERS_PER_CORE} per core, and this machine has {default_workers()} cores: decoding is "
+                         "CPU-bound, so more processes only take memory)")
+    return workers
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker when ``parent`` (the process that started it) ends."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            PR_SET_PDEATHSIG = 1
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the watch below still ends the worker
+    if os.getppid() != parent:  # the parent died before the above took effect
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="aevb-watch-parent", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        time.sleep(PARENT_CHECK_S)
+        if os.getppid() != parent:  # re-parented: the process that started us is gone
+            os._exit(1)
+
+
 def default_workers() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -146,23 +198,25 @@ def _chunks(seq: Sequence, n: int) -> List[Sequence]:
     return [seq[i:i + n] for i in range(0, len(seq), n)]
 
 
-def _pool(workers: int):
+def _pool(workers: int, tasks: int):
+    """A pool of ``workers`` processes (no more than there are ``tasks``) that die with this one."""
     import multiprocessing
 
     # fork is fast and shares the parent's imports; workers touch no torch state
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
+    return ProcessPoolExecutor(max_workers=max(1, min(workers, tasks)), mp_context=multiprocessing.get_context(method),
+                               initializer=_die_with_parent, initargs=(os.getpid(),))
 
 
 def probe_all(paths: Sequence[str], workers: int = 0, desc: str = "reading image headers",
               progress: bool = True):
     """[(path, (h, w) or None, grey, error or None)] for every file, in order, in parallel."""
-    workers = workers or default_workers()
+    workers = check_workers(workers) or default_workers()
     chunks = _chunks(list(paths), 512)
     if workers == 1 or len(chunks) == 1:
         return [r for c in chunks for r in _probe_job(c)]
     out = []
-    with _pool(workers) as pool, _bar(len(paths), desc, progress) as bar:
+    with _pool(workers, len(chunks)) as pool, _bar(len(paths), desc, progress) as bar:
         for res in pool.map(_probe_job, chunks):
             out.extend(res)
             bar.update(len(res))
@@ -173,7 +227,7 @@ def decode_all(jobs: Sequence[Job], spec: ImageSpec, workers: int = 0, desc: str
                progress: bool = True) -> Tuple[List[Tuple[str, int, str]], bool, bool]:
     """Run every job (split into chunks of a few hundred images) in ``workers`` processes with
     a progress bar and ETA. Returns (bad [(out file, row, 'path: error')], any_colour, all_binary)."""
-    workers = workers or default_workers()
+    workers = check_workers(workers) or default_workers()
     pieces = [Job(j.out, j.dim, r, p) for j in jobs
               for r, p in zip(_chunks(list(j.rows), 256), _chunks(list(j.paths), 256))]
     total = sum(len(j.rows) for j in jobs)
@@ -186,7 +240,7 @@ def decode_all(jobs: Sequence[Job], spec: ImageSpec, workers: int = 0, desc: str
                 any_colour, binary = any_colour or c, binary and bi
                 bar.update(n)
         else:
-            with _pool(workers) as pool:
+            with _pool(workers, len(pieces)) as pool:
                 futures = [(piece, pool.submit(_run_job, piece, spec)) for piece in pieces]
                 for piece, fut in futures:
                     b, c, bi, n = fut.result()

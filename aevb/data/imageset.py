@@ -90,14 +90,15 @@ def image_cache(plan: ImagePlan, opts: LoadOptions) -> Tuple[Path, dict, bool]:
     """(cache folder, manifest, built_now) for ``plan``: the matching cache, built if needed."""
     entries = _sources(plan)
     fp = cache.fingerprint(entries)
-    folder = cache.cache_folder(plan.name.replace("folder:", "folder-"), _identity(plan, opts), opts.cache_dir)
-    manifest = cache.read_manifest(folder)
-    if manifest is not None and not opts.rebuild:
-        if manifest.get("version") == cache.CACHE_VERSION and manifest.get("fingerprint") == fp:
+    identity = _identity(plan, opts)
+    folder = cache.cache_folder(plan.name.replace("folder:", "folder-"), identity, opts.cache_dir)
+    if not opts.rebuild:
+        manifest, why = cache.check_cache(folder, identity, list(plan.files))
+        if why is not None:  # never used: rebuilt
+            cache.say(f"the data cache {folder} {why}; rebuilding it")
+        elif manifest is not None and manifest["fingerprint"] == fp:
             return folder, manifest, False
-        if manifest.get("version") != cache.CACHE_VERSION:
-            cache.say(f"the data cache {folder} was written by another version of aevb; rebuilding it")
-        else:
+        elif manifest is not None:
             cache.say(f"{plan.name} changed since its cache was built "
                       f"({cache.describe_change(folder, entries)}); rebuilding {folder}")
     manifest = _build(plan, opts, folder, entries, fp)

@@ -41,7 +41,11 @@ def dataset_folder(name: str, data_dir=None) -> Path:
     ``data_root()/<name>`` (``<name>`` with '_' instead of '-' is accepted when only that exists,
     e.g. ``binarized_mnist``, ``frey_face``)."""
     if data_dir is not None and str(data_dir) != "":
-        return Path(data_dir).expanduser()
+        folder = Path(data_dir).expanduser()
+        if folder.exists() and not folder.is_dir():
+            raise DataError(f"--data-dir {data_dir} is a file, not a folder; give the folder that holds the "
+                            f"{name} files")
+        return folder
     root = data_root()
     folder = root / name
     alt = root / name.replace("-", "_")

@@ -26,7 +26,7 @@ from ..bounds import dataset_bound, elbo_sums
 from ..config import RunConfig
 from ..data import Dataset, Split
 from ..devices import resolve_device
-from ..errors import DiskFullError
+from ..errors import DiskFullError, interruption
 from ..io import save_checkpoint
 from ..lock import RunLock
 from ..model import VAE
@@ -161,7 +161,10 @@ class Trainer:
                 for cb in self.callbacks:
                     cb.on_train_end(self)
                 write_marker(self.run_dir, "finished", epoch=self.epoch)
-        except BaseException as e:
+        except BaseException as caught:
+            e = caught
+            if interruption(e) is not None and not isinstance(e, KeyboardInterrupt):
+                e = KeyboardInterrupt()  # Ctrl-C that a later error replaced: the run was interrupted
             if main and isinstance(e, DiskFullError) and not (self._new_run and self._new_run.pending):
                 e = DiskFullError(e.path, e.needed, advice=session.continue_advice(self, "free some space on that disk"))
             if main:
@@ -169,6 +172,8 @@ class Trainer:
             self._end()
             if isinstance(e, DiskFullError):
                 raise e from None
+            if e is not caught:
+                raise e from caught
             raise
         self._end()
         return self.history

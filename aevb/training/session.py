@@ -20,10 +20,10 @@ from ..data import Dataset, Split, load_configured
 from ..data.fingerprint import describe_change, fingerprint as fingerprint_of
 from ..devices import resolve_device
 from ..distributions import get_likelihood
-from ..errors import ConfigError, DiskFullError, RunError, TrainingDiverged
+from ..errors import ConfigError, DiskFullError, RunError, TrainingDiverged, interruption
 from ..lock import RunLock
-from ..runs import (CHECKPOINT, Run, check_new_out, create_run_folder, read_marker, recover_siblings,
-                    write_marker)
+from ..runs import (CHECKPOINT, Run, check_new_out, check_output, create_run_folder, read_marker,
+                    recover_siblings, write_marker)
 from ..version import __version__
 from .state import read_resume
 
@@ -72,6 +72,8 @@ def open_resume(run_dir: Union[str, Path], overrides: Optional[RunConfig], given
         # needed); an error there stops every rank (see distributed.staged).
         if not dist.is_main:
             return None
+        if Path(run_dir).exists() and not Path(run_dir).is_dir():
+            raise RunError(f"--resume {run_dir} is a file, not a folder; give the run folder that `aevb train` wrote")
         run = Run(run_dir)
         held["lock"] = RunLock(run.path).acquire("resume")
         held["run"] = run
@@ -138,8 +140,8 @@ def failed(trainer, e: BaseException, trained: bool) -> None:
     if trainer._resumed and not trained:
         return  # nothing trained: the run is still what it was
     try:
-        if isinstance(e, KeyboardInterrupt):
-            write_marker(trainer.run_dir, "interrupted", epoch=trainer.epoch)
+        if interruption(e) is not None:  # the checkpoint on disk is the last complete epoch
+            write_marker(trainer.run_dir, "interrupted", epoch=trainer.saved_epoch)
         elif isinstance(e, DiskFullError):
             write_marker(trainer.run_dir, "failed", epoch=trainer.saved_epoch, reason=str(e))
         elif isinstance(e, TrainingDiverged):
@@ -213,8 +215,15 @@ def place_splits(data: Dataset, device: torch.device) -> Dict[str, Split]:
 
 
 def load_data(cfg: RunConfig) -> Dataset:
-    """The run's data set (see aevb.data.load_configured)."""
+    """The run's data set (see aevb.data.load_configured); a --cache-dir is checked first like
+    every output (never inside a run's own files)."""
+    check_cache_dir(cfg)
     return load_configured(cfg.data, progress=bool(cfg.train.progress))
+
+
+def check_cache_dir(cfg: RunConfig) -> None:
+    if cfg.data.cache_dir:
+        check_output(Path(cfg.data.cache_dir).expanduser(), "--cache-dir", folder=True)
 
 
 def check_data_for_likelihood(cfg: RunConfig, data: Dataset) -> None:
