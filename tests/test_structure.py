@@ -103,12 +103,13 @@ def test_each_option_list_is_declared_once(key):
 
 
 def test_the_benchmarks_import_names_that_exist():
-    """The benchmarks are not run by the tests; every aevb name they import (at the top or
+    """The benchmarks and examples are not run by the tests; every aevb name they import (at the top or
     inside functions) must still exist, so that a moved function cannot break them unseen."""
     import importlib
 
     missing = []
-    for path in sorted((PACKAGE.parent / "benchmarks").glob("*.py")):
+    scripts = sorted((PACKAGE.parent / "benchmarks").glob("*.py")) + sorted((PACKAGE.parent / "examples").glob("*.py"))
+    for path in scripts:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("aevb"):
                 module = importlib.import_module(node.module)
