@@ -206,3 +206,16 @@ def test_cli_sample_and_reconstruct_write_grids(tmp_path):
     a = np.asarray(Image.open(tmp_path / "r.png"))
     assert a.shape[0] < a.shape[1]  # two rows of eight
     assert main(["sample", str(tmp_path), "-n", "4"]) == 2
+
+
+def test_a_mean_activation_waits_for_the_likelihood_the_data_choose():
+    """--mean-activation sigmoid with the likelihood left to the data is checked once the data
+    chose it: accepted for real values (gaussian), refused for values in [0, 1] (bernoulli)."""
+    from aevb.config import RunConfig, merge, resolve, validate
+    from aevb.errors import ConfigError
+
+    cfg = merge(RunConfig(), {"model": {"mean_activation": "sigmoid"}})
+    validate(cfg)
+    assert resolve(cfg, "real", "array:x.npy").model.likelihood == "gaussian"
+    with pytest.raises(ConfigError, match="mean activation applies to gaussian likelihoods"):
+        resolve(cfg, "unit", "digits")

@@ -64,7 +64,8 @@ def validate(cfg: RunConfig) -> None:
         refuse(["optim.momentum", "optim.optimizer"], "momentum applies to the sgd optimizer only; "
                "drop it or use --optimizer sgd")
     takes = mean_activation_likelihoods()
-    if cfg.model.likelihood not in takes and cfg.model.mean_activation != "identity":
+    chosen = cfg.model.likelihood  # None: chosen from the data by resolve, which validates again
+    if chosen is not None and chosen not in takes and cfg.model.mean_activation != "identity":
         refuse(["model.likelihood", "model.mean_activation"], "a mean activation applies to gaussian "
                f"likelihoods only ({', '.join(takes)}); drop --mean-activation or choose one of them")
     name = cfg.data.dataset.strip().lower()

@@ -21,6 +21,10 @@ are the split's own names inside the folder, each data file has rows x dim bytes
 at most FULL_CHECK_BYTES, the CRC-32 recorded when it was built (larger ones: a CRC-32 of
 SAMPLE_BLOCKS blocks spread over the file). Anything else is rebuilt, with a line saying why;
 a cache that fails a check is never read.
+
+It is a little over 400 lines because building a cache and proving one before use (the sealed
+manifest, its schema, the files' checksums) must stay together: the check reads exactly what the
+build writes.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..lock import RunLock
-from ..runs import remove_orphans
+from ..runfolder import remove_orphans
 from .runner import BUDGETS, Context, ReproduceError
 
 EXPERIMENTS = ("figure2", "figure3", "figure4", "figure5", "amortization")

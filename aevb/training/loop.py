@@ -31,7 +31,8 @@ from ..io import save_checkpoint
 from ..lock import RunLock
 from ..model import VAE
 from ..optimizers import build_optimizer, build_scheduler, warmup_factor
-from ..runs import CHECKPOINT, NewRun, Run, is_run, write_marker, remove_orphans
+from ..runfolder import NewRun, remove_orphans
+from ..runs import CHECKPOINT, Run, is_run, write_marker
 from ..sampling import prior_draws
 from . import session
 from .callbacks import Callback, Progress, TensorBoard, epoch_images, write_images, write_metrics

@@ -22,8 +22,8 @@ from ..devices import resolve_device
 from ..distributions import get_likelihood
 from ..errors import ConfigError, DiskFullError, RunError, TrainingDiverged, interruption
 from ..lock import RunLock
-from ..runs import (CHECKPOINT, Run, check_new_out, check_output, create_run_folder, read_marker,
-                    recover_siblings, write_marker)
+from ..runfolder import check_new_out, create_run_folder, recover_siblings
+from ..runs import CHECKPOINT, Run, check_output, read_marker, write_marker
 from ..version import __version__
 from .state import read_resume
 
