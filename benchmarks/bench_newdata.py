@@ -1,0 +1,110 @@
+"""Benchmark: encoding and scoring new data (``aevb encode`` / ``aevb score``) on the MNIST test
+set, against a plain loop that calls the model once per item, in the same process.
+
+    python benchmarks/bench_newdata.py --data-dir ../shared/datasets/mnist --rounds 3
+
+A pytorch-example run (784-400-20 ReLU, Bernoulli) is trained for one epoch into a temporary
+folder, the 10,000 test images are read as new data (``Run.preprocess("mnist:test")``, the
+commands' path), and three pairs are timed alternately, median of ``--rounds``:
+
+  * encode: ``aevb.newdata.encode`` (the batched encoder of ``aevb encode``) against
+    ``model.encode`` called on one item at a time;
+  * score: ``aevb.newdata.score`` with k importance samples (``aevb score``) against
+    ``model.iw_bound`` on one item at a time, both on the first ``--score-n`` items;
+  * score against evaluate: ``aevb.newdata.score`` against ``aevb.bounds.evaluate_bounds`` (what
+    ``aevb evaluate`` runs) on the same items and k; scoring runs that same engine, so the ratio
+    shows what scoring adds to it (nothing, within the machine's noise).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from aevb.bounds import evaluate_bounds
+from aevb.config import RunConfig, apply_preset
+from aevb.newdata import encode, score
+from aevb.runs import Run
+from aevb.training import train
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def per_item_encode(model, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        for i in range(len(x)):
+            model.encode(x[i:i + 1])
+
+
+def per_item_score(model, x: torch.Tensor, k: int) -> None:
+    for i in range(len(x)):
+        model.iw_bound(x[i:i + 1], k)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--k", type=int, default=100)
+    p.add_argument("--score-n", type=int, default=1000, help="items scored by both contenders")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", help="also write the result here")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = apply_preset(RunConfig(), "pytorch-example")
+        cfg.data.dataset, cfg.data.data_dir, cfg.data.download = "mnist", args.data_dir, False
+        cfg.data.cache_dir = str(Path(tmp) / "cache")
+        cfg.train.epochs, cfg.train.progress, cfg.train.tensorboard, cfg.train.images_every = 1, False, False, 0
+        train(cfg, Path(tmp) / "run")
+        run = Run(Path(tmp) / "run")
+        model = run.load_model()
+        items = run.preprocess("mnist:test")
+        split, x = items.split, items.split.materialize()
+        few = split.subset(torch.arange(args.score_n).numpy())
+        times = {name: [] for name in ("encode", "encode_loop", "score", "score_loop", "evaluate")}
+        for r in range(args.rounds):
+            times["encode"].append(timed(lambda: encode(model, split)))
+            times["encode_loop"].append(timed(lambda: per_item_encode(model, x)))
+            times["score"].append(timed(lambda: score(model, few, args.k)))
+            times["score_loop"].append(timed(lambda: per_item_score(model, x[:args.score_n], args.k)))
+            times["evaluate"].append(timed(lambda: evaluate_bounds(model, few, args.k)))
+            print(f"round {r + 1}: " + "  ".join(f"{n} {t[-1]:.2f}s" for n, t in times.items()), flush=True)
+    med = {n: statistics.median(t) for n, t in times.items()}
+    result = {
+        "machine": f"{platform.machine()} {_cpu_name()}, {torch.get_num_threads()} torch threads",
+        "torch": torch.__version__, "python": platform.python_version(), "k": args.k,
+        "items_encoded": len(split), "items_scored": args.score_n, "seconds": times,
+        "encode_items_per_s": len(split) / med["encode"], "encode_speedup": med["encode_loop"] / med["encode"],
+        "score_items_per_s": args.score_n / med["score"], "score_speedup": med["score_loop"] / med["score"],
+        "score_over_evaluate": med["score"] / med["evaluate"],
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
