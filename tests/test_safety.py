@@ -426,6 +426,7 @@ CASES = [
     ("reconstruct {ws}/run --data digits:test --out {ws}/rec.png", 2, "is a folder (one PNG per item)"),
     ("reconstruct {ws}/run --data folder:{ws}/empty --out {ws}/rec", 2, "no images"),
     ("reconstruct {ws}/run --data array:{ws}/real.npy --out {ws}/rec", 2, "gives vectors of 6 values"),
+    ("reconstruct {ws}/run --data digits:test --out {ws}/rec -n 4 --split train", 2, "-n, --split choose images of the run's split"),
     ("reconstruct {ws}/finished_no_ckpt --data digits:test --out {ws}/rec", 2, "is a finished run whose checkpoint"),
 ]
 if NO_CUDA:  # the case: an unavailable device must not cost the old run

@@ -50,7 +50,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+# options of the grid of a split, which --data (every item of a source) does not take, with their defaults
+GRID_ONLY = (("-n", "n", 8), ("--ncol", "ncol", 8), ("--split", "split", "test"), ("--start", "start", 0))
+
+
 def run_data(args: argparse.Namespace) -> int:
+    given = [flag for flag, dest, default in GRID_ONLY if getattr(args, dest) != default]
+    if given:
+        raise ConfigError(f"{', '.join(given)} choose images of the run's split for a grid; with --data every item of "
+                          f"{args.data} is reconstructed into --out: drop {', '.join(given)} or --data")
     check_seed(args)
     if not args.out:
         raise ConfigError("--data needs --out DIR, a new or empty folder for one PNG per item")
