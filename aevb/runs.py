@@ -237,10 +237,10 @@ class Run:
 
     def score(self, source, k: int = 1, seed: int = 0, device="cpu", **kw) -> dict:
         """{"id", "elbo", "lk", "lk_se"} per item of ``source``, in nats (the bound engine with
-        k importance samples and seeded noise: the numbers ``aevb evaluate`` gives)."""
+        k importance samples and seeded noise: the numbers ``aevb evaluate`` gives), and
+        "bpd_elbo", "bpd_lk" where the data are discrete (as ``aevb score`` writes them)."""
         model, items = self._model_and_items(source, device, seed, **kw)
-        b = newdata.score(model, items.split, k, seed)
-        return {"id": np.asarray(items.ids), "elbo": b.elbo.numpy(), "lk": b.lk.numpy(), "lk_se": b.lk_se.numpy()}
+        return newdata.score_columns(model, items, k, self.config.model.likelihood, seed)
 
     def reconstruct(self, source, device="cpu", **kw):
         """The mean of p(x|z) at z = E_q[z|x] for each item of ``source``: a float tensor [N, D]."""

@@ -133,6 +133,9 @@ def test_a_statically_binarized_run_binarizes_new_data(tmp_path, one_thread_modu
     assert set(values.unique().tolist()) <= {0.0, 1.0}
     again = run.preprocess(f"folder:{eight_bit['folder']}")  # the same draw for the same rows
     assert torch.equal(again.split.materialize(), values)
+    scores = run.score(own, k=3)  # binary data under a Bernoulli: bits/dim are an exact -log2 p / D
+    assert np.allclose(scores["bpd_lk"], -scores["lk"] / (own.dim * np.log(2)), rtol=0, atol=1e-12)
+    assert np.allclose(scores["bpd_elbo"], -scores["elbo"] / (own.dim * np.log(2)), rtol=0, atol=1e-12)
 
 
 # ------------------------------------------------------------------ codes

@@ -8,8 +8,8 @@ import numpy as np
 
 from ..bounds import estimate_seconds
 from ..errors import ConfigError
-from ..evaluate import bits_per_dim, bpd_convention, split_data
-from ..newdata import TABLE_SUFFIXES, score, write_table
+from ..evaluate import split_data
+from ..newdata import TABLE_SUFFIXES, score, score_columns, write_table
 from ..runs import check_output
 from .common import add_parser, add_run_argument
 from .evaluate import MAX_SECONDS, _duration
@@ -59,12 +59,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{said}; that is over a day: use a smaller --k, or --force to run it anyway")
     if seconds > 10:
         print(said, file=sys.stderr, flush=True)
-    b = score(model, items.split, args.k, args.seed, args.progress)
-    cols = {"id": np.asarray(items.ids), "elbo": b.elbo.numpy(), "lk": b.lk.numpy(), "lk_se": b.lk_se.numpy()}
-    offset, _ = bpd_convention(items.kind, items.levels, run_.config.model.likelihood)
-    if offset is not None:
-        cols["bpd_elbo"] = bits_per_dim(cols["elbo"], items.dim, offset)
-        cols["bpd_lk"] = bits_per_dim(cols["lk"], items.dim, offset)
+    cols = score_columns(model, items, args.k, run_.config.model.likelihood, args.seed, args.progress)
     if ref is not None:
         ref_lk = np.sort(score(model, ref, args.k, args.seed, args.progress).lk.numpy())
         cols["percentile"] = percentile_above(cols["lk"], ref_lk)

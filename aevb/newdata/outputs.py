@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..bits import bits_per_dim, bpd_convention
 from ..bounds import Bounds, evaluate_bounds
 from ..data.base import Split
 from ..errors import DataError
@@ -74,6 +75,18 @@ def score(model, split: Split, k: int, seed: int = 0, progress: bool = False, bu
     with k importance samples, seeded noise: the numbers ``aevb evaluate`` gives for the same rows."""
     kw = {} if budget is None else {"budget": budget}
     return evaluate_bounds(model, split, k=int(k), seed=seed, progress=progress, desc=f"L_{k}", **kw)
+
+
+def score_columns(model, items, k: int, likelihood: str, seed: int = 0, progress: bool = False) -> Dict[str, np.ndarray]:
+    """Per item of ``items``: "id", "elbo", "lk", "lk_se" (nats) and, where the data are discrete
+    (aevb.bits.bpd_convention for their kind, levels and ``likelihood``), "bpd_elbo" and "bpd_lk"."""
+    b = score(model, items.split, k, seed, progress)
+    cols = {"id": np.asarray(items.ids), "elbo": b.elbo.numpy(), "lk": b.lk.numpy(), "lk_se": b.lk_se.numpy()}
+    offset, _ = bpd_convention(items.kind, items.levels, likelihood)
+    if offset is not None:
+        cols["bpd_elbo"] = bits_per_dim(cols["elbo"], items.dim, offset)
+        cols["bpd_lk"] = bits_per_dim(cols["lk"], items.dim, offset)
+    return cols
 
 
 def reconstruction_blocks(model, split: Split, batch_size: int = BATCH,
