@@ -458,6 +458,10 @@ def test_sizes_parse_and_bad_budget_is_refused():
     for bad in ("lots", "-1GB", "0", "12 parsecs", True):
         with pytest.raises(DataError):
             cache_mod.parse_size(bad)
+    assert cache_mod.parse_size("1000000TB") == 10 ** 18  # 1 EB, the largest size
+    for huge in ("1000001TB", "1" + "0" * 400 + "GB", 10 ** 400, float("inf")):
+        with pytest.raises(DataError, match="is out of range: at most 1 EB"):
+            cache_mod.parse_size(huge)
 
 
 @pytest.mark.skipif(not (CELEBA / "list_eval_partition.txt").is_file(), reason="../shared/datasets/celeba is absent")

@@ -18,6 +18,7 @@ import torch
 
 from aevb import load_run
 from aevb.cli import main
+from aevb.data.cache import physical_memory
 from aevb.io import load_checkpoint
 from aevb.lock import LOCK_NAME
 from aevb.runs import Run, read_marker
@@ -115,10 +116,24 @@ def ws(tmp_path_factory):
     np.save(root / "codes_wide.npy", np.zeros((4, 5), np.float32))
     _write(root / "codes_nan.csv", "mu_0,mu_1,mu_2\n0.1,0.2,0.3\n0.1,nan,0.3\n")
     _write(root / "imgs" / "broken.png", b"")
+    for i in range(3):  # three tiny pictures, to be asked for at an impossible size
+        _write(root / "pics" / f"{i}.png", _png(4, 4, i))
+    with open(root / "huge.npy", "wb") as f:  # only the header of a [10, 50_000_000] float32 array
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (10, 50_000_000)})
     _write(root / "imgs" / "notes" / "half.png", b"\x89PNG\r\n\x1a\n")
     yield root
     holder.kill()
     holder.wait()
+
+
+def _png(h: int, w: int, value: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((h, w), value * 60, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _live_holder(program=None) -> subprocess.Popen:
@@ -206,6 +221,18 @@ CASES = [
     (f"{T} --classes 3 3", 2, "a list of distinct class labels"),
     (f"{T} --classes 42", 2, "no datapoint in the train and test split of digits has one of these labels"),
     (f"{T} --memory-budget=-5GB", 2, "data.memory_budget"),
+    (f"{T} --memory-budget 1{'0' * 400}GB", 2, "(403 characters) (from option --memory-budget) is out of range"),
+    (f"{T} --memory-budget 2000000TB", 2, "is out of range: must be a size such as 500MB, 8GB or 1.5GiB up to 1 EB"),
+    # train: work that cannot fit in memory, refused before any data are cached or files written
+    (f"{T} --dataset folder:{{ws}}/pics --image-size 16384 16384", 2,
+     "(1x16384x16384 values) has 215,016,825,096 parameters, 3,440.3 GB with gradients and Adam's moments, and an "
+     "evaluation batch of --eval-batch-size 1000 needs 3,221.2 GB; lower --image-size, --hidden"),
+    (f"{T} --network conv --channels 65536 65536", 2, "has 137,457,238,057 parameters, 2,199.3 GB with gradients "
+     "and Adam's moments, and an evaluation batch of --eval-batch-size 1000 needs 10.5 GB; lower --channels"),
+    (f"{T} --kl mc --samples 100000", 2, "a training step of --batch-size 128 x --samples 100000 needs 54.1 GB; "
+     "lower --batch-size, --samples, --hidden"),
+    (f"{T} --objective iwae --k 100000", 2, "x --k 100000 needs"),
+    (f"{T} --dataset array:{{ws}}/huge.npy", 2, "(1x1x50000000 values) has 40,050,024,840 parameters"),
     (f"{T} --crop 0 148 --dataset celeba", 2, "data.crop = [0, 148]"),
     (f"{T} --lr-warmup-steps -1", 2, "optim.warmup_steps = -1"),
     (f"{T} --dataset celeba --data-dir NOPE", 2, "list_eval_partition.txt"),
@@ -448,6 +475,10 @@ def test_bad_input_ends_in_one_line_and_changes_no_file(ws, argv, code, needle, 
     import shlex
 
     monkeypatch.chdir(ws)
+    # a machine of at most 16 GB, so that what it cannot hold is refused on larger ones too
+    monkeypatch.setattr("aevb.data.cache.physical_memory", lambda real=physical_memory(): min(real, 16 * 10 ** 9))
+    cache = ws.parent / f"{ws.name}-cache"  # where a data cache would appear
+    monkeypatch.setenv("AEVB_CACHE", str(cache))
     before = _snapshot(ws)
     args = [a.replace("{ws}", str(ws)) for a in shlex.split(argv)]
     try:
@@ -463,6 +494,7 @@ def test_bad_input_ends_in_one_line_and_changes_no_file(ws, argv, code, needle, 
     if code:
         assert "error:" in lines[0]
     assert _snapshot(ws) == before, "files changed"
+    assert not cache.exists(), "a data cache was built"
     assert not (ws / "pwned").exists()
 
 

@@ -171,6 +171,24 @@ def _size(v):
     return True
 
 
+def _too_large(key: str, v) -> bool:
+    """A size written correctly but beyond what parse_size represents (1 EB)."""
+    if key != "data.memory_budget" or not isinstance(v, str):
+        return False
+    try:
+        parse_size(v)
+    except ValueError as e:
+        return "out of range" in str(e)
+    return False
+
+
+def _shown(value) -> str:
+    """``value`` for a message: its repr, or the start of a very long string and its length."""
+    if isinstance(value, str) and len(value) > 60:
+        return f"{value[:12]!r}... ({len(value)} characters)"
+    return repr(value)
+
+
 def _validation(v):
     return v >= 0 and (v < 1 or float(v).is_integer())
 
@@ -218,7 +236,7 @@ RANGES = {
     "data.classes": (lambda v: len(v) >= 1 and len(set(v)) == len(v) and all(0 <= c <= 1_000_000 for c in v),
                      "a list of distinct class labels, each in 0..1000000"),
     "data.crop": (_image_size, "two sizes [H, W] of the centre region, each in 1..16384"),
-    "data.memory_budget": (_size, "a size such as 500MB, 8GB or 1.5GiB, or auto"),
+    "data.memory_budget": (_size, "a size such as 500MB, 8GB or 1.5GiB up to 1 EB, or auto"),
     "model.latent_dim": (lambda v: 1 <= v <= 65536, "an integer in 1..65536"),
     "model.encoder_hidden": (_hidden, "a list of layer sizes, each in 1..1000000"),
     "model.decoder_hidden": (_hidden, "a list of layer sizes, each in 1..1000000"),
@@ -333,8 +351,9 @@ def check_value(key: str, value, where: str = "the default"):
     if key in RANGES:
         ok, text = RANGES[key]
         if not ok(v):
-            what = "out of range" if isinstance(v, (int, float)) and not isinstance(v, bool) else "not valid"
-            raise ConfigError(f"{key} = {value!r} (from {where}) is {what}: must be {text}")
+            numeric = isinstance(v, (int, float)) and not isinstance(v, bool)
+            what = "out of range" if numeric or _too_large(key, v) else "not valid"
+            raise ConfigError(f"{key} = {_shown(value)} (from {where}) is {what}: must be {text}")
     return v
 
 

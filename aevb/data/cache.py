@@ -31,6 +31,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -66,18 +67,24 @@ _UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024 ** 2, "mb
           "tb": 1000 ** 4, "tib": 1024 ** 4}
 
 
+MAX_SIZE = 10 ** 18  # 1 EB: larger sizes are refused as out of range
+
+
 def parse_size(text) -> int:
     """Bytes from ``500MB``, ``8GB``, ``1.5GiB``, ``800M`` or a plain number of bytes
     (KB/MB/GB are powers of 1000; K/M/G and KiB/MiB/GiB powers of 1024)."""
     if isinstance(text, bool):
         raise DataError(f"a size must be like 500MB or 8GB, got {text!r}")
     if isinstance(text, (int, float)):
-        value, unit = float(text), ""
+        value, unit = (float(text) if abs(text) <= MAX_SIZE else math.inf), ""
     else:
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
         if not m or m.group(2).lower() not in _UNITS:
             raise DataError(f"a size must be like 500MB, 8GB or 1.5GiB, got {text!r}")
         value, unit = float(m.group(1)), m.group(2).lower()
+    if not math.isfinite(value) or value * _UNITS[unit] > MAX_SIZE:
+        shown = text if len(str(text)) <= 40 else f"{str(text).strip()[:12]}... ({len(str(text).strip())} characters)"
+        raise DataError(f"a size of {shown} is out of range: at most 1 EB (10**18 bytes)")
     n = int(value * _UNITS[unit])
     if n <= 0:
         raise DataError(f"a size must be positive, got {text!r}")

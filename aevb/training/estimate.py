@@ -1,0 +1,239 @@
+"""What a training run needs in memory, from its settings and the data's shape alone, so that a
+run that cannot fit is refused before any cache is built or any file written.
+
+The shape comes without decoding anything: the configured image size and colour of
+``folder:`` and ``celeba`` data, the header of an ``array:`` file, the fixed shape of a named
+data set. The estimate counts the model's parameters exactly (the networks ``VAE.from_config``
+builds), four float32 copies of them (weights, gradients and Adam's two moments), and the
+activations of the largest step: a training batch (batch size x samples or k rows through the
+decoder, kept for the backward pass) or an evaluation batch (no gradients). It leaves out the
+data and PyTorch's own overhead, so it is a lower bound: a refused run would certainly not fit.
+"""
+from __future__ import annotations
+
+import math
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..config import RunConfig
+from ..convnets import max_stages, stage_sizes
+from ..data import cache
+from ..distributions import get_likelihood
+from ..errors import ConfigError
+
+FLOAT = 4  # bytes of a float32
+COPIES = 4  # weights, gradients and Adam's two moments
+NAMED_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28),
+                "binarized-mnist": (1, 28, 28), "frey-face": (1, 28, 20), "omniglot": (1, 28, 28)}
+CELEBA_SIZE = (218, 178)
+
+
+@dataclass
+class Estimate:
+    """Parameters of the model, and bytes: the parameters' four copies, the largest step's
+    activations (``peak``), and their sum."""
+
+    params: int
+    param_bytes: int
+    peak: int
+    what_peaks: str
+
+    @property
+    def total(self) -> int:
+        return self.param_bytes + self.peak
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:,.1f} GB" if n >= 1e8 else f"{n / 1e9:.3f} GB"
+
+
+def _linear(n_in: int, n_out: int) -> int:
+    return n_in * n_out + n_out
+
+
+def _mlp(n_in: int, hidden: Sequence[int], n_out: int) -> Tuple[int, List[int]]:
+    """(parameters, output width of every layer) of aevb.networks.mlp."""
+    params, width, widths = 0, n_in, []
+    for h in list(hidden) + [n_out]:
+        params += _linear(width, int(h))
+        widths.append(int(h))
+        width = int(h)
+    return params, widths
+
+
+def _conv_encoder(shape, channels, latent: int, kernel: int, group: bool) -> Tuple[int, List[int]]:
+    c, h, w = shape
+    params, width, widths = 0, c, []
+    hs, ws = stage_sizes(h, len(channels), kernel), stage_sizes(w, len(channels), kernel)
+    for i, ch in enumerate(int(x) for x in channels):
+        params += width * ch * kernel * kernel + ch + (2 * ch if group else 0)
+        widths.append(ch * hs[i + 1] * ws[i + 1])
+        width = ch
+    params += _linear(width * hs[-1] * ws[-1], 2 * latent)
+    widths.append(2 * latent)
+    return params, widths
+
+
+def _conv_decoder(shape, channels, latent: int, n_params: int, kernel: int, group: bool) -> Tuple[int, List[int]]:
+    c, h, w = shape
+    n = len(channels)
+    start = (int(channels[-1]), math.ceil(h / 2 ** n), math.ceil(w / 2 ** n))
+    params = _linear(latent, math.prod(start))
+    widths = [math.prod(start)]
+    chans = list(reversed([int(x) for x in channels])) + [n_params * c]
+    for i, (a, b) in enumerate(zip(chans[:-1], chans[1:])):
+        params += a * b * kernel * kernel + b + (2 * b if group and i < n - 1 else 0)
+        widths.append(b * (start[1] * 2 ** (i + 1)) * (start[2] * 2 ** (i + 1)))
+    return params, widths
+
+
+def estimate(cfg: RunConfig, image_shape, n_params: int = 1) -> Estimate:
+    """The memory a run of ``cfg`` needs on data of ``image_shape`` (C, H, W) whose likelihood
+    has ``n_params`` decoder outputs per value (see the module docs)."""
+    m, o, t = cfg.model, cfg.objective, cfg.train
+    c, h, w = (int(s) for s in image_shape)
+    dim = c * h * w
+    group = m.conv_norm == "group"
+    if m.encoder_network == "conv":
+        enc, enc_widths = _conv_encoder((c, h, w), m.channels, m.latent_dim, m.kernel_size, group)
+    else:
+        enc, enc_widths = _mlp(dim, m.encoder_hidden, 2 * m.latent_dim)
+    if m.decoder_network == "conv":
+        dec, dec_widths = _conv_decoder((c, h, w), m.channels, m.latent_dim, n_params, m.kernel_size, group)
+    else:
+        hidden = m.decoder_hidden if m.decoder_hidden is not None else list(reversed(m.encoder_hidden))
+        dec, dec_widths = _mlp(m.latent_dim, hidden, n_params * dim)
+    params = enc + dec
+    samples = o.k if o.objective == "iwae" else o.samples
+    # a training step keeps every layer's output for the backward pass and gets a gradient of
+    # each: the encoder once per datapoint, the decoder once per sample of z
+    train = 2 * FLOAT * t.batch_size * (dim + sum(enc_widths) + samples * (sum(dec_widths) + dim))
+    evaluate = FLOAT * t.eval_batch_size * (dim + sum(enc_widths) + sum(dec_widths) + dim)
+    if train >= evaluate:
+        peak, what = train, (f"a training step of --batch-size {t.batch_size}"
+                             + (f" x {'--k' if o.objective == 'iwae' else '--samples'} {samples}" if samples > 1 else ""))
+    else:
+        peak, what = evaluate, f"an evaluation batch of --eval-batch-size {t.eval_batch_size}"
+    return Estimate(params=params, param_bytes=COPIES * FLOAT * params, peak=peak, what_peaks=what)
+
+
+def _fewer(cfg: RunConfig, est: Estimate, shape) -> str:
+    """What to lower, biggest cost first."""
+    m, o = cfg.model, cfg.objective
+    hints = []
+    if est.param_bytes >= est.peak:
+        if "conv" in (m.encoder_network, m.decoder_network):
+            hints.append("--channels")
+        if "mlp" in (m.encoder_network, m.decoder_network):
+            hints.append("--hidden")
+        if cfg.data.image_size is not None:
+            hints.insert(0, "--image-size")
+    else:
+        hints.append("--eval-batch-size" if est.what_peaks.startswith("an evaluation") else "--batch-size")
+        if not est.what_peaks.startswith("an evaluation") and (o.k if o.objective == "iwae" else o.samples) > 1:
+            hints.append("--k" if o.objective == "iwae" else "--samples")
+        hints.append("--hidden" if m.decoder_network == "mlp" else "--channels")
+    return ", ".join(hints)
+
+
+def check_memory(cfg: RunConfig, image_shape, n_params: int = 1, data_name: str = "the data") -> Optional[Estimate]:
+    """Refuse (ConfigError) a run whose estimate exceeds this machine's memory, naming the
+    numbers and what to lower; returns the estimate (None for conv networks that do not fit the
+    shape at all: check_fits says why)."""
+    shape = tuple(int(s) for s in image_shape)
+    if "conv" in (cfg.model.encoder_network, cfg.model.decoder_network):
+        if len(cfg.model.channels) > max_stages(shape[1], shape[2], cfg.model.kernel_size):
+            return None  # the conv check says why it does not fit at all
+    est = estimate(cfg, shape, n_params)
+    memory = cache.physical_memory()
+    if memory and est.total > memory:
+        raise ConfigError(
+            f"this run needs at least {_gb(est.total)} of memory but the machine has {_gb(memory)}: the model "
+            f"on {data_name} ({'x'.join(map(str, shape))} values) has {est.params:,} parameters, "
+            f"{_gb(est.param_bytes)} with gradients and Adam's moments, and {est.what_peaks} needs "
+            f"{_gb(est.peak)}; lower {_fewer(cfg, est, shape)}")
+    return est
+
+
+def n_params_of(cfg: RunConfig) -> int:
+    """Decoder outputs per value of the configured likelihood (1, the fewest, when the data choose it)."""
+    m = cfg.model
+    if m.likelihood is None:
+        return 1
+    return get_likelihood(m.likelihood, sigma=m.sigma, mean_activation=m.mean_activation,
+                          components=m.components).n_params
+
+
+def shape_from_config(cfg: RunConfig) -> Optional[Tuple[int, int, int]]:
+    """The data's image shape (C, H, W) as far as it is known without decoding or loading the
+    data (None when only the data can say): the configured size of pictures (grey unless rgb is
+    asked), the header of an array file, the fixed shape of a named data set."""
+    d = cfg.data
+    spec = d.dataset.strip()
+    prefix, sep, rest = spec.partition(":")
+    if sep and prefix.lower() == "folder":
+        if d.image_size is None:
+            return None
+        return (3 if d.color == "rgb" else 1, int(d.image_size[0]), int(d.image_size[1]))
+    if sep and prefix.lower() in ("array", "npy", "npz"):
+        return _array_shape(Path(rest.strip()).expanduser())
+    from ..data.registry import canonical_name
+
+    try:
+        name = canonical_name(spec)
+    except ValueError:
+        return None  # the loader says why
+    if name == "celeba":
+        size = d.image_size or d.crop or CELEBA_SIZE
+        return (3, int(size[0]), int(size[1]))
+    return NAMED_SHAPES.get(name)
+
+
+def _array_shape(path: Path) -> Optional[Tuple[int, int, int]]:
+    """The image shape the header of a .npy file (or of the training array of an .npz) gives
+    (aevb.data.arrays' rule), None when it cannot be read here (the loader says why)."""
+    from ..data.arrays import X_KEYS, image_shape_of
+
+    try:
+        if path.suffix.lower() == ".npy":
+            with open(path, "rb") as f:
+                shape, dtype = _header(f)
+        elif path.suffix.lower() == ".npz":
+            with zipfile.ZipFile(path) as z:
+                names = {n[:-4].lower(): n for n in z.namelist() if n.endswith(".npy")}
+                key = next((names[k] for k in X_KEYS["train"] if k in names), None)
+                if key is None:
+                    candidates = [n for k, n in names.items() if k not in ("y", "labels", "label", "targets", "target")]
+                    if len(candidates) != 1:
+                        return None
+                    key = candidates[0]
+                with z.open(key) as f:
+                    shape, dtype = _header(f)
+        else:
+            return None
+        if len(shape) < 2 or shape[0] == 0:
+            return None
+        return tuple(int(s) for s in image_shape_of(_Shaped(shape), str(path))[0])
+    except Exception:  # noqa: BLE001 - anything unreadable is the loader's to explain
+        return None
+
+
+class _Shaped:
+    """Only the ``shape`` and ``ndim`` of an array, for image_shape_of."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+        self.ndim = len(self.shape)
+
+
+def _header(f) -> Tuple[tuple, np.dtype]:
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+    else:
+        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    return shape, dtype
