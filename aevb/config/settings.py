@@ -18,13 +18,13 @@ from typing import Any, Callable, Dict, List, Optional, Union
 from ..convnets import CONV_NORMS
 from ..data.imageset import COLOR_CHANNELS
 from ..data.registry import BINARIZE_MODES
-from ..data.cache import parse_size
-from ..devices import PRECISIONS, RunError, parse_device
+from ..devices import PRECISIONS
 from ..distributions import LIKELIHOODS, MEAN_ACTIVATIONS
 from ..model import KL_ESTIMATORS, NETWORKS, OBJECTIVES
 from ..networks import ACTIVATIONS
 from ..optimizers import OPTIMIZERS, SCHEDULES
 from ..presets import PRESETS
+from .ranges import between, byte_size, choice, device_name, holdout, layer_sizes, shown, too_large, two_sizes
 
 
 from ..errors import ConfigError
@@ -139,72 +139,6 @@ def field_names(section: str) -> List[str]:
 SEED_MAX = 2 ** 32 - 1
 
 
-def _between(lo=None, hi=None, lo_open=False, hi_open=False):
-    def ok(v):
-        return ((lo is None or (v > lo if lo_open else v >= lo)) and
-                (hi is None or (v < hi if hi_open else v <= hi)))
-    text = " and ".join(t for t in (
-        None if lo is None else f"{'>' if lo_open else '>='} {lo:g}",
-        None if hi is None else f"{'<' if hi_open else '<='} {hi:g}") if t)
-    return ok, f"a number {text}"
-
-
-def _choice(*allowed):
-    return (lambda v: v in allowed), "one of " + ", ".join("none" if a is None else str(a) for a in allowed)
-
-
-def _hidden(v):
-    return all(1 <= h <= 1_000_000 for h in v)
-
-
-def _image_size(v):
-    return len(v) == 2 and all(1 <= s <= 16384 for s in v)
-
-
-def _size(v):
-    if v.strip().lower() == "auto":
-        return True
-    try:
-        parse_size(v)
-    except ValueError:
-        return False
-    return True
-
-
-def _too_large(key: str, v) -> bool:
-    """A size written correctly but beyond what parse_size represents (1 EB)."""
-    if key != "data.memory_budget" or not isinstance(v, str):
-        return False
-    try:
-        parse_size(v)
-    except ValueError as e:
-        return "out of range" in str(e)
-    return False
-
-
-def _shown(value) -> str:
-    """``value`` for a message: its repr, or the start of a very long string and its length."""
-    if isinstance(value, str) and len(value) > 60:
-        return f"{value[:12]!r}... ({len(value)} characters)"
-    return repr(value)
-
-
-def _validation(v):
-    return v >= 0 and (v < 1 or float(v).is_integer())
-
-
-def _device(v):
-    if v == "auto":
-        return True
-    try:
-        parse_device(v)
-    except RunError:
-        return False
-    return True
-
-
-# The valid values of every setting that is a choice, each taken from the one declaration beside
-# the code that builds it; validation, `aevb train --help` choices and construction follow.
 CHOICES = {
     "data.binarize": BINARIZE_MODES,
     "data.color": (None,) + tuple(COLOR_CHANNELS),
@@ -228,41 +162,41 @@ def choices(key: str) -> list:
 
 
 RANGES = {
-    **{key: _choice(*allowed) for key, allowed in CHOICES.items()},
+    **{key: choice(*allowed) for key, allowed in CHOICES.items()},
     "data.dataset": (lambda v: bool(v.strip()), "a data set name, folder:PATH or array:PATH"),
-    "data.validation": (_validation, "a count >= 1 (a whole number) or a fraction in [0, 1)"),
-    "data.image_size": (_image_size, "two sizes [H, W], each in 1..16384"),
+    "data.validation": (holdout, "a count >= 1 (a whole number) or a fraction in [0, 1)"),
+    "data.image_size": (two_sizes, "two sizes [H, W], each in 1..16384"),
     "data.seed": (lambda v: 0 <= v <= SEED_MAX, f"an integer in 0..{SEED_MAX}"),
     "data.classes": (lambda v: len(v) >= 1 and len(set(v)) == len(v) and all(0 <= c <= 1_000_000 for c in v),
                      "a list of distinct class labels, each in 0..1000000"),
-    "data.crop": (_image_size, "two sizes [H, W] of the centre region, each in 1..16384"),
-    "data.memory_budget": (_size, "a size such as 500MB, 8GB or 1.5GiB up to 1 EB, or auto"),
+    "data.crop": (two_sizes, "two sizes [H, W] of the centre region, each in 1..16384"),
+    "data.memory_budget": (byte_size, "a size such as 500MB, 8GB or 1.5GiB up to 1 EB, or auto"),
     "model.latent_dim": (lambda v: 1 <= v <= 65536, "an integer in 1..65536"),
-    "model.encoder_hidden": (_hidden, "a list of layer sizes, each in 1..1000000"),
-    "model.decoder_hidden": (_hidden, "a list of layer sizes, each in 1..1000000"),
+    "model.encoder_hidden": (layer_sizes, "a list of layer sizes, each in 1..1000000"),
+    "model.decoder_hidden": (layer_sizes, "a list of layer sizes, each in 1..1000000"),
     "model.channels": (lambda v: len(v) >= 1 and all(1 <= c <= 65536 for c in v),
                        "a list of at least one positive channel count, one per stride-2 stage, e.g. 32 64 128 256"),
     "model.kernel_size": (lambda v: 2 <= v <= 15, "an integer from 2 to 15 (e.g. 3 or 4)"),
     "model.components": (lambda v: 1 <= v <= 32, "an integer from 1 to 32"),
-    "model.sigma": _between(0, lo_open=True),
-    "model.min_log_var": _between(-100, 100),
-    "model.init_std": _between(0, 10, lo_open=True),
+    "model.sigma": between(0, lo_open=True),
+    "model.min_log_var": between(-100, 100),
+    "model.init_std": between(0, 10, lo_open=True),
     "objective.samples": (lambda v: 1 <= v <= 100_000, "an integer in 1..100000"),
     "objective.k": (lambda v: 1 <= v <= 100_000, "an integer in 1..100000"),
-    "objective.beta": _between(0),
-    "objective.warmup_epochs": _between(0),
-    "optim.lr": _between(0, lo_open=True),
-    "optim.weight_decay": _between(0),
-    "optim.momentum": _between(0, 1, hi_open=True),
+    "objective.beta": between(0),
+    "objective.warmup_epochs": between(0),
+    "optim.lr": between(0, lo_open=True),
+    "optim.weight_decay": between(0),
+    "optim.momentum": between(0, 1, hi_open=True),
     "optim.step_epochs": (lambda v: v >= 1, "an integer >= 1"),
-    "optim.gamma": _between(0, 1, lo_open=True),
-    "optim.grad_clip": _between(0, lo_open=True),
+    "optim.gamma": between(0, 1, lo_open=True),
+    "optim.grad_clip": between(0, lo_open=True),
     "optim.warmup_steps": (lambda v: v >= 0, "an integer >= 0 (0: no warm-up)"),
     "train.epochs": (lambda v: 1 <= v <= 10_000_000, "an integer in 1..10000000"),
     "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "train.eval_batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "train.seed": (lambda v: 0 <= v <= SEED_MAX, f"an integer in 0..{SEED_MAX}"),
-    "train.device": (_device, "auto, cpu, cuda, cuda:N or mps"),
+    "train.device": (device_name, "auto, cpu, cuda, cuda:N or mps"),
     "train.threads": (lambda v: 1 <= v <= 4096, "an integer in 1..4096"),
     "train.images_every": (lambda v: v >= 0, "an integer >= 0 (0: never)"),
 }
@@ -352,8 +286,8 @@ def check_value(key: str, value, where: str = "the default"):
         ok, text = RANGES[key]
         if not ok(v):
             numeric = isinstance(v, (int, float)) and not isinstance(v, bool)
-            what = "out of range" if numeric or _too_large(key, v) else "not valid"
-            raise ConfigError(f"{key} = {_shown(value)} (from {where}) is {what}: must be {text}")
+            what = "out of range" if numeric or too_large(key, v) else "not valid"
+            raise ConfigError(f"{key} = {shown(value)} (from {where}) is {what}: must be {text}")
     return v
 
 
