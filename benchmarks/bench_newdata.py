@@ -33,6 +33,7 @@ from aevb.config import RunConfig, apply_preset
 from aevb.newdata import encode, score
 from aevb.runs import Run
 from aevb.training import train
+from bench_train import _cpu_name  # the machine's name, as every benchmark reports it
 
 
 def timed(fn) -> float:
@@ -94,16 +95,6 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -23,15 +23,7 @@ from conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
-def one_thread_module():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, one_thread_module):
+def run(tmp_path_factory, one_thread):
     out = tmp_path_factory.mktemp("newdata") / "run"
     Trainer.new(tiny_config(train={"epochs": 2}), out).fit()
     return Run(out)
@@ -122,7 +114,7 @@ def test_unreadable_images_are_listed_or_left_out(run, eight_bit, tmp_path):
     assert torch.equal(items.split.materialize(), eight_bit["x"][:3])
 
 
-def test_a_statically_binarized_run_binarizes_new_data(tmp_path, one_thread_module, eight_bit):
+def test_a_statically_binarized_run_binarizes_new_data(tmp_path, one_thread, eight_bit):
     Trainer.new(tiny_config(data={"binarize": "static"}, train={"epochs": 1}), tmp_path / "bin").fit()
     run = Run(tmp_path / "bin")
     own = run.preprocess("digits:test")
