@@ -11,19 +11,21 @@ data and PyTorch's own overhead, so it is a lower bound: a refused run would cer
 """
 from __future__ import annotations
 
-import math
+import dataclasses
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
+import torch
+from torch import nn
 
 from ..config import RunConfig
-from ..convnets import max_stages, stage_sizes
+from ..convnets import max_stages
 from ..data import cache
-from ..distributions import get_likelihood
 from ..errors import ConfigError
+from ..model import VAE
 
 FLOAT = 4  # bytes of a float32
 COPIES = 4  # weights, gradients and Adam's two moments
@@ -51,63 +53,36 @@ def _gb(n: int) -> str:
     return f"{n / 1e9:,.1f} GB" if n >= 1e8 else f"{n / 1e9:.3f} GB"
 
 
-def _linear(n_in: int, n_out: int) -> int:
-    return n_in * n_out + n_out
+def _layer_outputs(model, dim: int) -> Tuple[List[int], List[int]]:
+    """Values per datapoint that each weight layer (Linear, Conv2d, ConvTranspose2d) of the
+    encoder and of the decoder puts out, from one forward pass on the meta device."""
+    widths = {"encoder": [], "decoder": []}
+    hooks = [mod.register_forward_hook(lambda m, i, o, part=part: widths[part].append(o[0].numel()))
+             for part in widths for mod in getattr(model, part).modules()
+             if isinstance(mod, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))]
+    try:
+        with torch.no_grad():
+            model.encoder(torch.empty(1, dim, device="meta"))
+            model.decoder(torch.empty(1, model.latent_dim, device="meta"))
+    finally:
+        for h in hooks:
+            h.remove()
+    return widths["encoder"], widths["decoder"]
 
 
-def _mlp(n_in: int, hidden: Sequence[int], n_out: int) -> Tuple[int, List[int]]:
-    """(parameters, output width of every layer) of aevb.networks.mlp."""
-    params, width, widths = 0, n_in, []
-    for h in list(hidden) + [n_out]:
-        params += _linear(width, int(h))
-        widths.append(int(h))
-        width = int(h)
-    return params, widths
-
-
-def _conv_encoder(shape, channels, latent: int, kernel: int, group: bool) -> Tuple[int, List[int]]:
-    c, h, w = shape
-    params, width, widths = 0, c, []
-    hs, ws = stage_sizes(h, len(channels), kernel), stage_sizes(w, len(channels), kernel)
-    for i, ch in enumerate(int(x) for x in channels):
-        params += width * ch * kernel * kernel + ch + (2 * ch if group else 0)
-        widths.append(ch * hs[i + 1] * ws[i + 1])
-        width = ch
-    params += _linear(width * hs[-1] * ws[-1], 2 * latent)
-    widths.append(2 * latent)
-    return params, widths
-
-
-def _conv_decoder(shape, channels, latent: int, n_params: int, kernel: int, group: bool) -> Tuple[int, List[int]]:
-    c, h, w = shape
-    n = len(channels)
-    start = (int(channels[-1]), math.ceil(h / 2 ** n), math.ceil(w / 2 ** n))
-    params = _linear(latent, math.prod(start))
-    widths = [math.prod(start)]
-    chans = list(reversed([int(x) for x in channels])) + [n_params * c]
-    for i, (a, b) in enumerate(zip(chans[:-1], chans[1:])):
-        params += a * b * kernel * kernel + b + (2 * b if group and i < n - 1 else 0)
-        widths.append(b * (start[1] * 2 ** (i + 1)) * (start[2] * 2 ** (i + 1)))
-    return params, widths
-
-
-def estimate(cfg: RunConfig, image_shape, n_params: int = 1) -> Estimate:
-    """The memory a run of ``cfg`` needs on data of ``image_shape`` (C, H, W) whose likelihood
-    has ``n_params`` decoder outputs per value (see the module docs)."""
+def estimate(cfg: RunConfig, image_shape) -> Estimate:
+    """The memory a run of ``cfg`` needs on data of ``image_shape`` (C, H, W) (see the module
+    docs). The model is the one ``VAE.from_config`` builds, made on the meta device (shapes, no
+    memory), so its parameters and layer outputs are counted, not re-derived."""
     m, o, t = cfg.model, cfg.objective, cfg.train
     c, h, w = (int(s) for s in image_shape)
     dim = c * h * w
-    group = m.conv_norm == "group"
-    if m.encoder_network == "conv":
-        enc, enc_widths = _conv_encoder((c, h, w), m.channels, m.latent_dim, m.kernel_size, group)
-    else:
-        enc, enc_widths = _mlp(dim, m.encoder_hidden, 2 * m.latent_dim)
-    if m.decoder_network == "conv":
-        dec, dec_widths = _conv_decoder((c, h, w), m.channels, m.latent_dim, n_params, m.kernel_size, group)
-    else:
-        hidden = m.decoder_hidden if m.decoder_hidden is not None else list(reversed(m.encoder_hidden))
-        dec, dec_widths = _mlp(m.latent_dim, hidden, n_params * dim)
-    params = enc + dec
+    # a likelihood the data choose later has the fewest decoder outputs (one per value)
+    model_cfg = m if m.likelihood is not None else dataclasses.replace(m, likelihood="bernoulli")
+    with torch.device("meta"):
+        model = VAE.from_config(model_cfg, dim, (c, h, w))
+    enc_widths, dec_widths = _layer_outputs(model, dim)
+    params = sum(p.numel() for p in model.parameters())
     samples = o.k if o.objective == "iwae" else o.samples
     # a training step keeps every layer's output for the backward pass and gets a gradient of
     # each: the encoder once per datapoint, the decoder once per sample of z
@@ -140,7 +115,7 @@ def _fewer(cfg: RunConfig, est: Estimate, shape) -> str:
     return ", ".join(hints)
 
 
-def check_memory(cfg: RunConfig, image_shape, n_params: int = 1, data_name: str = "the data") -> Optional[Estimate]:
+def check_memory(cfg: RunConfig, image_shape, data_name: str = "the data") -> Optional[Estimate]:
     """Refuse (ConfigError) a run whose estimate exceeds this machine's memory, naming the
     numbers and what to lower; returns the estimate (None for conv networks that do not fit the
     shape at all: check_fits says why)."""
@@ -148,7 +123,7 @@ def check_memory(cfg: RunConfig, image_shape, n_params: int = 1, data_name: str 
     if "conv" in (cfg.model.encoder_network, cfg.model.decoder_network):
         if len(cfg.model.channels) > max_stages(shape[1], shape[2], cfg.model.kernel_size):
             return None  # the conv check says why it does not fit at all
-    est = estimate(cfg, shape, n_params)
+    est = estimate(cfg, shape)
     memory = cache.physical_memory()
     if memory and est.total > memory:
         raise ConfigError(
@@ -157,15 +132,6 @@ def check_memory(cfg: RunConfig, image_shape, n_params: int = 1, data_name: str 
             f"{_gb(est.param_bytes)} with gradients and Adam's moments, and {est.what_peaks} needs "
             f"{_gb(est.peak)}; lower {_fewer(cfg, est, shape)}")
     return est
-
-
-def n_params_of(cfg: RunConfig) -> int:
-    """Decoder outputs per value of the configured likelihood (1, the fewest, when the data choose it)."""
-    m = cfg.model
-    if m.likelihood is None:
-        return 1
-    return get_likelihood(m.likelihood, sigma=m.sigma, mean_activation=m.mean_activation,
-                          components=m.components).n_params
 
 
 def shape_from_config(cfg: RunConfig) -> Optional[Tuple[int, int, int]]:

@@ -25,7 +25,7 @@ from ..lock import RunLock
 from ..runfolder import check_new_out, create_run_folder, recover_siblings
 from ..runs import CHECKPOINT, Run, check_output, read_marker, write_marker
 from ..version import __version__
-from .estimate import check_memory, n_params_of, shape_from_config
+from .estimate import check_memory, shape_from_config
 from .state import read_resume
 
 
@@ -41,12 +41,12 @@ def prepare_new(cfg: RunConfig, out: Path, overwrite: bool, given_data: Optional
         if given_data is None:  # a model that cannot fit is refused before any cache is built
             shape = shape_from_config(cfg)
             if shape is not None:
-                check_memory(cfg, shape, n_params_of(cfg), cfg.data.dataset)
+                check_memory(cfg, shape, cfg.data.dataset)
         data = given_data if given_data is not None else load_data(cfg)
         rcfg = resolve(cfg, data.kind, data.name)
         check_data_for_likelihood(rcfg, data)
         check_networks_for_data(rcfg, data)
-        check_memory(rcfg, data.image_shape or (1, 1, data.dim), n_params_of(rcfg), data.name)
+        check_memory(rcfg, data.image_shape or (1, 1, data.dim), data.name)
         resolve_device(rcfg.train.device)  # an unavailable device is refused before writing
         if not dist.is_main:
             return rcfg, data, None
