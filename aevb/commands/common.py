@@ -29,6 +29,12 @@ def add_run_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN", help="a run folder written by `aevb train`")
 
 
+def check_seed(seed: int) -> None:
+    """Refuse a --seed outside what a torch generator takes."""
+    if not 0 <= seed <= 2 ** 63 - 1:
+        raise ConfigError(f"--seed must be in 0..2**63-1; got {seed}")
+
+
 def add_device_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 

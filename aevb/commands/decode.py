@@ -18,7 +18,6 @@ def register(sub) -> None:
     add_run_argument(p)
     p.add_argument("--z", metavar="FILE", required=True, help="codes: a .npz, .npy or .csv file")
     p.add_argument("--out", metavar="DIR", required=True, help="a new or empty folder for the PNGs")
-    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     add_device_argument(p)
     p.set_defaults(func=run)
 

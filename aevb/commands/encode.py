@@ -8,7 +8,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..newdata import TABLE_SUFFIXES, encode, write_table
 from ..runs import check_output
-from .common import add_parser, add_run_argument
+from .common import add_parser, add_run_argument, check_seed
 from .items import add_data_arguments, model_and_items, open_run
 
 
@@ -25,6 +25,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_seed(args.seed)
     if not 0 <= args.samples <= 10000:
         raise ConfigError(f"--samples must be in 0..10000; got {args.samples}")
     run_ = open_run(args)

@@ -18,7 +18,7 @@ from ..devices import parse_device
 from ..evaluate import default_output, evaluate_run, write_per_datapoint
 from ..io import atomic_write_text
 from ..runs import Run, check_output
-from .common import add_device_argument, add_parser, add_run_argument
+from .common import add_device_argument, add_parser, add_run_argument, check_seed
 
 
 def register(sub) -> None:
@@ -77,8 +77,7 @@ def run(args: argparse.Namespace) -> int:
         if v is not None and v < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1; got {v}")
     budget = chunk_budget(args.memory_budget)
-    if not 0 <= args.seed <= 2 ** 63 - 1:
-        raise ConfigError(f"--seed must be in 0..2**63-1; got {args.seed}")
+    check_seed(args.seed)
     if args.device != "auto":
         parse_device(args.device)
     run_ = Run(args.run)

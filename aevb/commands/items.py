@@ -6,9 +6,10 @@ import argparse
 import sys
 
 from ..devices import resolve_device
-from ..errors import ConfigError, RunError
+from ..errors import RunError
 from ..newdata import SOURCE_FORMS
 from ..runs import Run
+from .common import add_device_argument
 
 
 def add_data_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -22,17 +23,11 @@ def add_data_arguments(p: argparse.ArgumentParser, required: bool = True) -> Non
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the noise (samples, importance samples, binarization)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (one is shown on a terminal)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-
-
-def check_seed(args: argparse.Namespace) -> None:
-    if not 0 <= args.seed <= 2 ** 63 - 1:
-        raise ConfigError(f"--seed must be in 0..2**63-1; got {args.seed}")
+    add_device_argument(p)
 
 
 def open_run(args: argparse.Namespace) -> Run:
     """The run, refused when it has no checkpoint (before anything else is done)."""
-    check_seed(args)
     run = Run(args.run)
     if not run.checkpoint_path.is_file():
         raise RunError(run.no_checkpoint_message())

@@ -11,8 +11,8 @@ from ..images import save_grid
 from ..newdata import PngFolder, check_png_folder, png_names, reconstruction_blocks
 from ..runs import check_output
 from ..sampling import paired_rows, reconstructions
-from .common import add_device_argument, add_grid_arguments, add_parser, add_run_argument, open_grid_run
-from .items import check_seed, model_and_items, open_run
+from .common import add_device_argument, add_grid_arguments, add_parser, add_run_argument, check_seed, open_grid_run
+from .items import model_and_items, open_run
 
 
 def register(sub) -> None:
@@ -59,7 +59,7 @@ def run_data(args: argparse.Namespace) -> int:
     if given:
         raise ConfigError(f"{', '.join(given)} choose images of the run's split for a grid; with --data every item of "
                           f"{args.data} is reconstructed into --out: drop {', '.join(given)} or --data")
-    check_seed(args)
+    check_seed(args.seed)
     if not args.out:
         raise ConfigError("--data needs --out DIR, a new or empty folder for one PNG per item")
     run_ = open_run(args)

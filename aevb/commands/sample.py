@@ -4,10 +4,9 @@ from __future__ import annotations
 import argparse
 import math
 
-from ..errors import ConfigError
 from ..sampling import prior_samples
 from ..images import save_grid
-from .common import add_device_argument, add_grid_arguments, add_parser, add_run_argument, open_grid_run
+from .common import add_device_argument, add_grid_arguments, add_parser, add_run_argument, check_seed, open_grid_run
 
 
 def register(sub) -> None:
@@ -23,8 +22,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 0 <= args.seed <= 2 ** 63 - 1:
-        raise ConfigError(f"--seed must be in 0..2**63-1; got {args.seed}")
+    check_seed(args.seed)
     run_, out, model = open_grid_run(args, "samples", "samples.png")
     _, x = prior_samples(model, args.n, seed=args.seed, draw=args.draw)
     save_grid(out, x, run_.checkpoint()["image_shape"], args.ncol or max(1, int(math.ceil(math.sqrt(args.n)))))

@@ -11,7 +11,7 @@ from ..errors import ConfigError
 from ..evaluate import split_data
 from ..newdata import TABLE_SUFFIXES, score, score_columns, write_table
 from ..runs import check_output
-from .common import add_parser, add_run_argument
+from .common import add_parser, add_run_argument, check_seed
 from .evaluate import MAX_SECONDS, _duration
 from .items import add_data_arguments, model_and_items, open_run
 
@@ -39,6 +39,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_seed(args.seed)
     if args.k < 1:
         raise ConfigError(f"--k must be a positive number of importance samples; got {args.k}")
     if args.flag_above is not None:
