@@ -77,6 +77,18 @@ def default_sizes(model, n: int, k: int, batch_size: Optional[int] = None, chunk
     return int(batch_size), int(min(int(chunk), k))
 
 
+# The most datapoints an evaluation batch takes, however small they are.
+EVAL_ROWS = 1000
+
+
+def eval_rows(model, budget: int = DEFAULT_BUDGET) -> int:
+    """Datapoints per batch of a pass that only evaluates (bounds, posterior means, decoding): as
+    many as keep one batch's temporaries within ``budget`` bytes, at most EVAL_ROWS. 1000 MNIST
+    images, but 8 full-size colour photos (116,412 values each), so no pass over data grows
+    with the size of its datapoints beyond the budget."""
+    return max(1, min(EVAL_ROWS, int(budget) // _bytes_per_row(model)))
+
+
 def memory_need(model, n: int, k: int, batch_size: Optional[int] = None, chunk: Optional[int] = None,
                 budget: int = DEFAULT_BUDGET) -> int:
     """Bytes the largest chunk of an evaluation of n datapoints with k samples needs."""
@@ -326,7 +338,7 @@ def iw_bound_dataset(model, x: Union[Split, Tensor], k: int, batch_size: Optiona
     return evaluate_bounds(model, x, k, batch_size, chunk, seed, progress, budget).lk
 
 
-def elbo_sums(model, x: Union[Split, Tensor], batch_size: int = 1000, dynamic: bool = False,
+def elbo_sums(model, x: Union[Split, Tensor], batch_size: Optional[int] = None, dynamic: bool = False,
               seed: int = 0) -> Tensor:
     """Sums over the rows of ``x`` of the one-sample ELBO (closed-form KL), E_q[log p(x|z)] and
     the KL: float64 [3], summed per batch in the model's dtype. The noise (and the binarization
@@ -334,14 +346,14 @@ def elbo_sums(model, x: Union[Split, Tensor], batch_size: int = 1000, dynamic: b
     a fork, so it neither perturbs training nor varies between calls: the epochs' test bound."""
     device = next(model.parameters()).device
     sums = torch.zeros(3, dtype=torch.float64, device=device)
-    for b in batch_bounds(model, x, 1, batch_size, 1, GlobalNoise(seed, dynamic)):
+    for b in batch_bounds(model, x, 1, batch_size or eval_rows(model), 1, GlobalNoise(seed, dynamic)):
         log_px_given_z = b.log_px_given_z.to(b.kl_per_dim.dtype)  # one sample: exactly its value
         kl = b.kl
         sums += torch.stack([(log_px_given_z - kl).sum(), log_px_given_z.sum(), kl.sum()]).double()
     return sums
 
 
-def dataset_bound(model, x: Union[Split, Tensor], batch_size: int = 1000, dynamic: bool = False,
+def dataset_bound(model, x: Union[Split, Tensor], batch_size: Optional[int] = None, dynamic: bool = False,
                   seed: int = 0) -> Dict[str, float]:
     """Mean one-sample ELBO and its two terms over the rows of ``x``, nats (see :func:`elbo_sums`)."""
     s = (elbo_sums(model, x, batch_size, dynamic, seed) / len(x)).tolist()
@@ -350,20 +362,20 @@ def dataset_bound(model, x: Union[Split, Tensor], batch_size: int = 1000, dynami
 
 # ------------------------------------------------------------------------- posterior statistics
 @torch.inference_mode()
-def posterior_means(model, x: Union[Split, Tensor], batch_size: int = 1000) -> Tensor:
+def posterior_means(model, x: Union[Split, Tensor], batch_size: Optional[int] = None) -> Tensor:
     """E_q[z|x] [N, J] (float64, CPU) for the rows of ``x``; eval mode, restored."""
     p = next(model.parameters())
     was_training = model.training
     model.eval()
     try:
         return torch.cat([model.encode(xb.to(p.dtype))[0].double().cpu()
-                          for xb in as_split(x).batches(batch_size, p.device)])
+                          for xb in as_split(x).batches(batch_size or eval_rows(model), p.device)])
     finally:
         model.train(was_training)
 
 
 @torch.inference_mode()
-def kl_per_dimension(model, x: Union[Split, Tensor], batch_size: int = 1000) -> Tensor:
+def kl_per_dimension(model, x: Union[Split, Tensor], batch_size: Optional[int] = None) -> Tensor:
     """Mean over the rows of ``x`` of KL(q(z_j|x) || N(0, 1)) per latent dimension, [J] float64
     nats. A diagnostic of how much each unit carries; not the definition of an active unit."""
     p = next(model.parameters())
@@ -371,7 +383,7 @@ def kl_per_dimension(model, x: Union[Split, Tensor], batch_size: int = 1000) -> 
     model.eval()
     total = None
     try:
-        for xb in as_split(x).batches(batch_size, p.device):
+        for xb in as_split(x).batches(batch_size or eval_rows(model), p.device):
             mu, log_var = model.encode(xb.to(p.dtype))
             s = kl_normal_standard(mu, log_var).double().sum(0).cpu()
             total = s if total is None else total + s

@@ -144,3 +144,10 @@ class ConvDecoder(nn.Module):
         top, left = (self.out_size[0] - hh) // 2, (self.out_size[1] - ww) // 2
         out = out[:, :, top:top + hh, left:left + ww]
         return out.reshape(*lead, self.n_params * c * hh * ww)
+
+    @torch.no_grad()
+    def set_output_bias(self, bias: Tensor) -> None:
+        """Start the output at ``bias`` [n_params * C*H*W] as far as a per-map bias can: each of the
+        n_params * C output maps takes the mean of its H*W values."""
+        last = self.deconv[-1]
+        last.bias.copy_(bias.reshape(last.bias.shape[0], -1).mean(1).to(last.bias))

@@ -74,6 +74,12 @@ class Likelihood:
     def sample(self, params: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         raise NotImplementedError
 
+    def output_bias(self, mean: Tensor, var: Tensor) -> Optional[Tensor]:
+        """Decoder outputs [n_params * D] that make p(x|z) match data with per-value ``mean`` and
+        ``var`` ([D] each): the decoder's starting bias (see VAE.fit_to_data); None: no
+        opinion."""
+        return None
+
     def log_prob_samples(self, x: Tensor, params: Tensor) -> Tensor:
         """log p(x|z) for c samples of each datapoint laid out batch first: x [B, D], params
         [B, c, n_params*D] -> [B, c] nats (the layout of aevb.bounds' chunks)."""
@@ -94,6 +100,17 @@ class Likelihood:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
+
+
+def _logit(p: Tensor, eps: float = 1e-3) -> Tensor:
+    p = p.clamp(eps, 1.0 - eps)
+    return torch.log(p) - torch.log1p(-p)
+
+
+def _spread(var: Tensor) -> Tensor:
+    """Per-value variances floored at 1 % of their mean (a value constant in the training data
+    must not start with a near-zero variance, or the first unseen value costs thousands of nats)."""
+    return var.clamp(min=max(1e-2 * float(var.mean()), 1e-8))
 
 
 class Bernoulli(Likelihood):
@@ -120,6 +137,9 @@ class Bernoulli(Likelihood):
 
     def mean(self, params: Tensor) -> Tensor:
         return torch.sigmoid(params)
+
+    def output_bias(self, mean: Tensor, var: Tensor) -> Tensor:
+        return _logit(mean)
 
     def sample(self, params, generator=None):
         return torch.bernoulli(torch.sigmoid(params), generator=generator)
@@ -165,6 +185,13 @@ class Gaussian(Likelihood):
     def mean(self, params):
         return self.split(params)[0]
 
+    def output_bias(self, mean: Tensor, var: Tensor) -> Tensor:
+        loc = _logit(mean) if self.mean_activation == "sigmoid" else mean
+        log_var = _spread(var).log()
+        if self.min_log_var is not None:  # invert the soft floor of split()
+            log_var = self.min_log_var + torch.log(torch.expm1((log_var - self.min_log_var).clamp(min=1e-3)))
+        return torch.cat([loc, log_var])
+
     def sample(self, params, generator=None):
         mean, log_var = self.split(params)
         eps = torch.randn(mean.shape, dtype=mean.dtype, device=mean.device, generator=generator)
@@ -192,6 +219,9 @@ class GaussianFixed(Likelihood):
 
     def mean(self, params):
         return torch.sigmoid(params) if self.mean_activation == "sigmoid" else params
+
+    def output_bias(self, mean: Tensor, var: Tensor) -> Tensor:
+        return _logit(mean) if self.mean_activation == "sigmoid" else mean
 
     def log_prob(self, x, params):
         d = x.shape[-1]
@@ -267,6 +297,16 @@ class DiscretizedLogistic(Likelihood):
         logits, m, l = (None, p[..., :1, :], p[..., 1:, :]) if k == 1 else \
             (torch.log_softmax(p[..., :k, :], dim=-2), p[..., k:2 * k, :], p[..., 2 * k:, :])
         return logits, 0.5 * m + 0.5, l.clamp(min=MIN_LOG_SCALE + math.log(2.0)) - math.log(2.0)
+
+    def output_bias(self, mean: Tensor, var: Tensor) -> Tensor:
+        """Every component at the data's mean with the logistic scale of their variance
+        (var = s^2 pi^2 / 3), on PixelCNN++'s [-1, 1] scale; equal mixture weights."""
+        log_s = 0.5 * torch.log(3.0 * _spread(var)) - math.log(math.pi)
+        raw_l = (log_s + math.log(2.0)).clamp(min=MIN_LOG_SCALE + math.log(2.0))
+        k = self.components
+        blocks = [2.0 * mean - 1.0, raw_l] if k == 1 else \
+            [torch.zeros_like(mean)] * k + [2.0 * mean - 1.0] * k + [raw_l] * k
+        return torch.cat(blocks)
 
     def log_prob_values(self, x: Tensor, params: Tensor) -> Tensor:
         """log P(x_d | z) per value: x [..., D], params [..., n_params*D] -> [..., D]."""

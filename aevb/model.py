@@ -5,6 +5,7 @@ every log-probability is in nats, one value per datapoint ([B] or [S, B]).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -18,6 +19,7 @@ from .distributions import (Likelihood, get_likelihood, kl_normal_standard, log_
                             log_standard_normal, reparameterize)
 from .networks import GaussianEncoder, MLPDecoder, init_normal_
 from .sampling import prior_samples, reconstructions
+from .sizing import model_sizes
 
 # encoder / decoder networks VAE.from_config builds
 NETWORKS = ("mlp", "conv")
@@ -48,24 +50,38 @@ class VAE(nn.Module):
 
     ``encoder(x) -> (mu, log_var)`` each [B, J]; ``decoder(z) -> params`` [..., n_params * D];
     ``likelihood`` turns decoder parameters into log p(x|z).
+
+    With ``center_inputs`` the encoder sees (x - m) * s, where m [D] is the training data's mean
+    per value and s the inverse of their standard deviation over all values (buffers
+    ``input_shift`` and ``input_scale``, set by :meth:`fit_to_data` and saved with the weights):
+    inputs of mean 0.47 on [0, 1] move every first-layer unit coherently under Adam's first steps,
+    centred ones do not (docs/stability.md). It changes q(z|x)'s network only, not the model.
     """
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: Likelihood,
-                 data_dim: int, latent_dim: int):
+                 data_dim: int, latent_dim: int, center_inputs: bool = False):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
         self.likelihood = likelihood
         self.data_dim = data_dim
         self.latent_dim = latent_dim
+        self.center_inputs = bool(center_inputs)
+        if self.center_inputs:
+            self.register_buffer("input_shift", torch.zeros(data_dim))
+            self.register_buffer("input_scale", torch.ones(()))
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_config(cls, cfg, data_dim: int, image_shape=None) -> "VAE":
         """Build from an ``aevb.config.ModelConfig`` for data with ``data_dim`` values per
         datapoint; conv encoders / decoders also need the data's ``image_shape`` (C, H, W)."""
+        image_shape = tuple(image_shape) if image_shape is not None else (1, 1, data_dim)
+        unset = model_sizes(cfg, image_shape)  # sizes the user left to the data (aevb.sizing)
+        if unset:
+            cfg = dataclasses.replace(cfg, **unset)
         lik = get_likelihood(cfg.likelihood, sigma=cfg.sigma, mean_activation=cfg.mean_activation,
-                             min_log_var=cfg.min_log_var, components=getattr(cfg, "components", 1))
+                             min_log_var=cfg.min_log_var, components=cfg.components)
         enc_kind = getattr(cfg, "encoder_network", "mlp")
         dec_kind = getattr(cfg, "decoder_network", "mlp")
         if "conv" in (enc_kind, dec_kind):
@@ -79,15 +95,32 @@ class VAE(nn.Module):
         else:
             dec_hidden = cfg.decoder_hidden if cfg.decoder_hidden is not None else list(reversed(cfg.encoder_hidden))
             dec = MLPDecoder(cfg.latent_dim, dec_hidden, data_dim, lik.n_params, cfg.activation)
-        model = cls(enc, dec, lik, data_dim, cfg.latent_dim)
+        model = cls(enc, dec, lik, data_dim, cfg.latent_dim, center_inputs=cfg.center_inputs)
+        model.output_bias_from_data = bool(cfg.output_bias_from_data)
         init_normal_(model, cfg.init_std)
         return model
+
+    @torch.no_grad()
+    def fit_to_data(self, mean: Tensor, var: Tensor) -> None:
+        """Set what a new model takes from its training data's per-value ``mean`` and ``var``
+        ([D] each): the encoder's input centring (when ``center_inputs``) and, when the config
+        asked for it, the decoder's output bias, so that at step 0 p(x|z) already has the
+        data's mean (and variance, for Gaussians) whatever z: a decoder that starts at 0.5 on
+        data whose mean is 0.1 spends its first steps, and large gradients, getting there."""
+        if self.center_inputs:
+            self.input_shift.copy_(mean.to(self.input_shift))
+            spread = float(var.double().mean().sqrt())
+            self.input_scale.fill_(1.0 / spread if spread > 0 else 1.0)
+        if getattr(self, "output_bias_from_data", False):
+            bias = self.likelihood.output_bias(mean.float(), var.float())
+            if bias is not None and hasattr(self.decoder, "set_output_bias"):
+                self.decoder.set_output_bias(bias)
 
     # ------------------------------------------------------------------ the pieces
     def encode(self, x: Tensor):
         """x [B, D] -> (mu, log_var), each [B, J], in x's dtype (also when the networks run in
         bfloat16 under autocast, so the bound itself is always computed in full precision)."""
-        mu, log_var = self.encoder(x)
+        mu, log_var = self.encoder((x - self.input_shift) * self.input_scale if self.center_inputs else x)
         return mu.to(x.dtype), log_var.to(x.dtype)
 
     def decode(self, z: Tensor) -> Tensor:

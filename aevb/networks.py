@@ -64,6 +64,11 @@ class MLPDecoder(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z)
 
+    @torch.no_grad()
+    def set_output_bias(self, bias: Tensor) -> None:
+        """Set the output layer's bias [n_params * D] (a start at the data's mean)."""
+        self.net[-1].bias.copy_(bias.to(self.net[-1].bias))
+
 
 def init_normal_(module: nn.Module, std: Optional[float]) -> None:
     """Initialise every Linear weight and bias from N(0, std^2) (the AEVB paper's scheme).

@@ -12,15 +12,12 @@ training can import it cheaply.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Tuple
+from typing import Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from .bounds import posterior_means
-
-# Rows decoded at once.
-BATCH = 1000
+from .bounds import eval_rows, posterior_means
 
 
 @contextlib.contextmanager
@@ -53,10 +50,12 @@ def prior_draws(n: int, latent_dim: int, seed: int) -> Tensor:
     return _standard_normal(n, latent_dim, torch.Generator().manual_seed(int(seed)))
 
 
-def decode_means(model, z: Tensor, batch_size: int = BATCH) -> Tensor:
+def decode_means(model, z: Tensor, batch_size: Optional[int] = None) -> Tensor:
     """The mean of p(x|z) for each row of ``z``: [N, J] -> [N, D] on the CPU, in the model's
-    dtype (z is cast to it), decoded ``batch_size`` rows at a time."""
+    dtype (z is cast to it), decoded ``batch_size`` rows at a time (default: as many as the
+    evaluation budget allows, aevb.bounds.eval_rows)."""
     dev, dt = model_device(model), model_dtype(model)
+    batch_size = batch_size or eval_rows(model)
     out = []
     with eval_mode(model):
         for i in range(0, len(z), batch_size):
@@ -65,7 +64,7 @@ def decode_means(model, z: Tensor, batch_size: int = BATCH) -> Tensor:
 
 
 def prior_samples(model, n: int, seed: int = 0, draw: bool = False,
-                  batch_size: int = BATCH) -> Tuple[Tensor, Tensor]:
+                  batch_size: Optional[int] = None) -> Tuple[Tensor, Tensor]:
     """(z, x): z = ``prior_draws(n, J, seed)`` and the mean of p(x|z) for each z, or with
     ``draw=True`` one draw x ~ p(x|z) per z from the same generator (continued after z, on the
     CPU), so a seed fixes the draws too. x is [n, D] on the CPU."""
@@ -74,6 +73,7 @@ def prior_samples(model, n: int, seed: int = 0, draw: bool = False,
     if not draw:
         return z, decode_means(model, z, batch_size)
     dev, dt = model_device(model), model_dtype(model)
+    batch_size = batch_size or eval_rows(model)
     out = []
     with eval_mode(model):
         for i in range(0, len(z), batch_size):
@@ -82,7 +82,7 @@ def prior_samples(model, n: int, seed: int = 0, draw: bool = False,
     return z, (torch.cat(out) if out else torch.zeros(0, int(model.data_dim), dtype=dt))
 
 
-def latent_means(model, x, batch_size: int = BATCH) -> Tensor:
+def latent_means(model, x, batch_size: Optional[int] = None) -> Tensor:
     """Posterior means E_q[z|x] of the rows of ``x`` (a tensor [N, D] or a Split): [N, J] on the
     CPU, in the model's dtype (``aevb.bounds.posterior_means``)."""
     if len(x) == 0:
@@ -90,7 +90,7 @@ def latent_means(model, x, batch_size: int = BATCH) -> Tensor:
     return posterior_means(model, x, batch_size).to(model_dtype(model))
 
 
-def reconstructions(model, x, batch_size: int = BATCH) -> Tensor:
+def reconstructions(model, x, batch_size: Optional[int] = None) -> Tensor:
     """The mean of p(x|z) at z = E_q[z|x], the posterior mean (nothing is sampled): [N, D] on the
     CPU for the rows of ``x`` (on any device)."""
     return decode_means(model, latent_means(model, x, batch_size), batch_size)

@@ -25,7 +25,9 @@ def test_a_few_hundred_steps_raise_the_test_bound_clearly(tmp_path):
     history = trainer.fit()
     after = history[-1]["test_bound"]
     assert trainer.step == 15 * math.ceil(len(trainer.data.train) / 64) > 300
-    assert after > before + 10, (before, after)  # nats per datapoint
+    # the new model starts at the data's mean image (about -27.6 nats), the best any model that
+    # ignores z can do by much; the latents must take it well beyond that
+    assert -29 < before < -27 and after > before + 2, (before, after)  # nats per datapoint
     assert history[-1]["test_bound"] > history[0]["test_bound"]
     # the logged terms add up to the bound
     r = history[-1]
@@ -216,6 +218,6 @@ def test_a_mean_activation_waits_for_the_likelihood_the_data_choose():
 
     cfg = merge(RunConfig(), {"model": {"mean_activation": "sigmoid"}})
     validate(cfg)
-    assert resolve(cfg, "real", "array:x.npy").model.likelihood == "gaussian"
+    assert resolve(cfg, "real", "array:x.npy", (1, 1, 5)).model.likelihood == "gaussian"
     with pytest.raises(ConfigError, match="mean activation applies to gaussian likelihoods"):
-        resolve(cfg, "unit", "digits")
+        resolve(cfg, "unit", "digits", (1, 8, 8))

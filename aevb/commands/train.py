@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from ..config import choices
+from ..config.rules import sizes_chosen
 from .common import add_parser
 
 # (flag, dotted config key, argparse keywords). Every option defaults to "not given", so a config
@@ -40,16 +41,19 @@ OPTIONS = [
     ("--skip-bad-images", "data.skip_bad_images", dict(action="store_true", help="leave out unreadable image "
                                                         "files, saying how many, instead of refusing")),
     # model
-    ("--latent-dim", "model.latent_dim", dict(type=int, metavar="J", help="size of z")),
+    ("--latent-dim", "model.latent_dim", dict(type=int, metavar="J", help="size of z (default: from the data's "
+                                              "size, 20 for up to 2,048 values per datapoint)")),
     ("--hidden", "model.encoder_hidden", dict(type=int, nargs="+", metavar="H", help="encoder hidden sizes, "
-                                              "e.g. --hidden 200 200 (the decoder mirrors them)")),
+                                              "e.g. --hidden 200 200 (the decoder mirrors them; default: from "
+                                              "the data's size, 400 for up to 2,048 values per datapoint)")),
     ("--decoder-hidden", "model.decoder_hidden", dict(type=int, nargs="+", metavar="H", help="decoder hidden sizes "
                                                    "(default: the encoder's, reversed)")),
     ("--activation", "model.activation", dict(metavar="NAME", help=", ".join(choices("model.activation")))),
     ("--encoder-network", "model.encoder_network", dict(choices=choices("model.encoder_network"), help="q(z|x) network")),
     ("--decoder-network", "model.decoder_network", dict(choices=choices("model.decoder_network"), help="p(x|z) network")),
     ("--channels", "model.channels", dict(type=int, nargs="+", metavar="C", help="conv: channels of the "
-                                          "stride-2 stages, each halving H and W (the decoder mirrors them)")),
+                                          "stride-2 stages, each halving H and W (the decoder mirrors them; "
+                                          "default: from the image size)")),
     ("--kernel-size", "model.kernel_size", dict(type=int, metavar="K", help="conv: kernel size")),
     ("--conv-norm", "model.conv_norm", dict(choices=choices("model.conv_norm"), help="conv: GroupNorm after each "
                                             "hidden convolution (per datapoint), or none (default: none)")),
@@ -57,13 +61,19 @@ OPTIONS = [
                                               help="p(x|z) (default: bernoulli for data in [0,1], else gaussian); "
                                                    "discretized-logistic: a mass on each of 256 levels (8-bit data)")),
     ("--components", "model.components", dict(type=int, metavar="K", help="discretized-logistic: mixture "
-                                               "components per value")),
+                                               "components per value (default: 3)")),
     ("--sigma", "model.sigma", dict(type=float, help="standard deviation of gaussian-fixed (1: squared error)")),
     ("--mean-activation", "model.mean_activation", dict(choices=choices("model.mean_activation"),
                                                         help="squash the gaussian decoder's mean")),
     ("--min-log-var", "model.min_log_var", dict(type=float, help="soft floor on the gaussian decoder's log-variance")),
     ("--init-std", "model.init_std", dict(type=float, help="initialise weights from N(0, std^2) "
                                           "(default: PyTorch's initialisation)")),
+    ("--no-center-inputs", "model.center_inputs", dict(action="store_false", help="feed the encoder x as it is "
+                                                       "(default: centred and scaled by the training data's mean "
+                                                       "and standard deviation)")),
+    ("--no-data-output-bias", "model.output_bias_from_data", dict(action="store_false", help="start the decoder's "
+                                                                  "output bias at PyTorch's initialisation (default: "
+                                                                  "at the training data's mean)")),
     # objective
     ("--objective", "objective.objective", dict(choices=choices("objective.objective"), help="training bound")),
     ("--kl", "objective.kl", dict(choices=choices("objective.kl"), help="KL in closed form or by Monte Carlo")),
@@ -82,11 +92,19 @@ OPTIONS = [
     ("--gamma", "optim.gamma", dict(type=float, help="step/exponential schedule factor")),
     ("--grad-clip", "optim.grad_clip", dict(type=float, help="clip the gradient norm")),
     ("--lr-warmup-steps", "optim.warmup_steps", dict(type=int, metavar="N", help="raise the learning rate "
-                                                     "linearly from 0 over the first N steps")),
+                                                     "linearly from 0 over the first N steps (default: 20)")),
+    ("--fan-in-scale", "optim.fan_in_scale", dict(type=int, metavar="N", help="weights with fan-in n > N learn at "
+                                                  "lr * sqrt(N / n), so huge inputs cannot blow up the first steps "
+                                                  "(default: 1024; 0: off)")),
+    ("--max-skipped-steps", "optim.max_skipped_steps", dict(type=int, metavar="N", help="leave out up to N steps "
+                                                            "whose loss or gradient is NaN or infinite, then stop "
+                                                            "(default: 20; 0: stop at the first)")),
     # loop
     ("--epochs", "train.epochs", dict(type=int, help="epochs (default: 100 on digits, 10 otherwise)")),
-    ("--batch-size", "train.batch_size", dict(type=int)),
-    ("--eval-batch-size", "train.eval_batch_size", dict(type=int)),
+    ("--batch-size", "train.batch_size", dict(type=int, help="default: from the data's size (128, or 64 for "
+                                              "large images)")),
+    ("--eval-batch-size", "train.eval_batch_size", dict(type=int, help="datapoints per test/validation batch "
+                                                        "(default: as many as fit in 16 MB of temporaries, at most 1000)")),
     ("--seed", "train.seed", dict(type=int, help="seed of initialisation, shuffling and noise")),
     ("--device", "train.device", dict(help="auto, cpu, cuda, cuda:N or mps")),
     ("--threads", "train.threads", dict(type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")),
@@ -213,7 +231,9 @@ def run(args: argparse.Namespace) -> int:
                      if trainer.data.streamed else "")
                   + ("  (replaces the run there once the first epoch has trained)"
                      if trainer._new_run is not None and trainer._new_run.pending else "")
-                  + (f"  x {trainer.dist.world_size} processes" if trainer.dist.enabled else ""), file=sys.stderr)
+                  + (f"  x {trainer.dist.world_size} processes" if trainer.dist.enabled else "")
+                  + (f"\n  sizes from the data: {chosen}" if (chosen := sizes_chosen(cfg, trainer.cfg)) else ""),
+                  file=sys.stderr)
     before = trainer.epoch
     trainer.fit()
     last = trainer.history[-1] if trainer.history and trainer.epoch > before else None

@@ -8,7 +8,12 @@ from typing import List
 from ..distributions import mean_activation_likelihoods
 from ..errors import ConfigError
 from ..presets import PRESETS
+from ..sizing import batch_size, model_sizes
 from .settings import SECTIONS, RunConfig, check_value, field_names, get_setting, merge, source_of
+
+# the settings chosen from the data when unset (aevb.sizing), with the option that sets each
+SIZED = {"model.encoder_hidden": "--hidden", "model.latent_dim": "--latent-dim", "model.channels": "--channels",
+         "model.components": "--components", "train.batch_size": "--batch-size"}
 
 
 def apply_preset(cfg: RunConfig, name: str) -> RunConfig:
@@ -31,14 +36,44 @@ def diff(a: RunConfig, b: RunConfig) -> List[str]:
     return out
 
 
-def resolve(cfg: RunConfig, data_kind: str, dataset_name: str) -> RunConfig:
-    """Fill the data-dependent defaults and check the combination; returns a new config."""
+def sized(cfg: RunConfig, image_shape) -> RunConfig:
+    """``cfg`` with every unset network and batch size chosen for data of ``image_shape``
+    (C, H, W) by aevb.sizing; returns a new config."""
+    out = copy.deepcopy(cfg)
+    for name, value in model_sizes(out.model, image_shape).items():
+        setattr(out.model, name, value)
+    if out.train.batch_size is None:
+        c, h, w = (int(s) for s in image_shape)
+        out.train.batch_size = batch_size(c * h * w, "conv" in (out.model.encoder_network, out.model.decoder_network))
+    return out
+
+
+def sizes_chosen(given: RunConfig, resolved: RunConfig) -> str:
+    """The sizes ``resolve`` chose (unset in ``given``) as the options that set them, e.g.
+    '--hidden 400 --latent-dim 20 --batch-size 128'; '' when the user gave them all."""
+    m = resolved.model
+    conv = "conv" in (m.encoder_network, m.decoder_network)
+    parts = []
+    for key, flag in SIZED.items():
+        value = get_setting(resolved, key)
+        if get_setting(given, key) is not None or (key == "model.encoder_hidden" and "mlp" not in
+                                                    (m.encoder_network, m.decoder_network)) \
+                or (key == "model.channels" and not conv) or (key == "model.components" and value == 1):
+            continue
+        parts.append(f"{flag} {' '.join(map(str, value)) if isinstance(value, list) else value}")
+    return " ".join(parts)
+
+
+def resolve(cfg: RunConfig, data_kind: str, dataset_name: str, image_shape) -> RunConfig:
+    """Fill the data-dependent defaults (epochs, likelihood, the sizes of aevb.sizing for data of
+    ``image_shape`` (C, H, W)) and check the combination; returns a new config."""
     out = copy.deepcopy(cfg)
     if out.train.epochs is None:
         out.train.epochs = 100 if dataset_name == "digits" else 10
     if out.model.likelihood is None:
         binary_like = data_kind in ("binary", "unit") or out.data.binarize is not None
         out.model.likelihood = "bernoulli" if binary_like else "gaussian"
+    out = sized(out, image_shape)
     validate(out)
     return out
 
@@ -76,6 +111,6 @@ def validate(cfg: RunConfig) -> None:
     if not folder and cfg.data.color is not None and not (pictures and cfg.data.color == "rgb"):
         refuse(["data.dataset", "data.color"], "colour applies to folder:PATH data only")
     m = cfg.model
-    if m.components > 1 and m.likelihood not in (None, "discretized-logistic"):
+    if m.components is not None and m.components > 1 and m.likelihood not in (None, "discretized-logistic"):
         refuse(["model.components", "model.likelihood"], "mixture components apply to --likelihood "
                "discretized-logistic only")

@@ -49,8 +49,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    latent_dim: int = 20
-    encoder_hidden: List[int] = field(default_factory=lambda: [400])
+    latent_dim: Optional[int] = None  # size of z; None: from the data's size (aevb.config.sizing)
+    encoder_hidden: Optional[List[int]] = None  # MLP hidden sizes; None: from the data's size
     decoder_hidden: Optional[List[int]] = None  # None: the encoder's sizes reversed
     activation: str = "relu"
     likelihood: Optional[str] = None  # bernoulli, gaussian, gaussian-fixed; None: from the data
@@ -60,10 +60,12 @@ class ModelConfig:
     init_std: Optional[float] = None  # N(0, init_std^2) initialisation (AEVB paper: 0.01); None: PyTorch's
     encoder_network: str = "mlp"  # mlp or conv (strided convolutions over the data's image shape)
     decoder_network: str = "mlp"  # mlp or conv (transposed convolutions back to the data's H x W)
-    channels: List[int] = field(default_factory=lambda: [32, 64, 128, 256])  # conv: channels per stride-2 stage
+    channels: Optional[List[int]] = None  # conv: channels per stride-2 stage; None: from the image size
     kernel_size: int = 4  # conv: kernel height = width
     conv_norm: str = "none"  # conv: none or group (GroupNorm: per datapoint, never across a batch)
-    components: int = 1  # discretized-logistic: mixture components per value
+    components: Optional[int] = None  # discretized-logistic: mixture components per value; None: 3 (else 1)
+    center_inputs: bool = True  # the encoder sees (x - training mean) / training std (see docs/stability.md)
+    output_bias_from_data: bool = True  # the decoder's last bias starts at the training data's mean
 
 
 @dataclass
@@ -86,14 +88,16 @@ class OptimConfig:
     step_epochs: int = 10  # step schedule: multiply by gamma every step_epochs
     gamma: float = 0.5  # step / exponential decay factor (per epoch for exponential)
     grad_clip: Optional[float] = None  # clip the global gradient norm
-    warmup_steps: int = 0  # linear learning-rate warm-up from 0 over the first steps
+    warmup_steps: int = 20  # linear learning-rate warm-up from 0 over the first steps
+    fan_in_scale: int = 1024  # a weight with fan-in n > this learns at lr * sqrt(this / n); 0: off
+    max_skipped_steps: int = 20  # non-finite steps skipped (not applied) before the run stops; 0: stop at the first
 
 
 @dataclass
 class TrainConfig:
     epochs: Optional[int] = None  # None: 100 on digits, 10 otherwise
-    batch_size: int = 128
-    eval_batch_size: int = 1000
+    batch_size: Optional[int] = None  # None: from the data's size (128, or 64 for large images)
+    eval_batch_size: Optional[int] = None  # rows per test/validation batch; None: sized in bytes (aevb.bounds.eval_rows, at most 1000)
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     threads: Optional[int] = None  # torch intra-op threads (None: PyTorch's default)
@@ -117,11 +121,27 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
+        """A saved configuration (a run's ``config.json``): a setting it lacks was added after
+        it was written and takes the value that gives that run's old behaviour (AS_BEFORE)."""
+        if isinstance(d, dict):
+            d = {sec: ({**{k.split(".")[1]: v for k, v in AS_BEFORE.items() if k.split(".")[0] == sec
+                           and k.split(".")[1] not in vals}, **vals} if isinstance(vals, dict) else vals)
+                 for sec, vals in d.items()}
         return merge(cls(), d)
 
     def save(self, path: Union[str, Path]) -> None:
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 
+
+# Settings added after runs were first saved, with the value that reproduces what those runs did:
+# a saved config.json without them is read with these (RunConfig.from_dict), so --resume
+# continues an old run exactly as it started.
+AS_BEFORE = {
+    "model.center_inputs": False,
+    "model.output_bias_from_data": False,
+    "optim.fan_in_scale": 0,
+    "optim.max_skipped_steps": 0,
+}
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "objective": ObjectiveConfig,
             "optim": OptimConfig, "train": TrainConfig}
@@ -178,6 +198,8 @@ RANGES = {
                        "a list of at least one positive channel count, one per stride-2 stage, e.g. 32 64 128 256"),
     "model.kernel_size": (lambda v: 2 <= v <= 15, "an integer from 2 to 15 (e.g. 3 or 4)"),
     "model.components": (lambda v: 1 <= v <= 32, "an integer from 1 to 32"),
+    "optim.fan_in_scale": (lambda v: 0 <= v <= 1_000_000_000, "an integer in 0..1000000000 (0: off)"),
+    "optim.max_skipped_steps": (lambda v: 0 <= v <= 1_000_000_000, "an integer in 0..1000000000 (0: stop at the first)"),
     "model.sigma": between(0, lo_open=True),
     "model.min_log_var": between(-100, 100),
     "model.init_std": between(0, 10, lo_open=True),

@@ -200,6 +200,23 @@ class Split:
             raw = self._raw(np.arange(i, min(i + batch_size, len(self)), dtype=np.int64))
             yield raw.cpu().numpy()
 
+    def moments(self, max_rows: int = 10_000) -> tuple:
+        """(mean, var), each float32 [D] on the CPU: the per-value mean and variance of at most
+        ``max_rows`` evenly spaced rows (all of them in smaller splits), a block at a time, so a
+        streamed split is never read whole. Deterministic: no random numbers are drawn."""
+        n = len(self)
+        idx = np.unique(np.linspace(0, n - 1, min(n, max_rows)).round().astype(np.int64)) if n else np.zeros(0, np.int64)
+        total = torch.zeros(self.dim, dtype=torch.float64)
+        squares = torch.zeros(self.dim, dtype=torch.float64)
+        step = self.block_rows()
+        for i in range(0, len(idx), step):
+            x = self.take(idx[i:i + step], "cpu").double()
+            total += x.sum(0)
+            squares += x.pow(2).sum(0)
+        count = max(len(idx), 1)
+        mean = total / count
+        return mean.float(), (squares / count - mean.pow(2)).clamp(min=0).float()
+
     def value_range(self) -> tuple:
         """(min, max) of the float values, computed a block at a time."""
         lo, hi = np.inf, -np.inf
@@ -216,6 +233,13 @@ class Split:
         if self.streamed:
             return Split(self._x, y, scale=self.scale, rows=self._storage_index(idx))
         return Split(self._raw(idx), y, scale=self.scale)
+
+    def head(self, n: int) -> "Split":
+        """The first ``n`` rows as a split that shares this one's storage (no copy, in memory or
+        on disk): for passes over a few rows that read them a batch at a time."""
+        n = max(0, min(int(n), len(self)))
+        y = None if self.y is None else self.y[:n]
+        return Split(self._x, y, scale=self.scale, rows=self._storage_index(np.arange(n, dtype=np.int64)))
 
     def to(self, device) -> "Split":
         """The split with in-memory storage moved to ``device`` (still compact); a streamed

@@ -17,14 +17,12 @@ import torch
 from torch import Tensor
 
 from ..bits import bits_per_dim, bpd_convention
-from ..bounds import Bounds, evaluate_bounds
+from ..bounds import Bounds, eval_rows, evaluate_bounds
 from ..data.base import Split
 from ..errors import DataError
 from ..images import png_bytes, to_images
 from ..io import atomic_path, atomic_write_text
 from ..sampling import decode_means, eval_mode, model_device, model_dtype, reconstructions
-
-from .sources import BATCH
 
 
 # ------------------------------------------------------------------ what the model says
@@ -37,12 +35,14 @@ def progress_bar(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True, disable=None, file=sys.stderr, leave=False)
 
 
-def encode(model, split: Split, samples: int = 0, seed: int = 0, batch_size: int = BATCH,
+def encode(model, split: Split, samples: int = 0, seed: int = 0, batch_size: Optional[int] = None,
            progress: bool = False) -> Dict[str, np.ndarray]:
     """{"mu", "log_var"} [N, J] float64 (the Gaussian q(z|x) of each row) and, with ``samples``
     > 0, "z" [N, samples, J] float64: draws z = mu + sigma * eps with eps from a CPU generator
-    seeded with ``seed``. The encoder sees ``batch_size`` rows at a time from ``split.batches``."""
+    seeded with ``seed``. The encoder sees ``batch_size`` rows at a time from ``split.batches``
+    (default: aevb.bounds.eval_rows, sized in bytes)."""
     n, j = len(split), int(model.latent_dim)
+    batch_size = batch_size or eval_rows(model)
     mu, lv = np.empty((n, j)), np.empty((n, j))
     z = np.empty((n, int(samples), j)) if samples else None
     gen = torch.Generator().manual_seed(int(seed))
@@ -89,11 +89,12 @@ def score_columns(model, items, k: int, likelihood: str, seed: int = 0, progress
     return cols
 
 
-def reconstruction_blocks(model, split: Split, batch_size: int = BATCH,
+def reconstruction_blocks(model, split: Split, batch_size: Optional[int] = None,
                           progress: bool = False) -> Iterator[Tuple[int, Tensor]]:
     """(first row, reconstructions [B, D] on the CPU) for ``batch_size`` rows at a time:
     :func:`aevb.sampling.reconstructions` block by block, so memory does not grow with N."""
     bar = progress_bar(len(split), "reconstructing", progress)
+    batch_size = batch_size or eval_rows(model)
     try:
         for i in range(0, len(split), batch_size):
             x = split.rows(i, i + batch_size)
@@ -126,7 +127,7 @@ def check_codes(z, latent_dim: int, name: str = "the codes") -> Tensor:
     return torch.from_numpy(a.astype(np.float32))
 
 
-def decode(model, z, batch_size: int = BATCH) -> Tensor:
+def decode(model, z, batch_size: Optional[int] = None) -> Tensor:
     """The mean of p(x|z) [N, D] on the CPU for codes ``z`` [N, J] (checked by :func:`check_codes`)."""
     return decode_means(model, check_codes(z, int(model.latent_dim)), batch_size)
 

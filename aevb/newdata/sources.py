@@ -34,8 +34,6 @@ from ..data.imageset import ImagePlan, LoadOptions, hold_in_memory, image_splits
 from ..data.registry import canonical_name, load_dataset, load_options
 from ..errors import DataError
 
-# Rows encoded, scored or reconstructed at once.
-BATCH = 1000
 SOURCE_FORMS = "folder:DIR, array:FILE, NAME:SPLIT (e.g. mnist:test), an image file or a list of them"
 
 

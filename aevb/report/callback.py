@@ -45,7 +45,7 @@ class ReportCallback(Callback):
             return
         try:
             test = trainer.data.test
-            x = test.rows(0, self.max_points)
+            x = test.head(self.max_points)  # read a batch at a time, not copied
             mu = latent_means(trainer.model, x)
             y = None if test.y is None else test.y[:len(x)]
             save_latent_snapshot(trainer.run_dir, epoch, mu, y)

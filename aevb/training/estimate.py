@@ -21,7 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..bounds import eval_rows
 from ..config import RunConfig
+from ..config.rules import sized
 from ..convnets import max_stages
 from ..data import cache
 from ..errors import ConfigError
@@ -74,6 +76,7 @@ def estimate(cfg: RunConfig, image_shape) -> Estimate:
     """The memory a run of ``cfg`` needs on data of ``image_shape`` (C, H, W) (see the module
     docs). The model is the one ``VAE.from_config`` builds, made on the meta device (shapes, no
     memory), so its parameters and layer outputs are counted, not re-derived."""
+    cfg = sized(cfg, image_shape)  # the sizes a run on this shape would choose (aevb.sizing)
     m, o, t = cfg.model, cfg.objective, cfg.train
     c, h, w = (int(s) for s in image_shape)
     dim = c * h * w
@@ -87,12 +90,13 @@ def estimate(cfg: RunConfig, image_shape) -> Estimate:
     # a training step keeps every layer's output for the backward pass and gets a gradient of
     # each: the encoder once per datapoint, the decoder once per sample of z
     train = 2 * FLOAT * t.batch_size * (dim + sum(enc_widths) + samples * (sum(dec_widths) + dim))
-    evaluate = FLOAT * t.eval_batch_size * (dim + sum(enc_widths) + sum(dec_widths) + dim)
+    eval_batch = t.eval_batch_size or eval_rows(model)
+    evaluate = FLOAT * eval_batch * (dim + sum(enc_widths) + sum(dec_widths) + dim)
     if train >= evaluate:
         peak, what = train, (f"a training step of --batch-size {t.batch_size}"
                              + (f" x {'--k' if o.objective == 'iwae' else '--samples'} {samples}" if samples > 1 else ""))
     else:
-        peak, what = evaluate, f"an evaluation batch of --eval-batch-size {t.eval_batch_size}"
+        peak, what = evaluate, f"an evaluation batch of --eval-batch-size {eval_batch}"
     return Estimate(params=params, param_bytes=COPIES * FLOAT * params, peak=peak, what_peaks=what)
 
 
@@ -120,6 +124,7 @@ def check_memory(cfg: RunConfig, image_shape, data_name: str = "the data") -> Op
     numbers and what to lower; returns the estimate (None for conv networks that do not fit the
     shape at all: check_fits says why)."""
     shape = tuple(int(s) for s in image_shape)
+    cfg = sized(cfg, shape)
     if "conv" in (cfg.model.encoder_network, cfg.model.decoder_network):
         if len(cfg.model.channels) > max_stages(shape[1], shape[2], cfg.model.kernel_size):
             return None  # the conv check says why it does not fit at all

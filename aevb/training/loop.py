@@ -36,7 +36,8 @@ from ..runs import CHECKPOINT, Run, is_run, write_marker
 from ..sampling import prior_draws
 from . import session
 from .callbacks import Callback, Progress, TensorBoard, epoch_images, write_images, write_metrics
-from .objective import batch_loss, binarize_batch, kl_weight, objective_terms, training_precision
+from .objective import (batch_loss, binarize_batch, kl_weight, objective_terms, poison_if_nonfinite,
+                        step_is_finite, training_precision)
 from .state import checkpoint_errors, checkpoint_state, restore_rng, seed_noise
 
 
@@ -61,6 +62,8 @@ class Trainer:
         if state is None:
             seed_noise(t.seed)  # model initialisation and the noise stream
             self.model = VAE.from_config(cfg.model, data.dim, data.image_shape)
+            if cfg.model.center_inputs or cfg.model.output_bias_from_data:
+                self.model.fit_to_data(*data.split("train").moments())  # draws no random numbers
             if self.dist.rank > 0:  # the same initial model, but every process its own noise
                 seed_noise(distributed.rank_seed(t.seed, self.dist.rank))
         else:
@@ -69,15 +72,18 @@ class Trainer:
                 self.model.load_state_dict(state["model"])
         self.model.to(self.device).train()
         distributed.broadcast_module(self.model)
-        self.optimizer = build_optimizer(self.model.parameters(), cfg.optim)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, t.epochs)
         self.shuffle = torch.Generator().manual_seed(t.seed)
         self.epoch, self.step, self.history = 0, 0, []
+        self.skipped_steps = 0  # non-finite steps left out, over the whole run
+        self.batch_losses: List[float] = []  # the last epoch's training loss per step
         if state is not None:
             with checkpoint_errors(run_dir):
                 self.optimizer.load_state_dict(state["optimizer"])
                 self.scheduler.load_state_dict(state["scheduler"])
                 self.epoch, self.step = int(state["epoch"]), int(state["step"])
+                self.skipped_steps = int(state.get("skipped_steps", 0))
                 self.history = list(state["history"])
                 restore_rng(self, state)
         self.splits = session.place_splits(data, self.device)
@@ -196,9 +202,11 @@ class Trainer:
         n_batches = (n + bs - 1) // bs
         dynamic = self.data.dynamic_binarization
         perm = torch.randperm(n, generator=self.shuffle)
-        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        # sums of the applied steps' bound, log p(x|z) and KL, and how many datapoints they cover
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)
+        # each applied step's loss (-inf: skipped), for the epoch's first and largest batch loss
+        batch_losses = torch.full((n_batches,), -math.inf, dtype=torch.float64, device=self.device)
         rank, world, sharded = self.dist.rank, self.dist.world_size, self.dist.enabled
-        local_seen = 0
         t0 = time.perf_counter()
         bar = self.progress.bar(self.epoch, t.epochs, n_batches)
         self.model.train()
@@ -208,34 +216,29 @@ class Trainer:
             batch_idx = [i[rank::world] for i in batch_idx]
         for b, xb in enumerate(train_split.batches(batch_idx, self.device)):
             beta = kl_weight(obj, self.epoch + b / n_batches)
-            if sharded:
-                total = totals[b]
-                local_seen += len(xb)
+            total = totals[b] if sharded else None
             xb = binarize_batch(xb, dynamic)
             with training_precision(self.device, t.precision):
                 terms = objective_terms(self.model, xb, obj)
-            loss = batch_loss(terms, obj, beta, total if sharded else None)
+            loss = batch_loss(terms, obj, beta, total)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if sharded:  # sum over processes: the gradient of the global batch's mean
+                poison_if_nonfinite(self.model.parameters(), loss)  # so that every process skips the step
                 distributed.all_reduce_gradients(self.model.parameters())
-            if cfg.optim.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
-            warm = warmup_factor(self.step, cfg.optim.warmup_steps)
-            if warm < 1.0:  # the epoch's scheduled rate, scaled for this step only
-                scheduled = [g["lr"] for g in self.optimizer.param_groups]
-                for g in self.optimizer.param_groups:
-                    g["lr"] *= warm
-            self.optimizer.step()
-            if warm < 1.0:
-                for g, lr in zip(self.optimizer.param_groups, scheduled):
-                    g["lr"] = lr
+            if step_is_finite(self.model.parameters(), loss, cfg.optim.grad_clip):
+                self._apply_step()
+                with torch.no_grad():
+                    batch_losses[b] = loss.detach().double()
+                    sums += torch.stack([terms.bound.sum(), terms.log_px_given_z.sum(), terms.kl.sum(),
+                                         torch.tensor(float(len(xb)), device=terms.bound.device)]).double()
+            else:  # left out and counted; too many stop the run (optim.max_skipped_steps)
+                self.skipped_steps += 1
+                if self.skipped_steps > cfg.optim.max_skipped_steps:
+                    session.diverged(self, b, skipped=self.skipped_steps)
             self.step += 1
-            with torch.no_grad():
-                sums += torch.stack([terms.bound.sum(), terms.log_px_given_z.sum(), terms.kl.sum()]).double()
             if bar is not None and (b % 20 == 0 or b == n_batches - 1):
-                seen = local_seen if sharded else min((b + 1) * bs, n)
-                running = sums[0].item() / max(seen, 1)
+                running = sums[0].item() / max(sums[3].item(), 1.0)
                 if not math.isfinite(running) and not sharded:  # sharded: checked after the epoch, on all ranks
                     session.diverged(self, b)
                 bar.set_postfix_str(f"loss {-running:.2f} nats")
@@ -244,15 +247,22 @@ class Trainer:
         if bar is not None:
             bar.close()
         distributed.all_reduce_sum(sums)
-        train = (sums / n).tolist()
+        if sharded:
+            distributed.all_reduce_sum(batch_losses)  # each process holds its shard's part of a batch's loss
+        train = (sums[:3] / sums[3].clamp(min=1.0)).tolist()
         if not all(math.isfinite(v) for v in train):
             session.diverged(self, n_batches - 1)
+        self.batch_losses = batch_losses.tolist()  # this epoch's loss per step (-inf: skipped)
+        applied = batch_losses[torch.isfinite(batch_losses)]
+        steps = {"train_loss_first": float(batch_losses[0]) if math.isfinite(batch_losses[0]) else None,
+                 "train_loss_max": float(applied.max()) if len(applied) else None,
+                 "skipped_steps": n_batches - len(applied)}
         train_time = time.perf_counter() - t0
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         self.epoch += 1
         record = {"epoch": self.epoch, "step": self.step,
-                  "train_bound": train[0], "train_log_px_given_z": train[1], "train_kl": train[2]}
+                  "train_bound": train[0], "train_log_px_given_z": train[1], "train_kl": train[2], **steps}
         for name in ("test", "valid"):
             if name not in self.splits:
                 continue
@@ -268,6 +278,18 @@ class Trainer:
         self._epoch_outputs(record)
         self.progress.epoch_line(record, self.history, self.epoch, t.epochs)
         return record
+
+    def _apply_step(self) -> None:
+        """The optimizer's step, at the warmed-up learning rate for this step only."""
+        warm = warmup_factor(self.step, self.cfg.optim.warmup_steps)
+        if warm < 1.0:  # the epoch's scheduled rate, scaled for this step only
+            scheduled = [g["lr"] for g in self.optimizer.param_groups]
+            for g in self.optimizer.param_groups:
+                g["lr"] *= warm
+        self.optimizer.step()
+        if warm < 1.0:
+            for g, lr in zip(self.optimizer.param_groups, scheduled):
+                g["lr"] = lr
 
     def _split_bound(self, x: Split) -> Dict[str, float]:
         """dataset_bound of a test/validation split; under torchrun every process takes a

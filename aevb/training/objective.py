@@ -5,6 +5,7 @@ The SGVB ELBO (L samples, closed-form or Monte Carlo KL) or the IWAE bound L_k, 
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -32,6 +33,32 @@ def batch_loss(terms: BoundTerms, obj, beta: float, total: Optional[int] = None)
     else:
         per_point = terms.log_px_given_z - beta * terms.kl
     return -per_point.mean() if total is None else -per_point.sum() / total
+
+
+def step_is_finite(params, loss: Tensor, clip: Optional[float] = None) -> bool:
+    """Whether a step may be applied: the loss and the gradients' global norm are finite (one
+    device synchronisation per step). The norm is clipped to ``clip`` first when given. A
+    non-finite step is left out, not applied: one overflowing batch would otherwise write NaN
+    or infinity into every weight and Adam moment at once."""
+    params = [p for p in params if p.grad is not None]
+    grads = [p.grad for p in params]
+    if clip:
+        norm = torch.nn.utils.clip_grad_norm_(params, clip)
+    elif grads:
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach(), dtype=torch.float32)
+                                                      for g in grads]))
+    else:
+        norm = torch.zeros((), device=loss.device)
+    return bool(torch.isfinite(torch.stack([norm.float(), loss.detach().float()])).all())
+
+
+def poison_if_nonfinite(params, loss: Tensor) -> None:
+    """Make the gradients NaN when this process's ``loss`` is not finite (no synchronisation), so
+    that after the sum over processes every process sees the same non-finite step and skips it."""
+    for p in params:
+        if p.grad is not None:
+            p.grad.add_(torch.where(torch.isfinite(loss.detach()), 0.0, math.nan).to(p.grad.dtype))
+            return
 
 
 def kl_weight(obj, epoch_progress: float) -> float:

@@ -43,7 +43,7 @@ def prepare_new(cfg: RunConfig, out: Path, overwrite: bool, given_data: Optional
             if shape is not None:
                 check_memory(cfg, shape, cfg.data.dataset)
         data = given_data if given_data is not None else load_data(cfg)
-        rcfg = resolve(cfg, data.kind, data.name)
+        rcfg = resolve(cfg, data.kind, data.name, data.image_shape or (1, 1, data.dim))
         check_data_for_likelihood(rcfg, data)
         check_networks_for_data(rcfg, data)
         check_memory(rcfg, data.image_shape or (1, 1, data.dim), data.name)
@@ -161,9 +161,15 @@ def failed(trainer, e: BaseException, trained: bool) -> None:
         pass  # the original error matters more than the status
 
 
-def diverged(trainer, batch: int):
-    """Raise TrainingDiverged, saying what is kept and what to try."""
+def diverged(trainer, batch: int, skipped: int = 0):
+    """Raise TrainingDiverged, saying what is kept and what to try (``skipped``: the run stops
+    because more steps than optim.max_skipped_steps were non-finite)."""
     where = f"the loss became NaN or infinite in epoch {trainer.epoch + 1} (batch {batch + 1}); training stopped"
+    if skipped:
+        limit = trainer.cfg.optim.max_skipped_steps
+        where = (f"{skipped} training steps had a NaN or infinite loss or gradient (the last in epoch "
+                 f"{trainer.epoch + 1}, batch {batch + 1}), more than the {limit} that --max-skipped-steps "
+                 "allows to be left out; training stopped")
     hint = "try a smaller --lr, --grad-clip, or a --min-log-var floor for a gaussian likelihood"
     if trainer._new_run is not None and trainer._new_run.pending:
         target = trainer._new_run.target

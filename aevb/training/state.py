@@ -91,7 +91,7 @@ def checkpoint_state(trainer) -> dict:
         "config": json.dumps(trainer.cfg.to_dict()),
         "model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
         "scheduler": trainer.scheduler.state_dict(), "rng": rng_state(trainer.shuffle),
-        "history": trainer.history,
+        "history": trainer.history, "skipped_steps": trainer.skipped_steps,
     }
     if trainer.dist.enabled:
         state["world_size"] = trainer.dist.world_size
