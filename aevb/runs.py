@@ -8,6 +8,7 @@ Layout::
       metrics.csv          one row per epoch (bounds per datapoint in nats, KL, reconstruction, time)
       metrics.jsonl        the same rows as JSON lines
       checkpoints/last.pt  model, optimizer, schedule, epoch, step, RNG states (atomic, every epoch)
+      checkpoints/best.pt  the model of the epoch with the best validation bound (with a validation split)
       images/              reconstructions_epochNNN.png, samples_epochNNN.png, ...
       tensorboard/         TensorBoard event files
 """
@@ -35,6 +36,7 @@ from .newdata import Items, check_fits, load_items
 
 RUN_MARKER = "run.json"
 CHECKPOINT = Path("checkpoints") / "last.pt"
+BEST_CHECKPOINT = Path("checkpoints") / "best.pt"
 
 
 def read_marker(path: Union[str, Path]) -> Optional[dict]:
