@@ -27,8 +27,8 @@ def run(args: argparse.Namespace) -> int:
     run_ = open_run(args)
     out = check_output(args.out, "--out", folder=True)
     check_png_folder(out)
-    shape = run_.image_shape()
-    model = run_.load_model(resolve_device(args.device), args.checkpoint)
+    loaded = run_.open_model(resolve_device(args.device), args.checkpoint)
+    model, shape = loaded.model, loaded.image_shape
     ids, z = read_codes(args.z, model.latent_dim)
     names = png_names(ids)
     with PngFolder(out, shape) as folder:

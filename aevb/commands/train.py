@@ -210,8 +210,9 @@ def run(args: argparse.Namespace) -> int:
         if not trainer.dist.is_main:  # under torchrun only rank 0 talks
             pass
         elif trainer.unfinished:
-            print(f"{trainer.run_dir} has trained all {trainer.epoch} epochs but did not finish; finishing it "
-                  "(figures, report, status)", file=sys.stderr)
+            done = "stopped early at epoch" if trainer.stopped_early else "has trained all"
+            print(f"{trainer.run_dir} {done} {trainer.epoch}{'' if trainer.stopped_early else ' epochs'} but did not "
+                  "finish; finishing it (figures, report, status)", file=sys.stderr)
         elif trainer.stopped_early:
             from ..training.session import stop_message
 
