@@ -26,7 +26,6 @@ from .data.base import binarized
 from .devices import resolve_device
 from .errors import RunError
 from .io import atomic_path, atomic_write_text
-from .model import VAE
 from .runs import Run
 from .version import __version__
 
@@ -88,9 +87,12 @@ def split_data(run, split: str, seed: int, data=None):
 def evaluate_run(run, split: str = "test", k: int = 1, batch_size: Optional[int] = None,
                  chunk: Optional[int] = None, seed: int = 0, device: Union[str, torch.device] = "cpu",
                  progress: bool = False, budget: int = DEFAULT_BUDGET, compile: bool = False,
-                 per_datapoint: bool = False, data=None, check=None, limit: Optional[int] = None) -> dict:
+                 per_datapoint: bool = False, data=None, check=None, limit: Optional[int] = None,
+                 checkpoint: str = "last") -> dict:
     """Evaluate a run (``aevb.runs.Run`` or its folder) on one split (its first ``limit``
     datapoints when given: a quicker estimate, said in the result); returns the summary dict.
+    ``checkpoint``: the model of the run's ``last`` or ``best`` checkpoint (the result names it
+    and its epoch).
 
     ``check(model, x)``, if given, is called once the model and data are loaded and before the
     evaluation starts (e.g. to print an estimate of its cost, or to refuse it by raising).
@@ -100,10 +102,8 @@ def evaluate_run(run, split: str = "test", k: int = 1, batch_size: Optional[int]
     """
     run = run if isinstance(run, Run) else Run(run)
     dev = resolve_device(device) if isinstance(device, str) else device
-    state = run.checkpoint(map_location=dev)
-    model = VAE.from_config(run.config.model, int(state["data_dim"]), state.get("image_shape"))
-    model.load_state_dict(state["model"])
-    model.to(dev).eval()
+    loaded = run.open_model(dev, checkpoint)
+    model = loaded.model
     x, y, kind, levels, note = split_data(run, split, seed, data)
     n_split = len(x)
     if limit is not None and limit < n_split:
@@ -117,7 +117,7 @@ def evaluate_run(run, split: str = "test", k: int = 1, batch_size: Optional[int]
                         desc=f"L_{k} on {split}")
     out = {"format": EVALUATION_FORMAT, "version": EVALUATION_VERSION, "aevb_version": __version__, "run": str(run.path),
            "split": split, "datapoints": len(x), "split_datapoints": n_split,
-           "dataset": run.config.data.dataset, "epoch": int(state["epoch"]),
+           "dataset": run.config.data.dataset, "checkpoint": loaded.checkpoint, "epoch": loaded.epoch,
            "likelihood": run.config.model.likelihood, "seed": int(seed), "device": str(dev),
            "torch_version": torch.__version__,
            "units": "nats per datapoint (summed over the data dimensions); loss = -ELBO"}
@@ -158,11 +158,13 @@ def write_per_datapoint(path: Union[str, Path], rows: dict) -> Path:
     return path
 
 
-def default_output(run_path: Union[str, Path], split: str, k: int, limit: Optional[int] = None) -> Path:
-    """RUN/evaluation[-SPLIT][-kK][-firstN].json: the split is named unless it is 'test', k unless
-    it is 1, N when only the first N datapoints were evaluated."""
-    name = ("evaluation" + ("" if split == "test" else f"-{split}") + ("" if k == 1 else f"-k{k}")
-            + ("" if limit is None else f"-first{limit}"))
+def default_output(run_path: Union[str, Path], split: str, k: int, limit: Optional[int] = None,
+                   checkpoint: str = "last") -> Path:
+    """RUN/evaluation[-best][-SPLIT][-kK][-firstN].json: the best checkpoint is named (the last is
+    the default), the split unless it is 'test', k unless it is 1, N when only the first N
+    datapoints were evaluated."""
+    name = ("evaluation" + ("" if checkpoint == "last" else f"-{checkpoint}") + ("" if split == "test" else f"-{split}")
+            + ("" if k == 1 else f"-k{k}") + ("" if limit is None else f"-first{limit}"))
     return Path(run_path) / f"{name}.json"
 
 

@@ -3,7 +3,8 @@
 Every file a run writes goes to a temporary name in the same folder first and is renamed into
 place, so an interrupted write never leaves a half-written result under the final name.
 Checkpoints are saved with ``torch.save`` and read with ``torch.load(weights_only=True)``, which
-refuses pickled code.
+refuses pickled code. What only uses the model reads a checkpoint memory-mapped and keeps the
+model's entries: the optimizer's moments (twice the weights, for Adam) are never read.
 """
 from __future__ import annotations
 
@@ -125,6 +126,9 @@ def save_checkpoint(state: dict, path: PathLike) -> None:
 
 # what every aevb checkpoint holds (the trainer's resume needs a few more, checked there)
 CHECKPOINT_KEYS = ("epoch", "step", "data_dim", "image_shape", "model")
+# what a model-only load keeps: the weights and what describes them (not optimizer, schedule, RNG, history)
+MODEL_KEYS = ("format", "version", "aevb_version", "config", "checkpoint", "valid_bound", "best_epoch",
+              "best_valid_bound") + CHECKPOINT_KEYS
 
 
 def _one_line(text: str) -> str:
@@ -133,9 +137,13 @@ def _one_line(text: str) -> str:
 
 
 def load_checkpoint(path: PathLike, map_location="cpu", required=CHECKPOINT_KEYS,
-                    fmt: str = "aevb-checkpoint") -> dict:
+                    fmt: str = "aevb-checkpoint", model_only: bool = False) -> dict:
     """Load a checkpoint of format ``fmt`` without executing code; clear CheckpointError when
-    unusable (a run's checkpoint, or a reproduction's sub-run state: ``aevb-reproduce``)."""
+    unusable (a run's checkpoint, or a reproduction's sub-run state: ``aevb-reproduce``).
+
+    ``model_only``: map the file into memory instead of reading it, and return only the entries
+    of MODEL_KEYS; the other tensors (optimizer state) are never read, so the memory used is
+    about the model's weights once, when they are copied into a model."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -143,7 +151,7 @@ def load_checkpoint(path: PathLike, map_location="cpu", required=CHECKPOINT_KEYS
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): it was never completely written; "
                               "restore it from a copy or train the run again")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=model_only)
     except pickle.UnpicklingError as e:
         # keep PyTorch's whole explanation, including that weights_only=False can run code
         raise CheckpointError(f"checkpoint {path} was refused: it holds Python objects that a safe load "
@@ -159,4 +167,6 @@ def load_checkpoint(path: PathLike, map_location="cpu", required=CHECKPOINT_KEYS
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}: it is damaged or was not "
                               "written by aevb")
+    if model_only:
+        state = {k: v for k, v in state.items() if k in MODEL_KEYS}
     return state

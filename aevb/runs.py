@@ -8,6 +8,7 @@ Layout::
       metrics.csv          one row per epoch (bounds per datapoint in nats, KL, reconstruction, time)
       metrics.jsonl        the same rows as JSON lines
       checkpoints/last.pt  model, optimizer, schedule, epoch, step, RNG states (atomic, every epoch)
+      checkpoints/best.pt  the model of the epoch with the best validation bound (with a validation split)
       images/              reconstructions_epochNNN.png, samples_epochNNN.png, ...
       tensorboard/         TensorBoard event files
 """
@@ -26,7 +27,7 @@ import torch
 
 from .config import RunConfig
 from .data import load_configured
-from .errors import CheckpointError, RunError
+from .errors import CheckpointError, ConfigError, RunError
 from .io import atomic_write_text, load_checkpoint
 from .lock import LOCK_NAME, describe, is_locked, read_lock
 from .model import VAE
@@ -35,6 +36,22 @@ from .newdata import Items, check_fits, load_items
 
 RUN_MARKER = "run.json"
 CHECKPOINT = Path("checkpoints") / "last.pt"
+BEST_CHECKPOINT = Path("checkpoints") / "best.pt"
+# the checkpoints a command can take the model from (--checkpoint); "last" is the default
+CHECKPOINTS = {"last": CHECKPOINT, "best": BEST_CHECKPOINT}
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A run's model as loaded from one of its checkpoints: which one, and the epoch it holds."""
+    model: VAE
+    checkpoint: str  # "last" or "best"
+    epoch: int
+    image_shape: tuple  # (C, H, W) of the data the model takes
+    path: Path
+
+    def describe(self) -> str:
+        return f"the {self.checkpoint} checkpoint (epoch {self.epoch})"
 
 
 def read_marker(path: Union[str, Path]) -> Optional[dict]:
@@ -168,10 +185,30 @@ class Run:
     def images_dir(self) -> Path:
         return self.path / "images"
 
-    def checkpoint(self, map_location="cpu") -> dict:
-        if not self.checkpoint_path.is_file():
-            raise RunError(self.no_checkpoint_message())
-        return load_checkpoint(self.checkpoint_path, map_location)
+    def checkpoint_file(self, checkpoint: str = "last") -> Path:
+        """The path of the run's ``last`` or ``best`` checkpoint; RunError saying what to do when
+        it is not there (best.pt exists only in runs trained with a validation split)."""
+        if checkpoint not in CHECKPOINTS:
+            raise ConfigError(f"checkpoint {checkpoint!r} is not one of a run's checkpoints: choose "
+                              + " or ".join(CHECKPOINTS))
+        path = self.path / CHECKPOINTS[checkpoint]
+        if path.is_file():
+            return path
+        if checkpoint == "best":
+            if not self.config.data.validation:
+                raise RunError(f"{self.path} has no best checkpoint: the best epoch is the one with the highest "
+                               "validation bound, and this run was trained without a validation split. Use "
+                               "--checkpoint last (the default), or train a run with --validation N")
+            if self.checkpoint_path.is_file():
+                raise RunError(f"{self.path} has no {BEST_CHECKPOINT} (deleted or moved, or the run was trained by "
+                               "an aevb that kept no best checkpoint); restore it from a copy, or use "
+                               "--checkpoint last")
+        raise RunError(self.no_checkpoint_message())
+
+    def checkpoint(self, map_location="cpu", checkpoint: str = "last", model_only: bool = False) -> dict:
+        """The ``last`` (default) or ``best`` checkpoint's state. ``model_only``: only the model's
+        entries, read memory-mapped, never the optimizer state (aevb.io.load_checkpoint)."""
+        return load_checkpoint(self.checkpoint_file(checkpoint), map_location, model_only=model_only)
 
     def no_checkpoint_message(self) -> str:
         if is_locked(self.path):
@@ -184,16 +221,22 @@ class Run:
                 f"first epoch ended. Start it again from scratch with `aevb train --resume {self.path}` "
                 f"(its saved settings), or replace it with `aevb train --out {self.path} --overwrite ...`")
 
-    def load_model(self, device="cpu"):
-        """The VAE with the weights of the last checkpoint, in eval mode."""
-        state = self.checkpoint(map_location=device)
+    def load_model(self, device="cpu", checkpoint: str = "last"):
+        """The VAE with the weights of the ``last`` (default) or ``best`` checkpoint, in eval mode."""
+        return self.open_model(device, checkpoint).model
+
+    def open_model(self, device="cpu", checkpoint: str = "last") -> LoadedModel:
+        """The model of the ``last`` or ``best`` checkpoint with the epoch it holds: every command
+        that uses the model loads it here, reading only its weights (not the optimizer state)."""
+        path = self.checkpoint_file(checkpoint)
+        state = load_checkpoint(path, device, model_only=True)
         try:
             model = VAE.from_config(self.config.model, int(state["data_dim"]), state.get("image_shape"))
             model.load_state_dict(state["model"])
         except (RuntimeError, ValueError, TypeError) as e:
-            raise CheckpointError(f"{self.checkpoint_path} does not fit the run's config.json "
+            raise CheckpointError(f"{path} does not fit the run's config.json "
                                   f"({_first_line(e)}); the run folder is damaged") from None
-        return model.to(device).eval()
+        return LoadedModel(model.to(device).eval(), checkpoint, int(state["epoch"]), self.image_shape(state), path)
 
     def load_data(self, download: Optional[bool] = None, progress: bool = True,
                   memory_budget: Optional[str] = None):
@@ -207,7 +250,7 @@ class Run:
     # ------------------------------------------------------------------ new data
     def image_shape(self, state: Optional[dict] = None) -> tuple:
         """(C, H, W) of the data the model takes (from its checkpoint)."""
-        state = state if state is not None else self.checkpoint()
+        state = state if state is not None else self.checkpoint(model_only=True)
         shape = state.get("image_shape")
         return tuple(int(s) for s in shape) if shape else (1, 1, int(state["data_dim"]))
 
@@ -224,33 +267,34 @@ class Run:
         items = load_items(source, self.config.data, skip_bad_images=skip_bad_images, progress=progress, seed=seed)
         return check_fits(items, self.image_shape(), self.config.model.likelihood, str(self.path))
 
-    def _model_and_items(self, source, device, seed: int = 0, **kw):
-        model = self.load_model(device)
+    def _model_and_items(self, source, device, seed: int = 0, checkpoint: str = "last", **kw):
+        model = self.load_model(device, checkpoint)
         items = source if isinstance(source, Items) else self.preprocess(source, model=model, seed=seed, **kw)
         return model, items
 
-    def encode(self, source, samples: int = 0, seed: int = 0, device="cpu", **kw) -> dict:
+    def encode(self, source, samples: int = 0, seed: int = 0, device="cpu", checkpoint: str = "last", **kw) -> dict:
         """{"id", "mu", "log_var"} (and "z" [N, samples, J] when ``samples`` > 0): the posterior
-        q(z|x) of each item of ``source`` (see :meth:`preprocess`), numpy arrays."""
-        model, items = self._model_and_items(source, device, seed, **kw)
+        q(z|x) of each item of ``source`` (see :meth:`preprocess`), numpy arrays; ``checkpoint``:
+        the model of the ``last`` or ``best`` checkpoint, here and in score, reconstruct and decode."""
+        model, items = self._model_and_items(source, device, seed, checkpoint, **kw)
         return {"id": np.asarray(items.ids), **newdata.encode(model, items.split, samples, seed)}
 
-    def score(self, source, k: int = 1, seed: int = 0, device="cpu", **kw) -> dict:
+    def score(self, source, k: int = 1, seed: int = 0, device="cpu", checkpoint: str = "last", **kw) -> dict:
         """{"id", "elbo", "lk", "lk_se"} per item of ``source``, in nats (the bound engine with
         k importance samples and seeded noise: the numbers ``aevb evaluate`` gives), and
         "bpd_elbo", "bpd_lk" where the data are discrete (as ``aevb score`` writes them)."""
-        model, items = self._model_and_items(source, device, seed, **kw)
+        model, items = self._model_and_items(source, device, seed, checkpoint, **kw)
         return newdata.score_columns(model, items, k, self.config.model.likelihood, seed)
 
-    def reconstruct(self, source, device="cpu", **kw):
+    def reconstruct(self, source, device="cpu", checkpoint: str = "last", **kw):
         """The mean of p(x|z) at z = E_q[z|x] for each item of ``source``: a float tensor [N, D]."""
-        model, items = self._model_and_items(source, device, **kw)
+        model, items = self._model_and_items(source, device, checkpoint=checkpoint, **kw)
         return torch.cat([r for _, r in newdata.reconstruction_blocks(model, items.split)])
 
-    def decode(self, z, device="cpu"):
+    def decode(self, z, device="cpu", checkpoint: str = "last"):
         """The mean of p(x|z) [N, D] for codes ``z`` [N, J] (e.g. ``run.encode(...)["mu"]``);
         another width or NaN raise DataError."""
-        return newdata.decode(self.load_model(device), z)
+        return newdata.decode(self.load_model(device, checkpoint), z)
 
     def metrics(self) -> List[dict]:
         p = self.path / "metrics.jsonl"

@@ -332,15 +332,15 @@ def test_report_links_the_explorer_when_present(run_dir, tmp_path):
 
 
 def test_the_command_says_a_decoder_is_not_supported_and_writes_nothing(run_dir, monkeypatch, capsys):
-    load = Run.load_model
+    load = Run.open_model
 
-    def with_conv_decoder(self, device="cpu"):
-        model = load(self, device)
-        model.decoder = nn.Sequential(nn.Linear(3, 16), nn.Unflatten(1, (1, 4, 4)), nn.ConvTranspose2d(1, 1, 2, 2),
-                                      nn.Flatten())
-        return model
+    def with_conv_decoder(self, device="cpu", checkpoint="last"):
+        loaded = load(self, device, checkpoint)
+        loaded.model.decoder = nn.Sequential(nn.Linear(3, 16), nn.Unflatten(1, (1, 4, 4)),
+                                             nn.ConvTranspose2d(1, 1, 2, 2), nn.Flatten())
+        return loaded
 
-    monkeypatch.setattr(Run, "load_model", with_conv_decoder)
+    monkeypatch.setattr(Run, "open_model", with_conv_decoder)
     (run_dir / "explorer.html").unlink(missing_ok=True)
     assert main(["explore", str(run_dir)]) == 2
     err = capsys.readouterr().err

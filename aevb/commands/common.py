@@ -1,5 +1,5 @@
-"""What every sub-command shares: the run argument, the device option, the checks of a command
-that writes an image grid, and turning the errors users can cause into a one-line message and a
+"""What every sub-command shares: the run argument, the device and checkpoint options, the checks
+of a command that writes an image grid, and turning the errors users can cause into a one-line message and a
 non-zero exit."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..devices import resolve_device
 from ..errors import USER_ERRORS, ConfigError, interruption
-from ..runs import Run, check_output
+from ..runs import CHECKPOINTS, Run, check_output
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -39,6 +39,20 @@ def add_device_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
 
+def add_checkpoint_argument(p: argparse.ArgumentParser) -> None:
+    """--checkpoint last|best: which of the run's checkpoints the command takes the model from."""
+    p.add_argument("--checkpoint", choices=list(CHECKPOINTS), default="last",
+                   help="the model of the last epoch (checkpoints/last.pt) or of the epoch with the best "
+                        "validation bound (checkpoints/best.pt, in runs trained with --validation)")
+
+
+def open_checked_run(args: argparse.Namespace) -> Run:
+    """The run, refused (before any work) when the --checkpoint asked for is not there."""
+    run = Run(args.run)
+    run.checkpoint_file(args.checkpoint)
+    return run
+
+
 def add_grid_arguments(p: argparse.ArgumentParser, n_default: int, n_help: str, ncol_default, ncol_help: str,
                        out_name: str) -> None:
     """-n, --ncol and --out of a command that writes one PNG grid of images (sample, reconstruct)."""
@@ -48,16 +62,16 @@ def add_grid_arguments(p: argparse.ArgumentParser, n_default: int, n_help: str, 
 
 
 def open_grid_run(args: argparse.Namespace, what: str, out_name: str):
-    """Check -n (1..10000 ``what``), --ncol and --out (a PNG, before any work), then load the run's
-    model on --device: returns (run, out path, model)."""
+    """Check -n (1..10000 ``what``), --ncol and --out (a PNG, before any work), then load the
+    model of the run's --checkpoint on --device: returns (run, out path, aevb.runs.LoadedModel)."""
     if not 1 <= args.n <= 10000:
         raise ConfigError(f"-n must be in 1..10000 {what}; got {args.n}")
     if args.ncol is not None and args.ncol < 1:
         raise ConfigError(f"--ncol must be at least 1; got {args.ncol}")
-    run = Run(args.run)
+    run = open_checked_run(args)
     out = Path(args.out) if args.out else run.images_dir / out_name
     check_output(out, "--out", suffixes=(".png",))
-    return run, out, run.load_model(resolve_device(args.device))
+    return run, out, run.open_model(resolve_device(args.device), args.checkpoint)
 
 
 def user_errors() -> tuple:

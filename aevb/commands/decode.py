@@ -6,7 +6,7 @@ import argparse
 from ..devices import resolve_device
 from ..newdata import PngFolder, check_png_folder, decode, png_names, read_codes
 from ..runs import check_output
-from .common import add_device_argument, add_parser, add_run_argument
+from .common import add_checkpoint_argument, add_device_argument, add_parser, add_run_argument
 from .items import open_run
 
 
@@ -19,6 +19,7 @@ def register(sub) -> None:
     p.add_argument("--z", metavar="FILE", required=True, help="codes: a .npz, .npy or .csv file")
     p.add_argument("--out", metavar="DIR", required=True, help="a new or empty folder for the PNGs")
     add_device_argument(p)
+    add_checkpoint_argument(p)
     p.set_defaults(func=run)
 
 
@@ -26,8 +27,8 @@ def run(args: argparse.Namespace) -> int:
     run_ = open_run(args)
     out = check_output(args.out, "--out", folder=True)
     check_png_folder(out)
-    shape = run_.image_shape()
-    model = run_.load_model(resolve_device(args.device))
+    loaded = run_.open_model(resolve_device(args.device), args.checkpoint)
+    model, shape = loaded.model, loaded.image_shape
     ids, z = read_codes(args.z, model.latent_dim)
     names = png_names(ids)
     with PngFolder(out, shape) as folder:

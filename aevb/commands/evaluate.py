@@ -17,14 +17,14 @@ from ..data.cache import format_size, parse_size, physical_memory
 from ..devices import parse_device
 from ..evaluate import default_output, evaluate_run, write_per_datapoint
 from ..io import atomic_write_text
-from ..runs import Run, check_output
-from .common import add_device_argument, add_parser, add_run_argument, check_seed
+from ..runs import check_output
+from .common import add_checkpoint_argument, add_device_argument, add_parser, add_run_argument, check_seed, open_checked_run
 
 
 def register(sub) -> None:
     p = add_parser(
         sub, "evaluate", "ELBO, importance-weighted bound L_k and log p(x) estimate of a run",
-        "Evaluate a run's last checkpoint on one split: the mean ELBO with its two terms (E_q log p(x|z) "
+        "Evaluate a run's last (or, with --checkpoint best, best) checkpoint on one split: the mean ELBO with its two terms (E_q log p(x|z) "
         "and KL), the importance-weighted bound L_k (Burda et al. 2016; L_1 is the ELBO, L_5000 the usual "
         "log-likelihood estimate) with its standard error, bits per dimension where the data are discrete, "
         "KL per latent dimension and the number of active units (Var_x E_q[z_j] > 0.01). All values are "
@@ -32,7 +32,8 @@ def register(sub) -> None:
         "examples:\n"
         "  aevb evaluate runs/mnist                      # ELBO only (k = 1)\n"
         "  aevb evaluate runs/mnist --k 5000             # log p(x) estimate, writes RUN/evaluation-k5000.json\n"
-        "  aevb evaluate runs/mnist --k 100 --split valid --per-datapoint valid.csv")
+        "  aevb evaluate runs/mnist --k 100 --split valid --per-datapoint valid.csv\n"
+        "  aevb evaluate runs/mnist --checkpoint best     # the best epoch's model, writes RUN/evaluation-best.json")
     add_run_argument(p)
     p.add_argument("--k", type=int, default=1,
                    help="importance samples per datapoint (1: the ELBO only; 5000: a log p(x) estimate)")
@@ -52,7 +53,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the importance samples (and of the one fixed binarization of "
                         "dynamically binarized data)")
-    p.add_argument("--out", metavar="FILE", help="JSON to write; None: RUN/evaluation[-SPLIT][-kK].json")
+    p.add_argument("--out", metavar="FILE", help="JSON to write; None: RUN/evaluation[-best][-SPLIT][-kK].json")
     p.add_argument("--per-datapoint", metavar="FILE",
                    help="also write one row per datapoint (index, label, elbo, log_px_given_z, kl, lk) "
                         "as .csv or .npy")
@@ -64,6 +65,7 @@ def register(sub) -> None:
                    help="run an evaluation estimated to take over a day or more memory than this machine has")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (one is shown on a terminal)")
     add_device_argument(p)
+    add_checkpoint_argument(p)
     p.set_defaults(func=run)
 
 
@@ -80,9 +82,9 @@ def run(args: argparse.Namespace) -> int:
     check_seed(args.seed)
     if args.device != "auto":
         parse_device(args.device)
-    run_ = Run(args.run)
+    run_ = open_checked_run(args)
     # every output is checked before the (maybe long) evaluation
-    out = Path(args.out) if args.out else default_output(run_.path, args.split, args.k, args.limit)
+    out = Path(args.out) if args.out else default_output(run_.path, args.split, args.k, args.limit, args.checkpoint)
     check_output(out, "--out")
     if args.per_datapoint:
         check_output(args.per_datapoint, "--per-datapoint", suffixes=(".csv", ".npy"))
@@ -94,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
                           seed=args.seed, device=args.device, progress=args.progress,
                           budget=budget, compile=args.compile,
                           per_datapoint=bool(args.per_datapoint), check=lambda m, x: plan(args, m, x),
-                          limit=args.limit, data=run_.load_data(progress=args.progress, memory_budget=args.memory_budget))
+                          limit=args.limit, checkpoint=args.checkpoint, data=run_.load_data(progress=args.progress, memory_budget=args.memory_budget))
     rows = result.pop("per_datapoint", None)
     # Files are written only now, each atomically: an interrupted evaluation leaves none.
     if rows is not None:
@@ -159,7 +161,8 @@ def format_summary(r: dict) -> str:
     """The human-readable summary printed by `aevb evaluate`."""
     e, lk = r["elbo"], r["lk"]
     of = "" if r.get("split_datapoints", r["n"]) == r["n"] else f" (the first, of {r['split_datapoints']})"
-    lines = [f"{r['run']}: {r['split']} split, {r['n']} datapoints{of} of {r['dim']} values, epoch {r['epoch']}, "
+    which = f"{r['checkpoint']} checkpoint, " if "checkpoint" in r else ""
+    lines = [f"{r['run']}: {r['split']} split, {r['n']} datapoints{of} of {r['dim']} values, {which}epoch {r['epoch']}, "
              f"k = {r['k']} (seed {r['seed']}, {r['seconds']:.1f}s)  [nats per datapoint]",
              f"  ELBO            {e['mean']:12.4f} +- {e['se']:.4f}   = E_q log p(x|z) {e['log_px_given_z']:.4f}"
              f" - KL {e['kl']:.4f}   (loss {r['loss']:.4f})"]

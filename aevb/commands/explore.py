@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_parser, add_run_argument
+from .common import add_checkpoint_argument, add_parser, add_run_argument, open_checked_run
 
 
 def register(sub) -> None:
@@ -37,17 +37,17 @@ def register(sub) -> None:
                         "a page without live decoding)")
     p.add_argument("--seed", type=int, default=0, help="seed of the PCA view")
     p.add_argument("--device", default="cpu", help="device for the encoder pass over the test points")
+    add_checkpoint_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..explorer import write_explorer
     from ..explorer.page import mb_text
-    from ..runs import Run
 
-    result = write_explorer(Run(args.run), out=args.out, points=args.points, encoding=args.weights,
+    result = write_explorer(open_checked_run(args), out=args.out, points=args.points, encoding=args.weights,
                             max_mb=args.max_size, seed=args.seed, device=args.device,
-                            require_live=args.require_live)
+                            require_live=args.require_live, checkpoint=args.checkpoint)
     if not result.live:
         print(f"{result.path}  ({mb_text(result.size_bytes)} MB; live decoding off: {result.why_not_live}; "
               f"hover shows precomputed reconstructions; {result.n_points} test points)")

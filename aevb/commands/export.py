@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_parser, add_run_argument
+from .common import add_checkpoint_argument, add_parser, add_run_argument
 
 FORMATS = {"onnx": ("encoder.onnx", "decoder.onnx"), "safetensors": ("model.safetensors",)}
 
@@ -24,6 +24,7 @@ def register(sub) -> None:
     add_run_argument(p)
     p.add_argument("--format", required=True, choices=list(FORMATS), help="what to write%(default).0s")
     p.add_argument("--out", metavar="DIR", help="folder to write into (default: RUN/export)%(default).0s")
+    add_checkpoint_argument(p)
     p.set_defaults(func=run)
 
 
@@ -35,14 +36,15 @@ def run(args: argparse.Namespace) -> int:
     if status != "finished":
         raise RunError(f"{run_.path} is not finished (status {status!r}); only a finished run is exported. "
                        f"Finish it with `aevb train --resume {run_.path}`")
+    run_.checkpoint_file(args.checkpoint)
     out = check_output(Path(args.out) if args.out else run_.path / "export", "--out", folder=True)
     if args.format == "onnx":
         try:
             import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)
         except ImportError:
             raise RunError('ONNX export needs the onnx and onnxscript packages: pip install "aevb[export]"') from None
-    model = run_.load_model("cpu")
-    shape = run_.checkpoint()["image_shape"]
+    loaded = run_.open_model("cpu", args.checkpoint)
+    model, shape = loaded.model, loaded.image_shape
     if args.format == "onnx":
         from ..export import export_onnx
 
@@ -52,5 +54,5 @@ def run(args: argparse.Namespace) -> int:
 
         written = [save_safetensors(model, run_.config, shape, out / FORMATS["safetensors"][0])]
     for path in written:
-        print(f"{path}  ({path.stat().st_size / 1e6:.2f} MB)")
+        print(f"{path}  ({path.stat().st_size / 1e6:.2f} MB, {loaded.describe()})")
     return 0

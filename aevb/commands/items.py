@@ -6,10 +6,9 @@ import argparse
 import sys
 
 from ..devices import resolve_device
-from ..errors import RunError
 from ..newdata import SOURCE_FORMS
 from ..runs import Run
-from .common import add_device_argument
+from .common import add_checkpoint_argument, add_device_argument, open_checked_run
 
 
 def add_data_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -24,19 +23,17 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the noise (samples, importance samples, binarization)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (one is shown on a terminal)")
     add_device_argument(p)
+    add_checkpoint_argument(p)
 
 
 def open_run(args: argparse.Namespace) -> Run:
-    """The run, refused when it has no checkpoint (before anything else is done)."""
-    run = Run(args.run)
-    if not run.checkpoint_path.is_file():
-        raise RunError(run.no_checkpoint_message())
-    return run
+    """The run, refused when it has no --checkpoint (before anything else is done)."""
+    return open_checked_run(args)
 
 
 def model_and_items(run: Run, args: argparse.Namespace):
     """(model, items) of --data on --device; says which unreadable images were left out."""
-    model = run.load_model(resolve_device(args.device))
+    model = run.load_model(resolve_device(args.device), args.checkpoint)
     items = run.preprocess(args.data, skip_bad_images=args.skip_bad_images, progress=args.progress, seed=args.seed)
     if items.skipped:
         shown = "; ".join(items.skipped[:5]) + (" ..." if len(items.skipped) > 5 else "")

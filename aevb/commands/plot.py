@@ -8,8 +8,8 @@ from ..devices import parse_device
 from ..errors import ConfigError
 from ..figures.compute import METHODS
 from ..figures.runfigures import FIGURES_DIR, KINDS, FigureContext, draw_figures
-from ..runs import Run, check_output
-from .common import add_device_argument, add_parser, add_run_argument
+from ..runs import check_output
+from .common import add_checkpoint_argument, add_device_argument, add_parser, add_run_argument, open_checked_run
 
 KIND_HELP = """figure kinds:
   reconstructions  test images over their reconstructions (decoder mean at z = posterior mean)
@@ -51,13 +51,14 @@ def register(sub) -> None:
 
 
 def add_figure_options(p: argparse.ArgumentParser, n_help: str) -> None:
-    """-n/--grid-size, --method, --seed and --device: shared by `aevb plot` and `aevb report`."""
+    """-n/--grid-size, --method, --seed, --device and --checkpoint: shared by `aevb plot` and `aevb report`."""
     p.add_argument("-n", "--grid-size", dest="n", type=int, default=None, metavar="N",
                    help=n_help + "%(default).0s")
     p.add_argument("--method", choices=list(METHODS), default="pca",
                    help="how latent spaces of more than 2 dimensions are projected to 2-D")
     p.add_argument("--seed", type=int, default=0, help="seed of prior samples, t-SNE and PCA")
     add_device_argument(p)
+    add_checkpoint_argument(p)
 
 
 def check_grid_size(args: argparse.Namespace) -> None:
@@ -72,11 +73,11 @@ def check_grid_size(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_grid_size(args)
-    run_ = Run(args.run)
+    run_ = open_checked_run(args)
     check_output(args.out or run_.path / FIGURES_DIR, "--out", folder=True)
     # figures that need only the model can be drawn where the data set is not available
     optional = args.kind in MODEL_ONLY_KINDS + ("all",)
-    ctx = FigureContext.from_run(run_, device=args.device, data_optional=optional)
+    ctx = FigureContext.from_run(run_, device=args.device, data_optional=optional, checkpoint=args.checkpoint)
     if ctx.data_error:
         print(f"aevb plot: warning: the run's data set could not be loaded, so figures that need it "
               f"are skipped:\n{ctx.data_error}", file=sys.stderr)

@@ -11,7 +11,8 @@ from ..images import save_grid
 from ..newdata import PngFolder, check_png_folder, png_names, reconstruction_blocks
 from ..runs import check_output
 from ..sampling import paired_rows, reconstructions
-from .common import add_device_argument, add_grid_arguments, add_parser, add_run_argument, check_seed, open_grid_run
+from .common import (add_checkpoint_argument, add_device_argument, add_grid_arguments, add_parser, add_run_argument,
+                     check_seed, open_grid_run)
 from .items import model_and_items, open_run
 
 
@@ -33,13 +34,15 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="with --data: seed of a binarization")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     add_device_argument(p)
+    add_checkpoint_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.data is not None:
         return run_data(args)
-    run_, out, model = open_grid_run(args, "images", "reconstructions.png")
+    run_, out, loaded = open_grid_run(args, "images", "reconstructions.png")
+    model = loaded.model
     data = run_.load_data()
     split = data.split(args.split)
     if not 0 <= args.start < len(split):

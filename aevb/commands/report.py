@@ -33,10 +33,12 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     check_grid_size(args)
     run_ = Run(args.run)
+    if args.checkpoint != "last" and args.figures:  # the last one may be missing: the report then says so
+        run_.checkpoint_file(args.checkpoint)
     check_output(args.out or run_.path / REPORT_FILE, "--out", suffixes=(".html", ".htm"))
     if args.figures:
         check_output(run_.path / FIGURES_DIR, "figures folder", folder=True)
     path = write_report(run_, figures=args.figures, out=args.out, n=args.n, method=args.method,
-                        seed=args.seed, draw=args.draw, device=args.device)
+                        seed=args.seed, draw=args.draw, device=args.device, checkpoint=args.checkpoint)
     print(path)
     return 0

@@ -6,7 +6,8 @@ import math
 
 from ..sampling import prior_samples
 from ..images import save_grid
-from .common import add_device_argument, add_grid_arguments, add_parser, add_run_argument, check_seed, open_grid_run
+from .common import (add_checkpoint_argument, add_device_argument, add_grid_arguments, add_parser, add_run_argument,
+                     check_seed, open_grid_run)
 
 
 def register(sub) -> None:
@@ -18,13 +19,14 @@ def register(sub) -> None:
     p.add_argument("--draw", action="store_true", help="sample x ~ p(x|z) instead of showing its mean")
     p.add_argument("--seed", type=int, default=0, help="seed of z ~ N(0, I) and of the draw from p(x|z)")
     add_device_argument(p)
+    add_checkpoint_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     check_seed(args.seed)
-    run_, out, model = open_grid_run(args, "samples", "samples.png")
-    _, x = prior_samples(model, args.n, seed=args.seed, draw=args.draw)
-    save_grid(out, x, run_.checkpoint()["image_shape"], args.ncol or max(1, int(math.ceil(math.sqrt(args.n)))))
+    run_, out, loaded = open_grid_run(args, "samples", "samples.png")
+    _, x = prior_samples(loaded.model, args.n, seed=args.seed, draw=args.draw)
+    save_grid(out, x, loaded.image_shape, args.ncol or max(1, int(math.ceil(math.sqrt(args.n)))))
     print(out)
     return 0

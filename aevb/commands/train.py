@@ -101,6 +101,11 @@ OPTIONS = [
                                                             "(default: 20; 0: stop at the first)")),
     # loop
     ("--epochs", "train.epochs", dict(type=int, help="epochs (default: 100 on digits, 10 otherwise)")),
+    ("--early-stop", "train.early_stop", dict(type=lambda text: _number(text), metavar="PATIENCE",
+                                              help="stop when the validation bound has not improved for PATIENCE "
+                                                   "epochs (needs --validation; checkpoints/best.pt keeps the best "
+                                                   "epoch's model in every run with a validation split) "
+                                                   "(default: no early stop)")),
     ("--batch-size", "train.batch_size", dict(type=int, help="default: from the data's size (128, or 64 for "
                                               "large images)")),
     ("--eval-batch-size", "train.eval_batch_size", dict(type=int, help="datapoints per test/validation batch "
@@ -151,6 +156,20 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _number(text: str):
+    """A number as typed (2 an int, 2.5 a float), so that the setting's own check says what is wrong with it."""
+    import argparse as _argparse
+
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise _argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
 def _preset_names():
     from ..presets import PRESETS
 
@@ -187,7 +206,8 @@ def config_from_args(args: argparse.Namespace):
             updates.setdefault(sec, {})[name] = value
             given.append(key)
     cfg = merge(cfg, updates, source="command line", where=lambda k: f"option {flags[k]}")
-    validate(cfg)  # every setting and combination, before anything is loaded or written
+    if not getattr(args, "resume", None):  # a resumed run's options are checked with its own settings (read_resume)
+        validate(cfg)  # every setting and combination, before anything is loaded or written
     return cfg, given
 
 
@@ -208,8 +228,16 @@ def run(args: argparse.Namespace) -> int:
         if not trainer.dist.is_main:  # under torchrun only rank 0 talks
             pass
         elif trainer.unfinished:
-            print(f"{trainer.run_dir} has trained all {trainer.epoch} epochs but did not finish; finishing it "
-                  "(figures, report, status)", file=sys.stderr)
+            done = "stopped early at epoch" if trainer.stopped_early else "has trained all"
+            print(f"{trainer.run_dir} {done} {trainer.epoch}{'' if trainer.stopped_early else ' epochs'} but did not "
+                  "finish; finishing it (figures, report, status)", file=sys.stderr)
+        elif trainer.stopped_early:
+            from ..training.session import stop_message
+
+            since = trainer.epoch - trainer.best_epoch
+            print(f"{trainer.run_dir} {stop_message(trainer)}; nothing was changed. It stays stopped: to train "
+                  f"further, resume with a larger --early-stop (more than {since}), and --epochs N with N > "
+                  f"{trainer.epoch} if needed", file=sys.stderr)
         elif trainer.epoch >= trainer.cfg.train.epochs:
             print(f"{trainer.run_dir} has already trained {trainer.epoch} epochs; nothing was changed. "
                   f"Pass --epochs N with N > {trainer.epoch} to train further", file=sys.stderr)
@@ -240,6 +268,10 @@ def run(args: argparse.Namespace) -> int:
     if last and trainer.dist.is_main:
         print(f"done: test loss {-last['test_bound']:.2f} nats per datapoint (negative ELBO) after "
               f"{trainer.epoch} epochs; run folder {trainer.run_dir}")
+        if trainer.stopped_early:
+            from ..training.session import stop_message
+
+            print(stop_message(trainer))
     from .. import distributed
 
     distributed.finish()

@@ -110,6 +110,10 @@ def validate(cfg: RunConfig) -> None:
         refuse(["data.dataset", key], "image size and crop apply to folder:PATH and celeba data only")
     if not folder and cfg.data.color is not None and not (pictures and cfg.data.color == "rgb"):
         refuse(["data.dataset", "data.color"], "colour applies to folder:PATH data only")
+    if cfg.train.early_stop is not None and not cfg.data.validation:
+        refuse(["train.early_stop", "data.validation"], "early stopping watches the validation bound, and the run "
+               "holds out no validation split: add --validation N (a count, or a fraction such as 0.1) or drop "
+               "--early-stop")
     m = cfg.model
     if m.components is not None and m.components > 1 and m.likelihood not in (None, "discretized-logistic"):
         refuse(["model.components", "model.likelihood"], "mixture components apply to --likelihood "

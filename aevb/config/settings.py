@@ -96,6 +96,7 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     epochs: Optional[int] = None  # None: 100 on digits, 10 otherwise
+    early_stop: Optional[int] = None  # stop when the validation bound has not improved for this many epochs; None: never
     batch_size: Optional[int] = None  # None: from the data's size (128, or 64 for large images)
     eval_batch_size: Optional[int] = None  # rows per test/validation batch; None: sized in bytes (aevb.bounds.eval_rows, at most 1000)
     seed: int = 0
@@ -215,6 +216,8 @@ RANGES = {
     "optim.grad_clip": between(0, lo_open=True),
     "optim.warmup_steps": (lambda v: v >= 0, "an integer >= 0 (0: no warm-up)"),
     "train.epochs": (lambda v: 1 <= v <= 10_000_000, "an integer in 1..10000000"),
+    "train.early_stop": (lambda v: 1 <= v <= 10_000_000, "a whole number of epochs in 1..10000000 (stop when the "
+                         "validation bound has not improved for that many epochs)"),
     "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "train.eval_batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "train.seed": (lambda v: 0 <= v <= SEED_MAX, f"an integer in 0..{SEED_MAX}"),

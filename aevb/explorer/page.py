@@ -141,7 +141,7 @@ def _evaluation_headline(run: Run) -> Optional[dict]:
 
 def write_explorer(run: Union[str, Path, Run], out: Union[str, Path, None] = None, points: int = 1000,
                    encoding: str = "float32", max_mb: float = DEFAULT_MAX_MB, seed: int = 0,
-                   device: str = "cpu", require_live: bool = False) -> ExplorerResult:
+                   device: str = "cpu", require_live: bool = False, checkpoint: str = "last") -> ExplorerResult:
     """Write the explorer of ``run`` (default ``RUN/explorer.html``) atomically.
 
     When the decoder's weights and the test images would exceed ``max_mb`` megabytes (10^6
@@ -160,7 +160,7 @@ def write_explorer(run: Union[str, Path, Run], out: Union[str, Path, None] = Non
         raise ExplorerError(f"--points must be 0 or more, got {points}")
     path = Path(out) if out else run.path / EXPLORER_FILE
     check_output(path, "--out")  # also refuses a run's checkpoints, config and metrics
-    ctx = FigureContext.from_run(run, device=device, data_optional=True)
+    ctx = FigureContext.from_run(run, device=device, data_optional=True, checkpoint=checkpoint)
     image_shape = tuple(int(s) for s in ctx.image_shape)
     # raises UnsupportedDecoder for what the page cannot run, before any size is computed
     layers = decoder_program(ctx.model, with_weights=False).layers
@@ -168,6 +168,7 @@ def write_explorer(run: Union[str, Path, Run], out: Union[str, Path, None] = Non
     live, points, why = _plan(run, ctx, layers, n_weights, points, encoding, max_mb, require_live)
 
     payload = {"facts": _facts(run, ctx.model, image_shape, ctx.data), "notes": []}
+    payload["facts"].update({"checkpoint": ctx.checkpoint, "checkpoint_epoch": ctx.epoch})
     if ctx.data is None:
         payload["notes"].append("The run's data set could not be loaded here, so there is no scatter of test "
                                 f"points: {ctx.data_error.splitlines()[0] if ctx.data_error else ''}")

@@ -102,6 +102,8 @@ class FigureContext:
     run_dir: Optional[Path] = None
     max_points: int = 2000
     data_error: Optional[str] = None  # why the data set could not be loaded (data is None)
+    checkpoint: Optional[str] = None  # the run's checkpoint the model came from: "last" or "best"
+    epoch: Optional[int] = None  # the epoch that model holds
     _kl: Optional[Tensor] = None
     _unit_variances: Optional[Tensor] = None
     _range: Optional[Tuple[float, float]] = None
@@ -114,13 +116,14 @@ class FigureContext:
             self.image_shape = tuple(int(s) for s in self.image_shape)
 
     @classmethod
-    def from_run(cls, run, device: str = "auto", data=None, data_optional: bool = False) -> "FigureContext":
-        """The model of the run's last checkpoint and its data set. With ``data_optional`` a data
+    def from_run(cls, run, device: str = "auto", data=None, data_optional: bool = False,
+                 checkpoint: str = "last") -> "FigureContext":
+        """The model of the run's ``last`` (or ``best``) checkpoint and its data set. With ``data_optional`` a data
         set that cannot be loaded (e.g. not on this machine) leaves ``data`` None: figures that
         need only the model (samples, manifold of a 2-D latent space, curves, latent-series)
         can still be drawn, the others raise PlotError saying why."""
         run = run if isinstance(run, Run) else Run(run)
-        model = run.load_model(resolve_device(device))
+        loaded = run.open_model(resolve_device(device), checkpoint)
         error = None
         if data is None:
             try:
@@ -129,14 +132,15 @@ class FigureContext:
                 if not data_optional:
                     raise
                 error = str(e)
-        return cls(model=model, data=data, image_shape=tuple(run.checkpoint()["image_shape"]),
-                   history=run.metrics(), run_dir=run.path, data_error=error)
+        return cls(model=loaded.model, data=data, image_shape=loaded.image_shape, history=run.metrics(),
+                   run_dir=run.path, data_error=error, checkpoint=checkpoint, epoch=loaded.epoch)
 
     @classmethod
     def from_trainer(cls, trainer) -> "FigureContext":
         """The trainer's model and data set, its metrics history and run folder."""
         return cls(model=trainer.model, data=trainer.data, image_shape=tuple(trainer.data.image_shape),
-                   history=list(trainer.history), run_dir=Path(trainer.run_dir))
+                   history=list(trainer.history), run_dir=Path(trainer.run_dir), checkpoint="last",
+                   epoch=trainer.epoch)
 
     # ------------------------------------------------------------------ data
     def _need_data(self):

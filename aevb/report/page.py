@@ -140,12 +140,13 @@ def _is_num(v) -> bool:
 # ---------------------------------------------------------------------------- writing
 def write_report(run: Union[str, Path, Run], ctx: Optional[FigureContext] = None, figures: bool = True,
                  out: Union[str, Path, None] = None, n: Optional[int] = None, method: str = "pca",
-                 seed: int = 0, draw: bool = True, device: str = "auto", status: Optional[str] = None) -> Path:
+                 seed: int = 0, draw: bool = True, device: str = "auto", status: Optional[str] = None,
+                 checkpoint: str = "last") -> Path:
     """Draw the run's figures (unless ``figures=False``: then embed those already in
     RUN/figures) and write the self-contained report (default RUN/report.html) atomically.
 
     ``ctx`` gives the model and data (e.g. from a trainer); otherwise they are loaded from the
-    run's last checkpoint. A figure that cannot be drawn is listed in the report with the reason.
+    run's ``last`` (or ``best``) checkpoint; the report says which, and its epoch. A figure that cannot be drawn is listed in the report with the reason.
     ``status`` overrides the run status shown (default: the one in run.json).
     """
     run = run if isinstance(run, Run) else Run(run)
@@ -155,7 +156,7 @@ def write_report(run: Union[str, Path, Run], ctx: Optional[FigureContext] = None
     if figures:
         if ctx is None:
             try:
-                ctx = FigureContext.from_run(run, device=device, data_optional=True)
+                ctx = FigureContext.from_run(run, device=device, data_optional=True, checkpoint=checkpoint)
             except Exception as e:  # e.g. a damaged checkpoint
                 notes.append(f"The model could not be loaded ({_first_line(e)}); only the training curves are drawn.")
             else:
@@ -239,6 +240,14 @@ def _final_numbers(history: List[dict]) -> str:
     if tests:
         best, ep = max(tests)
         extra.append(["best test ELBO", f"{_fmt(best)} (epoch {ep})"])
+    best_row = next((r for r in history if last.get("best_epoch") is not None and r.get("epoch") == last["best_epoch"]), None)
+    if best_row is not None and _is_num(best_row.get("valid_bound")):
+        extra.append(["best validation ELBO", f"{_fmt(best_row['valid_bound'])} (epoch {best_row['epoch']}; "
+                                              "its model is checkpoints/best.pt)"])
+    if last.get("stopped_early") and best_row is not None:
+        since = last["epoch"] - best_row["epoch"]
+        extra.append(["early stop", f"after epoch {last['epoch']}: the validation bound had not improved for "
+                                    f"{since} epoch{'s' if since != 1 else ''}"])
     times = [r.get("epoch_time_s") for r in history if _is_num(r.get("epoch_time_s"))]
     if times:
         extra.append(["training time", f"{sum(times):.1f} s over {len(times)} epochs "
@@ -268,7 +277,8 @@ def _evaluations(run_dir: Path) -> str:
             parts.append(f'<p class="note">Not shown: {html.escape(err)}</p>')
             continue
         what = (f"{html.escape(str(d['split']))} split, {_fmt(d.get('datapoints', d['n']))} datapoints, "
-                f"k = {_fmt(d['k'])}" + (f", epoch {_fmt(d['epoch'])}" if "epoch" in d else ""))
+                f"k = {_fmt(d['k'])}" + (f", {html.escape(str(d['checkpoint']))} checkpoint" if "checkpoint" in d else "")
+                + (f", epoch {_fmt(d['epoch'])}" if "epoch" in d else ""))
         parts.append(f'<p class="sub">{what}; nats per datapoint.</p>')
         rows = [[f"<b>{html.escape(label)}</b>", html.escape(_fmt(value)), html.escape(unit)]
                 for label, value, unit in headline(d)]
@@ -325,6 +335,8 @@ def render_report(run: Run, figures: Dict[str, Path], notes: Sequence[str] = (),
         except (OSError, ValueError):
             status = "unknown"
     facts.append(f"status <b>{html.escape(str(status))}</b>")
+    if ctx is not None and ctx.checkpoint:
+        facts.append(f"figures from the {html.escape(ctx.checkpoint)} checkpoint (epoch {_fmt(ctx.epoch)})")
 
     body = [f"<h1>aevb run report: {html.escape(name)}</h1>",
             f'<p class="sub">{" · ".join(facts)}<br>Generated {time.strftime("%Y-%m-%d %H:%M:%S")} by aevb '

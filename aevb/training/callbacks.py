@@ -73,7 +73,7 @@ class TensorBoard:
         if w is None:
             return
         for k, v in record.items():
-            if k not in ("epoch", "step"):
+            if k not in ("epoch", "step", "best_epoch", "stopped_early"):
                 w.add_scalar(k.replace("_", "/", 1), v, epoch)
         w.flush()
 
@@ -104,9 +104,16 @@ class Progress:
         per_epoch = sum(h["epoch_time_s"] for h in history[-5:]) / len(history[-5:])
         eta = per_epoch * (total - done)
         extra = f"  valid {-r['valid_bound']:.2f}" if "valid_bound" in r else ""
+        if r.get("best_epoch") is not None:
+            extra += " (best)" if r["best_epoch"] == r["epoch"] else f" (best: epoch {r['best_epoch']})"
         print(f"epoch {done:>3}/{total}  train loss {-r['train_bound']:.2f}  test loss {-r['test_bound']:.2f}"
               f"{extra}  (-bound, nats/datapoint)  KL {r['test_kl']:.2f}  {r['epoch_time_s']:.1f}s"
-              f"  ETA {format_duration(eta)}", file=sys.stderr, flush=True)
+              + ("" if r.get("stopped_early") else f"  ETA {format_duration(eta)}"), file=sys.stderr, flush=True)
+        if r.get("stopped_early"):
+            since = r["epoch"] - r["best_epoch"]
+            print(f"early stop: the validation loss has not improved for {since} epoch{'s' if since != 1 else ''} "
+                  f"since epoch {r['best_epoch']}; training ends at epoch {r['epoch']} of {total} "
+                  "(checkpoints/best.pt holds the best epoch)", file=sys.stderr, flush=True)
 
 
 def format_duration(s: float) -> str:

@@ -32,20 +32,23 @@ from ..lock import RunLock
 from ..model import VAE
 from ..optimizers import build_optimizer, build_scheduler, warmup_factor
 from ..runfolder import NewRun, remove_orphans
-from ..runs import CHECKPOINT, Run, is_run, write_marker
+from ..runs import BEST_CHECKPOINT, CHECKPOINT, Run, is_run, write_marker
 from ..sampling import prior_draws
 from . import session
 from .callbacks import Callback, Progress, TensorBoard, epoch_images, write_images, write_metrics
 from .objective import (batch_loss, binarize_batch, kl_weight, objective_terms, poison_if_nonfinite,
                         step_is_finite, training_precision)
-from .state import checkpoint_errors, checkpoint_state, restore_rng, seed_noise
+from .state import (best_state, checkpoint_errors, checkpoint_state, restore_best, restore_rng, seed_noise, stop_due,
+                    update_best)
 
 
 class Trainer:
     """Trains one run into a folder. Use ``Trainer.new`` or ``Trainer.resume``, then ``fit()``.
 
     Attributes: ``cfg`` (resolved RunConfig), ``run_dir``, ``data`` (Dataset), ``model``,
-    ``optimizer``, ``scheduler``, ``epoch`` (completed epochs), ``step``, ``history``.
+    ``optimizer``, ``scheduler``, ``epoch`` (completed epochs), ``step``, ``history``,
+    ``best_epoch`` and ``best_bound`` (the best validation bound so far; None without a
+    validation split), ``stopped_early``.
     """
 
     def __init__(self, cfg: RunConfig, run_dir: Path, data: Dataset, state: Optional[dict] = None,
@@ -78,6 +81,8 @@ class Trainer:
         self.epoch, self.step, self.history = 0, 0, []
         self.skipped_steps = 0  # non-finite steps left out, over the whole run
         self.batch_losses: List[float] = []  # the last epoch's training loss per step
+        self.best_epoch: Optional[int] = None
+        self.best_bound: Optional[float] = None
         if state is not None:
             with checkpoint_errors(run_dir):
                 self.optimizer.load_state_dict(state["optimizer"])
@@ -85,6 +90,7 @@ class Trainer:
                 self.epoch, self.step = int(state["epoch"]), int(state["step"])
                 self.skipped_steps = int(state.get("skipped_steps", 0))
                 self.history = list(state["history"])
+                self.best_epoch, self.best_bound = restore_best(state, self.history)
                 restore_rng(self, state)
         self.splits = session.place_splits(data, self.device)
         self.sample_z = prior_draws(64, cfg.model.latent_dim, t.seed + 2)  # the same draws every epoch
@@ -135,7 +141,8 @@ class Trainer:
 
     # -------------------------------------------------------------- the loop
     def fit(self) -> List[dict]:
-        """Train until ``cfg.train.epochs`` epochs are done; returns the metrics history.
+        """Train until ``cfg.train.epochs`` epochs are done, or until the validation bound has not
+        improved for ``cfg.train.early_stop`` epochs; returns the metrics history.
 
         On any failure the run's status says so (failed / interrupted; RUN/error.log holds the
         traceback of an unexpected error), the last checkpoint is kept, and a replacement
@@ -143,12 +150,12 @@ class Trainer:
         A resume that trains nothing changes no file."""
         t = self.cfg.train
         main = self.dist.is_main  # under torchrun only rank 0 writes files and runs callbacks
-        if self.epoch >= t.epochs:
+        if self.epoch >= t.epochs or self.stopped_early:
             if main and self.unfinished:  # every epoch trained, but the end failed: finish it now
                 try:
                     for cb in self.callbacks:
                         cb.on_train_end(self)
-                    write_marker(self.run_dir, "finished", epoch=self.epoch)
+                    session.finished(self)
                 finally:
                     self._end()
             self._end()
@@ -156,8 +163,10 @@ class Trainer:
         if main:
             remove_orphans(self.run_dir)
         first = self.epoch
+        if self.history:  # a run stopped early continues (a larger --early-stop): that row no longer ends it
+            self.history[-1].pop("stopped_early", None)
         try:
-            while self.epoch < t.epochs:
+            while self.epoch < t.epochs and not self.stopped_early:
                 record = self.train_epoch()
                 if main and self.epoch == first + 1:
                     session.started(self)
@@ -167,7 +176,7 @@ class Trainer:
             if main:
                 for cb in self.callbacks:
                     cb.on_train_end(self)
-                write_marker(self.run_dir, "finished", epoch=self.epoch)
+                session.finished(self)
         except BaseException as caught:
             e = caught
             if interruption(e) is not None and not isinstance(e, KeyboardInterrupt):
@@ -187,8 +196,13 @@ class Trainer:
 
     @property
     def unfinished(self) -> bool:
-        """A resumed run that trained all its epochs but whose status is not 'finished'."""
+        """A resumed run that trained all its epochs (or stopped early) but whose status is not 'finished'."""
         return session.unfinished(self)
+
+    @property
+    def stopped_early(self) -> bool:
+        """The validation bound has not improved for ``cfg.train.early_stop`` epochs: training ends."""
+        return stop_due(self)
 
     def _end(self) -> None:
         self._close()
@@ -305,15 +319,21 @@ class Trainer:
 
     # -------------------------------------------------------------- outputs
     def _epoch_outputs(self, record: dict) -> None:
-        """The epoch's files (rank 0): checkpoint first (if it cannot be written, nothing else of
-        this epoch is), metrics, image grids, TensorBoard."""
+        """The epoch's files (rank 0): best.pt when the validation bound improved, then the
+        checkpoint (if they cannot be written, nothing else of this epoch is), metrics, image
+        grids, TensorBoard."""
+        improved = update_best(self, record)  # every rank: the bounds were summed over all
         if self.dist.enabled:
             state = self.checkpoint_state()  # a collective: every rank takes part
             if not self.dist.is_main:
                 return
+            if improved:
+                save_checkpoint(best_state(self), self.run_dir / BEST_CHECKPOINT)
             save_checkpoint(state, self.run_dir / CHECKPOINT)
             self.saved_epoch = self.epoch
         else:
+            if improved:
+                save_checkpoint(best_state(self), self.run_dir / BEST_CHECKPOINT)
             self.write_checkpoint()
         t = self.cfg.train
         write_metrics(self.run_dir, self.history)

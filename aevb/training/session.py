@@ -23,7 +23,7 @@ from ..distributions import get_likelihood
 from ..errors import ConfigError, DiskFullError, RunError, TrainingDiverged, interruption
 from ..lock import RunLock
 from ..runfolder import check_new_out, create_run_folder, recover_siblings
-from ..runs import CHECKPOINT, Run, check_output, read_marker, write_marker
+from ..runs import BEST_CHECKPOINT, CHECKPOINT, Run, check_output, read_marker, write_marker
 from ..version import __version__
 from .estimate import check_memory, shape_from_config
 from .state import read_resume
@@ -123,8 +123,8 @@ def continue_advice(trainer, first: str) -> str:
 def unfinished(trainer) -> bool:
     """A resumed run that trained all its epochs but whose status is not 'finished' (its end,
     e.g. the report, failed)."""
-    return (trainer._resumed and trainer.epoch >= trainer.cfg.train.epochs and trainer.epoch > 0
-            and (read_marker(trainer.run_dir) or {}).get("status") != "finished")
+    return (trainer._resumed and (trainer.epoch >= trainer.cfg.train.epochs or trainer.stopped_early)
+            and trainer.epoch > 0 and (read_marker(trainer.run_dir) or {}).get("status") != "finished")
 
 
 def started(trainer) -> None:
@@ -135,7 +135,26 @@ def started(trainer) -> None:
         trainer.run_dir = trainer._new_run.commit()
     if trainer._resumed:
         trainer.cfg.save(trainer.run_dir / "config.json")
-        write_marker(trainer.run_dir, "running", epoch=trainer.epoch)
+        again = {"stopped_early": False} if "stopped_early" in (read_marker(trainer.run_dir) or {}) else {}
+        write_marker(trainer.run_dir, "running", epoch=trainer.epoch, **again)
+
+
+def finished(trainer) -> None:
+    """Mark the run finished; with a validation split run.json also says which epoch was best
+    and whether the early stop ended the run (at its ``epoch``)."""
+    extra = {}
+    if trainer.best_epoch is not None:
+        extra = {"stopped_early": trainer.stopped_early, "best_epoch": trainer.best_epoch,
+                 "best_valid_bound": trainer.best_bound}
+    write_marker(trainer.run_dir, "finished", epoch=trainer.epoch, **extra)
+
+
+def stop_message(trainer) -> str:
+    """Why an early-stopped run ended, for the progress output and a resume that trains nothing."""
+    since = trainer.epoch - trainer.best_epoch
+    return (f"stopped early at epoch {trainer.epoch}: the validation bound has not improved for {since} epoch"
+            f"{'s' if since != 1 else ''} (--early-stop {trainer.cfg.train.early_stop}); the best epoch is "
+            f"{trainer.best_epoch} (validation loss {-trainer.best_bound:.2f}), kept in {trainer.run_dir / BEST_CHECKPOINT}")
 
 
 def failed(trainer, e: BaseException, trained: bool) -> None:

@@ -1,8 +1,17 @@
-"""What a checkpoint holds and how a run continues from it.
+"""What a checkpoint holds, the best epoch and early stopping, and how a run continues.
 
 A checkpoint (``RUN/checkpoints/last.pt``, written atomically each epoch) holds the model,
-optimizer, schedule, epoch, step, history and every RNG state (torch, CUDA, the shuffle
-generator, NumPy, Python), so that a resumed run continues exactly, value for value.
+optimizer, schedule, epoch, step, history, the best epoch so far and every RNG state (torch,
+CUDA, the shuffle generator, NumPy, Python), so that a resumed run continues exactly, value for
+value.
+
+A run with a validation split also keeps ``RUN/checkpoints/best.pt``: the model (no optimizer)
+of the epoch with the highest validation bound so far (the earliest of equal ones), rewritten
+only when an epoch improves on it. It is written before that epoch's last.pt, so last.pt never
+names a best epoch that best.pt does not hold; a run killed between the two repeats the epoch
+on resume, exactly, and writes the same best.pt again. With ``train.early_stop`` = P, training
+ends after the first epoch E with E - best epoch >= P; the decision depends only on the
+history, so a resumed run stops where an uninterrupted one does.
 """
 from __future__ import annotations
 
@@ -16,15 +25,15 @@ import numpy as np
 import torch
 
 from .. import distributed
-from ..config import RunConfig, diff
-from ..config.settings import get_setting, set_setting
+from ..config import RunConfig, diff, validate
+from ..config.settings import get_setting, set_setting, source_of
 from ..errors import CheckpointError, ConfigError, RunError
 from ..io import CHECKPOINT_KEYS, load_checkpoint
 from ..runs import CHECKPOINT, Run
 from ..version import __version__
 
 # Options that may differ when a run is resumed: they change where or how long, not what.
-RESUMABLE_CHANGES = {"train.epochs", "train.device", "train.threads", "train.progress",
+RESUMABLE_CHANGES = {"train.epochs", "train.early_stop", "train.device", "train.threads", "train.progress",
                      "train.tensorboard", "train.eval_batch_size", "train.images_every",
                      "data.data_dir", "data.download", "data.memory_budget", "data.cache_dir"}
 
@@ -92,11 +101,64 @@ def checkpoint_state(trainer) -> dict:
         "model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
         "scheduler": trainer.scheduler.state_dict(), "rng": rng_state(trainer.shuffle),
         "history": trainer.history, "skipped_steps": trainer.skipped_steps,
+        "best_epoch": trainer.best_epoch, "best_valid_bound": trainer.best_bound,
     }
     if trainer.dist.enabled:
         state["world_size"] = trainer.dist.world_size
         state["rng_ranks"] = distributed.all_gather_object(state["rng"])
     return state
+
+
+def best_state(trainer) -> dict:
+    """The content of best.pt: the model of the current epoch with what loading it needs (no
+    optimizer, schedule, RNG states or history)."""
+    return {
+        "format": "aevb-checkpoint", "version": 1, "aevb_version": __version__, "checkpoint": "best",
+        "epoch": trainer.epoch, "step": trainer.step,
+        "data_dim": trainer.data.dim, "image_shape": list(trainer.data.image_shape),
+        "config": json.dumps(trainer.cfg.to_dict()), "model": trainer.model.state_dict(),
+        "valid_bound": trainer.best_bound,
+    }
+
+
+def best_in(history: Sequence[dict]):
+    """(epoch, validation bound) of the best epoch of ``history`` (the earliest of equal bounds),
+    or (None, None) without a validation split."""
+    best = (None, None)
+    for r in history:
+        v = r.get("valid_bound")
+        if v is not None and (best[1] is None or v > best[1]):
+            best = (int(r["epoch"]), float(v))
+    return best
+
+
+def restore_best(state: dict, history: Sequence[dict]):
+    """(best epoch, best validation bound) of a checkpoint (from its history when it predates them)."""
+    if "best_epoch" in state:
+        epoch, bound = state["best_epoch"], state["best_valid_bound"]
+        return (None if epoch is None else int(epoch)), (None if bound is None else float(bound))
+    return best_in(history)
+
+
+def update_best(trainer, record: dict) -> bool:
+    """Take the epoch's validation bound into the best so far and mark the metrics row with the
+    best epoch (and ``stopped_early`` when the early stop is due); True if this epoch is the new best."""
+    v = record.get("valid_bound")
+    if v is None:
+        return False
+    improved = trainer.best_bound is None or v > trainer.best_bound
+    if improved:
+        trainer.best_epoch, trainer.best_bound = trainer.epoch, float(v)
+    record["best_epoch"] = trainer.best_epoch
+    if stop_due(trainer):
+        record["stopped_early"] = True
+    return improved
+
+
+def stop_due(trainer) -> bool:
+    """Whether the validation bound has not improved for ``train.early_stop`` epochs."""
+    patience = trainer.cfg.train.early_stop
+    return patience is not None and trainer.best_epoch is not None and trainer.epoch - trainer.best_epoch >= patience
 
 
 def read_resume(run: Run, overrides: Optional[RunConfig], given: Sequence[str]):
@@ -110,9 +172,13 @@ def read_resume(run: Run, overrides: Optional[RunConfig], given: Sequence[str]):
             detail = "; ".join(f"{k}: run has {get_setting(cfg, k)!r}, asked {get_setting(overrides, k)!r}" for k in clashes)
             raise ConfigError(f"--resume {run.path}: options contradict the run's config ({detail}). "
                               "Drop them to continue the run as configured, or start a new run.")
+        sources = dict(getattr(cfg, "_sources", {}))
         for k in given:
             if k in RESUMABLE_CHANGES:
                 set_setting(cfg, k, get_setting(overrides, k))
+                sources[k] = source_of(overrides, k)
+        cfg._sources = sources
+        validate(cfg)  # the run's settings with the new ones, e.g. --early-stop needs its validation split
     if not run.checkpoint_path.exists():
         if run.info.get("status") == "finished":
             raise RunError(f"{run.path} says it finished but its checkpoint {CHECKPOINT} is missing; the run "

@@ -289,6 +289,7 @@
     $("run-name").textContent = "\u00b7 " + f.run;
     const parts = [`data set ${f.dataset}`, `images ${shape.join("\u00d7")} (C\u00d7H\u00d7W)`, `${J}-D latent space`,
       `${f.likelihood} likelihood`, `status ${f.status}` + (f.epoch != null ? ` after epoch ${f.epoch}` : "")];
+    if (f.checkpoint) parts.push(`model of the ${f.checkpoint} checkpoint (epoch ${f.checkpoint_epoch})`);
     if (f.test_elbo != null) {  // bits/dim come from aevb.evaluate's convention, where the data define them
       const bits = f.test_elbo_bits != null ? ` (${f.test_elbo_bits.toFixed(3)} bits/dim)` : "";
       parts.push(`test ELBO ${f.test_elbo.toFixed(2)} nats${bits}`);
