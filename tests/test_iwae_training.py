@@ -21,7 +21,8 @@ def frozen_config(**objective):
     """One epoch of SGD with a learning rate so small that no parameter changes: the logged train
     bound is then an average of the objective of one fixed model over the training set."""
     return tiny_config(objective=objective, optim={"optimizer": "sgd", "lr": 1e-30},
-                       model={"latent_dim": 4, "encoder_hidden": [32], "init_std": 0.3},
+                       model={"latent_dim": 4, "encoder_hidden": [32], "init_std": 0.3,
+                              "center_inputs": False},  # N(0, 0.3^2) weights on inputs as they are
                        train={"epochs": 1, "images_every": 0, "batch_size": 100})
 
 

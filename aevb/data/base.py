@@ -208,11 +208,11 @@ class Split:
         idx = np.unique(np.linspace(0, n - 1, min(n, max_rows)).round().astype(np.int64)) if n else np.zeros(0, np.int64)
         total = torch.zeros(self.dim, dtype=torch.float64)
         squares = torch.zeros(self.dim, dtype=torch.float64)
-        step = self.block_rows()
+        step = self.block_rows(2 * 2 ** 20)  # small blocks: a few MB of temporaries, whatever N
         for i in range(0, len(idx), step):
-            x = self.take(idx[i:i + step], "cpu").double()
-            total += x.sum(0)
-            squares += x.pow(2).sum(0)
+            x = self.take(idx[i:i + step], "cpu")
+            total += x.sum(0, dtype=torch.float64)
+            squares += x.square_().sum(0, dtype=torch.float64)
         count = max(len(idx), 1)
         mean = total / count
         return mean.float(), (squares / count - mean.pow(2)).clamp(min=0).float()
