@@ -76,7 +76,7 @@ PRESETS = {
         "model": {"latent_dim": 10, "encoder_hidden": [1164, 116], "activation": "relu", "likelihood": "bernoulli"},
         "objective": {"objective": "elbo", "kl": "analytic", "samples": 1},
         "optim": {"optimizer": "adam", "lr": 1e-4, "warmup_steps": 100, "schedule": "constant"},
-        "train": {"batch_size": 64, "eval_batch_size": 200, "epochs": 10},
+        "train": {"batch_size": 64, "epochs": 10},
     },
     # Convolutional VAE for dynamically binarized MNIST. Network of the TensorFlow tutorial
     # "Convolutional Variational Autoencoder" (tensorflow.org/tutorials/generative/cvae): two

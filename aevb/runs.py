@@ -227,12 +227,16 @@ class Run:
 
     def open_model(self, device="cpu", checkpoint: str = "last") -> LoadedModel:
         """The model of the ``last`` or ``best`` checkpoint with the epoch it holds: every command
-        that uses the model loads it here, reading only its weights (not the optimizer state)."""
+        that uses the model loads it here, reading only its weights (not the optimizer state).
+        The model is built without memory (on the meta device) and takes the checkpoint's
+        memory-mapped tensors as its own, so on the CPU its weights are pages of the file, read
+        as they are used, not a copy in anonymous memory."""
         path = self.checkpoint_file(checkpoint)
         state = load_checkpoint(path, device, model_only=True)
         try:
-            model = VAE.from_config(self.config.model, int(state["data_dim"]), state.get("image_shape"))
-            model.load_state_dict(state["model"])
+            with torch.device("meta"):
+                model = VAE.from_config(self.config.model, int(state["data_dim"]), state.get("image_shape"))
+            model.load_state_dict(state["model"], assign=True)
         except (RuntimeError, ValueError, TypeError) as e:
             raise CheckpointError(f"{path} does not fit the run's config.json "
                                   f"({_first_line(e)}); the run folder is damaged") from None
