@@ -297,7 +297,8 @@ CASES = [
     ("train --resume {ws}/empty", 2, "not an aevb run folder"),
     ("train --resume {ws}/project", 2, "not an aevb run folder"),
     ("train --resume {ws}/bad_marker", 2, "not an aevb run folder"),
-    ("train --resume {ws}/file.txt", 2, "/file.txt is a file, not a folder; give the run folder"),
+    ("train --resume {ws}/file.txt", 2, "file.txt is a file, not a run folder; give the folder that"),
+    ("train --resume {ws}/run/config.json", 2, "config.json is a file, not a run folder; it is inside the run"),
     ("train --resume {ws}/run --latent-dim 7", 2, "model.latent_dim: run has 3, asked 7"),
     ("train --resume {ws}/run --out {ws}/other", 2, "drop --out"),
     ("train --resume {ws}/run --preset digits", 2, "drop --preset/--config"),
@@ -412,6 +413,17 @@ CASES = [
     ("data prepare digits --cache-dir {ws}/zero/checkpoints", 2, "would write into checkpoints of the run"),
     # the command itself
     ("bogus", 2, "invalid choice: 'bogus'"),
+    # a file where a run folder is expected: said so, with what to give instead
+    *[(f"{cmd.format(run=path)}", 2, needle) for cmd in (
+        "evaluate {run}", "sample {run}", "plot {run} all --out {{ws}}/figs", "explore {run} --out {{ws}}/x.html",
+        "export {run} --format safetensors --out {{ws}}/exp", "report {run} --out {{ws}}/r.html",
+        "encode {run} --data digits:test --out {{ws}}/e.npz", "score {run} --data digits:test --out {{ws}}/s.csv",
+        "reconstruct {run}", "reconstruct {run} --data digits:test --out {{ws}}/rec",
+        "decode {run} --z {{ws}}/codes_wide.npy --out {{ws}}/dec")
+      for path, needle in (("{ws}/file.txt", "file.txt is a file, not a run folder; give the folder that `aevb train` "
+                                              "wrote (the one holding run.json)"),
+                           ("{ws}/run/checkpoints/last.pt", "last.pt is a file, not a run folder; it is inside the "
+                                                            "run "))],
     # new data: encode, score, decode, reconstruct --data
     ("encode {ws}/run --data digits:test --out {ws}/run/config.json", 2, "must end in .npz or .npy or .csv"),
     ("encode {ws}/run --data digits:test --out {ws}/run/checkpoints/codes.npz", 2, "would write into checkpoints"),

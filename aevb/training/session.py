@@ -23,7 +23,7 @@ from ..distributions import get_likelihood
 from ..errors import ConfigError, DiskFullError, RunError, TrainingDiverged, interruption
 from ..lock import RunLock
 from ..runfolder import check_new_out, create_run_folder, recover_siblings
-from ..runs import CHECKPOINT, Run, check_output, read_marker, write_marker
+from ..runs import CHECKPOINT, Run, check_output, not_a_run_folder, read_marker, write_marker
 from ..version import __version__
 from .estimate import check_memory, shape_from_config
 from .state import read_resume
@@ -79,7 +79,7 @@ def open_resume(run_dir: Union[str, Path], overrides: Optional[RunConfig], given
         if not dist.is_main:
             return None
         if Path(run_dir).exists() and not Path(run_dir).is_dir():
-            raise RunError(f"--resume {run_dir} is a file, not a folder; give the run folder that `aevb train` wrote")
+            raise RunError(f"--resume {not_a_run_folder(Path(run_dir))}")
         run = Run(run_dir)
         held["lock"] = RunLock(run.path).acquire("resume")
         held["run"] = run
