@@ -145,6 +145,15 @@ class _Self:
     pid = os.getpid()
 
 
+def _fake_aevb(where: Path, *args, cwd=None) -> subprocess.Popen:
+    """A live process whose command line is that of ``aevb ARGS`` (a script named aevb that
+    only sleeps), as an aevb command of an older version, which wrote no start time, shows."""
+    program = where / "bin" / "aevb"
+    if not program.exists():
+        _write(program, "import time\ntime.sleep(3600)\n")
+    return subprocess.Popen([sys.executable, str(program), *map(str, args)], cwd=cwd)
+
+
 def _lock_of(proc: subprocess.Popen, **fields) -> dict:
     """The lock file an aevb writer with ``proc``'s pid would write."""
     from aevb.lock import process_start
@@ -563,13 +572,16 @@ def test_a_second_writer_is_refused_and_a_killed_run_can_be_continued(tmp_path, 
     assert read_marker(out)["status"] == "running"  # what a killed writer leaves
     assert Run(out).status == "stopped"  # what every command reports: its writer is gone
     stale = (out / LOCK_NAME).read_text()
-    holder = _live_holder()
-    try:  # a lock of an older aevb, without the start time: a live Python process counts as its writer
-        (out / LOCK_NAME).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
-        assert Run(out).status == "running"
+    holders = [_fake_aevb(tmp_path, "train", "--resume", out), _live_holder()]
+    try:  # a lock of an older aevb, without the start time: its writer is an aevb train of this run,
+        # not any Python process that happens to have the pid now
+        for holder, status in zip(holders, ("running", "stopped")):
+            (out / LOCK_NAME).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
+            assert Run(out).status == status
     finally:
-        holder.kill()
-        holder.wait()
+        for holder in holders:
+            holder.kill()
+            holder.wait()
     (out / LOCK_NAME).write_text(stale)
     (out / "checkpoints").mkdir(exist_ok=True)
     orphan = out / "checkpoints" / ".last.pt.abc123.tmp"  # a write cut short by the kill
@@ -698,8 +710,9 @@ def test_a_lock_knows_its_owner_and_a_reused_pid_does_not_hold_it(tmp_path):
         # the same pid with another start time: the pid was reused by a later process
         assert isinstance(_take(tmp_path, _lock_of(python, start_ticks=_lock_of(python)["start_ticks"] - 1)),
                           RunLock)
-        # no start time recorded (an older lock): a live process that is not aevb or Python is no writer
-        for pid, taken in ((other.pid, True), (python.pid, False)):
+        # no start time recorded (an older lock): a live process that runs no aevb command and
+        # has not loaded PyTorch is no writer, be it a Python process or not
+        for pid, taken in ((other.pid, True), (python.pid, True)):
             got = _take(tmp_path, {"pid": pid, "host": socket.gethostname()})
             assert isinstance(got, RunLock) == taken, got
             if taken:
@@ -715,6 +728,71 @@ def test_a_lock_knows_its_owner_and_a_reused_pid_does_not_hold_it(tmp_path):
         for p in (python, other):
             p.kill()
             p.wait()
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads command lines from /proc")
+def test_a_lock_without_start_time_is_held_only_by_an_aevb_writer_of_this_folder(tmp_path):
+    """A lock of an older aevb (or a hand-made one) records no start time: a live process with its
+    pid is its writer only if it can be: an aevb command that locks this folder, or a script
+    that loaded PyTorch (aevb's Python API). Anything else is taken over."""
+    from aevb.lock import LockedError, RunLock
+
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    staging = tmp_path / "runs" / ".r1.aevb-new-4242"  # where --overwrite builds the new run
+    staging.mkdir()
+    script = _write(tmp_path / "api.py", "import sys, time, torch\nprint('ready', flush=True)\ntime.sleep(3600)\n")
+    cases = [  # (process, folder, held)
+        (_fake_aevb(tmp_path, "train", "--out", run), run, True),
+        (_fake_aevb(tmp_path, "train", "--out=runs/r1", "--epochs", "3", cwd=tmp_path), run, True),  # relative
+        (_fake_aevb(tmp_path, "train", "--resume", run), run, True),
+        (_fake_aevb(tmp_path, "train", "--out", run, "--overwrite"), staging, True),
+        (_fake_aevb(tmp_path, "reproduce", "figure4", "--out", tmp_path / "runs"), run, True),  # its sub-run
+        (_fake_aevb(tmp_path, "train", "--epochs", "3"), run, True),  # its default folder: cannot tell
+        (_fake_aevb(tmp_path, "train", "--out", tmp_path / "runs" / "r2"), run, False),  # another run
+        (_fake_aevb(tmp_path, "train", "--out", tmp_path / "runs" / "r"), run, False),  # a name's prefix
+        (_fake_aevb(tmp_path, "evaluate", run), run, False),  # a reader takes no lock
+        (_live_holder(), run, False),  # python -c ...
+        (_live_holder(["sleep", "3600"]), run, False),
+    ]
+    api = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert api.stdout.readline().strip() == "ready"  # PyTorch is loaded
+        cases.append((api, run, True))
+        for proc, folder, held in cases:
+            got = _take(folder, {"pid": proc.pid, "host": socket.gethostname()})
+            assert isinstance(got, LockedError) == held, (proc.args, folder, got)
+            if held:
+                text = str(got)
+                assert f"process {proc.pid}" in text and f"delete {folder / LOCK_NAME}" in text, text
+                assert f"kill {proc.pid}" in text and "python" in text.lower(), text  # names what runs now
+                assert json.loads((folder / LOCK_NAME).read_text())["pid"] == proc.pid
+            else:
+                assert json.loads((folder / LOCK_NAME).read_text())["pid"] == os.getpid()
+                got.release()
+            (folder / LOCK_NAME).unlink(missing_ok=True)
+    finally:
+        for proc, _, _ in cases:
+            proc.kill()
+            proc.wait()
+
+
+def test_aevb_commands_are_recognised_in_command_lines():
+    from aevb.lock import aevb_arguments
+
+    for args, want in [
+        (["/venv/bin/python3", "/venv/bin/aevb", "train", "--out", "r"], ["train", "--out", "r"]),
+        (["/venv/bin/aevb", "train"], ["train"]),
+        (["python", "-u", "-m", "aevb", "reproduce", "figure4"], ["reproduce", "figure4"]),
+        (["python", "-X", "faulthandler", "-maevb", "train"], ["train"]),
+        (["python", "-W", "ignore", "/src/aevb/__main__.py", "train"], ["train"]),
+        (["python", "-c", "import aevb; aevb.train()"], None),
+        (["python", "train.py", "--out", "/data/aevb"], None),  # a script, though an argument ends in aevb
+        (["python", "-m", "aevbx", "train"], None),
+        (["sleep", "3600"], None),
+        ([], None),
+    ]:
+        assert aevb_arguments(args) == want, args
 
 
 # ------------------------------------------------------------------ --overwrite
