@@ -1020,3 +1020,42 @@ def test_a_symlink_loop_and_linked_duplicates_are_loaded_once(tmp_path):
     assert fingerprint(f"folder:{root}")["duplicates"] == 1
     rows = {tuple(r.tolist()) for r in torch.cat([ds.train.materialize(), ds.test.materialize()])}
     assert len(rows) == 20  # no test row is a copy of a training row
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_one_file_under_two_names_in_two_splits_is_refused(tmp_path, capsys, monkeypatch, link, one_thread):
+    """A folder's train/ and test/, or a CelebA partition, where a test image is a link to (or
+    another name of) a training image: refused before anything is read or written, naming both."""
+    from PIL import Image
+
+    from test_data_scale import write_celeba
+
+    make = (lambda src, dst: os.symlink(src, dst)) if link == "symlink" else os.link
+    rng = np.random.default_rng(0)
+    pics = tmp_path / "pics"
+    for split in ("train", "test"):
+        (pics / split).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray((rng.random((6, 6)) * 255).astype(np.uint8)).save(pics / split / f"{split}{i}.png")
+    make(pics / "train" / "train2.png", pics / "test" / "renamed.png")
+    celeba = tmp_path / "celeba"
+    write_celeba(celeba, {f"{i:06d}.jpg": p for i, p in enumerate([0, 0, 0, 1, 2, 2], 1)}, absent=0)
+    make(celeba / "img_align_celeba" / "000002.jpg", celeba / "img_align_celeba" / "000099.jpg")
+    with open(celeba / "list_eval_partition.txt", "a") as f:
+        f.write("000099.jpg 2\n")  # another name of a training image, as a test image
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("AEVB_CACHE", str(cache))
+    for argv, first, second in [
+        (["--dataset", f"folder:{pics}"], pics / "train" / "train2.png", pics / "test" / "renamed.png"),
+        (["--dataset", "celeba", "--data-dir", str(celeba)], celeba / "img_align_celeba" / "000002.jpg",
+         celeba / "img_align_celeba" / "000099.jpg")]:
+        before = _snapshot(tmp_path)
+        assert main(["train", *argv, "--out", str(tmp_path / "run"), "--epochs", "1", "--no-progress"]) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and "1 image(s) are in two splits under two names of one file" in err[0], err
+        assert f"{first} (train) and {second} (test)" in err[0], err
+        assert _snapshot(tmp_path) == before and not (tmp_path / "run").exists() and not cache.exists()
+    (pics / "test" / "renamed.png").unlink()  # without the link both load
+    from aevb.data import load_dataset
+
+    assert len(load_dataset(f"folder:{pics}").test) == 4

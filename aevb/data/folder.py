@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from .base import DataError, Dataset
-from .imageset import COLOR_CHANNELS, ImagePlan, LoadOptions, open_image_dataset
+from .imageset import COLOR_CHANNELS, ImagePlan, LoadOptions, check_splits_share_no_file, open_image_dataset
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 TEST_FRACTION = 0.1
@@ -130,6 +130,7 @@ def folder_plan(path: Union[str, os.PathLike], image_size=None, color: Optional[
             where = split_dirs[name]
             raise DataError(f"folder:{path}: no images ({', '.join(EXTENSIONS)}) found in {where} "
                             f"(searched recursively)")
+    check_splits_share_no_file(files, f"folder:{path}")
 
     # labels: top-level sub-folder of each split root, when every image is in a sub-folder
     rel = {name: [f.relative_to(split_dirs[name]) for f in fl] for name, fl in files.items()}

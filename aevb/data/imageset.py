@@ -72,6 +72,30 @@ def _listing_text(items: Sequence[str]) -> str:
     return shown + more
 
 
+def check_splits_share_no_file(files: Dict[str, List[Path]], source: str) -> None:
+    """Refuse splits in which two entries are one file under different names (a symbolic link to
+    it, or a hard link of it: the same device and inode), naming both: a test bound would then
+    measure training data. Files that cannot be read are left to the decoder to report."""
+    if len(files) < 2:
+        return
+    first: Dict[Tuple[int, int], Tuple[str, Path]] = {}
+    clashes: List[str] = []
+    for split, paths in files.items():
+        for p in paths:
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            seen = first.setdefault((st.st_dev, st.st_ino), (split, p))
+            if seen[0] != split:
+                clashes.append(f"{seen[1]} ({seen[0]}) and {p} ({split})")
+    if clashes:
+        shown = "; ".join(clashes[:3]) + (f"; and {len(clashes) - 3} more" if len(clashes) > 3 else "")
+        raise DataError(f"{source}: {len(clashes)} image(s) are in two splits under two names of one file "
+                        f"(a symbolic or hard link): {shown}; every image must be in one split only (otherwise "
+                        f"the test bound measures training data): remove one of the two names")
+
+
 def _identity(plan: ImagePlan, opts: LoadOptions) -> dict:
     return {"version": cache.CACHE_VERSION, "kind": plan.kind, "root": os.path.realpath(plan.root),
             "size": plan.size, "color": plan.color, "crop": plan.crop,
