@@ -118,6 +118,8 @@ def ws(tmp_path_factory):
     _write(root / "imgs" / "broken.png", b"")
     for i in range(3):  # three tiny pictures, to be asked for at an impossible size
         _write(root / "pics" / f"{i}.png", _png(4, 4, i))
+        _write(root / "mixed" / f"{i}.png", _png(4, 4, i))  # and pictures of two sizes
+    _write(root / "mixed" / "tall.png", _png(5, 4, 3))
     with open(root / "huge.npy", "wb") as f:  # only the header of a [10, 50_000_000] float32 array
         np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (10, 50_000_000)})
     _write(root / "imgs" / "notes" / "half.png", b"\x89PNG\r\n\x1a\n")
@@ -257,6 +259,7 @@ CASES = [
     (f"{T} --dataset array:{{ws}}/missing.npy", 2, "file not found"),
     (f"{T} --dataset folder:{{ws}}/missing", 2, "is not a folder"),
     (f"{T} --dataset folder:{{ws}}/empty", 2, "no images"),
+    (f"{T} --dataset folder:{{ws}}/mixed", 2, "0.png is 4x4 but "),
     (f"{T} --dataset array:{{ws}}/real.npy --likelihood bernoulli", 2, "[0, 1]"),
     (f"{T} --dataset ' '", 2, "data.dataset"),
     (f"{T} --epochs abc", 2, "invalid int value: 'abc'"),
@@ -1059,3 +1062,29 @@ def test_one_file_under_two_names_in_two_splits_is_refused(tmp_path, capsys, mon
     from aevb.data import load_dataset
 
     assert len(load_dataset(f"folder:{pics}").test) == 4
+
+
+def test_pictures_of_different_sizes_are_refused_from_their_headers(tmp_path, capsys, monkeypatch, one_thread):
+    """Without --image-size, pictures of two sizes are found from the headers alone (nothing is
+    decoded, no cache is built) and refused in one line naming a file of each size."""
+    from aevb.data import decode
+
+    pics = tmp_path / "pics"
+    for i in range(40):
+        _write(pics / f"{i:02d}.png", _png(8, 8, i % 4))
+    _write(pics / "30b.png", _png(9, 8, 1))
+    _write(pics / "31b.png", _png(8, 7, 1))
+    decoded = []
+    real = decode.decode
+    monkeypatch.setattr(decode, "decode", lambda *a, **k: decoded.append(a) or real(*a, **k))
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("AEVB_CACHE", str(cache))
+    argv = ["train", "--dataset", f"folder:{pics}", "--out", str(tmp_path / "run"), "--epochs", "1", "--no-progress"]
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1, err
+    assert (f"{pics / '00.png'} is 8x8 but {pics / '30b.png'} is 9x8 (height x width) (and 1 more differ from the "
+            "first); give --image-size H W to resize them all (e.g. --image-size 8 8)") in err[0], err
+    assert not decoded and not cache.exists() and not (tmp_path / "run").exists()
+    assert main(argv + ["--image-size", "8", "8", "--hidden", "8", "--no-tensorboard"]) == 0  # resized: accepted
+    assert decoded

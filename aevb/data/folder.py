@@ -1,8 +1,8 @@
 """Your own pictures: ``folder:PATH`` loads every PNG / JPEG under PATH (recursively).
 
 * Size: every image is resized (Pillow, Lanczos) to ``image_size`` = (height, width) when given;
-  without it all images must have the size of the first one (sorted by path) or a DataError lists
-  the others.
+  without it all images must have the size of the first one (sorted by path), read from the
+  headers before anything is decoded, or a one-line DataError names a file of each size.
 * Colour: ``color="auto"`` (default) gives RGB (3 channels) if any image has colour, else grey
   (1 channel); ``"grey"`` converts everything to grey (ITU-R 601-2 luma), ``"rgb"`` to RGB. An RGB
   file whose three channels are equal counts as grey. Alpha channels are dropped.

@@ -144,18 +144,25 @@ def _target(plan: ImagePlan, opts: LoadOptions) -> Tuple[Tuple[int, int], int]:
     if not good:
         raise DataError(f"{plan.name}: none of the {len(probes)} image files could be read")
     if size is None:
-        first = good[0][1]
-        others = [f"{p}: {s[0]}x{s[1]}" for p, s, _ in good if s != first]
-        if others:
-            raise DataError(
-                f"{plan.name}: images have different sizes; the first is {first[0]}x{first[1]} "
-                f"(height x width) but these differ:\n{_listing_text(others)}\n"
-                f"Give an image size (--image-size H W) to resize them all.")
-        size = first
+        check_same_size(plan.name, good)
+        size = good[0][1]
         if plan.crop is not None:
             size = tuple(plan.crop)
     channels = COLOR_CHANNELS.get(color) or (3 if any(not g for _, _, g in good) else 1)
     return tuple(size), channels
+
+
+def check_same_size(name: str, probes: Sequence[Tuple[str, Tuple[int, int], bool]]) -> None:
+    """Refuse, in one line naming two files, pictures of different sizes (from their headers,
+    [(path, (h, w), grey)]) when no image size was given: rows of one data set have one size."""
+    path, first, _ = probes[0]
+    others = [(p, s) for p, s, _ in probes if s != first]
+    if others:
+        p, s = others[0]
+        more = f" (and {len(others) - 1} more differ from the first)" if len(others) > 1 else ""
+        raise DataError(f"{name}: the images have different sizes: {path} is {first[0]}x{first[1]} but {p} is "
+                        f"{s[0]}x{s[1]} (height x width){more}; give --image-size H W to resize them all "
+                        f"(e.g. --image-size {first[0]} {first[1]})")
 
 
 def _build(plan: ImagePlan, opts: LoadOptions, folder: Path, entries, fp: str) -> dict:
