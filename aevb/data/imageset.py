@@ -72,21 +72,31 @@ def _listing_text(items: Sequence[str]) -> str:
     return shown + more
 
 
-def check_splits_share_no_file(files: Dict[str, List[Path]], source: str) -> None:
+def file_identity(path) -> Optional[Tuple[int, int]]:
+    """(device, inode) of the file ``path`` names, links followed; None if it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def check_splits_share_no_file(files: Dict[str, List[Path]], source: str,
+                               identities: Optional[Dict[str, List[Optional[Tuple[int, int]]]]] = None) -> None:
     """Refuse splits in which two entries are one file under different names (a symbolic link to
     it, or a hard link of it: the same device and inode), naming both: a test bound would then
-    measure training data. Files that cannot be read are left to the decoder to report."""
+    measure training data. ``identities``: the file_identity of each path where the caller has
+    them already. Files that cannot be read are left to the decoder to report."""
     if len(files) < 2:
         return
     first: Dict[Tuple[int, int], Tuple[str, Path]] = {}
     clashes: List[str] = []
     for split, paths in files.items():
-        for p in paths:
-            try:
-                st = os.stat(p)
-            except OSError:
+        ids = identities[split] if identities is not None else [file_identity(p) for p in paths]
+        for p, key in zip(paths, ids):
+            if key is None:
                 continue
-            seen = first.setdefault((st.st_dev, st.st_ino), (split, p))
+            seen = first.setdefault(key, (split, p))
             if seen[0] != split:
                 clashes.append(f"{seen[1]} ({seen[0]}) and {p} ({split})")
     if clashes:
