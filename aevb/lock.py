@@ -4,9 +4,14 @@ The file holds the writer's pid, host name, start time (wall clock, and where th
 it, the process's start time since boot: field 22 of /proc/PID/stat) and command. A lock whose
 process is gone (same host, pid not alive) is stale, left by a crash or kill -9, and is taken
 over; so is a lock whose pid now belongs to another process (the pid was reused: its start time
-differs from the recorded one, or, for a lock that recorded none, it is not an aevb or Python
-process). A lock held by a live writer, or by another host (which cannot be checked from here),
-is refused with a message that names the holder and how to clear the lock by hand.
+differs from the recorded one). A lock that recorded no start time (written by an older aevb, or
+by hand) is judged by what /proc says of the live process: it is the writer when it runs an aevb
+command that locks folders (``train``, ``reproduce``) and, where its command line names its
+folder, names this one; a process running no aevb command is the writer only if it has loaded
+PyTorch (a script using aevb's Python API). Anything else (``python -c ...``, an editor, ``aevb
+evaluate``, ``aevb train --out`` another folder) is not. A lock held by a live writer, or by
+another host (which cannot be checked from here), is refused with a message that names the
+holder and how to clear the lock by hand.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Union
+from typing import List, Optional, Union
 
 from .errors import DiskFullError, LockedError
 
@@ -74,20 +79,96 @@ def process_start(pid: int) -> Optional[int]:
         return None
 
 
-def process_command(pid: int) -> Optional[str]:
-    """The command line of process ``pid`` ('' for a zombie), or None where /proc is absent."""
+def process_arguments(pid: int) -> Optional[List[str]]:
+    """The command line of process ``pid`` as its arguments ([] for a zombie or a process that
+    just ended), or None where /proc is absent or does not let us read it."""
     try:
         with open(f"/proc/{int(pid)}/cmdline", "rb") as f:
             raw = f.read()
     except FileNotFoundError:
-        return "" if os.path.isdir("/proc/self") else None
+        return [] if os.path.isdir("/proc/self") else None
     except (OSError, ValueError, OverflowError):
         return None
-    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
-def _same_process(info: dict) -> bool:
-    """Whether the live process with the lock's pid is the one that wrote the lock."""
+def process_command(pid: int) -> Optional[str]:
+    """The command line of process ``pid`` ('' for a zombie), or None where /proc is absent."""
+    args = process_arguments(pid)
+    return None if args is None else " ".join(args)
+
+
+def _loads_torch(pid: int) -> Optional[bool]:
+    """Whether process ``pid`` has PyTorch's library mapped (every aevb process has: the package
+    imports torch), or None where that cannot be read."""
+    try:
+        with open(f"/proc/{int(pid)}/maps", "rb") as f:
+            return b"libtorch" in f.read()
+    except (OSError, ValueError, OverflowError):
+        return None
+
+
+def _is_aevb_program(arg: str) -> bool:
+    path = arg.replace("\\", "/")
+    return os.path.basename(path) in ("aevb", "aevb.exe") or path.endswith(("aevb/__main__.py", "aevb/cli.py"))
+
+
+def aevb_arguments(args: List[str]) -> Optional[List[str]]:
+    """The arguments of the aevb command in a command line (``aevb train ...``, ``python -m aevb
+    train ...``, ``python /path/bin/aevb train ...``), or None when it runs no aevb command (a
+    script that uses aevb's Python API runs none either)."""
+    if not args:
+        return None
+    if _is_aevb_program(args[0]):
+        return args[1:]
+    i = 1
+    while i < len(args):  # the interpreter's own options, then -c, -m MODULE or the script
+        a = args[i]
+        if a == "-m" or (a.startswith("-m") and len(a) > 2):
+            module = args[i + 1] if a == "-m" and i + 1 < len(args) else a[2:]
+            rest = args[i + 2:] if a == "-m" else args[i + 1:]
+            return rest if module in ("aevb", "aevb.cli", "aevb.__main__") else None
+        if a == "-c" or a == "-" or not a.startswith("-"):
+            return args[i + 1:] if _is_aevb_program(a) else None
+        i += 2 if a in ("-W", "-X") else 1
+    return None
+
+
+# aevb's commands that lock a folder, with the options that name it
+LOCKING_COMMANDS = {"train": ("--out", "--resume"), "reproduce": ("--out",)}
+
+
+def _holds(args: List[str], cwd: Optional[str], folder: Path) -> bool:
+    """Whether the aevb command ``args`` (run in ``cwd``) can be the writer of ``folder``: a
+    command that locks folders and, where it names its folder, names this one, a folder above it
+    (a sub-run of ``aevb reproduce``) or the one beside it that --overwrite builds in."""
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command not in LOCKING_COMMANDS:
+        return False  # evaluate, sample, ...: readers, they take no lock
+    named = []
+    for i, a in enumerate(args):
+        for option in LOCKING_COMMANDS[command]:
+            if a == option and i + 1 < len(args):
+                named.append(args[i + 1])
+            elif a.startswith(option + "="):
+                named.append(a[len(option) + 1:])
+    if not named:
+        return True  # its default folder: where it would be cannot be known from here
+    here = Path(os.path.realpath(folder))
+    for name in named:
+        if not os.path.isabs(name) and cwd is None:
+            return True
+        there = Path(os.path.realpath(os.path.join(cwd or "/", os.path.expanduser(name))))
+        if here == there or there in here.parents or (
+                here.parent == there.parent and here.name.startswith(f".{there.name}.aevb-")):
+            return True
+    return False
+
+
+def _same_process(info: dict, folder: Optional[Path] = None) -> bool:
+    """Whether the live process with the lock's pid is the one that wrote the lock: the same
+    start time where both are known; else (an older or hand-made lock) an aevb command that can
+    hold ``folder``, or a process that has loaded PyTorch (a script using aevb's Python API)."""
     pid = int(info["pid"])
     try:
         recorded = int(info["start_ticks"])
@@ -96,11 +177,21 @@ def _same_process(info: dict) -> bool:
     now = process_start(pid)
     if recorded is not None and now is not None:
         return recorded == now
-    command = process_command(pid)
-    if command is None:  # nothing more can be known here than that the pid is alive
+    args = process_arguments(pid)
+    if args is None:  # nothing more can be known here than that the pid is alive
         return True
-    command = command.lower()
-    return "aevb" in command or "python" in command
+    if not args:  # a zombie: it has ended
+        return False
+    command = aevb_arguments(args)
+    if command is not None:
+        if folder is None:
+            return True
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            cwd = None
+        return _holds(command, cwd, folder)
+    return _loads_torch(pid) is not False
 
 
 def read_lock(folder: Union[str, Path]) -> Optional[dict]:
@@ -140,15 +231,18 @@ def holder_alive(info: Optional[dict], path: Optional[Path] = None) -> bool:
     pid = int(info.get("pid", 0))
     if pid == os.getpid():
         return path is not None and str(Path(path).resolve()) in _HELD
-    return _pid_alive(pid) and _same_process(info)
+    return _pid_alive(pid) and _same_process(info, None if path is None else Path(path).parent)
 
 
 def describe(info: dict) -> str:
     if "unreadable" in info:
         return (f"an unreadable lock file ({max(0.0, float(info['unreadable'])):.0f} s old: either a process is "
                 f"creating it right now or it is damaged; it counts as stale after {WRITING_GRACE_S:.0f} s)")
+    command = info.get("command")
+    if not command and info.get("host") == socket.gethostname():  # an older or hand-made lock
+        command = process_command(int(info.get("pid", 0)))
     return (f"process {info.get('pid')} on {info.get('host')} since {info.get('started', '?')}"
-            + (f" ({info['command']})" if info.get("command") else ""))
+            + (f" ({command})" if command else ""))
 
 
 def way_out(info: dict, path: Union[str, Path]) -> str:

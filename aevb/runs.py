@@ -146,13 +146,24 @@ def missing_checkpoint_of_finished(path: Path) -> str:
             f"restore it from a copy, or train the run again with `aevb train --out {path} --overwrite ...`")
 
 
+def not_a_run_folder(path: Path) -> str:
+    """Why ``path``, which is not a folder, cannot be a run, and what to give instead."""
+    if not path.exists():
+        return f"{path} does not exist; give the folder that `aevb train` wrote"
+    what = "a file" if path.is_file() else "not a folder"
+    inside = next((a for a in path.resolve().parents if is_run(a)), None)
+    instead = (f"it is inside the run {inside}: give that folder" if inside is not None
+               else f"give the folder that `aevb train` wrote (the one holding {RUN_MARKER})")
+    return f"{path} is {what}, not a run folder; {instead}"
+
+
 class Run:
     """An existing run folder. ``Run(path)`` checks that it is one."""
 
     def __init__(self, path: Union[str, Path]):
         self.path = Path(path)
         if not self.path.is_dir():
-            raise RunError(f"{self.path} does not exist; give the folder that `aevb train` wrote")
+            raise RunError(not_a_run_folder(self.path))
         if not is_run(self.path):
             raise RunError(f"{self.path} is not an aevb run folder (no {RUN_MARKER} with format aevb-run); "
                            "give the folder that `aevb train --out` wrote")

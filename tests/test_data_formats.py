@@ -313,7 +313,8 @@ def test_folder_jpeg_resize_and_sizes(tmp_path):
     Image.fromarray(pics[0][:8, :8]).save(tmp_path / "small.JPEG")
     with pytest.raises(DataError) as e:
         load_folder(tmp_path)
-    assert "small.JPEG: 8x8" in str(e.value) and "12x10" in str(e.value) and "image size" in str(e.value)
+    assert (f"{tmp_path / 'p0.jpg'} is 12x10 but {tmp_path / 'small.JPEG'} is 8x8 (height x width); "
+            "give --image-size H W") in str(e.value)
     ds = load_folder(tmp_path, image_size=(6, 7))
     assert ds.image_shape == (3, 6, 7) and ds.dim == 3 * 6 * 7
     # values are exactly Pillow's decode + Lanczos resize

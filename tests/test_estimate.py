@@ -46,3 +46,66 @@ def test_a_run_that_fits_passes_and_one_that_does_not_names_the_numbers(monkeypa
     assert check_memory(tiny_config(), (1, 8, 8)).total < 10 ** 7
     with pytest.raises(ValueError, match=r"needs at least .* GB of memory but the machine has 1.0 GB: .* lower --hidden"):
         check_memory(merge(tiny_config(), {"model": {"encoder_hidden": [100_000]}}), (1, 28, 28))
+
+
+def test_on_a_gpu_the_model_is_compared_with_the_gpu_and_the_host_side_with_the_ram():
+    """The decision takes the memory as given (no GPU needed here): on CUDA the model's needs go
+    against the device's memory, and the data held in memory with the checkpoint's copy against
+    the RAM; on the CPU everything goes against the RAM."""
+    from aevb.training.estimate import Memory, _gb, checkpoint_bytes, refusal
+
+    cfg = merge(tiny_config(), {"model": {"encoder_hidden": [20_000]}})
+    shape = (1, 28, 28)
+    est = estimate(cfg, shape)
+    need = est.total
+    small_gpu = Memory("cuda:0", need // 2, 4 * need, "Small GPU")
+    ram = need * 9 // 10  # less than the model needs, more than a checkpoint's copy of it
+    assert checkpoint_bytes(est) < ram < need
+    big_gpu = Memory("cuda:1", 4 * need, ram, "Big GPU")  # more GPU memory than RAM
+    cpu = Memory("cpu", ram, ram)
+    why = refusal(cfg, est, shape, "mnist", small_gpu)
+    assert why.startswith(f"this run needs at least {_gb(need)} of GPU memory but cuda:0 (Small GPU) "
+                          f"has {_gb(need // 2)}: the model on mnist"), why
+    assert refusal(cfg, est, shape, "mnist", big_gpu) is None  # RAM smaller than the model: no matter
+    assert "needs at least" in refusal(cfg, est, shape, "mnist", cpu)  # the same RAM refuses a CPU run
+    # on the GPU the host still holds the data in memory and a checkpoint's copy of the model
+    why = refusal(cfg, est, shape, "mnist", big_gpu, data_bytes=need)
+    assert "of RAM beside the GPU's memory" in why and "lower --memory-budget" in why, why
+    assert refusal(cfg, est, shape, "mnist", big_gpu, data_bytes=ram - checkpoint_bytes(est)) is None
+    # on the CPU the data held in memory add to the model's needs
+    roomy = Memory("cpu", 2 * need, 2 * need)
+    assert refusal(cfg, est, shape, "mnist", roomy) is None
+    assert "the data held in memory take" in refusal(cfg, est, shape, "mnist", roomy, data_bytes=need + 1)
+
+
+def test_the_memory_of_a_cuda_device_comes_from_the_driver(monkeypatch):
+    """What memory_of asks torch.cuda for (faked here: this machine has no GPU), and that a
+    --device cuda run is checked against that device's memory, not the RAM."""
+    import types
+
+    import torch
+
+    from aevb.data.cache import physical_memory
+    from aevb.training import estimate as est_mod
+
+    asked = []
+
+    def props(index):
+        asked.append(index)
+        return types.SimpleNamespace(total_memory=(index + 1) * 10 ** 9, name=f"GPU {index}")
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", props)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 2)  # as torchrun's set_device leaves it
+    m = est_mod.memory_of(torch.device("cuda"))
+    assert (m.device, m.device_bytes, m.device_name, m.separate) == ("cuda:2", 3 * 10 ** 9, "GPU 2", True)
+    assert m.host_bytes == physical_memory()
+    assert est_mod.memory_of(torch.device("cuda:0")).device_bytes == 10 ** 9 and asked == [2, 0]
+    cpu = est_mod.memory_of(torch.device("cpu"))
+    assert (cpu.device_bytes, cpu.host_bytes, cpu.separate) == (physical_memory(), physical_memory(), False)
+    # check_memory resolves --device and uses that device's memory: 1 GB here, far below the RAM
+    monkeypatch.setattr(est_mod, "resolve_device", lambda name: torch.device(name))
+    cfg = merge(tiny_config(train={"device": "cuda:0"}), {"model": {"encoder_hidden": [100_000]}})
+    assert est_mod.estimate(cfg, (1, 28, 28)).total < physical_memory()
+    with pytest.raises(ValueError, match=r"GB of GPU memory but cuda:0 \(GPU 0\) has 1.0 GB"):
+        check_memory(cfg, (1, 28, 28))
+    assert check_memory(tiny_config(train={"device": "cuda:0"}), (1, 8, 8)).total < 10 ** 9

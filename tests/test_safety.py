@@ -118,6 +118,8 @@ def ws(tmp_path_factory):
     _write(root / "imgs" / "broken.png", b"")
     for i in range(3):  # three tiny pictures, to be asked for at an impossible size
         _write(root / "pics" / f"{i}.png", _png(4, 4, i))
+        _write(root / "mixed" / f"{i}.png", _png(4, 4, i))  # and pictures of two sizes
+    _write(root / "mixed" / "tall.png", _png(5, 4, 3))
     with open(root / "huge.npy", "wb") as f:  # only the header of a [10, 50_000_000] float32 array
         np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (10, 50_000_000)})
     _write(root / "imgs" / "notes" / "half.png", b"\x89PNG\r\n\x1a\n")
@@ -143,6 +145,15 @@ def _live_holder(program=None) -> subprocess.Popen:
 
 class _Self:
     pid = os.getpid()
+
+
+def _fake_aevb(where: Path, *args, cwd=None) -> subprocess.Popen:
+    """A live process whose command line is that of ``aevb ARGS`` (a script named aevb that
+    only sleeps), as an aevb command of an older version, which wrote no start time, shows."""
+    program = where / "bin" / "aevb"
+    if not program.exists():
+        _write(program, "import time\ntime.sleep(3600)\n")
+    return subprocess.Popen([sys.executable, str(program), *map(str, args)], cwd=cwd)
 
 
 def _lock_of(proc: subprocess.Popen, **fields) -> dict:
@@ -248,6 +259,7 @@ CASES = [
     (f"{T} --dataset array:{{ws}}/missing.npy", 2, "file not found"),
     (f"{T} --dataset folder:{{ws}}/missing", 2, "is not a folder"),
     (f"{T} --dataset folder:{{ws}}/empty", 2, "no images"),
+    (f"{T} --dataset folder:{{ws}}/mixed", 2, "0.png is 4x4 but "),
     (f"{T} --dataset array:{{ws}}/real.npy --likelihood bernoulli", 2, "[0, 1]"),
     (f"{T} --dataset ' '", 2, "data.dataset"),
     (f"{T} --epochs abc", 2, "invalid int value: 'abc'"),
@@ -297,7 +309,8 @@ CASES = [
     ("train --resume {ws}/empty", 2, "not an aevb run folder"),
     ("train --resume {ws}/project", 2, "not an aevb run folder"),
     ("train --resume {ws}/bad_marker", 2, "not an aevb run folder"),
-    ("train --resume {ws}/file.txt", 2, "/file.txt is a file, not a folder; give the run folder"),
+    ("train --resume {ws}/file.txt", 2, "file.txt is a file, not a run folder; give the folder that"),
+    ("train --resume {ws}/run/config.json", 2, "config.json is a file, not a run folder; it is inside the run"),
     ("train --resume {ws}/run --latent-dim 7", 2, "model.latent_dim: run has 3, asked 7"),
     ("train --resume {ws}/run --out {ws}/other", 2, "drop --out"),
     ("train --resume {ws}/run --preset digits", 2, "drop --preset/--config"),
@@ -412,6 +425,17 @@ CASES = [
     ("data prepare digits --cache-dir {ws}/zero/checkpoints", 2, "would write into checkpoints of the run"),
     # the command itself
     ("bogus", 2, "invalid choice: 'bogus'"),
+    # a file where a run folder is expected: said so, with what to give instead
+    *[(f"{cmd.format(run=path)}", 2, needle) for cmd in (
+        "evaluate {run}", "sample {run}", "plot {run} all --out {{ws}}/figs", "explore {run} --out {{ws}}/x.html",
+        "export {run} --format safetensors --out {{ws}}/exp", "report {run} --out {{ws}}/r.html",
+        "encode {run} --data digits:test --out {{ws}}/e.npz", "score {run} --data digits:test --out {{ws}}/s.csv",
+        "reconstruct {run}", "reconstruct {run} --data digits:test --out {{ws}}/rec",
+        "decode {run} --z {{ws}}/codes_wide.npy --out {{ws}}/dec")
+      for path, needle in (("{ws}/file.txt", "file.txt is a file, not a run folder; give the folder that `aevb train` "
+                                              "wrote (the one holding run.json)"),
+                           ("{ws}/run/checkpoints/last.pt", "last.pt is a file, not a run folder; it is inside the "
+                                                            "run "))],
     # new data: encode, score, decode, reconstruct --data
     ("encode {ws}/run --data digits:test --out {ws}/run/config.json", 2, "must end in .npz or .npy or .csv"),
     ("encode {ws}/run --data digits:test --out {ws}/run/checkpoints/codes.npz", 2, "would write into checkpoints"),
@@ -551,13 +575,16 @@ def test_a_second_writer_is_refused_and_a_killed_run_can_be_continued(tmp_path, 
     assert read_marker(out)["status"] == "running"  # what a killed writer leaves
     assert Run(out).status == "stopped"  # what every command reports: its writer is gone
     stale = (out / LOCK_NAME).read_text()
-    holder = _live_holder()
-    try:  # a lock of an older aevb, without the start time: a live Python process counts as its writer
-        (out / LOCK_NAME).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
-        assert Run(out).status == "running"
+    holders = [_fake_aevb(tmp_path, "train", "--resume", out), _live_holder()]
+    try:  # a lock of an older aevb, without the start time: its writer is an aevb train of this run,
+        # not any Python process that happens to have the pid now
+        for holder, status in zip(holders, ("running", "stopped")):
+            (out / LOCK_NAME).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
+            assert Run(out).status == status
     finally:
-        holder.kill()
-        holder.wait()
+        for holder in holders:
+            holder.kill()
+            holder.wait()
     (out / LOCK_NAME).write_text(stale)
     (out / "checkpoints").mkdir(exist_ok=True)
     orphan = out / "checkpoints" / ".last.pt.abc123.tmp"  # a write cut short by the kill
@@ -686,8 +713,9 @@ def test_a_lock_knows_its_owner_and_a_reused_pid_does_not_hold_it(tmp_path):
         # the same pid with another start time: the pid was reused by a later process
         assert isinstance(_take(tmp_path, _lock_of(python, start_ticks=_lock_of(python)["start_ticks"] - 1)),
                           RunLock)
-        # no start time recorded (an older lock): a live process that is not aevb or Python is no writer
-        for pid, taken in ((other.pid, True), (python.pid, False)):
+        # no start time recorded (an older lock): a live process that runs no aevb command and
+        # has not loaded PyTorch is no writer, be it a Python process or not
+        for pid, taken in ((other.pid, True), (python.pid, True)):
             got = _take(tmp_path, {"pid": pid, "host": socket.gethostname()})
             assert isinstance(got, RunLock) == taken, got
             if taken:
@@ -703,6 +731,71 @@ def test_a_lock_knows_its_owner_and_a_reused_pid_does_not_hold_it(tmp_path):
         for p in (python, other):
             p.kill()
             p.wait()
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads command lines from /proc")
+def test_a_lock_without_start_time_is_held_only_by_an_aevb_writer_of_this_folder(tmp_path):
+    """A lock of an older aevb (or a hand-made one) records no start time: a live process with its
+    pid is its writer only if it can be: an aevb command that locks this folder, or a script
+    that loaded PyTorch (aevb's Python API). Anything else is taken over."""
+    from aevb.lock import LockedError, RunLock
+
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    staging = tmp_path / "runs" / ".r1.aevb-new-4242"  # where --overwrite builds the new run
+    staging.mkdir()
+    script = _write(tmp_path / "api.py", "import sys, time, torch\nprint('ready', flush=True)\ntime.sleep(3600)\n")
+    cases = [  # (process, folder, held)
+        (_fake_aevb(tmp_path, "train", "--out", run), run, True),
+        (_fake_aevb(tmp_path, "train", "--out=runs/r1", "--epochs", "3", cwd=tmp_path), run, True),  # relative
+        (_fake_aevb(tmp_path, "train", "--resume", run), run, True),
+        (_fake_aevb(tmp_path, "train", "--out", run, "--overwrite"), staging, True),
+        (_fake_aevb(tmp_path, "reproduce", "figure4", "--out", tmp_path / "runs"), run, True),  # its sub-run
+        (_fake_aevb(tmp_path, "train", "--epochs", "3"), run, True),  # its default folder: cannot tell
+        (_fake_aevb(tmp_path, "train", "--out", tmp_path / "runs" / "r2"), run, False),  # another run
+        (_fake_aevb(tmp_path, "train", "--out", tmp_path / "runs" / "r"), run, False),  # a name's prefix
+        (_fake_aevb(tmp_path, "evaluate", run), run, False),  # a reader takes no lock
+        (_live_holder(), run, False),  # python -c ...
+        (_live_holder(["sleep", "3600"]), run, False),
+    ]
+    api = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert api.stdout.readline().strip() == "ready"  # PyTorch is loaded
+        cases.append((api, run, True))
+        for proc, folder, held in cases:
+            got = _take(folder, {"pid": proc.pid, "host": socket.gethostname()})
+            assert isinstance(got, LockedError) == held, (proc.args, folder, got)
+            if held:
+                text = str(got)
+                assert f"process {proc.pid}" in text and f"delete {folder / LOCK_NAME}" in text, text
+                assert f"kill {proc.pid}" in text and "python" in text.lower(), text  # names what runs now
+                assert json.loads((folder / LOCK_NAME).read_text())["pid"] == proc.pid
+            else:
+                assert json.loads((folder / LOCK_NAME).read_text())["pid"] == os.getpid()
+                got.release()
+            (folder / LOCK_NAME).unlink(missing_ok=True)
+    finally:
+        for proc, _, _ in cases:
+            proc.kill()
+            proc.wait()
+
+
+def test_aevb_commands_are_recognised_in_command_lines():
+    from aevb.lock import aevb_arguments
+
+    for args, want in [
+        (["/venv/bin/python3", "/venv/bin/aevb", "train", "--out", "r"], ["train", "--out", "r"]),
+        (["/venv/bin/aevb", "train"], ["train"]),
+        (["python", "-u", "-m", "aevb", "reproduce", "figure4"], ["reproduce", "figure4"]),
+        (["python", "-X", "faulthandler", "-maevb", "train"], ["train"]),
+        (["python", "-W", "ignore", "/src/aevb/__main__.py", "train"], ["train"]),
+        (["python", "-c", "import aevb; aevb.train()"], None),
+        (["python", "train.py", "--out", "/data/aevb"], None),  # a script, though an argument ends in aevb
+        (["python", "-m", "aevbx", "train"], None),
+        (["sleep", "3600"], None),
+        ([], None),
+    ]:
+        assert aevb_arguments(args) == want, args
 
 
 # ------------------------------------------------------------------ --overwrite
@@ -930,3 +1023,68 @@ def test_a_symlink_loop_and_linked_duplicates_are_loaded_once(tmp_path):
     assert fingerprint(f"folder:{root}")["duplicates"] == 1
     rows = {tuple(r.tolist()) for r in torch.cat([ds.train.materialize(), ds.test.materialize()])}
     assert len(rows) == 20  # no test row is a copy of a training row
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_one_file_under_two_names_in_two_splits_is_refused(tmp_path, capsys, monkeypatch, link, one_thread):
+    """A folder's train/ and test/, or a CelebA partition, where a test image is a link to (or
+    another name of) a training image: refused before anything is read or written, naming both."""
+    from PIL import Image
+
+    from test_data_scale import write_celeba
+
+    make = (lambda src, dst: os.symlink(src, dst)) if link == "symlink" else os.link
+    rng = np.random.default_rng(0)
+    pics = tmp_path / "pics"
+    for split in ("train", "test"):
+        (pics / split).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray((rng.random((6, 6)) * 255).astype(np.uint8)).save(pics / split / f"{split}{i}.png")
+    make(pics / "train" / "train2.png", pics / "test" / "renamed.png")
+    celeba = tmp_path / "celeba"
+    write_celeba(celeba, {f"{i:06d}.jpg": p for i, p in enumerate([0, 0, 0, 1, 2, 2], 1)}, absent=0)
+    make(celeba / "img_align_celeba" / "000002.jpg", celeba / "img_align_celeba" / "000099.jpg")
+    with open(celeba / "list_eval_partition.txt", "a") as f:
+        f.write("000099.jpg 2\n")  # another name of a training image, as a test image
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("AEVB_CACHE", str(cache))
+    for argv, first, second in [
+        (["--dataset", f"folder:{pics}"], pics / "train" / "train2.png", pics / "test" / "renamed.png"),
+        (["--dataset", "celeba", "--data-dir", str(celeba)], celeba / "img_align_celeba" / "000002.jpg",
+         celeba / "img_align_celeba" / "000099.jpg")]:
+        before = _snapshot(tmp_path)
+        assert main(["train", *argv, "--out", str(tmp_path / "run"), "--epochs", "1", "--no-progress"]) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and "1 image(s) are in two splits under two names of one file" in err[0], err
+        assert f"{first} (train) and {second} (test)" in err[0], err
+        assert _snapshot(tmp_path) == before and not (tmp_path / "run").exists() and not cache.exists()
+    (pics / "test" / "renamed.png").unlink()  # without the link both load
+    from aevb.data import load_dataset
+
+    assert len(load_dataset(f"folder:{pics}").test) == 4
+
+
+def test_pictures_of_different_sizes_are_refused_from_their_headers(tmp_path, capsys, monkeypatch, one_thread):
+    """Without --image-size, pictures of two sizes are found from the headers alone (nothing is
+    decoded, no cache is built) and refused in one line naming a file of each size."""
+    from aevb.data import decode
+
+    pics = tmp_path / "pics"
+    for i in range(40):
+        _write(pics / f"{i:02d}.png", _png(8, 8, i % 4))
+    _write(pics / "30b.png", _png(9, 8, 1))
+    _write(pics / "31b.png", _png(8, 7, 1))
+    decoded = []
+    real = decode.decode
+    monkeypatch.setattr(decode, "decode", lambda *a, **k: decoded.append(a) or real(*a, **k))
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("AEVB_CACHE", str(cache))
+    argv = ["train", "--dataset", f"folder:{pics}", "--out", str(tmp_path / "run"), "--epochs", "1", "--no-progress"]
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1, err
+    assert (f"{pics / '00.png'} is 8x8 but {pics / '30b.png'} is 9x8 (height x width) (and 1 more differ from the "
+            "first); give --image-size H W to resize them all (e.g. --image-size 8 8)") in err[0], err
+    assert not decoded and not cache.exists() and not (tmp_path / "run").exists()
+    assert main(argv + ["--image-size", "8", "8", "--hidden", "8", "--no-tensorboard"]) == 0  # resized: accepted
+    assert decoded

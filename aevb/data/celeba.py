@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Union
 from .base import DataError, Dataset
 from .cache import say
 from .folder import normalise_size
-from .imageset import ImagePlan, LoadOptions, open_image_dataset
+from .imageset import ImagePlan, LoadOptions, check_splits_share_no_file, open_image_dataset
 
 PAGE = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
 IMAGES = "img_align_celeba"
@@ -91,6 +91,7 @@ def celeba_plan(folder: Union[str, os.PathLike], image_size=None, crop=None) -> 
         have = [images / f for f in fl if f in present]
         absent += len(fl) - len(have)
         files[split] = have
+    check_splits_share_no_file(files, f"CelebA's {partition}")
     if not any(files.values()):
         raise DataError(_missing_message(folder, f"none of the {sum(map(len, names.values()))} images that "
                                                  f"{PARTITION} names is in {images}"))

@@ -1,8 +1,8 @@
 """Your own pictures: ``folder:PATH`` loads every PNG / JPEG under PATH (recursively).
 
 * Size: every image is resized (Pillow, Lanczos) to ``image_size`` = (height, width) when given;
-  without it all images must have the size of the first one (sorted by path) or a DataError lists
-  the others.
+  without it all images must have the size of the first one (sorted by path), read from the
+  headers before anything is decoded, or a one-line DataError names a file of each size.
 * Colour: ``color="auto"`` (default) gives RGB (3 channels) if any image has colour, else grey
   (1 channel); ``"grey"`` converts everything to grey (ITU-R 601-2 luma), ``"rgb"`` to RGB. An RGB
   file whose three channels are equal counts as grey. Alpha channels are dropped.
@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from .base import DataError, Dataset
-from .imageset import COLOR_CHANNELS, ImagePlan, LoadOptions, open_image_dataset
+from .imageset import COLOR_CHANNELS, ImagePlan, LoadOptions, check_splits_share_no_file, open_image_dataset
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 TEST_FRACTION = 0.1
@@ -68,6 +68,11 @@ def find_images(root: Path) -> List[Path]:
     Symbolic links are followed, but a folder is entered once however many links lead to it (a
     link loop ends there), and a file reached by several paths is listed once (its first path
     in sorted order): no image is loaded twice, nor lands in both train and test."""
+    return [p for p, _ in _find_with_identities(root)]
+
+
+def _find_with_identities(root: Path) -> List[Tuple[Path, Optional[Tuple[int, int]]]]:
+    """find_images, each path with its (device, inode) (None for a broken link)."""
     out, seen_dirs, seen_files = [], set(), set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         st = os.stat(dirpath)
@@ -84,11 +89,11 @@ def find_images(root: Path) -> List[Path]:
         try:
             st = p.stat()
         except OSError:  # a broken link: reported when it cannot be read
-            unique.append(p)
+            unique.append((p, None))
             continue
         if (st.st_dev, st.st_ino) not in seen_files:
             seen_files.add((st.st_dev, st.st_ino))
-            unique.append(p)
+            unique.append((p, (st.st_dev, st.st_ino)))
     return unique
 
 
@@ -124,12 +129,14 @@ def folder_plan(path: Union[str, os.PathLike], image_size=None, color: Optional[
     crop = normalise_size(crop)
 
     split_dirs = _split_dirs(root) or {"all": root}
-    files = {name: find_images(d) for name, d in split_dirs.items()}
+    found = {name: _find_with_identities(d) for name, d in split_dirs.items()}
+    files = {name: [p for p, _ in f] for name, f in found.items()}
     for name, fl in files.items():
         if not fl:
             where = split_dirs[name]
             raise DataError(f"folder:{path}: no images ({', '.join(EXTENSIONS)}) found in {where} "
                             f"(searched recursively)")
+    check_splits_share_no_file(files, f"folder:{path}", {name: [k for _, k in f] for name, f in found.items()})
 
     # labels: top-level sub-folder of each split root, when every image is in a sub-folder
     rel = {name: [f.relative_to(split_dirs[name]) for f in fl] for name, fl in files.items()}

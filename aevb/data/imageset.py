@@ -72,6 +72,40 @@ def _listing_text(items: Sequence[str]) -> str:
     return shown + more
 
 
+def file_identity(path) -> Optional[Tuple[int, int]]:
+    """(device, inode) of the file ``path`` names, links followed; None if it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def check_splits_share_no_file(files: Dict[str, List[Path]], source: str,
+                               identities: Optional[Dict[str, List[Optional[Tuple[int, int]]]]] = None) -> None:
+    """Refuse splits in which two entries are one file under different names (a symbolic link to
+    it, or a hard link of it: the same device and inode), naming both: a test bound would then
+    measure training data. ``identities``: the file_identity of each path where the caller has
+    them already. Files that cannot be read are left to the decoder to report."""
+    if len(files) < 2:
+        return
+    first: Dict[Tuple[int, int], Tuple[str, Path]] = {}
+    clashes: List[str] = []
+    for split, paths in files.items():
+        ids = identities[split] if identities is not None else [file_identity(p) for p in paths]
+        for p, key in zip(paths, ids):
+            if key is None:
+                continue
+            seen = first.setdefault(key, (split, p))
+            if seen[0] != split:
+                clashes.append(f"{seen[1]} ({seen[0]}) and {p} ({split})")
+    if clashes:
+        shown = "; ".join(clashes[:3]) + (f"; and {len(clashes) - 3} more" if len(clashes) > 3 else "")
+        raise DataError(f"{source}: {len(clashes)} image(s) are in two splits under two names of one file "
+                        f"(a symbolic or hard link): {shown}; every image must be in one split only (otherwise "
+                        f"the test bound measures training data): remove one of the two names")
+
+
 def _identity(plan: ImagePlan, opts: LoadOptions) -> dict:
     return {"version": cache.CACHE_VERSION, "kind": plan.kind, "root": os.path.realpath(plan.root),
             "size": plan.size, "color": plan.color, "crop": plan.crop,
@@ -120,18 +154,25 @@ def _target(plan: ImagePlan, opts: LoadOptions) -> Tuple[Tuple[int, int], int]:
     if not good:
         raise DataError(f"{plan.name}: none of the {len(probes)} image files could be read")
     if size is None:
-        first = good[0][1]
-        others = [f"{p}: {s[0]}x{s[1]}" for p, s, _ in good if s != first]
-        if others:
-            raise DataError(
-                f"{plan.name}: images have different sizes; the first is {first[0]}x{first[1]} "
-                f"(height x width) but these differ:\n{_listing_text(others)}\n"
-                f"Give an image size (--image-size H W) to resize them all.")
-        size = first
+        check_same_size(plan.name, good)
+        size = good[0][1]
         if plan.crop is not None:
             size = tuple(plan.crop)
     channels = COLOR_CHANNELS.get(color) or (3 if any(not g for _, _, g in good) else 1)
     return tuple(size), channels
+
+
+def check_same_size(name: str, probes: Sequence[Tuple[str, Tuple[int, int], bool]]) -> None:
+    """Refuse, in one line naming two files, pictures of different sizes (from their headers,
+    [(path, (h, w), grey)]) when no image size was given: rows of one data set have one size."""
+    path, first, _ = probes[0]
+    others = [(p, s) for p, s, _ in probes if s != first]
+    if others:
+        p, s = others[0]
+        more = f" (and {len(others) - 1} more differ from the first)" if len(others) > 1 else ""
+        raise DataError(f"{name}: the images have different sizes: {path} is {first[0]}x{first[1]} but {p} is "
+                        f"{s[0]}x{s[1]} (height x width){more}; give --image-size H W to resize them all "
+                        f"(e.g. --image-size {first[0]} {first[1]})")
 
 
 def _build(plan: ImagePlan, opts: LoadOptions, folder: Path, entries, fp: str) -> dict:

@@ -26,6 +26,7 @@ from ..config import RunConfig
 from ..config.rules import sized
 from ..convnets import max_stages
 from ..data import cache
+from ..devices import resolve_device
 from ..errors import ConfigError
 from ..model import VAE
 
@@ -119,23 +120,86 @@ def _fewer(cfg: RunConfig, est: Estimate, shape) -> str:
     return ", ".join(hints)
 
 
-def check_memory(cfg: RunConfig, image_shape, data_name: str = "the data") -> Optional[Estimate]:
-    """Refuse (ConfigError) a run whose estimate exceeds this machine's memory, naming the
-    numbers and what to lower; returns the estimate (None for conv networks that do not fit the
-    shape at all: check_fits says why)."""
+@dataclass
+class Memory:
+    """Where a run's model works and how much memory it has there: ``device`` ('cpu', 'cuda:0',
+    'mps'); ``device_bytes``, that device's memory (the RAM itself for the CPU and for MPS, which
+    shares it); ``host_bytes``, the RAM, which holds the data in memory and the checkpoint's copy
+    of the model whatever the device (0: unknown)."""
+
+    device: str
+    device_bytes: int
+    host_bytes: int
+    device_name: str = ""
+
+    @property
+    def separate(self) -> bool:
+        """Whether the device has memory of its own, apart from the RAM."""
+        return self.device.startswith("cuda")
+
+
+def memory_of(device) -> Memory:
+    """The Memory of a resolved torch.device: a CUDA device's total memory as the driver reports
+    it (the device ``torch.cuda`` makes current when no index is given, as under torchrun)."""
+    ram = cache.physical_memory()
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
+        return Memory(f"cuda:{index}", int(props.total_memory), ram, str(getattr(props, "name", "")))
+    return Memory(dev.type, ram, ram)
+
+
+def checkpoint_bytes(est: Estimate) -> int:
+    """The host copy a checkpoint of the model makes: weights and Adam's two moments."""
+    return est.param_bytes * (COPIES - 1) // COPIES
+
+
+def refusal(cfg: RunConfig, est: Estimate, shape, data_name: str, memory: Memory, data_bytes: int = 0) -> Optional[str]:
+    """Why a run with estimate ``est`` cannot fit ``memory`` (None when it can). The model's
+    parameters and activations are compared with the device's memory; on a device with memory of
+    its own (CUDA) the host must still hold ``data_bytes`` (the data held in memory) and the
+    checkpoint's copy of the model, on the others all of it shares the RAM."""
+    model = (f"the model on {data_name} ({'x'.join(map(str, shape))} values) has {est.params:,} parameters, "
+             f"{_gb(est.param_bytes)} with gradients and Adam's moments, and {est.what_peaks} needs {_gb(est.peak)}")
+    lower = f"lower {_fewer(cfg, est, shape)}"
+    if memory.separate:
+        if memory.device_bytes and est.total > memory.device_bytes:
+            name = f" ({memory.device_name})" if memory.device_name else ""
+            return (f"this run needs at least {_gb(est.total)} of GPU memory but {memory.device}{name} has "
+                    f"{_gb(memory.device_bytes)}: {model}; {lower}")
+        host = data_bytes + checkpoint_bytes(est)
+        if memory.host_bytes and host > memory.host_bytes:
+            return (f"this run needs at least {_gb(host)} of RAM beside the GPU's memory but the machine has "
+                    f"{_gb(memory.host_bytes)}: the data held in memory take {_gb(data_bytes)} and a checkpoint's "
+                    f"copy of the model {_gb(checkpoint_bytes(est))}; lower --memory-budget (data beyond it are "
+                    f"streamed from the cache) or {_fewer(cfg, est, shape)}")
+        return None
+    need = est.total + data_bytes
+    if memory.host_bytes and need > memory.host_bytes:
+        data = f", and the data held in memory take {_gb(data_bytes)}" if data_bytes else ""
+        return (f"this run needs at least {_gb(need)} of memory but the machine has {_gb(memory.host_bytes)}: "
+                f"{model}{data}; {lower}" + (" or --memory-budget" if data_bytes else ""))
+    return None
+
+
+def check_memory(cfg: RunConfig, image_shape, data_name: str = "the data", memory: Optional[Memory] = None,
+                 data_bytes: int = 0) -> Optional[Estimate]:
+    """Refuse (ConfigError) a run whose estimate exceeds the memory of the device it trains on
+    (``memory``, by default that of its --device, resolved) or whose host side exceeds the RAM,
+    naming the numbers and what to lower; returns the estimate (None for conv networks that do
+    not fit the shape at all: check_fits says why). ``data_bytes``: the data held in memory."""
     shape = tuple(int(s) for s in image_shape)
     cfg = sized(cfg, shape)
     if "conv" in (cfg.model.encoder_network, cfg.model.decoder_network):
         if len(cfg.model.channels) > max_stages(shape[1], shape[2], cfg.model.kernel_size):
             return None  # the conv check says why it does not fit at all
     est = estimate(cfg, shape)
-    memory = cache.physical_memory()
-    if memory and est.total > memory:
-        raise ConfigError(
-            f"this run needs at least {_gb(est.total)} of memory but the machine has {_gb(memory)}: the model "
-            f"on {data_name} ({'x'.join(map(str, shape))} values) has {est.params:,} parameters, "
-            f"{_gb(est.param_bytes)} with gradients and Adam's moments, and {est.what_peaks} needs "
-            f"{_gb(est.peak)}; lower {_fewer(cfg, est, shape)}")
+    if memory is None:
+        memory = memory_of(resolve_device(cfg.train.device))
+    why = refusal(cfg, est, shape, data_name, memory, data_bytes)
+    if why:
+        raise ConfigError(why)
     return est
 
 

@@ -23,9 +23,9 @@ from ..distributions import get_likelihood
 from ..errors import ConfigError, DiskFullError, RunError, TrainingDiverged, interruption
 from ..lock import RunLock
 from ..runfolder import check_new_out, create_run_folder, recover_siblings
-from ..runs import BEST_CHECKPOINT, CHECKPOINT, Run, check_output, read_marker, write_marker
+from ..runs import BEST_CHECKPOINT, CHECKPOINT, Run, check_output, not_a_run_folder, read_marker, write_marker
 from ..version import __version__
-from .estimate import check_memory, shape_from_config
+from .estimate import check_memory, memory_of, shape_from_config
 from .state import read_resume
 
 
@@ -38,16 +38,16 @@ def prepare_new(cfg: RunConfig, out: Path, overwrite: bool, given_data: Optional
         # rank stops every rank (see distributed.staged).
         if dist.is_main:
             check_new_out(out, overwrite)
+        memory = memory_of(resolve_device(cfg.train.device))  # an unavailable device: refused first
         if given_data is None:  # a model that cannot fit is refused before any cache is built
             shape = shape_from_config(cfg)
             if shape is not None:
-                check_memory(cfg, shape, cfg.data.dataset)
+                check_memory(cfg, shape, cfg.data.dataset, memory)
         data = given_data if given_data is not None else load_data(cfg)
         rcfg = resolve(cfg, data.kind, data.name, data.image_shape or (1, 1, data.dim))
         check_data_for_likelihood(rcfg, data)
         check_networks_for_data(rcfg, data)
-        check_memory(rcfg, data.image_shape or (1, 1, data.dim), data.name)
-        resolve_device(rcfg.train.device)  # an unavailable device is refused before writing
+        check_memory(rcfg, data.image_shape or (1, 1, data.dim), data.name, memory, held_bytes(data))
         if not dist.is_main:
             return rcfg, data, None
         fingerprint = data_fingerprint(rcfg) if given_data is None else None
@@ -68,6 +68,12 @@ def prepare_new(cfg: RunConfig, out: Path, overwrite: bool, given_data: Optional
     return distributed.staged(prepare)
 
 
+def held_bytes(data: Dataset) -> int:
+    """Bytes of the data held in memory (streamed splits stay on disk), on the host whatever the
+    device: batches are sent to the device one at a time."""
+    return sum(s.nbytes for s in data.splits().values() if not s.streamed)
+
+
 def open_resume(run_dir: Union[str, Path], overrides: Optional[RunConfig], given: Sequence[str], dist):
     """(config, checkpoint state or None, data, lock or None) of the run to continue; the lock
     is released again if anything fails here."""
@@ -79,7 +85,7 @@ def open_resume(run_dir: Union[str, Path], overrides: Optional[RunConfig], given
         if not dist.is_main:
             return None
         if Path(run_dir).exists() and not Path(run_dir).is_dir():
-            raise RunError(f"--resume {run_dir} is a file, not a folder; give the run folder that `aevb train` wrote")
+            raise RunError(f"--resume {not_a_run_folder(Path(run_dir))}")
         run = Run(run_dir)
         held["lock"] = RunLock(run.path).acquire("resume")
         held["run"] = run
