@@ -37,6 +37,19 @@ def tiny_config(**sections) -> RunConfig:
     return merge(RunConfig(), base)
 
 
+def train_tiny_run(path, **sections):
+    """A finished one-epoch tiny run (tiny_config) at ``path``, trained on one thread."""
+    from aevb.training import Trainer
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        Trainer.new(tiny_config(train={"epochs": 1}, **sections), path).fit()
+    finally:
+        torch.set_num_threads(before)
+    return path
+
+
 @pytest.fixture
 def tiny_cfg():
     return tiny_config()

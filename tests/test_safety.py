@@ -24,7 +24,7 @@ from aevb.lock import LOCK_NAME
 from aevb.runs import Run, read_marker
 from aevb.training import Trainer
 
-from conftest import tiny_config
+from conftest import train_tiny_run, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 NO_CUDA = not torch.cuda.is_available()
@@ -45,12 +45,7 @@ def ws(tmp_path_factory):
     """A folder with one small finished run (digits, 1 epoch), damaged copies of it, a folder
     that only looks like a run, config files with bad values, and data files."""
     root = tmp_path_factory.mktemp("ws")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        Trainer.new(tiny_config(train={"epochs": 1}), root / "run").fit()
-    finally:
-        torch.set_num_threads(before)
+    train_tiny_run(root / "run")
     run = root / "run"
     ckpt = Path("checkpoints") / "last.pt"
 

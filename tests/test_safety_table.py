@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-import numpy as np
 import pytest
 import torch
 
@@ -32,9 +31,8 @@ from aevb.data.cache import physical_memory
 from aevb.io import load_checkpoint
 from aevb.lock import LOCK_NAME
 from aevb.runs import read_marker
-from aevb.training import Trainer
 
-from conftest import tiny_config
+from conftest import train_tiny_run
 from test_data_scale import _alive, _children, write_celeba, write_images
 from test_safety import REPO, _WriteInterrupted, _live_holder, _snapshot
 
@@ -77,12 +75,7 @@ def ws(tmp_path_factory):
     folder for a conversion to kill; a CelebA folder whose partition lists a training image
     again under another name."""
     root = tmp_path_factory.mktemp("table")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        Trainer.new(tiny_config(train={"epochs": 1}), root / "run").fit()
-    finally:
-        torch.set_num_threads(before)
+    train_tiny_run(root / "run")
     shutil.copytree(root / "run", root / "other")
     for label in ("a", "b"):
         write_images(root / "pics" / label, 12, size=(6, 5), seed=ord(label))
@@ -197,8 +190,8 @@ CASES = [
          "--image-size 60 60 --color rgb --workers 2", -signal.SIGKILL, "", ("kill-cache",), check=_nothing_complete, killed=True),
     Case("reused-PID lock (no start time, a live python -c)", "train --resume {ws}/other --epochs 2 --no-progress",
          0, "", ("other",), _lock_of_a_python_process, _resumed),
-    Case("Ctrl-C during a checkpoint write", f"train --out {{ws}}/ctrlc --hidden 16 --images-every 0 "
-         f"--no-progress --no-tensorboard --epochs 3", 130, "interrupted; files already written are complete",
+    Case("Ctrl-C during a checkpoint write", "train --out {ws}/ctrlc --hidden 16 --images-every 0 "
+         "--no-progress --no-tensorboard --epochs 3", 130, "interrupted; files already written are complete",
          ("ctrlc",), check=_interrupted),
     Case("misleading message (a file as RUN)", "evaluate {ws}/run/checkpoints/last.pt", 2,
          "last.pt is a file, not a run folder; it is inside the run {ws}/run: give that folder"),

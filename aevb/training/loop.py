@@ -32,7 +32,7 @@ from ..lock import RunLock
 from ..model import VAE
 from ..optimizers import build_optimizer, build_scheduler, warmup_factor
 from ..runfolder import NewRun, remove_orphans
-from ..runs import BEST_CHECKPOINT, CHECKPOINT, Run, is_run, write_marker
+from ..runs import BEST_CHECKPOINT, CHECKPOINT, Run, is_run
 from ..sampling import prior_draws
 from . import session
 from .callbacks import Callback, Progress, TensorBoard, epoch_images, write_images, write_metrics
