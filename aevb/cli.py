@@ -41,9 +41,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# glibc's M_MMAP_THRESHOLD (mallopt): blocks of at least this many bytes get their own mapping,
+# returned to the system when freed.
+MMAP_THRESHOLD = 1 << 20
+
+
+def return_large_blocks() -> None:
+    """Fix glibc's threshold for giving freed memory back at 1 MiB. By default glibc raises it
+    after each large free (up to 32 MiB), so a pass over full-size photos, whose batches are a
+    few MB each, leaves its freed batches in the heap: `aevb score` of 2,001 photos ended with
+    3.8 GB resident instead of 0.2 GB. Nothing happens where the C library is not glibc."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD)  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from .commands.common import run_command
 
+    return_large_blocks()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

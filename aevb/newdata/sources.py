@@ -30,7 +30,7 @@ from ..data import load_configured
 from ..data.arrays import array_splits, read_arrays
 from ..data.base import KIND_BINARY, KIND_REAL, SPLITS, Split, binarized
 from ..data.folder import EXTENSIONS, find_images, normalise_color, normalise_size
-from ..data.imageset import ImagePlan, LoadOptions, hold_in_memory, image_splits
+from ..data.imageset import ImagePlan, LoadOptions, image_splits
 from ..data.registry import canonical_name, load_dataset, load_options
 from ..errors import DataError
 
@@ -149,8 +149,9 @@ def _from_images(files: List[Path], root: Path, ids: List[str], name: str, data_
     size, color, crop = _image_options(data_cfg)
     plan = ImagePlan(name=source, kind=name, root=root, files={"all": files}, labels={"all": None},
                      size=size, color=color, crop=crop, info={"source": source})
-    splits, manifest, info = image_splits(plan, opts)
-    splits, _ = hold_in_memory(splits, opts, info["cache"])
+    # read from the cache file a batch at a time, never held whole: a new-data pass reads each
+    # item once, so memory stays flat however many files the source has
+    splits, manifest, _ = image_splits(plan, opts)
     skipped_rows = set(manifest["splits"]["all"]["skipped_rows"])
     kept = [i for i in range(len(files)) if i not in skipped_rows]
     c, h, w = manifest["image_shape"]
