@@ -217,7 +217,8 @@ class Trainer:
         dynamic = self.data.dynamic_binarization
         perm = torch.randperm(n, generator=self.shuffle)
         # sums of the applied steps' bound, log p(x|z) and KL, and how many datapoints they cover
-        sums = torch.zeros(4, dtype=torch.float64, device=self.device)
+        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        counted = 0
         # each applied step's loss (-inf: skipped), for the epoch's first and largest batch loss
         batch_losses = torch.full((n_batches,), -math.inf, dtype=torch.float64, device=self.device)
         rank, world, sharded = self.dist.rank, self.dist.world_size, self.dist.enabled
@@ -244,15 +245,15 @@ class Trainer:
                 self._apply_step()
                 with torch.no_grad():
                     batch_losses[b] = loss.detach().double()
-                    sums += torch.stack([terms.bound.sum(), terms.log_px_given_z.sum(), terms.kl.sum(),
-                                         torch.tensor(float(len(xb)), device=terms.bound.device)]).double()
+                    sums += torch.stack([terms.bound.sum(), terms.log_px_given_z.sum(), terms.kl.sum()]).double()
+                counted += len(xb)
             else:  # left out and counted; too many stop the run (optim.max_skipped_steps)
                 self.skipped_steps += 1
                 if self.skipped_steps > cfg.optim.max_skipped_steps:
                     session.diverged(self, b, skipped=self.skipped_steps)
             self.step += 1
             if bar is not None and (b % 20 == 0 or b == n_batches - 1):
-                running = sums[0].item() / max(sums[3].item(), 1.0)
+                running = sums[0].item() / max(counted, 1)
                 if not math.isfinite(running) and not sharded:  # sharded: checked after the epoch, on all ranks
                     session.diverged(self, b)
                 bar.set_postfix_str(f"loss {-running:.2f} nats")
@@ -260,10 +261,11 @@ class Trainer:
                 bar.update(1)
         if bar is not None:
             bar.close()
-        distributed.all_reduce_sum(sums)
+        totals = torch.cat([sums, torch.tensor([float(counted)], dtype=torch.float64, device=sums.device)])
+        distributed.all_reduce_sum(totals)  # the sums and the datapoints they cover, over all processes
         if sharded:
             distributed.all_reduce_sum(batch_losses)  # each process holds its shard's part of a batch's loss
-        train = (sums[:3] / sums[3].clamp(min=1.0)).tolist()
+        train = (totals[:3] / totals[3].clamp(min=1.0)).tolist()
         if not all(math.isfinite(v) for v in train):
             session.diverged(self, n_batches - 1)
         self.batch_losses = batch_losses.tolist()  # this epoch's loss per step (-inf: skipped)

@@ -41,15 +41,13 @@ def step_is_finite(params, loss: Tensor, clip: Optional[float] = None) -> bool:
     non-finite step is left out, not applied: one overflowing batch would otherwise write NaN
     or infinity into every weight and Adam moment at once."""
     params = [p for p in params if p.grad is not None]
-    grads = [p.grad for p in params]
     if clip:
         norm = torch.nn.utils.clip_grad_norm_(params, clip)
-    elif grads:
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach(), dtype=torch.float32)
-                                                      for g in grads]))
+    elif params:  # one fused pass over the gradients: a NaN or infinity anywhere makes the sum so
+        norm = torch.stack(torch._foreach_norm([p.grad.detach() for p in params])).sum()
     else:
         norm = torch.zeros((), device=loss.device)
-    return bool(torch.isfinite(torch.stack([norm.float(), loss.detach().float()])).all())
+    return bool(torch.isfinite(norm + loss.detach()))
 
 
 def poison_if_nonfinite(params, loss: Tensor) -> None:
