@@ -142,8 +142,8 @@ def load_checkpoint(path: PathLike, map_location="cpu", required=CHECKPOINT_KEYS
     unusable (a run's checkpoint, or a reproduction's sub-run state: ``aevb-reproduce``).
 
     ``model_only``: map the file into memory instead of reading it, and return only the entries
-    of MODEL_KEYS; the other tensors (optimizer state) are never read, so the memory used is
-    about the model's weights once, when they are copied into a model."""
+    of MODEL_KEYS; the other tensors (optimizer state) are never read, and a model that takes the
+    mapped tensors as its own (aevb.runs.Run.open_model) holds its weights as pages of the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")

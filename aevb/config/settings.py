@@ -125,9 +125,11 @@ class RunConfig:
         """A saved configuration (a run's ``config.json``): a setting it lacks was added after
         it was written and takes the value that gives that run's old behaviour (AS_BEFORE)."""
         if isinstance(d, dict):
-            d = {sec: ({**{k.split(".")[1]: v for k, v in AS_BEFORE.items() if k.split(".")[0] == sec
-                           and k.split(".")[1] not in vals}, **vals} if isinstance(vals, dict) else vals)
-                 for sec, vals in d.items()}
+            d = {sec: dict(vals) if isinstance(vals, dict) else vals for sec, vals in d.items()}
+            for key, value in AS_BEFORE.items():
+                section, name = key.split(".")
+                if isinstance(d.get(section), dict):
+                    d[section].setdefault(name, value)
         return merge(cls(), d)
 
     def save(self, path: Union[str, Path]) -> None:

@@ -325,18 +325,12 @@ class Trainer:
         checkpoint (if they cannot be written, nothing else of this epoch is), metrics, image
         grids, TensorBoard."""
         improved = update_best(self, record)  # every rank: the bounds were summed over all
-        if self.dist.enabled:
-            state = self.checkpoint_state()  # a collective: every rank takes part
-            if not self.dist.is_main:
-                return
-            if improved:
-                save_checkpoint(best_state(self), self.run_dir / BEST_CHECKPOINT)
-            save_checkpoint(state, self.run_dir / CHECKPOINT)
-            self.saved_epoch = self.epoch
-        else:
-            if improved:
-                save_checkpoint(best_state(self), self.run_dir / BEST_CHECKPOINT)
-            self.write_checkpoint()
+        state = self.checkpoint_state()  # under torchrun a collective: every rank takes part
+        if not self.dist.is_main:
+            return
+        if improved:
+            save_checkpoint(best_state(self), self.run_dir / BEST_CHECKPOINT)
+        self.write_checkpoint(state)
         t = self.cfg.train
         write_metrics(self.run_dir, self.history)
         if t.images_every and (self.epoch % t.images_every == 0 or self.epoch == t.epochs):
@@ -354,9 +348,10 @@ class Trainer:
         """Everything a resume needs (see aevb.training.state.checkpoint_state)."""
         return checkpoint_state(self)
 
-    def write_checkpoint(self) -> Path:
+    def write_checkpoint(self, state: Optional[dict] = None) -> Path:
+        """RUN/checkpoints/last.pt, atomically, from ``state`` (default: gathered now)."""
         path = self.run_dir / CHECKPOINT
-        save_checkpoint(self.checkpoint_state(), path)
+        save_checkpoint(state if state is not None else self.checkpoint_state(), path)
         self.saved_epoch = self.epoch
         return path
 

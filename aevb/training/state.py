@@ -94,11 +94,8 @@ def checkpoint_state(trainer) -> dict:
     """Everything a resume needs. Under torchrun it also holds every process's RNG states
     (``rng_ranks``) and ``world_size``; call it on every rank then (it gathers)."""
     state = {
-        "format": "aevb-checkpoint", "version": 1, "aevb_version": __version__,
-        "epoch": trainer.epoch, "step": trainer.step,
-        "data_dim": trainer.data.dim, "image_shape": list(trainer.data.image_shape),
-        "config": json.dumps(trainer.cfg.to_dict()),
-        "model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
+        **model_state(trainer),
+        "optimizer": trainer.optimizer.state_dict(),
         "scheduler": trainer.scheduler.state_dict(), "rng": rng_state(trainer.shuffle),
         "history": trainer.history, "skipped_steps": trainer.skipped_steps,
         "best_epoch": trainer.best_epoch, "best_valid_bound": trainer.best_bound,
@@ -109,16 +106,20 @@ def checkpoint_state(trainer) -> dict:
     return state
 
 
-def best_state(trainer) -> dict:
-    """The content of best.pt: the model of the current epoch with what loading it needs (no
-    optimizer, schedule, RNG states or history)."""
+def model_state(trainer) -> dict:
+    """What every checkpoint holds: the model of the current epoch with what loading it needs."""
     return {
-        "format": "aevb-checkpoint", "version": 1, "aevb_version": __version__, "checkpoint": "best",
+        "format": "aevb-checkpoint", "version": 1, "aevb_version": __version__,
         "epoch": trainer.epoch, "step": trainer.step,
         "data_dim": trainer.data.dim, "image_shape": list(trainer.data.image_shape),
         "config": json.dumps(trainer.cfg.to_dict()), "model": trainer.model.state_dict(),
-        "valid_bound": trainer.best_bound,
     }
+
+
+def best_state(trainer) -> dict:
+    """The content of best.pt: the model of the current epoch (no optimizer, schedule, RNG states
+    or history) and its validation bound."""
+    return {**model_state(trainer), "checkpoint": "best", "valid_bound": trainer.best_bound}
 
 
 def best_in(history: Sequence[dict]):
