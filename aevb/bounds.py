@@ -178,38 +178,55 @@ def _seeded_global(seed: int, device: torch.device):
 
 # ------------------------------------------------------------------------- one chunk
 def chunk_log_weights(model, x: Tensor, mu: Tensor, log_var: Tensor, eps: Tensor,
-                      log_px_fn=None) -> Tuple[Tensor, Tensor]:
-    """(log w, log p(x|z)), each [B, c], for z = mu + sigma * eps with eps [B, c, J].
+                      log_px_fn=None) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """(log w, log p(x|z), KL terms per layer), the first two [B, c], for the posterior sample z
+    of noise eps [B, c, J] (z = mu + sigma * eps, then the model's flow or upper layers:
+    ``model.sample_posterior``).
 
-    log w = log p(x|z) + log p(z) - log q(z|x): the log importance weight of each sample.
-    ``log_px_fn`` replaces ``model.likelihood.log_prob_samples`` (e.g. a compiled version of it).
+    log w = log p(x|z) + log p(z) - log q(z|x): the log importance weight of each sample. With
+    stacked layers the third value is log q(z_l | .) - log p(z_l | .) per layer [B, c, L] (their
+    sum is log q - log p), else None. ``log_px_fn`` replaces
+    ``model.likelihood.log_prob_samples`` (e.g. a compiled version of it).
     """
     mu1, log_var1 = mu.unsqueeze(1), log_var.unsqueeze(1)
-    z = mu1 + torch.exp(0.5 * log_var1) * eps
+    kl_layers = None
+    if model.stack is None:
+        z, log_q = model.sample_posterior(eps, mu1, log_var1)
+        log_p_z = model.log_p_z(z)
+    else:
+        z, log_q, log_q_layers = model.stack.sample(eps, mu1, log_var1)
+        log_p_layers = model.log_p_z_layers(z)
+        log_p_z, kl_layers = log_p_layers.sum(-1), log_q_layers - log_p_layers
     params = model.decode(z)
     log_px_z = (log_px_fn or model.likelihood.log_prob_samples)(x, params)
-    log_w = log_px_z + model.log_p_z(z) - model.log_q_z_given_x(z, mu1, log_var1)
-    return log_w, log_px_z
+    log_w = log_px_z + log_p_z - log_q
+    return log_w, log_px_z, kl_layers
 
 
 # ------------------------------------------------------------------------- the engine
 @dataclass
 class BatchBounds:
     """One batch's results. ``lk`` and ``log_px_given_z`` [B] float64 (the latter averaged over
-    the k samples); ``kl_per_dim`` [B, J] and ``mu`` [B, J] in the model's dtype, on its device;
-    ``lk_se`` [B] float64, the standard error of each datapoint's L_k from the spread of its k
-    importance weights (see :func:`lk_standard_error`)."""
+    the k samples); ``kl_per_dim`` [B, J] and ``mu`` [B, J] in the model's dtype, on its device
+    (``kl_per_dim`` None where the model has no closed-form KL, ``mu`` the codes of
+    ``model.codes``); ``lk_se`` [B] float64, the standard error of each datapoint's L_k from the
+    spread of its k importance weights (see :func:`lk_standard_error`); ``kl_mc`` [B] float64,
+    the Monte Carlo KL over the same k samples where there is no closed form; ``kl_layers``
+    [B, L] float64, its share of each stochastic layer (stacked layers only)."""
 
     lk: Tensor
     log_px_given_z: Tensor
-    kl_per_dim: Tensor
+    kl_per_dim: Optional[Tensor]
     mu: Tensor
     lk_se: Optional[Tensor] = None
+    kl_mc: Optional[Tensor] = None
+    kl_layers: Optional[Tensor] = None
 
     @property
     def kl(self) -> Tensor:
-        """Closed-form KL(q(z|x) || p(z)) [B], in the model's dtype."""
-        return self.kl_per_dim.sum(-1)
+        """KL(q(z|x) || p(z)) [B]: in closed form (the model's dtype) or, without one, the
+        average of log q(z|x) - log p(z) over the k samples (float64)."""
+        return self.kl_per_dim.sum(-1) if self.kl_per_dim is not None else self.kl_mc
 
 
 def batch_bounds(model, x: Union[Split, Tensor], k: int = 1, batch_size: Optional[int] = None,
@@ -238,22 +255,33 @@ def batch_bounds(model, x: Union[Split, Tensor], k: int = 1, batch_size: Optiona
                 xb = noise.prepare(xb.to(dtype))
                 b = len(xb)
                 mu, log_var = model.encode(xb)
-                draw = noise.for_batch(b, mu.shape[-1], dtype, device)
+                draw = noise.for_batch(b, model.latent_dim, dtype, device)
                 total = torch.full((b,), -math.inf, dtype=torch.float64, device=device)
                 total2 = torch.full((b,), -math.inf, dtype=torch.float64, device=device)  # log sum w^2
                 spread = k > 1  # one sample has no standard error: the epochs' test bound skips it
                 rec_sum = torch.zeros(b, dtype=torch.float64, device=device)
+                closed = model.closed_form_kl
+                kl_sum = None if closed else torch.zeros(b, dtype=torch.float64, device=device)
+                layer_sum = None
                 for s0 in range(0, k, chunk):
                     s = min(chunk, k - s0)
-                    log_w, log_px_z = chunk_log_weights(model, xb, mu, log_var, draw(s), log_px_fn)
+                    log_w, log_px_z, kl_layers = chunk_log_weights(model, xb, mu, log_var, draw(s), log_px_fn)
+                    if kl_layers is not None:
+                        part = kl_layers.double().sum(1)
+                        layer_sum = part if layer_sum is None else layer_sum + part
                     total = torch.logaddexp(total, torch.logsumexp(log_w, 1).double())
                     if spread:
                         total2 = torch.logaddexp(total2, torch.logsumexp(2 * log_w.double(), 1))
                     rec_sum += log_px_z.double().sum(1)
+                    if not closed:  # log q - log p = log p(x|z) - log w, sample by sample
+                        kl_sum += (log_px_z.double() - log_w.double()).sum(1)
                     if bar is not None:
                         bar.update(s * b)
-                yield BatchBounds(total - math.log(k), rec_sum / k, kl_normal_standard(mu, log_var), mu,
-                                  lk_standard_error(total, total2, k))
+                yield BatchBounds(total - math.log(k), rec_sum / k,
+                                  kl_normal_standard(mu, log_var) if closed else None,
+                                  mu if closed else model.codes(mu, log_var),
+                                  lk_standard_error(total, total2, k), None if closed else kl_sum / k,
+                                  None if layer_sum is None else layer_sum / k)
     finally:
         model.train(was_training)
 
@@ -273,22 +301,25 @@ class Bounds:
     """Per-datapoint results over a data set, float64 on the CPU.
 
     ``lk`` [N]: L_k; ``elbo`` [N] = ``log_px_given_z`` - ``kl``, with E_q[log p(x|z)] averaged over
-    the same k samples and the KL in closed form; ``kl_per_dim`` [N, J]; ``mu`` [N, J] the
+    the same k samples and the KL in closed form (or, without one, the Monte Carlo KL over the
+    same samples); ``kl_per_dim`` [N, J] (None without a closed form); ``mu`` [N, J] the
     posterior means (for active units). ``k``, ``batch_size``, ``chunk``, ``seconds``; ``lk_se``
-    [N] the standard error of each datapoint's L_k (from its importance weights; NaN for k = 1).
+    [N] the standard error of each datapoint's L_k (from its importance weights; NaN for k = 1);
+    ``kl_layers`` [N, L] each stochastic layer's share of the KL (stacked layers only).
     """
 
     lk: Tensor
     elbo: Tensor
     log_px_given_z: Tensor
     kl: Tensor
-    kl_per_dim: Tensor
+    kl_per_dim: Optional[Tensor]
     mu: Tensor
     k: int
     batch_size: int
     chunk: int
     seconds: float
     lk_se: Optional[Tensor] = None
+    kl_layers: Optional[Tensor] = None
 
 
 def evaluate_bounds(model, x: Union[Split, Tensor], k: int = 1, batch_size: Optional[int] = None,
@@ -311,24 +342,30 @@ def evaluate_bounds(model, x: Union[Split, Tensor], k: int = 1, batch_size: Opti
 
         bar = tqdm(total=n * int(k), desc=desc, unit="sample", unit_scale=True, dynamic_ncols=True,
                    disable=None, file=sys.stderr, leave=False)
-    lk, rec, kl_dims, mus, ses = [], [], [], [], []
+    lk, rec, kl_dims, kls, mus, ses, layers = [], [], [], [], [], [], []
     t0 = time.perf_counter()
     try:
         for b in batch_bounds(model, x, k, batch_size, chunk, SeededNoise(seed), budget, log_px_fn, bar):
             lk.append(b.lk.cpu())
             rec.append(b.log_px_given_z.cpu())
-            kl_dims.append(b.kl_per_dim.double().cpu())
+            if b.kl_per_dim is not None:
+                kl_dims.append(b.kl_per_dim.double().cpu())
+            else:
+                kls.append(b.kl_mc.cpu())
             mus.append(b.mu.double().cpu())
             ses.append(b.lk_se.cpu())
+            if b.kl_layers is not None:
+                layers.append(b.kl_layers.cpu())
     finally:
         if bar is not None:
             bar.close()
-    kl_per_dim = torch.cat(kl_dims)
-    kl = kl_per_dim.sum(-1)
+    kl_per_dim = torch.cat(kl_dims) if kl_dims else None
+    kl = kl_per_dim.sum(-1) if kl_dims else torch.cat(kls)
     log_px_given_z = torch.cat(rec)
     return Bounds(lk=torch.cat(lk), elbo=log_px_given_z - kl, log_px_given_z=log_px_given_z, kl=kl,
                   kl_per_dim=kl_per_dim, mu=torch.cat(mus), k=int(k), batch_size=batch_size, chunk=chunk,
-                  seconds=time.perf_counter() - t0, lk_se=torch.cat(ses))
+                  seconds=time.perf_counter() - t0, lk_se=torch.cat(ses),
+                  kl_layers=torch.cat(layers) if layers else None)
 
 
 def iw_bound_dataset(model, x: Union[Split, Tensor], k: int, batch_size: Optional[int] = None,
@@ -347,8 +384,8 @@ def elbo_sums(model, x: Union[Split, Tensor], batch_size: Optional[int] = None, 
     device = next(model.parameters()).device
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     for b in batch_bounds(model, x, 1, batch_size or eval_rows(model), 1, GlobalNoise(seed, dynamic)):
-        log_px_given_z = b.log_px_given_z.to(b.kl_per_dim.dtype)  # one sample: exactly its value
-        kl = b.kl
+        log_px_given_z = b.log_px_given_z.to(b.mu.dtype)  # one sample: exactly its value
+        kl = b.kl.to(b.mu.dtype)
         sums += torch.stack([(log_px_given_z - kl).sum(), log_px_given_z.sum(), kl.sum()]).double()
     return sums
 
@@ -368,7 +405,7 @@ def posterior_means(model, x: Union[Split, Tensor], batch_size: Optional[int] = 
     was_training = model.training
     model.eval()
     try:
-        return torch.cat([model.encode(xb.to(p.dtype))[0].double().cpu()
+        return torch.cat([model.codes(*model.encode(xb.to(p.dtype))).double().cpu()
                           for xb in as_split(x).batches(batch_size or eval_rows(model), p.device)])
     finally:
         model.train(was_training)
@@ -377,7 +414,11 @@ def posterior_means(model, x: Union[Split, Tensor], batch_size: Optional[int] = 
 @torch.inference_mode()
 def kl_per_dimension(model, x: Union[Split, Tensor], batch_size: Optional[int] = None) -> Tensor:
     """Mean over the rows of ``x`` of KL(q(z_j|x) || N(0, 1)) per latent dimension, [J] float64
-    nats. A diagnostic of how much each unit carries; not the definition of an active unit."""
+    nats. A diagnostic of how much each unit carries; not the definition of an active unit.
+    None for a model without a closed-form KL (a flow or a learned prior): the KL of such a
+    model does not split into units."""
+    if not model.closed_form_kl:
+        return None
     p = next(model.parameters())
     was_training = model.training
     model.eval()
@@ -393,7 +434,8 @@ def kl_per_dimension(model, x: Union[Split, Tensor], batch_size: Optional[int] =
 
 
 def active_unit_variances(mu: Tensor) -> Tensor:
-    """Var over the data of E_q[z_j|x], per latent dimension [J] (mu: [N, J] posterior means)."""
+    """Var over the data of E_q[z_j|x], per latent dimension [J] (mu: [N, J] posterior means,
+    or the codes of ``VAE.codes`` with a flow)."""
     return mu.double().var(0, unbiased=True) if len(mu) > 1 else torch.zeros(mu.shape[-1], dtype=torch.float64)
 
 

@@ -42,8 +42,9 @@ def _stats(v: Tensor) -> Dict[str, float]:
 
 
 def summarize(b: Bounds, dim: int, kind: str, levels: Optional[int], likelihood: str,
-              threshold: float = ACTIVE_UNIT_THRESHOLD) -> dict:
-    """The JSON-able summary of :class:`Bounds` (means, standard errors, bpd, diagnostics)."""
+              threshold: float = ACTIVE_UNIT_THRESHOLD, layer_sizes: Optional[List[int]] = None) -> dict:
+    """The JSON-able summary of :class:`Bounds` (means, standard errors, bpd, diagnostics);
+    with stacked latents (``layer_sizes``, bottom first) also the KL and active units per layer."""
     elbo = _stats(b.elbo)
     lk = _stats(b.lk)
     offset, convention = bpd_convention(kind, levels, likelihood)
@@ -53,7 +54,9 @@ def summarize(b: Bounds, dim: int, kind: str, levels: Optional[int], likelihood:
         "n": int(len(b.lk)), "dim": int(dim), "latent_dim": int(b.mu.shape[-1]), "k": b.k,
         "elbo": {**elbo, "log_px_given_z": float(b.log_px_given_z.mean()), "kl": float(b.kl.mean()),
                  "estimator": f"E_q[log p(x|z)] averaged over the same {b.k} sample(s) per datapoint, "
-                              "KL(q(z|x) || p(z)) in closed form"},
+                              + ("KL(q(z|x) || p(z)) in closed form" if b.kl_per_dim is not None else
+                                 "KL(q(z|x) || p(z)) by Monte Carlo over the same samples (no closed form "
+                                 "with a flow posterior or a learned prior)")},
         "lk": {**lk, "k": b.k, "gap_to_elbo": lk["mean"] - elbo["mean"]},
         "loss": -elbo["mean"],
         "iw_bound": lk["mean"] if b.k > 1 else None,  # headline scalar for `aevb report`
@@ -61,12 +64,17 @@ def summarize(b: Bounds, dim: int, kind: str, levels: Optional[int], likelihood:
             "elbo": bits_per_dim(elbo["mean"], dim, offset), "lk": bits_per_dim(lk["mean"], dim, offset),
             "lk_se": lk["se"] / (dim * LN2)},
         "bits_per_dim_convention": convention,
-        "kl_per_dim": [float(v) for v in b.kl_per_dim.mean(0)],
+        "kl_per_dim": None if b.kl_per_dim is None else [float(v) for v in b.kl_per_dim.mean(0)],
         "active_units": int((var > threshold).sum()),
         "active_unit_threshold": threshold,
         "active_unit_variance": [float(v) for v in var],
         "batch_size": b.batch_size, "chunk": b.chunk, "seconds": b.seconds,
     }
+    if layer_sizes:
+        active = (var > threshold).long().split([int(s) for s in layer_sizes])
+        out["layers"] = {"sizes": [int(s) for s in layer_sizes],
+                         "kl": [float(v) for v in b.kl_layers.mean(0)] if b.kl_layers is not None else None,
+                         "active_units": [int(a.sum()) for a in active]}
     return out
 
 
@@ -121,7 +129,8 @@ def evaluate_run(run, split: str = "test", k: int = 1, batch_size: Optional[int]
            "likelihood": run.config.model.likelihood, "seed": int(seed), "device": str(dev),
            "torch_version": torch.__version__,
            "units": "nats per datapoint (summed over the data dimensions); loss = -ELBO"}
-    out.update(summarize(b, x.dim, kind, levels, run.config.model.likelihood))
+    out.update(summarize(b, x.dim, kind, levels, run.config.model.likelihood,
+                         layer_sizes=model.stack.sizes if model.stack is not None else None))
     out["binarization"] = note
     if per_datapoint:
         out["per_datapoint"] = {

@@ -40,6 +40,35 @@ PRESETS = {
         "optim": {"optimizer": "adam", "lr": 1e-3},
         "train": {"batch_size": 20},
     },
+    # The same paper's two-layer model: stochastic layers of 100 and 50 units; two deterministic
+    # tanh layers of 200 units between x and z1, two of 100 between z1 and z2; bottom-up
+    # inference q(z1|x) q(z2|z1).
+    "iwae-mnist-2layer": {
+        "data": {"dataset": "mnist", "binarize": "dynamic"},
+        "model": {"latent_dims": [100, 50], "latent_hidden": [100, 100], "encoder_hidden": [200, 200],
+                  "activation": "tanh", "likelihood": "bernoulli"},
+        "optim": {"optimizer": "adam", "lr": 1e-3},
+        "train": {"batch_size": 20},
+    },
+    # iwae-mnist's networks and training with the VampPrior of Tomczak & Welling, "VAE with a
+    # VampPrior" (AISTATS 2018): 500 pseudo-inputs, as in their MNIST experiments.
+    "vamp-mnist": {
+        "data": {"dataset": "mnist", "binarize": "dynamic"},
+        "model": {"latent_dim": 50, "encoder_hidden": [200, 200], "activation": "tanh", "likelihood": "bernoulli",
+                  "prior": "vamp", "pseudo_inputs": 500},
+        "optim": {"optimizer": "adam", "lr": 1e-3},
+        "train": {"batch_size": 20},
+    },
+    # iwae-mnist's networks and training with an inverse autoregressive flow posterior (Kingma
+    # et al., "Improved Variational Inference with Inverse Autoregressive Flow", NeurIPS 2016):
+    # 2 IAF steps, as in their MNIST experiments.
+    "iaf-mnist": {
+        "data": {"dataset": "mnist", "binarize": "dynamic"},
+        "model": {"latent_dim": 50, "encoder_hidden": [200, 200], "activation": "tanh", "likelihood": "bernoulli",
+                  "flow": "iaf", "flow_steps": 2},
+        "optim": {"optimizer": "adam", "lr": 1e-3},
+        "train": {"batch_size": 20},
+    },
     # Kingma & Welling, "Auto-Encoding Variational Bayes" (2014), section 5 (docs/reproduction.md):
     # one tanh hidden layer of 500 units in encoder and decoder, Bernoulli decoder, parameters
     # from N(0, 0.01) (read as standard deviation 0.01), minibatch 100, L = 1, Adagrad with a

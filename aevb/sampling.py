@@ -65,11 +65,13 @@ def decode_means(model, z: Tensor, batch_size: Optional[int] = None) -> Tensor:
 
 def prior_samples(model, n: int, seed: int = 0, draw: bool = False,
                   batch_size: Optional[int] = None) -> Tuple[Tensor, Tensor]:
-    """(z, x): z = ``prior_draws(n, J, seed)`` and the mean of p(x|z) for each z, or with
-    ``draw=True`` one draw x ~ p(x|z) per z from the same generator (continued after z, on the
-    CPU), so a seed fixes the draws too. x is [n, D] on the CPU."""
+    """(z, x): z ~ p(z), the model's prior (``prior_draws(n, J, seed)`` for N(0, I)), and the
+    mean of p(x|z) for each z, or with ``draw=True`` one draw x ~ p(x|z) per z from the same
+    generator (continued after z, on the CPU), so a seed fixes the draws too. x is [n, D] on the
+    CPU."""
     gen = torch.Generator().manual_seed(int(seed))
-    z = _standard_normal(n, model.latent_dim, gen)
+    with eval_mode(model):
+        z = model.draw_prior(n, gen)
     if not draw:
         return z, decode_means(model, z, batch_size)
     dev, dt = model_device(model), model_dtype(model)

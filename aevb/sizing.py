@@ -64,6 +64,7 @@ def model_sizes(model_cfg, image_shape: Sequence[int]) -> dict:
     c, h, w = (int(s) for s in image_shape)
     dim, m = c * h * w, model_cfg
     conv = "conv" in (m.encoder_network, m.decoder_network)
-    chosen = {"latent_dim": latent_size(dim, conv), "encoder_hidden": hidden_sizes(dim),
+    stacked = getattr(m, "latent_dims", None)
+    chosen = {"latent_dim": sum(stacked) if stacked else latent_size(dim, conv), "encoder_hidden": hidden_sizes(dim),
               "channels": conv_channels(h, w, m.kernel_size), "components": mixture_components(m.likelihood)}
     return {k: v for k, v in chosen.items() if getattr(m, k) is None}

@@ -177,11 +177,20 @@ def format_summary(r: dict) -> str:
         lines.append(s)
     lines.append(f"  bits/dim note:  {r['bits_per_dim_convention']}")
     kl = r["kl_per_dim"]
-    order = sorted(range(len(kl)), key=lambda j: -kl[j])
-    shown = ", ".join(f"z{j} {kl[j]:.3f}" for j in order[:10]) + (" ..." if len(kl) > 10 else "")
     lines.append(f"  active units    {r['active_units']} of {r['latent_dim']} "
                  f"(Var_x E_q[z_j] > {r['active_unit_threshold']:g})")
-    lines.append(f"  KL per dim      {shown}")
+    layers = r.get("layers")
+    if layers:
+        for i, (size, active) in enumerate(zip(layers["sizes"], layers["active_units"])):
+            kl_l = f", KL {layers['kl'][i]:.3f} nats" if layers.get("kl") else ""
+            lines.append(f"  layer z{i + 1}       {active} of {size} units active{kl_l}")
+    if kl is None:
+        lines.append("  KL per dim      not defined: the KL of a flow posterior, a learned prior or stacked layers does not split "
+                     "into units")
+    else:
+        order = sorted(range(len(kl)), key=lambda j: -kl[j])
+        shown = ", ".join(f"z{j} {kl[j]:.3f}" for j in order[:10]) + (" ..." if len(kl) > 10 else "")
+        lines.append(f"  KL per dim      {shown}")
     if r.get("binarization"):
         lines.append(f"  note: {r['binarization']}")
     if not all(math.isfinite(v) for v in (e["mean"], lk["mean"])):

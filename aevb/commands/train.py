@@ -74,9 +74,31 @@ OPTIONS = [
     ("--no-data-output-bias", "model.output_bias_from_data", dict(action="store_false", help="start the decoder's "
                                                                   "output bias at PyTorch's initialisation (default: "
                                                                   "at the training data's mean)")),
+    ("--latent-dims", "model.latent_dims", dict(type=int, nargs="+", metavar="J", help="stacked stochastic layers, "
+                                                "bottom to top, e.g. --latent-dims 100 50 (the IWAE paper's two-layer "
+                                                "model); the decoder reads the bottom layer")),
+    ("--latent-hidden", "model.latent_hidden", dict(type=int, nargs="+", metavar="H", help="deterministic layers "
+                                                    "between two stochastic ones (default: two of twice the upper "
+                                                    "layer's size)")),
+    ("--inference", "model.inference", dict(choices=choices("model.inference"), help="stacked layers: bottom-up "
+                                            "(IWAE: q(z2|z1) from the sample below) or top-down (ladder VAE: shares "
+                                            "the generative path); default: bottom-up")),
+    ("--prior", "model.prior", dict(choices=choices("model.prior"), help="p(z): standard (N(0, I), the AEVB "
+                                    "paper's), mog (a learned mixture of Gaussians) or vamp (the VampPrior: a "
+                                    "mixture of the posteriors of learned pseudo-inputs)")),
+    ("--prior-components", "model.prior_components", dict(type=int, metavar="K", help="--prior mog: mixture "
+                                                          "components (default: 10)")),
+    ("--pseudo-inputs", "model.pseudo_inputs", dict(type=int, metavar="K", help="--prior vamp: learned "
+                                                    "pseudo-inputs (default: 500)")),
+    ("--flow", "model.flow", dict(choices=choices("model.flow"), help="a normalising flow on top of the Gaussian "
+                                  "posterior: planar (Rezende & Mohamed 2015) or iaf (inverse autoregressive, "
+                                  "Kingma et al. 2016); default: none")),
+    ("--flow-steps", "model.flow_steps", dict(type=int, metavar="K", help="steps of the flow (default: 10 planar, "
+                                              "2 iaf)")),
     # objective
     ("--objective", "objective.objective", dict(choices=choices("objective.objective"), help="training bound")),
-    ("--kl", "objective.kl", dict(choices=choices("objective.kl"), help="KL in closed form or by Monte Carlo")),
+    ("--kl", "objective.kl", dict(choices=choices("objective.kl"), help="KL in closed form or by Monte Carlo (default: "
+                                  "closed form where it exists, Monte Carlo with a flow or a learned prior)")),
     ("--samples", "objective.samples", dict(type=int, metavar="L", help="samples of z per datapoint (elbo)")),
     ("--k", "objective.k", dict(type=int, help="importance samples (iwae objective)")),
     ("--beta", "objective.beta", dict(type=float, help="KL weight in the training loss (the logged bound is unweighted)")),

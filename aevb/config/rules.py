@@ -56,7 +56,8 @@ def sizes_chosen(given: RunConfig, resolved: RunConfig) -> str:
     parts = []
     for key, flag in SIZED.items():
         value = get_setting(resolved, key)
-        if get_setting(given, key) is not None or (key == "model.encoder_hidden" and "mlp" not in
+        if get_setting(given, key) is not None or (key == "model.latent_dim" and m.latent_dims) \
+                or (key == "model.encoder_hidden" and "mlp" not in
                                                     (m.encoder_network, m.decoder_network)) \
                 or (key == "model.channels" and not conv) or (key == "model.components" and value == 1):
             continue
@@ -73,7 +74,13 @@ def resolve(cfg: RunConfig, data_kind: str, dataset_name: str, image_shape) -> R
     if out.model.likelihood is None:
         binary_like = data_kind in ("binary", "unit") or out.data.binarize is not None
         out.model.likelihood = "bernoulli" if binary_like else "gaussian"
+    validate(out)  # before the sizes: --latent-dim against --latent-dims is the user's, not the data's
+    if out.model.latent_dims:
+        out.model.latent_dim = sum(out.model.latent_dims)  # the full latent vector
     out = sized(out, image_shape)
+    if out.objective.kl is None:
+        m = out.model
+        out.objective.kl = "analytic" if m.prior == "standard" and m.flow == "none" and not m.latent_dims else "mc"
     validate(out)
     return out
 
@@ -115,6 +122,33 @@ def validate(cfg: RunConfig) -> None:
                "holds out no validation split: add --validation N (a count, or a fraction such as 0.1) or drop "
                "--early-stop")
     m = cfg.model
+    if o.kl == "analytic" and (m.prior != "standard" or m.flow != "none" or m.latent_dims):
+        keys = ["objective.kl"] + (["model.prior"] if m.prior != "standard" else []) + \
+            (["model.flow"] if m.flow != "none" else []) + (["model.latent_dims"] if m.latent_dims else [])
+        refuse(keys, "the KL has a closed form only for one Gaussian layer against the N(0, I) prior; "
+               "use --kl mc (or leave --kl unset)")
+    if m.latent_dims:
+        said = source_of(cfg, "model.latent_dim")
+        if m.latent_dim is not None and m.latent_dim != sum(m.latent_dims) and \
+                not (said == "the default" or said.startswith("preset")):
+            refuse(["model.latent_dim", "model.latent_dims"], "give one of them: --latent-dims sets every layer's "
+                   "size (the full latent vector has their sum)")
+        if m.flow != "none":
+            refuse(["model.flow", "model.latent_dims"], "a flow applies to one stochastic layer; drop --flow or "
+                   "--latent-dims")
+        if m.prior == "vamp":
+            refuse(["model.prior", "model.latent_dims"], "the VampPrior needs the encoder to give the top layer's "
+                   "posterior, which stacked layers do not; use --prior standard or mog with --latent-dims")
+    else:
+        for key in ("model.latent_hidden", "model.inference"):
+            if get_setting(cfg, key) not in (None, "bottom-up"):
+                refuse([key, "model.latent_dims"], "it applies to stacked layers only: add --latent-dims, e.g. "
+                       "--latent-dims 100 50")
+    for key, applies, what in (("model.prior_components", m.prior == "mog", "--prior mog"),
+                               ("model.pseudo_inputs", m.prior == "vamp", "--prior vamp"),
+                               ("model.flow_steps", m.flow != "none", "a flow (--flow planar or iaf)")):
+        if get_setting(cfg, key) is not None and not applies:
+            refuse([key, "model.prior" if "prior" in what else "model.flow"], f"it applies to {what} only")
     if m.components is not None and m.components > 1 and m.likelihood not in (None, "discretized-logistic"):
         refuse(["model.components", "model.likelihood"], "mixture components apply to --likelihood "
                "discretized-logistic only")

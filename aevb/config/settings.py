@@ -20,10 +20,13 @@ from ..data.imageset import COLOR_CHANNELS
 from ..data.registry import BINARIZE_MODES
 from ..devices import PRECISIONS
 from ..distributions import LIKELIHOODS, MEAN_ACTIVATIONS
+from ..flows import FLOWS
 from ..model import KL_ESTIMATORS, NETWORKS, OBJECTIVES
 from ..networks import ACTIVATIONS
 from ..optimizers import OPTIMIZERS, SCHEDULES
 from ..presets import PRESETS
+from ..priors import PRIORS
+from ..stacked import INFERENCE
 from .ranges import between, byte_size, choice, device_name, holdout, layer_sizes, shown, too_large, two_sizes
 
 
@@ -66,12 +69,20 @@ class ModelConfig:
     components: Optional[int] = None  # discretized-logistic: mixture components per value; None: 3 (else 1)
     center_inputs: bool = True  # the encoder sees (x - training mean) / training std (see docs/stability.md)
     output_bias_from_data: bool = True  # the decoder's last bias starts at the training data's mean
+    latent_dims: Optional[List[int]] = None  # stacked stochastic layers, bottom to top (e.g. [100, 50]); None: one layer
+    latent_hidden: Optional[List[int]] = None  # deterministic layers between two stochastic ones; None: 2 of twice the upper size
+    inference: str = "bottom-up"  # stacked layers: bottom-up (IWAE) or top-down (ladder VAE)
+    prior: str = "standard"  # standard (N(0, I)), mog (learned mixture of Gaussians) or vamp (VampPrior)
+    prior_components: Optional[int] = None  # mog: mixture components; None: 10
+    pseudo_inputs: Optional[int] = None  # vamp: learned pseudo-inputs; None: 500
+    flow: str = "none"  # none, planar or iaf: a normalising flow on top of the Gaussian posterior
+    flow_steps: Optional[int] = None  # steps of the flow; None: 10 planar, 2 iaf
 
 
 @dataclass
 class ObjectiveConfig:
     objective: str = "elbo"  # elbo (SGVB) or iwae
-    kl: str = "analytic"  # analytic (closed form, SGVB estimator B) or mc (estimator A)
+    kl: Optional[str] = None  # analytic (closed form, SGVB estimator B) or mc (estimator A); None: analytic where it exists
     samples: int = 1  # L, samples of z per datapoint for the ELBO
     k: int = 50  # importance samples for the iwae objective
     beta: float = 1.0  # weight of the KL term in the training loss (the logged bound is unweighted)
@@ -172,7 +183,10 @@ CHOICES = {
     "model.decoder_network": NETWORKS,
     "model.conv_norm": CONV_NORMS,
     "objective.objective": OBJECTIVES,
-    "objective.kl": KL_ESTIMATORS,
+    "model.prior": PRIORS,
+    "model.flow": FLOWS,
+    "model.inference": INFERENCE,
+    "objective.kl": (None,) + tuple(KL_ESTIMATORS),
     "optim.optimizer": tuple(OPTIMIZERS),
     "optim.schedule": tuple(SCHEDULES),
     "train.precision": PRECISIONS,
@@ -201,6 +215,12 @@ RANGES = {
                        "a list of at least one positive channel count, one per stride-2 stage, e.g. 32 64 128 256"),
     "model.kernel_size": (lambda v: 2 <= v <= 15, "an integer from 2 to 15 (e.g. 3 or 4)"),
     "model.components": (lambda v: 1 <= v <= 32, "an integer from 1 to 32"),
+    "model.prior_components": (lambda v: 1 <= v <= 10_000, "an integer in 1..10000"),
+    "model.pseudo_inputs": (lambda v: 1 <= v <= 10_000, "an integer in 1..10000"),
+    "model.flow_steps": (lambda v: 1 <= v <= 100, "an integer in 1..100"),
+    "model.latent_dims": (lambda v: 2 <= len(v) <= 10 and all(1 <= j <= 65536 for j in v),
+                          "a list of 2 to 10 layer sizes, bottom to top, each in 1..65536 (one layer: --latent-dim)"),
+    "model.latent_hidden": (layer_sizes, "a list of layer sizes, each in 1..1000000"),
     "optim.fan_in_scale": (lambda v: 0 <= v <= 1_000_000_000, "an integer in 0..1000000000 (0: off)"),
     "optim.max_skipped_steps": (lambda v: 0 <= v <= 1_000_000_000, "an integer in 0..1000000000 (0: stop at the first)"),
     "model.sigma": between(0, lo_open=True),

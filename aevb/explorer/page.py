@@ -34,7 +34,7 @@ from ..bounds import ACTIVE_UNIT_THRESHOLD
 from ..evaluate import bits_per_dim, bpd_convention, headline, run_evaluations
 from ..figures.compute import active_mask, kl_per_dimension, latent_means, pca_directions, unit_variances
 from ..figures.runfigures import FigureContext
-from ..sampling import decode_means, prior_draws
+from ..sampling import decode_means
 from ..io import atomic_write_text
 from ..runs import Run, RunError, check_output
 from ..version import __version__
@@ -161,6 +161,10 @@ def write_explorer(run: Union[str, Path, Run], out: Union[str, Path, None] = Non
     path = Path(out) if out else run.path / EXPLORER_FILE
     check_output(path, "--out")  # also refuses a run's checkpoints, config and metrics
     ctx = FigureContext.from_run(run, device=device, data_optional=True, checkpoint=checkpoint)
+    if ctx.model.stack is not None:
+        raise ExplorerError(f"{run.path} has stacked latent layers ({' and '.join(map(str, ctx.model.stack.sizes))}): "
+                            "the page runs one layer's decoder and cannot run the top-down path p(z1|z2); "
+                            "use aevb sample and aevb plot for this run")
     image_shape = tuple(int(s) for s in ctx.image_shape)
     # raises UnsupportedDecoder for what the page cannot run, before any size is computed
     layers = decoder_program(ctx.model, with_weights=False).layers
@@ -177,10 +181,14 @@ def write_explorer(run: Union[str, Path, Run], out: Union[str, Path, None] = Non
     scale, offset = float(scale_offset[1] - scale_offset[0]), float(scale_offset[0])
     z = payload.pop("_mu")
     payload.update({"image": {"shape": list(image_shape), "scale": scale, "offset": offset}, "seed": int(seed)})
+    if not ctx.model.prior.closed_form_kl:  # a learned prior: the page's "sample" button picks one of these draws
+        draws = ctx.model.draw_prior(256, torch.Generator().manual_seed(int(seed) + 1))
+        payload["prior"] = {"name": str(getattr(run.config.model, "prior", "learned")),
+                            "draws": [[round(float(v), 4) for v in row] for row in draws]}
     if live:
         program = decoder_program(ctx.model)
         if not len(z):
-            z = prior_draws(64, ctx.model.latent_dim, seed)
+            z = ctx.model.draw_prior(64, torch.Generator().manual_seed(int(seed)))
         err = mean_error(ctx.model, z[:200], encoding) * abs(scale)
         payload["decoder"] = {"layers": program.layers, "encoding": encoding, "weights": program.encode(encoding),
                               "n_weights": program.n_weights, "live": True}
@@ -314,8 +322,11 @@ def _points(ctx, points: int, seed: int, reconstructions: bool = False) -> dict:
     x = ctx.x[:points] if points else torch.zeros(0, model.data_dim)
     y = ctx.y[:len(x)] if points and ctx.y is not None else None
     mu = latent_means(model, x).float() if len(x) else torch.zeros(0, J)
-    kl = kl_per_dimension(model, x).double().numpy() if len(x) else np.zeros(J)
+    kl = kl_per_dimension(model, x) if len(x) else torch.zeros(J)
     variance = unit_variances(mu)
+    # without a closed-form KL (a flow or a learned prior) the units are ranked by the variance
+    ranked_by = "KL" if kl is not None else "variance"
+    kl = (kl if kl is not None else variance).double().numpy()
     active = active_mask(variance)
     mu_np = mu.numpy().astype("<f4")
     pixels = _levels(ctx, x)
@@ -327,7 +338,7 @@ def _points(ctx, points: int, seed: int, reconstructions: bool = False) -> dict:
     # slider ranges: at least the prior's +-4 sigma, and every test point's mean
     lim = np.maximum(4.0, np.ceil(np.abs(mu_np).max(0) * 1.1)) if len(x) else np.full(J, 4.0)
     out = {
-        "latent": {"dim": J, "kl": [float(v) for v in kl], "known_kl": bool(len(x)),
+        "latent": {"dim": J, "kl": [float(v) for v in kl], "known_kl": bool(len(x)), "ranked_by": ranked_by,
                    "variance": [float(v) for v in variance], "active": [bool(a) for a in active],
                    "active_threshold": ACTIVE_UNIT_THRESHOLD, "range": [float(v) for v in lim]},
         "points": {"n": int(len(x)), "total": 0 if ctx.data is None else int(len(ctx.data.test)),

@@ -36,6 +36,8 @@ class _Encoder(nn.Module):
 
     def forward(self, x):
         mu, log_var = self.model.encode(x)
+        if self.model.flow is not None or self.model.stack is not None:
+            return mu, log_var, self.model.codes(mu, log_var)  # the code: f(mu), or every layer's mean
         return mu, log_var
 
 
@@ -84,10 +86,16 @@ def export_onnx(model, config: RunConfig, image_shape: Sequence[int], out_dir: U
     out_dir = Path(out_dir)
     meta = {"aevb_config": json.dumps(config.to_dict()), "likelihood": str(model.likelihood.name),
             "image_shape": json.dumps([int(s) for s in image_shape]), "data_dim": str(int(model.data_dim)),
-            "latent_dim": str(int(model.latent_dim)), "aevb_version": __version__}
+            "latent_dim": str(int(model.latent_dim)), "aevb_version": __version__,
+            "prior": str(config.model.prior), "flow": str(config.model.flow),
+            "latent_layers": json.dumps(list(model.stack.sizes) if model.stack is not None else [int(model.latent_dim)])}
     x = torch.zeros(2, model.data_dim)
     z = torch.zeros(2, model.latent_dim)
+    # with a flow, mu and log_var are the base Gaussian's (before the flow) and "code" is f(mu);
+    # with stacked layers they are z_1's and "code" is every layer's mean
+    encoder_outputs = ("mu", "log_var", "code") if model.flow is not None or model.stack is not None \
+        else ("mu", "log_var")
     return {
-        "encoder": _export(_Encoder(model), x, "x", ("mu", "log_var"), meta, out_dir / "encoder.onnx"),
+        "encoder": _export(_Encoder(model), x, "x", encoder_outputs, meta, out_dir / "encoder.onnx"),
         "decoder": _export(_Decoder(model), z, "z", ("params", "mean"), meta, out_dir / "decoder.onnx"),
     }

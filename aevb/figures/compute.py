@@ -28,9 +28,12 @@ METHODS = ("pca", "tsne")
 
 
 # ---------------------------------------------------------------------------- latent units
-def kl_per_dimension(model, x, batch_size: int = 1000) -> Tensor:
+def kl_per_dimension(model, x, batch_size: int = 1000) -> Optional[Tensor]:
     """Closed-form KL(q(z_j|x) || N(0, 1)) per latent unit averaged over the rows of ``x``, [J]
-    nats in the model's dtype: how much each unit carries (not what makes it active)."""
+    nats in the model's dtype: how much each unit carries (not what makes it active). None for
+    a model without a closed-form KL (a flow posterior or a learned prior)."""
+    if not model.closed_form_kl:
+        return None
     if len(x) == 0:
         return torch.zeros(model.latent_dim, dtype=model_dtype(model))
     with eval_mode(model):

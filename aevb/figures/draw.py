@@ -122,8 +122,8 @@ def reconstructions_figure(x: Tensor, rec: Tensor, image_shape, ncol: int = 8, t
 
 
 def samples_figure(x: Tensor, image_shape, ncol: int = 8, x_draw: Optional[Tensor] = None,
-                   title: Optional[str] = None):
-    """Samples from the model: z ~ N(0, I) decoded to the likelihood's mean; with ``x_draw``, a
+                   title: Optional[str] = None, prior: str = "N(0, I)"):
+    """Samples from the model: z ~ ``prior`` decoded to the likelihood's mean; with ``x_draw``, a
     second panel with one draw x ~ p(x|z) for the same z."""
     panels = 1 if x_draw is None else 2
     fig, axes, ncol, _, interp = _grid_figure(len(x), image_shape, ncol, panels=panels)
@@ -132,7 +132,7 @@ def samples_figure(x: Tensor, image_shape, ncol: int = 8, x_draw: Optional[Tenso
     if x_draw is not None:
         show_grid(axes[1], x_draw, image_shape, ncol, interp)
         axes[1].set_title("a draw x ~ p(x|z), same z", fontsize=9)
-    fig.suptitle(title or f"{len(x)} samples from the model, z ~ N(0, I)", fontsize=10)
+    fig.suptitle(title or f"{len(x)} samples from the model, z ~ {prior}", fontsize=10)
     return fig
 
 
@@ -168,7 +168,8 @@ def manifold_figure(x: Tensor, coords: np.ndarray, image_shape, kind: str = "qua
             kl_txt = ""
             if kl is not None:
                 kl_txt = " (KL " + ", ".join(f"{float(kl[d]):.2f}" for d in dims[:2 if two else 1]) + " nats)"
-            title += (f"\n{latent_dim}-D latent space: {which} of highest KL{kl_txt}, "
+            ranked = "KL" if kl is not None else "variance of the posterior mean"
+            title += (f"\n{latent_dim}-D latent space: {which} of highest {ranked}{kl_txt}, "
                       f"the other {latent_dim - (2 if two else 1)} at 0")
     ax.set_title(title, fontsize=9)
     return fig
@@ -296,7 +297,8 @@ def traversal_figure(x: Tensor, dims: Sequence[int], values: Sequence[float], im
     ax.set_xticks(_tile_centres(ncol, w))
     ax.set_xticklabels([f"{v:.2g}" for v in values], fontsize=7)
     ax.tick_params(length=0)
-    ax.set_title(title or "Traversals of single latent dimensions, ordered by KL (highest first)\n"
+    ranked = "KL" if kl is not None else "variance of the posterior mean"
+    ax.set_title(title or f"Traversals of single latent dimensions, ordered by {ranked} (highest first)\n"
                           "from the posterior mean of a test image; one dimension varies per row",
                  fontsize=9)
     return fig
@@ -353,32 +355,40 @@ def _floor(values: np.ndarray, at_most: float) -> float:
     return min(at_most, float(positive.min()) / 2 if len(positive) else at_most)
 
 
-def kl_figure(kl: Tensor, variances: Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD,
+def kl_figure(kl: Optional[Tensor], variances: Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD,
               title: Optional[str] = None):
     """The latent units, two panels of bars on log scales with the same colours (active units in
     colour, inactive in grey). Top: the variance over the data of the posterior mean
     E_q[z_j|x], which decides activity (above ``threshold``, the dashed line: the IWAE
     paper's criterion); bottom: the KL per unit, KL(q(z_j|x) || p(z_j)) averaged over the data.
-    ``fig.axes[0].patches`` are the variance bars, ``fig.axes[1].patches`` the KL bars."""
-    kl = np.asarray(torch.as_tensor(kl).detach().cpu().double().numpy())
+    ``fig.axes[0].patches`` are the variance bars, ``fig.axes[1].patches`` the KL bars. With
+    ``kl`` None (a flow posterior or a learned prior: the KL does not split into units) the
+    figure has the top panel only."""
     var = np.asarray(torch.as_tensor(variances).detach().cpu().double().numpy())
-    if len(kl) != len(var):
-        raise ValueError(f"{len(kl)} KL values but {len(var)} variances")
-    J = len(kl)
+    if kl is not None:
+        kl = np.asarray(torch.as_tensor(kl).detach().cpu().double().numpy())
+        if len(kl) != len(var):
+            raise ValueError(f"{len(kl)} KL values but {len(var)} variances")
+    J = len(var)
     active = active_mask(torch.from_numpy(var), threshold).numpy()
     colours = np.where(active, "C0", "0.7")
-    fig = new_figure(max(5.0, 0.28 * J + 2.0), 6.0)
-    ax_var, ax_kl = fig.subplots(2, 1, sharex=True)
+    fig = new_figure(max(5.0, 0.28 * J + 2.0), 6.0 if kl is not None else 3.4)
+    ax_var, ax_kl = fig.subplots(2, 1, sharex=True) if kl is not None else (fig.subplots(1, 1), None)
     _unit_bars(ax_var, var, colours, _floor(var, threshold / 10))
     ax_var.axhline(threshold, color="C3", ls="--", lw=1)
     ax_var.set_ylabel("Var$_x$ E$_q$[$z_j$|x]")
     ax_var.set_title(f"activity: variance over test points of the posterior mean (active above the dashed "
                      f"line, {threshold:g})", fontsize=9)
-    _unit_bars(ax_kl, kl, colours, _floor(kl, 1e-3))
-    ax_kl.set_ylabel("KL (nats)")
-    ax_kl.set_xlabel("latent unit j")
-    ax_kl.set_title("KL per unit, mean over test points", fontsize=9)
+    if ax_kl is None:
+        ax_var.set_xlabel("latent unit j")
+        total = "\nthe KL does not split into units with a flow posterior, a learned prior or stacked layers"
+    else:
+        _unit_bars(ax_kl, kl, colours, _floor(kl, 1e-3))
+        ax_kl.set_ylabel("KL (nats)")
+        ax_kl.set_xlabel("latent unit j")
+        ax_kl.set_title("KL per unit, mean over test points", fontsize=9)
+        total = f"total KL {kl.sum():.2f} nats"
     fig.suptitle(title or f"Latent units: {int(active.sum())} of {J} active (Var_x E_q[z_j|x] > {threshold:g}); "
-                          f"total KL {kl.sum():.2f} nats", fontsize=10)
+                          f"{total}", fontsize=10)
     fig.tight_layout()
     return fig

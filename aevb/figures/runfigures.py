@@ -165,11 +165,20 @@ class FigureContext:
         return None if y is None else y[:len(self.x)]
 
     @property
-    def kl(self) -> Tensor:
-        """KL per latent unit, the mean over the test points, [J] (cached)."""
-        if self._kl is None:
+    def kl(self) -> Optional[Tensor]:
+        """KL per latent unit, the mean over the test points, [J] (cached); None without a
+        closed-form KL."""
+        if self._kl is None and self.model.closed_form_kl:
             self._kl = kl_per_dimension(self.model, self.x[:self.max_points])
         return self._kl
+
+    @property
+    def ranking(self) -> Tensor:
+        """What orders the units the decoder reads from most to least informative: the KL per
+        unit, or without a closed-form KL the variance of the posterior mean; with stacked layers
+        the units of z_1 only (the layers above reach the data through z_1)."""
+        r = self.kl if self.kl is not None else self.unit_variances
+        return r[:self.model.bottom_dim]
 
     @property
     def unit_variances(self) -> Tensor:
@@ -212,17 +221,30 @@ def _figure_samples(ctx: FigureContext, n: Optional[int], seed: int = 0, draw: b
     else:
         (_, x), x_draw = prior_samples(ctx.model, side * side, seed=seed), None
     return {"samples.png": samples_figure(ctx.display(x), ctx.image_shape, side,
-                                          None if x_draw is None else ctx.display(x_draw))}
+                                          None if x_draw is None else ctx.display(x_draw),
+                                          prior=prior_name(ctx.model))}
+
+
+def prior_name(model) -> str:
+    """How a figure names the model's prior: N(0, I), or the learned one (and the path down
+    through stacked layers)."""
+    names = {"StandardNormal": "N(0, I)", "MixturePrior": "the learned mixture prior",
+             "VampPrior": "the VampPrior"}
+    name = names.get(type(model.prior).__name__, "p(z)")
+    if model.stack is not None:
+        return f"{name} (top layer), then p(z1|z2) down"
+    return name
 
 
 def manifold_dims(ctx: FigureContext) -> List[int]:
-    """(0, 1) for a 2-D latent space, the two dimensions of highest KL otherwise ([0] if J = 1)."""
-    J = ctx.model.latent_dim
+    """(0, 1) for a 2-D latent space, the two dimensions of highest KL otherwise ([0] if J = 1);
+    with stacked layers, of z_1, the layer the decoder reads."""
+    J = ctx.model.bottom_dim
     if J == 1:
         return [0]
     if J == 2:
         return [0, 1]
-    return sorted(dims_by_kl(ctx.kl)[:2])
+    return sorted(dims_by_kl(ctx.ranking)[:2])
 
 
 def _figure_manifold(ctx: FigureContext, n: Optional[int], **_):
@@ -283,7 +305,7 @@ def _figure_traversal(ctx: FigureContext, n: Optional[int], **_):
     if len(ctx.x) == 0:
         raise PlotError("the test split is empty")
     kl = ctx.kl
-    dims = dims_by_kl(kl)[:10]
+    dims = dims_by_kl(ctx.ranking)[:10]
     values = np.linspace(-3, 3, steps) if steps > 1 else np.zeros(1)
     xs = torch.cat([traversal(ctx.model, ctx.x[0], d, values)[1] for d in dims])
     return {"traversal.png": traversal_figure(ctx.display(xs), dims, values, ctx.image_shape, kl)}

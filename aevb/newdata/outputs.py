@@ -37,9 +37,10 @@ def progress_bar(total: int, desc: str, enabled: bool):
 
 def encode(model, split: Split, samples: int = 0, seed: int = 0, batch_size: Optional[int] = None,
            progress: bool = False) -> Dict[str, np.ndarray]:
-    """{"mu", "log_var"} [N, J] float64 (the Gaussian q(z|x) of each row) and, with ``samples``
-    > 0, "z" [N, samples, J] float64: draws z = mu + sigma * eps with eps from a CPU generator
-    seeded with ``seed``. The encoder sees ``batch_size`` rows at a time from ``split.batches``
+    """{"mu", "log_var"} [N, J] float64 (the Gaussian q(z|x) of each row: with stacked layers
+    every layer's along the mean path; with a flow the Gaussian before it) and, with ``samples``
+    > 0, "z" [N, samples, J] float64: draws z ~ q(z|x) (z = mu + sigma * eps, through the flow or
+    the upper layers where the model has them) with eps from a CPU generator seeded with ``seed``. The encoder sees ``batch_size`` rows at a time from ``split.batches``
     (default: aevb.bounds.eval_rows, sized in bytes)."""
     n, j = len(split), int(model.latent_dim)
     batch_size = batch_size or eval_rows(model)
@@ -51,13 +52,17 @@ def encode(model, split: Split, samples: int = 0, seed: int = 0, batch_size: Opt
     try:
         with eval_mode(model):
             for xb in split.batches(batch_size, model_device(model)):
-                m, v = model.encode(xb.to(model_dtype(model)))
-                m, v = m.double().cpu(), v.double().cpu()
+                m1, v1 = model.encode(xb.to(model_dtype(model)))
+                m, v = (t.double().cpu() for t in model.posterior_params(m1, v1))
                 b = len(m)
                 mu[i:i + b], lv[i:i + b] = m.numpy(), v.numpy()
                 if samples:
                     eps = torch.randn(b, int(samples), j, generator=gen, dtype=torch.float64)
-                    z[i:i + b] = (m.unsqueeze(1) + torch.exp(0.5 * v).unsqueeze(1) * eps).numpy()
+                    if model.closed_form_kl:  # z = mu + sigma * eps, in float64
+                        z[i:i + b] = (m.unsqueeze(1) + torch.exp(0.5 * v).unsqueeze(1) * eps).numpy()
+                    else:
+                        zs = model.sample_posterior(eps.to(m1), m1.unsqueeze(1), v1.unsqueeze(1))[0]
+                        z[i:i + b] = zs.double().cpu().numpy()
                 i += b
                 if bar is not None:
                     bar.update(b)

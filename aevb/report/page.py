@@ -50,7 +50,7 @@ SECTIONS: List[Tuple[str, str, str]] = [
      "Test images (rows marked <i>data</i>) over their reconstructions: the decoder's mean at z equal to "
      "the posterior mean E<sub>q</sub>[z|x]."),
     ("samples.png", "Samples from the prior",
-     "z ~ N(0, I) decoded to the mean of p(x|z); where shown, the right panel is one draw x ~ p(x|z) for "
+     "z ~ p(z), the model's prior (N(0, I) unless the run learned one), decoded to the mean of p(x|z); where shown, the right panel is one draw x ~ p(x|z) for "
      "the same z."),
     ("manifold.png", "Learned data manifold",
      "Decoder means on a grid of latent values that are Gaussian quantiles (the inverse CDF of evenly "

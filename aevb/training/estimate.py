@@ -66,7 +66,7 @@ def _layer_outputs(model, dim: int) -> Tuple[List[int], List[int]]:
     try:
         with torch.no_grad():
             model.encoder(torch.empty(1, dim, device="meta"))
-            model.decoder(torch.empty(1, model.latent_dim, device="meta"))
+            model.decoder(torch.empty(1, model.bottom_dim, device="meta"))
     finally:
         for h in hooks:
             h.remove()

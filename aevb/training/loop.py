@@ -33,7 +33,6 @@ from ..model import VAE
 from ..optimizers import build_optimizer, build_scheduler, warmup_factor
 from ..runfolder import NewRun, remove_orphans
 from ..runs import BEST_CHECKPOINT, CHECKPOINT, Run, is_run
-from ..sampling import prior_draws
 from . import session
 from .callbacks import Callback, Progress, TensorBoard, epoch_images, write_images, write_metrics
 from .objective import (batch_loss, binarize_batch, kl_weight, objective_terms, poison_if_nonfinite,
@@ -93,7 +92,7 @@ class Trainer:
                 self.best_epoch, self.best_bound = restore_best(state, self.history)
                 restore_rng(self, state)
         self.splits = session.place_splits(data, self.device)
-        self.sample_z = prior_draws(64, cfg.model.latent_dim, t.seed + 2)  # the same draws every epoch
+        self.sample_seed = t.seed + 2  # the same prior draws every epoch
         self.tensorboard = TensorBoard(bool(t.tensorboard))
         self.progress = Progress(bool(t.progress) and self.dist.is_main)
         self._lock: Optional[RunLock] = None  # this process's lock on run_dir (rank 0)
@@ -341,7 +340,8 @@ class Trainer:
         """8 test images over their reconstructions, and 64 samples (likelihood means) from a
         fixed set of prior draws, so grids of successive epochs are comparable."""
         x = self.splits["test"].rows(0, 8, self.device)
-        return write_images(epoch_images(self.model, x, self.sample_z), self.data.image_shape, folder, suffix,
+        z = self.model.draw_prior(64, torch.Generator().manual_seed(self.sample_seed))  # a learned prior as it is now
+        return write_images(epoch_images(self.model, x, z), self.data.image_shape, folder, suffix,
                             self.tensorboard.writer(self.run_dir), self.epoch)
 
     def checkpoint_state(self) -> dict:

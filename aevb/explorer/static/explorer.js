@@ -18,6 +18,8 @@
   // decided in Python (aevb.bounds' definition) and handed over as P.latent.active.
   const kl = P.latent.kl, variance = P.latent.variance, active = P.latent.active, threshold = P.latent.active_threshold;
   const known = P.latent.known_kl;
+  // "variance" where the model's KL does not split into units (a flow or a learned prior)
+  const rankedBy = P.latent.ranked_by || "KL";
   const nActive = known ? active.filter(Boolean).length : null;
   const order = Array.from({ length: J }, (_, j) => j);
   if (known) order.sort((a, b) => kl[b] - kl[a] || a - b);
@@ -76,7 +78,7 @@
   const rows = [];
   function buildSliders() {
     const box = $("sliders");
-    $("slider-order").textContent = known ? `by KL \u00b7 ${nActive} of ${J} active`
+    $("slider-order").textContent = known ? `by ${rankedBy} \u00b7 ${nActive} of ${J} active`
       : "KL unknown (no test data)";
     for (const j of order) {
       const row = document.createElement("div");
@@ -89,7 +91,7 @@
         `<span class="val">${fmt(0, 2)}</span><span class="kl">${known ? fmtKL(kl[j]) : "–"}</span>`;
       if (known) row.title = `variance of E[z${j + 1}|x] over the test points ${variance[j].toExponential(1)} ` +
         (inactive ? `\u2264 ${threshold}: an inactive unit; the decoder ignores it` : `> ${threshold}: an active unit`) +
-        `; KL ${kl[j].toExponential(1)} nats`;
+        (rankedBy === "KL" ? `; KL ${kl[j].toExponential(1)} nats` : "; no KL per unit (a flow posterior or a learned prior)");
       const input = row.querySelector("input"), val = row.querySelector(".val");
       input.addEventListener("input", () => {
         z[j] = parseFloat(input.value);
@@ -119,7 +121,11 @@
     setSource(source);
   }
   function setZ(values, source) { showZ(values, source); render(); }
+  // a learned prior comes as draws made in Python; N(0, I) is drawn here
+  const learnedPrior = P.prior && P.prior.draws && P.prior.draws.length ? P.prior : null;
+  const priorName = learnedPrior ? `the learned prior (${learnedPrior.name})` : "the prior N(0, I)";
   function priorSample() {  // Box-Muller
+    if (learnedPrior) return learnedPrior.draws[Math.floor(Math.random() * learnedPrior.draws.length)].slice();
     const s = new Array(J);
     for (let j = 0; j < J; j++) {
       const u = 1 - Math.random(), v = Math.random();
@@ -303,10 +309,12 @@
     const shown = N < total ? `${N.toLocaleString("en")} of the ${total.toLocaleString("en")} test points (as many as --points, the page's ` +
       `16 MB image budget${live ? "" : ", with two images per point,"} and --max-size allow)` : `${N.toLocaleString("en")} test points`;
     const common = [
-      N ? `${shown}; the scatter shows their posterior means E[z|x]. Dashed circles: radius 1 and 2 of the prior N(0, I).` : "",
+      N ? `${shown}; the scatter shows their posterior means E[z|x]. Dashed circles: radius 1 and 2 of N(0, I)` +
+        (learnedPrior ? ` (for scale: this model's prior is learned).` : ", the prior.") : "",
       nActive != null ? `${nActive} of ${J} latent units are active: the variance of their posterior mean E[z<sub>j</sub>|x] over these test points ` +
         `is above ${threshold} (the IWAE paper's criterion, as <code>aevb evaluate</code> counts them); inactive units are marked and greyed. ` +
-        "The column beside each slider is the unit's KL, mean over the same points, in nats." : "",
+        (rankedBy === "KL" ? "The column beside each slider is the unit's KL, mean over the same points, in nats." :
+         "The column beside each slider is that variance: with a flow posterior or a learned prior the KL does not split into units.") : "",
     ];
     if (!live) {
       $("about").innerHTML = [
@@ -387,8 +395,8 @@
   scatter.addEventListener("mouseleave", () => { sel.hover = -1; drawScatter(); });
   scatter.addEventListener("click", (ev) => { const i = nearest(ev); if (i >= 0) select(i); });
   if (live) {
-    $("sample").addEventListener("click", () => setZ(priorSample(), "a sample from the prior N(0, I)"));
-    $("zero").addEventListener("click", () => setZ(new Array(J).fill(0), "0 (the prior mean)"));
+    $("sample").addEventListener("click", () => setZ(priorSample(), "a sample from " + priorName));
+    $("zero").addEventListener("click", () => setZ(new Array(J).fill(0), learnedPrior ? "0" : "0 (the prior mean)"));
     $("interp").innerHTML = '<span class="empty-text">Click a point in the scatter, then another: the decoder means along the straight line between their posterior means appear here.</span>';
     if (N) { sel.b = 0; setZ(muOf(0), "posterior mean of " + pointName(0)); showHover(0); } else { setZ(new Array(J).fill(0), "0 (the prior mean)"); }
   } else {
