@@ -1,0 +1,117 @@
+"""Benchmark: beyond one Gaussian layer on dynamically binarized MNIST, against the published table.
+
+    python benchmarks/bench_layers.py --data-dir ../shared/datasets/mnist --out bench-layers \\
+        --epochs 100 --jobs 2
+
+Trains, at the same budget (``--epochs`` epochs of batch ``--batch-size``, Adam 1e-3, seed 0, one
+thread per run, ``--jobs`` runs at a time), the models of the IWAE paper's Table 1 and its
+follow-ups, all with the IWAE paper's networks (200-200 tanh between x and z_1; 100-100 between
+z_1 and z_2):
+
+  vae-1     one layer of 50 latents, the ELBO               (--preset iwae-mnist)
+  vae-2     layers of 100 and 50 latents, the ELBO          (--preset iwae-mnist-2layer)
+  iwae-2    the same, trained on L_5                        (--preset iwae-mnist-2layer --objective iwae --k 5)
+  vamp-1    one layer, the VampPrior with 500 pseudo-inputs (--preset vamp-mnist)
+  iaf-1     one layer, a 2-step IAF posterior               (--preset iaf-mnist)
+
+then ``aevb evaluate RUN --k K`` (default 5000) on the whole test set, and writes
+OUT/results.json and a Markdown table: -log p(x) from L_K (nats, with its standard error), the
+gain over vae-1, the paper's number and gain, and the median training time per epoch against
+vae-1's (each run's ``train_time_s`` column; runs share the machine ``--jobs`` at a time).
+An existing run or evaluation in OUT is reused, so the script resumes where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+# name: (options, the published -log p(x), the same paper's one-layer VAE baseline, source)
+MODELS = {
+    "vae-1": (["--preset", "iwae-mnist"], 86.76, 86.76, "Burda et al. 2016, Table 1, VAE k=1, one layer"),
+    "vae-2": (["--preset", "iwae-mnist-2layer"], 85.33, 86.76, "Burda et al. 2016, Table 1, VAE k=1, two layers"),
+    "iwae-2": (["--preset", "iwae-mnist-2layer", "--objective", "iwae", "--k", "5"], 83.89, 86.76,
+               "Burda et al. 2016, Table 1, IWAE k=5, two layers"),
+    "vamp-1": (["--preset", "vamp-mnist"], 85.57, 88.56,
+               "Tomczak & Welling 2018, Table 2, one-layer VAE: standard prior 88.56, VampPrior 85.57"),
+    "iaf-1": (["--preset", "iaf-mnist"], None, None,
+              "Kingma et al. 2016 report IAF on MNIST with a ResNet VAE only, no one-layer MLP number"),
+}
+
+
+def run(cmd, log: Path) -> None:
+    with open(log, "a") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, check=True)
+
+
+def train_and_evaluate(name: str, args) -> dict:
+    options, paper, paper_base, source = MODELS[name]
+    out = Path(args.out)
+    folder, evaluation, log = out / name, out / f"{name}-L{args.k}.json", out / f"{name}.log"
+    env_threads = ["--threads", "1"]
+    if not (folder / "run.json").is_file() or json.loads((folder / "run.json").read_text()).get("status") != "finished":
+        resume = ["--resume", str(folder)] if (folder / "checkpoints" / "last.pt").is_file() else \
+            ["--out", str(folder), "--overwrite"]
+        run([sys.executable, "-m", "aevb", "train", *([] if resume[0] == "--resume" else options),
+             "--data-dir", args.data_dir, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+             "--no-progress", "--no-tensorboard", *env_threads, *resume], log)
+    if not evaluation.is_file():
+        run([sys.executable, "-m", "aevb", "evaluate", str(folder), "--k", str(args.k), "--out", str(evaluation),
+             "--no-progress", *env_threads], log)
+    result = json.loads(evaluation.read_text())
+    with open(folder / "metrics.csv") as f:
+        times = [float(r["train_time_s"]) for r in csv.DictReader(f)]
+    return {"name": name, "options": " ".join(options), "nll": -result["lk"]["mean"], "nll_se": result["lk"]["se"],
+            "elbo": result["elbo"]["mean"], "active_units": result["active_units"],
+            "layers": result.get("layers"), "epoch_s": statistics.median(times), "epochs": len(times),
+            "paper_nll": paper, "paper_baseline_nll": paper_base, "paper_source": source, "evaluation_seconds": result["seconds"]}
+
+
+def table(rows) -> str:
+    base = next(r for r in rows if r["name"] == "vae-1")
+    lines = ["| model | options | -log p(x), L_5000 (nats) | gain over vae-1 | paper | paper's gain | "
+             "active units | epoch time / vae-1's |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        gain = base["nll"] - r["nll"]
+        paper = "-" if r["paper_nll"] is None else f"{r['paper_nll']:.2f}"
+        paper_gain = "-" if r["paper_nll"] is None else f"{r['paper_baseline_nll'] - r['paper_nll']:+.2f}"
+        units = r["active_units"] if not r["layers"] else " + ".join(map(str, r["layers"]["active_units"]))
+        lines.append(f"| {r['name']} | `{r['options']}` | {r['nll']:.2f} +- {r['nll_se']:.2f} | "
+                     f"{gain:+.2f} | {paper} | {paper_gain} | {units} | {r['epoch_s'] / base['epoch_s']:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--out", default="bench-layers")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--k", type=int, default=5000)
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    args = p.parse_args()
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    with ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(lambda n: train_and_evaluate(n, args), args.models))
+    result = {"machine": os.uname().machine, "torch_threads_per_run": 1, "jobs": args.jobs, "epochs": args.epochs,
+              "batch_size": args.batch_size, "k": args.k, "wall_s": time.time() - t0, "rows": rows}
+    (Path(args.out) / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    text = table(rows) if "vae-1" in args.models else json.dumps(rows, indent=2)
+    (Path(args.out) / "table.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
