@@ -64,7 +64,10 @@ class VAE(nn.Module):
     """A variational autoencoder with a Gaussian inference network.
 
     ``encoder(x) -> (mu, log_var)`` each [B, J]; ``decoder(z) -> params`` [..., n_params * D];
-    ``likelihood`` turns decoder parameters into log p(x|z).
+    ``likelihood`` turns decoder parameters into log p(x|z). Optional parts: ``prior`` (an
+    aevb.priors.Prior over the top layer; N(0, I) when None), ``flow`` (an aevb.flows.Flow on the
+    Gaussian posterior) and ``stack`` (aevb.stacked.LatentStack: stochastic layers above z_1,
+    whose sizes the full latent vector of ``latent_dim`` values concatenates).
 
     With ``center_inputs`` the encoder sees (x - m) * s, where m [D] is the training data's mean
     per value and s the inverse of their standard deviation over all values (buffers
@@ -257,18 +260,26 @@ class VAE(nn.Module):
             raise ValueError("the KL has no closed form with a flow posterior or a learned prior: use kl='mc'")
         mu, log_var = self.encode(x)
         eps = self._noise(n_samples, mu)
-        kl_per_dim = kl_normal_standard(mu, log_var) if self.closed_form_kl else None
-        if kl == "analytic":
-            log_px_z = self.log_p_x_given_z(x, mu + torch.exp(0.5 * log_var) * eps).mean(0)
-            kl_term = kl_per_dim.sum(-1)
+        if self.flow is None and self.stack is None:  # one Gaussian layer (the autograd graph is
+            z = mu + torch.exp(0.5 * log_var) * eps    # built in this order, so gradients add up
+            log_px_z = self.log_p_x_given_z(x, z).mean(0)  # in the same order as they always did)
+            kl_per_dim = kl_normal_standard(mu, log_var) if self.closed_form_kl else None
+            if kl == "analytic":
+                kl_term = kl_per_dim.sum(-1)
+            else:
+                kl_term = (self.log_q_z_given_x(z, mu, log_var) - self.log_p_z(z)).mean(0)
         else:
             z, log_q = self.sample_posterior(eps, mu, log_var)
             log_px_z = self.log_p_x_given_z(x, z).mean(0)
-            kl_term = (log_q - self.log_p_z(z)).mean(0)
+            kl_per_dim, kl_term = None, (log_q - self.log_p_z(z)).mean(0)
         return BoundTerms(log_px_z - kl_term, log_px_z, kl_term, kl_per_dim)
 
     def _log_weights(self, x: Tensor, eps: Tensor, mu: Tensor, log_var: Tensor):
         """(log p(x|z), log w = log p(x,z) - log q(z|x)) for noise eps [S, B, J]: each [S, B]."""
+        if self.flow is None and self.stack is None:
+            z = mu + torch.exp(0.5 * log_var) * eps
+            log_px_z = self.log_p_x_given_z(x, z)
+            return log_px_z, log_px_z + self.log_p_z(z) - self.log_q_z_given_x(z, mu, log_var)
         z, log_q = self.sample_posterior(eps, mu, log_var)
         log_px_z = self.log_p_x_given_z(x, z)
         return log_px_z, log_px_z + self.log_p_z(z) - log_q
