@@ -55,7 +55,7 @@ class MaskedLinear(nn.Linear):
 
     def __init__(self, n_in: int, n_out: int, mask: Tensor):
         super().__init__(n_in, n_out)
-        self.register_buffer("mask", mask.to(self.weight.dtype), persistent=False)
+        self.register_buffer("mask", mask.to(self.weight.dtype).clone())  # saved: weights-only loading builds on the meta device
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight * self.mask, self.bias)

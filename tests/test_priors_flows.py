@@ -187,10 +187,12 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, model_settings, one
     assert {k: saved["model"][k] for k in model_settings} == model_settings
 
 
-def test_the_run_commands_work_on_a_vampprior_run(tmp_path, capsys, one_thread):
+@pytest.mark.parametrize("parts", [["--prior", "vamp", "--pseudo-inputs", "8"], ["--flow", "iaf"],
+                                   ["--prior", "mog", "--flow", "planar", "--flow-steps", "2"]])
+def test_the_run_commands_work_on_runs_with_parts(tmp_path, capsys, one_thread, parts):
     run = tmp_path / "run"
     assert main(["train", "--out", str(run), "--epochs", "1", "--latent-dim", "3", "--hidden", "32",
-                 "--prior", "vamp", "--pseudo-inputs", "8", "--no-progress", "--no-tensorboard"]) == 0
+                 "--no-progress", "--no-tensorboard"] + parts) == 0
     assert main(["evaluate", str(run), "--k", "20"]) == 0
     out = capsys.readouterr().out
     assert "not defined" in out  # KL per unit
@@ -201,6 +203,8 @@ def test_the_run_commands_work_on_a_vampprior_run(tmp_path, capsys, one_thread):
     assert main(["plot", str(run), "all", "--out", str(tmp_path / "figures")]) == 0
     assert (tmp_path / "figures" / "kl.png").is_file()
     assert result is None or result["elbo"]["mean"] < result["lk"]["mean"] + 1e-9
+    assert main(["export", str(run), "--out", str(tmp_path / "export"), "--format", "safetensors"]) == 0
+    assert main(["explore", str(run), "--out", str(tmp_path / "e.html")]) == 0
 
 
 @pytest.mark.parametrize("args,message", [
