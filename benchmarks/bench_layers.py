@@ -76,9 +76,9 @@ def train_and_evaluate(name: str, args) -> dict:
             "paper_nll": paper, "paper_baseline_nll": paper_base, "paper_source": source, "evaluation_seconds": result["seconds"]}
 
 
-def table(rows) -> str:
+def table(rows, k: int) -> str:
     base = next(r for r in rows if r["name"] == "vae-1")
-    lines = ["| model | options | -log p(x), L_5000 (nats) | gain over vae-1 | paper | paper's gain | "
+    lines = [f"| model | options | -log p(x), L_{k} (nats) | gain over vae-1 | paper | paper's gain | "
              "active units | epoch time / vae-1's |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         gain = base["nll"] - r["nll"]
@@ -109,7 +109,7 @@ def main() -> int:
     result = {"machine": os.uname().machine, "torch_threads_per_run": 1, "jobs": args.jobs, "epochs": args.epochs,
               "batch_size": args.batch_size, "k": args.k, "wall_s": time.time() - t0, "rows": rows}
     (Path(args.out) / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    text = table(rows) if "vae-1" in args.models else json.dumps(rows, indent=2)
+    text = table(rows, args.k) if "vae-1" in args.models else json.dumps(rows, indent=2)
     (Path(args.out) / "table.md").write_text(text + "\n")
     print(text)
     return 0
