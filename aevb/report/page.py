@@ -321,7 +321,14 @@ def render_report(run: Run, figures: Dict[str, Path], notes: Sequence[str] = (),
     facts = [f"data set <b>{html.escape(str(info.get('dataset') or cfg.get('data', {}).get('dataset')))}</b>"]
     if shape:
         facts.append("images " + "×".join(str(s) for s in shape) + " (C×H×W)")
-    facts.append(f"{m.get('latent_dim')}-D latent space")
+    layers = m.get("latent_dims")
+    facts.append(f"latent layers {'-'.join(map(str, layers))} ({html.escape(str(m.get('inference')))})" if layers
+                 else f"{m.get('latent_dim')}-D latent space")
+    if m.get("prior") not in (None, "standard"):
+        count = m.get("pseudo_inputs") if m.get("prior") == "vamp" else m.get("prior_components")
+        facts.append(f"prior {html.escape(str(m.get('prior')))}" + (f" ({count})" if count else ""))
+    if m.get("flow") not in (None, "none"):
+        facts.append(f"{html.escape(str(m.get('flow')))} flow posterior")
     facts.append(f"{html.escape(str(m.get('likelihood')))} likelihood")
     if m.get("encoder_network") == "conv":
         facts.append("conv encoder " + "-".join(str(c) for c in m.get("channels") or []) + " channels"

@@ -78,6 +78,10 @@
   const rows = [];
   function buildSliders() {
     const box = $("sliders");
+    if (rankedBy !== "KL") {
+      $("rank-head").textContent = "variance";
+      $("rank-head").title = "variance over the test points of the unit's posterior mean (a flow posterior or a learned prior: the KL does not split into units)";
+    }
     $("slider-order").textContent = known ? `by ${rankedBy} \u00b7 ${nActive} of ${J} active`
       : "KL unknown (no test data)";
     for (const j of order) {
