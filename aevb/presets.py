@@ -14,6 +14,22 @@ MEASURED_WITH = {
     "train": {"batch_size": 128},
 }
 
+# Burda, Grosse & Salakhutdinov, "Importance Weighted Autoencoders" (2016), one stochastic
+# layer: 784-200-200-50 tanh, Bernoulli, Adam (beta1 0.9, beta2 0.999, eps 1e-4 in the
+# paper; torch's eps here), batch 20, dynamically binarized MNIST.
+IWAE_MNIST = {
+    "data": {"dataset": "mnist", "binarize": "dynamic"},
+    "model": {"latent_dim": 50, "encoder_hidden": [200, 200], "activation": "tanh", "likelihood": "bernoulli"},
+    "optim": {"optimizer": "adam", "lr": 1e-3},
+    "train": {"batch_size": 20},
+}
+
+
+def _iwae_mnist_with(**model) -> dict:
+    """iwae-mnist with these model settings added."""
+    return {**IWAE_MNIST, "model": {**IWAE_MNIST["model"], **model}}
+
+
 PRESETS = {
     # A smaller model for the embedded digits (scikit-learn's 8x8 images): trains in seconds.
     # `aevb train` with no options uses the plain defaults (one 400-unit layer, 20 latents, 100 epochs).
@@ -31,44 +47,18 @@ PRESETS = {
         "optim": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "constant"},
         "train": {"batch_size": 128, "epochs": 10},
     },
-    # Burda, Grosse & Salakhutdinov, "Importance Weighted Autoencoders" (2016), one stochastic
-    # layer: 784-200-200-50 tanh, Bernoulli, Adam (beta1 0.9, beta2 0.999, eps 1e-4 in the
-    # paper; torch's eps here), batch 20, dynamically binarized MNIST.
-    "iwae-mnist": {
-        "data": {"dataset": "mnist", "binarize": "dynamic"},
-        "model": {"latent_dim": 50, "encoder_hidden": [200, 200], "activation": "tanh", "likelihood": "bernoulli"},
-        "optim": {"optimizer": "adam", "lr": 1e-3},
-        "train": {"batch_size": 20},
-    },
+    "iwae-mnist": IWAE_MNIST,
     # The same paper's two-layer model: stochastic layers of 100 and 50 units; two deterministic
     # tanh layers of 200 units between x and z1, two of 100 between z1 and z2; bottom-up
     # inference q(z1|x) q(z2|z1).
-    "iwae-mnist-2layer": {
-        "data": {"dataset": "mnist", "binarize": "dynamic"},
-        "model": {"latent_dims": [100, 50], "latent_hidden": [100, 100], "encoder_hidden": [200, 200],
-                  "activation": "tanh", "likelihood": "bernoulli"},
-        "optim": {"optimizer": "adam", "lr": 1e-3},
-        "train": {"batch_size": 20},
-    },
+    "iwae-mnist-2layer": _iwae_mnist_with(latent_dim=None, latent_dims=[100, 50], latent_hidden=[100, 100]),
     # iwae-mnist's networks and training with the VampPrior of Tomczak & Welling, "VAE with a
     # VampPrior" (AISTATS 2018): 500 pseudo-inputs, as in their MNIST experiments.
-    "vamp-mnist": {
-        "data": {"dataset": "mnist", "binarize": "dynamic"},
-        "model": {"latent_dim": 50, "encoder_hidden": [200, 200], "activation": "tanh", "likelihood": "bernoulli",
-                  "prior": "vamp", "pseudo_inputs": 500},
-        "optim": {"optimizer": "adam", "lr": 1e-3},
-        "train": {"batch_size": 20},
-    },
+    "vamp-mnist": _iwae_mnist_with(prior="vamp", pseudo_inputs=500),
     # iwae-mnist's networks and training with an inverse autoregressive flow posterior (Kingma
     # et al., "Improved Variational Inference with Inverse Autoregressive Flow", NeurIPS 2016):
     # 2 IAF steps, as in their MNIST experiments.
-    "iaf-mnist": {
-        "data": {"dataset": "mnist", "binarize": "dynamic"},
-        "model": {"latent_dim": 50, "encoder_hidden": [200, 200], "activation": "tanh", "likelihood": "bernoulli",
-                  "flow": "iaf", "flow_steps": 2},
-        "optim": {"optimizer": "adam", "lr": 1e-3},
-        "train": {"batch_size": 20},
-    },
+    "iaf-mnist": _iwae_mnist_with(flow="iaf", flow_steps=2),
     # Kingma & Welling, "Auto-Encoding Variational Bayes" (2014), section 5 (docs/reproduction.md):
     # one tanh hidden layer of 500 units in encoder and decoder, Bernoulli decoder, parameters
     # from N(0, 0.01) (read as standard deviation 0.01), minibatch 100, L = 1, Adagrad with a
