@@ -9,7 +9,7 @@ seed 0, one thread per run, ``--jobs`` runs at a time), the models of the IWAE p
 follow-ups, all with the IWAE paper's networks (200-200 tanh between x and z_1; 100-100 between
 z_1 and z_2):
 
-  vae-1     one layer of 50 latents, the ELBO               (--preset iwae-mnist)
+  vae-1     one layer of 50 latents, the ELBO               (iwae-mnist's settings, today's defaults)
   vae-2     layers of 100 and 50 latents, the ELBO          (--preset iwae-mnist-2layer)
   iwae-2    the same, trained on L_5                        (--preset iwae-mnist-2layer --objective iwae --k 5)
   vamp-1    one layer, the VampPrior with 500 pseudo-inputs (--preset vamp-mnist)
@@ -36,7 +36,11 @@ from pathlib import Path
 
 # name: (options, the published -log p(x), the same paper's one-layer VAE baseline, source)
 MODELS = {
-    "vae-1": (["--preset", "iwae-mnist"], 86.76, 86.76, "Burda et al. 2016, Table 1, VAE k=1, one layer"),
+    # iwae-mnist's settings with today's defaults (the iwae-mnist preset keeps the defaults it was
+    # measured with), as the other four presets have them
+    "vae-1": (["--dataset", "mnist", "--binarize", "dynamic", "--latent-dim", "50", "--hidden", "200", "200",
+               "--activation", "tanh", "--likelihood", "bernoulli"], 86.76, 86.76,
+              "Burda et al. 2016, Table 1, VAE k=1, one layer"),
     "vae-2": (["--preset", "iwae-mnist-2layer"], 85.33, 86.76, "Burda et al. 2016, Table 1, VAE k=1, two layers"),
     "iwae-2": (["--preset", "iwae-mnist-2layer", "--objective", "iwae", "--k", "5"], 83.89, 86.76,
                "Burda et al. 2016, Table 1, IWAE k=5, two layers"),
