@@ -188,15 +188,7 @@ def chunk_log_weights(model, x: Tensor, mu: Tensor, log_var: Tensor, eps: Tensor
     sum is log q - log p), else None. ``log_px_fn`` replaces
     ``model.likelihood.log_prob_samples`` (e.g. a compiled version of it).
     """
-    mu1, log_var1 = mu.unsqueeze(1), log_var.unsqueeze(1)
-    kl_layers = None
-    if model.stack is None:
-        z, log_q = model.sample_posterior(eps, mu1, log_var1)
-        log_p_z = model.log_p_z(z)
-    else:
-        z, log_q, log_q_layers = model.stack.sample(eps, mu1, log_var1)
-        log_p_layers = model.log_p_z_layers(z)
-        log_p_z, kl_layers = log_p_layers.sum(-1), log_q_layers - log_p_layers
+    z, log_p_z, log_q, kl_layers = model.latent_terms(eps, mu.unsqueeze(1), log_var.unsqueeze(1))
     params = model.decode(z)
     log_px_z = (log_px_fn or model.likelihood.log_prob_samples)(x, params)
     log_w = log_px_z + log_p_z - log_q

@@ -212,6 +212,17 @@ class VAE(nn.Module):
             return z, log_q
         return self.posterior(mu + torch.exp(0.5 * log_var) * eps, mu, log_var)
 
+    def latent_terms(self, eps: Tensor, mu: Tensor, log_var: Tensor):
+        """(z, log p(z), log q(z|x), KL terms per layer) for noise eps [..., J]: the latent side of
+        an importance weight. The last is log q(z_l | .) - log p(z_l | .) per stochastic layer
+        [..., L] with stacked layers (their sum is log q - log p), else None."""
+        if self.stack is None:
+            z, log_q = self.sample_posterior(eps, mu, log_var)
+            return z, self.log_p_z(z), log_q, None
+        z, log_q, log_q_layers = self.stack.sample(eps, mu, log_var)
+        log_p_layers = self.log_p_z_layers(z)
+        return z, log_p_layers.sum(-1), log_q, log_q_layers - log_p_layers
+
     def posterior(self, z0: Tensor, mu: Tensor, log_var: Tensor):
         """(z, log q(z|x)) for base draws z0 = mu + sigma * eps [..., J] (mu and log_var broadcast
         against z0): z = z0 and the Gaussian density without a flow; with one, z = f(z0) and
