@@ -242,7 +242,7 @@ def batch_bounds(model, x: Union[Split, Tensor], k: int = 1, batch_size: Optiona
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), noise.start(device):
+        with torch.inference_mode(), noise.start(device), model.fixed_prior():
             for xb in as_split(x).batches(batch_size, device):
                 xb = noise.prepare(xb.to(dtype))
                 b = len(xb)

@@ -167,6 +167,11 @@ class VAE(nn.Module):
         N(0, I) prior. Otherwise the KL is taken by Monte Carlo and per-unit KL is undefined."""
         return self.flow is None and self.stack is None and self.prior.closed_form_kl
 
+    def fixed_prior(self):
+        """A context for passes that change no parameter (evaluation): a prior built from the
+        model's own encoder (the VampPrior) computes its components once for all of it."""
+        return self.prior.fixed(self.encode)
+
     # ------------------------------------------------------------------ the pieces
     def encode(self, x: Tensor):
         """x [B, D] -> (mu, log_var), each [B, J], in x's dtype (also when the networks run in

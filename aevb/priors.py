@@ -14,6 +14,7 @@ component, in float64), so memory is rows x K, not rows x K x J.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable, Optional, Tuple
 
@@ -30,16 +31,22 @@ Encode = Optional[Callable[[Tensor], Tuple[Tensor, Tensor]]]
 
 def log_normal_mixture(z: Tensor, means: Tensor, log_vars: Tensor, log_weights: Tensor) -> Tensor:
     """log sum_k w_k N(z; m_k, diag exp(v_k)) for z [..., J], means / log_vars [K, J] and
-    log_weights [K] -> [...] in z's dtype. The squared distances come from three matrix
-    products in float64 ((z^2) 1/s^T - 2 z (m/s)^T + sum m^2/s), exact enough for posteriors
-    with variances far below 1 and bounded in memory by rows x K."""
+    log_weights [K] -> [...] in z's dtype.
+
+    Each component's weighted log density is c_k - 0.5 (z^2 . 1/s_k - 2 z . m_k/s_k), with
+    c_k = log w_k - 0.5 (J log 2 pi + sum log s_k + sum m_k^2/s_k): one matrix product in float64
+    of [z^2, z] [rows, 2J] against [1/s, -2 m/s] [K, 2J], added to c. Float64 keeps the expansion
+    exact for posteriors with variances far below 1; memory is rows x K, not rows x K x J. The
+    squared distance is never below 0, so no value exceeds the component's value at its mean."""
     lead, J = z.shape[:-1], z.shape[-1]
     zz = z.reshape(-1, J).double()
-    inv = torch.exp(-log_vars.double())  # [K, J]
+    lv = log_vars.double()
+    inv = torch.exp(-lv)  # [K, J]
     m = means.double()
-    sq = (zz * zz) @ inv.T - 2.0 * zz @ (m * inv).T + (m * m * inv).sum(-1)  # [rows, K]
-    log_comp = -0.5 * (J * LOG_2PI + log_vars.double().sum(-1) + sq.clamp_min(0))
-    out = torch.logsumexp(log_comp + log_weights.double(), dim=-1)
+    peak = log_weights.double() - 0.5 * (J * LOG_2PI + lv.sum(-1))  # [K], each component at its mean
+    c = peak - 0.5 * (m * m * inv).sum(-1)
+    log_comp = torch.addmm(c, torch.cat([zz * zz, zz], 1), torch.cat([inv, -2.0 * m * inv], 1).T, alpha=-0.5)
+    out = torch.logsumexp(torch.minimum(log_comp, peak), dim=-1)
     return out.reshape(lead).to(z.dtype)
 
 
@@ -64,6 +71,12 @@ class Prior(nn.Module):
     def sample(self, n: int, generator: Optional[torch.Generator] = None, encode: Encode = None) -> Tensor:
         """``n`` draws [n, J], float32 on the CPU; the noise comes from the CPU ``generator``."""
         raise NotImplementedError
+
+    def fixed(self, encode: Encode = None):
+        """A context in which the prior's parameters and the encoder do not change (evaluation
+        without gradients), so a prior that derives its components from them may compute them
+        once instead of at every call. Outside it, nothing is kept."""
+        return contextlib.nullcontext()
 
     def fit_to_data(self, mean: Tensor, var: Tensor) -> None:
         """Start from the training data's per-value ``mean`` and ``var`` ([D] each), if the
@@ -114,6 +127,7 @@ class VampPrior(Prior):
     def __init__(self, latent_dim: int, pseudo_inputs: int, data_dim: int):
         super().__init__(latent_dim)
         self.pseudo_inputs = nn.Parameter(torch.rand(int(pseudo_inputs), int(data_dim)))
+        self._fixed: Optional[Tuple[Tensor, Tensor]] = None  # the components inside fixed()
 
     @torch.no_grad()
     def fit_to_data(self, mean: Tensor, var: Tensor) -> None:
@@ -121,8 +135,23 @@ class VampPrior(Prior):
         noise = torch.randn(u.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float32)
         u.copy_((mean.float().cpu() + var.float().cpu().clamp_min(0).sqrt() * noise).to(u))
 
+    @contextlib.contextmanager
+    def fixed(self, encode: Encode = None):
+        """Encode the pseudo-inputs once for the whole context (an evaluation encodes them once,
+        not once per chunk of samples); the cache is dropped on leaving it."""
+        if self._fixed is not None:  # already inside one
+            yield
+            return
+        self._fixed = self.components(encode)
+        try:
+            yield
+        finally:
+            self._fixed = None
+
     def components(self, encode: Encode) -> Tuple[Tensor, Tensor]:
         """(means, log_vars) [K, J] of q(z | u_k) for every pseudo-input."""
+        if self._fixed is not None:
+            return self._fixed
         if encode is None:
             raise ValueError("the VampPrior needs the model's encoder")
         return encode(self.pseudo_inputs)

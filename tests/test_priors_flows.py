@@ -110,6 +110,35 @@ def test_the_vampprior_density_is_the_mixture_of_the_pseudo_inputs_posteriors():
     assert u.grad is not None and u.grad.abs().sum() > 0
 
 
+def test_an_evaluation_encodes_the_pseudo_inputs_once_and_forgets_them_after():
+    model = _model(prior="vamp")
+    z = torch.randn(6, 3, dtype=torch.float64)
+    calls = []
+    encode = model.encode
+    model.encode = lambda x: calls.append(len(x)) or encode(x)
+    free = model.log_p_z(z)
+    calls.clear()
+    with torch.no_grad(), model.fixed_prior():
+        inside = [model.log_p_z(z) for _ in range(3)]
+        with model.fixed_prior():  # nested: still the same components
+            inside.append(model.log_p_z(z))
+    assert calls == [len(model.prior.pseudo_inputs)]  # one encoding for four densities
+    for value in inside:
+        assert torch.equal(value, free.detach())
+    # after the context, a change of the pseudo-inputs is seen again
+    with torch.no_grad():
+        model.prior.pseudo_inputs.add_(1.0)
+    assert not torch.allclose(model.log_p_z(z), free)
+    # an evaluation gives the same bounds it gave before the cache (chunks of 3 samples: 3 chunks)
+    x = torch.bernoulli(torch.full((4, model.data_dim), 0.3, dtype=torch.float64),
+                        generator=torch.Generator().manual_seed(0))
+    calls.clear()
+    chunked = evaluate_bounds(model, x, k=9, chunk=3).lk
+    assert len(calls) == 2  # the pseudo-inputs once, the data once (one batch)
+    model.encode = encode
+    assert torch.allclose(chunked, evaluate_bounds(model, x, k=9, chunk=9).lk, atol=1e-9)
+
+
 def test_mixture_densities_stay_exact_for_very_narrow_components():
     means = torch.tensor([[0.3, -1.2]], dtype=torch.float32)
     log_vars = torch.tensor([[-9.0, -8.0]])
