@@ -1,5 +1,6 @@
 """Learned priors and flow posteriors: exact densities, exact log-determinants, L_k non-decreasing
 in k for every combination, exact resume, and the run commands working on such models."""
+import contextlib
 import json
 import math
 
@@ -129,14 +130,16 @@ def test_an_evaluation_encodes_the_pseudo_inputs_once_and_forgets_them_after():
     with torch.no_grad():
         model.prior.pseudo_inputs.add_(1.0)
     assert not torch.allclose(model.log_p_z(z), free)
-    # an evaluation gives the same bounds it gave before the cache (chunks of 3 samples: 3 chunks)
+    # an evaluation gives the bounds it gives without the cache (chunks of 3 samples: 3 chunks)
     x = torch.bernoulli(torch.full((4, model.data_dim), 0.3, dtype=torch.float64),
                         generator=torch.Generator().manual_seed(0))
     calls.clear()
-    chunked = evaluate_bounds(model, x, k=9, chunk=3).lk
+    cached = evaluate_bounds(model, x, k=9, chunk=3).lk
     assert len(calls) == 2  # the pseudo-inputs once, the data once (one batch)
-    model.encode = encode
-    assert torch.allclose(chunked, evaluate_bounds(model, x, k=9, chunk=9).lk, atol=1e-9)
+    calls.clear()
+    model.fixed_prior = contextlib.nullcontext  # the same evaluation, encoding them per chunk
+    assert torch.allclose(cached, evaluate_bounds(model, x, k=9, chunk=3).lk, atol=1e-9)
+    assert len(calls) == 4
 
 
 def test_mixture_densities_stay_exact_for_very_narrow_components():
