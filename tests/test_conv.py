@@ -1,5 +1,5 @@
 """Convolutional encoders and decoders: shapes for every image size, the flat parameter layout,
-batch independence, learning, resume, the conv presets and the bad inputs of issue 9."""
+batch independence, learning, resume, the conv presets and the refusal of bad inputs."""
 import math
 
 import numpy as np
@@ -148,7 +148,7 @@ def _rgb_uint8(n, h, w, seed=0):
 
 def test_conv_celeba64_preset_on_generated_64x64_rgb(tmp_path):
     """The preset's network and likelihood on 64x64 colour data (array: instead of celeba, whose
-    loader arrives with issue 8); bits/dim from `aevb evaluate` are the log-mass / (D ln 2)."""
+    loader is separate); bits/dim from `aevb evaluate` are the log-mass / (D ln 2)."""
     x = _rgb_uint8(40, 64, 64)
     np.savez(tmp_path / "faces.npz", x_train=x[:32], x_test=x[32:])
     cfg = apply_preset(RunConfig(), "conv-celeba64")

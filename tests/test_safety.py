@@ -475,7 +475,7 @@ CASES = [
     ("reconstruct {ws}/run --data digits:test --out {ws}/rec -n 4 --split train", 2, "-n, --split choose images of the run's split"),
     ("reconstruct {ws}/finished_no_ckpt --data digits:test --out {ws}/rec", 2, "is a finished run whose checkpoint"),
 ]
-if NO_CUDA:  # the case: an unavailable device must not cost the old run
+if NO_CUDA:  # an unavailable device must not cost the old run
     CASES += [(f"{T} --out {{ws}}/run --overwrite --device cuda", 2, "CUDA is not available"),
               (f"{T} --device cuda:0", 2, "CUDA is not available"),
               ("sample {ws}/run --device cuda", 2, "CUDA is not available"),
