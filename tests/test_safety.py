@@ -733,7 +733,7 @@ def test_a_lock_without_start_time_is_held_only_by_an_aevb_writer_of_this_folder
     """A lock of an older aevb (or a hand-made one) records no start time: a live process with its
     pid is its writer only if it can be: an aevb command that locks this folder, or a script
     that loaded PyTorch (aevb's Python API). Anything else is taken over."""
-    from aevb.lock import LockedError, RunLock
+    from aevb.lock import LockedError
 
     run = tmp_path / "runs" / "r1"
     run.mkdir(parents=True)
