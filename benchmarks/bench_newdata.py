@@ -19,6 +19,13 @@ discretized logistic, on the 148x148 centre crops at 64x64), the test split is r
   * score against evaluate: ``aevb.newdata.score`` against ``aevb.bounds.evaluate_bounds`` (what
     ``aevb evaluate`` runs) on the same items and k; scoring runs that same engine, so the ratio
     shows what scoring adds to it (nothing, within the machine's noise).
+
+Each round also times a 2048x2048 float32 matrix product, the most arithmetic per second the
+machine gives torch under the same load. With the model's FLOPs per item (matrix products and
+convolutions, counted by ``torch.utils.flop_counter``) that gives each contender's rate in
+GFLOP/s and the largest speed-up any batching could reach over the per-item loop: the product's
+rate over the loop's. Where the loop already runs near the machine's rate, no batched path can
+be many times faster; where it is dominated by per-call overhead, batching gains the most.
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from aevb.bounds import evaluate_bounds
 from aevb.config import RunConfig, apply_preset
@@ -45,6 +53,23 @@ def timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
+
+
+def flops(fn) -> int:
+    """FLOPs of the matrix products and convolutions ``fn`` runs (an add and a multiply: 2)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+MATMUL_N = 2048
+
+
+def matmul_gflops(a: torch.Tensor, b: torch.Tensor, repeats: int = 10) -> float:
+    """GFLOP/s of ``repeats`` float32 products of two MATMUL_N x MATMUL_N matrices."""
+    a @ b  # warm
+    t = timed(lambda: [a @ b for _ in range(repeats)])
+    return 2 * MATMUL_N ** 3 * repeats / t / 1e9
 
 
 def per_item_encode(model, x: torch.Tensor) -> None:
@@ -85,15 +110,28 @@ def main() -> int:
         split, x = items.split, items.split.materialize()
         args.score_n = min(args.score_n, len(split))
         few = split.subset(torch.arange(args.score_n).numpy())
+        encode_flops = flops(lambda: model.encode(x[:1]))
+        score_flops = flops(lambda: model.iw_bound(x[:1], args.k))
+        a, b = torch.randn(MATMUL_N, MATMUL_N), torch.randn(MATMUL_N, MATMUL_N)
         times = {name: [] for name in ("encode", "encode_loop", "score", "score_loop", "evaluate")}
+        gflops = []
         for r in range(args.rounds):
+            gflops.append(matmul_gflops(a, b))
             times["encode"].append(timed(lambda: encode(model, split)))
             times["encode_loop"].append(timed(lambda: per_item_encode(model, x)))
             times["score"].append(timed(lambda: score(model, few, args.k)))
             times["score_loop"].append(timed(lambda: per_item_score(model, x[:args.score_n], args.k)))
             times["evaluate"].append(timed(lambda: evaluate_bounds(model, few, args.k)))
-            print(f"round {r + 1}: " + "  ".join(f"{n} {t[-1]:.2f}s" for n, t in times.items()), flush=True)
+            print(f"round {r + 1}: " + "  ".join(f"{n} {t[-1]:.2f}s" for n, t in times.items())
+                  + f"  matmul {gflops[-1]:.0f} GFLOP/s", flush=True)
     med = {n: statistics.median(t) for n, t in times.items()}
+    peak = statistics.median(gflops)
+    rate = {  # GFLOP/s of each contender: items x FLOPs per item / seconds
+        "encode": len(split) * encode_flops / med["encode"] / 1e9,
+        "encode_loop": len(split) * encode_flops / med["encode_loop"] / 1e9,
+        "score": args.score_n * score_flops / med["score"] / 1e9,
+        "score_loop": args.score_n * score_flops / med["score_loop"] / 1e9,
+    }
     result = {
         "machine": f"{platform.machine()} {_cpu_name()}, {torch.get_num_threads()} torch threads",
         "torch": torch.__version__, "python": platform.python_version(), "dataset": args.dataset,
@@ -102,6 +140,9 @@ def main() -> int:
         "encode_items_per_s": len(split) / med["encode"], "encode_speedup": med["encode_loop"] / med["encode"],
         "score_items_per_s": args.score_n / med["score"], "score_speedup": med["score_loop"] / med["score"],
         "score_over_evaluate": med["score"] / med["evaluate"],
+        "mflop_per_item": {"encode": encode_flops / 1e6, "score": score_flops / 1e6},
+        "matmul_gflops": gflops, "gflops": rate,
+        "encode_speedup_ceiling": peak / rate["encode_loop"], "score_speedup_ceiling": peak / rate["score_loop"],
     }
     print(json.dumps(result, indent=2))
     if args.json:
