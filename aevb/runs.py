@@ -188,6 +188,31 @@ class Run:
             return "stopped"
         return status
 
+    def require_finished(self, tail: str = "") -> None:
+        """Refuse (RunError, one line ending in ``tail``) a run that is being trained (a live
+        lock: its checkpoint changes every epoch) or that stopped before it finished (killed,
+        interrupted, failed): its weights are not those of the run it was configured to be."""
+        if is_locked(self.path):
+            raise RunError(f"{self.path} is still training, its checkpoint changing every epoch (written by "
+                           f"{describe(read_lock(self.path))}); wait until it finishes{tail}")
+        status = self.status
+        if status != "finished":
+            info = self.info
+            # a killed writer's marker still holds the epoch it started from: ask its checkpoint
+            epoch = self._saved_epoch() if status == "stopped" else info.get("epoch")
+            total = self.config.train.epochs
+            when = f"after epoch {epoch} of {total}" if epoch is not None else "before its first epoch ended"
+            reason = f": {info['reason']}" if status == "failed" and info.get("reason") else ""
+            raise RunError(f"{self.path} is not finished (status {status!r}) {when}{reason}; finish it with "
+                           f"`aevb train --resume {self.path}`{tail}")
+
+    def _saved_epoch(self) -> Optional[int]:
+        """The epoch of the last checkpoint (None when there is none that can be read)."""
+        try:
+            return int(load_checkpoint(self.checkpoint_path, "cpu", model_only=True)["epoch"])
+        except CheckpointError:
+            return None
+
     @property
     def checkpoint_path(self) -> Path:
         return self.path / CHECKPOINT

@@ -2,6 +2,7 @@
 decoded codes agree with the numbers the rest of aevb gives for the same rows."""
 import csv
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from aevb.commands.score import percentile_above
 from aevb.errors import DataError
 from aevb.evaluate import evaluate_run
 from aevb.images import png_bytes, to_images
-from aevb.runs import Run
+from aevb.runs import Run, write_marker
 from aevb.sampling import reconstructions
 from aevb.training import Trainer
 
@@ -209,6 +210,20 @@ def test_score_gives_bits_per_dim_for_binary_data(run, tmp_path, capsys):
     rows = list(csv.DictReader(open(tmp_path / "s.csv")))
     for r in rows:
         assert float(r["bpd_lk"]) == pytest.approx(-float(r["lk"]) / (64 * math.log(2)), rel=1e-12)
+
+
+def test_an_unfinished_run_is_used_only_when_allowed_and_as_it_is(run, tmp_path, capsys):
+    stopped = tmp_path / "stopped"
+    shutil.copytree(run.path, stopped)
+    write_marker(stopped, "interrupted", epoch=2)
+    argv = ["score", str(stopped), "--data", "digits:test", "--k", "3", "--out", str(tmp_path / "s.npz"),
+            "--no-progress"]
+    assert main(argv) == 2
+    assert "is not finished (status 'interrupted') after epoch 2" in capsys.readouterr().err
+    assert not (tmp_path / "s.npz").exists()
+    assert main(argv + ["--allow-unfinished"]) == 0
+    # the checkpoint it holds, unchanged: the scores of the same weights in the finished run
+    assert np.array_equal(np.load(tmp_path / "s.npz")["lk"], run.score("digits:test", k=3)["lk"])
 
 
 # ------------------------------------------------------------------ reconstructions and decoding

@@ -71,6 +71,13 @@ def ws(tmp_path_factory):
     m = json.loads((failed / "run.json").read_text())
     m["status"] = "failed"
     _write(failed / "run.json", json.dumps(m))
+    stopped = copy("interrupted")  # stopped by Ctrl-C after its one epoch of a configured three
+    m = json.loads((stopped / "run.json").read_text())
+    m["status"] = "interrupted"
+    _write(stopped / "run.json", json.dumps(m))
+    c = json.loads((stopped / "config.json").read_text())
+    c["train"]["epochs"] = 3
+    _write(stopped / "config.json", json.dumps(c))
     holder = _live_holder()  # a live writer on this host, for as long as the workspace is used
     _write(copy("locked") / LOCK_NAME, json.dumps(_lock_of(holder)))
 
@@ -474,6 +481,18 @@ CASES = [
     ("reconstruct {ws}/run --data array:{ws}/real.npy --out {ws}/rec", 2, "gives vectors of 6 values"),
     ("reconstruct {ws}/run --data digits:test --out {ws}/rec -n 4 --split train", 2, "-n, --split choose images of the run's split"),
     ("reconstruct {ws}/finished_no_ckpt --data digits:test --out {ws}/rec", 2, "is a finished run whose checkpoint"),
+    # a run being trained, or stopped before it finished, only with --allow-unfinished
+    *[(f"{cmd.format(run=path)}", 2, needle) for cmd in (
+        "encode {run} --data digits:test --out {{ws}}/e.npz", "score {run} --data digits:test --out {{ws}}/s.csv",
+        "reconstruct {run} --data digits:test --out {{ws}}/rec", "decode {run} --z {{ws}}/codes_nan.csv --out {{ws}}/dec")
+      for path, needle in (("{ws}/locked", "locked is still training, its checkpoint changing every epoch (written by "
+                                          "process "),
+                           ("{ws}/interrupted", "interrupted is not finished (status 'interrupted') after epoch 1 "
+                                                "of 3; finish it with `aevb train --resume "))],
+    ("score {ws}/interrupted --data digits:test --out {ws}/s.csv", 2,
+     "or pass --allow-unfinished to use the checkpoint it holds now"),
+    ("export {ws}/locked --format safetensors --out {ws}/exp", 2, "wait until it finishes (only a finished run is "
+                                                                  "exported)"),
 ]
 if NO_CUDA:  # an unavailable device must not cost the old run
     CASES += [(f"{T} --out {{ws}}/run --overwrite --device cuda", 2, "CUDA is not available"),

@@ -7,7 +7,7 @@ from ..devices import resolve_device
 from ..newdata import PngFolder, check_png_folder, decode, png_names, read_codes
 from ..runs import check_output
 from .common import add_checkpoint_argument, add_device_argument, add_parser, add_run_argument
-from .items import open_run
+from .items import add_unfinished_argument, open_run
 
 
 def register(sub) -> None:
@@ -20,6 +20,7 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="DIR", required=True, help="a new or empty folder for the PNGs")
     add_device_argument(p)
     add_checkpoint_argument(p)
+    add_unfinished_argument(p)
     p.set_defaults(func=run)
 
 

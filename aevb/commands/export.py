@@ -32,10 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from ..runs import Run, RunError, check_output
 
     run_ = Run(args.run)
-    status = run_.status
-    if status != "finished":
-        raise RunError(f"{run_.path} is not finished (status {status!r}); only a finished run is exported. "
-                       f"Finish it with `aevb train --resume {run_.path}`")
+    run_.require_finished(" (only a finished run is exported)")
     run_.checkpoint_file(args.checkpoint)
     out = check_output(Path(args.out) if args.out else run_.path / "export", "--out", folder=True)
     if args.format == "onnx":

@@ -24,11 +24,22 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (one is shown on a terminal)")
     add_device_argument(p)
     add_checkpoint_argument(p)
+    add_unfinished_argument(p)
+
+
+def add_unfinished_argument(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    p.add_argument("--allow-unfinished", action="store_true",
+                   help=prefix + "use a run that is still training or stopped before it finished, with the checkpoint "
+                        "it holds now (refused otherwise)")
 
 
 def open_run(args: argparse.Namespace) -> Run:
-    """The run, refused when it has no --checkpoint (before anything else is done)."""
-    return open_checked_run(args)
+    """The run, refused (before anything else is done) when it has no --checkpoint, or, without
+    --allow-unfinished, when it is still training or stopped before it finished."""
+    run = open_checked_run(args)
+    if not args.allow_unfinished:
+        run.require_finished(", or pass --allow-unfinished to use the checkpoint it holds now")
+    return run
 
 
 def model_and_items(run: Run, args: argparse.Namespace):

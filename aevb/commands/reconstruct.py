@@ -13,7 +13,7 @@ from ..runs import check_output
 from ..sampling import paired_rows, reconstructions
 from .common import (add_checkpoint_argument, add_device_argument, add_grid_arguments, add_parser, add_run_argument,
                      check_seed, open_grid_run)
-from .items import model_and_items, open_run
+from .items import add_unfinished_argument, model_and_items, open_run
 
 
 def register(sub) -> None:
@@ -35,6 +35,7 @@ def register(sub) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     add_device_argument(p)
     add_checkpoint_argument(p)
+    add_unfinished_argument(p, "with --data: ")
     p.set_defaults(func=run)
 
 
