@@ -16,6 +16,7 @@ from aevb.commands.score import percentile_above
 from aevb.errors import DataError
 from aevb.evaluate import evaluate_run
 from aevb.images import png_bytes, to_images
+from aevb.newdata import outputs, write_table
 from aevb.runs import Run, write_marker
 from aevb.sampling import reconstructions
 from aevb.training import Trainer
@@ -158,6 +159,28 @@ def test_encode_command_writes_every_format_with_seeded_draws(run, eight_bit, tm
     assert float(rows[3]["mu_2"]) == z["mu"][3, 2] and float(rows[3]["z_1_0"]) == z["z"][3, 1, 0]
     s = np.load(tmp_path / "c.npy")
     assert np.array_equal(s["mu"], z["mu"]) and s["z"].shape == (30, 4, 3)
+
+
+def test_csv_written_in_blocks_is_the_same_file(run, eight_bit, tmp_path, monkeypatch):
+    codes = {"id": np.asarray(eight_bit["names"]), **run.encode(f"folder:{eight_bit['folder']}", samples=2)}
+    write_table(tmp_path / "whole.csv", codes)
+    monkeypatch.setattr(outputs, "CSV_BLOCK", 7)  # 30 rows: blocks of 7, the last of 2
+    write_table(tmp_path / "blocks.csv", codes)
+    assert (tmp_path / "blocks.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    assert len((tmp_path / "whole.csv").read_text().splitlines()) == 31
+
+
+def test_draws_beyond_half_the_memory_are_refused_before_any_work(run, tmp_path, monkeypatch, capsys):
+    need = 8 * 359 * 100 * 3  # digits:test, 100 draws of 3 latents each, float64
+    argv = ["encode", str(run.path), "--data", "digits:test", "--samples", "100", "--out", str(tmp_path / "z.npz"),
+            "--no-progress"]
+    monkeypatch.setattr(outputs, "physical_memory", lambda: 2 * need - 2)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "100 draws for each of 359 items of 3 latent dimensions make 861.6 KB of codes" in err and "--samples" in err
+    assert not (tmp_path / "z.npz").exists()
+    monkeypatch.setattr(outputs, "physical_memory", lambda: 2 * need)
+    assert main(argv) == 0 and np.load(tmp_path / "z.npz")["z"].shape == (359, 100, 3)
 
 
 # ------------------------------------------------------------------ scores

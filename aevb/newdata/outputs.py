@@ -19,9 +19,10 @@ from torch import Tensor
 from ..bits import bits_per_dim, bpd_convention
 from ..bounds import Bounds, eval_rows, evaluate_bounds
 from ..data.base import Split
+from ..data.cache import format_size, physical_memory
 from ..errors import DataError
 from ..images import png_bytes, to_images
-from ..io import atomic_path, atomic_write_text
+from ..io import atomic_path
 from ..sampling import decode_means, eval_mode, model_device, model_dtype, reconstructions
 
 
@@ -35,6 +36,18 @@ def progress_bar(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True, disable=None, file=sys.stderr, leave=False)
 
 
+def check_draws_fit(n: int, samples: int, latent_dim: int, memory: Optional[int] = None) -> None:
+    """Refuse (DataError, before any work) draws z [n, samples, latent_dim] in float64 that would
+    take more than half of ``memory`` (default: the machine's RAM), where they are held until the
+    output is written."""
+    memory = physical_memory() if memory is None else memory
+    need = 8 * n * samples * latent_dim
+    if samples and memory and need > memory // 2:
+        raise DataError(f"{samples} draws for each of {n:,} items of {latent_dim} latent dimensions make "
+                        f"{format_size(need)} of codes, more than half of this machine's memory "
+                        f"({format_size(memory)}); ask for fewer draws (--samples), or encode the data in parts")
+
+
 def encode(model, split: Split, samples: int = 0, seed: int = 0, batch_size: Optional[int] = None,
            progress: bool = False) -> Dict[str, np.ndarray]:
     """{"mu", "log_var"} [N, J] float64 (the Gaussian q(z|x) of each row: with stacked layers
@@ -43,6 +56,7 @@ def encode(model, split: Split, samples: int = 0, seed: int = 0, batch_size: Opt
     the upper layers where the model has them) with eps from a CPU generator seeded with ``seed``. The encoder sees ``batch_size`` rows at a time from ``split.batches``
     (default: aevb.bounds.eval_rows, sized in bytes)."""
     n, j = len(split), int(model.latent_dim)
+    check_draws_fit(n, int(samples), j)
     batch_size = batch_size or eval_rows(model)
     mu, lv = np.empty((n, j)), np.empty((n, j))
     z = np.empty((n, int(samples), j)) if samples else None
@@ -198,6 +212,10 @@ def check_png_folder(out: Path, option: str = "--out") -> None:
 TABLE_SUFFIXES = (".npz", ".npy", ".csv")
 
 
+# rows of a CSV file formatted and written at a time
+CSV_BLOCK = 1000
+
+
 def write_table(path, columns: Dict[str, np.ndarray]) -> Path:
     """Write per-item columns atomically (nothing is left if it fails): ``.npz`` (one array per
     column), ``.npy`` (a structured array; a column [N, ...] becomes a field of that shape) or
@@ -225,10 +243,12 @@ def write_table(path, columns: Dict[str, np.ndarray]) -> Path:
             else:
                 names += [f"{k}_" + "_".join(map(str, ix)) for ix in np.ndindex(*v.shape[1:])]
             cols.append(flat)
-        lines = [",".join(names)]
-        for r in range(len(cols[0])):
-            lines.append(",".join(_cell(c[r, j]) for c in cols for j in range(c.shape[1])))
-        atomic_write_text(path, "\n".join(lines) + "\n")
+        with atomic_path(path) as tmp:
+            with open(tmp, "w", encoding="utf-8", newline="") as fh:
+                fh.write(",".join(names) + "\n")
+                for r0 in range(0, len(cols[0]), CSV_BLOCK):  # a block of lines at a time: memory stays flat
+                    fh.write("".join(",".join(_cell(c[r, j]) for c in cols for j in range(c.shape[1])) + "\n"
+                                     for r in range(r0, min(r0 + CSV_BLOCK, len(cols[0])))))
     else:
         raise DataError(f"{path}: use a .npz, .npy or .csv file name")
     return path
