@@ -161,6 +161,21 @@ def test_encode_command_writes_every_format_with_seeded_draws(run, eight_bit, tm
     assert np.array_equal(s["mu"], z["mu"]) and s["z"].shape == (30, 4, 3)
 
 
+def test_image_files_listed_on_the_command_line(run, eight_bit, tmp_path, capsys):
+    folder, names = eight_bit["folder"], eight_bit["names"]
+    want = run.encode(f"folder:{folder}")
+    for rows in (slice(0, 3), slice(3, 6), slice(0, 3)):  # two lists of as many files in one folder, then the first again
+        files = [str(folder / n) for n in names[rows]]
+        out = tmp_path / f"{rows.start}.npz"
+        assert main(["encode", str(run.path), "--data", *files, "--out", str(out), "--no-progress"]) == 0
+        got = np.load(out)
+        assert list(got["id"]) == files  # the same pixels as the folder's rows (another batch: rounding only)
+        np.testing.assert_allclose(got["mu"], want["mu"][rows], rtol=1e-5, atol=1e-6)
+        assert "changed since" not in capsys.readouterr().err  # each list has a cache of its own
+    assert main(["encode", str(run.path), "--data", files[0], f"folder:{folder}", "--out", str(tmp_path / "x.npz")]) == 2
+    assert "a list of sources must be image files" in capsys.readouterr().err
+
+
 def test_csv_written_in_blocks_is_the_same_file(run, eight_bit, tmp_path, monkeypatch):
     codes = {"id": np.asarray(eight_bit["names"]), **run.encode(f"folder:{eight_bit['folder']}", samples=2)}
     write_table(tmp_path / "whole.csv", codes)

@@ -12,8 +12,8 @@ from .common import add_checkpoint_argument, add_device_argument, open_checked_r
 
 
 def add_data_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--data", metavar="SOURCE", required=required,
-                   help=f"the data: {SOURCE_FORMS}; prepared as the run's own data were")
+    p.add_argument("--data", metavar="SOURCE", nargs="+", required=required,
+                   help=f"the data: {SOURCE_FORMS} (e.g. photos/*.jpg); prepared as the run's own data were")
     p.add_argument("--skip-bad-images", action="store_true",
                    help="leave out image files that cannot be read (and say which) instead of stopping")
     add_common_arguments(p)
@@ -33,6 +33,11 @@ def add_unfinished_argument(p: argparse.ArgumentParser, prefix: str = "") -> Non
                         "it holds now (refused otherwise)")
 
 
+def data_source(args: argparse.Namespace):
+    """--data as a source: the one value given, or the list of image files given."""
+    return args.data[0] if len(args.data) == 1 else list(args.data)
+
+
 def open_run(args: argparse.Namespace) -> Run:
     """The run, refused (before anything else is done) when it has no --checkpoint, or, without
     --allow-unfinished, when it is still training or stopped before it finished."""
@@ -45,7 +50,7 @@ def open_run(args: argparse.Namespace) -> Run:
 def model_and_items(run: Run, args: argparse.Namespace):
     """(model, items) of --data on --device; says which unreadable images were left out."""
     model = run.load_model(resolve_device(args.device), args.checkpoint)
-    items = run.preprocess(args.data, skip_bad_images=args.skip_bad_images, progress=args.progress, seed=args.seed)
+    items = run.preprocess(data_source(args), skip_bad_images=args.skip_bad_images, progress=args.progress, seed=args.seed)
     if items.skipped:
         shown = "; ".join(items.skipped[:5]) + (" ..." if len(items.skipped) > 5 else "")
         print(f"aevb {args.command}: left out {len(items.skipped)} unreadable image(s) (--skip-bad-images): {shown}",

@@ -27,7 +27,7 @@ def register(sub) -> None:
     add_grid_arguments(p, 8, "number of images", 8, "images per row", "reconstructions.png")
     p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--start", type=int, default=0, help="index of the first image")
-    p.add_argument("--data", metavar="SOURCE", default=None,
+    p.add_argument("--data", metavar="SOURCE", nargs="+", default=None,
                    help="new data (folder:DIR, array:FILE, NAME:SPLIT, image files): one PNG per item in --out")
     p.add_argument("--skip-bad-images", action="store_true",
                    help="with --data: leave out image files that cannot be read (and say which)")
@@ -62,7 +62,7 @@ def run_data(args: argparse.Namespace) -> int:
     given = [flag for flag, dest, default in GRID_ONLY if getattr(args, dest) != default]
     if given:
         raise ConfigError(f"{', '.join(given)} choose images of the run's split for a grid; with --data every item of "
-                          f"{args.data} is reconstructed into --out: drop {', '.join(given)} or --data")
+                          f"{' '.join(args.data)} is reconstructed into --out: drop {', '.join(given)} or --data")
     check_seed(args.seed)
     if not args.out:
         raise ConfigError("--data needs --out DIR, a new or empty folder for one PNG per item")

@@ -9,6 +9,7 @@ memory budget, or memory-mapped from the cache (streamed) when they do not.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,9 @@ class ImagePlan:
     """What to read. ``files``: split name ('train', 'valid', 'test', or 'all' for one pool from
     which a fixed 10% is held out as test) -> image paths; ``labels``: the same keys -> int64
     labels or None; ``root``: the folder the sources are listed relative to; ``extra_sources``:
-    other files whose change must rebuild the cache (e.g. a partition file)."""
+    other files whose change must rebuild the cache (e.g. a partition file); ``listed``: the
+    files were named one by one (not found in a folder), so the list is what the data are and
+    another list gets a cache of its own."""
 
     name: str
     kind: str  # 'folder' or 'celeba': part of the cache identity
@@ -46,6 +49,7 @@ class ImagePlan:
     crop: Optional[Tuple[int, int]] = None
     extra_sources: Sequence[Path] = ()
     info: dict = field(default_factory=dict)
+    listed: bool = False
 
 
 @dataclass
@@ -109,7 +113,14 @@ def check_splits_share_no_file(files: Dict[str, List[Path]], source: str,
 def _identity(plan: ImagePlan, opts: LoadOptions) -> dict:
     return {"version": cache.CACHE_VERSION, "kind": plan.kind, "root": os.path.realpath(plan.root),
             "size": plan.size, "color": plan.color, "crop": plan.crop,
-            "skip_bad_images": bool(opts.skip_bad_images), "draft": bool(opts.draft)}
+            "skip_bad_images": bool(opts.skip_bad_images), "draft": bool(opts.draft),
+            **({"files": _list_digest(plan)} if plan.listed else {})}
+
+
+def _list_digest(plan: ImagePlan) -> str:
+    """SHA-256 of the files' paths relative to the root, in their order (the rows' order)."""
+    names = "\n".join(os.path.relpath(p, plan.root) for fl in plan.files.values() for p in fl)
+    return hashlib.sha256(names.encode()).hexdigest()
 
 
 def _sources(plan: ImagePlan):

@@ -145,10 +145,10 @@ def _image_options(data_cfg):
 
 
 def _from_images(files: List[Path], root: Path, ids: List[str], name: str, data_cfg, opts: LoadOptions,
-                 source: str) -> Items:
+                 source: str, listed: bool = False) -> Items:
     size, color, crop = _image_options(data_cfg)
     plan = ImagePlan(name=source, kind=name, root=root, files={"all": files}, labels={"all": None},
-                     size=size, color=color, crop=crop, info={"source": source})
+                     size=size, color=color, crop=crop, info={"source": source}, listed=listed)
     # read from the cache file a batch at a time, never held whole: a new-data pass reads each
     # item once, so memory stays flat however many files the source has
     splits, manifest, _ = image_splits(plan, opts)
@@ -171,15 +171,16 @@ def _from_folder(root: Path, source: str, data_cfg, opts: LoadOptions) -> Items:
 
 
 def _from_files(paths: List[Path], data_cfg, opts: LoadOptions) -> Items:
+    several = " (a list of sources must be image files)" if len(paths) > 1 else ""
     for p in paths:
         if not p.is_file():
-            raise DataError(f"{p}: file not found")
+            raise DataError(f"{p}: file not found{several}")
         if p.suffix.lower() not in EXTENSIONS:
             raise DataError(f"{p}: not an image file ({', '.join(EXTENSIONS)})")
     absolute = [p.resolve() for p in paths]
     root = Path(os.path.commonpath([str(p.parent) for p in absolute]))
     source = str(paths[0]) if len(paths) == 1 else f"{len(paths)} image files"
-    return _from_images(absolute, root, [str(p) for p in paths], "items-files", data_cfg, opts, source)
+    return _from_images(absolute, root, [str(p) for p in paths], "items-files", data_cfg, opts, source, listed=True)
 
 
 def _from_pil(images: list, data_cfg, opts: LoadOptions) -> Items:
