@@ -26,7 +26,7 @@ from ..bounds import dataset_bound, elbo_sums
 from ..config import RunConfig
 from ..data import Dataset, Split
 from ..devices import resolve_device
-from ..errors import DiskFullError, interruption
+from ..errors import ConfigError, DiskFullError, interruption
 from ..io import save_checkpoint
 from ..lock import RunLock
 from ..model import VAE
@@ -51,7 +51,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: RunConfig, run_dir: Path, data: Dataset, state: Optional[dict] = None,
-                 callbacks: Sequence[Callback] = ()):
+                 callbacks: Sequence[Callback] = (), model: Optional[torch.nn.Module] = None):
         self.cfg, self.run_dir, self.data = cfg, Path(run_dir), data
         self.callbacks = list(callbacks)
         t = cfg.train
@@ -63,13 +63,13 @@ class Trainer:
             self.device = session.distributed_device(self.device, t.device, self.dist)
         if state is None:
             seed_noise(t.seed)  # model initialisation and the noise stream
-            self.model = VAE.from_config(cfg.model, data.dim, data.image_shape)
-            if cfg.model.center_inputs or cfg.model.output_bias_from_data:
+            self.model = model if model is not None else VAE.from_config(cfg.model, data.dim, data.image_shape)
+            if (cfg.model.center_inputs or cfg.model.output_bias_from_data) and hasattr(self.model, "fit_to_data"):
                 self.model.fit_to_data(*data.split("train").moments())  # draws no random numbers
             if self.dist.rank > 0:  # the same initial model, but every process its own noise
                 seed_noise(distributed.rank_seed(t.seed, self.dist.rank))
         else:
-            self.model = VAE.from_config(cfg.model, data.dim, data.image_shape)
+            self.model = model if model is not None else VAE.from_config(cfg.model, data.dim, data.image_shape)
             with checkpoint_errors(run_dir):
                 self.model.load_state_dict(state["model"])
         self.model.to(self.device).train()
@@ -103,15 +103,19 @@ class Trainer:
     # -------------------------------------------------------------- construction
     @classmethod
     def new(cls, cfg: RunConfig, out: Union[str, Path], overwrite: bool = False,
-            data: Optional[Dataset] = None, callbacks: Sequence[Callback] = ()) -> "Trainer":
+            data: Optional[Dataset] = None, callbacks: Sequence[Callback] = (),
+            model: Optional[torch.nn.Module] = None) -> "Trainer":
         """Start a fresh run in ``out``. Loads the data, resolves and checks the config, the data
         against the likelihood and the device, and only then creates (and locks) the folder.
         With ``overwrite`` an existing run is replaced only once the new one has trained its
-        first epoch (aevb.runs.NewRun); until then it is untouched."""
+        first epoch (aevb.runs.NewRun); until then it is untouched. ``model``: a ready-made
+        model (an aevb ``VAE``) trained instead of one built from ``cfg.model``; it is moved to
+        the device, and ``fit_to_data`` is still called where the config asks."""
         out = Path(out)
+        check_model(model)
         cfg, data, new_run = session.prepare_new(cfg, out, overwrite, data, distributed.init())
         try:
-            trainer = cls(cfg, new_run.folder if new_run else out, data, callbacks=callbacks)
+            trainer = cls(cfg, new_run.folder if new_run else out, data, callbacks=callbacks, model=model)
         except BaseException:
             if new_run is not None:
                 new_run.abandon()
@@ -122,15 +126,18 @@ class Trainer:
 
     @classmethod
     def resume(cls, run_dir: Union[str, Path], overrides: Optional[RunConfig] = None,
-               given: Sequence[str] = (), callbacks: Sequence[Callback] = ()) -> "Trainer":
+               given: Sequence[str] = (), callbacks: Sequence[Callback] = (),
+               model: Optional[torch.nn.Module] = None) -> "Trainer":
         """Continue the run in ``run_dir`` from its last checkpoint (or from scratch, with its
         saved config, when it stopped before its first checkpoint). ``overrides`` holds options
         the user gave (dotted names in ``given``); any that contradict the saved config, except
         those in RESUMABLE_CHANGES (e.g. more epochs), raise ConfigError. Nothing in the run
-        folder changes until an epoch has trained."""
+        folder changes until an epoch has trained. ``model``: the ready-made model the run was
+        started with (see ``new``); its state is loaded from the checkpoint."""
+        check_model(model)
         cfg, state, data, lock = session.open_resume(run_dir, overrides, given, distributed.init())
         try:
-            trainer = cls(cfg, Path(run_dir), data, state=state, callbacks=callbacks)
+            trainer = cls(cfg, Path(run_dir), data, state=state, callbacks=callbacks, model=model)
         except BaseException:
             if lock is not None:
                 lock.release()
@@ -359,11 +366,18 @@ class Trainer:
         self.tensorboard.close()
 
 
+def check_model(model) -> None:
+    """Refuse a ``model=`` that is not a torch module (before any file is written)."""
+    if model is not None and not isinstance(model, torch.nn.Module):
+        raise ConfigError(f"model= must be a torch.nn.Module (e.g. an aevb VAE); got {type(model).__name__}")
+
+
 def train(cfg: RunConfig, out: Union[str, Path], overwrite: bool = False, data: Optional[Dataset] = None,
-          callbacks: Sequence[Callback] = ()) -> Optional[Run]:
-    """Train a new run into ``out`` and return it (the Python entry point). Under torchrun,
+          callbacks: Sequence[Callback] = (), model: Optional[torch.nn.Module] = None) -> Optional[Run]:
+    """Train a new run into ``out`` and return it (the Python entry point); ``model``: a
+    ready-made model to train instead of one built from ``cfg.model``. Under torchrun,
     processes on a machine without the run folder (other than rank 0's) get None."""
-    trainer = Trainer.new(cfg, out, overwrite=overwrite, data=data, callbacks=callbacks)
+    trainer = Trainer.new(cfg, out, overwrite=overwrite, data=data, callbacks=callbacks, model=model)
     trainer.fit()
     if not trainer.dist.is_main and not is_run(trainer.run_dir):
         return None
