@@ -22,17 +22,16 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
-import numpy as np
 import torch
 
 from .config import RunConfig
 from .data import load_configured
-from .errors import CheckpointError, ConfigError, RunError
+from .errors import CheckpointError, ConfigError, DataError, RunError
 from .io import atomic_write_text, load_checkpoint
 from .lock import LOCK_NAME, describe, is_locked, read_lock
 from .model import VAE
 from . import newdata
-from .newdata import Items, check_fits, load_items
+from .newdata import Codes, Items, Scores, check_fits, load_items
 
 RUN_MARKER = "run.json"
 CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -221,30 +220,32 @@ class Run:
     def images_dir(self) -> Path:
         return self.path / "images"
 
-    def checkpoint_file(self, checkpoint: str = "last") -> Path:
+    def checkpoint_file(self, checkpoint: str = "last", python: bool = False) -> Path:
         """The path of the run's ``last`` or ``best`` checkpoint; RunError saying what to do when
-        it is not there (best.pt exists only in runs trained with a validation split)."""
+        it is not there (best.pt exists only in runs trained with a validation split), naming the
+        option ``--checkpoint`` (the commands check it first) or, with ``python``, the argument
+        ``checkpoint`` of the methods that load the model."""
         if checkpoint not in CHECKPOINTS:
             raise ConfigError(f"checkpoint {checkpoint!r} is not one of a run's checkpoints: choose "
                               + " or ".join(CHECKPOINTS))
         path = self.path / CHECKPOINTS[checkpoint]
         if path.is_file():
             return path
+        last = "checkpoint='last'" if python else "--checkpoint last"
         if checkpoint == "best":
             if not self.config.data.validation:
                 raise RunError(f"{self.path} has no best checkpoint: the best epoch is the one with the highest "
-                               "validation bound, and this run was trained without a validation split. Use "
-                               "--checkpoint last (the default), or train a run with --validation N")
+                               f"validation bound, and this run was trained without a validation split. Use "
+                               f"{last} (the default), or train a run with a validation split (--validation N)")
             if self.checkpoint_path.is_file():
                 raise RunError(f"{self.path} has no {BEST_CHECKPOINT} (deleted or moved, or the run was trained by "
-                               "an aevb that kept no best checkpoint); restore it from a copy, or use "
-                               "--checkpoint last")
+                               f"an aevb that kept no best checkpoint); restore it from a copy, or use {last}")
         raise RunError(self.no_checkpoint_message())
 
     def checkpoint(self, map_location="cpu", checkpoint: str = "last", model_only: bool = False) -> dict:
         """The ``last`` (default) or ``best`` checkpoint's state. ``model_only``: only the model's
         entries, read memory-mapped, never the optimizer state (aevb.io.load_checkpoint)."""
-        return load_checkpoint(self.checkpoint_file(checkpoint), map_location, model_only=model_only)
+        return load_checkpoint(self.checkpoint_file(checkpoint, python=True), map_location, model_only=model_only)
 
     def no_checkpoint_message(self) -> str:
         if is_locked(self.path):
@@ -267,7 +268,7 @@ class Run:
         The model is built without memory (on the meta device) and takes the checkpoint's
         memory-mapped tensors as its own, so on the CPU its weights are pages of the file, read
         as they are used, not a copy in anonymous memory."""
-        path = self.checkpoint_file(checkpoint)
+        path = self.checkpoint_file(checkpoint, python=True)
         state = load_checkpoint(path, device, model_only=True)
         try:
             with torch.device("meta"):
@@ -299,30 +300,62 @@ class Run:
         """``source`` (``folder:DIR``, ``array:FILE``, ``mnist:test``, an image file or a list of
         them, PIL images, a numpy array or a tensor) prepared as this run's own data were (image
         size, crop, colour, scaling, binarization), with each item's identity: an
-        :class:`aevb.newdata.Items` whose ``split`` gives batches. Data that do not fit the model
-        raise DataError naming both shapes; unreadable images too, unless ``skip_bad_images``
-        (then ``items.skipped`` lists them)."""
+        :class:`aevb.newdata.Items` whose ``split`` gives batches, marked as this run's. Data
+        that do not fit the model raise DataError naming both shapes; unreadable images too,
+        unless ``skip_bad_images`` (then ``items.skipped`` lists them)."""
         if model is None and not self.checkpoint_path.is_file():
             raise RunError(self.no_checkpoint_message())
+        newdata.check_pictures(_pil_images(source), "source")
         items = load_items(source, self.config.data, skip_bad_images=skip_bad_images, progress=progress, seed=seed)
+        items = check_fits(items, self.image_shape(), self.config.model.likelihood, str(self.path))
+        items.prepared_for = (str(self.path.resolve()), self._preparation())
+        return items
+
+    def _preparation(self) -> dict:
+        """The data settings that decide how new data are prepared for this run."""
+        d = dataclasses.asdict(self.config.data)
+        return {k: d.get(k) for k in PREPARATION}
+
+    def check_items(self, items: "Items") -> "Items":
+        """Refuse (DataError, one line) items that :meth:`preprocess` of another run prepared in
+        another way than this run prepares its data (another image size, crop, colour,
+        binarization, data set or seed), and items that do not fit the model; items prepared
+        the same way (e.g. for a copy of this run) are used as they are."""
+        mark = getattr(items, "prepared_for", None)
+        if mark is not None and mark[0] != str(self.path.resolve()):
+            theirs, mine = mark[1], self._preparation()
+            differ = [f"{k} {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in PREPARATION
+                      if theirs.get(k) != mine.get(k)]
+            if differ:
+                raise DataError(f"these items were prepared for the run {mark[0]}, whose data settings differ from "
+                                f"those of {self.path} ({'; '.join(differ)}); prepare them for this run: "
+                                "run.preprocess(source)")
         return check_fits(items, self.image_shape(), self.config.model.likelihood, str(self.path))
 
     def _model_and_items(self, source, device, seed: int = 0, checkpoint: str = "last", **kw):
+        if isinstance(source, Items):
+            self.check_items(source)
         model = self.load_model(device, checkpoint)
         items = source if isinstance(source, Items) else self.preprocess(source, model=model, seed=seed, **kw)
         return model, items
 
-    def encode(self, source, samples: int = 0, seed: int = 0, device="cpu", checkpoint: str = "last", **kw) -> dict:
-        """{"id", "mu", "log_var"} (and "z" [N, samples, J] when ``samples`` > 0): the posterior
-        q(z|x) of each item of ``source`` (see :meth:`preprocess`), numpy arrays; ``checkpoint``:
-        the model of the ``last`` or ``best`` checkpoint, here and in score, reconstruct and decode."""
+    def encode(self, source, samples: int = 0, seed: int = 0, device="cpu", checkpoint: str = "last",
+               **kw) -> Codes:
+        """The posterior q(z|x) of each item of ``source`` (see :meth:`preprocess`, or an ``Items``
+        it returned) as :class:`aevb.newdata.Codes`: ``.mu``, ``.log_var`` [N, J] float64, ``.ids``,
+        and with ``samples`` > 0 draws ``.z`` [N, samples, J]; ``codes["mu"]`` and ``keys()`` as on
+        a dict, ``codes.to_pandas()`` one row per item. ``checkpoint``: the model of the ``last``
+        or ``best`` checkpoint, here and in score, reconstruct and decode."""
+        samples = newdata.check_samples(samples)
         model, items = self._model_and_items(source, device, seed, checkpoint, **kw)
-        return {"id": np.asarray(items.ids), **newdata.encode(model, items.split, samples, seed)}
+        return newdata.encode_items(model, items, samples, seed)
 
-    def score(self, source, k: int = 1, seed: int = 0, device="cpu", checkpoint: str = "last", **kw) -> dict:
-        """{"id", "elbo", "lk", "lk_se"} per item of ``source``, in nats (the bound engine with
-        k importance samples and seeded noise: the numbers ``aevb evaluate`` gives), and
-        "bpd_elbo", "bpd_lk" where the data are discrete (as ``aevb score`` writes them)."""
+    def score(self, source, k: int = 1, seed: int = 0, device="cpu", checkpoint: str = "last", **kw) -> Scores:
+        """Bounds per item of ``source`` in nats as :class:`aevb.newdata.Scores`: ``.elbo``,
+        ``.lk``, ``.lk_se`` (the bound engine with ``k`` importance samples and seeded noise: the
+        numbers ``aevb evaluate`` gives), and ``bpd_elbo``, ``bpd_lk`` where the data are discrete
+        (as ``aevb score`` writes them)."""
+        k = newdata.check_k(k)
         model, items = self._model_and_items(source, device, seed, checkpoint, **kw)
         return newdata.score_columns(model, items, k, self.config.model.likelihood, seed)
 
@@ -332,9 +365,13 @@ class Run:
         return torch.cat([r for _, r in newdata.reconstruction_blocks(model, items.split)])
 
     def decode(self, z, device="cpu", checkpoint: str = "last"):
-        """The mean of p(x|z) [N, D] for codes ``z`` [N, J] (e.g. ``run.encode(...)["mu"]``);
-        another width or NaN raise DataError."""
-        return newdata.decode(self.load_model(device, checkpoint), z)
+        """The mean of p(x|z) [N, D] for codes ``z``: an [N, J] array or tensor, the result of
+        :meth:`encode` (its ``mu``) or its ``to_pandas()`` (the ``mu_j`` columns), or a file that
+        ``aevb encode`` wrote (.npz, .npy, .csv). Another width, NaN, or codes so large that the
+        decoder overflows raise DataError in one line."""
+        model = self.load_model(device, checkpoint)
+        _, codes = newdata.codes_of(z, int(model.latent_dim), "z")
+        return newdata.decode(model, codes, name="z")
 
     def metrics(self) -> List[dict]:
         p = self.path / "metrics.jsonl"
@@ -353,6 +390,17 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
+
+
+# the data settings that decide how a run prepares new data (aevb.newdata.load_items): items
+# prepared by a run whose values differ are refused by another run (Run.check_items)
+PREPARATION = ("dataset", "validation", "binarize", "image_size", "crop", "color", "seed")
+
+
+def _pil_images(source) -> list:
+    """The PIL images of a source (one, or a list of them), else []."""
+    items = source if isinstance(source, (list, tuple)) else [source]
+    return [s for s in items if type(s).__module__.startswith("PIL.") and hasattr(s, "size")]
 
 
 def _first_line(e) -> str:

@@ -3,6 +3,7 @@ decoded codes agree with the numbers the rest of aevb gives for the same rows.""
 import csv
 import math
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,10 @@ from PIL import Image
 from aevb.bounds import evaluate_bounds, lk_standard_error, posterior_means
 from aevb.cli import main
 from aevb.commands.score import percentile_above
-from aevb.errors import DataError
+from aevb.errors import ConfigError, DataError, RunError
 from aevb.evaluate import evaluate_run
 from aevb.images import png_bytes, to_images
-from aevb.newdata import outputs, write_table
+from aevb.newdata import Codes, Scores, outputs, write_table
 from aevb.runs import Run, write_marker
 from aevb.sampling import reconstructions
 from aevb.training import Trainer
@@ -143,9 +144,53 @@ def test_encode_of_the_test_split_equals_the_posterior_means(run):
     assert list(codes["id"][:2]) == ["0", "1"]
 
 
+def test_codes_and_scores_are_tables_with_names(run, eight_bit):
+    src = f"folder:{eight_bit['folder']}"
+    codes = run.encode(src, samples=2, seed=5)
+    assert isinstance(codes, Codes) and len(codes) == 30 and codes.ids == eight_bit["names"]
+    assert list(codes.keys()) == list(codes) == ["id", "mu", "log_var", "z"] and "mu" in codes
+    assert codes.mu is codes["mu"] and codes.mu.shape == (30, 3) and codes.z.shape == (30, 2, 3)
+    assert np.array_equal(dict(codes)["log_var"], codes.log_var)
+    assert run.encode(src).z is None
+    scores = run.score(src, k=3)
+    assert isinstance(scores, Scores) and list(scores) == ["id", "elbo", "lk", "lk_se"]
+    assert scores.lk is scores["lk"] and scores.lk.shape == (30,)
+    names, m = scores.matrix()
+    assert names == ["elbo", "lk", "lk_se"] and np.array_equal(m[:, 1], scores.lk)
+    with pytest.raises(AttributeError, match="no attribute or column 'nope'; its columns are id, elbo, lk, lk_se"):
+        scores.nope
+    with pytest.raises(KeyError, match="'nope' is not a column"):
+        scores["nope"]
+
+
+def test_encode_to_pandas_and_back_through_decode(run, eight_bit):
+    pd = pytest.importorskip("pandas")
+    src = f"folder:{eight_bit['folder']}"
+    codes = run.encode(src, samples=2)
+    df = codes.to_pandas()
+    assert isinstance(df, pd.DataFrame) and df.shape == (30, 1 + 3 + 3 + 6)
+    assert list(df.columns[:5]) == ["id", "mu_0", "mu_1", "mu_2", "log_var_0"] and df.columns[-1] == "z_1_2"
+    assert list(df["id"]) == eight_bit["names"]
+    assert df["mu_2"].tolist() == codes.mu[:, 2].tolist() and df["z_1_0"].tolist() == codes.z[:, 1, 0].tolist()
+    images = run.reconstruct(src)
+    assert torch.equal(run.decode(df), images)  # its mu_j columns
+    assert torch.equal(run.decode(codes), images)  # its mu
+    assert torch.equal(run.decode(df[["mu_0", "mu_1", "mu_2"]].to_numpy()), images)
+    scores = run.score(src, k=3).to_pandas()
+    assert list(scores.columns) == ["id", "elbo", "lk", "lk_se"] and len(scores) == 30
+
+
+def test_to_pandas_without_pandas_says_how_to_install_it(run, monkeypatch):
+    codes = run.encode(np.zeros((2, 64), np.float32))
+    monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas raises ImportError
+    with pytest.raises(ImportError) as e:
+        codes.to_pandas()
+    assert str(e.value) == "Codes.to_pandas() needs pandas, which is not installed: pip install pandas"
+
+
 def test_encode_command_writes_every_format_with_seeded_draws(run, eight_bit, tmp_path, capsys):
     src = f"folder:{eight_bit['folder']}"
-    for ext in ("npz", "csv", "npy"):
+    for ext in ("npz", "csv"):
         assert main(["encode", str(run.path), "--data", src, "--out", str(tmp_path / f"c.{ext}"),
                      "--samples", "4", "--seed", "7", "--no-progress"]) == 0
     want = run.encode(src)
@@ -157,8 +202,49 @@ def test_encode_command_writes_every_format_with_seeded_draws(run, eight_bit, tm
     rows = list(csv.DictReader(open(tmp_path / "c.csv")))
     assert rows[3]["id"] == eight_bit["names"][3]
     assert float(rows[3]["mu_2"]) == z["mu"][3, 2] and float(rows[3]["z_1_0"]) == z["z"][3, 1, 0]
-    s = np.load(tmp_path / "c.npy")
-    assert np.array_equal(s["mu"], z["mu"]) and s["z"].shape == (30, 4, 3)
+
+
+def test_a_npy_file_is_the_matrix_of_posterior_means_with_the_ids_beside_it(run, eight_bit, tmp_path, capsys):
+    src = f"folder:{eight_bit['folder']}"
+    for ext in ("npz", "npy"):
+        assert main(["encode", str(run.path), "--data", src, "--out", str(tmp_path / f"c.{ext}"), "--no-progress"]) == 0
+    assert "a float matrix [30, 3]: mu_0, mu_1, mu_2; ids in" in capsys.readouterr().out
+    m, z = np.load(tmp_path / "c.npy"), np.load(tmp_path / "c.npz")
+    assert m.dtype == np.float64 and m.shape == (30, 3) and np.array_equal(m, z["mu"])
+    assert (tmp_path / "c.ids.txt").read_text().splitlines() == eight_bit["names"] == list(z["id"])
+    # aevb decode and run.decode read it back, with its ids
+    assert main(["decode", str(run.path), "--z", str(tmp_path / "c.npy"), "--out", str(tmp_path / "a")]) == 0
+    assert main(["decode", str(run.path), "--z", str(tmp_path / "c.npz"), "--out", str(tmp_path / "b")]) == 0
+    for name in eight_bit["names"]:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert torch.equal(run.decode(tmp_path / "c.npy"), run.decode(z["mu"]))
+    assert torch.equal(run.decode(str(tmp_path / "c.npz")), run.decode(z["mu"]))
+    # an ids file of another matrix is refused, not used to name the wrong rows
+    (tmp_path / "c.ids.txt").write_text("a\nb\n")
+    with pytest.raises(DataError, match=r"c.ids.txt beside it lists 2 ids for 30 rows; it belongs to another file"):
+        run.decode(tmp_path / "c.npy")
+    # scores: elbo, lk, lk_se (then the columns that were asked for) as one matrix
+    assert main(["score", str(run.path), "--data", src, "--k", "3", "--out", str(tmp_path / "s.npy"),
+                 "--reference", "test", "--flag-above", "50", "--no-progress"]) == 0
+    assert main(["score", str(run.path), "--data", src, "--k", "3", "--out", str(tmp_path / "s.npz"),
+                 "--reference", "test", "--flag-above", "50", "--no-progress"]) == 0
+    assert "a float matrix [30, 5]: elbo, lk, lk_se, percentile, flag; ids in" in capsys.readouterr().out
+    m, s = np.load(tmp_path / "s.npy"), np.load(tmp_path / "s.npz")
+    for j, name in enumerate(["elbo", "lk", "lk_se", "percentile", "flag"]):
+        assert np.array_equal(m[:, j], s[name].astype(np.float64)), name
+    assert (tmp_path / "s.ids.txt").read_text().splitlines() == eight_bit["names"]
+
+
+def test_a_npy_file_refuses_draws_and_an_ids_path_that_is_a_folder(run, tmp_path, capsys):
+    argv = ["encode", str(run.path), "--data", "digits:test", "--out", str(tmp_path / "c.npy"), "--no-progress"]
+    assert main(argv + ["--samples", "2"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"aevb encode: error: --out {tmp_path / 'c.npy'}: a .npy file holds the posterior means only (a float "
+        "matrix [N, J]), not the 2 draws of --samples; write a .npz or .csv file")
+    (tmp_path / "c.ids.txt").mkdir()
+    assert main(argv) == 2
+    assert f"the ids of its rows go to {tmp_path / 'c.ids.txt'} beside it, which is a folder" in capsys.readouterr().err
+    assert not (tmp_path / "c.npy").exists()
 
 
 def test_image_files_listed_on_the_command_line(run, eight_bit, tmp_path, capsys):
@@ -292,6 +378,99 @@ def test_decode_of_the_posterior_mean_equals_reconstruct(run, eight_bit, tmp_pat
         run.decode(np.zeros((2, 4)))
     with pytest.raises(DataError, match="NaN"):
         run.decode(np.array([[0.0, np.nan, 1.0]]))
+
+
+# ------------------------------------------------------------------ what the Python methods refuse
+def test_the_methods_refuse_what_the_commands_refuse_naming_the_argument(run, tmp_path, capsys):
+    x = np.zeros((2, 64), np.float32)
+    refusals = [
+        (lambda: run.encode(x, samples=-1), ConfigError, "samples must be in 0..10000; got -1"),
+        (lambda: run.encode(x, samples=2.5), ConfigError, "samples must be a whole number of draws per item; got 2.5"),
+        (lambda: run.score(x, k=2.5), ConfigError, "k must be a whole number of importance samples; got 2.5"),
+        (lambda: run.score(x, k=0), ConfigError, "k must be a positive number of importance samples; got 0"),
+        (lambda: run.score(x, k=-3), ConfigError, "k must be a positive number of importance samples; got -3"),
+        (lambda: run.score(x, k=True), ConfigError, "k must be a whole number of importance samples; got True"),
+        (lambda: run.encode(Image.new("L", (0, 0))), DataError,
+         "source: image 0 is 0x0 pixels (width x height), an image without pixels; give images of at least 1x1 "
+         "pixels"),
+        (lambda: run.decode(np.full((2, 3), 1e300)), DataError,
+         "z holds 1e+300 in row 0, beyond float32 (largest 3.4e+38): the decoder cannot take it; a trained "
+         "model's codes lie within a few units of 0, where its prior N(0, I) puts them"),
+        (lambda: run.decode(str(tmp_path / "codes.npz")), DataError, f"z ({tmp_path / 'codes.npz'}): file not found"),
+        (lambda: run.encode(x, checkpoint="best"), RunError,
+         f"{run.path} has no best checkpoint: the best epoch is the one with the highest validation bound, and this "
+         "run was trained without a validation split. Use checkpoint='last' (the default), or train a run with a "
+         "validation split (--validation N)"),
+    ]
+    for call, kind, line in refusals:
+        with pytest.raises(kind) as e:
+            call()
+        assert str(e.value) == line
+    # the commands refuse the same values with the same line, naming their options
+    argv = ["encode", str(run.path), "--data", "digits:test", "--out", str(tmp_path / "c.npz"), "--no-progress"]
+    assert main(argv + ["--samples", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == "aevb encode: error: --samples must be in 0..10000; got -1"
+    assert main(["score", *argv[1:], "--k", "0"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "aevb score: error: --k must be a positive number of importance samples; got 0")
+    assert not (tmp_path / "c.npz").exists()
+
+
+def test_a_file_of_codes_is_read_by_decode(run, tmp_path):
+    codes = run.encode("digits:test")
+    write_table(tmp_path / "codes.npz", codes)
+    assert torch.equal(run.decode(str(tmp_path / "codes.npz")), run.decode(codes.mu))
+    np.save(tmp_path / "big.npy", np.full((3, 3), 1e300))
+    with pytest.raises(DataError, match=r"^z \(.*big.npy\) holds 1e\+300 in row 0, beyond float32"):
+        run.decode(tmp_path / "big.npy")
+
+
+def test_codes_that_make_the_decoder_overflow_are_refused_in_one_line(run, tmp_path, monkeypatch, capsys):
+    real = outputs.decode_means
+
+    def overflowing(model, z, batch_size=None):  # as a Gaussian decoder's mean overflows for huge codes
+        x = real(model, z, batch_size)
+        x[z.abs().max(1).values > 1e30] = float("nan")
+        return x
+
+    monkeypatch.setattr(outputs, "decode_means", overflowing)
+    z = np.zeros((1500, 3))
+    z[1203, 1] = -3e35
+    with pytest.raises(DataError) as e:
+        run.decode(z)
+    assert str(e.value) == ("z: the decoder overflows for 1 code(s), its output not finite (first in row 1203, largest "
+                            "|value| 3e+35); a trained model's codes lie within a few units of 0, where its prior "
+                            "N(0, I) puts them")
+    np.save(tmp_path / "z.npy", z)
+    assert main(["decode", str(run.path), "--z", str(tmp_path / "z.npy"), "--out", str(tmp_path / "dec")]) == 2
+    assert f"--z {tmp_path / 'z.npy'}: the decoder overflows for 1 code(s), its output not finite (first in row " \
+           "1203" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["z.npy"]  # no folder, no staging left
+
+
+def test_items_prepared_for_another_run_are_refused_unless_prepared_the_same_way(run, tmp_path, one_thread):
+    x = np.random.default_rng(0).random((4, 64)).astype(np.float32)
+    Trainer.new(tiny_config(data={"binarize": "static"}, train={"epochs": 1}), tmp_path / "bin").fit()
+    other = Run(tmp_path / "bin")
+    with pytest.raises(DataError) as e:
+        run.encode(other.preprocess(x))
+    assert str(e.value) == (f"these items were prepared for the run {other.path.resolve()}, whose data settings "
+                            f"differ from those of {run.path} (binarize 'static' there, None here); prepare them "
+                            "for this run: run.preprocess(source)")
+    shutil.copytree(run.path, tmp_path / "copy")  # prepared the same way: the same numbers
+    items = Run(tmp_path / "copy").preprocess(x)
+    assert np.array_equal(run.encode(items).mu, run.encode(x).mu)
+    assert np.array_equal(other.encode(other.preprocess(x)).mu, other.encode(x).mu)
+
+
+def test_python_messages_name_python_arguments(run, monkeypatch):
+    monkeypatch.setattr(outputs, "physical_memory", lambda: 1000)
+    with pytest.raises(DataError) as e:
+        run.encode("digits:test", samples=100)
+    assert "ask for fewer draws (samples), or encode the data in parts" in str(e.value) and "--" not in str(e.value)
+    with pytest.raises(DataError) as e:
+        run.decode(np.zeros((2, 4)))
+    assert str(e.value) == "z has shape (2, 4) but the run's codes are [N, 3] (its latent dimension is 3)"
 
 
 def test_reconstruct_without_data_keeps_its_grid(run, tmp_path, capsys):

@@ -12,9 +12,10 @@ from .items import add_unfinished_argument, open_run
 
 def register(sub) -> None:
     p = add_parser(sub, "decode", "write the decoded image of each code in a file",
-                   "Decode codes z (the output of `aevb encode`, its mu, or any [N, J] array or CSV of "
-                   "numbers, e.g. edited codes) to the mean of p(x|z) and write one PNG per code, named "
-                   "by the code's id.")
+                   "Decode codes z (the output of `aevb encode` in any of its formats, its mu, or any "
+                   "[N, J] array or CSV of numbers, e.g. edited codes) to the mean of p(x|z) and write one "
+                   "PNG per code, named by the code's id (from the file, or the ids file beside a .npy; "
+                   "else the row).")
     add_run_argument(p)
     p.add_argument("--z", metavar="FILE", required=True, help="codes: a .npz, .npy or .csv file")
     p.add_argument("--out", metavar="DIR", required=True, help="a new or empty folder for the PNGs")
@@ -34,6 +35,6 @@ def run(args: argparse.Namespace) -> int:
     names = png_names(ids)
     with PngFolder(out, shape) as folder:
         for i in range(0, len(z), 1000):
-            folder.write(names[i:i + 1000], decode(model, z[i:i + 1000]))
+            folder.write(names[i:i + 1000], decode(model, z[i:i + 1000], name=f"--z {args.z}", first_row=i))
     print(f"decoded {len(z)} codes into {out}")
     return 0

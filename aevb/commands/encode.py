@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 from ..errors import ConfigError
-from ..newdata import TABLE_SUFFIXES, encode, write_table
+from ..newdata import (MAX_SAMPLES, TABLE_SUFFIXES, check_samples, check_table_path, encode_items, matrix_note,
+                       write_table)
 from ..runs import check_output
 from .common import add_parser, add_run_argument, check_seed
 from .items import add_data_arguments, model_and_items, open_run
@@ -16,23 +15,33 @@ def register(sub) -> None:
     p = add_parser(sub, "encode", "write the posterior mean and log-variance of every item of new data",
                    "Prepare SOURCE as the run's own data were (size, crop, colour, scaling, binarization), "
                    "encode it batch by batch and write, per item, its identity (id), the posterior mean "
-                   "(mu) and log-variance (log_var) of q(z|x), and with --samples N also N draws z.")
+                   "(mu) and log-variance (log_var) of q(z|x), and with --samples N also N draws z. A .npz "
+                   "file holds these as named arrays and a .csv file one row per item (id, mu_0, ..., "
+                   "log_var_0, ..., z_0_0, ...); a .npy file holds only the posterior means, as a float "
+                   "matrix [N, J], with the ids in a text file beside it (codes.npy: codes.ids.txt, one "
+                   "per line).")
     add_run_argument(p)
     add_data_arguments(p)
-    p.add_argument("--out", metavar="FILE", required=True, help="a .npz, .npy or .csv file")
-    p.add_argument("--samples", type=int, default=0, help="draws z ~ q(z|x) per item (0: none)")
+    p.add_argument("--out", metavar="FILE", required=True,
+                   help="a .npz (id, mu, log_var, z), .csv (one row per item) or .npy file (the posterior "
+                        "means as a float matrix [N, J]; ids in FILE.ids.txt)")
+    p.add_argument("--samples", type=int, default=0,
+                   help=f"draws z ~ q(z|x) per item (0: none; at most {MAX_SAMPLES}; .npz or .csv only)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     check_seed(args.seed)
-    if not 0 <= args.samples <= 10000:
-        raise ConfigError(f"--samples must be in 0..10000; got {args.samples}")
+    check_samples(args.samples, python=False)
+    if args.samples and str(args.out).lower().endswith(".npy"):
+        raise ConfigError(f"--out {args.out}: a .npy file holds the posterior means only (a float matrix [N, J]), "
+                          f"not the {args.samples} draws of --samples; write a .npz or .csv file")
     run_ = open_run(args)
     check_output(args.out, "--out", suffixes=TABLE_SUFFIXES)
+    check_table_path(args.out)
     model, items = model_and_items(run_, args)
-    codes = encode(model, items.split, args.samples, args.seed, progress=args.progress)
-    write_table(args.out, {"id": np.asarray(items.ids), **codes})
+    codes = encode_items(model, items, args.samples, args.seed, progress=args.progress, python=False)
+    write_table(args.out, codes)
     print(f"encoded {len(items)} items of {items.source} ({model.latent_dim} latent dimensions"
-          + (f", {args.samples} draws each" if args.samples else "") + f"): {args.out}")
+          + (f", {args.samples} draws each" if args.samples else "") + f"): {args.out}{matrix_note(args.out, codes)}")
     return 0

@@ -9,7 +9,7 @@ import numpy as np
 from ..bounds import estimate_seconds
 from ..errors import ConfigError
 from ..evaluate import split_data
-from ..newdata import TABLE_SUFFIXES, score, score_columns, write_table
+from ..newdata import TABLE_SUFFIXES, check_k, check_table_path, matrix_note, score, score_columns, write_table
 from ..runs import check_output
 from .common import add_parser, add_run_argument, check_seed
 from .evaluate import MAX_SECONDS, _duration
@@ -25,11 +25,16 @@ def register(sub) -> None:
                    "for discrete data, bits/dim, all from the bound engine that `aevb evaluate` uses (the "
                    "same numbers for the same rows and seed). --reference adds each item's percentile: the "
                    "percentage of the run's own split that scores a higher L_k (100: less likely than all "
-                   "of it); --flag-above P adds a column flag = percentile > P.")
+                   "of it); --flag-above P adds a column flag = percentile > P. A .npz file holds the columns "
+                   "as named arrays and a .csv file one row per item; a .npy file holds them as a float matrix "
+                   "[N, C] (columns elbo, lk, lk_se, then bpd_elbo, bpd_lk, percentile and flag where given), "
+                   "with the ids in a text file beside it (scores.npy: scores.ids.txt, one per line).")
     add_run_argument(p)
     add_data_arguments(p)
     p.add_argument("--k", type=int, default=100, help="importance samples per item (1: the ELBO only)")
-    p.add_argument("--out", metavar="FILE", required=True, help="a .npz, .npy or .csv file")
+    p.add_argument("--out", metavar="FILE", required=True,
+                   help="a .npz (named columns), .csv (one row per item) or .npy file (a float matrix [N, C]; "
+                        "ids in FILE.ids.txt)")
     p.add_argument("--reference", choices=["test", "valid"], default=None,
                    help="the run's own split to rank the items against")
     p.add_argument("--flag-above", type=float, default=None, metavar="P",
@@ -40,8 +45,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_seed(args.seed)
-    if args.k < 1:
-        raise ConfigError(f"--k must be a positive number of importance samples; got {args.k}")
+    check_k(args.k, python=False)
     if args.flag_above is not None:
         if args.reference is None:
             raise ConfigError("--flag-above needs --reference test or --reference valid (the split to rank against)")
@@ -49,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--flag-above is a percentile in 0..100; got {args.flag_above}")
     run_ = open_run(args)
     check_output(args.out, "--out", suffixes=TABLE_SUFFIXES)
+    check_table_path(args.out)
     model, items = model_and_items(run_, args)
     ref = None
     if args.reference is not None:
@@ -63,12 +68,12 @@ def run(args: argparse.Namespace) -> int:
     cols = score_columns(model, items, args.k, run_.config.model.likelihood, args.seed, args.progress)
     if ref is not None:
         ref_lk = np.sort(score(model, ref, args.k, args.seed, args.progress).lk.numpy())
-        cols["percentile"] = percentile_above(cols["lk"], ref_lk)
+        cols = cols.assign(percentile=percentile_above(cols["lk"], ref_lk))
         if args.flag_above is not None:
-            cols["flag"] = cols["percentile"] > args.flag_above
+            cols = cols.assign(flag=cols["percentile"] > args.flag_above)
     write_table(args.out, cols)
     print(summary(cols, args.k, items, args.reference))
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out}{matrix_note(args.out, cols)}")
     return 0
 
 

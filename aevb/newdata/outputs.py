@@ -1,7 +1,7 @@
 """What a trained model says about new data, item by item, and how it is written: posterior
 codes (encode), bounds per item (score, through the bound engine), reconstructions and decoded
 codes (through aevb.sampling), one PNG per item in a folder that appears only when complete, and
-tables per item (.npz, .npy, .csv) written atomically.
+tables per item (.npz, .npy, .csv) written atomically and read back (read_codes, codes_of).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from ..errors import DataError
 from ..images import png_bytes, to_images
 from ..io import atomic_path
 from ..sampling import decode_means, eval_mode, model_device, model_dtype, reconstructions
+from .checks import argument
+from .results import ID, Codes, ItemTable, Scores, code_columns, flat_columns
 
 
 # ------------------------------------------------------------------ what the model says
@@ -36,27 +38,29 @@ def progress_bar(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True, disable=None, file=sys.stderr, leave=False)
 
 
-def check_draws_fit(n: int, samples: int, latent_dim: int, memory: Optional[int] = None) -> None:
+def check_draws_fit(n: int, samples: int, latent_dim: int, memory: Optional[int] = None,
+                    python: bool = True) -> None:
     """Refuse (DataError, before any work) draws z [n, samples, latent_dim] in float64 that would
     take more than half of ``memory`` (default: the machine's RAM), where they are held until the
-    output is written."""
+    output is written. ``python``: name the argument as Python's ``samples``, else ``--samples``."""
     memory = physical_memory() if memory is None else memory
     need = 8 * n * samples * latent_dim
     if samples and memory and need > memory // 2:
         raise DataError(f"{samples} draws for each of {n:,} items of {latent_dim} latent dimensions make "
                         f"{format_size(need)} of codes, more than half of this machine's memory "
-                        f"({format_size(memory)}); ask for fewer draws (--samples), or encode the data in parts")
+                        f"({format_size(memory)}); ask for fewer draws ({argument('samples', python)}), or encode "
+                        "the data in parts")
 
 
 def encode(model, split: Split, samples: int = 0, seed: int = 0, batch_size: Optional[int] = None,
-           progress: bool = False) -> Dict[str, np.ndarray]:
+           progress: bool = False, python: bool = True) -> Dict[str, np.ndarray]:
     """{"mu", "log_var"} [N, J] float64 (the Gaussian q(z|x) of each row: with stacked layers
     every layer's along the mean path; with a flow the Gaussian before it) and, with ``samples``
     > 0, "z" [N, samples, J] float64: draws z ~ q(z|x) (z = mu + sigma * eps, through the flow or
     the upper layers where the model has them) with eps from a CPU generator seeded with ``seed``. The encoder sees ``batch_size`` rows at a time from ``split.batches``
     (default: aevb.bounds.eval_rows, sized in bytes)."""
     n, j = len(split), int(model.latent_dim)
-    check_draws_fit(n, int(samples), j)
+    check_draws_fit(n, int(samples), j, python=python)
     batch_size = batch_size or eval_rows(model)
     mu, lv = np.empty((n, j)), np.empty((n, j))
     z = np.empty((n, int(samples), j)) if samples else None
@@ -96,16 +100,23 @@ def score(model, split: Split, k: int, seed: int = 0, progress: bool = False, bu
     return evaluate_bounds(model, split, k=int(k), seed=seed, progress=progress, desc=f"L_{k}", **kw)
 
 
-def score_columns(model, items, k: int, likelihood: str, seed: int = 0, progress: bool = False) -> Dict[str, np.ndarray]:
+def encode_items(model, items, samples: int = 0, seed: int = 0, progress: bool = False,
+                 python: bool = True) -> Codes:
+    """:func:`encode` of ``items`` (an :class:`aevb.newdata.Items`) as :class:`Codes`, with their ids."""
+    return Codes({ID: np.asarray(items.ids), **encode(model, items.split, samples, seed, progress=progress,
+                                                      python=python)})
+
+
+def score_columns(model, items, k: int, likelihood: str, seed: int = 0, progress: bool = False) -> Scores:
     """Per item of ``items``: "id", "elbo", "lk", "lk_se" (nats) and, where the data are discrete
     (aevb.bits.bpd_convention for their kind, levels and ``likelihood``), "bpd_elbo" and "bpd_lk"."""
     b = score(model, items.split, k, seed, progress)
-    cols = {"id": np.asarray(items.ids), "elbo": b.elbo.numpy(), "lk": b.lk.numpy(), "lk_se": b.lk_se.numpy()}
+    cols = {ID: np.asarray(items.ids), "elbo": b.elbo.numpy(), "lk": b.lk.numpy(), "lk_se": b.lk_se.numpy()}
     offset, _ = bpd_convention(items.kind, items.levels, likelihood)
     if offset is not None:
         cols["bpd_elbo"] = bits_per_dim(cols["elbo"], items.dim, offset)
         cols["bpd_lk"] = bits_per_dim(cols["lk"], items.dim, offset)
-    return cols
+    return Scores(cols)
 
 
 def reconstruction_blocks(model, split: Split, batch_size: Optional[int] = None,
@@ -125,9 +136,14 @@ def reconstruction_blocks(model, split: Split, batch_size: Optional[int] = None,
             bar.close()
 
 
-def check_codes(z, latent_dim: int, name: str = "the codes") -> Tensor:
+# the advice of a refusal of codes: where a trained model's codes lie
+CODES_ADVICE = "a trained model's codes lie within a few units of 0, where its prior N(0, I) puts them"
+
+
+def check_codes(z, latent_dim: int, name: str = "z") -> Tensor:
     """``z`` as a float [N, J] tensor, refusing (one line naming ``name`` and the shapes) another
-    width, another number of dimensions, no rows, or NaN / infinite values."""
+    width, another number of dimensions, no rows, NaN / infinite values, or values beyond the
+    float32 range (they would reach the decoder as infinities)."""
     a = np.asarray(z.detach().cpu().numpy() if isinstance(z, Tensor) else z)
     if a.ndim == 1 and a.size == latent_dim:
         a = a.reshape(1, -1)
@@ -136,19 +152,68 @@ def check_codes(z, latent_dim: int, name: str = "the codes") -> Tensor:
                         f"(its latent dimension is {latent_dim})")
     if len(a) == 0:
         raise DataError(f"{name} holds no codes")
-    if not np.issubdtype(a.dtype, np.number):
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
         raise DataError(f"{name} holds {a.dtype} values; codes are numbers")
-    bad = ~np.isfinite(a.astype(np.float64))
+    a = a.astype(np.float64)
+    bad = ~np.isfinite(a)
     if bad.any():
         rows = np.flatnonzero(bad.any(1))
         raise DataError(f"{name} has {int(bad.sum())} NaN or infinite value(s) (first in row {int(rows[0])}); "
                         "codes must be finite")
+    big = np.abs(a) > np.finfo(np.float32).max
+    if big.any():
+        r = int(np.flatnonzero(big.any(1))[0])
+        raise DataError(f"{name} holds {a[r][big[r]][0]:.3g} in row {r}, beyond float32 (largest "
+                        f"{np.finfo(np.float32).max:.3g}): the decoder cannot take it; {CODES_ADVICE}")
     return torch.from_numpy(a.astype(np.float32))
 
 
-def decode(model, z, batch_size: Optional[int] = None) -> Tensor:
-    """The mean of p(x|z) [N, D] on the CPU for codes ``z`` [N, J] (checked by :func:`check_codes`)."""
-    return decode_means(model, check_codes(z, int(model.latent_dim)), batch_size)
+def decode(model, z, batch_size: Optional[int] = None, name: str = "z", first_row: int = 0) -> Tensor:
+    """The mean of p(x|z) [N, D] on the CPU for codes ``z`` [N, J] (checked by :func:`check_codes`);
+    codes so large that the decoder's output is not finite (it overflows) are refused in one line
+    naming ``name`` and the row (counted from ``first_row``)."""
+    codes = check_codes(z, int(model.latent_dim), name)
+    x = decode_means(model, codes, batch_size)
+    bad = ~torch.isfinite(x).all(1)
+    if bad.any():
+        r = int(torch.nonzero(bad)[0])
+        raise DataError(f"{name}: the decoder overflows for {int(bad.sum())} code(s), its output not finite (first "
+                        f"in row {first_row + r}, largest |value| {float(codes[r].abs().max()):.3g}); "
+                        f"{CODES_ADVICE}")
+    return x
+
+
+def codes_of(z, latent_dim: int, name: str = "z") -> Tuple[Optional[List[str]], Tensor]:
+    """(ids or None, codes [N, J]) of what the Python API takes as codes: an array or tensor, the
+    result of ``run.encode`` (its ``mu``), a pandas DataFrame of its ``to_pandas()`` (its
+    ``mu_j`` columns, else every column but ``id``), or a file as ``aevb encode`` writes it
+    (:func:`read_codes`)."""
+    if isinstance(z, (str, os.PathLike)):
+        return read_codes(z, latent_dim, f"{name} ({z})")
+    if isinstance(z, ItemTable):
+        if "mu" not in z:
+            raise DataError(f"{name} is a table without codes (its columns: {', '.join(z)}); give the result of "
+                            "run.encode or its mu")
+        return z.ids, check_codes(z["mu"], latent_dim, f"{name}.mu")
+    if _is_data_frame(z):
+        header = [str(c) for c in z.columns]
+        cols = code_columns(header)
+        try:
+            values = z.iloc[:, cols].to_numpy(dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise DataError(f"{name}: the columns {', '.join(header[j] for j in cols[:3])}"
+                            f"{' ...' if len(cols) > 3 else ''} are not all numbers ({_one_line(e)})") from None
+        ids = [str(i) for i in z[ID]] if ID in header else None
+        return ids, check_codes(values.reshape(len(z), len(cols)), latent_dim, name)
+    return None, check_codes(z, latent_dim, name)
+
+
+def _is_data_frame(x) -> bool:
+    return type(x).__module__.split(".")[0] == "pandas" and hasattr(x, "columns") and hasattr(x, "iloc")
+
+
+def _one_line(e) -> str:
+    return " ".join(str(e).split())
 
 
 # ------------------------------------------------------------------ one PNG per item
@@ -210,39 +275,74 @@ def check_png_folder(out: Path, option: str = "--out") -> None:
 
 # ------------------------------------------------------------------ tables per item
 TABLE_SUFFIXES = (".npz", ".npy", ".csv")
+# a .npy file holds one float matrix; the ids of its rows go to a text file beside it
+IDS_SUFFIX = ".ids.txt"
 
 
 # rows of a CSV file formatted and written at a time
 CSV_BLOCK = 1000
 
 
-def write_table(path, columns: Dict[str, np.ndarray]) -> Path:
-    """Write per-item columns atomically (nothing is left if it fails): ``.npz`` (one array per
-    column), ``.npy`` (a structured array; a column [N, ...] becomes a field of that shape) or
-    ``.csv`` (a header; a column [N, J] becomes NAME_0 .. NAME_{J-1}, [N, S, J] NAME_s_j)."""
+def ids_path(path) -> Path:
+    """The text file beside a ``.npy`` table that holds the ids of its rows, one per line:
+    ``codes.npy`` -> ``codes.ids.txt``."""
     path = Path(path)
+    return path.with_name(path.stem + IDS_SUFFIX)
+
+
+def check_table_path(path, option: str = "--out") -> None:
+    """Refuse, before any work, a ``.npy`` table whose ids file (:func:`ids_path`) cannot be
+    written: a folder, or a file that is not writable."""
+    path = Path(path)
+    if path.suffix.lower() != ".npy":
+        return
+    ids = ids_path(path)
+    if ids.is_dir():
+        raise DataError(f"{option} {path}: the ids of its rows go to {ids} beside it, which is a folder; "
+                        f"choose another {option}")
+    if ids.exists() and not os.access(ids, os.W_OK):
+        raise DataError(f"{option} {path}: the ids of its rows go to {ids} beside it, which cannot be written "
+                        f"(permission denied); choose another {option}")
+
+
+def matrix_note(path, table) -> str:
+    """What a ``.npy`` table holds, for the line that says it was written: '' for other files."""
+    path = Path(path)
+    if path.suffix.lower() != ".npy":
+        return ""
+    table = table if isinstance(table, ItemTable) else ItemTable(table)
+    names, m = table.matrix()
+    shown = names if len(names) <= 6 else names[:3] + ["..."] + names[-1:]
+    return f" (a float matrix {list(m.shape)}: {', '.join(shown)}; ids in {ids_path(path)})"
+
+
+def write_table(path, table) -> Path:
+    """Write a table per item (an :class:`ItemTable`, or a dict of columns of N rows) atomically,
+    nothing left if it fails: ``.npz`` (one named array per column), ``.npy`` (one float matrix
+    [N, C], :meth:`ItemTable.matrix`: the posterior means of codes, the bounds of scores; the ids
+    in the text file :func:`ids_path` beside it, one per line) or ``.csv`` (a header; a column
+    [N, J] becomes NAME_0 .. NAME_{J-1}, [N, S, J] NAME_s_j)."""
+    path = Path(path)
+    table = table if isinstance(table, ItemTable) else ItemTable(table)
+    columns = dict(table.items())
     ext = path.suffix.lower()
     if ext == ".npz":
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **columns)
     elif ext == ".npy":
-        dt = [(k, v.dtype if v.dtype.kind != "U" else v.dtype, v.shape[1:]) for k, v in columns.items()]
-        arr = np.empty(len(next(iter(columns.values()))), dtype=dt)
-        for k, v in columns.items():
-            arr[k] = v
-        with atomic_path(path) as tmp:
+        ids = table.ids
+        broken = next((i for i in ids if "\n" in i or "\r" in i), None)
+        if broken is not None:
+            raise DataError(f"the item {broken!r} has a line break in its id, which a .npy table's ids file "
+                            "(one id per line) cannot hold; write a .npz or .csv file")
+        _, matrix = table.matrix()
+        with atomic_path(ids_path(path)) as tmp_ids, atomic_path(path) as tmp:
+            tmp_ids.write_text("".join(i + "\n" for i in ids), encoding="utf-8")
             with open(tmp, "wb") as fh:
-                np.save(fh, arr)
+                np.save(fh, matrix)
     elif ext == ".csv":
-        names, cols = [], []
-        for k, v in columns.items():
-            flat = v.reshape(len(v), -1)
-            if v.ndim == 1:
-                names.append(k)
-            else:
-                names += [f"{k}_" + "_".join(map(str, ix)) for ix in np.ndindex(*v.shape[1:])]
-            cols.append(flat)
+        names, cols = flat_columns(columns)
         with atomic_path(path) as tmp:
             with open(tmp, "w", encoding="utf-8", newline="") as fh:
                 fh.write(",".join(names) + "\n")
@@ -265,16 +365,18 @@ def _cell(v) -> str:
     return repr(float(v))
 
 
-def read_codes(path, latent_dim: int) -> Tuple[List[str], Tensor]:
-    """(ids, codes [N, J]) from a file: ``aevb encode``'s output (.npz / .npy / .csv: its ``mu``,
-    with its ``id``), or a plain [N, J] array (.npy, .npz with one array, .csv of numbers with or
-    without a header). Another width or NaN raise DataError naming the file and the shapes."""
+def read_codes(path, latent_dim: int, name: Optional[str] = None) -> Tuple[List[str], Tensor]:
+    """(ids, codes [N, J]) from a file: ``aevb encode``'s output (.npz / .csv: its ``mu``, with its
+    ``id``; .npy: the matrix of posterior means, with the ids of its ids file when there is one;
+    the structured .npy of earlier versions: its ``mu`` and ``id``), or a plain [N, J] array (.npy,
+    .npz with one array, .csv of numbers with or without a header). Another width or NaN raise
+    DataError naming the file (as ``name``: ``--z FILE`` by default) and the shapes."""
     import csv
 
     path = Path(path)
-    name = f"--z {path}"
+    name = name or f"--z {path}"
     if not path.is_file():
-        raise DataError(f"{name}: file not found")
+        raise DataError(f"{name}: not a file, a folder" if path.is_dir() else f"{name}: file not found")
     ext = path.suffix.lower()
     ids = None
     try:
@@ -283,22 +385,24 @@ def read_codes(path, latent_dim: int) -> Tuple[List[str], Tensor]:
                 keys = list(f.files)
                 key = "mu" if "mu" in keys else ("z" if "z" in keys else None)
                 if key is None:
-                    arrays = [k for k in keys if k != "id"]
+                    arrays = [k for k in keys if k != ID]
                     if len(arrays) != 1:
                         raise DataError(f"{name}: holds {', '.join(keys)}; give a file with 'mu' (aevb encode's "
                                         "output) or a single [N, J] array")
                     key = arrays[0]
                 z = f[key]
-                ids = [str(i) for i in f["id"]] if "id" in keys else None
+                ids = [str(i) for i in f[ID]] if ID in keys else None
         elif ext == ".npy":
             z = np.load(path, allow_pickle=False)
             if z.dtype.names:
                 if "mu" not in z.dtype.names:
                     raise DataError(f"{name}: a structured array without a 'mu' field")
-                ids = [str(i) for i in z["id"]] if "id" in z.dtype.names else None
+                ids = [str(i) for i in z[ID]] if ID in z.dtype.names else None
                 z = z["mu"]
+            else:
+                ids = _read_ids(path, len(z) if z.ndim else 0, name)
         elif ext == ".csv":
-            with open(path, newline="") as fh:
+            with open(path, newline="", encoding="utf-8") as fh:
                 rows = [r for r in csv.reader(fh) if r]
             if not rows:
                 raise DataError(f"{name}: the file is empty")
@@ -309,10 +413,9 @@ def read_codes(path, latent_dim: int) -> Tuple[List[str], Tensor]:
             except ValueError:
                 body = rows[1:]
             if header is not None:
-                cols = [j for j, h in enumerate(header) if h.startswith("mu_")] or \
-                       [j for j, h in enumerate(header) if h != "id"]
-                if "id" in header:
-                    ids = [r[header.index("id")] for r in body]
+                cols = code_columns(header)
+                if ID in header:
+                    ids = [r[header.index(ID)] for r in body]
             else:
                 cols = list(range(len(rows[0])))
             z = np.array([[float(r[j]) for j in cols] for r in body], dtype=np.float64).reshape(len(body), len(cols))
@@ -321,8 +424,21 @@ def read_codes(path, latent_dim: int) -> Tuple[List[str], Tensor]:
     except (ValueError, OSError, EOFError, IndexError) as e:
         if isinstance(e, DataError):
             raise
-        raise DataError(f"{name} could not be read as codes ({' '.join(str(e).split())})") from None
+        raise DataError(f"{name} could not be read as codes ({_one_line(e)})") from None
     codes = check_codes(z, latent_dim, name)
     if ids is None or len(ids) != len(codes):
         ids = [str(i) for i in range(len(codes))]
     return ids, codes
+
+
+def _read_ids(path: Path, n: int, name: str) -> Optional[List[str]]:
+    """The ids of the rows of a ``.npy`` table from its ids file, or None when there is none;
+    refuses one that lists another number of items (it belongs to another matrix)."""
+    ids_file = ids_path(path)
+    if not ids_file.is_file():
+        return None
+    ids = ids_file.read_text(encoding="utf-8").splitlines()
+    if len(ids) != n:
+        raise DataError(f"{name}: {ids_file} beside it lists {len(ids)} ids for {n} rows; it belongs to another "
+                        f"file: remove it (the rows are then named 0..{n - 1}) or write both again")
+    return ids
