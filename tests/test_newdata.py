@@ -494,7 +494,7 @@ def test_the_pages_commands_and_python_example_run(run, eight_bit, tmp_path, mon
     monkeypatch.chdir(tmp_path)
     commands = [argv for lang, lines in fenced_blocks(page) if lang == "bash"
                 for line in joined(lines) for argv in aevb_argv(line)]
-    assert [a[0] for a in commands] == ["encode", "encode", "score", "reconstruct", "decode"]
+    assert [a[0] for a in commands] == ["encode", "encode", "encode", "score", "reconstruct", "decode"]
     for argv in commands:
         assert main(argv + (["--no-progress"] if argv[0] != "decode" else [])) == 0, shlex.join(argv)
     assert len(list((tmp_path / "reconstructions").rglob("*.png"))) == 30
@@ -505,6 +505,8 @@ def test_the_pages_commands_and_python_example_run(run, eight_bit, tmp_path, mon
     exec(compile(code, "docs/new-data.md", "exec"), scope)
     assert torch.equal(scope["recs"], scope["images"])
     assert list(scope["codes"]["id"]) == eight_bit["names"] and len(scope["scores"]["lk"]) == 359
+    assert np.array_equal(np.load(tmp_path / "means.npy"), scope["codes"].mu)
+    assert (tmp_path / "means.ids.txt").read_text().splitlines() == scope["codes"].ids
 
 
 def test_a_real_data_set_of_another_shape_is_refused(run, shared_datasets, monkeypatch):
