@@ -3,10 +3,11 @@ combinations, and which options differ between two configurations."""
 from __future__ import annotations
 
 import copy
-from typing import List
+from typing import List, Optional
 
+from ..data.spec import FOLDER, MEMORY, Spec, parse_spec
 from ..distributions import mean_activation_likelihoods
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..presets import PRESETS
 from ..sizing import batch_size, model_sizes
 from .settings import SECTIONS, RunConfig, check_value, field_names, get_setting, merge, source_of
@@ -85,6 +86,17 @@ def resolve(cfg: RunConfig, data_kind: str, dataset_name: str, image_shape) -> R
     return out
 
 
+def data_spec(cfg: RunConfig) -> Optional[Spec]:
+    """The parsed ``data.dataset`` (aevb.data.spec), None for a name the loader will refuse (it
+    says why, with the names it knows); a damaged ``memory:`` record is refused here, naming it."""
+    try:
+        return parse_spec(cfg.data.dataset)
+    except DataError as e:
+        if cfg.data.dataset.strip().lower().startswith(MEMORY + ":"):
+            raise ConfigError(f"data.dataset (from {source_of(cfg, 'data.dataset')}): {e}") from None
+        return None
+
+
 def validate(cfg: RunConfig) -> None:
     """Check every setting (type and range, as check_value) and the combinations; ConfigError
     names the setting, its value, what is valid and where it came from."""
@@ -110,8 +122,8 @@ def validate(cfg: RunConfig) -> None:
     if chosen is not None and chosen not in takes and cfg.model.mean_activation != "identity":
         refuse(["model.likelihood", "model.mean_activation"], "a mean activation applies to gaussian "
                f"likelihoods only ({', '.join(takes)}); drop --mean-activation or choose one of them")
-    name = cfg.data.dataset.strip().lower()
-    folder, pictures = name.startswith("folder:"), name.startswith("folder:") or name in ("celeba", "celeb-a")
+    spec = data_spec(cfg)
+    folder, pictures = spec is not None and spec.form == FOLDER, spec is not None and spec.pictures
     if not pictures and (cfg.data.image_size is not None or cfg.data.crop is not None):
         key = "data.image_size" if cfg.data.image_size is not None else "data.crop"
         refuse(["data.dataset", key], "image size and crop apply to folder:PATH and celeba data only")

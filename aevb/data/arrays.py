@@ -35,9 +35,8 @@ import torch
 
 from .base import KIND_BINARY, KIND_REAL, DataError, Dataset, Split
 from .cache import format_size, memory_budget
-from .utils import TEST_SPLIT_SEED, holdout_indices
+from .utils import hold_out_test
 
-TEST_FRACTION = 0.1
 X_KEYS = {
     "train": ("x_train", "train"),
     "valid": ("x_valid", "valid", "x_val", "val", "x_validation", "validation"),
@@ -165,14 +164,7 @@ def load_array(path: Union[str, os.PathLike], options=None) -> Dataset:
     kind, levels, image_shape = parts.kind, parts.levels, parts.image_shape
     info = {"source": spec, "files": {"arrays": str(path)}, "keys": parts.keys}
     if "test" not in splits:
-        n = len(splits["train"])
-        if n < 2:
-            raise DataError(f"{spec}: only {n} datapoint; need at least 2 (train and test)")
-        n_test = max(1, int(round(n * TEST_FRACTION)))
-        tr, te = holdout_indices(n, n_test, TEST_SPLIT_SEED)
-        pool = splits["train"]
-        splits["train"], splits["test"] = pool.subset(tr), pool.subset(te)
-        info["test_split"] = f"fixed seeded hold-out: {n_test} of {n} datapoints (10%, seed {TEST_SPLIT_SEED})"
+        splits["train"], splits["test"], info["test_split"] = hold_out_test(splits["train"], "datapoints", spec)
     else:
         info["test_split"] = "from the file"
     if single:

@@ -52,10 +52,13 @@ class Split:
     tensor given directly keeps its dtype). ``scale``: the
     stored values are divided by it when they become float (255 for 8-bit levels). ``rows``:
     optional int64 indices into the storage, the rows of this split in order (a held-out part of
-    a memory-mapped file shares the file instead of copying it).
+    a memory-mapped file, or of data given in memory, shares the storage instead of copying it).
+    ``dtype``: the float dtype batches are handed out in (None: float32 for uint8 storage, the
+    storage's own dtype for float storage).
     """
 
-    def __init__(self, x, y: Optional[Tensor] = None, scale: float = 1.0, rows: Optional[np.ndarray] = None):
+    def __init__(self, x, y: Optional[Tensor] = None, scale: float = 1.0, rows: Optional[np.ndarray] = None,
+                 dtype: Optional[torch.dtype] = None):
         if isinstance(x, Tensor):
             if x.dtype == torch.bool:
                 x = x.to(torch.uint8)
@@ -78,6 +81,7 @@ class Split:
                                 f"{x.dtype} {x.shape}")
         self._x = x
         self.scale = float(scale)
+        self.dtype = dtype
         self._rows = None if rows is None else _as_index(rows)
         n = len(self)
         if y is not None:
@@ -102,14 +106,13 @@ class Split:
 
     @property
     def storage_dtype(self) -> str:
-        if self._x.dtype in (np.uint8, torch.uint8):
-            return "uint8"
-        return "float64" if self._x.dtype in (np.float64, torch.float64) else "float32"
+        """The name of the stored values' dtype: uint8, float32, float64 or float16."""
+        return str(self._x.dtype).replace("torch.", "")
 
     @property
     def nbytes(self) -> int:
         """Bytes of the rows of this split in storage."""
-        return len(self) * self.dim * {"uint8": 1, "float32": 4, "float64": 8}[self.storage_dtype]
+        return len(self) * self.dim * (self._x.element_size() if isinstance(self._x, Tensor) else self._x.itemsize)
 
     @property
     def device(self) -> torch.device:
@@ -138,13 +141,22 @@ class Split:
             out = np.asarray(self._x[sidx]) if len(sidx) else np.empty((0, self.dim), self._x.dtype)
         return torch.from_numpy(out)
 
-    def _to_float(self, raw: Tensor, device) -> Tensor:
+    def _to_float(self, raw: Tensor, device, view: bool = False) -> Tensor:
+        """Stored rows ``raw`` as floats on ``device``; ``view``: ``raw`` shares the storage, which
+        is never handed out itself (a caller may change its batch in place; the storage may be a
+        user's own tensor)."""
         device = torch.device(device) if device is not None else raw.device
-        if raw.device != device:
+        moved = raw.device != device
+        if moved:
             raw = raw.to(device, non_blocking=raw.device.type == "cpu" and raw.is_pinned())
-        if raw.is_floating_point():  # float storage keeps its precision; never changed in place
-            return raw / self.scale if self.scale != 1.0 else raw
-        x = raw.to(torch.float32)
+        if raw.is_floating_point():  # float storage keeps its precision unless ``dtype`` says otherwise
+            if self.dtype is not None and raw.dtype != self.dtype:
+                x = raw.to(self.dtype)
+                return x.div_(self.scale) if self.scale != 1.0 else x
+            if self.scale != 1.0:
+                return raw / self.scale
+            return raw.clone() if view and not moved else raw
+        x = raw.to(self.dtype or torch.float32)
         return x.div_(self.scale) if self.scale != 1.0 else x
 
     def take(self, idx: Index, device=None) -> Tensor:
@@ -160,7 +172,7 @@ class Split:
         stop = n if stop is None else min(int(stop), n)
         start = min(max(int(start), 0), stop)
         if self._rows is None and isinstance(self._x, Tensor):
-            return self._to_float(self._x[start:stop], device)
+            return self._to_float(self._x[start:stop], device, view=True)
         return self.take(np.arange(start, stop, dtype=np.int64), device)
 
     def materialize(self, device=None) -> Tensor:
@@ -179,7 +191,7 @@ class Split:
             bs = max(1, int(indices))
             n = len(self)
             if self._rows is None and isinstance(self._x, Tensor):
-                return (self._to_float(self._x[i:i + bs], device) for i in range(0, n, bs))
+                return (self._to_float(self._x[i:i + bs], device, view=True) for i in range(0, n, bs))
             indices = (np.arange(i, min(i + bs, n), dtype=np.int64) for i in range(0, n, bs))
         if prefetch is None:
             prefetch = self.streamed
@@ -227,33 +239,36 @@ class Split:
 
     # ------------------------------------------------------------------ new splits
     def subset(self, idx: Index) -> "Split":
-        """The rows ``idx`` as a new split: a copy in memory, or a view of the same file."""
+        """The rows ``idx`` as a new split: a view of the same storage for a streamed split and
+        for one that is already a view of shared storage (``rows``, e.g. data given in memory),
+        else a copy in memory."""
         idx = _as_index(idx)
-        y = None if self.y is None else self.y[torch.from_numpy(idx)]
-        if self.streamed:
-            return Split(self._x, y, scale=self.scale, rows=self._storage_index(idx))
-        return Split(self._raw(idx), y, scale=self.scale)
+        y = None if self.y is None else self.y[torch.from_numpy(idx).to(self.y.device)]
+        if self.streamed or self._rows is not None:
+            return Split(self._x, y, scale=self.scale, rows=self._storage_index(idx), dtype=self.dtype)
+        return Split(self._raw(idx), y, scale=self.scale, dtype=self.dtype)
 
     def head(self, n: int) -> "Split":
         """The first ``n`` rows as a split that shares this one's storage (no copy, in memory or
         on disk): for passes over a few rows that read them a batch at a time."""
         n = max(0, min(int(n), len(self)))
         y = None if self.y is None else self.y[:n]
-        return Split(self._x, y, scale=self.scale, rows=self._storage_index(np.arange(n, dtype=np.int64)))
+        return Split(self._x, y, scale=self.scale, rows=self._storage_index(np.arange(n, dtype=np.int64)),
+                     dtype=self.dtype)
 
     def to(self, device) -> "Split":
         """The split with in-memory storage moved to ``device`` (still compact); a streamed
         split stays on disk and sends each batch to the device that asks for it."""
-        if self.streamed:
-            return self
+        if self.streamed or torch.device(device) == self.device:
+            return self  # in place already: no copy (a view of shared storage stays one)
         x = self._x if self._rows is None else self._raw(np.arange(len(self)))
-        return Split(x.to(device), None if self.y is None else self.y.to(device), scale=self.scale)
+        return Split(x.to(device), None if self.y is None else self.y.to(device), scale=self.scale, dtype=self.dtype)
 
     def in_memory(self) -> "Split":
         """The split read whole into memory (compact)."""
         if not self.streamed:
             return self
-        return Split(self._raw(np.arange(len(self), dtype=np.int64)), self.y, scale=self.scale)
+        return Split(self._raw(np.arange(len(self), dtype=np.int64)), self.y, scale=self.scale, dtype=self.dtype)
 
 
 def as_split(x: Union["Split", Tensor]) -> "Split":

@@ -29,7 +29,6 @@ from .base import DataError, Dataset
 from .imageset import COLOR_CHANNELS, ImagePlan, LoadOptions, check_splits_share_no_file, open_image_dataset
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
-TEST_FRACTION = 0.1
 # colour modes a setting may name (imageset.COLOR_CHANNELS), and the spellings read as them
 COLOR_MODES = {"auto": "auto", None: "auto", **{c: c for c in COLOR_CHANNELS},
                **{"gray": "grey", "l": "grey", "color": "rgb", "colour": "rgb"}}

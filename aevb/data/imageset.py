@@ -21,12 +21,11 @@ import torch
 from . import cache
 from .base import KIND_BINARY, KIND_UNIT, DataError, Dataset, Split
 from .decode import ImageSpec, Job, decode_all, probe, probe_all
-from .utils import TEST_SPLIT_SEED, holdout_indices
+from .utils import hold_out_test
 
 # colour modes a setting may name, with their channels
 COLOR_CHANNELS = {"grey": 1, "rgb": 3}
 
-TEST_FRACTION = 0.1
 _MAX_LISTED = 20
 
 
@@ -291,14 +290,7 @@ def open_image_dataset(plan: ImagePlan, opts: LoadOptions) -> Dataset:
     memory budget, else streamed from the memory-mapped cache files."""
     splits, manifest, info = image_splits(plan, opts)
     if "all" in splits:
-        pool = splits.pop("all")
-        n = len(pool)
-        if n < 2:
-            raise DataError(f"{plan.name}: only {n} image; need at least 2 (train and test)")
-        n_test = max(1, int(round(n * TEST_FRACTION)))
-        tr, te = holdout_indices(n, n_test, TEST_SPLIT_SEED)
-        splits["train"], splits["test"] = pool.subset(tr), pool.subset(te)
-        info["test_split"] = f"fixed seeded hold-out: {n_test} of {n} images (10%, seed {TEST_SPLIT_SEED})"
+        splits["train"], splits["test"], info["test_split"] = hold_out_test(splits.pop("all"), "images", plan.name)
     splits, info["storage"] = hold_in_memory(splits, opts, info["cache"])
     c, h, w = manifest["image_shape"]
     return Dataset(name=plan.name, train=splits["train"], valid=splits.get("valid"), test=splits["test"],

@@ -11,29 +11,13 @@ import torch
 from .base import KIND_BINARY, KIND_REAL, DataError, Dataset, Split, binarized
 from .download import data_root
 from .imageset import LoadOptions
+from .spec import ARRAY, DATASETS, FOLDER, MEMORY, SPEC_FORMS, canonical_name, memory_refusal, parse_spec
 from .utils import count_from, split_off
 
-# Built-in data sets, in the order shown to users.
-DATASETS = ("digits", "mnist", "fashion-mnist", "binarized-mnist", "frey-face", "omniglot", "celeba")
-SPEC_FORMS = ("folder:PATH", "array:PATH")
-ALIASES = {
-    "sklearn-digits": "digits",
-    "fashion": "fashion-mnist", "fmnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
-    "binary-mnist": "binarized-mnist", "bmnist": "binarized-mnist", "binarizedmnist": "binarized-mnist",
-    "frey": "frey-face", "freyface": "frey-face", "frey-faces": "frey-face",
-    "omni": "omniglot",
-    "celeb-a": "celeba", "celebfaces": "celeba",
-}
+__all__ = ["DATASETS", "SPEC_FORMS", "canonical_name", "dataset_folder", "load_dataset", "as_dataset",
+           "load_configured", "prepared", "keep_classes", "load_options"]
+
 BINARIZE_MODES = (None, "static", "dynamic")
-
-
-def canonical_name(name: str) -> str:
-    """The built-in data set a user-typed name refers to (case, '_' and aliases tolerated)."""
-    key = name.strip().lower().replace("_", "-").replace(" ", "-")
-    key = ALIASES.get(key, key)
-    if key not in DATASETS:
-        raise DataError(f"unknown data set {name!r}; choose one of: {', '.join(DATASETS + SPEC_FORMS)}")
-    return key
 
 
 def dataset_folder(name: str, data_dir=None) -> Path:
@@ -105,31 +89,23 @@ def load_dataset(spec: str, data_dir: Union[str, os.PathLike, None] = None, *, d
     splits are streamed from disk, skipping unreadable images, progress bars (LoadOptions).
     """
     options = options or LoadOptions()
-    if not isinstance(spec, str) or not spec.strip():
-        raise DataError(f"no data set given; choose one of: {', '.join(DATASETS + SPEC_FORMS)}")
-    spec = spec.strip()
-    if binarize is not None and not isinstance(binarize, str):
-        raise DataError(f"binarize must be None, 'static' or 'dynamic', got {binarize!r}")
-    bin_mode = None if binarize is None or binarize.lower() in ("", "none", "no", "false") else binarize.lower()
-    if bin_mode not in BINARIZE_MODES:
-        raise DataError(f"binarize must be None, 'static' or 'dynamic', got {binarize!r}")
+    parsed = parse_spec(spec)
+    spec = parsed.text
+    bin_mode = binarize_mode(binarize)
+    if parsed.form == MEMORY:
+        raise memory_refusal(parsed.record)
 
-    prefix, sep, rest = spec.partition(":")
-    is_folder = sep and prefix.lower() == "folder"
-    is_array = sep and prefix.lower() in ("array", "npy", "npz")
-    is_celeba = not (is_folder or is_array) and canonical_name(spec) == "celeba"
-    if not (is_folder or is_celeba):
+    is_folder, is_array = parsed.form == FOLDER, parsed.form == ARRAY
+    if not parsed.pictures:
         if image_size is not None:
             raise DataError(f"image_size only applies to folder:PATH and celeba data, not {spec!r}")
         if crop is not None:
             raise DataError(f"crop only applies to folder:PATH and celeba data, not {spec!r}")
-    if not is_folder and color is not None and str(color).lower() not in ("auto", "rgb" if is_celeba else "auto"):
+    if not is_folder and color is not None and str(color).lower() not in ("auto", "rgb" if parsed.pictures else "auto"):
         raise DataError(f"color only applies to folder:PATH data, not {spec!r}")
 
     if is_folder or is_array:
-        if not rest.strip():
-            raise DataError(f"{spec!r}: give a path after '{prefix}:'")
-        path = Path(rest.strip()).expanduser()
+        path = parsed.path
         if is_folder:
             from .folder import load_folder
             ds = load_folder(path, image_size=image_size, color=color, crop=crop, options=options)
@@ -137,7 +113,7 @@ def load_dataset(spec: str, data_dir: Union[str, os.PathLike, None] = None, *, d
             from .arrays import load_array
             ds = load_array(path, options=options)
     else:
-        name = canonical_name(spec)
+        name = parsed.name
         if name == "digits":
             from .digits import load_digits_dataset
             ds = load_digits_dataset()
@@ -151,7 +127,28 @@ def load_dataset(spec: str, data_dir: Union[str, os.PathLike, None] = None, *, d
     info = dict(ds.info)
     info["spec"] = spec
     ds.info = info
+    return prepared(ds, validation=validation, binarize=bin_mode, seed=seed, classes=classes)
 
+
+def binarize_mode(binarize) -> Optional[str]:
+    """None, 'static' or 'dynamic' from a user's ``binarize`` (None, '', 'none', 'no' and 'false'
+    mean none); anything else is refused."""
+    if binarize is not None and not isinstance(binarize, str):
+        raise DataError(f"binarize must be None, 'static' or 'dynamic', got {binarize!r}")
+    mode = None if binarize is None or binarize.lower() in ("", "none", "no", "false") else binarize.lower()
+    if mode not in BINARIZE_MODES:
+        raise DataError(f"binarize must be None, 'static' or 'dynamic', got {binarize!r}")
+    return mode
+
+
+def prepared(ds: Dataset, validation=0, binarize: Optional[str] = None, seed: int = 0,
+             classes: Optional[Sequence[int]] = None) -> Dataset:
+    """``ds`` as a run uses it: binarized (``binarize``: None, 'static' or 'dynamic'), only the
+    labels ``classes``, and ``validation`` (a count or fraction) of the training split held out
+    with a permutation seeded by ``seed``; the steps every loaded data set goes through, in this
+    order, whether it came from files or from memory."""
+    bin_mode = binarize_mode(binarize)
+    info = ds.info
     # binarization (before the validation split, so a train image's draw does not depend on it)
     if bin_mode is not None:
         if ds.kind == KIND_REAL:
@@ -221,12 +218,86 @@ def load_options(d, **overrides) -> LoadOptions:
     return LoadOptions(**opts)
 
 
+def as_dataset(data, *, valid=None, test=None, labels=None, validation=0, binarize: Optional[str] = None,
+               seed: int = 0, classes: Optional[Sequence[int]] = None, **load_kwargs) -> Dataset:
+    """aevb's :class:`Dataset` of what a PyTorch user holds (see aevb/data/memory.py for the
+    rules): a tensor or NumPy array of datapoints ([N, D], [N, H, W], [N, C, H, W]; [N, H, W, C]
+    is read as channels last), a ``(data, labels)`` pair, a map-style ``torch.utils.data.Dataset``
+    whose items are a tensor or ``(tensor, label)``, or a ``DataLoader`` (read once into memory).
+    A data-set name or spec (``"mnist"``, ``"array:x.npz"``) goes to :func:`load_dataset` with
+    ``load_kwargs``; aevb's own Dataset is returned as it is.
+
+    ``valid`` / ``test``: parts given apart, in the same forms (without ``test`` a fixed seeded
+    10 % is held out as test, as for ``array:`` files); ``labels``: one integer per datapoint of
+    ``data``. ``validation`` (a count or fraction of the training split, seeded by ``seed``),
+    ``binarize`` and ``classes`` act as in :func:`load_dataset`. The data are shared, not
+    copied, where they can be (contiguous uint8, bool, float16/32/64 data); the result's
+    ``info["memory"]`` records shape, dtype, counts and sha256, and ``info["spec"]`` is the
+    ``memory:`` spec a run's config keeps."""
+    from .memory import memory_dataset
+
+    given = [n for n, v in (("valid", valid), ("test", test), ("labels", labels)) if v is not None]
+    if isinstance(data, Dataset) or isinstance(data, (str, os.PathLike)):
+        if given:
+            raise DataError(f"{', '.join(given)} apply to data given in memory (a tensor, array, Dataset or "
+                            f"DataLoader), not to {data if not isinstance(data, Dataset) else 'an aevb Dataset'}")
+        if isinstance(data, Dataset):
+            if validation or binarize or classes or load_kwargs:
+                raise DataError("an aevb Dataset is used as it is; give validation, binarize and classes to "
+                                "load_dataset or as_dataset with the data themselves")
+            return data
+        return load_dataset(str(data), validation=validation, binarize=binarize, seed=seed, classes=classes,
+                            **load_kwargs)
+    if load_kwargs:
+        raise DataError(f"{', '.join(sorted(load_kwargs))} apply to data sets loaded from files, not to data "
+                        "given in memory")
+    ds = memory_dataset(data, valid=valid, test=test, labels=labels)
+    return prepared(ds, validation=validation, binarize=binarize, seed=seed, classes=classes)
+
+
 def load_configured(d, download: Optional[bool] = None, progress: bool = True,
-                    options: Optional[LoadOptions] = None) -> Dataset:
+                    options: Optional[LoadOptions] = None, data=None, run=None, exact: bool = False) -> Dataset:
     """The data set a run's ``DataConfig`` describes: the one way a run (training, resume,
     evaluation, plots, the report) and `aevb data prepare` get their data. ``download``
-    overrides ``d.download``; ``options`` replaces ``load_options(d, progress=progress)``."""
+    overrides ``d.download``; ``options`` replaces ``load_options(d, progress=progress)``.
+
+    ``data``: the data to use instead (anything :func:`as_dataset` takes: a source such as
+    ``array:FILE``, or a tensor, array, Dataset or DataLoader), split, binarized and held out
+    with the run's own settings. A run trained on data given in memory (``d.dataset`` is a
+    ``memory:`` record) needs it: without it one DataError line names ``run`` (the run folder)
+    and the data's shape; with it the data must have the run's datapoint shape, and with
+    ``exact`` (a resume) the same shape, dtype, counts and sha256 (:func:`check_same_data`)."""
+    parsed = parse_spec(d.dataset)
+    if data is not None:
+        own = dict(validation=d.validation, binarize=d.binarize, seed=d.seed, classes=getattr(d, "classes", None))
+        if isinstance(data, (str, os.PathLike)) and parsed.form != MEMORY:
+            # another source for a run on files: read with the run's own picture settings
+            ds = load_dataset(str(data), d.data_dir if str(data).strip() == d.dataset.strip() else None,
+                              download=d.download if download is None else download,
+                              image_size=d.image_size if parse_spec(str(data)).pictures else None,
+                              color=d.color if parse_spec(str(data)).form == FOLDER else None,
+                              crop=getattr(d, "crop", None) if parse_spec(str(data)).pictures else None,
+                              options=options or load_options(d, progress=progress), **own)
+        else:
+            ds = as_dataset(data, **own)
+        if parsed.form == MEMORY:
+            check_same_data(parsed.record, ds, run, exact=exact)
+        return ds
+    if parsed.form == MEMORY:
+        raise memory_refusal(parsed.record, run)
     return load_dataset(d.dataset, d.data_dir, download=d.download if download is None else download,
                         validation=d.validation, binarize=d.binarize, image_size=d.image_size,
                         color=d.color, seed=d.seed, crop=getattr(d, "crop", None),
                         classes=getattr(d, "classes", None), options=options or load_options(d, progress=progress))
+
+
+def check_same_data(record, ds: Dataset, run=None, exact: bool = True) -> None:
+    """Refuse (one DataError line) data ``ds`` for a run trained on data given in memory whose
+    record is ``record`` (a MemoryRecord, or the run's ``memory:`` spec): another datapoint
+    shape always; with ``exact`` (a resume: the data must be the run's own) another dtype,
+    count or content (sha256 of the bytes), e.g. another array of the same shape."""
+    from .memory import check_matches
+
+    if isinstance(record, str):
+        record = parse_spec(record).record
+    check_matches(record, ds, str(run) if run else "the run", exact=exact)

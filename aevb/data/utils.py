@@ -12,6 +12,8 @@ from .base import KIND_BINARY, KIND_REAL, KIND_UNIT, DataError, Split
 # digits, single arrays, image folders). Fixed, independent of the user's --seed, so that every
 # run evaluates on the same test images.
 TEST_SPLIT_SEED = 1234
+# the share of the datapoints held out as test by that rule (the digits set holds out 20 %)
+TEST_FRACTION = 0.1
 
 
 def rows_uint8(arr: np.ndarray) -> torch.Tensor:
@@ -43,6 +45,20 @@ def split_off(split: Split, n_holdout: int, seed: int) -> Tuple[Split, Split]:
     """Split a :class:`Split` into (rest, held_out) with a seeded permutation."""
     kept, held = holdout_indices(len(split), n_holdout, seed)
     return split.subset(kept), split.subset(held)
+
+
+def hold_out_test(pool: Split, what: str, name: str, fraction: float = TEST_FRACTION) -> Tuple[Split, Split, str]:
+    """(train, test, note) of a data set without a test split of its own: a fixed share of
+    ``pool`` (at least one datapoint) held out by a permutation seeded with ``TEST_SPLIT_SEED``,
+    the same in every run whatever the user's seed. ``what`` names the datapoints in messages
+    ('images', 'datapoints'); ``name`` the data set."""
+    n = len(pool)
+    if n < 2:
+        raise DataError(f"{name}: only {n} {what[:-1] if n == 1 else what}; need at least 2 (train and test)")
+    n_test = max(1, int(round(n * fraction)))
+    kept, held = holdout_indices(n, n_test, TEST_SPLIT_SEED)
+    note = f"fixed seeded hold-out: {n_test} of {n} {what} ({fraction:.0%}, seed {TEST_SPLIT_SEED})"
+    return pool.subset(kept), pool.subset(held), note
 
 
 def count_from(amount, n: int, what: str = "validation") -> int:
