@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from .errors import RunError
-from .lock import LOCK_NAME, RunLock, describe, holder_alive, is_lock_file, is_locked, read_lock, way_out
+from .lock import LOCK_NAME, RunLock, describe, holder, is_lock_file, is_locked, way_out
 from .runs import refuse_run_owned, check_writable, is_run
 # ------------------------------------------------------------------ creating and replacing runs
 STAGING, TRASH = ".aevb-new-", ".aevb-old-"
@@ -115,12 +115,12 @@ def check_new_out(out: Path, overwrite: bool) -> None:
     if out.exists() or out.is_symlink():
         if not out.is_dir():
             raise RunError(f"--out {out} is a file, not a folder; choose another --out")
-        holder = read_lock(out)
-        if holder_alive(holder, out / LOCK_NAME):
+        writer = holder(out)
+        if writer is not None:
             what = ("--overwrite would destroy a run that is still training" if overwrite
                     else "it is still training")
-            raise RunError(f"{out} is being written by {describe(holder)}; {what}: "
-                           f"{way_out(holder, out / LOCK_NAME)}; or choose another --out")
+            raise RunError(f"{out} is being written by {describe(writer)}; {what}: "
+                           f"{way_out(writer, out / LOCK_NAME)}; or choose another --out")
         if is_run(out):
             if not overwrite:
                 raise RunError(f"{out} already holds a run; use `aevb train --resume {out}` to continue it, "

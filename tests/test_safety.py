@@ -20,13 +20,12 @@ from aevb import load_run
 from aevb.cli import main
 from aevb.data.cache import physical_memory
 from aevb.io import load_checkpoint
-from aevb.lock import LOCK_NAME
+from aevb.lock import LOCK_NAME, process_start
 from aevb.runs import Run, read_marker
 from aevb.training import Trainer
 
 from conftest import train_tiny_run, tiny_config
-
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, WriteInterrupted, live_process, lock_holder, read_only, snapshot
 NO_CUDA = not torch.cuda.is_available()
 
 
@@ -78,8 +77,7 @@ def ws(tmp_path_factory):
     c = json.loads((stopped / "config.json").read_text())
     c["train"]["epochs"] = 3
     _write(stopped / "config.json", json.dumps(c))
-    holder = _live_holder()  # a live writer on this host, for as long as the workspace is used
-    _write(copy("locked") / LOCK_NAME, json.dumps(_lock_of(holder)))
+    holder = lock_holder(copy("locked"))  # a live writer on this host, for as long as the workspace is used
 
     proj = root / "project"  # a user's folder that merely holds a file named run.json
     _write(proj / "run.json", '{"name": "my project"}')
@@ -138,37 +136,6 @@ def _png(h: int, w: int, value: int) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.full((h, w), value * 60, np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
-
-
-def _live_holder(program=None) -> subprocess.Popen:
-    """A process that stays alive (a Python process, like an aevb writer, unless ``program``)."""
-    return subprocess.Popen(program or [sys.executable, "-c", "import time; time.sleep(3600)"])
-
-
-class _Self:
-    pid = os.getpid()
-
-
-def _fake_aevb(where: Path, *args, cwd=None) -> subprocess.Popen:
-    """A live process whose command line is that of ``aevb ARGS`` (a script named aevb that
-    only sleeps), as an aevb command of an older version, which wrote no start time, shows."""
-    program = where / "bin" / "aevb"
-    if not program.exists():
-        _write(program, "import time\ntime.sleep(3600)\n")
-    return subprocess.Popen([sys.executable, str(program), *map(str, args)], cwd=cwd)
-
-
-def _lock_of(proc: subprocess.Popen, **fields) -> dict:
-    """The lock file an aevb writer with ``proc``'s pid would write."""
-    from aevb.lock import process_start
-
-    return {"pid": proc.pid, "host": socket.gethostname(), "started": "now",
-            "start_ticks": process_start(proc.pid), **fields}
-
-
-def _snapshot(root: Path) -> dict:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 # (argv with {ws} for the workspace, expected exit status, text the one-line message must hold)
@@ -517,7 +484,7 @@ def test_bad_input_ends_in_one_line_and_changes_no_file(ws, argv, code, needle, 
     monkeypatch.setattr("aevb.data.cache.physical_memory", lambda real=physical_memory(): min(real, 16 * 10 ** 9))
     cache = ws.parent / f"{ws.name}-cache"  # where a data cache would appear
     monkeypatch.setenv("AEVB_CACHE", str(cache))
-    before = _snapshot(ws)
+    before = snapshot(ws)
     args = [a.replace("{ws}", str(ws)) for a in shlex.split(argv)]
     try:
         got = main(args)
@@ -531,7 +498,7 @@ def test_bad_input_ends_in_one_line_and_changes_no_file(ws, argv, code, needle, 
     assert needle in lines[0], lines[0]
     if code:
         assert "error:" in lines[0]
-    assert _snapshot(ws) == before, "files changed"
+    assert snapshot(ws) == before, "files changed"
     assert not cache.exists(), "a data cache was built"
     assert not (ws / "pwned").exists()
 
@@ -572,14 +539,14 @@ def test_a_second_writer_is_refused_and_a_killed_run_can_be_continued(tmp_path, 
     out = tmp_path / "run"
     writer = _writer(out, before_checkpoint)
     try:
-        snap = _snapshot(out)
+        snap = snapshot(out)
         for argv, needle in [(["train", "--out", str(out), "--no-progress"], "still training"),
                              (["train", "--out", str(out), "--overwrite", "--no-progress"], "would destroy"),
                              (["train", "--resume", str(out), "--no-progress"], "cannot resume it now")]:
             assert main(argv) == 2
             err = capsys.readouterr().err
             assert f"is being written by process {writer.pid}" in err and needle in err, err
-        assert _snapshot(out) == snap
+        assert snapshot(out) == snap
         if before_checkpoint:  # readers say why there is nothing to read yet
             assert main(["evaluate", str(out)]) == 2
             assert "still training its first epoch" in capsys.readouterr().err
@@ -588,18 +555,17 @@ def test_a_second_writer_is_refused_and_a_killed_run_can_be_continued(tmp_path, 
         writer.wait()
     assert read_marker(out)["status"] == "running"  # what a killed writer leaves
     assert Run(out).status == "stopped"  # what every command reports: its writer is gone
-    stale = (out / LOCK_NAME).read_text()
-    holders = [_fake_aevb(tmp_path, "train", "--resume", out), _live_holder()]
-    try:  # a lock of an older aevb, without the start time: its writer is an aevb train of this run,
-        # not any Python process that happens to have the pid now
-        for holder, status in zip(holders, ("running", "stopped")):
-            (out / LOCK_NAME).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
-            assert Run(out).status == status
+    stale = json.loads((out / LOCK_NAME).read_text())
+    assert stale["pid"] == writer.pid  # the killed writer's record is left, and holds nothing
+    python = live_process()
+    try:  # a live process with the recorded pid and start time, but without the lock, holds nothing
+        (out / LOCK_NAME).write_text(json.dumps({**stale, "pid": python.pid,
+                                                 "start_ticks": process_start(python.pid)}))
+        assert Run(out).status == "stopped"
     finally:
-        for holder in holders:
-            holder.kill()
-            holder.wait()
-    (out / LOCK_NAME).write_text(stale)
+        python.kill()
+        python.wait()
+    (out / LOCK_NAME).write_text(json.dumps(stale))
     (out / "checkpoints").mkdir(exist_ok=True)
     orphan = out / "checkpoints" / ".last.pt.abc123.tmp"  # a write cut short by the kill
     orphan.write_bytes(b"half a checkpoint")
@@ -633,9 +599,9 @@ def test_two_writers_started_together_one_wins(tmp_path):
 
 
 _RACER = textwrap.dedent("""
-    import json, os, random, sys, time
-    from aevb.lock import LOCK_NAME, LockedError, RunLock
-    folder, dead_pid, start, n = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+    import os, random, sys, time
+    from aevb.lock import LockedError, RunLock
+    folder, start, n = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
     inside = os.path.join(folder, "inside")
     rng = random.Random(os.getpid())
     held = refused = 0
@@ -656,12 +622,9 @@ _RACER = textwrap.dedent("""
         held += 1
         time.sleep(rng.random() * 0.002)
         os.unlink(inside)
-        if held % 2:  # half the time "crash": leave a lock naming a dead process
-            tmp = os.path.join(folder, "stale.json")
-            with open(tmp, "w") as f:
-                f.write(json.dumps({"pid": dead_pid, "host": json.loads(open(lock.path).read())["host"]}))
-            os.replace(tmp, lock.path)
-            lock.held = False
+        if held % 2:  # half the time "crash" as kill -9 does: the file stays, the lock goes
+            os.close(lock._fd)
+            lock._fd, lock.held = None, False
         else:
             lock.release()
         time.sleep(rng.random() * 0.001)
@@ -671,17 +634,14 @@ _RACER = textwrap.dedent("""
 
 def test_processes_racing_for_one_lock_never_hold_it_together(tmp_path):
     """Two writers (one per core) take the same lock 300 times each, alternately releasing it
-    and "crashing" (leaving a lock that names a dead process): never are both inside at once.
-    A lock read while its creator was still writing it, or a stale lock deleted by both, let two
-    writers in."""
+    (which deletes the lock file) and "crashing" (leaving the file): never are both inside at
+    once. A lock taken on a file that its holder's release had just deleted let two writers in."""
     script = tmp_path / "racer.py"
     script.write_text(_RACER)
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
     folder = tmp_path / "run"
     folder.mkdir()
     start = time.time() + 3
-    procs = [subprocess.Popen([sys.executable, str(script), str(folder), str(dead.pid), str(start), "300"],
+    procs = [subprocess.Popen([sys.executable, str(script), str(folder), str(start), "300"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
@@ -689,141 +649,193 @@ def test_processes_racing_for_one_lock_never_hold_it_together(tmp_path):
     assert refused > 0, outs  # they did contend
 
 
-def test_an_unreadable_lock_is_held_while_young_and_stale_when_old(tmp_path):
-    from aevb.lock import LockedError, RunLock, WRITING_GRACE_S
-
-    (tmp_path / LOCK_NAME).write_text("")  # O_EXCL creation, content not yet written
-    with pytest.raises(LockedError) as e:
-        RunLock(tmp_path).acquire()
-    assert "unreadable lock file" in str(e.value) and f"delete {tmp_path / LOCK_NAME}" in str(e.value)
-    old = time.time() - WRITING_GRACE_S - 5
-    os.utime(tmp_path / LOCK_NAME, (old, old))  # a crash between creating and writing it
-    lock = RunLock(tmp_path).acquire()
-    assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
-    lock.release()
-    assert not (tmp_path / LOCK_NAME).exists()
-
-
-def _take(folder: Path, lock: dict):
-    """Acquire ``folder``'s lock over a lock file holding ``lock``: the RunLock, or the LockedError."""
+def _take(folder: Path, lock=None):
+    """Acquire ``folder``'s lock (over a lock file holding ``lock``, a dict or text, if given): the
+    RunLock, or the LockedError."""
     from aevb.lock import LockedError, RunLock
 
-    (folder / LOCK_NAME).write_text(json.dumps(lock))
+    if lock is not None:
+        (folder / LOCK_NAME).write_text(lock if isinstance(lock, str) else json.dumps(lock))
     try:
         return RunLock(folder).acquire()
     except LockedError as e:
         return e
 
 
-def test_a_lock_knows_its_owner_and_a_reused_pid_does_not_hold_it(tmp_path):
+def _mine(folder: Path) -> bool:
+    """Whether the lock file of ``folder`` records this process, as it records a writer."""
+    info = json.loads((folder / LOCK_NAME).read_text())
+    return (info["pid"], info["host"], info["start_ticks"]) == (os.getpid(), socket.gethostname(),
+                                                                 process_start(os.getpid()))
+
+
+_FLOCK = ("import fcntl, os, sys, time\nfd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+          "fcntl.flock(fd, fcntl.LOCK_EX)\nos.write(fd, sys.argv[2].encode())\nprint('held', flush=True)\n"
+          "time.sleep(3600)\n")
+
+
+def _flock_holder(path: Path, content: str) -> subprocess.Popen:
+    """A process that is no aevb writer but holds the flock of ``path``, having written ``content``."""
+    proc = subprocess.Popen([sys.executable, "-c", _FLOCK, str(path), content], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process start times from /proc")
+def test_a_lock_is_held_by_its_live_writer_only_and_kill_9_frees_it(tmp_path):
     from aevb.lock import LockedError, RunLock
 
-    python, other = _live_holder(), _live_holder(["sleep", "3600"])
+    writer = lock_holder(tmp_path)
     try:
-        held = _take(tmp_path, _lock_of(python))  # its own writer, recognised by its start time
-        assert isinstance(held, LockedError), held
-        assert f"process {python.pid}" in str(held) and f"kill {python.pid}" in str(held)
-        assert f"delete {tmp_path / LOCK_NAME}" in str(held)
-        # the same pid with another start time: the pid was reused by a later process
-        assert isinstance(_take(tmp_path, _lock_of(python, start_ticks=_lock_of(python)["start_ticks"] - 1)),
-                          RunLock)
-        # no start time recorded (an older lock): a live process that runs no aevb command and
-        # has not loaded PyTorch is no writer, be it a Python process or not
-        for pid, taken in ((other.pid, True), (python.pid, True)):
-            got = _take(tmp_path, {"pid": pid, "host": socket.gethostname()})
-            assert isinstance(got, RunLock) == taken, got
-            if taken:
-                mine = json.loads((tmp_path / LOCK_NAME).read_text())
-                assert mine["pid"] == os.getpid() and mine["start_ticks"] == _lock_of(_Self())["start_ticks"]
-                got.release()
-        # a pid that no process can have
-        for pid in (10**30, -5, 0):
-            got = _take(tmp_path, {"pid": pid, "host": socket.gethostname()})
-            assert isinstance(got, RunLock), got
-            got.release()
+        got = _take(tmp_path)
+        assert isinstance(got, LockedError), got
+        text = str(got)
+        assert f"is being written by process {writer.pid} on {socket.gethostname()} since " in text, text
+        assert f"cannot write it now: wait for it to finish or stop it (kill {writer.pid}); the lock is freed " \
+               "when that process ends" in text, text
+        assert "delete" not in text  # its lock goes with it: nothing to clear by hand
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == writer.pid  # the refusal changed nothing
     finally:
-        for p in (python, other):
+        writer.kill()  # kill -9
+        writer.wait()
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == writer.pid  # the file stays, unheld
+    lock = _take(tmp_path)
+    assert isinstance(lock, RunLock) and _mine(tmp_path)
+    again = _take(tmp_path)  # a second lock of the same process is refused like any other writer
+    assert isinstance(again, LockedError) and f"process {os.getpid()}" in str(again), again
+    lock.release()
+    assert not (tmp_path / LOCK_NAME).exists()
+    # a record naming a live process, with its very start time, holds nothing without the lock:
+    # a reused pid, or a writer's record copied, cannot keep the folder
+    others = [live_process(), live_process(["sleep", "3600"])]
+    try:
+        for pid, ticks in [(p.pid, process_start(p.pid)) for p in others] + [(os.getpid(), process_start(os.getpid())),
+                                                                             (1, process_start(1)), (10**30, None),
+                                                                             (-5, None), (0, None)]:
+            got = _take(tmp_path, {"pid": pid, "host": socket.gethostname(), "start_ticks": ticks})
+            assert isinstance(got, RunLock) and _mine(tmp_path), (pid, got)
+            got.release()
+        assert all(p.poll() is None for p in others)  # and nothing was done to them
+    finally:
+        for p in others:
             p.kill()
             p.wait()
 
 
-@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads command lines from /proc")
-def test_a_lock_without_start_time_is_held_only_by_an_aevb_writer_of_this_folder(tmp_path):
-    """A lock of an older aevb (or a hand-made one) records no start time: a live process with its
-    pid is its writer only if it can be: an aevb command that locks this folder, or a script
-    that loaded PyTorch (aevb's Python API). Anything else is taken over."""
+def test_a_refusal_never_says_to_kill_a_process_that_did_not_write_the_lock(tmp_path):
+    """The flock held by a process that is no aevb writer, its file naming pid 1 (with pid 1's
+    real start time), a live process of another program, or no one readable: the refusal names
+    no kill command, only how to wait or stop what holds it."""
     from aevb.lock import LockedError
 
-    run = tmp_path / "runs" / "r1"
-    run.mkdir(parents=True)
-    staging = tmp_path / "runs" / ".r1.aevb-new-4242"  # where --overwrite builds the new run
-    staging.mkdir()
-    script = _write(tmp_path / "api.py", "import sys, time, torch\nprint('ready', flush=True)\ntime.sleep(3600)\n")
-    cases = [  # (process, folder, held)
-        (_fake_aevb(tmp_path, "train", "--out", run), run, True),
-        (_fake_aevb(tmp_path, "train", "--out=runs/r1", "--epochs", "3", cwd=tmp_path), run, True),  # relative
-        (_fake_aevb(tmp_path, "train", "--resume", run), run, True),
-        (_fake_aevb(tmp_path, "train", "--out", run, "--overwrite"), staging, True),
-        (_fake_aevb(tmp_path, "reproduce", "figure4", "--out", tmp_path / "runs"), run, True),  # its sub-run
-        (_fake_aevb(tmp_path, "train", "--epochs", "3"), run, True),  # its default folder: cannot tell
-        (_fake_aevb(tmp_path, "train", "--out", tmp_path / "runs" / "r2"), run, False),  # another run
-        (_fake_aevb(tmp_path, "train", "--out", tmp_path / "runs" / "r"), run, False),  # a name's prefix
-        (_fake_aevb(tmp_path, "evaluate", run), run, False),  # a reader takes no lock
-        (_live_holder(), run, False),  # python -c ...
-        (_live_holder(["sleep", "3600"]), run, False),
-    ]
-    api = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    sleeper = live_process(["sleep", "3600"])
+    records = [{"pid": 1, "host": socket.gethostname(), "start_ticks": process_start(1)},
+               {"pid": sleeper.pid, "host": socket.gethostname()},  # no start time: cannot be told
+               {"pid": sleeper.pid, "host": socket.gethostname(), "start_ticks": -1}]
     try:
-        assert api.stdout.readline().strip() == "ready"  # PyTorch is loaded
-        cases.append((api, run, True))
-        for proc, folder, held in cases:
-            got = _take(folder, {"pid": proc.pid, "host": socket.gethostname()})
-            assert isinstance(got, LockedError) == held, (proc.args, folder, got)
-            if held:
+        for record in records:
+            holder = _flock_holder(tmp_path / LOCK_NAME, json.dumps(record))
+            try:
+                got = _take(tmp_path)
+                assert isinstance(got, LockedError), got
                 text = str(got)
-                assert f"process {proc.pid}" in text and f"delete {folder / LOCK_NAME}" in text, text
-                assert f"kill {proc.pid}" in text and "python" in text.lower(), text  # names what runs now
-                assert json.loads((folder / LOCK_NAME).read_text())["pid"] == proc.pid
-            else:
-                assert json.loads((folder / LOCK_NAME).read_text())["pid"] == os.getpid()
-                got.release()
-            (folder / LOCK_NAME).unlink(missing_ok=True)
+                assert f"being written by process {record['pid']}" in text and "kill" not in text, text
+                assert "stop the aevb command that holds it; the lock is freed when that process ends" in text, text
+            finally:
+                holder.kill()
+                holder.wait()
+            (tmp_path / LOCK_NAME).unlink()
+        holder = _flock_holder(tmp_path / LOCK_NAME, "{not json")  # held, and unreadable
+        try:
+            t0 = time.monotonic()
+            got = _take(tmp_path)
+            assert time.monotonic() - t0 >= 0.9  # its holder was given time to finish writing it
+            assert "whose lock file cannot be read (being written right now, or damaged)" in str(got), got
+            assert "kill" not in str(got)
+        finally:
+            holder.kill()
+            holder.wait()
+        assert sleeper.poll() is None
     finally:
-        for proc, _, _ in cases:
-            proc.kill()
-            proc.wait()
+        sleeper.kill()
+        sleeper.wait()
 
 
-def test_aevb_commands_are_recognised_in_command_lines():
-    from aevb.lock import aevb_arguments
+def test_an_unheld_lock_file_is_taken_over_whatever_it_holds(tmp_path):
+    """Without its flock a lock file is what a writer that ended left: empty (killed between
+    creating and writing it), damaged or naming no process, it is taken at once."""
+    from aevb.lock import RunLock
 
-    for args, want in [
-        (["/venv/bin/python3", "/venv/bin/aevb", "train", "--out", "r"], ["train", "--out", "r"]),
-        (["/venv/bin/aevb", "train"], ["train"]),
-        (["python", "-u", "-m", "aevb", "reproduce", "figure4"], ["reproduce", "figure4"]),
-        (["python", "-X", "faulthandler", "-maevb", "train"], ["train"]),
-        (["python", "-W", "ignore", "/src/aevb/__main__.py", "train"], ["train"]),
-        (["python", "-c", "import aevb; aevb.train()"], None),
-        (["python", "train.py", "--out", "/data/aevb"], None),  # a script, though an argument ends in aevb
-        (["python", "-m", "aevbx", "train"], None),
-        (["sleep", "3600"], None),
-        ([], None),
-    ]:
-        assert aevb_arguments(args) == want, args
+    for text in ("", "{half", "[1, 2]", '{"pid": "abc"}', "\\x00\\xff"):
+        t0 = time.monotonic()
+        got = _take(tmp_path, text)
+        assert isinstance(got, RunLock) and _mine(tmp_path), (text, got)
+        assert time.monotonic() - t0 < 0.5  # no waiting for a writer
+        got.release()
+
+
+def test_a_lock_written_on_another_host_is_refused_naming_that_host(tmp_path, capsys):
+    """A folder shared between machines, where flock may not reach: another host's lock file is
+    never taken over; the message names the host and the file to delete once that run stopped."""
+    from aevb.lock import LockedError, is_locked
+
+    record = {"pid": 1, "host": "gpu-node-7", "started": "2026-01-02T03:04:05", "command": "aevb train --out r"}
+    got = _take(tmp_path, record)
+    assert str(got) == (f"{tmp_path} is being written by process 1 on gpu-node-7 since 2026-01-02T03:04:05 "
+                        f"(aevb train --out r); cannot write it now: wait for it to finish or stop it on gpu-node-7; "
+                        f"if that process is no longer running, delete {tmp_path / LOCK_NAME}")
+    assert isinstance(got, LockedError) and is_locked(tmp_path)
+    assert json.loads((tmp_path / LOCK_NAME).read_text()) == record  # left as it was
+
+
+def test_a_read_only_run_folder_is_refused_in_one_line(tmp_path, capsys):
+    """The lock file cannot be created in a read-only folder: said in one line (exit status 2),
+    with nothing changed, and readers still read the run."""
+    run = tmp_path / "run"
+    train_tiny_run(run)
+    before = snapshot(run)
+    with read_only(run):
+        assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        why = "Read-only file system" if os.geteuid() == 0 else "Permission denied"  # (see read_only)
+        assert err.startswith(f"aevb train: error: {run}: cannot resume it: its lock file {run / LOCK_NAME} "
+                              f"cannot be created ({why}"), err
+        assert err.endswith("); make the folder writable first") and len(err.splitlines()) == 1, err
+        assert main(["evaluate", str(run), "--k", "5", "--limit", "20", "--out", str(tmp_path / "e.json")]) == 0
+        capsys.readouterr()
+    assert snapshot(run) == before
+
+
+def test_a_lock_goes_with_its_folder_when_renamed(tmp_path):
+    """--overwrite renames a locked run aside: the lock stays held at the new name, and its
+    release deletes only its own file."""
+    from aevb.lock import RunLock, is_locked
+
+    (tmp_path / "a").mkdir()
+    lock = RunLock(tmp_path / "a").acquire()
+    os.rename(tmp_path / "a", tmp_path / "b")
+    lock.moved(tmp_path / "b")
+    assert is_locked(tmp_path / "b") and not is_locked(tmp_path / "a")
+    (tmp_path / "a").mkdir()
+    other = RunLock(tmp_path / "a").acquire()  # a new folder at the old name has its own lock
+    lock.release()
+    assert not (tmp_path / "b" / LOCK_NAME).exists() and is_locked(tmp_path / "a")
+    other.release()
+    assert not is_locked(tmp_path / "a")
 
 
 # ------------------------------------------------------------------ --overwrite
 def test_overwrite_keeps_the_old_run_until_the_new_one_has_trained_an_epoch(tmp_path, capsys, one_thread):
     out = tmp_path / "run"
     Trainer.new(tiny_config(train={"epochs": 1}), out).fit()
-    old = _snapshot(tmp_path)
+    old = snapshot(tmp_path)
     base = ["train", "--out", str(out), "--overwrite", "--no-progress", "--no-tensorboard", "--epochs", "1",
             "--latent-dim", "2", "--hidden", "16"]
     # diverges in its first epoch: the old run stays byte for byte, the new one is gone
     assert main(base + ["--optimizer", "sgd", "--lr", "1e30"]) == 3
     err = capsys.readouterr().err
     assert "The new run was discarded" in err and "unchanged" in err, err
-    assert _snapshot(tmp_path) == old
+    assert snapshot(tmp_path) == old
     assert main(base) == 0
     capsys.readouterr()
     assert json.loads((out / "config.json").read_text())["model"]["latent_dim"] == 2
@@ -869,22 +881,6 @@ def test_an_unexpected_error_is_one_line_pointing_to_the_log(tmp_path, capsys, m
     assert read_marker(out)["status"] == "finished"
 
 
-class _WriteInterrupted:
-    """A file whose third write is cut short by Ctrl-C (as when the key is pressed mid-write)."""
-
-    def __init__(self, f):
-        self.f, self.writes = f, 0
-
-    def write(self, data):
-        self.writes += 1
-        if self.writes == 3:
-            raise KeyboardInterrupt
-        return self.f.write(data)
-
-    def flush(self):
-        self.f.flush()
-
-
 @pytest.mark.parametrize("where", ["torch.save", "os.replace"])
 def test_ctrl_c_during_the_checkpoint_write_interrupts_and_keeps_the_last_checkpoint(tmp_path, capsys,
                                                                                      monkeypatch, where,
@@ -901,7 +897,7 @@ def test_ctrl_c_during_the_checkpoint_write_interrupts_and_keeps_the_last_checkp
 
     def save(obj, f, *a, **k):
         saves.append(1)
-        return real_save(obj, _WriteInterrupted(f) if len(saves) == 2 else f, *a, **k)
+        return real_save(obj, WriteInterrupted(f) if len(saves) == 2 else f, *a, **k)
 
     def replace(src, dst, *a, **k):
         if str(dst).endswith("last.pt"):
@@ -981,14 +977,14 @@ def test_a_full_disk_says_so_fails_the_run_and_keeps_the_last_checkpoint(tmp_pat
                     f.write(b"\0" * 4096)
             except OSError:
                 pass
-        snap = _snapshot(out)
+        snap = snapshot(out)
         for argv in (["sample", str(out), "--out", str(disk / "s.png")],
                      ["evaluate", str(out), "--out", str(disk / "e.json")],
                      ["train", "--resume", str(out), "--no-progress"]):  # fails before it trains: nothing changes
             assert main(argv) == 2
             err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
             assert "disk full: could not write" in err[-1] and "Traceback" not in "".join(err), err
-        assert _snapshot(out) == snap and sorted(p.name for p in disk.iterdir()) == ["filler", "filler2", "run"]
+        assert snapshot(out) == snap and sorted(p.name for p in disk.iterdir()) == ["filler", "filler2", "run"]
         (disk / "filler").unlink()
         (disk / "filler2").unlink()
         monkeypatch.setattr(train_cmd, "default_callbacks", lambda: [])
@@ -1008,11 +1004,11 @@ def test_resume_on_changed_array_data_is_refused(tmp_path, capsys, one_thread):
     assert main(argv) == 0
     assert read_marker(out)["data_fingerprint"]["files"] == 1
     np.save(path, np.random.default_rng(1).random((60, 6)).astype(np.float32))
-    snap = _snapshot(out)
+    snap = snapshot(out)
     capsys.readouterr()
     assert main(["train", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 2
     assert "changed since the run started" in capsys.readouterr().err
-    assert _snapshot(out) == snap
+    assert snapshot(out) == snap
 
 
 def test_a_symlink_loop_and_linked_duplicates_are_loaded_once(tmp_path):
@@ -1045,7 +1041,7 @@ def test_one_file_under_two_names_in_two_splits_is_refused(tmp_path, capsys, mon
     another name of) a training image: refused before anything is read or written, naming both."""
     from PIL import Image
 
-    from test_data_scale import write_celeba
+    from helpers import write_celeba
 
     make = (lambda src, dst: os.symlink(src, dst)) if link == "symlink" else os.link
     rng = np.random.default_rng(0)
@@ -1066,12 +1062,12 @@ def test_one_file_under_two_names_in_two_splits_is_refused(tmp_path, capsys, mon
         (["--dataset", f"folder:{pics}"], pics / "train" / "train2.png", pics / "test" / "renamed.png"),
         (["--dataset", "celeba", "--data-dir", str(celeba)], celeba / "img_align_celeba" / "000002.jpg",
          celeba / "img_align_celeba" / "000099.jpg")]:
-        before = _snapshot(tmp_path)
+        before = snapshot(tmp_path)
         assert main(["train", *argv, "--out", str(tmp_path / "run"), "--epochs", "1", "--no-progress"]) == 2
         err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert len(err) == 1 and "1 image(s) are in two splits under two names of one file" in err[0], err
         assert f"{first} (train) and {second} (test)" in err[0], err
-        assert _snapshot(tmp_path) == before and not (tmp_path / "run").exists() and not cache.exists()
+        assert snapshot(tmp_path) == before and not (tmp_path / "run").exists() and not cache.exists()
     (pics / "test" / "renamed.png").unlink()  # without the link both load
     from aevb.data import load_dataset
 

@@ -5,10 +5,11 @@ watched folder (the runs and caches involved) before and after.
 For every case: no internal error (no traceback, no "internal error"), no silent wrong result
 (a watched folder changes only where the case expects it to, and then as it should: a damaged
 cache is rebuilt to the same rows, a resumed run reaches its epoch), and no hang (a time limit
-per case). The inputs are built with the helpers of the other safety tests.
+per case). The inputs are built with the helpers of tests/helpers.py.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -33,23 +34,24 @@ from aevb.lock import LOCK_NAME
 from aevb.runs import read_marker
 
 from conftest import train_tiny_run
-from test_data_scale import _alive, _children, write_celeba, write_images
-from test_safety import REPO, _WriteInterrupted, _live_holder, _snapshot
+from helpers import (REPO, WriteInterrupted, alive, children, live_process, read_only, snapshot, write_celeba,
+                     write_images)
 
 LIMIT_S = 60  # per case: past it, the case hangs
-WATCHED = ("run", "other", "cache", "kill-cache", "ctrlc")
+WATCHED = ("run", "other", "readonly", "cache", "kill-cache", "ctrlc")
+_UNDO = contextlib.ExitStack()  # undone when the workspace goes: the read-only folder
 
 
 def digest(folder: Path) -> str:
     """SHA-256 over the paths and contents of every file under ``folder`` ('absent' if none)."""
     if not folder.exists():
         return "absent"
-    return hashlib.sha256(json.dumps(_snapshot(folder), sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(snapshot(folder), sort_keys=True).encode()).hexdigest()
 
 
 def data_files(folder: Path) -> dict:
     """The cache's data and labels files by name (what a rebuild must give back unchanged)."""
-    return {k: v for k, v in _snapshot(folder).items() if k.endswith((".u8", ".npy"))}
+    return {k: v for k, v in snapshot(folder).items() if k.endswith((".u8", ".npy"))}
 
 
 @dataclass
@@ -77,6 +79,7 @@ def ws(tmp_path_factory):
     root = tmp_path_factory.mktemp("table")
     train_tiny_run(root / "run")
     shutil.copytree(root / "run", root / "other")
+    shutil.copytree(root / "run", root / "readonly")
     for label in ("a", "b"):
         write_images(root / "pics" / label, 12, size=(6, 5), seed=ord(label))
     write_images(root / "big", 900, size=(120, 120), fmt="jpg")
@@ -92,7 +95,8 @@ def ws(tmp_path_factory):
         load_dataset(f"folder:{root / 'pics'}", image_size=size,
                      options=LoadOptions(cache_dir=str(root / "cache" if size is None else root / "foreign"),
                                          progress=False))
-    return root
+    with _UNDO:
+        yield root
 
 
 def _cache_folder(ws: Path) -> Path:
@@ -127,9 +131,19 @@ def _remember_data(ws: Path, case: Case) -> None:
     case.row["data_files"] = data_files(_cache_folder(ws))
 
 
+def _lock_of_another_host(ws: Path, case: Case) -> None:
+    """A lock file that a run on another machine wrote into a shared folder."""
+    record = {"pid": 4242, "host": "gpu-node-7", "started": "2026-01-02T03:04:05", "command": "aevb train --resume other"}
+    (ws / "other" / LOCK_NAME).write_text(json.dumps(record))
+
+
+def _make_read_only(ws: Path, case: Case) -> None:
+    _UNDO.enter_context(read_only(ws / "readonly"))
+
+
 def _lock_of_a_python_process(ws: Path, case: Case) -> None:
-    """A lock without start time (an older aevb's) naming a live Python process that runs no aevb."""
-    holder = _live_holder()
+    """A lock file (its flock free) naming a live Python process that runs no aevb."""
+    holder = live_process()
     case.row["holder"] = holder
     (ws / "other" / LOCK_NAME).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
 
@@ -155,9 +169,9 @@ def _interrupted(ws: Path, case: Case) -> None:
 def _nothing_complete(ws: Path, case: Case) -> None:
     workers = case.row.pop("workers")
     deadline = time.time() + 5
-    while time.time() < deadline and any(_alive(w) for w in workers):
+    while time.time() < deadline and any(alive(w) for w in workers):
         time.sleep(0.05)
-    assert not [w for w in workers if _alive(w)], "decoding workers outlived the killed conversion"
+    assert not [w for w in workers if alive(w)], "decoding workers outlived the killed conversion"
     assert not [p for p in (ws / "kill-cache").glob("*") if (p / "manifest.json").is_file()], "a cache looks complete"
     from aevb.data import load_dataset  # the next conversion builds it whole and removes the leftovers
     from aevb.data.imageset import LoadOptions
@@ -188,7 +202,13 @@ CASES = [
     Case("too many workers", "data prepare folder:{ws}/pics --workers 100000", 2, "--workers 100000 is out of range"),
     Case("kill -9 of a conversion and its workers", "data prepare folder:{ws}/big --cache-dir {ws}/kill-cache "
          "--image-size 60 60 --color rgb --workers 2", -signal.SIGKILL, "", ("kill-cache",), check=_nothing_complete, killed=True),
-    Case("reused-PID lock (no start time, a live python -c)", "train --resume {ws}/other --epochs 2 --no-progress",
+    Case("lock from another host (a shared folder)", "train --resume {ws}/other --epochs 2 --no-progress", 2,
+         "wait for it to finish or stop it on gpu-node-7; if that process is no longer running, delete "
+         "{ws}/other/.aevb.lock", setup=_lock_of_another_host),
+    Case("read-only run folder", "train --resume {ws}/readonly --epochs 2 --no-progress", 2,
+         "{ws}/readonly: cannot resume it: its lock file {ws}/readonly/.aevb.lock cannot be created (",
+         setup=_make_read_only),
+    Case("reused-PID lock (a live python -c named, its lock free)", "train --resume {ws}/other --epochs 2 --no-progress",
          0, "", ("other",), _lock_of_a_python_process, _resumed),
     Case("Ctrl-C during a checkpoint write", "train --out {ws}/ctrlc --hidden 16 --images-every 0 "
          "--no-progress --no-tensorboard --epochs 3", 130, "interrupted; files already written are complete",
@@ -209,7 +229,7 @@ def _run_in_process(argv: list, capsys, ctrl_c: bool) -> tuple:
 
     def save(obj, f, *a, **k):  # the second checkpoint's write is cut short by Ctrl-C
         saves.append(1)
-        return real_save(obj, _WriteInterrupted(f) if len(saves) == 2 else f, *a, **k)
+        return real_save(obj, WriteInterrupted(f) if len(saves) == 2 else f, *a, **k)
 
     def hang(*_):
         raise _Hang()
@@ -238,7 +258,7 @@ def _run_killed(argv: list, case: Case) -> tuple:
     workers, deadline = [], time.time() + LIMIT_S
     try:
         while time.time() < deadline and len(workers) < 2 and proc.poll() is None:
-            workers = _children(proc.pid)
+            workers = children(proc.pid)
             time.sleep(0.005)
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -308,4 +328,5 @@ def test_one_bad_input_of_each_class_changes_nothing_it_should_not(ws, capsys, m
     assert {c.name.split(" (")[0] for c in CASES} >= {
         "corrupt cache data", "edited manifest", "manifest from another data set", "overlapping splits",
         "work that cannot fit", "too many workers", "kill -9 of a conversion and its workers", "reused-PID lock",
-        "Ctrl-C during a checkpoint write", "misleading message", "outputs into another run"}
+        "Ctrl-C during a checkpoint write", "misleading message", "outputs into another run", "lock from another host",
+        "read-only run folder"}
