@@ -2,7 +2,7 @@
 
 Commands turn these into one line (what was wrong, the value, what to do) and exit status 2
 (``aevb.commands.common.run_command``); any other exception is an internal error. Nothing here
-imports from the rest of aevb, so every module can raise them.
+imports from the rest of aevb but ``units`` (how sizes are written), so every module can raise them.
 """
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import errno
 import shutil
 from pathlib import Path
 from typing import Optional, Union
+
+from .units import format_bytes, format_bytes_apart
 
 
 def interruption(e: BaseException) -> Optional[KeyboardInterrupt]:
@@ -56,20 +58,6 @@ class ReproduceError(ValueError):
     """A reproduction was asked for something it cannot do (bad name, budget, or settings)."""
 
 
-def megabytes(n: int, digits: int = 1) -> str:
-    """A byte count for a message: '12.3 MB', or kB below 0.1 MB (``digits`` after the point)."""
-    return f"{n / 1e6:.{digits}f} MB" if n >= 1e5 else f"{n / 1e3:.{digits}f} kB"
-
-
-def _apart(a: int, b: int) -> tuple:
-    """Two byte counts written with enough digits that different counts read differently."""
-    for digits in range(1, 7):
-        x, y = megabytes(a, digits), megabytes(b, digits)
-        if x != y or a == b:
-            return x, y
-    return f"{a} bytes", f"{b} bytes"
-
-
 class DiskFullError(OSError):
     """A file could not be written because its disk is full; nothing half-written is left."""
 
@@ -81,9 +69,9 @@ class DiskFullError(OSError):
         except OSError:
             free = None
         if needed and free is not None:
-            need_s, free_s = _apart(needed, free)
+            need_s, free_s = format_bytes_apart(needed, free)
         else:
-            need_s, free_s = megabytes(needed), megabytes(free or 0)
+            need_s, free_s = format_bytes(needed), format_bytes(free or 0)
         need = f"about {need_s} needed" if needed else "more space needed"
         have = f", {free_s} free" if free is not None else ""
         super().__init__(errno.ENOSPC, f"disk full: could not write {self.path} ({need}{have}); {advice}")

@@ -928,8 +928,9 @@ def test_a_full_disk_message_tells_the_needed_and_free_sizes_apart(tmp_path, mon
     from aevb.errors import DiskFullError
 
     usage = namedtuple("usage", "total used free")
-    for needed, free, want in [(912_345, 905_000, "about 0.912 MB needed, 0.905 MB free"),
-                               (912_345, 912_300, "about 0.91234 MB needed, 0.91230 MB free"),
+    for needed, free, want in [(912_345, 905_000, "about 912.3 kB needed, 905.0 kB free"),
+                               (912_345, 912_300, "about 912.35 kB needed, 912.30 kB free"),
+                               (999_960_000, 999_000_000, "about 1.0 GB needed, 999.0 MB free"),
                                (50_000_000, 1_200_000, "about 50.0 MB needed, 1.2 MB free")]:
         monkeypatch.setattr(shutil, "disk_usage", lambda p, free=free: usage(10**9, 10**9 - free, free))
         assert want in str(DiskFullError(tmp_path / "x.pt", needed))
