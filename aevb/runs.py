@@ -26,6 +26,7 @@ import torch
 
 from .config import RunConfig
 from .data import load_configured
+from .devices import resolve_device
 from .errors import CheckpointError, ConfigError, DataError, RunError
 from .io import atomic_write_text, load_checkpoint
 from .lock import LOCK_NAME, describe, is_locked, read_lock
@@ -303,6 +304,7 @@ class Run:
         :class:`aevb.newdata.Items` whose ``split`` gives batches, marked as this run's. Data
         that do not fit the model raise DataError naming both shapes; unreadable images too,
         unless ``skip_bad_images`` (then ``items.skipped`` lists them)."""
+        seed = newdata.check_seed(seed)
         if model is None and not self.checkpoint_path.is_file():
             raise RunError(self.no_checkpoint_message())
         newdata.check_pictures(_pil_images(source), "source")
@@ -335,7 +337,7 @@ class Run:
     def _model_and_items(self, source, device, seed: int = 0, checkpoint: str = "last", **kw):
         if isinstance(source, Items):
             self.check_items(source)
-        model = self.load_model(device, checkpoint)
+        model = self.load_model(_python_device(device), checkpoint)
         items = source if isinstance(source, Items) else self.preprocess(source, model=model, seed=seed, **kw)
         return model, items
 
@@ -346,7 +348,7 @@ class Run:
         and with ``samples`` > 0 draws ``.z`` [N, samples, J]; ``codes["mu"]`` and ``keys()`` as on
         a dict, ``codes.to_pandas()`` one row per item. ``checkpoint``: the model of the ``last``
         or ``best`` checkpoint, here and in score, reconstruct and decode."""
-        samples = newdata.check_samples(samples)
+        samples, seed = newdata.check_samples(samples), newdata.check_seed(seed)
         model, items = self._model_and_items(source, device, seed, checkpoint, **kw)
         return newdata.encode_items(model, items, samples, seed)
 
@@ -355,7 +357,7 @@ class Run:
         ``.lk``, ``.lk_se`` (the bound engine with ``k`` importance samples and seeded noise: the
         numbers ``aevb evaluate`` gives), and ``bpd_elbo``, ``bpd_lk`` where the data are discrete
         (as ``aevb score`` writes them)."""
-        k = newdata.check_k(k)
+        k, seed = newdata.check_k(k), newdata.check_seed(seed)
         model, items = self._model_and_items(source, device, seed, checkpoint, **kw)
         return newdata.score_columns(model, items, k, self.config.model.likelihood, seed)
 
@@ -369,7 +371,7 @@ class Run:
         :meth:`encode` (its ``mu``) or its ``to_pandas()`` (the ``mu_j`` columns), or a file that
         ``aevb encode`` wrote (.npz, .npy, .csv). Another width, NaN, or codes so large that the
         decoder overflows raise DataError in one line."""
-        model = self.load_model(device, checkpoint)
+        model = self.load_model(_python_device(device), checkpoint)
         _, codes = newdata.codes_of(z, int(model.latent_dim), "z")
         return newdata.decode(model, codes, name="z")
 
@@ -395,6 +397,15 @@ class Run:
 # the data settings that decide how a run prepares new data (aevb.newdata.load_items): items
 # prepared by a run whose values differ are refused by another run (Run.check_items)
 PREPARATION = ("dataset", "validation", "binarize", "image_size", "crop", "color", "seed")
+
+
+def _python_device(device) -> torch.device:
+    """The device of a Python method's ``device`` argument (a name or a torch.device), refused as
+    ``--device`` is (aevb.devices.resolve_device) but naming the argument."""
+    try:
+        return resolve_device(str(device) if isinstance(device, torch.device) else device)
+    except RunError as e:  # resolve_device words its advice for the command line
+        raise RunError(str(e).replace("--device cpu", "device='cpu'")) from None
 
 
 def _pil_images(source) -> list:

@@ -381,8 +381,10 @@ def test_decode_of_the_posterior_mean_equals_reconstruct(run, eight_bit, tmp_pat
 
 
 # ------------------------------------------------------------------ what the Python methods refuse
-def test_the_methods_refuse_what_the_commands_refuse_naming_the_argument(run, tmp_path, capsys):
+def test_the_methods_refuse_what_the_commands_refuse_naming_the_argument(run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     x = np.zeros((2, 64), np.float32)
+    assert len(run.encode(x, device=torch.device("cpu"), seed=3.0)) == 2  # a torch.device, a whole float
     refusals = [
         (lambda: run.encode(x, samples=-1), ConfigError, "samples must be in 0..10000; got -1"),
         (lambda: run.encode(x, samples=2.5), ConfigError, "samples must be a whole number of draws per item; got 2.5"),
@@ -390,6 +392,12 @@ def test_the_methods_refuse_what_the_commands_refuse_naming_the_argument(run, tm
         (lambda: run.score(x, k=0), ConfigError, "k must be a positive number of importance samples; got 0"),
         (lambda: run.score(x, k=-3), ConfigError, "k must be a positive number of importance samples; got -3"),
         (lambda: run.score(x, k=True), ConfigError, "k must be a whole number of importance samples; got True"),
+        (lambda: run.encode(x, seed=-1), ConfigError, "seed must be in 0..2**63-1; got -1"),
+        (lambda: run.score(x, seed=1.5), ConfigError, "seed must be a whole number; got 1.5"),
+        (lambda: run.encode(x, device="gpu7"), RunError,
+         "device 'gpu7' is not a device name; use auto, cpu, cuda, cuda:N or mps"),
+        (lambda: run.decode(np.zeros((1, 3)), device="cuda"), RunError,
+         "device 'cuda' was asked for but CUDA is not available here; use device='cpu'"),
         (lambda: run.encode(Image.new("L", (0, 0))), DataError,
          "source: image 0 is 0x0 pixels (width x height), an image without pixels; give images of at least 1x1 "
          "pixels"),

@@ -1,14 +1,15 @@
 """A trained run on data it has not seen: the sources read and checked against the model
 (sources.py), what the model says about them, written item by item (outputs.py), the tables it
 hands back (results.py) and the checks of what it is given (checks.py)."""
-from .checks import MAX_SAMPLES, argument, check_k, check_pictures, check_samples
+from .checks import MAX_SAMPLES, argument, check_k, check_pictures, check_samples, check_seed
 from .outputs import (TABLE_SUFFIXES, PngFolder, check_codes, check_png_folder, check_table_path, codes_of, decode,
                       encode, encode_items, ids_path, matrix_note, png_names, read_codes, reconstruction_blocks, score,
                       score_columns, write_table)
 from .results import Codes, ItemTable, Scores
 from .sources import SOURCE_FORMS, Items, check_fits, describe_shape, load_items
 
-__all__ = ["MAX_SAMPLES", "argument", "check_k", "check_pictures", "check_samples", "TABLE_SUFFIXES", "PngFolder",
+__all__ = ["MAX_SAMPLES", "argument", "check_k", "check_pictures", "check_samples", "check_seed",
+           "TABLE_SUFFIXES", "PngFolder",
            "check_codes", "check_png_folder", "check_table_path", "codes_of", "decode", "encode", "encode_items",
            "ids_path", "matrix_note", "png_names", "read_codes", "reconstruction_blocks", "score", "score_columns",
            "write_table",

@@ -18,15 +18,16 @@ def argument(name: str, python: bool) -> str:
     return name if python else "--" + name.replace("_", "-")
 
 
-def whole_number(value, name: str, what: str) -> int:
+def whole_number(value, name: str, what: str = "") -> int:
     """``value`` as an int, refusing (ConfigError naming ``name``) booleans, fractions and what is
-    not a number: a count of ``what`` is a whole number."""
+    not a number: a count of ``what`` (or a seed) is a whole number."""
+    bad = ConfigError(f"{name} must be a whole number{f' of {what}' if what else ''}; got {value!r}")
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{name} must be a whole number of {what}; got {value!r}")
+        raise bad
     if isinstance(value, numbers.Integral):
         return int(value)
     if not float(value).is_integer():
-        raise ConfigError(f"{name} must be a whole number of {what}; got {value!r}")
+        raise bad
     return int(value)
 
 
@@ -45,6 +46,16 @@ def check_k(k, python: bool = True) -> int:
     n = whole_number(k, name, "importance samples")
     if n < 1:
         raise ConfigError(f"{name} must be a positive number of importance samples; got {k!r}")
+    return n
+
+
+def check_seed(seed, python: bool = True) -> int:
+    """A seed of the noise (draws, importance samples, binarization): what a torch generator takes,
+    0..2**63-1, refused in the words of ``aevb.commands.common.check_seed``."""
+    name = argument("seed", python)
+    n = whole_number(seed, name)
+    if not 0 <= n <= 2 ** 63 - 1:
+        raise ConfigError(f"{name} must be in 0..2**63-1; got {seed!r}")
     return n
 
 
