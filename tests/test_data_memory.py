@@ -274,3 +274,47 @@ def test_a_memory_spec_cannot_be_loaded_from_files():
     with pytest.raises(DataError) as e:
         load_dataset(spec, options=LoadOptions())
     assert one_line(e).startswith("the run was trained on data given in memory (12 x 6 x 5 uint8)")
+
+
+# ----------------------------------------------------------------------------- evaluate and plot --data
+@pytest.fixture(scope="module")
+def memory_run(tmp_path_factory):
+    """A run trained on a uint8 array given in memory, and that array saved as a .npy file."""
+    root = tmp_path_factory.mktemp("memory-run")
+    x = digits_like(60, seed=6)
+    np.save(root / "x.npy", x)
+    np.save(root / "other.npy", digits_like(60, seed=6, shape=(5, 6)))
+    ds = as_dataset(x)
+    cfg = RunConfig()
+    cfg.data.dataset = ds.info["spec"]
+    cfg.model.latent_dim, cfg.model.encoder_hidden = 2, [8]
+    cfg.train.epochs, cfg.train.batch_size = 1, 16
+    cfg.train.progress, cfg.train.tensorboard, cfg.train.images_every = False, False, 0
+    Trainer.new(cfg, root / "run", data=ds).fit()
+    return root
+
+
+def test_evaluate_and_plot_of_a_memory_run_need_data_of_its_shape(memory_run, capsys):
+    from aevb.cli import main
+
+    run = memory_run / "run"
+    said = f"{run} was trained on data given in memory (60 x 6 x 5 uint8); pass --data SOURCE (Python: data=...)"
+    for argv in (["evaluate", str(run)], ["plot", str(run), "reconstructions"]):
+        before = sorted(p.name for p in run.rglob("*"))
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith(said) and len(err.splitlines()) == 1, err
+        assert sorted(p.name for p in run.rglob("*")) == before  # nothing written
+        assert main(argv + ["--data", f"array:{memory_run / 'other.npy'}"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "datapoints of 1x5x6 (C x H x W) but the run takes 1x6x5" in err and len(err.splitlines()) == 1, err
+
+    out = memory_run / "ev.json"
+    assert main(["evaluate", str(run), "--data", f"array:{memory_run / 'x.npy'}", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["n"] == 6 and result["dim"] == 30  # the run's own test hold-out of the same array
+    capsys.readouterr()
+    assert main(["plot", str(run), "reconstructions", "--data", f"array:{memory_run / 'x.npy'}",
+                 "--out", str(memory_run / "figs")]) == 0
+    assert list((memory_run / "figs").glob("*.png"))
+    assert main(["plot", str(run), "samples", "--out", str(memory_run / "figs2")]) == 0  # the model alone

@@ -33,11 +33,13 @@ def register(sub) -> None:
         "  aevb evaluate runs/mnist                      # ELBO only (k = 1)\n"
         "  aevb evaluate runs/mnist --k 5000             # log p(x) estimate, writes RUN/evaluation-k5000.json\n"
         "  aevb evaluate runs/mnist --k 100 --split valid --per-datapoint valid.csv\n"
-        "  aevb evaluate runs/mnist --checkpoint best     # the best epoch's model, writes RUN/evaluation-best.json")
+        "  aevb evaluate runs/mnist --checkpoint best     # the best epoch's model, writes RUN/evaluation-best.json\n"
+        "  aevb evaluate runs/mine --data array:x.npy     # a run trained on data given in memory")
     add_run_argument(p)
     p.add_argument("--k", type=int, default=1,
                    help="importance samples per datapoint (1: the ELBO only; 5000: a log p(x) estimate)")
     p.add_argument("--split", default="test", choices=SPLITS, help="which split to evaluate")
+    add_data_argument(p)
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="evaluate the first N datapoints of the split only (a quicker estimate; "
                         "the JSON says how many of how many); None: all")
@@ -96,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
                           seed=args.seed, device=args.device, progress=args.progress,
                           budget=budget, compile=args.compile,
                           per_datapoint=bool(args.per_datapoint), check=lambda m, x: plan(args, m, x),
-                          limit=args.limit, checkpoint=args.checkpoint, data=run_.load_data(progress=args.progress, memory_budget=args.memory_budget))
+                          limit=args.limit, checkpoint=args.checkpoint,
+                          data=load_run_data(run_, args.data, progress=args.progress, memory_budget=args.memory_budget))
     rows = result.pop("per_datapoint", None)
     # Files are written only now, each atomically: an interrupted evaluation leaves none.
     if rows is not None:
@@ -107,6 +110,29 @@ def run(args: argparse.Namespace) -> int:
         print(f"per-datapoint rows: {args.per_datapoint}")
     print(f"wrote {out}")
     return 0
+
+
+def add_data_argument(p: argparse.ArgumentParser) -> None:
+    """--data SOURCE: shared by `aevb evaluate` and `aevb plot`."""
+    p.add_argument("--data", metavar="SOURCE", default=None,
+                   help="the data to use instead of the run's own (array:FILE, folder:DIR or a data set name), split "
+                        "and binarized with the run's settings and checked against its shape; needed for a run "
+                        "trained on data given in memory")
+
+
+def load_run_data(run_, source: Optional[str], progress: bool = True, memory_budget: Optional[str] = None):
+    """The run's data set, or with ``source`` (--data) those data prepared with the run's own
+    settings and checked against the shape its model takes; one line naming the run when
+    neither can be had (e.g. a run trained on data given in memory, without --data)."""
+    import dataclasses
+
+    from ..data import load_configured
+
+    d = run_.config.data
+    if memory_budget is not None:
+        d = dataclasses.replace(d, memory_budget=memory_budget)
+    return load_configured(d, progress=progress, data=source, run=run_.path,
+                           image_shape=run_.image_shape() if source is not None else None)
 
 
 def chunk_budget(size: Optional[str]) -> int:

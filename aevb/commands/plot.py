@@ -10,6 +10,7 @@ from ..figures.compute import METHODS
 from ..figures.runfigures import FIGURES_DIR, KINDS, FigureContext, draw_figures
 from ..runs import check_output
 from .common import add_checkpoint_argument, add_device_argument, add_parser, add_run_argument, open_checked_run
+from .evaluate import add_data_argument, load_run_data
 
 KIND_HELP = """figure kinds:
   reconstructions  test images over their reconstructions (decoder mean at z = posterior mean)
@@ -28,7 +29,8 @@ KIND_HELP = """figure kinds:
 examples:
   aevb plot runs/digits all
   aevb plot runs/mnist-2d manifold -n 25
-  aevb plot runs/mnist latent --method tsne --out figs/"""
+  aevb plot runs/mnist latent --method tsne --out figs/
+  aevb plot runs/mine reconstructions --data array:x.npy   # a run trained on data given in memory"""
 
 
 # kinds drawn from the model (and the run folder) alone; for a 2-D latent space that includes manifold
@@ -47,6 +49,7 @@ def register(sub) -> None:
                           "(8); images per row of reconstructions (8); steps of interpolations (10) and "
                           "traversals (11)")
     p.add_argument("--draw", action="store_true", help="samples: also show a draw x ~ p(x|z), not only its mean")
+    add_data_argument(p)
     p.set_defaults(func=run)
 
 
@@ -77,7 +80,10 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.out or run_.path / FIGURES_DIR, "--out", folder=True)
     # figures that need only the model can be drawn where the data set is not available
     optional = args.kind in MODEL_ONLY_KINDS + ("all",)
-    ctx = FigureContext.from_run(run_, device=args.device, data_optional=optional, checkpoint=args.checkpoint)
+    # --data, or data every figure of the kind needs: loaded here, so a failure is one line naming the run
+    data = load_run_data(run_, args.data) if args.data is not None or not optional else None
+    ctx = FigureContext.from_run(run_, device=args.device, data=data, data_optional=optional,
+                                 checkpoint=args.checkpoint)
     if ctx.data_error:
         print(f"aevb plot: warning: the run's data set could not be loaded, so figures that need it "
               f"are skipped:\n{ctx.data_error}", file=sys.stderr)

@@ -256,7 +256,8 @@ def as_dataset(data, *, valid=None, test=None, labels=None, validation=0, binari
 
 
 def load_configured(d, download: Optional[bool] = None, progress: bool = True,
-                    options: Optional[LoadOptions] = None, data=None, run=None, exact: bool = False) -> Dataset:
+                    options: Optional[LoadOptions] = None, data=None, run=None, exact: bool = False,
+                    image_shape=None) -> Dataset:
     """The data set a run's ``DataConfig`` describes: the one way a run (training, resume,
     evaluation, plots, the report) and `aevb data prepare` get their data. ``download``
     overrides ``d.download``; ``options`` replaces ``load_options(d, progress=progress)``.
@@ -266,7 +267,8 @@ def load_configured(d, download: Optional[bool] = None, progress: bool = True,
     with the run's own settings. A run trained on data given in memory (``d.dataset`` is a
     ``memory:`` record) needs it: without it one DataError line names ``run`` (the run folder)
     and the data's shape; with it the data must have the run's datapoint shape, and with
-    ``exact`` (a resume) the same shape, dtype, counts and sha256 (:func:`check_same_data`)."""
+    ``exact`` (a resume) the same shape, dtype, counts and sha256 (:func:`check_same_data`).
+    ``image_shape``: the (C, H, W) the run's model takes, which data given must have."""
     parsed = parse_spec(d.dataset)
     if data is not None:
         own = dict(validation=d.validation, binarize=d.binarize, seed=d.seed, classes=getattr(d, "classes", None))
@@ -282,6 +284,11 @@ def load_configured(d, download: Optional[bool] = None, progress: bool = True,
             ds = as_dataset(data, **own)
         if parsed.form == MEMORY:
             check_same_data(parsed.record, ds, run, exact=exact)
+        if image_shape is not None and tuple(ds.image_shape) != tuple(int(s) for s in image_shape):
+            got, want = ("x".join(map(str, s)) for s in (ds.image_shape, image_shape))
+            given = data if isinstance(data, (str, os.PathLike)) else "the data given"
+            raise DataError(f"{given} has datapoints of {got} (C x H x W) but {run or 'the run'} takes {want}; "
+                            "give data of the run's shape")
         return ds
     if parsed.form == MEMORY:
         raise memory_refusal(parsed.record, run)
