@@ -178,6 +178,12 @@ def test_encode_to_pandas_and_back_through_decode(run, eight_bit):
     assert torch.equal(run.decode(df[["mu_0", "mu_1", "mu_2"]].to_numpy()), images)
     scores = run.score(src, k=3).to_pandas()
     assert list(scores.columns) == ["id", "elbo", "lk", "lk_se"] and len(scores) == 30
+    with pytest.raises(DataError) as e:  # not a data frame of the column names
+        pd.DataFrame(codes)
+    assert str(e.value) == ("a Codes table is not one array: use codes.to_pandas() for a pandas DataFrame (one row "
+                            "per item, a column per value) or codes.mu for the [N, J] matrix")
+    with pytest.raises(DataError, match=r"use scores.to_pandas\(\) .* or scores.matrix\(\) for \(column names"):
+        np.asarray(run.score(src, k=1))
 
 
 def test_to_pandas_without_pandas_says_how_to_install_it(run, monkeypatch):

@@ -119,6 +119,15 @@ class ItemTable:
         return f"{type(self).__name__}({len(self)} items: {shapes})"
 
     # ---------------------------------------------------------------- as one table or matrix
+    def __array__(self, dtype=None, copy=None):
+        # pandas.DataFrame(table) and numpy.asarray(table) would otherwise take the table as the
+        # list of its column names: refuse, saying what to use
+        name = type(self).__name__.lower()
+        matrix = (f"{name}.{self.MATRIX[0]} for the [N, J] matrix" if self.MATRIX and len(self.MATRIX) == 1
+                  else f"{name}.matrix() for (column names, one float matrix)")
+        raise DataError(f"a {type(self).__name__} table is not one array: use {name}.to_pandas() for a pandas "
+                        f"DataFrame (one row per item, a column per value) or {matrix}")
+
     def to_pandas(self):
         """A pandas DataFrame with one row per item: ``id``, then a column per value (``mu_0`` ...,
         ``z_0_0`` ...: the columns of the CSV file). Needs pandas (``pip install pandas``)."""
