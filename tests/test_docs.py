@@ -3,9 +3,11 @@
 README.md and docs/*.md show commands, options, config files and Python code; these tests check
 them against aevb itself:
 
-- every `aevb ...` line of a shell code block parses with aevb's own argument parser;
-- every option named in the pages (in code blocks or in backticks in the prose) exists for its
-  command, and a value given for an option with fixed choices is one of them;
+- every `aevb ...` line of a shell code block parses with aevb's own argument parser (also
+  behind a prompt, variables or a label, and after `&&`, `;`, a pipe or `-m aevb`);
+- every option named in the pages (in code blocks or in backticks in the prose, long or short)
+  exists for its command, and a value given for it is of its type and, for an option with fixed
+  choices, one of them (UPPERCASE words are placeholders);
 - the presets table lists every preset; YAML config examples are valid settings; the Python
   examples import what exists; the API reference lists exactly ``aevb.__all__``;
 - the first training command of the getting-started page runs for real (on the embedded digits,
@@ -92,20 +94,21 @@ def joined(lines):
     return out
 
 
+# `aevb ...` after a prompt, variables, time or nohup, or a label such as `RUN1:`
+AEVB_LINE = re.compile(r"^(?:\$\s+)?(?:[A-Z_][A-Z0-9_]*=\S*\s+)*(?:(?:time|nohup)\s+)*(?:[A-Z][A-Z0-9_]*:\s+)?"
+                       r"aevb\s(.*)$")
+
+
 def aevb_argv(line: str):
-    """The argv of each `aevb ...` command in a shell line (also `... && aevb ...` and
-    `torchrun ... -m aevb ...`), without comments."""
+    """The argv of each `aevb ...` command in a shell line (also `... && aevb ...`, `aevb ... | tee`,
+    `$ aevb ...`, `OMP_NUM_THREADS=1 aevb ...`, `# RUN1: aevb ...` once the comment sign is
+    stripped, and `torchrun ... -m aevb ...`), without comments."""
     out = []
-    for part in re.split(r"&&|;", line):
+    for part in re.split(r"&&|;|\s\|\s", line):
         part = part.strip()
-        m = re.search(r"(?:^|\s)-m aevb\s(.*)$", part)
-        if part.startswith("aevb "):
-            rest = part[len("aevb "):]
-        elif m:
-            rest = m.group(1)
-        else:
-            continue
-        out.append(shlex.split(rest, comments=True))
+        m = AEVB_LINE.match(part) or re.search(r"(?:^|\s)-m aevb\s(.*)$", part)
+        if m:
+            out.append(shlex.split(m.group(1), comments=True))
     return out
 
 
@@ -176,24 +179,51 @@ def command_of(argv):
     return None, None, argv
 
 
+def is_placeholder(value: str) -> bool:
+    """An UPPERCASE word standing for a value (RUN, K, DATA_DIR/mnist, N1,N2), not a value."""
+    return bool(re.match(r"^[A-Z][A-Z0-9_]*(?:$|[/,.])", value))
+
+
+def check_value(action, value: str):
+    """Why ``value`` is not a value of ``action`` (its type or its choices), or None."""
+    if is_placeholder(value):
+        return None
+    if action.choices:
+        for v in re.split(r"[|,]", value.strip("[]{}")):  # a|b or {a,b}
+            if v not in action.choices:
+                return f"{v!r} is not one of {sorted(action.choices)}"
+        return None
+    if callable(action.type) and "|" not in value:
+        try:
+            action.type(value)
+        except Exception as e:  # argparse turns any of them into a usage error
+            return f"{value!r} is not a value it takes ({e})"
+    return None
+
+
 def check_options(parser, tokens, where, command):
-    """Every --option in tokens exists in parser; a value after an option with choices (not an
-    UPPERCASE placeholder; `a|b|c` or `{a,b,c}` lists several) is one of them. Returns the problems."""
+    """Every option in tokens (--long or -s) exists in parser, and the values that follow it (as
+    many as it takes) are of its type and among its choices, unless UPPERCASE placeholders (`a|b|c`
+    or `{a,b,c}` lists several). Returns the problems."""
     problems = []
     actions = parser._option_string_actions
     for i, tok in enumerate(tokens):
-        if not tok.startswith("--") or tok == "--":
+        if tok == "--" or not re.match(r"^(--[a-z]|-[a-zA-Z])", tok):
             continue
         opt = tok.split("=", 1)[0]
         if opt not in actions:
             problems.append(f"{where}: `aevb {command}` has no option {opt}")
             continue
-        choices = actions[opt].choices
-        value = tok.split("=", 1)[1] if "=" in tok else (tokens[i + 1] if i + 1 < len(tokens) else None)
-        if choices and value and not value.startswith("-") and not value.isupper():
-            for v in re.split(r"[|,]", value.strip("[]{}")):  # a|b or {a,b}
-                if v not in choices:
-                    problems.append(f"{where}: {opt} {v!r} is not one of {sorted(choices)}")
+        action = actions[opt]
+        if "=" in tok:
+            values = [tok.split("=", 1)[1]]
+        else:
+            n = action.nargs if isinstance(action.nargs, int) else (1 if action.nargs in (None, "?") else 0)
+            values = [v for v in tokens[i + 1:i + 1 + n] if not re.match(r"^--?[a-zA-Z]", v)]
+        for value in values:
+            why = check_value(action, value)
+            if why:
+                problems.append(f"{where}: {opt} {why}")
     return problems
 
 
@@ -258,6 +288,27 @@ def test_options_in_prose_exist():
                 problems.append(min(results, key=len)[0] + f" (nor any of {', '.join(names)})")
     assert checked >= 50, f"only {checked} options found in the prose"
     assert not problems, "\n".join(problems)
+
+
+def test_the_checks_find_what_is_wrong():
+    """The checks above can fail: an unknown option (long or short), a value of the wrong type or
+    outside the choices is found, a placeholder is not; commands are found behind a prompt, a
+    variable, a label or a pipe."""
+    train, sample = COMMANDS["train"], COMMANDS["sample"]
+    fine = ["--epochs", "3", "--likelihood=bernoulli", "--data-dir", "DATA_DIR/mnist"]
+    assert check_options(train, fine, "p", "train") == []
+    assert check_options(train, ["--epochs", "N", "--lr", "LR"], "p", "train") == []
+    for tokens, want in [(["--epoch", "3"], "has no option --epoch"),
+                         (["--epochs", "ten"], "--epochs 'ten' is not a value"),
+                         (["--likelihood", "poisson"], "--likelihood 'poisson' is not one of"),
+                         (["--likelihood=bernoulli|poisson"], "'poisson' is not one of"), (["-q"], "has no option -q")]:
+        got = check_options(train, tokens, "p", "train")
+        assert len(got) == 1 and want in got[0], (tokens, got)
+    assert check_options(sample, ["-n", "64"], "p", "sample") == []
+    assert aevb_argv("$ OMP_NUM_THREADS=1 aevb train --epochs 3 | tee log") == [["train", "--epochs", "3"]]
+    assert aevb_argv("RUN1: aevb evaluate r && torchrun --nproc-per-node 2 -m aevb train") == [["evaluate", "r"],
+                                                                                            ["train"]]
+    assert aevb_argv("pip install aevb") == [] and aevb_argv("cd aevb") == []
 
 
 def test_option_tables_name_every_train_option():
