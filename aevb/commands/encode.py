@@ -24,7 +24,7 @@ def register(sub) -> None:
     add_data_arguments(p)
     p.add_argument("--out", metavar="FILE", required=True,
                    help="a .npz (id, mu, log_var, z), .csv (one row per item) or .npy file (the posterior "
-                        "means as a float matrix [N, J]; ids in FILE.ids.txt)")
+                        "means as a float matrix [N, J]; codes.npy has its ids in codes.ids.txt)")
     p.add_argument("--samples", type=int, default=0,
                    help=f"draws z ~ q(z|x) per item (0: none; at most {MAX_SAMPLES}; .npz or .csv only)")
     p.set_defaults(func=run)

@@ -34,7 +34,7 @@ def register(sub) -> None:
     p.add_argument("--k", type=int, default=100, help="importance samples per item (1: the ELBO only)")
     p.add_argument("--out", metavar="FILE", required=True,
                    help="a .npz (named columns), .csv (one row per item) or .npy file (a float matrix [N, C]; "
-                        "ids in FILE.ids.txt)")
+                        "scores.npy has its ids in scores.ids.txt)")
     p.add_argument("--reference", choices=["test", "valid"], default=None,
                    help="the run's own split to rank the items against")
     p.add_argument("--flag-above", type=float, default=None, metavar="P",
