@@ -1,12 +1,13 @@
 """The trainer's extension points: a ready-made model and the callback hooks around the loop."""
 import copy
+import math
 
 import pytest
 import torch
 
 from aevb.config import ConfigError
 from aevb.model import VAE
-from aevb.training import Trainer
+from aevb.training import Callback, Trainer
 
 from conftest import tiny_config
 
@@ -45,3 +46,94 @@ def test_a_model_that_is_not_a_module_is_refused_before_any_file(tmp_path):
     with pytest.raises(ConfigError, match=r"model= must be a torch.nn.Module .*got dict"):
         Trainer.new(tiny_config(), tmp_path / "run", model={})
     assert not (tmp_path / "run").exists()
+
+
+class Recorder(Callback):
+    """Writes down every hook call."""
+
+    def __init__(self):
+        self.calls, self.steps, self.paths = [], [], []
+
+    def on_train_start(self, trainer):
+        self.calls.append(("start", trainer.epoch))
+
+    def on_train_epoch_start(self, trainer):
+        self.calls.append(("epoch_start", trainer.epoch))
+        self.steps.append([])
+
+    def on_train_batch_end(self, trainer, outputs, batch_idx):
+        assert not outputs["loss"].requires_grad and not outputs["bound"].requires_grad
+        self.steps[-1].append((batch_idx, float(outputs["loss"]), outputs["batch_size"],
+                               float(outputs["bound"].mean()), outputs["skipped"]))
+
+    def on_save_checkpoint(self, trainer, path):
+        assert path.is_file()
+        self.paths.append(path.relative_to(trainer.run_dir).as_posix())
+
+    def on_train_epoch_end(self, trainer, record):
+        assert (trainer.run_dir / "metrics.jsonl").read_text().count("\n") == record["epoch"]
+        self.calls.append(("epoch_end", record["epoch"]))
+
+    def on_train_end(self, trainer):
+        self.calls.append(("end", trainer.epoch))
+
+    def on_exception(self, trainer, error):
+        self.calls.append(("exception", type(error).__name__))
+
+
+def test_per_step_hooks_see_every_step_and_average_to_the_epochs_loss(tmp_path):
+    cb = Recorder()
+    trainer = Trainer.new(tiny_config(train={"epochs": 2}, data={"validation": 200}), tmp_path / "run", callbacks=[cb])
+    history = trainer.fit()
+    n = len(trainer.data.train)
+    assert n == 1238  # 1438 digits less 200 held out: 20 batches of 64 (the last one 22)
+    per_epoch = math.ceil(n / 64)
+    assert [len(s) for s in cb.steps] == [per_epoch, per_epoch] == [20, 20]
+    assert [b for b, *_ in cb.steps[0]] == list(range(20)) and sum(s[2] for s in cb.steps[0]) == n
+    for steps, r in zip(cb.steps, history):
+        # elbo with beta 1: the loss is the batch's mean negative bound; weighted by batch size
+        # the steps give the epoch's training bound
+        assert sum(loss * size for _, loss, size, _, _ in steps) / n == pytest.approx(-r["train_bound"], rel=1e-6)
+        assert sum(b * size for _, _, size, b, _ in steps) / n == pytest.approx(r["train_bound"], rel=1e-6)
+        assert steps[0][1] == pytest.approx(r["train_loss_first"], rel=1e-6) and not any(s[4] for s in steps)
+    assert cb.calls == [("start", 0), ("epoch_start", 0), ("epoch_end", 1), ("epoch_start", 1), ("epoch_end", 2),
+                        ("end", 2)]
+    # best.pt whenever the validation bound improved, then last.pt, every epoch
+    assert cb.paths[-1] == "checkpoints/last.pt" and cb.paths.count("checkpoints/last.pt") == 2
+    assert cb.paths.count("checkpoints/best.pt") == sum(r["best_epoch"] == r["epoch"] for r in history) >= 1
+
+
+class StopAt(Callback):
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, record):
+        if trainer.epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_a_run_interrupted_and_resumed_with_a_callback_equals_an_uninterrupted_one(tmp_path):
+    cfg = tiny_config(train={"epochs": 3})
+    full = Recorder()
+    Trainer.new(cfg, tmp_path / "full", callbacks=[full]).fit()
+    part = Recorder()
+    with pytest.raises(KeyboardInterrupt):
+        Trainer.new(cfg, tmp_path / "part", callbacks=[part, StopAt(2)]).fit()
+    assert part.calls[-1] == ("exception", "KeyboardInterrupt") and ("end", 2) not in part.calls
+    rest = Recorder()
+    resumed = Trainer.resume(tmp_path / "part", callbacks=[rest])
+    resumed.fit()
+    assert rest.calls[0] == ("start", 2) and len(rest.steps) == 1
+    assert part.steps + rest.steps == full.steps  # every step's loss, value for value
+    assert _strip(resumed.history) == _strip(Trainer.resume(tmp_path / "full").history)
+
+
+def test_the_older_hook_name_is_still_called(tmp_path):
+    seen = []
+
+    class Old(Callback):
+        def on_epoch_end(self, trainer, record):
+            seen.append(record["epoch"])
+
+    Trainer.new(tiny_config(), tmp_path / "run", callbacks=[Old()]).fit()
+    assert seen == [1, 2]

@@ -1,28 +1,59 @@
-"""What a training run writes and shows around its loop: the metrics files, the per-epoch image
-grids, TensorBoard events and the progress bar and epoch lines, plus the ``Callback`` hooks
-that other parts (the report) attach.
+"""The ``Callback`` hooks of a training run, and the built-in callbacks a trainer assembles
+from its config: the best epoch and best.pt, the early stop, last.pt, the metrics files, the
+per-epoch image grids, TensorBoard events, and the progress bar and epoch lines.
 """
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import Dict, List
+import math
+from typing import Dict, List, Optional
 
 import torch
 
 from ..images import grid, save_grid
 from ..io import atomic_write_csv, atomic_write_text
+from ..runs import BEST_CHECKPOINT
 from ..sampling import decode_means, paired_rows, reconstructions
+from .state import best_state
 
 
 class Callback:
-    """Hooks a trainer calls; override what you need."""
+    """Hooks a trainer calls, named as in PyTorch Lightning; override what you need.
+
+    Under torchrun a trainer calls them on rank 0 only. ``on_train_batch_end`` comes after each
+    training step (``outputs``: the step's ``loss`` and per-datapoint ``bound``,
+    ``log_px_given_z`` and ``kl`` as detached tensors on the device, ``batch_size``, and
+    ``skipped``: True when the step was non-finite and left out); ``on_train_epoch_end`` gets the
+    epoch's metrics row once its checkpoint and metrics files are written. ``on_epoch_end`` is
+    the older name of ``on_train_epoch_end`` and is still called by its default.
+    """
+
+    every_rank = False  # built-in parts that keep state every process needs (best epoch, checkpoint)
+
+    def on_train_start(self, trainer) -> None:
+        pass
+
+    def on_train_epoch_start(self, trainer) -> None:
+        pass
+
+    def on_train_batch_end(self, trainer, outputs: dict, batch_idx: int) -> None:
+        pass
+
+    def on_train_epoch_end(self, trainer, record: dict) -> None:
+        self.on_epoch_end(trainer, record)
 
     def on_epoch_end(self, trainer, record: dict) -> None:
         pass
 
+    def on_save_checkpoint(self, trainer, path: Path) -> None:
+        pass
+
     def on_train_end(self, trainer) -> None:
+        pass
+
+    def on_exception(self, trainer, error: BaseException) -> None:
         pass
 
 
@@ -50,7 +81,74 @@ def write_images(images: Dict[str, torch.Tensor], image_shape, folder: Path, suf
     return out
 
 
-class TensorBoard:
+class BestCheckpoint(Callback):
+    """The best validation bound so far (``epoch``, ``bound``: the earliest of equal bounds) and
+    RUN/checkpoints/best.pt, the model of that epoch, rewritten only when an epoch improves on
+    it. It marks each metrics row with ``best_epoch``; nothing happens without a validation split."""
+
+    every_rank = True  # the bounds were summed over all processes: every process keeps the same best
+
+    def __init__(self, epoch: Optional[int] = None, bound: Optional[float] = None):
+        self.epoch, self.bound = epoch, bound
+
+    def on_train_epoch_end(self, trainer, record: dict) -> None:
+        v = record.get("valid_bound")
+        if v is None:
+            return
+        improved = self.bound is None or v > self.bound
+        if improved:
+            self.epoch, self.bound = trainer.epoch, float(v)
+        record["best_epoch"] = self.epoch
+        if improved and trainer.dist.is_main:
+            trainer.save_checkpoint(best_state(trainer), BEST_CHECKPOINT)
+
+
+class EarlyStopping(Callback):
+    """Training ends after the first epoch E with E - best epoch >= ``train.early_stop``; the
+    decision depends only on the history, so a resumed run stops where an uninterrupted one does.
+    Marks that epoch's metrics row ``stopped_early``."""
+
+    every_rank = True
+
+    def due(self, trainer) -> bool:
+        patience, best = trainer.cfg.train.early_stop, trainer.best_epoch
+        return patience is not None and best is not None and trainer.epoch - best >= patience
+
+    def on_train_epoch_end(self, trainer, record: dict) -> None:
+        if "valid_bound" in record and self.due(trainer):
+            record["stopped_early"] = True
+
+
+class LastCheckpoint(Callback):
+    """RUN/checkpoints/last.pt after every epoch, atomically: everything a resume needs. If it
+    cannot be written, nothing else of the epoch is."""
+
+    every_rank = True  # under torchrun gathering the state is a collective
+
+    def on_train_epoch_end(self, trainer, record: dict) -> None:
+        state = trainer.checkpoint_state()
+        if trainer.dist.is_main:
+            trainer.write_checkpoint(state)
+
+
+class MetricsFiles(Callback):
+    """RUN/metrics.jsonl and RUN/metrics.csv, rewritten whole after every epoch."""
+
+    def on_train_epoch_end(self, trainer, record: dict) -> None:
+        write_metrics(trainer.run_dir, trainer.history)
+
+
+class ImageGrids(Callback):
+    """RUN/images/reconstructions_epochNNN.png and samples_epochNNN.png every
+    ``train.images_every`` epochs and after the last."""
+
+    def on_train_epoch_end(self, trainer, record: dict) -> None:
+        t = trainer.cfg.train
+        if t.images_every and (trainer.epoch % t.images_every == 0 or trainer.epoch == t.epochs):
+            trainer.write_images(trainer.run_dir / "images", suffix=f"_epoch{trainer.epoch:03d}")
+
+
+class TensorBoard(Callback):
     """RUN/tensorboard event files, opened on first use (nothing when TensorBoard is off or not
     installed: the CSV/JSON metrics still exist)."""
 
@@ -67,13 +165,16 @@ class TensorBoard:
             self._writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
         return self._writer
 
+    def on_train_epoch_end(self, trainer, record: dict) -> None:
+        self.scalars(trainer.run_dir, record, trainer.epoch)
+
     def scalars(self, run_dir: Path, record: dict, epoch: int) -> None:
         """Every number of an epoch's metrics row, as train/bound, test/kl, ..."""
         w = self.writer(run_dir)
         if w is None:
             return
         for k, v in record.items():
-            if k not in ("epoch", "step", "best_epoch", "stopped_early"):
+            if k not in ("epoch", "step", "best_epoch", "stopped_early") and isinstance(v, (int, float)):
                 w.add_scalar(k.replace("_", "/", 1), v, epoch)
         w.flush()
 
@@ -83,12 +184,42 @@ class TensorBoard:
             self._writer = None
 
 
-class Progress:
+class ProgressBar(Callback):
     """A progress bar within each epoch and one line per epoch (losses, KL, time, ETA), on
-    standard error; silent when ``enabled`` is false (and on other ranks than 0)."""
+    standard error; silent when ``enabled`` is false (and on other ranks than 0). Every 20 steps
+    it shows the running loss, the only place the loop's sums are read during an epoch."""
 
     def __init__(self, enabled: bool):
-        self.enabled = enabled
+        self.enabled, self._bar = enabled, None
+
+    def on_train_epoch_start(self, trainer) -> None:
+        self._bar = self.bar(trainer.epoch, trainer.cfg.train.epochs, trainer.epoch_batches)
+
+    def on_train_batch_end(self, trainer, outputs: dict, batch_idx: int) -> None:
+        bar = self._bar
+        if bar is None:
+            return
+        last = batch_idx == trainer.epoch_batches - 1
+        if batch_idx % 20 == 0 or last:
+            running = trainer.epoch_sums[0].item() / max(trainer.epoch_count, 1)
+            if not math.isfinite(running) and not trainer.dist.enabled:  # sharded: checked after the epoch
+                trainer.diverged(batch_idx)
+            bar.set_postfix_str(f"loss {-running:.2f} nats")
+        bar.update(1)
+        if last:
+            self.close()
+
+    def on_train_epoch_end(self, trainer, record: dict) -> None:
+        self.close()
+        self.epoch_line(record, trainer.history, trainer.epoch, trainer.cfg.train.epochs)
+
+    def on_exception(self, trainer, error: BaseException) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     def bar(self, epoch: int, epochs: int, total: int):
         if not self.enabled:

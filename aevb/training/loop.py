@@ -14,6 +14,7 @@ shuffle gives the same numbers either way), so an epoch does no per-sample Pytho
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
@@ -32,13 +33,13 @@ from ..lock import RunLock
 from ..model import VAE
 from ..optimizers import build_optimizer, build_scheduler, warmup_factor
 from ..runfolder import NewRun, remove_orphans
-from ..runs import BEST_CHECKPOINT, CHECKPOINT, Run, is_run
+from ..runs import CHECKPOINT, Run, is_run
 from . import session
-from .callbacks import Callback, Progress, TensorBoard, epoch_images, write_images, write_metrics
+from .callbacks import (BestCheckpoint, Callback, EarlyStopping, ImageGrids, LastCheckpoint, MetricsFiles, ProgressBar,
+                        TensorBoard, epoch_images, write_images)
 from .objective import (batch_loss, binarize_batch, kl_weight, objective_terms, poison_if_nonfinite,
                         step_is_finite, training_precision)
-from .state import (best_state, checkpoint_errors, checkpoint_state, restore_best, restore_rng, seed_noise, stop_due,
-                    update_best)
+from .state import checkpoint_errors, checkpoint_state, restore_best, restore_rng, seed_noise
 
 
 class Trainer:
@@ -80,8 +81,8 @@ class Trainer:
         self.epoch, self.step, self.history = 0, 0, []
         self.skipped_steps = 0  # non-finite steps left out, over the whole run
         self.batch_losses: List[float] = []  # the last epoch's training loss per step
-        self.best_epoch: Optional[int] = None
-        self.best_bound: Optional[float] = None
+        self.best = BestCheckpoint()  # the best validation epoch and best.pt
+        self.early_stopping = EarlyStopping()
         if state is not None:
             with checkpoint_errors(run_dir):
                 self.optimizer.load_state_dict(state["optimizer"])
@@ -89,12 +90,20 @@ class Trainer:
                 self.epoch, self.step = int(state["epoch"]), int(state["step"])
                 self.skipped_steps = int(state.get("skipped_steps", 0))
                 self.history = list(state["history"])
-                self.best_epoch, self.best_bound = restore_best(state, self.history)
+                self.best.epoch, self.best.bound = restore_best(state, self.history)
                 restore_rng(self, state)
         self.splits = session.place_splits(data, self.device)
         self.sample_seed = t.seed + 2  # the same prior draws every epoch
         self.tensorboard = TensorBoard(bool(t.tensorboard))
-        self.progress = Progress(bool(t.progress) and self.dist.is_main)
+        self.progress = ProgressBar(bool(t.progress) and self.dist.is_main)
+        # the built-in callbacks, in the order an epoch's outputs are written: best.pt before last.pt,
+        # then metrics, images, TensorBoard and the epoch line; the user's callbacks come after them
+        self.builtins: List[Callback] = [self.best, self.early_stopping, LastCheckpoint(), MetricsFiles(),
+                                         ImageGrids(), self.tensorboard, self.progress]
+        self.epoch_batches = 0  # steps of the epoch under way
+        self.epoch_sums: Optional[torch.Tensor] = None  # its applied steps' summed bound, log p(x|z), KL (device)
+        self.epoch_count = 0  # and how many datapoints they cover
+        self.saved: List[Path] = []  # checkpoints written this epoch, relative to the run folder
         self._lock: Optional[RunLock] = None  # this process's lock on run_dir (rank 0)
         self._new_run: Optional[NewRun] = None  # a new run (maybe replacing an old one on its first epoch)
         self._resumed = False  # config.json and run.json are rewritten only once an epoch has trained
@@ -155,12 +164,11 @@ class Trainer:
         (``--overwrite``) that had not trained an epoch is deleted, leaving the old run as it was.
         A resume that trains nothing changes no file."""
         t = self.cfg.train
-        main = self.dist.is_main  # under torchrun only rank 0 writes files and runs callbacks
+        main = self.dist.is_main  # under torchrun only rank 0 writes files and runs the user's callbacks
         if self.epoch >= t.epochs or self.stopped_early:
             if main and self.unfinished:  # every epoch trained, but the end failed: finish it now
                 try:
-                    for cb in self.callbacks:
-                        cb.on_train_end(self)
+                    self._hook("on_train_end")
                     session.finished(self)
                 finally:
                     self._end()
@@ -172,16 +180,17 @@ class Trainer:
         if self.history:  # a run stopped early continues (a larger --early-stop): that row no longer ends it
             self.history[-1].pop("stopped_early", None)
         try:
+            self._hook("on_train_start")
             while self.epoch < t.epochs and not self.stopped_early:
                 record = self.train_epoch()
                 if main and self.epoch == first + 1:
                     session.started(self)
-                if main:
-                    for cb in self.callbacks:
-                        cb.on_epoch_end(self, record)
+                if main:  # the user's callbacks see the run folder where it stays
+                    for path in self.saved:
+                        self._hook("on_save_checkpoint", self.run_dir / path, builtins=False)
+                    self._hook("on_train_epoch_end", record, builtins=False)
+            self._hook("on_train_end")
             if main:
-                for cb in self.callbacks:
-                    cb.on_train_end(self)
                 session.finished(self)
         except BaseException as caught:
             e = caught
@@ -189,6 +198,7 @@ class Trainer:
                 e = KeyboardInterrupt()  # Ctrl-C that a later error replaced: the run was interrupted
             if main and isinstance(e, DiskFullError) and not (self._new_run and self._new_run.pending):
                 e = DiskFullError(e.path, e.needed, advice=session.continue_advice(self, "free some space on that disk"))
+            self._exception_hooks(e)
             if main:
                 session.failed(self, e, trained=self.epoch > first)
             self._end()
@@ -200,6 +210,26 @@ class Trainer:
         self._end()
         return self.history
 
+    def _hook(self, name: str, *args, builtins: bool = True, user: bool = True) -> None:
+        """Call hook ``name`` of the built-in callbacks (those that every process needs on every
+        rank, the others on rank 0), then of the user's (rank 0)."""
+        main = self.dist.is_main
+        for cb in (self.builtins if builtins else []) + (self.callbacks if user else []):
+            if main or getattr(cb, "every_rank", False):
+                getattr(cb, name)(self, *args)
+
+    def _exception_hooks(self, error: BaseException) -> None:
+        """``on_exception`` of every callback; a callback that fails there is reported on stderr and
+        does not replace the error that stopped training."""
+        main = self.dist.is_main
+        for cb in self.builtins + self.callbacks:
+            if main or getattr(cb, "every_rank", False):
+                try:
+                    cb.on_exception(self, error)
+                except Exception as failure:
+                    print(f"aevb: warning: {type(cb).__name__}.on_exception failed: {type(failure).__name__}: "
+                          f"{failure}", file=sys.stderr)
+
     @property
     def unfinished(self) -> bool:
         """A resumed run that trained all its epochs (or stopped early) but whose status is not 'finished'."""
@@ -208,7 +238,20 @@ class Trainer:
     @property
     def stopped_early(self) -> bool:
         """The validation bound has not improved for ``cfg.train.early_stop`` epochs: training ends."""
-        return stop_due(self)
+        return self.early_stopping.due(self)
+
+    @property
+    def best_epoch(self) -> Optional[int]:
+        """The epoch with the best validation bound so far (None without a validation split)."""
+        return self.best.epoch
+
+    @property
+    def best_bound(self) -> Optional[float]:
+        return self.best.bound
+
+    def diverged(self, batch: int, skipped: int = 0):
+        """Raise TrainingDiverged for a non-finite loss in ``batch`` of the epoch under way."""
+        session.diverged(self, batch, skipped=skipped)
 
     def _end(self) -> None:
         self._close()
@@ -216,6 +259,9 @@ class Trainer:
             self._lock.release()
 
     def train_epoch(self) -> dict:
+        """One epoch: the training steps, the test (and validation) bound, the metrics row, and
+        the built-in callbacks' outputs (best.pt, last.pt, metrics, images, TensorBoard, the epoch
+        line); returns the row. ``fit`` then calls the user's callbacks."""
         cfg, t, obj = self.cfg, self.cfg.train, self.cfg.objective
         train_split = self.splits["train"]
         n, bs = len(train_split), t.batch_size
@@ -224,12 +270,12 @@ class Trainer:
         perm = torch.randperm(n, generator=self.shuffle)
         # sums of the applied steps' bound, log p(x|z) and KL, and how many datapoints they cover
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)
-        counted = 0
+        self.epoch_sums, self.epoch_count, self.epoch_batches, self.saved = sums, 0, n_batches, []
         # each applied step's loss (-inf: skipped), for the epoch's first and largest batch loss
         batch_losses = torch.full((n_batches,), -math.inf, dtype=torch.float64, device=self.device)
         rank, world, sharded = self.dist.rank, self.dist.world_size, self.dist.enabled
         t0 = time.perf_counter()
-        bar = self.progress.bar(self.epoch, t.epochs, n_batches)
+        self._hook("on_train_epoch_start")
         self.model.train()
         batch_idx = [perm[b * bs:(b + 1) * bs] for b in range(n_batches)]
         if sharded:  # this process's share of each global batch
@@ -247,33 +293,29 @@ class Trainer:
             if sharded:  # sum over processes: the gradient of the global batch's mean
                 poison_if_nonfinite(self.model.parameters(), loss)  # so that every process skips the step
                 distributed.all_reduce_gradients(self.model.parameters())
-            if step_is_finite(self.model.parameters(), loss, cfg.optim.grad_clip):
+            applied = step_is_finite(self.model.parameters(), loss, cfg.optim.grad_clip)
+            if applied:
                 self._apply_step()
                 with torch.no_grad():
                     batch_losses[b] = loss.detach().double()
                     sums += torch.stack([terms.bound.sum(), terms.log_px_given_z.sum(), terms.kl.sum()]).double()
-                counted += len(xb)
+                self.epoch_count += len(xb)
             else:  # left out and counted; too many stop the run (optim.max_skipped_steps)
                 self.skipped_steps += 1
                 if self.skipped_steps > cfg.optim.max_skipped_steps:
-                    session.diverged(self, b, skipped=self.skipped_steps)
+                    self.diverged(b, skipped=self.skipped_steps)
             self.step += 1
-            if bar is not None and (b % 20 == 0 or b == n_batches - 1):
-                running = sums[0].item() / max(counted, 1)
-                if not math.isfinite(running) and not sharded:  # sharded: checked after the epoch, on all ranks
-                    session.diverged(self, b)
-                bar.set_postfix_str(f"loss {-running:.2f} nats")
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
-        totals = torch.cat([sums, torch.tensor([float(counted)], dtype=torch.float64, device=sums.device)])
+            self._hook("on_train_batch_end", {"loss": loss.detach(), "bound": terms.bound.detach(),
+                                              "log_px_given_z": terms.log_px_given_z.detach(),
+                                              "kl": terms.kl.detach(), "batch_size": len(xb),
+                                              "skipped": not applied}, b)
+        totals = torch.cat([sums, torch.tensor([float(self.epoch_count)], dtype=torch.float64, device=sums.device)])
         distributed.all_reduce_sum(totals)  # the sums and the datapoints they cover, over all processes
         if sharded:
             distributed.all_reduce_sum(batch_losses)  # each process holds its shard's part of a batch's loss
         train = (totals[:3] / totals[3].clamp(min=1.0)).tolist()
         if not all(math.isfinite(v) for v in train):
-            session.diverged(self, n_batches - 1)
+            self.diverged(n_batches - 1)
         self.batch_losses = batch_losses.tolist()  # this epoch's loss per step (-inf: skipped)
         applied = batch_losses[torch.isfinite(batch_losses)]
         steps = {"train_loss_first": float(batch_losses[0]) if math.isfinite(batch_losses[0]) else None,
@@ -290,15 +332,14 @@ class Trainer:
                 continue
             m = self._split_bound(self.splits[name])
             if not math.isfinite(m["bound"]):
-                session.diverged(self, n_batches - 1)
+                self.diverged(n_batches - 1)
             record.update({f"{name}_bound": m["bound"], f"{name}_log_px_given_z": m["log_px_given_z"],
                            f"{name}_kl": m["kl"]})
         record.update({"beta": kl_weight(obj, self.epoch - 1) if obj.objective == "elbo" else 1.0,
                        "lr": lr, "train_time_s": train_time,
                        "epoch_time_s": time.perf_counter() - t0})
         self.history.append(record)
-        self._epoch_outputs(record)
-        self.progress.epoch_line(record, self.history, self.epoch, t.epochs)
+        self._hook("on_train_epoch_end", record, user=False)
         return record
 
     def _apply_step(self) -> None:
@@ -326,23 +367,6 @@ class Trainer:
         return {"bound": s[0], "log_px_given_z": s[1], "kl": s[2]}
 
     # -------------------------------------------------------------- outputs
-    def _epoch_outputs(self, record: dict) -> None:
-        """The epoch's files (rank 0): best.pt when the validation bound improved, then the
-        checkpoint (if they cannot be written, nothing else of this epoch is), metrics, image
-        grids, TensorBoard."""
-        improved = update_best(self, record)  # every rank: the bounds were summed over all
-        state = self.checkpoint_state()  # under torchrun a collective: every rank takes part
-        if not self.dist.is_main:
-            return
-        if improved:
-            save_checkpoint(best_state(self), self.run_dir / BEST_CHECKPOINT)
-        self.write_checkpoint(state)
-        t = self.cfg.train
-        write_metrics(self.run_dir, self.history)
-        if t.images_every and (self.epoch % t.images_every == 0 or self.epoch == t.epochs):
-            self.write_images(self.run_dir / "images", suffix=f"_epoch{self.epoch:03d}")
-        self.tensorboard.scalars(self.run_dir, record, self.epoch)
-
     def write_images(self, folder: Path, suffix: str = "") -> Dict[str, Path]:
         """8 test images over their reconstructions, and 64 samples (likelihood means) from a
         fixed set of prior draws, so grids of successive epochs are comparable."""
@@ -357,9 +381,16 @@ class Trainer:
 
     def write_checkpoint(self, state: Optional[dict] = None) -> Path:
         """RUN/checkpoints/last.pt, atomically, from ``state`` (default: gathered now)."""
-        path = self.run_dir / CHECKPOINT
-        save_checkpoint(state if state is not None else self.checkpoint_state(), path)
+        path = self.save_checkpoint(state if state is not None else self.checkpoint_state(), CHECKPOINT)
         self.saved_epoch = self.epoch
+        return path
+
+    def save_checkpoint(self, state: dict, name: Union[str, Path]) -> Path:
+        """Write ``state`` atomically as RUN/``name`` (a path relative to the run folder); the
+        user's callbacks hear of it (``on_save_checkpoint``) once the epoch's outputs are written."""
+        path = self.run_dir / name
+        save_checkpoint(state, path)
+        self.saved.append(Path(name))
         return path
 
     def _close(self) -> None:

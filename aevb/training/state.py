@@ -141,27 +141,6 @@ def restore_best(state: dict, history: Sequence[dict]):
     return best_in(history)
 
 
-def update_best(trainer, record: dict) -> bool:
-    """Take the epoch's validation bound into the best so far and mark the metrics row with the
-    best epoch (and ``stopped_early`` when the early stop is due); True if this epoch is the new best."""
-    v = record.get("valid_bound")
-    if v is None:
-        return False
-    improved = trainer.best_bound is None or v > trainer.best_bound
-    if improved:
-        trainer.best_epoch, trainer.best_bound = trainer.epoch, float(v)
-    record["best_epoch"] = trainer.best_epoch
-    if stop_due(trainer):
-        record["stopped_early"] = True
-    return improved
-
-
-def stop_due(trainer) -> bool:
-    """Whether the validation bound has not improved for ``train.early_stop`` epochs."""
-    patience = trainer.cfg.train.early_stop
-    return patience is not None and trainer.best_epoch is not None and trainer.epoch - trainer.best_epoch >= patience
-
-
 def read_resume(run: Run, overrides: Optional[RunConfig], given: Sequence[str]):
     """(config, checkpoint state) of the run to continue, with the allowed overrides applied.
     The state is None for a run that stopped before its first checkpoint: it starts again from
