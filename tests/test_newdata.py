@@ -241,6 +241,17 @@ def test_a_npy_file_is_the_matrix_of_posterior_means_with_the_ids_beside_it(run,
     assert (tmp_path / "s.ids.txt").read_text().splitlines() == eight_bit["names"]
 
 
+def test_the_ids_file_of_a_npy_table_keeps_any_id_but_a_line_break(tmp_path):
+    mu = np.arange(6.0).reshape(3, 2)
+    ids = ["a\u2028b.png", "tab\there", "c,\"d\".png"]  # a Unicode line separator, a tab, CSV's specials
+    write_table(tmp_path / "c.npy", {"id": np.asarray(ids), "mu": mu})
+    got_ids, codes = outputs.read_codes(tmp_path / "c.npy", 2)
+    assert got_ids == ids and torch.equal(codes, torch.from_numpy(mu).float())
+    with pytest.raises(DataError, match=r"the item 'x\\ny' has a line break in its id.*write a .npz or .csv file"):
+        write_table(tmp_path / "d.npy", {"id": np.asarray(["x\ny", "z"]), "mu": mu[:2]})
+    assert not (tmp_path / "d.npy").exists() and not (tmp_path / "d.ids.txt").exists()
+
+
 def test_a_npy_file_refuses_draws_and_an_ids_path_that_is_a_folder(run, tmp_path, capsys):
     argv = ["encode", str(run.path), "--data", "digits:test", "--out", str(tmp_path / "c.npy"), "--no-progress"]
     assert main(argv + ["--samples", "2"]) == 2

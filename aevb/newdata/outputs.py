@@ -437,8 +437,12 @@ def _read_ids(path: Path, n: int, name: str) -> Optional[List[str]]:
     ids_file = ids_path(path)
     if not ids_file.is_file():
         return None
-    ids = ids_file.read_text(encoding="utf-8").splitlines()
+    text = ids_file.read_text(encoding="utf-8")
+    # one id per line (only \n ends a line: an id may hold any other character), \r\n read as \n
+    ids = [i[:-1] if i.endswith("\r") else i for i in (text[:-1] if text.endswith("\n") else text).split("\n")]
+    ids = ids if text else []
     if len(ids) != n:
-        raise DataError(f"{name}: {ids_file} beside it lists {len(ids)} ids for {n} rows; it belongs to another "
-                        f"file: remove it (the rows are then named 0..{n - 1}) or write both again")
+        raise DataError(f"{name}: {ids_file} beside it lists {len(ids)} id{'' if len(ids) == 1 else 's'} for {n} "
+                        f"rows; it belongs to another file: remove it (the rows are then named 0..{n - 1}) or "
+                        "write both again")
     return ids
