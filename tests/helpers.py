@@ -5,6 +5,8 @@ import contextlib
 import hashlib
 import math
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -167,3 +169,56 @@ def assert_non_decreasing_in_k(model, x, ks=(1, 4, 32, 256)):
         d = b - a
         assert float(d.mean()) > -3 * float(d.std() / math.sqrt(len(d))), [float(v.mean()) for v in lk]
     assert float((lk[-1] - lk[0]).mean()) > 0.05
+
+
+# ------------------------------------------------------------------ the documentation's pages
+def fenced_blocks(text: str):
+    """(language, [lines]) of every fenced code block."""
+    blocks, lang, lines = [], None, []
+    for line in text.splitlines():
+        m = re.match(r"^\s*```\s*([\w+-]*)", line)
+        if m and lang is None:
+            lang, lines = m.group(1).lower(), []
+        elif line.strip().startswith("```") and lang is not None:
+            blocks.append((lang, lines))
+            lang = None
+        elif lang is not None:
+            lines.append(line)
+    return blocks
+
+
+def prose(text: str) -> str:
+    """The text outside fenced code blocks."""
+    return re.sub(r"^\s*```.*?^\s*```[^\n]*$", "", text, flags=re.S | re.M)
+
+
+def joined(lines):
+    """Lines with backslash continuations joined."""
+    out, cur = [], ""
+    for line in lines:
+        if line.rstrip().endswith("\\"):
+            cur += line.rstrip()[:-1] + " "
+        else:
+            out.append(cur + line)
+            cur = ""
+    if cur:
+        out.append(cur)
+    return out
+
+
+# `aevb ...` after a prompt, variables, time or nohup, or a label such as `RUN1:`
+AEVB_LINE = re.compile(r"^(?:\$\s+)?(?:[A-Z_][A-Z0-9_]*=\S*\s+)*(?:(?:time|nohup)\s+)*(?:[A-Z][A-Z0-9_]*:\s+)?"
+                       r"aevb\s(.*)$")
+
+
+def aevb_argv(line: str):
+    """The argv of each `aevb ...` command in a shell line (also `... && aevb ...`, `aevb ... | tee`,
+    `$ aevb ...`, `OMP_NUM_THREADS=1 aevb ...`, `# RUN1: aevb ...` once the comment sign is
+    stripped, and `torchrun ... -m aevb ...`), without comments."""
+    out = []
+    for part in re.split(r"&&|;|\s\|\s", line):
+        part = part.strip()
+        m = AEVB_LINE.match(part) or re.search(r"(?:^|\s)-m aevb\s(.*)$", part)
+        if m:
+            out.append(shlex.split(m.group(1), comments=True))
+    return out

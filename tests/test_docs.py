@@ -33,6 +33,8 @@ import pytest
 
 from aevb.cli import build_parser
 
+from helpers import aevb_argv, fenced_blocks, joined, prose
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PAGES = [ROOT / "README.md"] + sorted(DOCS.glob("*.md"))
@@ -59,58 +61,6 @@ OTHER_PROGRAMS = ("python", "pip", "mkdocs", "torchrun", "OMP_NUM_THREADS", "ten
 
 # ---------------------------------------------------------------------------------------------
 # reading the pages
-
-def fenced_blocks(text: str):
-    """(language, [lines]) of every fenced code block."""
-    blocks, lang, lines = [], None, []
-    for line in text.splitlines():
-        m = re.match(r"^\s*```\s*([\w+-]*)", line)
-        if m and lang is None:
-            lang, lines = m.group(1).lower(), []
-        elif line.strip().startswith("```") and lang is not None:
-            blocks.append((lang, lines))
-            lang = None
-        elif lang is not None:
-            lines.append(line)
-    return blocks
-
-
-def prose(text: str) -> str:
-    """The text outside fenced code blocks."""
-    return re.sub(r"^\s*```.*?^\s*```[^\n]*$", "", text, flags=re.S | re.M)
-
-
-def joined(lines):
-    """Lines with backslash continuations joined."""
-    out, cur = [], ""
-    for line in lines:
-        if line.rstrip().endswith("\\"):
-            cur += line.rstrip()[:-1] + " "
-        else:
-            out.append(cur + line)
-            cur = ""
-    if cur:
-        out.append(cur)
-    return out
-
-
-# `aevb ...` after a prompt, variables, time or nohup, or a label such as `RUN1:`
-AEVB_LINE = re.compile(r"^(?:\$\s+)?(?:[A-Z_][A-Z0-9_]*=\S*\s+)*(?:(?:time|nohup)\s+)*(?:[A-Z][A-Z0-9_]*:\s+)?"
-                       r"aevb\s(.*)$")
-
-
-def aevb_argv(line: str):
-    """The argv of each `aevb ...` command in a shell line (also `... && aevb ...`, `aevb ... | tee`,
-    `$ aevb ...`, `OMP_NUM_THREADS=1 aevb ...`, `# RUN1: aevb ...` once the comment sign is
-    stripped, and `torchrun ... -m aevb ...`), without comments."""
-    out = []
-    for part in re.split(r"&&|;|\s\|\s", line):
-        part = part.strip()
-        m = AEVB_LINE.match(part) or re.search(r"(?:^|\s)-m aevb\s(.*)$", part)
-        if m:
-            out.append(shlex.split(m.group(1), comments=True))
-    return out
-
 
 def shell_commands():
     """(page name, line, argv) for every aevb command in a shell code block."""
