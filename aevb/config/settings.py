@@ -21,8 +21,8 @@ from ..data.registry import BINARIZE_MODES
 from ..devices import PRECISIONS
 from ..distributions import LIKELIHOODS, MEAN_ACTIVATIONS
 from ..flows import FLOWS
-from ..model import KL_ESTIMATORS, NETWORKS, OBJECTIVES
-from ..networks import ACTIVATIONS
+from ..bounds import KL_ESTIMATORS, OBJECTIVES
+from ..networks import ACTIVATIONS, NETWORKS
 from ..optimizers import OPTIMIZERS, SCHEDULES
 from ..presets import PRESETS
 from ..priors import PRIORS
@@ -117,6 +117,8 @@ class TrainConfig:
     images_every: int = 1  # write reconstruction / sample grids every n epochs (0: never)
     progress: bool = True  # show progress bars
     tensorboard: bool = True
+    report: bool = True  # figures and report.html at the end of training (and latent snapshots during it)
+    limit_batches: Optional[int] = None  # a quick debug run: only the first N batches of each epoch (and N evaluation batches)
 
 
 @dataclass
@@ -246,6 +248,7 @@ RANGES = {
     "train.device": (device_name, "auto, cpu, cuda, cuda:N or mps"),
     "train.threads": (lambda v: 1 <= v <= 4096, "an integer in 1..4096"),
     "train.images_every": (lambda v: v >= 0, "an integer >= 0 (0: never)"),
+    "train.limit_batches": (lambda v: 1 <= v <= 1_000_000_000, "an integer in 1..1000000000 (batches per epoch)"),
 }
 
 
