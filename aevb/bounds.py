@@ -37,6 +37,10 @@ from torch import Tensor, nn
 from .data.base import Split, as_split
 from .distributions import kl_normal_standard
 
+# training bounds: the SGVB ELBO (VAE.elbo) or the importance-weighted bound (VAE.iwae)
+OBJECTIVES = ("elbo", "iwae")
+# how VAE.elbo takes the KL: in closed form (estimator B) or by Monte Carlo (estimator A)
+KL_ESTIMATORS = ("analytic", "mc")
 # Samples per block of noise: eps is drawn in blocks of this many samples per batch.
 NOISE_BLOCK = 64
 # Default memory budget of one chunk, bytes: four temporaries of chunk x batch x decoder width.
@@ -179,20 +183,16 @@ def _seeded_global(seed: int, device: torch.device):
 # ------------------------------------------------------------------------- one chunk
 def chunk_log_weights(model, x: Tensor, mu: Tensor, log_var: Tensor, eps: Tensor,
                       log_px_fn=None) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
-    """(log w, log p(x|z), KL terms per layer), the first two [B, c], for the posterior sample z
-    of noise eps [B, c, J] (z = mu + sigma * eps, then the model's flow or upper layers:
-    ``model.sample_posterior``).
+    """(log w, log p(x|z), KL terms per layer), the first two [B, c], for the posterior samples of
+    noise eps [B, c, J] (the model's one importance weight, ``model.log_weights``).
 
     log w = log p(x|z) + log p(z) - log q(z|x): the log importance weight of each sample. With
     stacked layers the third value is log q(z_l | .) - log p(z_l | .) per layer [B, c, L] (their
     sum is log q - log p), else None. ``log_px_fn`` replaces
     ``model.likelihood.log_prob_samples`` (e.g. a compiled version of it).
     """
-    z, log_p_z, log_q, kl_layers = model.latent_terms(eps, mu.unsqueeze(1), log_var.unsqueeze(1))
-    params = model.decode(z)
-    log_px_z = (log_px_fn or model.likelihood.log_prob_samples)(x, params)
-    log_w = log_px_z + log_p_z - log_q
-    return log_w, log_px_z, kl_layers
+    log_w, log_px_z, s = model.log_weights(x, eps, mu, log_var, batch_first=True, log_px_fn=log_px_fn)
+    return log_w, log_px_z, s.kl_layers
 
 
 # ------------------------------------------------------------------------- the engine
@@ -246,7 +246,7 @@ def batch_bounds(model, x: Union[Split, Tensor], k: int = 1, batch_size: Optiona
             for xb in as_split(x).batches(batch_size, device):
                 xb = noise.prepare(xb.to(dtype))
                 b = len(xb)
-                mu, log_var = model.encode(xb)
+                mu, log_var = model.encoder_params(xb)
                 draw = noise.for_batch(b, model.latent_dim, dtype, device)
                 total = torch.full((b,), -math.inf, dtype=torch.float64, device=device)
                 total2 = torch.full((b,), -math.inf, dtype=torch.float64, device=device)  # log sum w^2
@@ -397,7 +397,7 @@ def posterior_means(model, x: Union[Split, Tensor], batch_size: Optional[int] = 
     was_training = model.training
     model.eval()
     try:
-        return torch.cat([model.codes(*model.encode(xb.to(p.dtype))).double().cpu()
+        return torch.cat([model.codes(*model.encoder_params(xb.to(p.dtype))).double().cpu()
                           for xb in as_split(x).batches(batch_size or eval_rows(model), p.device)])
     finally:
         model.train(was_training)
@@ -417,7 +417,7 @@ def kl_per_dimension(model, x: Union[Split, Tensor], batch_size: Optional[int] =
     total = None
     try:
         for xb in as_split(x).batches(batch_size or eval_rows(model), p.device):
-            mu, log_var = model.encode(xb.to(p.dtype))
+            mu, log_var = model.encoder_params(xb.to(p.dtype))
             s = kl_normal_standard(mu, log_var).double().sum(0).cpu()
             total = s if total is None else total + s
     finally:

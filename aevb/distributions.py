@@ -403,3 +403,30 @@ def get_likelihood(name: str, sigma: float = 1.0, mean_activation: str = "identi
     if name == "discretized-logistic":
         return DiscretizedLogistic(components=components)
     raise ValueError(f"unknown likelihood {name!r}; choose one of {', '.join(LIKELIHOODS)}")
+
+
+class DataDistribution(torch.distributions.Distribution):
+    """p(x|z) for decoder outputs ``params`` [..., n_params * D], as ``VAE.decode(z)`` returns
+    it: ``.mean`` [..., D] in data space (e.g. probabilities for Bernoulli data, not logits),
+    ``.log_prob(x)`` [...] nats summed over the D values, ``.sample()`` a draw [..., D], and
+    ``.params`` the decoder's raw outputs (logits for Bernoulli)."""
+
+    arg_constraints: dict = {}
+
+    def __init__(self, likelihood: Likelihood, params: Tensor):
+        self.likelihood, self.params = likelihood, params
+        dim = params.shape[-1] // likelihood.n_params
+        super().__init__(batch_shape=params.shape[:-1], event_shape=(dim,), validate_args=False)
+
+    @property
+    def mean(self) -> Tensor:
+        return self.likelihood.mean(self.params)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        return self.likelihood.log_prob(value, self.params)
+
+    def sample(self, sample_shape=torch.Size(), generator: Optional[torch.Generator] = None) -> Tensor:
+        if tuple(sample_shape):
+            params = self.params.expand(tuple(sample_shape) + tuple(self.params.shape))
+            return self.likelihood.sample(params, generator)
+        return self.likelihood.sample(self.params, generator)

@@ -130,7 +130,7 @@ def evaluate_run(run, split: str = "test", k: int = 1, batch_size: Optional[int]
            "torch_version": torch.__version__,
            "units": "nats per datapoint (summed over the data dimensions); loss = -ELBO"}
     out.update(summarize(b, x.dim, kind, levels, run.config.model.likelihood,
-                         layer_sizes=model.stack.sizes if model.stack is not None else None))
+                         layer_sizes=model.layer_sizes if len(model.layer_sizes) > 1 else None))
     out["binarization"] = note
     if per_datapoint:
         out["per_datapoint"] = {

@@ -1,46 +1,50 @@
-"""The VAE: q(z|x), p(z), p(x|z); the SGVB bound and the importance-weighted bound.
+"""The VAE as an ``nn.Module``: q(z|x), p(z), p(x|z); the SGVB bound and the importance-weighted bound.
 
-One model of parts chosen by options: an encoder giving the Gaussian q_0(z|x) = N(mu, sigma^2),
-optionally a normalising flow on top of it (aevb.flows), a prior (aevb.priors: N(0, I) as in
-the AEVB paper, a learned mixture of Gaussians or the VampPrior), a decoder and a likelihood.
-The KL has a closed form only for the Gaussian posterior against N(0, I); every other
-combination takes it by Monte Carlo, log q(z|x) - log p(z) at the sampled z.
+A model is an encoder (x -> the Gaussian parameters of the bottom latent layer), a stack of latent
+cells (aevb.latent: every stochastic layer's q and p; one Gaussian layer with N(0, I) is the AEVB
+paper's model, a flow or a learned prior is a part of a cell, stacked layers are more cells), a
+decoder (the bottom layer's z -> the likelihood's parameters) and a likelihood. The importance
+weight log w = log p(x|z) + log p(z) - log q(z|x) is computed in one place,
+:meth:`VAE.log_weights`, for training (ELBO, IWAE) and evaluation (aevb.bounds) alike.
 
-Shapes: data x [B, D]; latents z [S, B, J] where S is the number of samples per datapoint;
-every log-probability is in nats, one value per datapoint ([B] or [S, B]).
+Use like any PyTorch module: ``model(x)`` gives the per-datapoint terms of the configured bound
+and a scalar ``.loss``; ``model.encode(x)`` is q(z|x) and ``model.decode(z)`` is p(x|z), both
+``torch.distributions`` objects. ``VAE(encoder, decoder, likelihood, latent_dim)`` takes your own
+networks; ``VAE.from_config`` / ``VAE.for_data`` build aevb's.
+
+Shapes: data x [B, D] (your encoder sees [B, *data_shape]); latents z [S, B, J] where S is the
+number of samples per datapoint; every log-probability is in nats, one value per datapoint.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+from pathlib import Path
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
-from .bounds import SeededNoise, batch_bounds
+from .bounds import KL_ESTIMATORS, SeededNoise, batch_bounds
+from .config import ModelConfig, ObjectiveConfig, RunConfig, merge, resolve
 from .convnets import ConvDecoder, ConvEncoder
-from .distributions import Likelihood, get_likelihood, kl_normal_standard, log_normal
+from .distributions import DataDistribution, Likelihood, get_likelihood, kl_normal_standard, log_normal
+from .errors import CheckpointError, ConfigError
+from .io import atomic_write_text, load_checkpoint
 from .flows import FLOW_STEPS, Flow
+from .latent import LatentSample, LatentStack, Posterior, assemble
 from .networks import GaussianEncoder, MLPDecoder, init_normal_
-from .priors import Prior, StandardNormal, build_prior
-from .stacked import LatentStack
+from .priors import build_prior
+from .pretrained import CONFIG_NAME, WEIGHTS_NAME, read_safetensors, write_safetensors
 from .sampling import prior_samples, reconstructions
 from .sizing import model_sizes
+from .stacked import stack_hidden, stacked_networks
 
-# encoder / decoder networks VAE.from_config builds
-NETWORKS = ("mlp", "conv")
-# training bounds: the SGVB ELBO (VAE.elbo) or the importance-weighted bound (VAE.iwae)
-OBJECTIVES = ("elbo", "iwae")
-# how VAE.elbo takes the KL: in closed form (estimator B) or by Monte Carlo (estimator A)
-KL_ESTIMATORS = ("analytic", "mc")
-
-
-def stack_hidden(sizes) -> list:
-    """Deterministic layers between two stochastic ones when --latent-hidden is not given: two
-    of twice the upper layer's size (the IWAE paper's 100-100 between 100 and 50 latents)."""
-    return [2 * int(sizes[-1])] * 2
+# aevb's own networks: they read x [B, D] and z [..., J] as they are
+NATIVE_ENCODERS = (GaussianEncoder, ConvEncoder)
+NATIVE_DECODERS = (MLPDecoder, ConvDecoder)
 
 
 @dataclass
@@ -51,7 +55,8 @@ class BoundTerms:
     ``log_px_given_z``: the reconstruction term E_q[log p(x|z)] (Monte Carlo average);
     ``kl``: the KL(q(z|x) || p(z)) term (closed form or its Monte Carlo estimate);
     ``kl_per_dim``: [B, J] closed-form KL per latent dimension (diagnostics), None where the
-    model has no closed-form KL (a flow posterior or a learned prior).
+    model has no closed-form KL (a flow posterior, a learned prior or stacked layers).
+    ``loss`` (a property): minus the mean bound, the scalar to call ``.backward()`` on.
     """
 
     bound: Tensor
@@ -59,15 +64,70 @@ class BoundTerms:
     kl: Tensor
     kl_per_dim: Optional[Tensor]
 
+    @property
+    def loss(self) -> Tensor:
+        return -self.bound.mean()
+
+
+def upgrade_state_dict(state: dict, n_layers: int, prefix: str = "") -> None:
+    """Rename, in place, the keys of a state dict written before models were stacks of cells
+    (``prior.*``, ``flow.*``, ``stack.up.i.*``, ``stack.down.i.*``) to today's."""
+    moves = {"prior.": f"latent.cells.{n_layers - 1}.prior.", "flow.": "latent.cells.0.flow."}
+    for key in [k for k in state if k.startswith(prefix)]:
+        rest = key[len(prefix):]
+        new = None
+        for old, now in moves.items():
+            if rest.startswith(old):
+                new = now + rest[len(old):]
+        if rest.startswith("stack.up.") or rest.startswith("stack.down."):
+            _, kind, i, tail = rest.split(".", 3)
+            new = f"latent.cells.{int(i) + 1}.q_net.{tail}" if kind == "up" else f"latent.cells.{i}.p_net.{tail}"
+        if new is not None:
+            state[prefix + new] = state.pop(key)
+
+
+def upgrade_checkpoint(state: dict, model: nn.Module, optimizer) -> dict:
+    """A training checkpoint ``state`` ({"model": ..., "optimizer": ...}) for ``model`` and its
+    ``optimizer``, with a model state dict of the layout before latent cells renamed (see
+    :func:`upgrade_state_dict`) and the optimizer's per-parameter state, which torch keeps by
+    position, moved to today's order of the parameters. A checkpoint of today's layout is
+    returned as it is."""
+    saved = list(state["model"])
+    if not any(k.startswith(("prior.", "flow.", "stack.")) for k in saved):
+        return state
+    renamed = {k: k for k in saved}
+    probe = {k: k for k in saved}
+    upgrade_state_dict(probe, len(model.cells))
+    for new, old in probe.items():
+        renamed[old] = new
+    position = {renamed[k]: i for i, k in enumerate(saved)}
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    mapping, start = {}, 0
+    for group in optimizer.param_groups:  # the same groups, each once in the saved order
+        names = [name_of[id(p)] for p in group["params"]]
+        for old_i, name in enumerate(sorted(names, key=position.__getitem__)):
+            mapping[start + old_i] = start + names.index(name)
+        start += len(names)
+    opt = state["optimizer"]
+    moved = {"state": {mapping[int(i)]: v for i, v in opt["state"].items()},
+             "param_groups": [dict(g, params=sorted(mapping[i] for i in g["params"])) for g in opt["param_groups"]]}
+    model_state = dict(state["model"])
+    upgrade_state_dict(model_state, len(model.cells))
+    return dict(state, model=model_state, optimizer=moved)
+
 
 class VAE(nn.Module):
-    """A variational autoencoder with a Gaussian inference network.
+    """A variational autoencoder: ``VAE(encoder, decoder, likelihood, latent_dim)``.
 
-    ``encoder(x) -> (mu, log_var)`` each [B, J]; ``decoder(z) -> params`` [..., n_params * D];
-    ``likelihood`` turns decoder parameters into log p(x|z). Optional parts: ``prior`` (an
-    aevb.priors.Prior over the top layer; N(0, I) when None), ``flow`` (an aevb.flows.Flow on the
-    Gaussian posterior) and ``stack`` (aevb.stacked.LatentStack: stochastic layers above z_1,
-    whose sizes the full latent vector of ``latent_dim`` values concatenates).
+    ``encoder``: maps a batch [B, *data_shape] to q(z|x)'s mean and log-variance, as one tensor
+    [B, 2 x latent_dim] (mean first) or a pair; ``decoder``: maps z [N, latent_dim] to the
+    likelihood's parameters, in the data's shape ([N, *data_shape], logits for ``bernoulli``) or
+    flat ([N, n_params x D]; a pair (mean, log_var) for ``gaussian``); ``likelihood``: a name
+    (``bernoulli``, ``gaussian``, ``gaussian-fixed``, ``logistic``) or an aevb Likelihood.
+    ``data_shape`` (one datapoint's shape) may be left to ``aevb.fit``, which takes it from the
+    data. Optional: ``prior`` (aevb.priors; N(0, I) when None), ``flow`` (aevb.flows) or
+    ``latents`` (an aevb.latent.LatentStack of several cells), ``objective`` (what
+    ``model(x)`` computes: an aevb.config.ObjectiveConfig, default the one-sample ELBO).
 
     With ``center_inputs`` the encoder sees (x - m) * s, where m [D] is the training data's mean
     per value and s the inverse of their standard deviation over all values (buffers
@@ -76,72 +136,97 @@ class VAE(nn.Module):
     centred ones do not (docs/stability.md). It changes q(z|x)'s network only, not the model.
     """
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: Likelihood,
-                 data_dim: int, latent_dim: int, center_inputs: bool = False,
-                 prior: Optional[Prior] = None, flow: Optional[Flow] = None,
-                 stack: Optional[LatentStack] = None):
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: Union[str, Likelihood] = "bernoulli",
+                 latent_dim: Optional[int] = None, *, data_shape: Optional[Sequence[int]] = None,
+                 data_dim: Optional[int] = None, prior=None, flow: Optional[Flow] = None,
+                 latents: Optional[LatentStack] = None, center_inputs: bool = False,
+                 objective: Optional[ObjectiveConfig] = None):
         super().__init__()
+        if not isinstance(encoder, nn.Module) or not isinstance(decoder, nn.Module):
+            raise ConfigError("VAE(encoder=..., decoder=...) takes two torch.nn.Module objects, not "
+                              f"{type(encoder).__name__} and {type(decoder).__name__}")
         self.encoder = encoder
         self.decoder = decoder
-        self.likelihood = likelihood
-        self.data_dim = data_dim
-        self.stack = stack
-        # the full latent vector's size (with stacked layers: all of them); z_1, which the
-        # decoder reads, has the first ``bottom_dim`` entries; the prior is over the top layer
-        self.latent_dim = stack.total if stack is not None else latent_dim
-        self.bottom_dim = stack.sizes[0] if stack is not None else latent_dim
-        top = stack.sizes[-1] if stack is not None else latent_dim
-        self.prior = prior if prior is not None else StandardNormal(top)
-        self.flow = flow
+        self.likelihood = likelihood if isinstance(likelihood, Likelihood) else _likelihood_named(likelihood)
+        if latents is None:
+            if latent_dim is None or isinstance(latent_dim, bool) or int(latent_dim) != latent_dim or latent_dim < 1:
+                raise ConfigError(f"VAE(latent_dim={latent_dim!r}): give the number of latent variables, a whole "
+                                  "number of at least 1")
+            latents = assemble([int(latent_dim)], prior=prior, flow=flow)
+        elif latent_dim is not None and int(latent_dim) != latents.sizes[0]:
+            raise ConfigError(f"VAE(latent_dim={latent_dim}) differs from the bottom latent cell's size "
+                              f"{latents.sizes[0]}; leave latent_dim out with latents=")
+        self.latent = latents
+        # aevb's own networks read x [B, D] and z [..., J] as they come; a user's read x in the
+        # data's shape and z [N, J], and their outputs are checked and flattened
+        self.native = isinstance(encoder, NATIVE_ENCODERS) and isinstance(decoder, NATIVE_DECODERS)
+        self.data_shape: Optional[tuple] = None
+        self.data_dim: Optional[int] = None
+        if data_shape is not None or data_dim is not None:
+            self.bind_data(tuple(data_shape) if data_shape is not None else (int(data_dim),))
         self.center_inputs = bool(center_inputs)
         if self.center_inputs:
-            self.register_buffer("input_shift", torch.zeros(data_dim))
+            self.register_buffer("input_shift", torch.zeros(self.data_dim or 0))
             self.register_buffer("input_scale", torch.ones(()))
+        self.objective = objective if objective is not None else ObjectiveConfig()
+        self.output_bias_from_data = False
+        self.config: Optional[dict] = None  # the ModelConfig this model was built from (from_config)
+        self._register_load_state_dict_pre_hook(self._upgrade_keys)
+
+    def _upgrade_keys(self, state, prefix, *args) -> None:
+        upgrade_state_dict(state, len(self.latent.cells), prefix)
+
+    def bind_data(self, shape: Sequence[int]) -> None:
+        """Fix the shape of one datapoint (``aevb.fit`` does it from the data when the model was
+        built without one); a different shape than the one fixed before is refused."""
+        shape = tuple(int(s) for s in shape)
+        dim = int(math.prod(shape))
+        if self.data_dim is not None and dim != self.data_dim:
+            raise ConfigError(f"the data have {dim} values per datapoint (shape {list(shape)}) but the model "
+                              f"was built for {self.data_dim} (shape {list(self.data_shape)})")
+        self.data_shape, self.data_dim = shape, dim
+        if getattr(self, "input_shift", None) is not None and self.input_shift.numel() != dim:
+            self.input_shift = torch.zeros(dim, device=self.input_shift.device)
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_config(cls, cfg, data_dim: int, image_shape=None) -> "VAE":
+    def from_config(cls, cfg: ModelConfig, data_dim: int, image_shape=None,
+                    objective: Optional[ObjectiveConfig] = None) -> "VAE":
         """Build from an ``aevb.config.ModelConfig`` for data with ``data_dim`` values per
         datapoint; conv encoders / decoders also need the data's ``image_shape`` (C, H, W)."""
+        if getattr(cfg, "encoder_network", "mlp") == "custom":
+            raise ConfigError("this model was built from your own encoder and decoder modules; load it with "
+                              "VAE.from_pretrained(PATH, encoder=..., decoder=...) or aevb.load(PATH, model=...)")
         image_shape = tuple(image_shape) if image_shape is not None else (1, 1, data_dim)
         unset = model_sizes(cfg, image_shape)  # sizes the user left to the data (aevb.sizing)
         if unset:
             cfg = dataclasses.replace(cfg, **unset)
-        sizes = list(getattr(cfg, "latent_dims", None) or [cfg.latent_dim])
+        sizes = list(cfg.latent_dims or [cfg.latent_dim])
         bottom, top = sizes[0], sizes[-1]
-        lik = get_likelihood(cfg.likelihood, sigma=cfg.sigma, mean_activation=cfg.mean_activation,
-                             min_log_var=cfg.min_log_var, components=cfg.components)
-        enc_kind = getattr(cfg, "encoder_network", "mlp")
-        dec_kind = getattr(cfg, "decoder_network", "mlp")
-        if "conv" in (enc_kind, dec_kind):
+        lik = likelihood_of(cfg)
+        if "conv" in (cfg.encoder_network, cfg.decoder_network):
             conv = dict(kernel=cfg.kernel_size, act=cfg.activation, norm=cfg.conv_norm)
-        if enc_kind == "conv":
+        if cfg.encoder_network == "conv":
             enc = ConvEncoder(image_shape, cfg.channels, bottom, **conv)
         else:
             enc = GaussianEncoder(data_dim, cfg.encoder_hidden, bottom, cfg.activation)
-        if dec_kind == "conv":
+        if cfg.decoder_network == "conv":
             dec = ConvDecoder(bottom, cfg.channels, image_shape, lik.n_params, **conv)
         else:
             dec_hidden = cfg.decoder_hidden if cfg.decoder_hidden is not None else list(reversed(cfg.encoder_hidden))
             dec = MLPDecoder(bottom, dec_hidden, data_dim, lik.n_params, cfg.activation)
-        stack = None
-        if len(sizes) > 1:
-            hidden = getattr(cfg, "latent_hidden", None) or stack_hidden(sizes)
-            stack = LatentStack(sizes, hidden, cfg.activation, getattr(cfg, "inference", "bottom-up"))
-        init_normal_(enc, cfg.init_std)
-        init_normal_(dec, cfg.init_std)
-        if stack is not None:
-            init_normal_(stack, cfg.init_std)
-        prior_name = getattr(cfg, "prior", "standard")
-        count = getattr(cfg, "pseudo_inputs", None) if prior_name == "vamp" else getattr(cfg, "prior_components", None)
-        prior = build_prior(prior_name, top, data_dim, count)
-        flow_name = getattr(cfg, "flow", "none")
-        flow = None
-        if flow_name != "none":
-            flow = Flow(flow_name, getattr(cfg, "flow_steps", None) or FLOW_STEPS[flow_name], bottom)
-        model = cls(enc, dec, lik, data_dim, bottom, center_inputs=cfg.center_inputs, prior=prior, flow=flow,
-                    stack=stack)
+        # the order below is the order the initial weights are drawn in (fixed seeds repeat runs)
+        q_nets, p_nets = stacked_networks(sizes, cfg.latent_hidden or stack_hidden(sizes), cfg.activation)
+        for net in [enc, dec] + q_nets + p_nets:
+            init_normal_(net, cfg.init_std)
+        count = cfg.pseudo_inputs if cfg.prior == "vamp" else cfg.prior_components
+        prior = build_prior(cfg.prior, top, data_dim, count)
+        flow = None if cfg.flow == "none" else Flow(cfg.flow, cfg.flow_steps or FLOW_STEPS[cfg.flow], bottom)
+        latents = assemble(sizes, q_nets, p_nets, prior, flow, cfg.inference)
+        model = cls(enc, dec, lik, latents=latents, data_dim=data_dim, center_inputs=cfg.center_inputs,
+                    objective=objective)
         model.output_bias_from_data = bool(cfg.output_bias_from_data)
+        model.config = dict(dataclasses.asdict(cfg), data_dim=int(data_dim), image_shape=list(image_shape))
         return model
 
     @torch.no_grad()
@@ -155,111 +240,303 @@ class VAE(nn.Module):
             self.input_shift.copy_(mean.to(self.input_shift))
             spread = float(var.double().mean().sqrt())
             self.input_scale.fill_(1.0 / spread if spread > 0 else 1.0)
-        if getattr(self, "output_bias_from_data", False):
+        if self.output_bias_from_data:
             bias = self.likelihood.output_bias(mean.float(), var.float())
             if bias is not None and hasattr(self.decoder, "set_output_bias"):
                 self.decoder.set_output_bias(bias)
         self.prior.fit_to_data(mean, var)
 
+    @classmethod
+    def for_data(cls, data, **options) -> "VAE":
+        """The model ``aevb train`` would build for ``data`` (a tensor or array of datapoints, a
+        Dataset, a DataLoader or a data set name such as ``"mnist"``), sized from it and fitted to
+        its training split's moments. ``options`` are the config fields' names of the model and
+        objective sections (``likelihood``, ``latent_dim``, ``encoder_hidden``, ``prior``, ``k``,
+        ...), plus ``network`` (both networks) and ``hidden`` (the encoder's hidden sizes)."""
+        from .data import as_dataset
+
+        cfg = config_with(RunConfig(), options, "VAE.for_data")
+        dataset = as_dataset(data)
+        shape = dataset.image_shape or (1, 1, dataset.dim)
+        rcfg = resolve(cfg, dataset.kind, dataset.name, shape)
+        model = cls.from_config(rcfg.model, dataset.dim, dataset.image_shape, objective=rcfg.objective)
+        if rcfg.model.center_inputs or rcfg.model.output_bias_from_data:
+            model.fit_to_data(*dataset.split("train").moments())
+        model.bind_data(getattr(dataset, "item_shape", None) or (dataset.dim,))
+        return model
+
+    # ------------------------------------------------------------------ saving and loading
+    def run_config(self) -> RunConfig:
+        """The configuration that describes this model (its model and objective sections; for a
+        model of your own modules, ``encoder_network = "custom"``, the likelihood and the sizes)."""
+        if self.config is not None:
+            model = {k: v for k, v in self.config.items() if k not in ("data_dim", "image_shape")}
+        else:
+            model = {"encoder_network": "custom", "decoder_network": "custom", "likelihood": self.likelihood.name,
+                     "latent_dim": self.bottom_dim, "center_inputs": self.center_inputs}
+            for name in ("sigma", "mean_activation", "min_log_var", "components"):
+                if hasattr(self.likelihood, name):
+                    model[name] = getattr(self.likelihood, name)
+        cfg = RunConfig()
+        cfg.model = ModelConfig(**{**dataclasses.asdict(cfg.model), **model})
+        cfg.objective = dataclasses.replace(self.objective)
+        return cfg
+
+    def save_pretrained(self, directory: Union[str, Path]) -> Path:
+        """Write ``DIRECTORY/model.safetensors`` (the weights, with this model's description as
+        metadata) and ``DIRECTORY/config.json`` (the same description, for people to read);
+        :meth:`from_pretrained` gives back a bit-identical model. Returns the directory."""
+        directory = Path(directory)
+        if (directory / "run.json").exists():
+            raise ConfigError(f"{directory} is a run folder; save the model into a folder of its own")
+        if directory.exists() and not directory.is_dir():
+            raise ConfigError(f"{directory} exists and is not a folder; choose a folder to save the model in")
+        if self.data_dim is None:
+            raise ConfigError("the model does not know the shape of its data yet: train it (aevb.fit) or build it "
+                              "with data_shape=... before saving it")
+        directory.mkdir(parents=True, exist_ok=True)
+        cfg = self.run_config()
+        image_shape = self.config["image_shape"] if self.config else (1, 1, self.data_dim)
+        custom = self.config is None
+        write_safetensors(self.state_dict(), cfg, self.data_dim, image_shape, directory / WEIGHTS_NAME,
+                          self.data_shape or (self.data_dim,), custom)
+        about = {"format": "aevb-vae", "data_dim": self.data_dim, "image_shape": list(image_shape),
+                 "data_shape": list(self.data_shape or (self.data_dim,)), "custom": custom, **cfg.to_dict()}
+        atomic_write_text(directory / CONFIG_NAME, json.dumps(about, indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, path: Union[str, Path], *, checkpoint: str = "last", device="cpu",
+                        encoder: Optional[nn.Module] = None, decoder: Optional[nn.Module] = None) -> "VAE":
+        """The model saved at ``path``, in eval mode on ``device``: a folder of
+        :meth:`save_pretrained`, a ``.safetensors`` file of ``aevb export``, or a run folder (its
+        ``checkpoint``, "last" or "best"; ``aevb.load(RUN)`` also checks that the run finished).
+        A model of your own modules needs fresh ``encoder`` and ``decoder`` instances of them."""
+        path = Path(path)
+        if path.suffix == ".onnx":
+            raise ConfigError(f"{path} is an ONNX file, for ONNX runtimes; load the run folder or a .safetensors "
+                              "file into PyTorch instead")
+        if path.is_dir() and (path / WEIGHTS_NAME).is_file():
+            path = path / WEIGHTS_NAME
+        if path.is_dir():
+            if not (path / "checkpoints").is_dir() or not (path / CONFIG_NAME).is_file():
+                raise ConfigError(f"{path} holds no model: neither {WEIGHTS_NAME} (save_pretrained) nor a run's "
+                                  "config.json and checkpoints/")
+            return cls._from_run(path, checkpoint, device, encoder, decoder)
+        if not path.exists():
+            raise ConfigError(f"{path} does not exist; give a folder written by save_pretrained, a run folder "
+                              "or a .safetensors file written by aevb export")
+        meta, tensors = read_safetensors(path)
+        model = cls._build(meta["config"], meta["data_dim"], meta["image_shape"], meta["data_shape"],
+                           encoder, decoder, path)
+        _load_weights(model, tensors, path)
+        return model.to(device).eval()
+
+    @classmethod
+    def _from_run(cls, run: Path, checkpoint: str, device, encoder, decoder) -> "VAE":
+        names = {"last": "last.pt", "best": "best.pt"}
+        if checkpoint not in names:
+            raise ConfigError(f"checkpoint={checkpoint!r}: a run's checkpoints are 'last' and 'best'")
+        file = run / "checkpoints" / names[checkpoint]
+        try:
+            cfg = RunConfig.from_dict(json.loads((run / CONFIG_NAME).read_text()))
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{run / CONFIG_NAME} could not be read ({e}); the run folder is damaged") from None
+        state = load_checkpoint(file, "cpu", model_only=True)
+        image_shape = state.get("image_shape") or (1, 1, int(state["data_dim"]))
+        model = cls._build(cfg, int(state["data_dim"]), image_shape, state.get("data_shape") or (), encoder,
+                           decoder, file)
+        _load_weights(model, state["model"], file)
+        return model.to(device).eval()
+
+    @classmethod
+    def _build(cls, cfg: RunConfig, data_dim: int, image_shape, data_shape, encoder, decoder, source) -> "VAE":
+        m = cfg.model
+        if m.encoder_network != "custom":
+            return cls.from_config(m, data_dim, image_shape, objective=cfg.objective)
+        if encoder is None or decoder is None:
+            raise ConfigError(f"{source} holds a model of your own encoder and decoder modules: pass new instances "
+                              "of them, e.g. VAE.from_pretrained(PATH, encoder=MyEncoder(), decoder=MyDecoder())")
+        return cls(encoder, decoder, likelihood_of(m), m.latent_dim, data_shape=tuple(data_shape) or (data_dim,),
+                   center_inputs=m.center_inputs, objective=cfg.objective)
+
+    # ------------------------------------------------------------------ parts and sizes
+    @property
+    def cells(self) -> nn.ModuleList:
+        """The latent cells, bottom first (aevb.latent.LatentCell)."""
+        return self.latent.cells
+
+    @property
+    def prior(self):
+        """p(z) of the top latent layer (aevb.priors)."""
+        return self.latent.prior
+
+    @property
+    def flow(self) -> Optional[Flow]:
+        """The normalising flow on q(z|x), or None."""
+        return self.latent.flow
+
+    @property
+    def layer_sizes(self) -> list:
+        """The size of every stochastic layer, bottom first."""
+        return list(self.latent.sizes)
+
+    @property
+    def latent_dim(self) -> int:
+        """J: the full latent vector's size (with stacked layers, all of them)."""
+        return self.latent.total
+
+    @property
+    def bottom_dim(self) -> int:
+        """The size of z_1, the layer the decoder reads."""
+        return self.latent.sizes[0]
+
     @property
     def closed_form_kl(self) -> bool:
-        """Whether KL(q(z|x) || p(z)) has a closed form: a Gaussian posterior (no flow) and the
+        """Whether KL(q(z|x) || p(z)) has a closed form: one Gaussian layer (no flow) and the
         N(0, I) prior. Otherwise the KL is taken by Monte Carlo and per-unit KL is undefined."""
-        return self.flow is None and self.stack is None and self.prior.closed_form_kl
+        return self.latent.closed_form_kl
 
     def fixed_prior(self):
         """A context for passes that change no parameter (evaluation): a prior built from the
         model's own encoder (the VampPrior) computes its components once for all of it."""
-        return self.prior.fixed(self.encode)
+        return self.prior.fixed(self.encoder_params)
 
-    # ------------------------------------------------------------------ the pieces
-    def encode(self, x: Tensor):
-        """x [B, D] -> (mu, log_var), each [B, J], in x's dtype (also when the networks run in
-        bfloat16 under autocast, so the bound itself is always computed in full precision)."""
-        mu, log_var = self.encoder((x - self.input_shift) * self.input_scale if self.center_inputs else x)
+    # ------------------------------------------------------------------ the networks
+    def encoder_params(self, x: Tensor):
+        """x [B, D] -> (mu, log_var) of the bottom latent layer, each [B, J_1], in x's dtype
+        (also when the networks run in bfloat16 under autocast, so the bound itself is always
+        computed in full precision)."""
+        h = (x - self.input_shift) * self.input_scale if self.center_inputs else x
+        if self.native:
+            mu, log_var = self.encoder(h)
+        else:
+            mu, log_var = self._split_encoder_output(self.encoder(h.reshape(h.shape[:-1] + self._shape())))
         return mu.to(x.dtype), log_var.to(x.dtype)
 
-    def decode(self, z: Tensor) -> Tensor:
-        """z [..., J] -> likelihood parameters [..., n_params * D], in z's dtype (with stacked
-        layers the decoder reads z_1, the first ``bottom_dim`` entries)."""
-        return self.decoder(z if self.stack is None else z[..., :self.bottom_dim]).to(z.dtype)
+    def decoder_params(self, z: Tensor) -> Tensor:
+        """z [..., J] -> the likelihood's parameters [..., n_params * D], in z's dtype (the decoder
+        reads z_1, the first ``bottom_dim`` entries)."""
+        z1 = z[..., :self.bottom_dim]
+        if self.native:
+            return self.decoder(z1).to(z.dtype)
+        lead = z1.shape[:-1]
+        return self._flat_decoder_output(self.decoder(z1.reshape(-1, z1.shape[-1])), lead).to(z.dtype)
 
+    def _shape(self) -> tuple:
+        if self.data_shape is None:
+            raise ConfigError("the model does not know the shape of a datapoint yet: build it with "
+                              "VAE(..., data_shape=(C, H, W)) or train it with aevb.fit, which takes it from the data")
+        return self.data_shape
+
+    def _split_encoder_output(self, out):
+        J = self.bottom_dim
+        if isinstance(out, (tuple, list)) and len(out) == 2:
+            mu, log_var = out
+        elif isinstance(out, Tensor) and out.shape[-1] == 2 * J:
+            mu, log_var = out.chunk(2, dim=-1)
+        else:
+            got = f"a {type(out).__name__} of {len(out)}" if isinstance(out, (tuple, list)) else \
+                f"{out.shape[-1]} wide" if isinstance(out, Tensor) and out.dim() else type(out).__name__
+            raise ConfigError(f"the encoder's output is {got}; with latent_dim={J} it must be one tensor [B, {2 * J}] "
+                              f"(the mean, then the log-variance) or a pair (mean, log_var) of [B, {J}] each")
+        if mu.shape != log_var.shape or mu.shape[-1] != J:
+            raise ConfigError(f"the encoder's mean and log-variance are {list(mu.shape)} and {list(log_var.shape)}; "
+                              f"with latent_dim={J} each must be [B, {J}]")
+        return mu, log_var
+
+    def _flat_decoder_output(self, out, lead) -> Tensor:
+        D, n = self.data_dim, self.likelihood.n_params
+        parts = out if isinstance(out, (tuple, list)) else [out]
+        flat = [p.reshape(p.shape[0], -1) for p in parts]
+        width = sum(f.shape[-1] for f in flat)
+        if D is not None and width != n * D:
+            need = f"{n * D}" if n == 1 else f"{n} x {D} = {n * D} (or {n} tensors of {D})"
+            raise ConfigError(f"the decoder's output has {width} values per datapoint; a {self.likelihood.name} "
+                              f"likelihood of data with {D} values needs {need}")
+        params = flat[0] if len(flat) == 1 else torch.cat(flat, -1)
+        return params.reshape(tuple(lead) + (width,))
+
+    # ------------------------------------------------------------------ the distributions
+    def encode(self, x: Tensor) -> Posterior:
+        """q(z|x) for a batch x [B, D] (or [B, *data_shape]): a torch Distribution with ``.mean``,
+        ``.stddev``, ``.rsample()``, ``.log_prob(z)`` and ``.code`` (aevb.latent.Posterior)."""
+        x = self._flat(x)
+        return Posterior(self.latent, *self.encoder_params(x), self.encoder_params)
+
+    def decode(self, z: Tensor) -> DataDistribution:
+        """p(x|z) for latents z [..., J]: a torch Distribution whose ``.mean`` [..., D] is in data
+        space (probabilities for Bernoulli), with ``.log_prob(x)``, ``.sample()`` and the
+        decoder's raw ``.params`` (aevb.distributions.DataDistribution)."""
+        return DataDistribution(self.likelihood, self.decoder_params(z))
+
+    def forward(self, x: Tensor) -> BoundTerms:
+        """The per-datapoint terms of the bound the model is configured with (``objective``: the
+        SGVB ELBO with L samples, or the IWAE bound L_k), and ``.loss`` to call ``.backward()`` on."""
+        x = self._flat(x)
+        obj = self.objective
+        if obj.objective == "iwae":
+            return self.iwae(x, obj.k)
+        return self.elbo(x, n_samples=obj.samples, kl=obj.kl)
+
+    def _flat(self, x: Tensor) -> Tensor:
+        """A batch [B, D] from [B, D] or [B, *data_shape]."""
+        if self.data_shape is not None and x.dim() > 2 and tuple(x.shape[1:]) == self.data_shape:
+            return x.reshape(len(x), -1)
+        return x
+
+    # ------------------------------------------------------------------ densities
     def log_p_x_given_z(self, x: Tensor, z: Tensor) -> Tensor:
         """x [B, D], z [S, B, J] -> [S, B]."""
-        return self.likelihood.log_prob(x, self.decode(z))
+        return self.likelihood.log_prob(x, self.decoder_params(z))
 
     def log_p_z(self, z: Tensor) -> Tensor:
         """The prior log p(z): z [..., J] -> [...] (with stacked layers p(z_L) times every
         p(z_l | z_{l+1}))."""
-        if self.stack is None:
-            return self.prior.log_prob(z, self.encode)
-        return self.log_p_z_layers(z).sum(-1)
-
-    def log_p_z_layers(self, z: Tensor) -> Tensor:
-        """log p per stochastic layer, [..., L]: p(z_l | z_{l+1}) for l < L and the prior p(z_L)
-        (one layer: [..., 1], the prior)."""
-        if self.stack is None:
-            return self.log_p_z(z).unsqueeze(-1)
-        top = self.prior.log_prob(z[..., -self.stack.sizes[-1]:], self.encode)
-        return torch.cat([self.stack.log_p_lower(z), top.unsqueeze(-1)], -1)
+        return self.latent.log_p(z, self.encoder_params)
 
     @staticmethod
     def log_q_z_given_x(z: Tensor, mu: Tensor, log_var: Tensor) -> Tensor:
-        """The Gaussian posterior (before any flow): z [S, B, J], mu/log_var [B, J] -> [S, B]."""
+        """A diagonal Gaussian posterior's density: z [S, B, J], mu/log_var [B, J] -> [S, B]."""
         return log_normal(z, mu, log_var)
 
-    def sample_posterior(self, eps: Tensor, mu: Tensor, log_var: Tensor):
-        """(z, log q(z|x)) for noise eps [..., J] (J = ``latent_dim``, every layer's noise) and
-        the encoder's (mu, log_var) broadcast against it: z = mu + sigma * eps, then the flow,
-        or with stacked layers every layer's draw (aevb.stacked)."""
-        if self.stack is not None:
-            z, log_q, _ = self.stack.sample(eps, mu, log_var)
-            return z, log_q
-        return self.posterior(mu + torch.exp(0.5 * log_var) * eps, mu, log_var)
+    def latent_sample(self, eps: Tensor, mu: Tensor, log_var: Tensor) -> LatentSample:
+        """z ~ q(z|x) for noise eps [..., J] and the encoder's (mu, log_var) broadcast against it,
+        with log q(z|x) and log p(z) (aevb.latent.LatentStack.sample)."""
+        return self.latent.sample(eps, mu, log_var, self.encoder_params)
 
-    def latent_terms(self, eps: Tensor, mu: Tensor, log_var: Tensor):
-        """(z, log p(z), log q(z|x), KL terms per layer) for noise eps [..., J]: the latent side of
-        an importance weight. The last is log q(z_l | .) - log p(z_l | .) per stochastic layer
-        [..., L] with stacked layers (their sum is log q - log p), else None."""
-        if self.stack is None:
-            z, log_q = self.sample_posterior(eps, mu, log_var)
-            return z, self.log_p_z(z), log_q, None
-        z, log_q, log_q_layers = self.stack.sample(eps, mu, log_var)
-        log_p_layers = self.log_p_z_layers(z)
-        return z, log_p_layers.sum(-1), log_q, log_q_layers - log_p_layers
+    def log_weights(self, x: Tensor, eps: Tensor, mu: Tensor, log_var: Tensor, batch_first: bool = False,
+                    log_px_fn=None):
+        """The importance weights of the samples of noise ``eps``: (log w, log p(x|z), the
+        LatentSample), log w = log p(x|z) + log p(z) - log q(z|x).
 
-    def posterior(self, z0: Tensor, mu: Tensor, log_var: Tensor):
-        """(z, log q(z|x)) for base draws z0 = mu + sigma * eps [..., J] (mu and log_var broadcast
-        against z0): z = z0 and the Gaussian density without a flow; with one, z = f(z0) and
-        log q_0(z0|x) - log |det df/dz0|."""
-        log_q = log_normal(z0, mu, log_var)
-        if self.flow is None:
-            return z0, log_q
-        z, log_det = self.flow(z0, torch.cat([mu, log_var], -1))
-        return z, log_q - log_det
+        eps [S, B, J] -> [S, B] (training's layout), or with ``batch_first`` eps [B, S, J] ->
+        [B, S] (the evaluation engine's chunks); ``log_px_fn`` replaces the likelihood's
+        log-density (e.g. a compiled version of it). The one place an importance weight is made."""
+        if batch_first:
+            mu, log_var = mu.unsqueeze(1), log_var.unsqueeze(1)
+        s = self.latent_sample(eps, mu, log_var)
+        params = self.decoder_params(s.z)
+        log_px = log_px_fn or (self.likelihood.log_prob_samples if batch_first else self.likelihood.log_prob)
+        log_px_z = log_px(x, params)
+        return log_px_z + s.log_p - s.log_q, log_px_z, s
 
     def codes(self, mu: Tensor, log_var: Tensor) -> Tensor:
         """The code of a datapoint, for figures and reconstructions: the posterior mean mu, or
-        with a flow the flow applied to it (z at eps = 0), [..., J]."""
-        if self.stack is not None:
-            return self.stack.means(mu, log_var)[0]
-        return mu if self.flow is None else self.flow(mu, torch.cat([mu, log_var], -1))[0]
+        along q's mean path with a flow (f(mu)) or stacked layers, [..., J]."""
+        return self.latent.mean_path(mu, log_var)[0]
 
     def posterior_params(self, mu: Tensor, log_var: Tensor):
-        """(means, log-variances) [..., J] of q(z|x) for the encoder's (mu, log_var): those
-        themselves, or with stacked layers every layer's along the mean path (the Gaussian before
-        a flow)."""
-        return (mu, log_var) if self.stack is None else self.stack.means(mu, log_var)
+        """(means, log-variances) [..., J] of q(z|x) along its mean path for the encoder's
+        (mu, log_var): those themselves for one layer (the Gaussian before a flow)."""
+        return self.latent.mean_path(mu, log_var)[1:]
 
     def draw_prior(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
         """``n`` draws z ~ p(z), [n, J] float32 on the CPU, the noise from the CPU ``generator``
         (for N(0, I): ``torch.randn(n, J, generator=generator)``)."""
+        p = next(self.parameters())
         with torch.no_grad():
-            top = self.prior.sample(n, generator, self.encode)
-            if self.stack is None:
-                return top
-            p = next(self.parameters())
-            return self.stack.sample_down(top.to(p.device, p.dtype), generator).float().cpu()
+            return self.latent.draw_prior(n, generator, self.encoder_params, p.device, p.dtype)
 
     # ------------------------------------------------------------------ bounds
     def elbo(self, x: Tensor, n_samples: int = 1, kl: Optional[str] = None) -> BoundTerms:
@@ -273,55 +550,37 @@ class VAE(nn.Module):
         if kl not in KL_ESTIMATORS:
             raise ValueError(f"kl must be 'analytic' or 'mc', not {kl!r}")
         if kl == "analytic" and not self.closed_form_kl:
-            raise ValueError("the KL has no closed form with a flow posterior or a learned prior: use kl='mc'")
-        mu, log_var = self.encode(x)
-        eps = self._noise(n_samples, mu)
-        if self.flow is None and self.stack is None:  # one Gaussian layer (the autograd graph is
-            z = mu + torch.exp(0.5 * log_var) * eps    # built in this order, so gradients add up
-            log_px_z = self.log_p_x_given_z(x, z).mean(0)  # in the same order as they always did)
-            kl_per_dim = kl_normal_standard(mu, log_var) if self.closed_form_kl else None
-            if kl == "analytic":
-                kl_term = kl_per_dim.sum(-1)
-            else:
-                kl_term = (self.log_q_z_given_x(z, mu, log_var) - self.log_p_z(z)).mean(0)
-        else:
-            z, log_q = self.sample_posterior(eps, mu, log_var)
-            log_px_z = self.log_p_x_given_z(x, z).mean(0)
-            kl_per_dim, kl_term = None, (log_q - self.log_p_z(z)).mean(0)
+            raise ValueError("the KL has no closed form with a flow posterior, a learned prior or stacked layers: "
+                             "use kl='mc'")
+        mu, log_var = self.encoder_params(x)
+        _, log_px_z, s = self.log_weights(x, self._noise(n_samples, mu), mu, log_var)
+        log_px_z = log_px_z.mean(0)
+        kl_per_dim = self.latent.kl_per_dim(mu, log_var)
+        kl_term = kl_per_dim.sum(-1) if kl == "analytic" else (s.log_q - s.log_p).mean(0)
         return BoundTerms(log_px_z - kl_term, log_px_z, kl_term, kl_per_dim)
-
-    def _log_weights(self, x: Tensor, eps: Tensor, mu: Tensor, log_var: Tensor):
-        """(log p(x|z), log w = log p(x,z) - log q(z|x)) for noise eps [S, B, J]: each [S, B]."""
-        if self.flow is None and self.stack is None:
-            z = mu + torch.exp(0.5 * log_var) * eps
-            log_px_z = self.log_p_x_given_z(x, z)
-            return log_px_z, log_px_z + self.log_p_z(z) - self.log_q_z_given_x(z, mu, log_var)
-        z, log_q = self.sample_posterior(eps, mu, log_var)
-        log_px_z = self.log_p_x_given_z(x, z)
-        return log_px_z, log_px_z + self.log_p_z(z) - log_q
-
-    def log_importance_weights(self, x: Tensor, k: int, mu: Optional[Tensor] = None,
-                               log_var: Optional[Tensor] = None) -> Tensor:
-        """log w = log p(x, z) - log q(z|x) for k samples z ~ q(z|x): x [B, D] -> [k, B]."""
-        if mu is None:
-            mu, log_var = self.encode(x)
-        return self._log_weights(x, self._noise(k, mu), mu, log_var)[1]
-
-    def _noise(self, n: int, mu: Tensor) -> Tensor:
-        """eps ~ N(0, I) [n, B, J] from torch's global stream, J = ``latent_dim``."""
-        return torch.randn((n,) + tuple(mu.shape[:-1]) + (self.latent_dim,), dtype=mu.dtype, device=mu.device)
 
     def iwae(self, x: Tensor, k: int) -> BoundTerms:
         """The IWAE objective per datapoint: L_k from k samples, with the reconstruction term
         averaged over the same samples and the KL (closed form where it exists, else the Monte
         Carlo average of log q - log p over the samples), both for logging only."""
-        mu, log_var = self.encode(x)
-        log_px_z, log_w = self._log_weights(x, self._noise(k, mu), mu, log_var)
+        mu, log_var = self.encoder_params(x)
+        log_w, log_px_z, _ = self.log_weights(x, self._noise(k, mu), mu, log_var)
         bound = torch.logsumexp(log_w, 0) - math.log(k)
         if self.closed_form_kl:
             kl_per_dim = kl_normal_standard(mu, log_var)
             return BoundTerms(bound, log_px_z.mean(0), kl_per_dim.sum(-1), kl_per_dim)
         return BoundTerms(bound, log_px_z.mean(0), (log_px_z - log_w).mean(0).detach(), None)
+
+    def log_importance_weights(self, x: Tensor, k: int, mu: Optional[Tensor] = None,
+                               log_var: Optional[Tensor] = None) -> Tensor:
+        """log w = log p(x, z) - log q(z|x) for k samples z ~ q(z|x): x [B, D] -> [k, B]."""
+        if mu is None:
+            mu, log_var = self.encoder_params(x)
+        return self.log_weights(x, self._noise(k, mu), mu, log_var)[0]
+
+    def _noise(self, n: int, mu: Tensor) -> Tensor:
+        """eps ~ N(0, I) [n, B, J] from torch's global stream, J = ``latent_dim``."""
+        return torch.randn((n,) + tuple(mu.shape[:-1]) + (self.latent_dim,), dtype=mu.dtype, device=mu.device)
 
     def iw_bound(self, x: Tensor, k: int, chunk_size: Optional[int] = None,
                  generator: Optional[torch.Generator] = None) -> Tensor:
@@ -335,6 +594,7 @@ class VAE(nn.Module):
         """
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
+        x = self._flat(x)
         seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
         return torch.cat([b.lk for b in batch_bounds(self, x, k, len(x), chunk_size or k, SeededNoise(seed))])
 
@@ -342,7 +602,7 @@ class VAE(nn.Module):
     def reconstruct(self, x: Tensor) -> Tensor:
         """The mean of p(x|z) at z = E_q[z|x] (the posterior mean): [B, D] on x's device
         (aevb.sampling.reconstructions)."""
-        return reconstructions(self, x).to(x.device)
+        return reconstructions(self, self._flat(x)).to(x.device)
 
     def sample(self, n: int, generator: Optional[torch.Generator] = None, mean: bool = True) -> Tensor:
         """n draws from the model: z ~ p(z), then the mean of p(x|z) (or a draw when mean=False),
@@ -350,3 +610,48 @@ class VAE(nn.Module):
         from torch's global stream when None)."""
         seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
         return prior_samples(self, n, seed, draw=not mean)[1].to(next(self.parameters()).device)
+
+
+def likelihood_of(cfg: ModelConfig) -> Likelihood:
+    """The likelihood a model config names, with its settings."""
+    return get_likelihood(cfg.likelihood, sigma=cfg.sigma, mean_activation=cfg.mean_activation,
+                          min_log_var=cfg.min_log_var, components=cfg.components)
+
+
+def config_with(cfg: RunConfig, options: dict, caller: str) -> RunConfig:
+    """``cfg`` with keyword ``options`` named like the model and objective config fields (plus
+    ``network`` for both networks and ``hidden`` for the encoder's hidden sizes), each checked
+    as the command line's options are; ConfigError names the argument."""
+    updates: dict = {}
+    model_names = {f.name for f in dataclasses.fields(ModelConfig)}
+    objective_names = {f.name for f in dataclasses.fields(ObjectiveConfig)}
+    for name, value in options.items():
+        if name == "network":
+            updates.setdefault("model", {}).update(encoder_network=value, decoder_network=value)
+        elif name == "hidden":
+            updates.setdefault("model", {})["encoder_hidden"] = value
+        elif name in model_names:
+            updates.setdefault("model", {})[name] = value
+        elif name in objective_names:
+            updates.setdefault("objective", {})[name] = value
+        else:
+            raise ConfigError(f"{caller}({name}=...): unknown option; options are the model settings "
+                              f"({', '.join(sorted(model_names))}), the objective settings "
+                              f"({', '.join(sorted(objective_names))}), network and hidden")
+    keys = {f"{sec}.{k}": k for sec, vals in updates.items() for k in vals}
+    return merge(cfg, updates, source=caller, where=lambda k: f"{caller}({keys.get(k, k)}=...)")
+
+
+def _load_weights(model: nn.Module, tensors: dict, source) -> None:
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise CheckpointError(f"{source}: the weights do not fit the model it describes "
+                              f"({str(e).splitlines()[0][:200]})") from None
+
+
+def _likelihood_named(name) -> Likelihood:
+    try:
+        return get_likelihood(name)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"VAE(likelihood={name!r}): {e}") from None

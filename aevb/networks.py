@@ -11,6 +11,9 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+# encoder / decoder networks VAE.from_config builds (mlp here, conv in aevb.convnets)
+NETWORKS = ("mlp", "conv")
+
 ACTIVATIONS = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,

@@ -59,7 +59,7 @@ def decode_means(model, z: Tensor, batch_size: Optional[int] = None) -> Tensor:
     out = []
     with eval_mode(model):
         for i in range(0, len(z), batch_size):
-            out.append(model.likelihood.mean(model.decode(z[i:i + batch_size].to(dev, dt))).cpu())
+            out.append(model.likelihood.mean(model.decoder_params(z[i:i + batch_size].to(dev, dt))).cpu())
     return torch.cat(out) if out else torch.zeros(0, int(getattr(model, "data_dim", 0)), dtype=dt)
 
 
@@ -79,7 +79,7 @@ def prior_samples(model, n: int, seed: int = 0, draw: bool = False,
     out = []
     with eval_mode(model):
         for i in range(0, len(z), batch_size):
-            params = model.decode(z[i:i + batch_size].to(dev, dt)).cpu()
+            params = model.decoder_params(z[i:i + batch_size].to(dev, dt)).cpu()
             out.append(model.likelihood.sample(params, gen))
     return z, (torch.cat(out) if out else torch.zeros(0, int(model.data_dim), dtype=dt))
 

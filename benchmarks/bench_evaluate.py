@@ -74,7 +74,7 @@ def per_datapoint_loop(model, x: torch.Tensor, k: int, sub: int) -> torch.Tensor
     out = []
     for i in range(len(x)):
         xi = x[i:i + 1]
-        mu, log_var = model.encode(xi)
+        mu, log_var = model.encoder_params(xi)
         parts = [torch.logsumexp(model.log_importance_weights(xi, min(sub, k - s), mu, log_var), 0)
                  for s in range(0, k, sub)]
         out.append(torch.logsumexp(torch.stack(parts), 0) - math.log(k))

@@ -75,7 +75,7 @@ def matmul_gflops(a: torch.Tensor, b: torch.Tensor, repeats: int = 10) -> float:
 def per_item_encode(model, x: torch.Tensor) -> None:
     with torch.no_grad():
         for i in range(len(x)):
-            model.encode(x[i:i + 1])
+            model.encoder_params(x[i:i + 1])
 
 
 def per_item_score(model, x: torch.Tensor, k: int) -> None:
@@ -110,7 +110,7 @@ def main() -> int:
         split, x = items.split, items.split.materialize()
         args.score_n = min(args.score_n, len(split))
         few = split.subset(torch.arange(args.score_n).numpy())
-        encode_flops = flops(lambda: model.encode(x[:1]))
+        encode_flops = flops(lambda: model.encoder_params(x[:1]))
         score_flops = flops(lambda: model.iw_bound(x[:1], args.k))
         a, b = torch.randn(MATMUL_N, MATMUL_N), torch.randn(MATMUL_N, MATMUL_N)
         times = {name: [] for name in ("encode", "encode_loop", "score", "score_loop", "evaluate")}

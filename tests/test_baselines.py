@@ -152,6 +152,6 @@ def test_mean_field_elbo_is_at_least_the_amortized_elbo_for_the_same_decoder():
     assert all(p.requires_grad for p in model.parameters())
     # started at the encoder's output, it can only improve on it
     mf = fit_mean_field(model, x, steps=100, init="encoder", record_every=0)
-    mu, lv = model.encode(x)
+    mu, lv = model.encoder_params(x)
     assert evaluate_elbo(model, x, mf.mu, mf.log_var, 500).mean() >= evaluate_elbo(model, x, mu.detach(), lv.detach(), 500).mean()
     assert elbo_given_q(model, x, mf.mu, mf.log_var).shape == (50,)

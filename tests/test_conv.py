@@ -33,16 +33,16 @@ def test_shapes_for_every_image_size_and_channel_count(shape, kernel, one_thread
     d = math.prod(shape)
     model = VAE.from_config(_model_cfg(kernel_size=kernel, activation="tanh"), d, shape)  # no dead units
     x = torch.rand(5, d)
-    mu, log_var = model.encode(x)
+    mu, log_var = model.encoder_params(x)
     assert mu.shape == log_var.shape == (5, 3)
     z = torch.randn(2, 5, 3)
-    params = model.decode(z)
+    params = model.decoder_params(z)
     assert params.shape == (2, 5, 2 * d)  # gaussian: mean and log-variance for every pixel and channel
     assert model.elbo(x).bound.shape == (5,)
     assert model.iw_bound(x, k=4).shape == (5,)
     # every corner of the image reaches q(z|x): nothing is dropped by the reshape
     xg = x[:1].clone().requires_grad_()
-    model.encode(xg)[0].sum().backward()
+    model.encoder_params(xg)[0].sum().backward()
     g = xg.grad.reshape(shape).abs().sum(0)
     assert all(g[i, j] > 0 for i in (0, -1) for j in (0, -1))
 
@@ -93,7 +93,7 @@ def test_a_datapoints_bound_at_evaluation_does_not_depend_on_its_batch(norm, one
     x = torch.randint(0, 256, (9, 768)).float() / 255
 
     def deterministic_bound(xb):  # log p(x | z = mu) - KL: the bound's noise-free part
-        mu, log_var = model.encode(xb)
+        mu, log_var = model.encoder_params(xb)
         return model.log_p_x_given_z(xb, mu.unsqueeze(0))[0] - model.elbo(xb).kl
 
     with torch.no_grad():
@@ -257,9 +257,9 @@ def test_bf16_training_precision_keeps_the_bound_in_float32(one_thread):
     exact = model.elbo(x)
     torch.manual_seed(3)
     with training_precision(torch.device("cpu"), "bf16"):
-        mu, _ = model.encode(x)
+        mu, _ = model.encoder_params(x)
         half = model.elbo(x)
-        params = model.decode(torch.randn(2, 8, 3))
+        params = model.decoder_params(torch.randn(2, 8, 3))
     assert mu.dtype == half.bound.dtype == params.dtype == torch.float32
     # the networks ran in bfloat16 (different numbers), the bound is still close to float32's
     assert not torch.equal(half.bound, exact.bound)
@@ -311,5 +311,5 @@ def test_conv_encoder_with_mlp_decoder_and_the_reverse(one_thread):
                                 560, shape)
         assert type(model.encoder).__name__ == ("ConvEncoder" if enc == "conv" else "GaussianEncoder")
         assert type(model.decoder).__name__ == ("ConvDecoder" if dec == "conv" else "MLPDecoder")
-        assert model.decode(torch.randn(3, 2, 3)).shape == (3, 2, 2 * 560)
+        assert model.decoder_params(torch.randn(3, 2, 3)).shape == (3, 2, 2 * 560)
         assert model.elbo(torch.rand(4, 560)).bound.shape == (4,)

@@ -65,7 +65,7 @@ def build_vae(W, b, s, A, c, log_var):
     with torch.no_grad():
         dec.weight.copy_(W)
         dec.bias.copy_(b)
-    return VAE(FixedGaussianEncoder(A, c, log_var), dec, GaussianFixed(sigma=s), d, j).eval()
+    return VAE(FixedGaussianEncoder(A, c, log_var), dec, GaussianFixed(sigma=s), j, data_dim=d).eval()
 
 
 def exact_log_px(x, W, b, s):
@@ -147,7 +147,7 @@ def reference_lk(model, x, k, seed):
     eps = torch.cat([torch.randn((len(x), NOISE_BLOCK, model.latent_dim), generator=g, dtype=x.dtype)
                      for _ in range(blocks)], 1)[:, :k].transpose(0, 1)  # [k, B, J]
     with torch.no_grad():
-        mu, log_var = model.encode(x)
+        mu, log_var = model.encoder_params(x)
         z = mu + torch.exp(0.5 * log_var) * eps
         log_px_z = model.log_p_x_given_z(x, z)
         log_w = log_px_z + model.log_p_z(z) - model.log_q_z_given_x(z, mu, log_var)
@@ -161,7 +161,7 @@ def test_evaluator_matches_a_direct_computation_with_the_same_samples():
     res = evaluate_bounds(model, x, k=150, batch_size=30, chunk=40, seed=5)
     assert torch.allclose(res.lk, lk_ref, atol=1e-10, rtol=0)
     assert torch.allclose(res.log_px_given_z, rec_ref, atol=1e-10, rtol=0)
-    mu, log_var = model.encode(x)
+    mu, log_var = model.encoder_params(x)
     kl = 0.5 * (mu ** 2 + log_var.exp() - 1 - log_var).sum(-1)
     assert torch.allclose(res.elbo, rec_ref - kl, atol=1e-10, rtol=0)
 

@@ -198,7 +198,7 @@ def test_explore_writes_one_self_contained_page(run_dir, one_thread):
     assert p["decoder"]["encoding"] == "float32" and p["encoding_error"] == 0.0
     # KL per unit, and which units are active: Var_x E_q[z_j|x] > 0.01 over the same points (aevb.bounds)
     with torch.no_grad():
-        m, lv = ctx.model.encode(ctx.x)
+        m, lv = ctx.model.encoder_params(ctx.x)
     np.testing.assert_allclose(p["latent"]["kl"], kl_normal_standard(m, lv).mean(0).numpy(), rtol=1e-5)
     np.testing.assert_allclose(p["latent"]["variance"], m.double().var(0).numpy(), rtol=1e-5)
     assert p["latent"]["active"] == [bool(v > 0.01) for v in m.double().var(0)]
@@ -270,7 +270,7 @@ def test_a_decoder_above_max_size_gives_a_page_of_pytorchs_reconstructions(wide_
     mu = np.frombuffer(base64.b64decode(p["points"]["mu"]), "<f4").reshape(n, 3)
     np.testing.assert_allclose(mu, latent_means(ctx.model, x).numpy(), atol=1e-6)
     with torch.no_grad():
-        mean = ctx.model.likelihood.mean(ctx.model.decode(torch.from_numpy(mu.copy())))
+        mean = ctx.model.likelihood.mean(ctx.model.decoder_params(torch.from_numpy(mu.copy())))
     want = torch.round(mean.clamp(0, 1) * 255).to(torch.uint8).numpy()
     rec = np.frombuffer(base64.b64decode(p["points"]["reconstructions"]), np.uint8).reshape(n, 64)
     assert np.abs(rec.astype(int) - want).max() <= 1 and (rec == want).mean() > 0.999

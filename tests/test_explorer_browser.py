@@ -21,7 +21,7 @@ from aevb.figures.runfigures import FigureContext
 from aevb.training import Trainer
 
 from conftest import tiny_config
-from test_report_browser import CHROMIUM, LAUNCH_ARGS, _playwright
+from helpers import CHROMIUM, LAUNCH_ARGS, playwright as _playwright
 
 pytestmark = pytest.mark.browser
 DECODER_JS = Path(__file__).resolve().parents[1] / "aevb" / "explorer" / "static" / "decoder.js"
@@ -78,7 +78,7 @@ def _expected_rgba(ctx: FigureContext, z: torch.Tensor) -> np.ndarray:
     """PyTorch's decoder mean for one z, as the page must draw it: display values in [0, 1],
     quantised to 0..255, laid out as RGBA pixels of the C x H x W image."""
     with torch.no_grad():
-        mean = ctx.model.likelihood.mean(ctx.model.decode(z.reshape(1, -1).float()))[0]
+        mean = ctx.model.likelihood.mean(ctx.model.decoder_params(z.reshape(1, -1).float()))[0]
     c, h, w = ctx.image_shape
     levels = torch.round(ctx.display(mean).clamp(0, 1) * 255).reshape(c, h * w).numpy().astype(np.int64)
     rgb = levels[[0, 0, 0]] if c == 1 else levels[:3]
@@ -283,7 +283,7 @@ def _page_matches_pytorch(page, model, z: torch.Tensor, encoding: str, what: str
             for q in model.decoder.parameters():
                 q.copy_(q.half().float())
     with torch.no_grad():
-        want = model.likelihood.mean(model.decode(z)).numpy()
+        want = model.likelihood.mean(model.decoder_params(z)).numpy()
     got = page.evaluate(
         "([layers, w, enc, zs]) => { const d = new AevbDecoder.Decoder({layers, weights: w, encoding: enc});"
         " return zs.map(z => Array.from(d.decode(z))); }",

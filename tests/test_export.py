@@ -37,9 +37,9 @@ def test_onnx_files_match_pytorch(run_dir, capsys):
     dec = ort.InferenceSession(str(run_dir / "export" / "decoder.onnx"), providers=["CPUExecutionProvider"])
     mu, log_var = enc.run(["mu", "log_var"], {"x": x.numpy()})
     with torch.no_grad():
-        mu_t, log_var_t = model.encode(x)
+        mu_t, log_var_t = model.encoder_params(x)
         z = mu_t + 0.7 * torch.randn(mu_t.shape, generator=torch.Generator().manual_seed(1))
-        params_t = model.decode(z)
+        params_t = model.decoder_params(z)
         mean_t = model.likelihood.mean(params_t)
     np.testing.assert_allclose(mu, mu_t.numpy(), atol=1e-5, rtol=0)
     np.testing.assert_allclose(log_var, log_var_t.numpy(), atol=1e-5, rtol=0)
@@ -62,10 +62,10 @@ def test_safetensors_load_back_into_a_vae(run_dir, tmp_path):
     model = Run(run_dir).load_model()
     x = Run(run_dir).load_data().test.rows(0, 20)
     with torch.no_grad():
-        for a, b in zip(model.encode(x), loaded.encode(x)):
+        for a, b in zip(model.encoder_params(x), loaded.encoder_params(x)):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
         z = torch.randn(20, 3, generator=torch.Generator().manual_seed(0))
-        torch.testing.assert_close(model.likelihood.mean(model.decode(z)), loaded.likelihood.mean(loaded.decode(z)),
+        torch.testing.assert_close(model.likelihood.mean(model.decoder_params(z)), loaded.likelihood.mean(loaded.decoder_params(z)),
                                    atol=1e-5, rtol=0)
     meta = safetensors_metadata(path)
     assert meta["config"].model.likelihood == "gaussian" and meta["config"].model.encoder_hidden == [16, 8]
@@ -77,7 +77,7 @@ def test_a_file_that_is_not_an_aevb_safetensors_is_refused(tmp_path):
     from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
-    with pytest.raises(CheckpointError, match="not one written by `aevb export`"):
+    with pytest.raises(CheckpointError, match="not one written by aevb"):
         load_safetensors(tmp_path / "other.safetensors")
     (tmp_path / "bad.safetensors").write_bytes(b"\x00garbage")
     with pytest.raises(CheckpointError, match="could not be read"):

@@ -139,7 +139,7 @@ def test_encode_of_the_test_split_equals_the_posterior_means(run):
     model, test = run.load_model(), run.load_data(progress=False).test
     assert np.array_equal(codes["mu"], posterior_means(model, test).numpy())
     with torch.no_grad():
-        _, log_var = model.encode(test.rows(0, 10))
+        _, log_var = model.encoder_params(test.rows(0, 10))
     np.testing.assert_allclose(codes["log_var"][:10], log_var.double().numpy(), rtol=1e-6, atol=1e-6)
     assert list(codes["id"][:2]) == ["0", "1"]
 
@@ -509,7 +509,7 @@ def test_the_pages_commands_and_python_example_run(run, eight_bit, tmp_path, mon
     import shlex
     import shutil
 
-    from test_docs import aevb_argv, fenced_blocks, joined
+    from helpers import aevb_argv, fenced_blocks, joined
 
     page = (Path(__file__).resolve().parents[1] / "docs" / "new-data.md").read_text()
     page = page.split("## Worked example")[0]  # its MNIST commands take minutes: the guide's run here

@@ -108,7 +108,7 @@ def test_manifold_grid_has_n_by_n_distinct_tiles_on_the_quantile_grid(ctx2d):
     np.testing.assert_allclose(zz[0, :, 0], c, rtol=1e-6)
     np.testing.assert_allclose(zz[:, 0, 1], c[::-1], rtol=1e-6)
     # the decoded tiles are the decoder means at those z, and no two tiles are identical
-    expected = model.likelihood.mean(model.decode(z)).detach()
+    expected = model.likelihood.mean(model.decoder_params(z)).detach()
     torch.testing.assert_close(x, expected)
     dist = torch.cdist(x.double(), x.double())
     off_diagonal = dist[~torch.eye(n * n, dtype=torch.bool)]
@@ -147,7 +147,7 @@ def test_latent_scatter_plots_the_encoder_means(ctx2d):
     fig = runfigures.make_figures(ctx2d, "latent")["latent.png"]
     offsets = np.asarray(fig.axes[0].collections[0].get_offsets())
     with torch.no_grad():
-        mu = ctx2d.model.encode(ctx2d.x)[0].numpy()
+        mu = ctx2d.model.encoder_params(ctx2d.x)[0].numpy()
     np.testing.assert_allclose(offsets, mu, rtol=1e-5, atol=1e-6)
     # coloured by label
     colours = fig.axes[0].collections[0].get_array()
@@ -187,12 +187,12 @@ def test_traversal_changes_only_the_chosen_dimension():
     x0 = torch.rand(64)
     values = [-3.0, -1.0, 0.0, 2.0]
     z, x = compute.traversal(model, x0, 2, values)
-    mu0 = model.encode(x0[None])[0][0].detach()
+    mu0 = model.encoder_params(x0[None])[0][0].detach()
     assert z.shape == (4, 4) and x.shape == (4, 64)
     torch.testing.assert_close(z[:, 2], torch.tensor(values))
     for d in (0, 1, 3):
         torch.testing.assert_close(z[:, d], mu0[d].expand(4))
-    torch.testing.assert_close(x, model.likelihood.mean(model.decode(z)).detach())
+    torch.testing.assert_close(x, model.likelihood.mean(model.decoder_params(z)).detach())
     assert (x[0] - x[-1]).abs().max() > 0
 
 
@@ -210,7 +210,7 @@ def test_interpolation_endpoints_are_the_two_posterior_means():
     model = small_vae(64, j=3)
     xa, xb = torch.rand(64), torch.rand(64)
     z, x = compute.interpolate(model, xa, xb, steps=6)
-    mu = model.encode(torch.stack([xa, xb]))[0].detach()
+    mu = model.encoder_params(torch.stack([xa, xb]))[0].detach()
     assert z.shape == (6, 3) and x.shape == (6, 64)
     torch.testing.assert_close(z[0], mu[0], rtol=0, atol=0)
     torch.testing.assert_close(z[-1], mu[1], rtol=0, atol=0)
@@ -256,7 +256,7 @@ def test_curves_plot_the_history_and_kl_bars_the_units(run2d, ctx2d):
 
     # the KL per dimension is the closed form averaged over the test set
     with torch.no_grad():
-        mu, lv = ctx2d.model.encode(ctx2d.x)
+        mu, lv = ctx2d.model.encoder_params(ctx2d.x)
     torch.testing.assert_close(ctx2d.kl, kl_normal_standard(mu, lv).mean(0), rtol=1e-5, atol=1e-6)
 
 
@@ -281,7 +281,7 @@ def test_active_units_are_those_whose_posterior_mean_varies_over_the_data(ctx2d)
 
     # a run's figure: the variances of the test points' posterior means, and the count of aevb.bounds
     with torch.no_grad():
-        mu = ctx2d.model.encode(ctx2d.x)[0].double()
+        mu = ctx2d.model.encoder_params(ctx2d.x)[0].double()
     torch.testing.assert_close(ctx2d.unit_variances, mu.var(0), rtol=1e-5, atol=1e-8)
     assert ctx2d.active.tolist() == (mu.var(0) > 0.01).tolist()
     assert int(ctx2d.active.sum()) == active_units(ctx2d.model, ctx2d.x)

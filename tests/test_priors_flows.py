@@ -73,7 +73,8 @@ def test_a_flow_posterior_is_a_normalised_density(kind):
             p.add_(0.3 * torch.randn_like(p))
         mu, log_var = torch.tensor([[0.2, -0.4]], dtype=torch.float64), torch.zeros(1, 2, dtype=torch.float64)
         eps = torch.randn(400_000, 1, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-        z, log_q = model.posterior(mu + torch.exp(0.5 * log_var) * eps, mu, log_var)
+        drawn = model.latent_sample(eps, mu, log_var)
+        z, log_q = drawn.z, drawn.log_q
         centre, var = z.mean(0), 0.3 ** 2  # p = N(centre, 0.09 I)
         log_p = -0.5 * (2 * math.log(2 * math.pi * var) + ((z - centre) ** 2).sum(-1) / var)
         ratio = torch.exp(log_p - log_q).mean()
@@ -102,7 +103,7 @@ def test_the_vampprior_density_is_the_mixture_of_the_pseudo_inputs_posteriors():
     model = _model(prior="vamp")
     z = torch.randn(6, 3, dtype=torch.float64)
     u = model.prior.pseudo_inputs
-    mu, log_var = model.encode(u)
+    mu, log_var = model.encoder_params(u)
     brute = torch.logsumexp(torch.stack([torch.distributions.Normal(mu[k], torch.exp(0.5 * log_var[k]))
                                          .log_prob(z).sum(-1) for k in range(len(u))]), 0) - math.log(len(u))
     assert torch.allclose(model.log_p_z(z), brute, atol=1e-9)
@@ -115,8 +116,8 @@ def test_an_evaluation_encodes_the_pseudo_inputs_once_and_forgets_them_after():
     model = _model(prior="vamp")
     z = torch.randn(6, 3, dtype=torch.float64)
     calls = []
-    encode = model.encode
-    model.encode = lambda x: calls.append(len(x)) or encode(x)
+    encode = model.encoder_params
+    model.encoder_params = lambda x: calls.append(len(x)) or encode(x)
     free = model.log_p_z(z)
     calls.clear()
     with torch.no_grad(), model.fixed_prior():

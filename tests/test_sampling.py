@@ -52,7 +52,7 @@ def test_prior_samples_decode_the_seeded_draws_and_a_draw_is_seeded_too():
     assert model.training  # the mode is restored
     torch.testing.assert_close(z, sampling.prior_draws(500, 3, 3), rtol=0, atol=0)
     with torch.no_grad():
-        mean = model.likelihood.mean(model.decode(z))
+        mean = model.likelihood.mean(model.decoder_params(z))
     torch.testing.assert_close(x, mean)
     torch.testing.assert_close(sampling.decode_means(model, z, batch_size=7), mean)
     z2, d = sampling.prior_samples(model, 500, seed=3, draw=True, batch_size=128)
@@ -69,7 +69,7 @@ def test_reconstructions_are_the_decoder_mean_at_the_posterior_mean_and_rows_pai
     model = small_vae(64, j=3)
     x = torch.rand(5, 64)
     with torch.no_grad():
-        want = model.likelihood.mean(model.decode(model.encode(x)[0]))
+        want = model.likelihood.mean(model.decoder_params(model.encoder_params(x)[0]))
     rec = sampling.reconstructions(model, x)
     torch.testing.assert_close(rec, want)
     tiles = sampling.paired_rows(x, rec, 3)

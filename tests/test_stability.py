@@ -57,7 +57,7 @@ def test_encoder_sees_centred_inputs_and_they_are_saved_with_the_weights():
     cfg = merge(RunConfig(), {"model": {"encoder_hidden": [16], "latent_dim": 3, "likelihood": "bernoulli"}}).model
     model = VAE.from_config(cfg, 12)
     model.fit_to_data(mean, var)
-    mu, log_var = model.encode(x)
+    mu, log_var = model.encoder_params(x)
     want_mu, want_lv = model.encoder((x - mean) / var.mean().sqrt())
     assert torch.allclose(mu, want_mu, atol=1e-6) and torch.allclose(log_var, want_lv, atol=1e-6)
     again = VAE.from_config(cfg, 12)
@@ -96,7 +96,7 @@ def test_a_new_run_starts_at_the_data_mean(tmp_path):
     trainer = Trainer.new(tiny_config(), tmp_path / "run")
     mean, _ = trainer.data.split("train").moments()
     with torch.no_grad():
-        out = trainer.model.decode(torch.zeros(1, trainer.model.latent_dim))[0]
+        out = trainer.model.decoder_params(torch.zeros(1, trainer.model.latent_dim))[0]
     assert torch.allclose(torch.sigmoid(trainer.model.decoder.net[-1].bias), mean.clamp(1e-3, 1 - 1e-3), atol=1e-6)
     assert out.shape == mean.shape
     old = Trainer.new(tiny_config(model={"output_bias_from_data": False, "center_inputs": False}), tmp_path / "old")

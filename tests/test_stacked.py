@@ -11,11 +11,12 @@ from aevb.cli import main
 from aevb.distributions import get_likelihood
 from aevb.model import VAE
 from aevb.networks import GaussianEncoder, MLPDecoder
-from aevb.stacked import LatentStack, precision_weighted
+from aevb.latent import assemble
+from aevb.stacked import precision_weighted, stacked_networks
 from aevb.training import Trainer
 
 from conftest import tiny_config
-from test_priors_flows import assert_non_decreasing_in_k
+from helpers import assert_non_decreasing_in_k
 
 D, J1, J2 = 4, 3, 2
 
@@ -26,17 +27,18 @@ def _linear_model(inference: str, seed: int = 0):
     torch.manual_seed(seed)
     enc = GaussianEncoder(D, [], J1)
     dec = MLPDecoder(J1, [], D, 2)
-    stack = LatentStack([J1, J2], [], "tanh", inference)
-    model = VAE(enc, dec, get_likelihood("gaussian"), D, J1, stack=stack).double()
+    q_nets, p_nets = stacked_networks([J1, J2], [], "tanh")
+    latents = assemble([J1, J2], q_nets, p_nets, inference=inference)
+    model = VAE(enc, dec, get_likelihood("gaussian"), data_dim=D, latents=latents).double()
     with torch.no_grad():
-        for layer, width in ((dec.net[-1], D), (stack.down[0].net[-1], J1)):
+        for layer, width in ((dec.net[-1], D), (p_nets[0].net[-1], J1)):
             layer.weight[width:].zero_()  # constant log-variances
             layer.bias[width:].uniform_(-1.0, 0.0)
     return model
 
 
 def _exact_log_px(model, x):
-    dec, down = model.decoder.net[-1], model.stack.down[0].net[-1]
+    dec, down = model.decoder.net[-1], model.cells[0].p_net.net[-1]
     B, b, lv0 = dec.weight[:D].double(), dec.bias[:D].double(), dec.bias[D:].double()
     A, a, lv1 = down.weight[:J1].double(), down.bias[:J1].double(), down.bias[J1:].double()
     cov_z1 = A @ A.T + torch.diag(torch.exp(lv1))
@@ -48,7 +50,7 @@ def _exact_log_px(model, x):
 def _fit_posterior(model, x, steps=400):
     """Train q only (the encoder and the inference networks) on the ELBO, so that L_k converges
     fast; the generative model, and so log p(x), stay fixed."""
-    gen = [p for n, p in model.named_parameters() if n.startswith("decoder") or n.startswith("stack.down")]
+    gen = [p for n, p in model.named_parameters() if n.startswith("decoder") or ".p_net." in n]
     for p in gen:
         p.requires_grad_(False)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.02)
@@ -102,7 +104,7 @@ def test_prior_draws_run_the_generative_path_down():
     model = _linear_model("bottom-up")
     z = model.draw_prior(40_000, torch.Generator().manual_seed(0)).double()
     z1, z2 = z[:, :J1], z[:, J1:]
-    down = model.stack.down[0].net[-1]
+    down = model.cells[0].p_net.net[-1]
     A, a = down.weight[:J1].detach().double(), down.bias[:J1].detach().double()
     cov = A @ A.T + torch.diag(torch.exp(down.bias[J1:].detach().double()))
     assert torch.allclose(z2.mean(0), torch.zeros(J2, dtype=torch.float64), atol=0.03)

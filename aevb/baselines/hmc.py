@@ -154,5 +154,5 @@ def posterior_log_prob(model, x: Tensor) -> LogProb:
     """The unnormalised log posterior log p(z) + log p(x|z) of a VAE's generative model for each
     datapoint of x [B, D], as a function of z [B, J] (or [S, B, J])."""
     def f(z: Tensor) -> Tensor:
-        return model.log_p_z(z) + model.likelihood.log_prob(x, model.decode(z))
+        return model.log_p_z(z) + model.likelihood.log_prob(x, model.decoder_params(z))
     return f

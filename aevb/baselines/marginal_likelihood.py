@@ -92,7 +92,7 @@ def model_log_px(model, x: Tensor, n_samples: int = 200, burn_in: int = 200, bat
     for i in range(0, len(x), batch_size):
         xb = x[i:i + batch_size]
         if start == "encoder":
-            z0 = model.encode(xb)[0]
+            z0 = model.encoder_params(xb)[0]
         else:
             z0 = torch.zeros(len(xb), model.latent_dim, dtype=xb.dtype, device=xb.device)
         parts.append(appendix_d_estimate(posterior_log_prob(model, xb), z0, n_samples, burn_in, **kw))

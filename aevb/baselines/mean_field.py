@@ -52,7 +52,7 @@ def fit_mean_field(model, x: Tensor, steps: int = 1000, lr: float = 0.05, n_samp
     if mu0 is None:
         if init == "encoder":
             with torch.no_grad():
-                mu0, log_var0 = model.encode(x)
+                mu0, log_var0 = model.encoder_params(x)
         elif init == "prior":
             mu0 = torch.zeros(len(x), model.latent_dim, dtype=x.dtype, device=x.device)
             log_var0 = torch.zeros_like(mu0)
@@ -88,7 +88,7 @@ def fit_mean_field(model, x: Tensor, steps: int = 1000, lr: float = 0.05, n_samp
 def amortized_q(model, x: Tensor):
     """The encoder's (mu, log_var) and the wall time of computing them."""
     t0 = time.perf_counter()
-    mu, log_var = model.encode(x)
+    mu, log_var = model.encoder_params(x)
     return mu, log_var, time.perf_counter() - t0
 
 

@@ -23,7 +23,7 @@ from ..optimizers import build_optimizer
 def wake_objective(model, x: Tensor, n_samples: int = 1) -> Tensor:
     """Mean over the batch of log p(x, z) with z ~ q(z|x) held fixed (gradient: decoder only)."""
     with torch.no_grad():
-        mu, log_var = model.encode(x)
+        mu, log_var = model.encoder_params(x)
         z = mu + torch.exp(0.5 * log_var) * torch.randn((n_samples,) + tuple(mu.shape), dtype=mu.dtype,
                                                         device=mu.device)
     return (model.log_p_z(z) + model.log_p_x_given_z(x, z)).mean()
@@ -34,13 +34,13 @@ def dream(model, n: int, dtype=None, device=None):
     p = next(model.parameters())
     with torch.no_grad():
         z = torch.randn(n, model.latent_dim, dtype=dtype or p.dtype, device=device or p.device)
-        x = model.likelihood.sample(model.decode(z))
+        x = model.likelihood.sample(model.decoder_params(z))
     return z, x
 
 
 def sleep_objective(model, z: Tensor, x: Tensor) -> Tensor:
     """Mean of log q(z|x) on dreamed pairs (gradient: encoder only)."""
-    mu, log_var = model.encode(x)
+    mu, log_var = model.encoder_params(x)
     return model.log_q_z_given_x(z.unsqueeze(0), mu, log_var).mean()
 
 

@@ -161,8 +161,8 @@ def write_explorer(run: Union[str, Path, Run], out: Union[str, Path, None] = Non
     path = Path(out) if out else run.path / EXPLORER_FILE
     check_output(path, "--out")  # also refuses a run's checkpoints, config and metrics
     ctx = FigureContext.from_run(run, device=device, data_optional=True, checkpoint=checkpoint)
-    if ctx.model.stack is not None:
-        raise ExplorerError(f"{run.path} has stacked latent layers ({' and '.join(map(str, ctx.model.stack.sizes))}): "
+    if len(ctx.model.layer_sizes) > 1:
+        raise ExplorerError(f"{run.path} has stacked latent layers ({' and '.join(map(str, ctx.model.layer_sizes))}): "
                             "the page runs one layer's decoder and cannot run the top-down path p(z1|z2); "
                             "use aevb sample and aevb plot for this run")
     image_shape = tuple(int(s) for s in ctx.image_shape)

@@ -23,7 +23,7 @@ numbers in the weight block; a ``null`` bias or affine weight means none):
                     half), or "discretized-logistic" with "components" K, "levels" and
                     "min_log_scale" (see ``DiscretizedLogistic.split`` and ``.mean``)
 
-It is the same computation as ``model.likelihood.mean(model.decode(z))`` for aevb's
+It is the same computation as ``model.likelihood.mean(model.decoder_params(z))`` for aevb's
 ``MLPDecoder`` (Linear layers and activations) and ``ConvDecoder`` (Linear, activation, reshape,
 transposed convolutions with optional GroupNorm, centre crop). Any other decoder or module
 raises :class:`UnsupportedDecoder` naming it; a new layer kind is one branch here and one
@@ -267,6 +267,6 @@ def mean_error(model, z: torch.Tensor, encoding: str) -> float:
     rounded = copy.deepcopy(model).cpu().float().eval()
     for p in rounded.decoder.parameters():
         p.copy_(p.to(torch.float16).float())
-    exact = model.likelihood.mean(model.decode(z.to(next(model.parameters()).device))).cpu().float()
-    approx = rounded.likelihood.mean(rounded.decode(z.cpu().float()))
+    exact = model.likelihood.mean(model.decoder_params(z.to(next(model.parameters()).device))).cpu().float()
+    approx = rounded.likelihood.mean(rounded.decoder_params(z.cpu().float()))
     return float((exact - approx).abs().max())

@@ -35,8 +35,8 @@ class _Encoder(nn.Module):
         self.model = model
 
     def forward(self, x):
-        mu, log_var = self.model.encode(x)
-        if self.model.flow is not None or self.model.stack is not None:
+        mu, log_var = self.model.encoder_params(x)
+        if self.model.flow is not None or len(self.model.layer_sizes) > 1:
             return mu, log_var, self.model.codes(mu, log_var)  # the code: f(mu), or every layer's mean
         return mu, log_var
 
@@ -47,7 +47,7 @@ class _Decoder(nn.Module):
         self.model = model
 
     def forward(self, z):
-        params = self.model.decode(z)
+        params = self.model.decoder_params(z)
         return params, self.model.likelihood.mean(params)
 
 
@@ -88,12 +88,12 @@ def export_onnx(model, config: RunConfig, image_shape: Sequence[int], out_dir: U
             "image_shape": json.dumps([int(s) for s in image_shape]), "data_dim": str(int(model.data_dim)),
             "latent_dim": str(int(model.latent_dim)), "aevb_version": __version__,
             "prior": str(config.model.prior), "flow": str(config.model.flow),
-            "latent_layers": json.dumps(list(model.stack.sizes) if model.stack is not None else [int(model.latent_dim)])}
+            "latent_layers": json.dumps(list(model.layer_sizes))}
     x = torch.zeros(2, model.data_dim)
     z = torch.zeros(2, model.latent_dim)
     # with a flow, mu and log_var are the base Gaussian's (before the flow) and "code" is f(mu);
     # with stacked layers they are z_1's and "code" is every layer's mean
-    encoder_outputs = ("mu", "log_var", "code") if model.flow is not None or model.stack is not None \
+    encoder_outputs = ("mu", "log_var", "code") if model.flow is not None or len(model.layer_sizes) > 1 \
         else ("mu", "log_var")
     return {
         "encoder": _export(_Encoder(model), x, "x", encoder_outputs, meta, out_dir / "encoder.onnx"),

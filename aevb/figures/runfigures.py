@@ -231,7 +231,7 @@ def prior_name(model) -> str:
     names = {"StandardNormal": "N(0, I)", "MixturePrior": "the learned mixture prior",
              "VampPrior": "the VampPrior"}
     name = names.get(type(model.prior).__name__, "p(z)")
-    if model.stack is not None:
+    if len(model.layer_sizes) > 1:
         return f"{name} (top layer), then p(z1|z2) down"
     return name
 
