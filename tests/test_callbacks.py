@@ -1,5 +1,6 @@
 """The trainer's extension points: a ready-made model and the callback hooks around the loop."""
 import copy
+import json
 import math
 
 import pytest
@@ -137,3 +138,46 @@ def test_the_older_hook_name_is_still_called(tmp_path):
 
     Trainer.new(tiny_config(), tmp_path / "run", callbacks=[Old()]).fit()
     assert seen == [1, 2]
+
+
+def test_the_report_is_written_by_the_library_unless_turned_off(tmp_path, capsys):
+    from aevb.cli import main
+
+    Trainer.new(tiny_config(train={"epochs": 1}), tmp_path / "with").fit()
+    Trainer.new(tiny_config(train={"epochs": 1, "report": False}), tmp_path / "without").fit()
+    assert (tmp_path / "with" / "report.html").is_file() and (tmp_path / "with" / "figures" / "curves.png").is_file()
+    assert (tmp_path / "with" / "latents" / "epoch001.npy").is_file()
+    assert not (tmp_path / "without" / "report.html").exists() and not (tmp_path / "without" / "figures").exists()
+    assert not (tmp_path / "without" / "latents").exists()
+    assert main(["train", "--out", str(tmp_path / "cli"), "--epochs", "1", "--hidden", "16", "--no-progress",
+                 "--no-tensorboard", "--no-report"]) == 0
+    assert not (tmp_path / "cli" / "report.html").exists()
+    assert json.loads((tmp_path / "cli" / "config.json").read_text())["train"]["report"] is False
+
+
+def test_limit_batches_trains_and_evaluates_only_the_first_batches_and_says_so(tmp_path, capsys):
+    from aevb.bounds import dataset_bound
+    from aevb.cli import main
+
+    cfg = tiny_config(train={"epochs": 3, "limit_batches": 2, "eval_batch_size": 50})
+    cb = Recorder()
+    trainer = Trainer.new(cfg, tmp_path / "run", callbacks=[cb])
+    history = trainer.fit()
+    assert trainer.step == 2 * 3 and [len(s) for s in cb.steps] == [2, 2, 2]
+    assert [r["step"] for r in history] == [2, 4, 6] and all(r["limit_batches"] == 2 for r in history)
+    # the epoch's bound is over the first 2 x 64 shuffled training points, the test bound over the
+    # first 2 x 50 test points
+    assert sum(s[1] * s[2] for s in cb.steps[-1]) / 128 == pytest.approx(-history[-1]["train_bound"], rel=1e-6)
+    head = dataset_bound(trainer.model, trainer.splits["test"].head(100), 50, seed=cfg.train.seed + 1)
+    assert head["bound"] == pytest.approx(history[-1]["test_bound"], rel=1e-9)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["limit_batches"] == 2
+    # the command line says it in every epoch line and at the end
+    assert main(["train", "--out", str(tmp_path / "cli"), "--epochs", "2", "--hidden", "16", "--no-tensorboard",
+                 "--no-report", "--limit-batches", "3"]) == 0
+    out = capsys.readouterr()
+    assert out.err.count("[only the first 3 batches: --limit-batches]") == 2
+    assert "each epoch trained only its first 3 batches" in out.out
+    rows = [json.loads(line) for line in (tmp_path / "cli" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3, 6]
+    assert main(["train", "--out", str(tmp_path / "bad"), "--limit-batches", "0"]) == 2
+    assert "limit-batches" in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -141,6 +141,11 @@ OPTIONS = [
     ("--images-every", "train.images_every", dict(type=int, metavar="N", help="write image grids every N epochs (0: never)")),
     ("--no-progress", "train.progress", dict(action="store_false", help="no progress bars or epoch lines")),
     ("--no-tensorboard", "train.tensorboard", dict(action="store_false", help="do not write TensorBoard events")),
+    ("--no-report", "train.report", dict(action="store_false", help="no figures or report.html at the end of "
+                                         "training (aevb report RUN writes them later)")),
+    ("--limit-batches", "train.limit_batches", dict(type=int, metavar="N", help="a quick debug run: train only the "
+                                                    "first N batches of each epoch and evaluate at most N "
+                                                    "batches (the run records it)")),
 ]
 
 
@@ -289,7 +294,9 @@ def run(args: argparse.Namespace) -> int:
     last = trainer.history[-1] if trainer.history and trainer.epoch > before else None
     if last and trainer.dist.is_main:
         print(f"done: test loss {-last['test_bound']:.2f} nats per datapoint (negative ELBO) after "
-              f"{trainer.epoch} epochs; run folder {trainer.run_dir}")
+              f"{trainer.epoch} epochs; run folder {trainer.run_dir}"
+              + (f" (a quick debug run: each epoch trained only its first {trainer.cfg.train.limit_batches} "
+                 "batches)" if trainer.cfg.train.limit_batches else ""))
         if trainer.stopped_early:
             from ..training.session import stop_message
 
@@ -301,15 +308,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def default_callbacks():
-    """Callbacks every CLI run gets (figures and the report at the end of training, when
-    those modules are present)."""
-    try:
-        from ..report import ReportCallback
-    except ModuleNotFoundError as e:
-        if e.name != f"{__package__.rsplit('.', 1)[0]}.report":
-            raise
-        return []
-    return [ReportCallback()]
+    """Callbacks the command adds to those the library assembles from the config (the report is
+    the library's own, train.report): none."""
+    return []
 
 
 def _default_out(dataset: str) -> str:

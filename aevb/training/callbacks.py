@@ -174,7 +174,7 @@ class TensorBoard(Callback):
         if w is None:
             return
         for k, v in record.items():
-            if k not in ("epoch", "step", "best_epoch", "stopped_early") and isinstance(v, (int, float)):
+            if k not in ("epoch", "step", "best_epoch", "stopped_early", "limit_batches") and isinstance(v, (int, float)):
                 w.add_scalar(k.replace("_", "/", 1), v, epoch)
         w.flush()
 
@@ -237,6 +237,8 @@ class ProgressBar(Callback):
         extra = f"  valid {-r['valid_bound']:.2f}" if "valid_bound" in r else ""
         if r.get("best_epoch") is not None:
             extra += " (best)" if r["best_epoch"] == r["epoch"] else f" (best: epoch {r['best_epoch']})"
+        if r.get("limit_batches"):
+            extra += f"  [only the first {r['limit_batches']} batches: --limit-batches]"
         print(f"epoch {done:>3}/{total}  train loss {-r['train_bound']:.2f}  test loss {-r['test_bound']:.2f}"
               f"{extra}  (-bound, nats/datapoint)  KL {r['test_kl']:.2f}  {r['epoch_time_s']:.1f}s"
               + ("" if r.get("stopped_early") else f"  ETA {format_duration(eta)}"), file=sys.stderr, flush=True)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .. import distributed
-from ..bounds import dataset_bound, elbo_sums
+from ..bounds import dataset_bound, elbo_sums, eval_rows
 from ..config import RunConfig
 from ..data import Dataset, Split
 from ..devices import resolve_device
@@ -39,6 +39,7 @@ from .callbacks import (BestCheckpoint, Callback, EarlyStopping, ImageGrids, Las
                         TensorBoard, epoch_images, write_images)
 from .objective import (batch_loss, binarize_batch, kl_weight, objective_terms, poison_if_nonfinite,
                         step_is_finite, training_precision)
+from .report import ReportCallback
 from .state import checkpoint_errors, checkpoint_state, restore_best, restore_rng, seed_noise
 
 
@@ -54,8 +55,10 @@ class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: Path, data: Dataset, state: Optional[dict] = None,
                  callbacks: Sequence[Callback] = (), model: Optional[torch.nn.Module] = None):
         self.cfg, self.run_dir, self.data = cfg, Path(run_dir), data
-        self.callbacks = list(callbacks)
         t = cfg.train
+        self.callbacks = list(callbacks)  # the user's, after the built-in ones
+        if t.report and not any(isinstance(cb, ReportCallback) for cb in self.callbacks):
+            self.callbacks.insert(0, ReportCallback())  # figures and report.html, as `aevb train` writes them
         if t.threads:
             torch.set_num_threads(int(t.threads))
         self.dist = distributed.init()
@@ -266,6 +269,8 @@ class Trainer:
         train_split = self.splits["train"]
         n, bs = len(train_split), t.batch_size
         n_batches = (n + bs - 1) // bs
+        if t.limit_batches:  # a quick debug run: the first batches of the same shuffle
+            n_batches = min(n_batches, t.limit_batches)
         dynamic = self.data.dynamic_binarization
         perm = torch.randperm(n, generator=self.shuffle)
         # sums of the applied steps' bound, log p(x|z) and KL, and how many datapoints they cover
@@ -327,6 +332,8 @@ class Trainer:
         self.epoch += 1
         record = {"epoch": self.epoch, "step": self.step,
                   "train_bound": train[0], "train_log_px_given_z": train[1], "train_kl": train[2], **steps}
+        if t.limit_batches:  # such an epoch is not a full one, and its row says so
+            record["limit_batches"] = t.limit_batches
         for name in ("test", "valid"):
             if name not in self.splits:
                 continue
@@ -355,9 +362,11 @@ class Trainer:
                 g["lr"] = lr
 
     def _split_bound(self, x: Split) -> Dict[str, float]:
-        """dataset_bound of a test/validation split; under torchrun every process takes a
+        """dataset_bound of a test/validation split (its first rows with ``train.limit_batches``); under torchrun every process takes a
         contiguous share of the rows (its own noise seed) and the sums are added up."""
         t = self.cfg.train
+        if t.limit_batches:  # a quick debug run: at most that many evaluation batches
+            x = x.head(t.limit_batches * (t.eval_batch_size or eval_rows(self.model)))
         if not self.dist.enabled:
             return dataset_bound(self.model, x, t.eval_batch_size, self.data.dynamic_binarization, seed=t.seed + 1)
         share = x.subset(np.array_split(np.arange(len(x)), self.dist.world_size)[self.dist.rank])

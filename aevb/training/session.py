@@ -58,7 +58,7 @@ def prepare_new(cfg: RunConfig, out: Path, overwrite: bool, given_data: Optional
         new_run = create_run_folder(out, overwrite)
         try:
             write_marker(new_run.folder, "running", aevb_version=__version__, dataset=data.name,
-                         **({"data_fingerprint": fingerprint} if fingerprint else {}))
+                         **({"data_fingerprint": fingerprint} if fingerprint else {}), **limited(rcfg))
             rcfg.save(new_run.folder / "config.json")
         except BaseException:
             new_run.abandon()
@@ -142,7 +142,7 @@ def started(trainer) -> None:
     if trainer._resumed:
         trainer.cfg.save(trainer.run_dir / "config.json")
         again = {"stopped_early": False} if "stopped_early" in (read_marker(trainer.run_dir) or {}) else {}
-        write_marker(trainer.run_dir, "running", epoch=trainer.epoch, **again)
+        write_marker(trainer.run_dir, "running", epoch=trainer.epoch, **again, **limited(trainer.cfg))
 
 
 def finished(trainer) -> None:
@@ -153,6 +153,12 @@ def finished(trainer) -> None:
         extra = {"stopped_early": trainer.stopped_early, "best_epoch": trainer.best_epoch,
                  "best_valid_bound": trainer.best_bound}
     write_marker(trainer.run_dir, "finished", epoch=trainer.epoch, **extra)
+
+
+def limited(cfg: RunConfig) -> dict:
+    """run.json's mark of a quick debug run (train.limit_batches): an epoch of it saw only its
+    first batches, and the run must not pass for a full one (every metrics row says so too)."""
+    return {"limit_batches": cfg.train.limit_batches} if cfg.train.limit_batches else {}
 
 
 def stop_message(trainer) -> str:

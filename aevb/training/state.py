@@ -34,7 +34,8 @@ from ..version import __version__
 
 # Options that may differ when a run is resumed: they change where or how long, not what.
 RESUMABLE_CHANGES = {"train.epochs", "train.early_stop", "train.device", "train.threads", "train.progress",
-                     "train.tensorboard", "train.eval_batch_size", "train.images_every",
+                     "train.tensorboard", "train.eval_batch_size", "train.images_every", "train.report",
+                     "train.limit_batches",
                      "data.data_dir", "data.download", "data.memory_budget", "data.cache_dir"}
 
 
