@@ -41,6 +41,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     from ..data import load_configured
     from ..data.cache import format_size
     from ..data.registry import load_options
+    from ..data.spec import ARRAY, parse_spec
     from ..training.session import check_cache_dir
     from .train import OPTIONS
 
@@ -57,7 +58,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     check_cache_dir(cfg)
     opts = load_options(d, workers=args.workers, rebuild=bool(args.rebuild))
     budget = opts.budget
-    if not d.dataset.strip().lower().startswith("array:"):
+    if parse_spec(d.dataset).form != ARRAY:
         opts.memory_budget = 1  # the splits are opened (memory-mapped), not read into memory
     t0 = time.perf_counter()
     ds = load_configured(d, options=opts)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import List, Optional
 
-from ..data.spec import FOLDER, MEMORY, Spec, parse_spec
+from ..data.spec import FOLDER, MemorySpecError, Spec, parse_spec
 from ..distributions import mean_activation_likelihoods
 from ..errors import ConfigError, DataError
 from ..presets import PRESETS
@@ -91,9 +91,9 @@ def data_spec(cfg: RunConfig) -> Optional[Spec]:
     says why, with the names it knows); a damaged ``memory:`` record is refused here, naming it."""
     try:
         return parse_spec(cfg.data.dataset)
-    except DataError as e:
-        if cfg.data.dataset.strip().lower().startswith(MEMORY + ":"):
-            raise ConfigError(f"data.dataset (from {source_of(cfg, 'data.dataset')}): {e}") from None
+    except MemorySpecError as e:
+        raise ConfigError(f"data.dataset (from {source_of(cfg, 'data.dataset')}): {e}") from None
+    except DataError:
         return None
 
 

@@ -76,6 +76,15 @@ def _pick(arrays: Dict[str, np.ndarray], names) -> Optional[str]:
     return None
 
 
+class Shaped:
+    """Only the ``shape`` and ``ndim`` of an array (e.g. from a file's header), for
+    :func:`image_shape_of`."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+        self.ndim = len(self.shape)
+
+
 def image_shape_of(a: np.ndarray, name: str) -> Tuple[Tuple[int, int, int], bool]:
     """(image shape (C, H, W), channels_last) for an array by the rule in the module docs."""
     if a.ndim == 2:
@@ -271,3 +280,39 @@ def array_splits(arrays: Dict[str, np.ndarray], spec: str, options=None, where: 
     return ArraySplits(splits=splits, keys={s: k for s, k in xk.items() if k is not None},
                        image_shape=image_shape, kind=kind, levels=levels if kind != KIND_REAL else None,
                        single=single, storage=storage, labels_note=info_labels)
+
+
+def header_image_shape(path: Path) -> Optional[Tuple[int, int, int]]:
+    """The image shape the header of a .npy file (or of the training array of an .npz) gives
+    (aevb.data.arrays' rule), None when it cannot be read here (the loader says why)."""
+    try:
+        if path.suffix.lower() == ".npy":
+            with open(path, "rb") as f:
+                shape, dtype = _header(f)
+        elif path.suffix.lower() == ".npz":
+            with zipfile.ZipFile(path) as z:
+                names = {n[:-4].lower(): n for n in z.namelist() if n.endswith(".npy")}
+                key = next((names[k] for k in X_KEYS["train"] if k in names), None)
+                if key is None:
+                    candidates = [n for k, n in names.items() if k not in SINGLE_Y_KEYS]
+                    if len(candidates) != 1:
+                        return None
+                    key = candidates[0]
+                with z.open(key) as f:
+                    shape, dtype = _header(f)
+        else:
+            return None
+        if len(shape) < 2 or shape[0] == 0:
+            return None
+        return tuple(int(s) for s in image_shape_of(Shaped(shape), str(path))[0])
+    except Exception:  # noqa: BLE001 - anything unreadable is the loader's to explain
+        return None
+
+
+def _header(f) -> Tuple[tuple, np.dtype]:
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+    else:
+        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    return shape, dtype

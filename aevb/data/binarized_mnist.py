@@ -6,6 +6,7 @@ KIND_BINARY, levels 2, image shape (1, 28, 28), no labels; the official valid sp
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Union
@@ -15,9 +16,10 @@ import numpy as np
 from .base import KIND_BINARY, DataError, Dataset, Split
 from .download import Alternative, RemoteFile, fetch
 from .idx import read_bytes
+from .spec import NAMED_SHAPES
 
 BASE_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
-D = 784
+D = math.prod(NAMED_SHAPES["binarized-mnist"])  # values per image
 SPLIT_SIZES = {"train": 50000, "valid": 10000, "test": 10000}
 
 # sha1 of the .amat files (the published values), md5 of our gzip -9 -n copies.
@@ -112,7 +114,7 @@ def load_binarized_mnist(folder: Union[str, os.PathLike], download: bool = True,
         splits[split] = Split(np.ascontiguousarray(arr, dtype=np.uint8))
     return Dataset(
         name="binarized-mnist", train=splits["train"], valid=splits["valid"], test=splits["test"],
-        image_shape=(1, 28, 28), kind=KIND_BINARY, levels=2,
+        image_shape=NAMED_SHAPES["binarized-mnist"], kind=KIND_BINARY, levels=2,
         info={"source": BASE_URL, "folder": str(folder),
               "files": {k: str(v) for k, v in paths.items()},
               "test_split": "official (Larochelle & Murray 2011: 50000 / 10000 / 10000)"})

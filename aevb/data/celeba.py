@@ -19,13 +19,14 @@ from .base import DataError, Dataset
 from .cache import say
 from .folder import normalise_size
 from .imageset import ImagePlan, LoadOptions, check_splits_share_no_file, open_image_dataset
+from .spec import CELEBA_SIZE
 
 PAGE = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
 IMAGES = "img_align_celeba"
 PARTITION = "list_eval_partition.txt"
 SPLITS = {0: "train", 1: "valid", 2: "test"}
 OFFICIAL_SIZES = {"train": 162770, "valid": 19867, "test": 19962}
-FULL_SIZE = (218, 178)
+FULL_SIZE = CELEBA_SIZE  # (height, width) of the aligned files
 
 
 def read_partition(path: Path) -> Dict[str, List[str]]:

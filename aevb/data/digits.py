@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .base import KIND_UNIT, DataError, Dataset, Split
+from .spec import NAMED_SHAPES
 from .utils import TEST_SPLIT_SEED, holdout_indices
 
 TEST_FRACTION = 0.2
@@ -25,7 +26,7 @@ def load_digits_dataset() -> Dataset:
     bunch = load_digits()
     images = np.asarray(bunch.images)  # [1797, 8, 8] float64 in 0..16
     target = np.asarray(bunch.target)
-    if images.ndim != 3 or images.shape[1:] != (8, 8) or images.min() < 0 or images.max() > 16:
+    if images.ndim != 3 or images.shape[1:] != NAMED_SHAPES["digits"][1:] or images.min() < 0 or images.max() > 16:
         raise DataError(f"scikit-learn's digits have an unexpected shape {images.shape} or range")
     n = images.shape[0]
     n_test = int(round(n * TEST_FRACTION))
@@ -34,7 +35,7 @@ def load_digits_dataset() -> Dataset:
     return Dataset(
         name="digits",
         train=x.subset(tr), test=x.subset(te),
-        image_shape=(1, 8, 8), kind=KIND_UNIT, levels=17,
+        image_shape=NAMED_SHAPES["digits"], kind=KIND_UNIT, levels=17,
         info={"source": "sklearn.datasets.load_digits (UCI optdigits)",
               "files": {},
               "test_split": f"fixed seeded hold-out: {n_test} of {n} images (20%, seed {TEST_SPLIT_SEED})",

@@ -10,8 +10,10 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from .base import DataError
 from .cache import fingerprint as stat_digest  # sha256 of (path, size, mtime) lines, as the data cache keeps
 from .folder import find_images
+from .spec import ARRAY, FOLDER, parse_spec
 
 
 def _sha256(path: Path) -> str:
@@ -34,11 +36,12 @@ def fingerprint(spec: str) -> Optional[dict]:
     that do not exist. ``method`` is ``content`` (sha256 of the bytes, for data up to 256 MB) or
     ``stat`` (paths, sizes and modification times, for larger data). A small folder also gets
     ``duplicates``: how many files repeat another's bytes exactly."""
-    prefix, sep, rest = spec.strip().partition(":")
-    if not sep or not rest.strip():
+    try:
+        parsed = parse_spec(spec)
+    except DataError:  # not a spec of files (the loader says what is wrong with it)
         return None
-    root = Path(rest.strip()).expanduser()
-    if prefix.lower() in ("array", "npy", "npz"):
+    root = parsed.path
+    if parsed.form == ARRAY:
         if not root.is_file():
             return None
         st = root.stat()
@@ -46,7 +49,7 @@ def fingerprint(spec: str) -> Optional[dict]:
             return {"sha256": _sha256(root), "files": 1, "bytes": st.st_size, "method": "content"}
         return {"sha256": stat_digest([(root.name, st.st_size, st.st_mtime_ns)]), "files": 1,
                 "bytes": st.st_size, "method": "stat"}
-    if prefix.lower() == "folder":
+    if parsed.form == FOLDER:
         if not root.is_dir():
             return None
         files = find_images(root)

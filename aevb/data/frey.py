@@ -18,11 +18,12 @@ import numpy as np
 
 from .base import KIND_UNIT, DataError, Dataset, Split
 from .download import RemoteFile, fetch
+from .spec import NAMED_SHAPES
 from .utils import TEST_SPLIT_SEED, holdout_indices, rows_uint8
 
 URL = "https://cs.nyu.edu/~roweis/data/frey_rawface.mat"
 FILE = RemoteFile("frey_rawface.mat", (URL,), md5="5aeb024d42b8a6091f30e5eb18c8a48d")
-H, W = 28, 20
+H, W = NAMED_SHAPES["frey-face"][1:]
 N_IMAGES = 1965
 TEST_FRACTION = 0.1
 

@@ -12,6 +12,7 @@ from typing import Dict, Sequence, Tuple, Union
 from .base import KIND_UNIT, DataError, Dataset, Split
 from .download import Alternative, RemoteFile, fetch, url_join
 from .idx import read_idx_images, read_idx_labels
+from .spec import NAMED_SHAPES
 from .utils import labels_tensor, rows_uint8
 
 MNIST_URLS = (
@@ -78,8 +79,9 @@ def load_mnist(folder: Union[str, os.PathLike], variant: str = "mnist", download
         if x.shape[0] != y.shape[0]:
             raise DataError(f"{variant} {what}: {x.shape[0]} images but {y.shape[0]} labels in {folder}; "
                             f"the files do not belong together, delete them and download again")
-        if tuple(x.shape[1:]) != (28, 28):
-            raise DataError(f"{variant} {what} images are {x.shape[1:]}, expected 28x28")
+        if tuple(x.shape[1:]) != NAMED_SHAPES[variant][1:]:
+            raise DataError(f"{variant} {what} images are {x.shape[1:]}, expected "
+                            f"{'x'.join(map(str, NAMED_SHAPES[variant][1:]))}")
         if y.size and int(y.max()) > 9:
             raise DataError(f"{variant} {what} labels go up to {int(y.max())}, expected 0..9")
     info = {
@@ -97,4 +99,4 @@ def load_mnist(folder: Union[str, os.PathLike], variant: str = "mnist", download
         name=variant,
         train=Split(rows_uint8(tr_x), labels_tensor(tr_y), scale=255.0),
         test=Split(rows_uint8(te_x), labels_tensor(te_y), scale=255.0),
-        image_shape=(1, 28, 28), kind=KIND_UNIT, levels=256, info=info)
+        image_shape=NAMED_SHAPES[variant], kind=KIND_UNIT, levels=256, info=info)

@@ -22,6 +22,7 @@ import torch
 
 from .base import KIND_BINARY, DataError, Dataset, Split
 from .download import RemoteFile, fetch
+from .spec import NAMED_SHAPES
 from .utils import infer_kind
 
 URL = "https://github.com/yburda/iwae/raw/master/datasets/OMNIGLOT/chardata.mat"
@@ -31,7 +32,7 @@ URL_RAW = "https://raw.githubusercontent.com/yburda/iwae/master/datasets/OMNIGLO
 # be confirmed against a local copy here. Shapes and value ranges are validated on load anyway.
 MD5 = "21ecaf34373511aa7691cf2e0802aa3d"
 FILE = RemoteFile("chardata.mat", (URL, URL_RAW), md5=MD5)
-SIDE = 28
+SIDE = NAMED_SHAPES["omniglot"][1]
 
 
 def _images(mat: dict, key: str, path) -> np.ndarray:

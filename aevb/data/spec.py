@@ -86,9 +86,9 @@ class MemoryRecord:
 
     def image_shape(self) -> Tuple[int, int, int]:
         """(C, H, W) of a datapoint, by the rule of ``array:`` data."""
-        from .arrays import image_shape_of
+        from .arrays import Shaped, image_shape_of
 
-        return tuple(int(s) for s in image_shape_of(_Shaped(self.shape), self.spec())[0])
+        return tuple(int(s) for s in image_shape_of(Shaped(self.shape), self.spec())[0])
 
     def to_dict(self) -> dict:
         return {"shape": list(self.shape), "dtype": self.dtype, "counts": dict(self.counts), "sha256": self.sha256}
@@ -99,12 +99,8 @@ class MemoryRecord:
                    counts={str(k): int(v) for k, v in d.get("counts", {}).items()}, sha256=str(d["sha256"]))
 
 
-class _Shaped:
-    """Only the ``shape`` and ``ndim`` of an array, for ``arrays.image_shape_of``."""
-
-    def __init__(self, shape):
-        self.shape = tuple(shape)
-        self.ndim = len(self.shape)
+class MemorySpecError(DataError):
+    """A ``memory:`` spec that is not a record aevb wrote (config validation names the setting)."""
 
 
 _MEMORY = re.compile(r"^(?P<shape>\d+(?:x\d+)+)(?P<parts>(?:\+(?:valid|test)\d+)*):(?P<dtype>[a-z]+\d*)"
@@ -115,7 +111,7 @@ def parse_memory(text: str) -> MemoryRecord:
     """The record in a ``memory:`` spec (see :meth:`MemoryRecord.spec`); DataError if malformed."""
     m = _MEMORY.match(text.strip()[len(MEMORY_PREFIX) + 1:])
     if not text.strip().lower().startswith(MEMORY_PREFIX + ":") or m is None:
-        raise DataError(f"{text.strip()!r} is not the record of data given in memory (memory:SHAPE:DTYPE:SHA256, "
+        raise MemorySpecError(f"{text.strip()!r} is not the record of data given in memory (memory:SHAPE:DTYPE:SHA256, "
                         "e.g. memory:1000x28x28:uint8:<64 hex digits>); aevb writes it itself when a run is "
                         "trained on a tensor or array")
     shape = tuple(int(s) for s in m["shape"].split("x"))
@@ -130,7 +126,8 @@ def parse_memory(text: str) -> MemoryRecord:
 class Spec:
     """A parsed spec: ``form`` (named, folder, array, memory, or file: one image file),
     ``text`` (as given, stripped), ``name`` (the canonical built-in name), ``path``, ``split``
-    (NAME:SPLIT) and ``record`` (memory)."""
+    (NAME:SPLIT), ``record`` (memory) and ``bare`` (a plain path, without ``folder:`` or
+    ``array:``)."""
 
     text: str
     form: str
@@ -138,6 +135,7 @@ class Spec:
     path: Optional[Path] = None
     split: Optional[str] = None
     record: Optional[MemoryRecord] = None
+    bare: bool = False
 
     @property
     def pictures(self) -> bool:
@@ -146,7 +144,12 @@ class Spec:
 
     def shape(self, image_size=None, crop=None, color=None) -> Optional[Tuple[int, int, int]]:
         """The image shape (C, H, W) as far as the spec and the settings say it without reading
-        data (None when only the data can say: folder: without an image size, array: files)."""
+        data: the fixed shape of a named data set, the header of an array file, the configured
+        size of pictures (grey unless rgb is asked); None when only the data can say."""
+        if self.form == ARRAY:
+            from .arrays import header_image_shape
+
+            return header_image_shape(self.path)
         if self.form == NAMED:
             return named_shape(self.name, image_size, crop)
         if self.form == MEMORY:
@@ -182,9 +185,9 @@ def parse_spec(text, *, splits: bool = False) -> Spec:
                                 f"e.g. {prefix}:test")
             return Spec(text, NAMED, name=canonical_name(prefix), split=rest.strip().lower())
         if path.is_dir():
-            return Spec(text, FOLDER, path=path)
+            return Spec(text, FOLDER, path=path, bare=True)
         if path.is_file():
-            return Spec(text, ARRAY if path.suffix.lower() in ARRAY_SUFFIXES else FILE, path=path)
+            return Spec(text, ARRAY if path.suffix.lower() in ARRAY_SUFFIXES else FILE, path=path, bare=True)
         if not sep and path.suffix:
             raise DataError(f"{text}: file not found")
         try:  # a bare name: the caller says that a split is needed
@@ -192,6 +195,21 @@ def parse_spec(text, *, splits: bool = False) -> Spec:
         except DataError:
             return Spec(text, NAMED)
     return Spec(text, NAMED, name=canonical_name(text))
+
+
+def short_name(text: str) -> str:
+    """A short name of the data a spec names, for a run folder's default name: the built-in
+    name, the last part of a folder's or file's path, ``memory`` (the text itself when it does
+    not parse: the loader says what is wrong with it)."""
+    try:
+        spec = parse_spec(text)
+    except DataError:
+        return str(text).strip()
+    if spec.form == MEMORY:
+        return MEMORY_PREFIX
+    if spec.path is not None:
+        return spec.path.name or str(spec.path).rstrip("/").split("/")[-1]
+    return spec.name
 
 
 def memory_refusal(record: MemoryRecord, run: Optional[str] = None) -> DataError:

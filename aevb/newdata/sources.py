@@ -31,7 +31,8 @@ from ..data.arrays import array_splits, read_arrays
 from ..data.base import KIND_BINARY, KIND_REAL, SPLITS, Split, binarized
 from ..data.folder import EXTENSIONS, find_images, normalise_color, normalise_size
 from ..data.imageset import ImagePlan, LoadOptions, image_splits
-from ..data.registry import canonical_name, load_dataset, load_options
+from ..data.registry import load_dataset, load_options
+from ..data.spec import ARRAY, FILE, FOLDER, MEMORY, parse_spec
 from ..errors import DataError
 
 SOURCE_FORMS = "folder:DIR, array:FILE, NAME:SPLIT (e.g. mnist:test), an image file or a list of them"
@@ -115,27 +116,17 @@ def _is_pil(x) -> bool:
 def _read_spec(spec: str, data_cfg, opts: LoadOptions) -> Items:
     if not spec:
         raise DataError(f"no data given; give {SOURCE_FORMS}")
-    prefix, sep, rest = spec.partition(":")
-    key = prefix.lower()
-    if sep and key == "folder":
-        return _from_folder(Path(rest.strip()).expanduser(), spec, data_cfg, opts)
-    if sep and key in ("array", "npy", "npz"):
-        path = Path(rest.strip()).expanduser()
-        return _from_arrays(read_arrays(path), f"array:{path}", opts, where=str(path))
-    path = Path(spec).expanduser()
-    if sep and not path.exists():  # NAME:SPLIT
-        if rest.strip().lower() not in SPLITS:
-            raise DataError(f"{spec!r}: give a split after the data set's name ({', '.join(SPLITS)}), "
-                            f"e.g. {prefix}:test")
-        return _from_named(canonical_name(prefix), rest.strip().lower(), spec, data_cfg)
-    if path.is_dir():
-        return _from_folder(path, f"folder:{spec}", data_cfg, opts)
-    if path.is_file():
-        if path.suffix.lower() in (".npy", ".npz"):
-            return _from_arrays(read_arrays(path), f"array:{path}", opts, where=str(path))
-        return _from_files([path], data_cfg, opts)
-    if not sep and path.suffix:
-        raise DataError(f"{spec}: file not found")
+    parsed = parse_spec(spec, splits=True)
+    if parsed.form == MEMORY:
+        raise DataError(f"{spec!r} is the record of data given in memory; give {SOURCE_FORMS}")
+    if parsed.form == FOLDER:
+        return _from_folder(parsed.path, f"folder:{spec}" if parsed.bare else spec, data_cfg, opts)
+    if parsed.form == ARRAY:
+        return _from_arrays(read_arrays(parsed.path), f"array:{parsed.path}", opts, where=str(parsed.path))
+    if parsed.form == FILE:
+        return _from_files([parsed.path], data_cfg, opts)
+    if parsed.split is not None:
+        return _from_named(parsed.name, parsed.split, spec, data_cfg)
     raise DataError(f"{spec!r} is neither a file nor a folder nor NAME:SPLIT; give {SOURCE_FORMS}")
 
 
@@ -234,7 +225,7 @@ def _from_named(name: str, split_name: str, spec: str, data_cfg) -> Items:
 
 def _same_dataset(name: str, data_cfg) -> bool:
     try:
-        return canonical_name(str(data_cfg.dataset)) == name
+        return parse_spec(str(data_cfg.dataset)).name == name
     except DataError:
         return False
 

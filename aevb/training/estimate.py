@@ -12,12 +12,9 @@ data and PyTorch's own overhead, so it is a lower bound: a refused run would cer
 from __future__ import annotations
 
 import dataclasses
-import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import List, Optional, Tuple
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -27,14 +24,12 @@ from ..config.rules import sized
 from ..convnets import max_stages
 from ..data import cache
 from ..devices import resolve_device
-from ..errors import ConfigError
+from ..data.spec import parse_spec
+from ..errors import ConfigError, DataError
 from ..model import VAE
 
 FLOAT = 4  # bytes of a float32
 COPIES = 4  # weights, gradients and Adam's two moments
-NAMED_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28),
-                "binarized-mnist": (1, 28, 28), "frey-face": (1, 28, 20), "omniglot": (1, 28, 28)}
-CELEBA_SIZE = (218, 178)
 
 
 @dataclass
@@ -194,6 +189,8 @@ def check_memory(cfg: RunConfig, image_shape, data_name: str = "the data", memor
     if "conv" in (cfg.model.encoder_network, cfg.model.decoder_network):
         if len(cfg.model.channels) > max_stages(shape[1], shape[2], cfg.model.kernel_size):
             return None  # the conv check says why it does not fit at all
+    if "custom" in (cfg.model.encoder_network, cfg.model.decoder_network):
+        return None  # a model of the user's own modules: its size is theirs, not the config's
     est = estimate(cfg, shape)
     if memory is None:
         memory = memory_of(resolve_device(cfg.train.device))
@@ -208,67 +205,8 @@ def shape_from_config(cfg: RunConfig) -> Optional[Tuple[int, int, int]]:
     data (None when only the data can say): the configured size of pictures (grey unless rgb is
     asked), the header of an array file, the fixed shape of a named data set."""
     d = cfg.data
-    spec = d.dataset.strip()
-    prefix, sep, rest = spec.partition(":")
-    if sep and prefix.lower() == "folder":
-        if d.image_size is None:
-            return None
-        return (3 if d.color == "rgb" else 1, int(d.image_size[0]), int(d.image_size[1]))
-    if sep and prefix.lower() in ("array", "npy", "npz"):
-        return _array_shape(Path(rest.strip()).expanduser())
-    from ..data.registry import canonical_name
-
     try:
-        name = canonical_name(spec)
-    except ValueError:
+        spec = parse_spec(d.dataset)
+    except DataError:
         return None  # the loader says why
-    if name == "celeba":
-        size = d.image_size or d.crop or CELEBA_SIZE
-        return (3, int(size[0]), int(size[1]))
-    return NAMED_SHAPES.get(name)
-
-
-def _array_shape(path: Path) -> Optional[Tuple[int, int, int]]:
-    """The image shape the header of a .npy file (or of the training array of an .npz) gives
-    (aevb.data.arrays' rule), None when it cannot be read here (the loader says why)."""
-    from ..data.arrays import X_KEYS, image_shape_of
-
-    try:
-        if path.suffix.lower() == ".npy":
-            with open(path, "rb") as f:
-                shape, dtype = _header(f)
-        elif path.suffix.lower() == ".npz":
-            with zipfile.ZipFile(path) as z:
-                names = {n[:-4].lower(): n for n in z.namelist() if n.endswith(".npy")}
-                key = next((names[k] for k in X_KEYS["train"] if k in names), None)
-                if key is None:
-                    candidates = [n for k, n in names.items() if k not in ("y", "labels", "label", "targets", "target")]
-                    if len(candidates) != 1:
-                        return None
-                    key = candidates[0]
-                with z.open(key) as f:
-                    shape, dtype = _header(f)
-        else:
-            return None
-        if len(shape) < 2 or shape[0] == 0:
-            return None
-        return tuple(int(s) for s in image_shape_of(_Shaped(shape), str(path))[0])
-    except Exception:  # noqa: BLE001 - anything unreadable is the loader's to explain
-        return None
-
-
-class _Shaped:
-    """Only the ``shape`` and ``ndim`` of an array, for image_shape_of."""
-
-    def __init__(self, shape):
-        self.shape = tuple(shape)
-        self.ndim = len(self.shape)
-
-
-def _header(f) -> Tuple[tuple, np.dtype]:
-    version = np.lib.format.read_magic(f)
-    if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-    else:
-        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-    return shape, dtype
+    return spec.shape(d.image_size, d.crop, d.color)
