@@ -2,9 +2,11 @@
 
 Quick use::
 
-    from aevb import RunConfig, train, load_run
-    run = train(RunConfig(), "runs/digits")      # scikit-learn digits, no download
-    model = run.load_model()
+    import aevb
+    run = aevb.fit(None, "digits", epochs=20, out="runs/digits")   # scikit-learn digits, no download
+    model = run.load_model()                  # an nn.Module: model(x).loss, model.encode(x), model.decode(z)
+    run = aevb.fit(aevb.VAE.for_data(x), x)   # your own tensor, array, Dataset or DataLoader
+    model = aevb.VAE.from_pretrained("runs/digits")
 """
 from .version import __version__
 from .config import RunConfig, DataConfig, ModelConfig, ObjectiveConfig, OptimConfig, TrainConfig  # noqa: E402
@@ -12,19 +14,46 @@ from .model import VAE, BoundTerms  # noqa: E402
 from .runs import Run, load_run  # noqa: E402
 
 
+def fit(*args, **kwargs):
+    """Train a model on data into a run folder -> Run (see :func:`aevb.api.fit`)."""
+    from .api import fit as _fit
+
+    return _fit(*args, **kwargs)
+
+
+def load(path):
+    """The run in the folder ``path`` -> Run (see :func:`aevb.api.load`)."""
+    from .api import load as _load
+
+    return _load(path)
+
+
+def resume(*args, **kwargs):
+    """Continue a run: ``resume(run, epochs=N, **changes)`` -> Run (see :func:`aevb.training.resume`)."""
+    from .training import resume as _resume
+
+    return _resume(*args, **kwargs)
+
+
 def train(*args, **kwargs):
-    """Train a new run: ``train(cfg, out, overwrite=False, data=None, callbacks=())`` -> Run."""
+    """Train a new run: ``train(cfg, out, overwrite=False, data=None, callbacks=(), model=None)`` -> Run."""
     from .training import train as _train
 
     return _train(*args, **kwargs)
 
 
 def load_safetensors(path, device="cpu"):
-    """The VAE in a ``model.safetensors`` written by ``aevb export`` (see aevb.export)."""
-    from .export import load_safetensors as _load
-
-    return _load(path, device)
+    """The VAE in a ``model.safetensors`` written by ``aevb export`` (``VAE.from_pretrained``)."""
+    return VAE.from_pretrained(path, device=device)
 
 
-__all__ = ["load_safetensors", "RunConfig", "DataConfig", "ModelConfig", "ObjectiveConfig", "OptimConfig", "TrainConfig",
-           "VAE", "BoundTerms", "Run", "load_run", "train", "__version__"]
+def __getattr__(name):
+    if name == "Callback":  # the training hooks (imported on use: training is heavier than the model)
+        from .training import Callback
+
+        return Callback
+    raise AttributeError(f"module 'aevb' has no attribute {name!r}")
+
+
+__all__ = ["fit", "load", "resume", "Callback", "VAE", "BoundTerms", "Run", "RunConfig", "DataConfig", "ModelConfig",
+           "ObjectiveConfig", "OptimConfig", "TrainConfig", "load_run", "train", "load_safetensors", "__version__"]

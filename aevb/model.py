@@ -480,8 +480,8 @@ class VAE(nn.Module):
         return self.elbo(x, n_samples=obj.samples, kl=obj.kl)
 
     def _flat(self, x: Tensor) -> Tensor:
-        """A batch [B, D] from [B, D] or [B, *data_shape]."""
-        if self.data_shape is not None and x.dim() > 2 and tuple(x.shape[1:]) == self.data_shape:
+        """A batch [B, D] from [B, D] or [B, ...] of D values per datapoint."""
+        if x.dim() > 2 and self.data_dim is not None and x[0].numel() == self.data_dim:
             return x.reshape(len(x), -1)
         return x
 

@@ -11,8 +11,9 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-# encoder / decoder networks VAE.from_config builds (mlp here, conv in aevb.convnets)
-NETWORKS = ("mlp", "conv")
+# encoder / decoder networks: the ones VAE.from_config builds (mlp here, conv in aevb.convnets), and
+# "custom", a model of your own modules (VAE(encoder, decoder, ...), from Python only)
+NETWORKS = ("mlp", "conv", "custom")
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
