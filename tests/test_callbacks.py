@@ -181,3 +181,37 @@ def test_limit_batches_trains_and_evaluates_only_the_first_batches_and_says_so(t
     assert [r["step"] for r in rows] == [3, 6]
     assert main(["train", "--out", str(tmp_path / "bad"), "--limit-batches", "0"]) == 2
     assert "limit-batches" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_resume_from_python_applies_every_allowed_change_and_refuses_the_others(tmp_path):
+    from aevb.runs import load_run
+    from aevb.training import resume
+
+    cfg = tiny_config(train={"epochs": 3})
+    Trainer.new(cfg, tmp_path / "full").fit()
+    Trainer.new(tiny_config(train={"epochs": 1}), tmp_path / "part").fit()
+    last = tmp_path / "part" / "checkpoints" / "last.pt"
+    before = last.read_bytes()
+    with pytest.raises(ConfigError, match=r"^resume\(latent_dim=7\): a resumed run keeps the settings"):
+        resume(tmp_path / "part", epochs=3, latent_dim=7)
+    with pytest.raises(ConfigError, match=r"^resume\(epoch=3\): there is no such setting; .*early_stop, epochs"):
+        resume(tmp_path / "part", epoch=3)
+    with pytest.raises(ConfigError, match=r"train.epochs = -2 \(from resume\(epochs=...\)\)"):
+        resume(tmp_path / "part", epochs=-2)
+    with pytest.raises(ConfigError, match="validation"):  # an early stop needs a validation split
+        resume(tmp_path / "part", epochs=3, early_stop=2)
+    assert last.read_bytes() == before and load_run(tmp_path / "part").config.train.epochs == 1
+    run = resume(tmp_path / "part", epochs=3, images_every=0)
+    assert run.config.train.epochs == 3 and run.config.train.images_every == 0
+    assert _strip(run.metrics()) == _strip(load_run(tmp_path / "full").metrics())  # value for value
+    assert not (tmp_path / "part" / "images" / "samples_epoch003.png").exists()
+
+    # a whole config: what differs from the saved one is the change, and nothing is ignored
+    changed = load_run(tmp_path / "part").config
+    changed.train.epochs = 4
+    trainer = Trainer.resume(tmp_path / "part", overrides=changed)
+    assert trainer.cfg.train.epochs == 4
+    trainer._end()
+    changed.model.latent_dim = 5
+    with pytest.raises(ConfigError, match=r"model.latent_dim: run has 3, asked 5"):
+        Trainer.resume(tmp_path / "part", overrides=changed)

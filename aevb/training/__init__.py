@@ -5,6 +5,6 @@
 ``callbacks.py`` metrics, image grids, TensorBoard, progress and the ``Callback`` hooks.
 """
 from .callbacks import Callback
-from .loop import Trainer, train
+from .loop import Trainer, resume, train
 
-__all__ = ["Callback", "Trainer", "train"]
+__all__ = ["Callback", "Trainer", "resume", "train"]

@@ -40,7 +40,7 @@ from .callbacks import (BestCheckpoint, Callback, EarlyStopping, ImageGrids, Las
 from .objective import (batch_loss, binarize_batch, kl_weight, objective_terms, poison_if_nonfinite,
                         step_is_finite, training_precision)
 from .report import ReportCallback
-from .state import checkpoint_errors, checkpoint_state, restore_best, restore_rng, seed_noise
+from .state import checkpoint_errors, checkpoint_state, restore_best, restore_rng, resume_changes, seed_noise
 
 
 class Trainer:
@@ -138,16 +138,22 @@ class Trainer:
 
     @classmethod
     def resume(cls, run_dir: Union[str, Path], overrides: Optional[RunConfig] = None,
-               given: Sequence[str] = (), callbacks: Sequence[Callback] = (),
-               model: Optional[torch.nn.Module] = None) -> "Trainer":
+               given: Optional[Sequence[str]] = None, callbacks: Sequence[Callback] = (),
+               model: Optional[torch.nn.Module] = None, **changes) -> "Trainer":
         """Continue the run in ``run_dir`` from its last checkpoint (or from scratch, with its
-        saved config, when it stopped before its first checkpoint). ``overrides`` holds options
-        the user gave (dotted names in ``given``); any that contradict the saved config, except
-        those in RESUMABLE_CHANGES (e.g. more epochs), raise ConfigError. Nothing in the run
-        folder changes until an epoch has trained. ``model``: the ready-made model the run was
-        started with (see ``new``); its state is loaded from the checkpoint."""
+        saved config, when it stopped before its first checkpoint).
+
+        Changes come as keyword arguments named like the config fields ``--resume`` accepts
+        (``epochs=20``, ``early_stop=5``, ``device="cuda"``; see RESUMABLE_CHANGES), or as a
+        whole config ``overrides`` (e.g. the run's ``config`` with some fields changed): every
+        option in which it differs from the saved config is a change, or only the dotted names
+        in ``given`` (what the command line typed). A change a resume does not allow raises
+        ConfigError; nothing is silently ignored. Nothing in the run folder changes until an
+        epoch has trained. ``model``: the ready-made model the run was started with (see
+        ``new``); its state is loaded from the checkpoint."""
         check_model(model)
-        cfg, state, data, lock = session.open_resume(run_dir, overrides, given, distributed.init())
+        dotted = resume_changes(changes)
+        cfg, state, data, lock = session.open_resume(run_dir, overrides, given, distributed.init(), dotted)
         try:
             trainer = cls(cfg, Path(run_dir), data, state=state, callbacks=callbacks, model=model)
         except BaseException:
@@ -418,6 +424,19 @@ def train(cfg: RunConfig, out: Union[str, Path], overwrite: bool = False, data: 
     ready-made model to train instead of one built from ``cfg.model``. Under torchrun,
     processes on a machine without the run folder (other than rank 0's) get None."""
     trainer = Trainer.new(cfg, out, overwrite=overwrite, data=data, callbacks=callbacks, model=model)
+    trainer.fit()
+    if not trainer.dist.is_main and not is_run(trainer.run_dir):
+        return None
+    return Run(trainer.run_dir)
+
+
+def resume(run: Union[str, Path, Run], callbacks: Sequence[Callback] = (), model: Optional[torch.nn.Module] = None,
+           **changes) -> Optional[Run]:
+    """Continue the run ``run`` from its last checkpoint, exactly, and return it (the Python form
+    of ``aevb train --resume RUN``). ``changes`` are keyword arguments named like the config
+    fields that ``--resume`` accepts, e.g. ``resume("runs/digits", epochs=200, early_stop=10)``;
+    any other raises ConfigError naming it, before anything is read or written."""
+    trainer = Trainer.resume(run.path if isinstance(run, Run) else run, callbacks=callbacks, model=model, **changes)
     trainer.fit()
     if not trainer.dist.is_main and not is_run(trainer.run_dir):
         return None

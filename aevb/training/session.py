@@ -74,7 +74,8 @@ def held_bytes(data: Dataset) -> int:
     return sum(s.nbytes for s in data.splits().values() if not s.streamed)
 
 
-def open_resume(run_dir: Union[str, Path], overrides: Optional[RunConfig], given: Sequence[str], dist):
+def open_resume(run_dir: Union[str, Path], overrides: Optional[RunConfig], given: Optional[Sequence[str]], dist,
+                changes: Optional[dict] = None):
     """(config, checkpoint state or None, data, lock or None) of the run to continue; the lock
     is released again if anything fails here."""
     held = {}  # rank 0: the run and its lock
@@ -90,7 +91,7 @@ def open_resume(run_dir: Union[str, Path], overrides: Optional[RunConfig], given
         held["lock"] = RunLock(run.path).acquire("resume")
         held["run"] = run
         recover_siblings(run.path)  # what an --overwrite killed before its swap left beside it
-        cfg, state = read_resume(run, overrides, given)
+        cfg, state = read_resume(run, overrides, given, changes)
         return (cfg, state) if not dist.enabled else (cfg.to_dict(), state)
 
     try:

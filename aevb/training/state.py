@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .. import distributed
-from ..config import RunConfig, diff, validate
+from ..config import SECTIONS, RunConfig, diff, field_names, merge, validate
 from ..config.settings import get_setting, set_setting, source_of
 from ..errors import CheckpointError, ConfigError, RunError
 from ..io import CHECKPOINT_KEYS, load_checkpoint
@@ -142,23 +142,51 @@ def restore_best(state: dict, history: Sequence[dict]):
     return best_in(history)
 
 
-def read_resume(run: Run, overrides: Optional[RunConfig], given: Sequence[str]):
-    """(config, checkpoint state) of the run to continue, with the allowed overrides applied.
+def resume_changes(changes: dict) -> dict:
+    """{dotted name: value} of ``resume(**changes)``: each keyword is named like the config field
+    that ``--resume`` lets change (``epochs``, ``early_stop``, ``device``, ...); any other name is
+    refused, naming the Python argument."""
+    by_name = {k.split(".", 1)[1]: k for k in sorted(RESUMABLE_CHANGES)}
+    out = {}
+    for name, value in changes.items():
+        if name not in by_name:
+            setting = any(name in field_names(sec) for sec in SECTIONS)
+            why = ("a resumed run keeps the settings it was trained with" if setting else "there is no such setting")
+            raise ConfigError(f"resume({name}={value!r}): {why}; a resume may change only "
+                              f"{', '.join(sorted(by_name))}. Train a new run for other settings")
+        out[by_name[name]] = value
+    return out
+
+
+def read_resume(run: Run, overrides: Optional[RunConfig], given: Optional[Sequence[str]], changes: Optional[dict] = None):
+    """(config, checkpoint state) of the run to continue, with the allowed changes applied: the
+    options in ``overrides`` named in ``given`` (dotted names; None: every option in which
+    ``overrides`` differs from the saved config), then ``changes`` ({dotted name: value}, from
+    ``resume(**changes)``). A change that ``RESUMABLE_CHANGES`` does not allow raises ConfigError.
     The state is None for a run that stopped before its first checkpoint: it starts again from
     scratch with its saved config."""
     cfg = run.config
     if overrides is not None:
-        clashes = [k for k in diff(cfg, overrides) if k in given and k not in RESUMABLE_CHANGES]
+        changed = diff(cfg, overrides)
+        asked = changed if given is None else [k for k in changed if k in given]
+        clashes = [k for k in asked if k not in RESUMABLE_CHANGES]
         if clashes:
             detail = "; ".join(f"{k}: run has {get_setting(cfg, k)!r}, asked {get_setting(overrides, k)!r}" for k in clashes)
             raise ConfigError(f"--resume {run.path}: options contradict the run's config ({detail}). "
                               "Drop them to continue the run as configured, or start a new run.")
         sources = dict(getattr(cfg, "_sources", {}))
-        for k in given:
+        for k in (changed if given is None else given):
             if k in RESUMABLE_CHANGES:
                 set_setting(cfg, k, get_setting(overrides, k))
                 sources[k] = source_of(overrides, k)
         cfg._sources = sources
+    if changes:
+        updates = {}
+        for k, v in changes.items():
+            sec, name = k.split(".", 1)
+            updates.setdefault(sec, {})[name] = v
+        cfg = merge(cfg, updates, where=lambda k: f"resume({k.split('.', 1)[1]}=...)")
+    if overrides is not None or changes:
         validate(cfg)  # the run's settings with the new ones, e.g. --early-stop needs its validation split
     if not run.checkpoint_path.exists():
         if run.info.get("status") == "finished":
