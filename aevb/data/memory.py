@@ -217,9 +217,9 @@ def _read_loader(loader, what: str) -> _Part:
             labels = torch.cat(([labels] if labels is not None else []) + [y.reshape(-1) for y in label_pieces])
     elif filled < n:
         out, labels = out[:filled], None if labels is None else labels[:filled]
-    print(f"aevb: read the DataLoader once into memory ({filled} datapoints, in index order"
-          f"{'; its shuffle is replaced by aevb seeded one' if shuffles else ''}); random transforms, if any, "
-          "were drawn once", file=sys.stderr)
+    shuffle = "; its shuffle is replaced by aevb's seeded one" if shuffles else ""
+    print(f"aevb: read the DataLoader once into memory ({filled} datapoints, in index order{shuffle}); random "
+          "transforms, if any, were drawn once", file=sys.stderr)
     return _part_from_tensor(out, labels, what)
 
 
