@@ -70,7 +70,7 @@ def encode(model, split: Split, samples: int = 0, seed: int = 0, batch_size: Opt
     try:
         with eval_mode(model):
             for xb in split.batches(batch_size, model_device(model)):
-                m1, v1 = model.encode(xb.to(model_dtype(model)))
+                m1, v1 = model.encoder_params(xb.to(model_dtype(model)))
                 m, v = (t.double().cpu() for t in model.posterior_params(m1, v1))
                 b = len(m)
                 mu[i:i + b], lv[i:i + b] = m.numpy(), v.numpy()
@@ -79,7 +79,7 @@ def encode(model, split: Split, samples: int = 0, seed: int = 0, batch_size: Opt
                     if model.closed_form_kl:  # z = mu + sigma * eps, in float64
                         z[i:i + b] = (m.unsqueeze(1) + torch.exp(0.5 * v).unsqueeze(1) * eps).numpy()
                     else:
-                        zs = model.sample_posterior(eps.to(m1), m1.unsqueeze(1), v1.unsqueeze(1))[0]
+                        zs = model.latent_sample(eps.to(m1), m1.unsqueeze(1), v1.unsqueeze(1)).z
                         z[i:i + b] = zs.double().cpu().numpy()
                 i += b
                 if bar is not None:
