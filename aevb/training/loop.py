@@ -30,7 +30,7 @@ from ..devices import resolve_device
 from ..errors import ConfigError, DiskFullError, interruption
 from ..io import save_checkpoint
 from ..lock import RunLock
-from ..model import VAE
+from ..model import VAE, upgrade_checkpoint
 from ..optimizers import build_optimizer, build_scheduler, warmup_factor
 from ..runfolder import NewRun, remove_orphans
 from ..runs import CHECKPOINT, Run, is_run
@@ -88,6 +88,8 @@ class Trainer:
         self.early_stopping = EarlyStopping()
         if state is not None:
             with checkpoint_errors(run_dir):
+                if isinstance(self.model, VAE):  # a checkpoint of the layout before latent cells
+                    state = upgrade_checkpoint(state, self.model, self.optimizer)
                 self.optimizer.load_state_dict(state["optimizer"])
                 self.scheduler.load_state_dict(state["scheduler"])
                 self.epoch, self.step = int(state["epoch"]), int(state["step"])
