@@ -422,6 +422,7 @@ def test_the_methods_refuse_what_the_commands_refuse_naming_the_argument(run, tm
          "z holds 1e+300 in row 0, beyond float32 (largest 3.4e+38): the decoder cannot take it; a trained "
          "model's codes lie within a few units of 0, where its prior N(0, I) puts them"),
         (lambda: run.decode(str(tmp_path / "codes.npz")), DataError, f"z ({tmp_path / 'codes.npz'}): file not found"),
+        (lambda: run.decode(np.ones((2, 3), complex)), DataError, "z holds complex128 values; codes are real numbers"),
         (lambda: run.encode(x, checkpoint="best"), RunError,
          f"{run.path} has no best checkpoint: the best epoch is the one with the highest validation bound, and this "
          "run was trained without a validation split. Use checkpoint='last' (the default), or train a run with a "
@@ -431,6 +432,8 @@ def test_the_methods_refuse_what_the_commands_refuse_naming_the_argument(run, tm
         with pytest.raises(kind) as e:
             call()
         assert str(e.value) == line
+    with pytest.raises(DataError, match=r"^z is not an \[N, 3\] array of numbers \([^\n]+\)$"):
+        run.decode([[0.0, 1.0, 2.0], [0.0]])  # rows of different lengths (numpy's reason in brackets)
     # the commands refuse the same values with the same line, naming their options
     argv = ["encode", str(run.path), "--data", "digits:test", "--out", str(tmp_path / "c.npz"), "--no-progress"]
     assert main(argv + ["--samples", "-1"]) == 2

@@ -144,7 +144,10 @@ def check_codes(z, latent_dim: int, name: str = "z") -> Tensor:
     """``z`` as a float [N, J] tensor, refusing (one line naming ``name`` and the shapes) another
     width, another number of dimensions, no rows, NaN / infinite values, or values beyond the
     float32 range (they would reach the decoder as infinities)."""
-    a = np.asarray(z.detach().cpu().numpy() if isinstance(z, Tensor) else z)
+    try:
+        a = np.asarray(z.detach().cpu().numpy() if isinstance(z, Tensor) else z)
+    except (ValueError, TypeError) as e:  # rows of different lengths, objects that are not numbers
+        raise DataError(f"{name} is not an [N, {latent_dim}] array of numbers ({_one_line(e)})") from None
     if a.ndim == 1 and a.size == latent_dim:
         a = a.reshape(1, -1)
     if a.ndim != 2 or a.shape[1] != latent_dim:
@@ -152,8 +155,8 @@ def check_codes(z, latent_dim: int, name: str = "z") -> Tensor:
                         f"(its latent dimension is {latent_dim})")
     if len(a) == 0:
         raise DataError(f"{name} holds no codes")
-    if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
-        raise DataError(f"{name} holds {a.dtype} values; codes are numbers")
+    if a.dtype.kind not in "biuf":
+        raise DataError(f"{name} holds {a.dtype} values; codes are real numbers")
     a = a.astype(np.float64)
     bad = ~np.isfinite(a)
     if bad.any():
