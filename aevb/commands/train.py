@@ -164,6 +164,12 @@ def register(sub) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue this run from its last checkpoint")
     p.add_argument("--preset", help="named settings: " + ", ".join(_preset_names()))
     p.add_argument("--config", metavar="FILE", help="YAML or JSON file with sections data, model, objective, optim, train")
+    from ..training.loggers import LOGGERS
+
+    p.add_argument("--logger", action="append", choices=sorted(LOGGERS), help="also log the config and every "
+                   "epoch's metrics to Weights & Biases or MLflow (repeat for both; configured by their "
+                   "environment variables, e.g. WANDB_PROJECT, WANDB_MODE=offline, MLFLOW_TRACKING_URI; "
+                   "needs pip install \"aevb[wandb]\" or \"aevb[mlflow]\")")
     p.add_argument("--network", choices=choices("model.encoder_network"), default=argparse.SUPPRESS,
                    help="encoder and decoder network both (default: mlp); --encoder-network and "
                         "--decoder-network set one each")
@@ -250,8 +256,11 @@ def run(args: argparse.Namespace) -> int:
         if args.overwrite:
             raise ConfigError("--overwrite replaces a run and --resume continues one; give only one of them")
     cfg, given = config_from_args(args)
+    from ..training.loggers import build_loggers
+
+    callbacks = default_callbacks() + build_loggers(args.logger)  # a missing tracker package: refused here
     if args.resume:
-        trainer = Trainer.resume(args.resume, overrides=cfg, given=given, callbacks=default_callbacks())
+        trainer = Trainer.resume(args.resume, overrides=cfg, given=given, callbacks=callbacks)
         if not trainer.dist.is_main:  # under torchrun only rank 0 talks
             pass
         elif trainer.unfinished:
@@ -278,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
 
         distributed.init()  # under torchrun: every process uses rank 0's default folder name
         out = distributed.broadcast_object(args.out or _default_out(cfg.data.dataset))
-        trainer = Trainer.new(cfg, out, overwrite=args.overwrite, callbacks=default_callbacks())
+        trainer = Trainer.new(cfg, out, overwrite=args.overwrite, callbacks=callbacks)
         if trainer.dist.is_main:
             print(f"training on {trainer.data.name} ({len(trainer.data.train)} train / {len(trainer.data.test)} test, "
                   f"{trainer.data.dim} values each) -> {out}  [{trainer.device}]"

@@ -57,6 +57,17 @@ class Callback:
         pass
 
 
+# Fields of a metrics row that are not a curve: counters and marks.
+NOT_SCALARS = ("epoch", "step", "best_epoch", "stopped_early", "limit_batches")
+
+
+def scalars(record: dict) -> Dict[str, float]:
+    """The numbers of an epoch's metrics row that are curves (bounds, their terms, losses, KL
+    weight, learning rate, times), as TensorBoard and the loggers get them."""
+    return {k: v for k, v in record.items()
+            if k not in NOT_SCALARS and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 def write_metrics(run_dir: Path, history: List[dict]) -> None:
     """RUN/metrics.jsonl and RUN/metrics.csv: one row per epoch, each file written atomically."""
     atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
@@ -173,9 +184,8 @@ class TensorBoard(Callback):
         w = self.writer(run_dir)
         if w is None:
             return
-        for k, v in record.items():
-            if k not in ("epoch", "step", "best_epoch", "stopped_early", "limit_batches") and isinstance(v, (int, float)):
-                w.add_scalar(k.replace("_", "/", 1), v, epoch)
+        for k, v in scalars(record).items():
+            w.add_scalar(k.replace("_", "/", 1), v, epoch)
         w.flush()
 
     def close(self) -> None:
