@@ -116,14 +116,15 @@ class Items(torch.utils.data.Dataset):
         return len(self.x)
 
     def __getitem__(self, i):
-        return torch.from_numpy(self.x[i]), int(self.y[i])
+        return torch.from_numpy(self.x[i]), self.y[i]
 
 
 def test_a_dataset_and_a_dataloader_give_the_same_splits_as_the_tensor(capsys):
     x, y = digits_like(45), np.arange(45) % 3
     want = as_dataset(torch.from_numpy(x), labels=torch.from_numpy(y))
     loader = DataLoader(Items(x, y), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(5))
-    for given in (TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), Items(x, y), loader):
+    unbatched = DataLoader(Items(x, y), batch_size=None)
+    for given in (TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), Items(x, y), loader, unbatched):
         ds = as_dataset(given)
         assert ds.image_shape == want.image_shape and ds.kind == want.kind and ds.levels == want.levels
         for name in ("train", "test"):
@@ -131,7 +132,8 @@ def test_a_dataset_and_a_dataloader_give_the_same_splits_as_the_tensor(capsys):
             assert np.array_equal(rows_of(a), rows_of(b)) and torch.equal(a.y, b.y), (type(given), name)
         assert ds.info["memory"]["sha256"] == want.info["memory"]["sha256"]
     said = capsys.readouterr().err.strip().splitlines()
-    assert len(said) == 1 and "read the DataLoader once" in said[0] and "shuffle" in said[0]
+    assert len(said) == 2 and all("read the DataLoader once" in line for line in said)
+    assert "shuffle" in said[0] and "shuffle" not in said[1]  # only the loader that shuffles is said to
 
 
 def test_in_memory_training_equals_training_on_the_same_array_file(tmp_path):
@@ -148,6 +150,7 @@ def test_in_memory_training_equals_training_on_the_same_array_file(tmp_path):
 
     ds = as_dataset(x)
     memory = Trainer.new(cfg(ds.info["spec"]), tmp_path / "memory", data=ds)
+    assert all(np.shares_memory(s._x.numpy(), x) for s in memory.splits.values())  # trained without a copy
     h1 = memory.fit()
     streamed = Trainer.new(cfg(f"array:{tmp_path / 'x.npy'}", "1KB"), tmp_path / "file")
     h2 = streamed.fit()
@@ -246,6 +249,7 @@ class Ragged(torch.utils.data.Dataset):
     (lambda: DataLoader([{"x": torch.zeros(3)}] * 4, batch_size=2), "its batches are dicts, not tensors"),
     (lambda: [torch.zeros(3), torch.zeros(3)], "stack them into one tensor"),
     (lambda: {"x": 1}, "cannot read the data: a dict"),
+    (lambda: Items(np.zeros((4, 3), np.float32), ["cat"] * 4), "the label of item 0 is 'cat'; labels must be integers"),
     (lambda: np.array([["a", "b"], ["c", "d"]]), "has dtype <U1; expected numbers"),
 ])
 def test_each_bad_input_gives_one_line(make, words):

@@ -76,7 +76,10 @@ def _tensor_of(data, what: str) -> Tensor:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "not writable": aevb never writes into it
-        return torch.from_numpy(arr)
+        try:
+            return torch.from_numpy(arr)
+        except TypeError:  # a dtype torch does not have (e.g. float128): one float32 copy
+            return torch.from_numpy(arr.astype(np.float32))
 
 
 def _part_from_tensor(x: Tensor, labels, what: str) -> _Part:
@@ -132,8 +135,18 @@ def _read_items(ds, what: str) -> _Part:
         if labels is not None:
             if y is None:
                 raise DataError(f"{what}: item {i} has no label but item 0 has one; give every item a label or none")
-            labels[i] = int(y)
+            labels[i] = _label_value(y, i, what)
     return _part_from_tensor(out, labels, what)
+
+
+def _label_value(y, i: int, what: str) -> int:
+    try:
+        value = int(y)
+    except (TypeError, ValueError):
+        raise DataError(f"{what}: the label of item {i} is {y!r}; labels must be integers >= 0") from None
+    if value < 0 or value != y:
+        raise DataError(f"{what}: the label of item {i} is {y!r}; labels must be integers >= 0")
+    return value
 
 
 def _item_parts(item, i: int, what: str) -> Tuple[Tensor, Optional[object]]:
@@ -176,16 +189,26 @@ def _read_loader(loader, what: str) -> _Part:
         n = len(loader.dataset) if map_style else None
     except TypeError:
         n = None
+    single = loader.batch_size is None and loader.batch_sampler is None  # items one at a time, unbatched
     out, labels, first, pieces, label_pieces, filled = None, None, None, [], [], 0
     for b, batch in enumerate(loader):
         y = None
-        if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
+        if single:
+            x, y = _item_parts(batch, b, what)
+            batch, y = x.unsqueeze(0), None if y is None else torch.tensor([_label_value(y, b, what)])
+        elif isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
             batch, y = batch[0], (batch[1] if len(batch) > 1 else None)
         if not isinstance(batch, Tensor):
             raise DataError(f"{what}: its batches are {type(batch).__name__}s, not tensors or (tensor, label) "
                             "pairs; give a collate_fn that returns them, or pass the tensor itself")
         if y is not None and not isinstance(y, Tensor):
-            y = torch.as_tensor(y)
+            try:
+                y = torch.as_tensor(y)
+            except (TypeError, ValueError, RuntimeError):
+                raise DataError(f"{what}: the labels of batch {b} are not integers ({type(y).__name__}); give "
+                                "integer labels >= 0, or none") from None
+        if y is not None and (y.is_complex() or (y.is_floating_point() and not bool((y == y.round()).all()))):
+            raise DataError(f"{what}: the labels of batch {b} are not integers; give integer labels >= 0")
         if batch.dim() < 1 or len(batch) == 0:
             continue
         if first is None:
