@@ -360,13 +360,6 @@ def evaluate_bounds(model, x: Union[Split, Tensor], k: int = 1, batch_size: Opti
                   kl_layers=torch.cat(layers) if layers else None)
 
 
-def iw_bound_dataset(model, x: Union[Split, Tensor], k: int, batch_size: Optional[int] = None,
-                     chunk: Optional[int] = None, seed: int = 0, progress: bool = False,
-                     budget: int = DEFAULT_BUDGET) -> Tensor:
-    """L_k per datapoint [N] (float64, nats) for the rows of ``x``; see :func:`evaluate_bounds`."""
-    return evaluate_bounds(model, x, k, batch_size, chunk, seed, progress, budget).lk
-
-
 def elbo_sums(model, x: Union[Split, Tensor], batch_size: Optional[int] = None, dynamic: bool = False,
               seed: int = 0) -> Tensor:
     """Sums over the rows of ``x`` of the one-sample ELBO (closed-form KL), E_q[log p(x|z)] and
@@ -431,11 +424,15 @@ def active_unit_variances(mu: Tensor) -> Tensor:
     return mu.double().var(0, unbiased=True) if len(mu) > 1 else torch.zeros(mu.shape[-1], dtype=torch.float64)
 
 
-def active_units(model_or_mu, x: Optional[Tensor] = None, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
-    """Number of active latent units (Burda et al. 2016): Var_x(E_q[z_j|x]) > ``threshold``, the one
-    definition aevb uses everywhere.
+def active_mask(variances: Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> Tensor:
+    """Which latent units are active (Burda et al. 2016), bool [J]: Var_x(E_q[z_j|x]) > ``threshold``
+    for the variances of :func:`active_unit_variances`, the one definition aevb uses everywhere
+    (evaluation, the KL figure, the report, the explorer)."""
+    return torch.as_tensor(variances) > threshold
 
-    ``active_units(model, x)`` encodes ``x``; ``active_units(mu)`` takes posterior means [N, J].
-    """
+
+def active_units(model_or_mu, x: Optional[Tensor] = None, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
+    """Number of active latent units: ``active_units(model, x)`` encodes ``x``;
+    ``active_units(mu)`` takes posterior means [N, J] (see :func:`active_mask`)."""
     mu = posterior_means(model_or_mu, x) if x is not None else model_or_mu
-    return int((active_unit_variances(mu) > threshold).sum())
+    return int(active_mask(active_unit_variances(mu), threshold).sum())

@@ -43,14 +43,6 @@ def kl_normal_standard(mu: Tensor, log_var: Tensor) -> Tensor:
     return 0.5 * (mu.pow(2) + torch.exp(log_var) - 1.0 - log_var)
 
 
-def reparameterize(mu: Tensor, log_var: Tensor, n_samples: int = 1,
-                   generator: Optional[torch.Generator] = None) -> Tensor:
-    """z = mu + sigma * eps, eps ~ N(0, I). mu, log_var [B, J] -> z [n_samples, B, J]."""
-    shape = (n_samples,) + tuple(mu.shape)
-    eps = torch.randn(shape, dtype=mu.dtype, device=mu.device, generator=generator)
-    return mu + torch.exp(0.5 * log_var) * eps
-
-
 # ---------------------------------------------------------------- likelihoods p(x|z)
 class Likelihood:
     """A factorised likelihood p(x|z) = prod_d p(x_d | params_d(z)).

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from .bits import LN2, bits_per_dim, bpd_convention  # noqa: F401 (read from here too)
-from .bounds import ACTIVE_UNIT_THRESHOLD, DEFAULT_BUDGET, Bounds, active_unit_variances, evaluate_bounds
+from .bounds import ACTIVE_UNIT_THRESHOLD, DEFAULT_BUDGET, Bounds, active_mask, active_unit_variances, evaluate_bounds
 from .data.base import binarized
 from .devices import resolve_device
 from .errors import RunError
@@ -49,6 +49,7 @@ def summarize(b: Bounds, dim: int, kind: str, levels: Optional[int], likelihood:
     lk = _stats(b.lk)
     offset, convention = bpd_convention(kind, levels, likelihood)
     var = active_unit_variances(b.mu)
+    active = active_mask(var, threshold)
     out = {
         "se_meaning": "standard error of the mean over the datapoints (std / sqrt(n))",
         "n": int(len(b.lk)), "dim": int(dim), "latent_dim": int(b.mu.shape[-1]), "k": b.k,
@@ -65,16 +66,16 @@ def summarize(b: Bounds, dim: int, kind: str, levels: Optional[int], likelihood:
             "lk_se": lk["se"] / (dim * LN2)},
         "bits_per_dim_convention": convention,
         "kl_per_dim": None if b.kl_per_dim is None else [float(v) for v in b.kl_per_dim.mean(0)],
-        "active_units": int((var > threshold).sum()),
+        "active_units": int(active.sum()),
         "active_unit_threshold": threshold,
         "active_unit_variance": [float(v) for v in var],
         "batch_size": b.batch_size, "chunk": b.chunk, "seconds": b.seconds,
     }
     if layer_sizes:
-        active = (var > threshold).long().split([int(s) for s in layer_sizes])
+        per_layer = active.long().split([int(s) for s in layer_sizes])
         out["layers"] = {"sizes": [int(s) for s in layer_sizes],
                          "kl": [float(v) for v in b.kl_layers.mean(0)] if b.kl_layers is not None else None,
-                         "active_units": [int(a.sum()) for a in active]}
+                         "active_units": [int(a.sum()) for a in per_layer]}
     return out
 
 

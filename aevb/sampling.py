@@ -1,7 +1,7 @@
 """The one way to draw from a model and to reconstruct data, for every picture aevb makes: the
 trainer's per-epoch grids, ``aevb sample``, ``aevb reconstruct``, the figures and the explorer.
 
-Prior draws come from a CPU generator seeded with ``seed`` (:func:`prior_draws`), so the same
+Prior draws come from a CPU generator seeded with ``seed`` (``model.draw_prior``), so the same
 seed gives the same z, and the same pictures up to the decoder's arithmetic, on any device. A
 draw x ~ p(x|z) (:func:`prior_samples` with ``draw=True``) continues that generator on the CPU,
 so it is seeded too. Results are CPU tensors; the model's train/eval mode is restored.
@@ -40,16 +40,6 @@ def model_dtype(model) -> torch.dtype:
     return next(model.parameters()).dtype
 
 
-def _standard_normal(n: int, latent_dim: int, gen: torch.Generator) -> Tensor:
-    return torch.randn(int(n), int(latent_dim), generator=gen, dtype=torch.float32)
-
-
-def prior_draws(n: int, latent_dim: int, seed: int) -> Tensor:
-    """``n`` draws z ~ N(0, I) [n, latent_dim], float32 on the CPU: ``torch.randn(n, latent_dim,
-    generator=torch.Generator().manual_seed(seed))``, the same on every machine and device."""
-    return _standard_normal(n, latent_dim, torch.Generator().manual_seed(int(seed)))
-
-
 def decode_means(model, z: Tensor, batch_size: Optional[int] = None) -> Tensor:
     """The mean of p(x|z) for each row of ``z``: [N, J] -> [N, D] on the CPU, in the model's
     dtype (z is cast to it), decoded ``batch_size`` rows at a time (default: as many as the
@@ -65,7 +55,7 @@ def decode_means(model, z: Tensor, batch_size: Optional[int] = None) -> Tensor:
 
 def prior_samples(model, n: int, seed: int = 0, draw: bool = False,
                   batch_size: Optional[int] = None) -> Tuple[Tensor, Tensor]:
-    """(z, x): z ~ p(z), the model's prior (``prior_draws(n, J, seed)`` for N(0, I)), and the
+    """(z, x): z ~ p(z), the model's prior (for N(0, I): ``torch.randn(n, J, generator=torch.Generator().manual_seed(seed))``), and the
     mean of p(x|z) for each z, or with ``draw=True`` one draw x ~ p(x|z) per z from the same
     generator (continued after z, on the CPU), so a seed fixes the draws too. x is [n, D] on the
     CPU."""

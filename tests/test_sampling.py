@@ -30,16 +30,20 @@ def small_vae(d, j=3, seed=0):
     return VAE.from_config(cfg, d).eval()
 
 
+def seeded_normals(n, j, seed):
+    return torch.randn(n, j, generator=torch.Generator().manual_seed(seed))
+
+
 def test_prior_draws_are_torchs_seeded_normals_and_the_trainers_fixed_z(run, tmp_path):
-    z = sampling.prior_draws(64, 2, seed=7)
+    model = run.load_model()
+    z = model.draw_prior(64, torch.Generator().manual_seed(7))
     assert z.dtype == torch.float32 and z.device.type == "cpu"
-    torch.testing.assert_close(z, torch.randn(64, 2, generator=torch.Generator().manual_seed(7)), rtol=0, atol=0)
-    assert not torch.equal(z, sampling.prior_draws(64, 2, seed=8))
-    # the grids training writes every epoch: the decoded prior_draws(64, J, seed + 2), and 8 test
+    torch.testing.assert_close(z, seeded_normals(64, 2, 7), rtol=0, atol=0)
+    # the grids training writes every epoch: the decoded draws of seed + 2, and 8 test
     # images over their reconstructions (the last epoch's model is the run's checkpoint)
-    model, x = run.load_model(), load_dataset("digits").test.rows(0, 8)
+    x = load_dataset("digits").test.rows(0, 8)
     images = run.path / "images"
-    z = sampling.prior_draws(64, 2, run.config.train.seed + 2)
+    z = seeded_normals(64, 2, run.config.train.seed + 2)
     save_grid(tmp_path / "want.png", sampling.decode_means(model, z), (1, 8, 8), 8)
     assert (images / "samples_epoch003.png").read_bytes() == (tmp_path / "want.png").read_bytes()
     save_grid(tmp_path / "want.png", sampling.paired_rows(x, sampling.reconstructions(model, x), 8), (1, 8, 8), 8)
@@ -50,7 +54,7 @@ def test_prior_samples_decode_the_seeded_draws_and_a_draw_is_seeded_too():
     model = small_vae(64, j=3).train()
     z, x = sampling.prior_samples(model, 500, seed=3)
     assert model.training  # the mode is restored
-    torch.testing.assert_close(z, sampling.prior_draws(500, 3, 3), rtol=0, atol=0)
+    torch.testing.assert_close(z, seeded_normals(500, 3, 3), rtol=0, atol=0)
     with torch.no_grad():
         mean = model.likelihood.mean(model.decoder_params(z))
     torch.testing.assert_close(x, mean)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..bounds import ACTIVE_UNIT_THRESHOLD, active_unit_variances, kl_per_dimension as mean_kl_per_dimension
+from ..bounds import ACTIVE_UNIT_THRESHOLD, active_mask, active_unit_variances, kl_per_dimension as mean_kl_per_dimension
 from ..errors import PlotError
 from ..sampling import decode_means, eval_mode, latent_means, model_dtype
 
@@ -44,12 +44,6 @@ def unit_variances(mu: Tensor) -> Tensor:
     """Var over the data of the posterior mean E_q[z_j|x] per latent unit, [J] float64, from
     posterior means [N, J] (``aevb.bounds.active_unit_variances``; zeros for fewer than 2 rows)."""
     return active_unit_variances(torch.as_tensor(mu))
-
-
-def active_mask(variances: Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> Tensor:
-    """Which latent units are active, bool [J]: Var_x E_q[z_j|x] > ``threshold``, the criterion of
-    ``aevb.bounds.active_units`` (its count is ``active_mask(v).sum()``)."""
-    return torch.as_tensor(variances) > threshold
 
 
 # ---------------------------------------------------------------------------- grids
