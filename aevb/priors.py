@@ -25,6 +25,8 @@ from .distributions import LOG_2PI, log_standard_normal
 
 # the priors --prior names (VAE.from_config builds them)
 PRIORS = ("standard", "mog", "vamp")
+# a learned prior's components (mog) or pseudo-inputs (vamp) when the config leaves them unset
+PRIOR_COMPONENTS = {"mog": 10, "vamp": 500}
 
 Encode = Optional[Callable[[Tensor], Tuple[Tensor, Tensor]]]
 
@@ -177,7 +179,7 @@ def build_prior(name: str, latent_dim: int, data_dim: int, components: Optional[
     if name == "standard":
         return StandardNormal(latent_dim)
     if name == "mog":
-        return MixturePrior(latent_dim, components or 10)
+        return MixturePrior(latent_dim, components or PRIOR_COMPONENTS["mog"])
     if name == "vamp":
-        return VampPrior(latent_dim, components or 500, data_dim)
+        return VampPrior(latent_dim, components or PRIOR_COMPONENTS["vamp"], data_dim)
     raise ValueError(f"unknown prior {name!r}; choose one of {', '.join(PRIORS)}")
