@@ -193,6 +193,9 @@ def test_loading_a_memory_runs_data_needs_the_data_and_checks_them():
         load_configured(cfg.data, run="runs/mine")
     assert one_line(e) == ("runs/mine was trained on data given in memory (30 x 6 x 5 uint8); pass --data SOURCE "
                            "(Python: data=...)")
+    with pytest.raises(DataError) as e:  # no run yet (a new training given the record as its data set)
+        load_configured(cfg.data)
+    assert one_line(e).startswith("data.dataset names data given in memory (30 x 6 x 5 uint8), which cannot be")
     again = load_configured(cfg.data, data=x, exact=True)  # the run's own split settings apply
     assert len(again.valid) == 3 and len(again.test) == 3
     with pytest.raises(DataError) as e:
@@ -277,7 +280,8 @@ def test_a_memory_spec_cannot_be_loaded_from_files():
     spec = as_dataset(digits_like(12)).info["spec"]
     with pytest.raises(DataError) as e:
         load_dataset(spec, options=LoadOptions())
-    assert one_line(e).startswith("the run was trained on data given in memory (12 x 6 x 5 uint8)")
+    assert one_line(e).startswith(f"{spec[:40]}... names data given in memory (12 x 6 x 5 uint8), which aevb "
+                                  "cannot load by itself")
 
 
 # ----------------------------------------------------------------------------- evaluate and plot --data

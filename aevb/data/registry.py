@@ -93,7 +93,8 @@ def load_dataset(spec: str, data_dir: Union[str, os.PathLike, None] = None, *, d
     spec = parsed.text
     bin_mode = binarize_mode(binarize)
     if parsed.form == MEMORY:
-        raise memory_refusal(parsed.record)
+        raise DataError(f"{parsed.record.spec()[:40]}... names data given in memory ({parsed.record.describe()}), "
+                        "which aevb cannot load by itself; pass the data themselves (Python: data=...)")
 
     is_folder, is_array = parsed.form == FOLDER, parsed.form == ARRAY
     if not parsed.pictures:

@@ -213,7 +213,11 @@ def short_name(text: str) -> str:
 
 
 def memory_refusal(record: MemoryRecord, run: Optional[str] = None) -> DataError:
-    """The one line said when the data of a run trained in memory are asked for from its config."""
-    who = str(run) if run else "the run"
-    return DataError(f"{who} was trained on data given in memory ({record.describe()}); pass --data SOURCE "
+    """The one line said when the data of a run trained in memory are asked for from its config
+    (``run``: the run folder; None when the config is not yet a run's, e.g. a new training)."""
+    if run is None:
+        return DataError(f"data.dataset names data given in memory ({record.describe()}), which cannot be loaded "
+                         "from a config; pass the data themselves (Python: data=...), or --data SOURCE to a "
+                         "command that takes it")
+    return DataError(f"{run} was trained on data given in memory ({record.describe()}); pass --data SOURCE "
                      "(Python: data=...)")
