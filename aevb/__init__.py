@@ -21,11 +21,12 @@ def fit(*args, **kwargs):
     return _fit(*args, **kwargs)
 
 
-def load(path):
-    """The run in the folder ``path`` -> Run (see :func:`aevb.api.load`)."""
+def load(path, encoder=None, decoder=None):
+    """The run in the folder ``path`` -> Run; a run of your own modules needs instances of them
+    (see :func:`aevb.api.load`)."""
     from .api import load as _load
 
-    return _load(path)
+    return _load(path, encoder=encoder, decoder=decoder)
 
 
 def resume(*args, **kwargs):

@@ -107,10 +107,14 @@ def fit(model: Union[VAE, RunConfig, str, None] = None, data="digits", *, valid=
     trainer = Trainer.new(cfg, out if out is not None else default_out(name), overwrite=overwrite, data=dataset,
                           callbacks=callbacks, model=vae)
     trainer.fit()
+    if vae is not None and not vae.native:
+        return Run(trainer.run_dir, encoder=vae.encoder, decoder=vae.decoder)
     return Run(trainer.run_dir)
 
 
-def load(path: Union[str, Path]) -> Run:
+def load(path: Union[str, Path], encoder: Optional[torch.nn.Module] = None,
+         decoder: Optional[torch.nn.Module] = None) -> Run:
     """The run in the folder ``path``: its config, metrics, models (``run.load_model()``) and the
-    methods on new data (``encode``, ``score``, ``reconstruct``, ``decode``)."""
-    return Run(path)
+    methods on new data (``encode``, ``score``, ``reconstruct``, ``decode``). A run of your own
+    modules needs instances of them (``encoder=``, ``decoder=``)."""
+    return Run(path, encoder=encoder, decoder=decoder)

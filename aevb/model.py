@@ -343,11 +343,35 @@ class VAE(nn.Module):
         except (OSError, ValueError) as e:
             raise CheckpointError(f"{run / CONFIG_NAME} could not be read ({e}); the run folder is damaged") from None
         state = load_checkpoint(file, "cpu", model_only=True)
-        image_shape = state.get("image_shape") or (1, 1, int(state["data_dim"]))
-        model = cls._build(cfg, int(state["data_dim"]), image_shape, state.get("data_shape") or (), encoder,
-                           decoder, file)
-        _load_weights(model, state["model"], file)
-        return model.to(device).eval()
+        return cls.from_checkpoint(cfg, state, file, encoder, decoder).to(device).eval()
+
+    @classmethod
+    def from_checkpoint(cls, cfg: RunConfig, state: dict, source, encoder: Optional[nn.Module] = None,
+                        decoder: Optional[nn.Module] = None) -> "VAE":
+        """The model of a run's checkpoint ``state`` (as aevb.io.load_checkpoint reads it) and
+        config ``cfg``. aevb's own networks are built without memory (on the meta device) and take
+        the checkpoint's tensors as their own, so memory-mapped weights stay pages of the file; a
+        model of the user's own modules needs new ``encoder`` and ``decoder`` instances."""
+        data_dim = int(state["data_dim"])
+        image_shape = state.get("image_shape") or (1, 1, data_dim)
+        custom = cfg.model.encoder_network == "custom"
+        data_shape = ()
+        if custom:
+            from .data import parse_spec  # the shape of a datapoint as the user gave it
+
+            spec = parse_spec(cfg.data.dataset)
+            data_shape = tuple(spec.record.shape[1:]) if spec.record is not None else tuple(image_shape)
+        if custom:
+            model = cls._build(cfg, data_dim, image_shape, data_shape, encoder, decoder, source)
+        else:
+            with torch.device("meta"):
+                model = cls._build(cfg, data_dim, image_shape, data_shape, None, None, source)
+        try:
+            model.load_state_dict(state["model"], assign=True)
+        except (RuntimeError, ValueError, TypeError) as e:
+            raise CheckpointError(f"{source} does not fit the run's config.json ({str(e).splitlines()[0][:200]}); "
+                                  "the run folder is damaged") from None
+        return model
 
     @classmethod
     def _build(cls, cfg: RunConfig, data_dim: int, image_shape, data_shape, encoder, decoder, source) -> "VAE":

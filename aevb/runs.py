@@ -14,6 +14,7 @@ Layout::
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -158,10 +159,14 @@ def not_a_run_folder(path: Path) -> str:
 
 
 class Run:
-    """An existing run folder. ``Run(path)`` checks that it is one."""
+    """An existing run folder. ``Run(path)`` checks that it is one; a run of your own encoder and
+    decoder modules takes instances of them, ``Run(path, encoder=..., decoder=...)``, whose copies
+    receive the checkpoint's weights each time the model is loaded."""
 
-    def __init__(self, path: Union[str, Path]):
+    def __init__(self, path: Union[str, Path], encoder=None, decoder=None):
         self.path = Path(path)
+        # a run of the user's own modules: instances of them, copied for every model loaded
+        self.encoder, self.decoder = encoder, decoder
         if not self.path.is_dir():
             raise RunError(not_a_run_folder(self.path))
         if not is_run(self.path):
@@ -271,13 +276,10 @@ class Run:
         as they are used, not a copy in anonymous memory."""
         path = self.checkpoint_file(checkpoint, python=True)
         state = load_checkpoint(path, device, model_only=True)
-        try:
-            with torch.device("meta"):
-                model = VAE.from_config(self.config.model, int(state["data_dim"]), state.get("image_shape"))
-            model.load_state_dict(state["model"], assign=True)
-        except (RuntimeError, ValueError, TypeError) as e:
-            raise CheckpointError(f"{path} does not fit the run's config.json "
-                                  f"({_first_line(e)}); the run folder is damaged") from None
+        modules = {"encoder": self.encoder, "decoder": self.decoder}
+        if self.encoder is not None:  # new instances of the user's modules each time
+            modules = {k: copy.deepcopy(v) for k, v in modules.items()}
+        model = VAE.from_checkpoint(self.config, state, path, **modules)
         return LoadedModel(model.to(device).eval(), checkpoint, int(state["epoch"]), self.image_shape(state), path)
 
     def load_data(self, download: Optional[bool] = None, progress: bool = True,

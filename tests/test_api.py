@@ -255,3 +255,30 @@ def test_a_checkpoint_of_the_layout_before_latent_cells_loads_with_its_optimizer
                 latents=assemble(sizes, *stacked_networks(sizes, [8], "tanh")))
     again.load_state_dict(dict(old_state["model"]))
     assert torch.equal(again.cells[1].q_net.net[0].weight, model.cells[1].q_net.net[0].weight)
+
+
+def test_a_run_of_the_users_modules_is_used_from_python_and_refused_by_commands_in_one_line(tmp_path, capsys,
+                                                                                               one_thread):
+    x = binary_images()
+    model = custom_model(seed=2)
+    run = aevb.fit(model, x, epochs=1, out=tmp_path / "run", report=False)
+    xb = x[:6]
+    model.eval()
+    for opened in (run, aevb.load(run.path, encoder=Encoder(), decoder=Decoder())):
+        loaded = opened.load_model()
+        assert torch.equal(loaded.encode(xb.float()).loc, model.encode(xb.float()).loc)
+        codes = opened.encode(xb)
+        torch.testing.assert_close(torch.as_tensor(codes.mu), model.encode(xb.float()).loc.double())
+        scores = opened.score(xb, k=3)
+        assert len(scores) == 6
+    with pytest.raises(ConfigError, match="your own encoder and decoder"):
+        aevb.load(run.path).load_model()
+    import numpy as np
+
+    from aevb.cli import main
+
+    np.save(tmp_path / "x.npy", x.numpy())
+    capsys.readouterr()
+    assert main(["evaluate", str(run.path), "--data", f"array:{tmp_path / 'x.npy'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "your own encoder and decoder modules" in err and len(err.splitlines()) == 1
