@@ -326,3 +326,15 @@ def test_evaluate_and_plot_of_a_memory_run_need_data_of_its_shape(memory_run, ca
                  "--out", str(memory_run / "figs")]) == 0
     assert list((memory_run / "figs").glob("*.png"))
     assert main(["plot", str(run), "samples", "--out", str(memory_run / "figs2")]) == 0  # the model alone
+
+
+def test_data_given_for_a_run_on_files_get_its_settings_and_must_have_its_shape(tmp_path):
+    np.save(tmp_path / "x.npy", digits_like(20))
+    d = RunConfig().data  # digits, 8x8
+    d.validation = 4
+    with pytest.raises(DataError) as e:
+        load_configured(d, data=f"array:{tmp_path / 'x.npy'}", run="runs/digits", image_shape=(1, 8, 8))
+    assert one_line(e) == (f"array:{tmp_path / 'x.npy'} has datapoints of 1x6x5 (C x H x W) but runs/digits takes "
+                           "1x8x8; give data of the run's shape")
+    ds = load_configured(d, data=f"array:{tmp_path / 'x.npy'}", image_shape=(1, 6, 5))
+    assert len(ds.valid) == 4 and len(ds.test) == 2  # the run's validation setting, the array rule's test
