@@ -28,9 +28,10 @@ def parse_device(name) -> torch.device:
     return dev
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+def resolve_device(name: str = "auto", cpu_advice: str = "--device cpu") -> torch.device:
     """The torch.device for a name (auto: CUDA, else MPS, else CPU); refuses devices that are
-    not available here."""
+    not available here, advising ``cpu_advice`` (the command line's option, or a Python
+    argument such as ``device='cpu'``)."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -40,11 +41,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     dev = parse_device(name)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise RunError(f"device {name!r} was asked for but CUDA is not available here; use --device cpu")
+            raise RunError(f"device {name!r} was asked for but CUDA is not available here; use {cpu_advice}")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise RunError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
                            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
                                   and torch.backends.mps.is_available()):
-        raise RunError(f"device {name!r} was asked for but MPS is not available here; use --device cpu")
+        raise RunError(f"device {name!r} was asked for but MPS is not available here; use {cpu_advice}")
     return dev

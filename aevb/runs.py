@@ -404,10 +404,7 @@ PREPARATION = ("dataset", "validation", "binarize", "image_size", "crop", "color
 def _python_device(device) -> torch.device:
     """The device of a Python method's ``device`` argument (a name or a torch.device), refused as
     ``--device`` is (aevb.devices.resolve_device) but naming the argument."""
-    try:
-        return resolve_device(str(device) if isinstance(device, torch.device) else device)
-    except RunError as e:  # resolve_device words its advice for the command line
-        raise RunError(str(e).replace("--device cpu", "device='cpu'")) from None
+    return resolve_device(str(device) if isinstance(device, torch.device) else device, cpu_advice="device='cpu'")
 
 
 def _pil_images(source) -> list:
