@@ -113,7 +113,7 @@ def _foreign(info: dict) -> bool:
     return "unreadable" not in info and info.get("host", socket.gethostname()) != socket.gethostname()
 
 
-def inspect(folder: Union[str, Path]) -> Optional[Tuple[bool, dict]]:
+def lock_state(folder: Union[str, Path]) -> Optional[Tuple[bool, dict]]:
     """(held, record) of ``folder``'s lock file, or None when there is none. Held: another open
     file has its flock (a live writer: in this process too, through another RunLock), or it was
     written on another host, or it cannot be opened to check."""
@@ -136,7 +136,7 @@ def inspect(folder: Union[str, Path]) -> Optional[Tuple[bool, dict]]:
 
 def holder(folder: Union[str, Path]) -> Optional[dict]:
     """The record of the writer holding ``folder``'s lock, or None when no writer holds it."""
-    got = inspect(folder)
+    got = lock_state(folder)
     return got[1] if got and got[0] else None
 
 
@@ -147,7 +147,7 @@ def is_locked(folder: Union[str, Path]) -> bool:
 
 def read_lock(folder: Union[str, Path]) -> Optional[dict]:
     """What ``folder``'s lock file records (held or not), or None when there is none."""
-    got = inspect(folder)
+    got = lock_state(folder)
     return got[1] if got else None
 
 

@@ -806,6 +806,26 @@ def test_a_read_only_run_folder_is_refused_in_one_line(tmp_path, capsys):
     assert snapshot(run) == before
 
 
+def test_without_flock_a_lock_file_holds_its_folder_until_released_or_deleted(tmp_path, monkeypatch):
+    """Where the system has no flock (Windows), the lock file itself is the lock: refused while
+    it exists, with the file to delete once no aevb command works on the folder."""
+    from aevb import lock as lock_module
+
+    monkeypatch.setattr(lock_module, "fcntl", None)
+    lock = _take(tmp_path)
+    assert isinstance(lock, lock_module.RunLock) and _mine(tmp_path) and lock_module.is_locked(tmp_path)
+    refused = _take(tmp_path)
+    assert isinstance(refused, lock_module.LockedError), refused
+    assert str(refused).endswith(f"cannot write it now: wait for it to finish; if no aevb command is working on "
+                                 f"this folder, delete {tmp_path / LOCK_NAME}"), refused
+    lock.release()
+    assert not (tmp_path / LOCK_NAME).exists() and not lock_module.is_locked(tmp_path)
+    (tmp_path / LOCK_NAME).write_text("")  # created, never written: its creator was killed
+    got = _take(tmp_path)
+    assert isinstance(got, lock_module.RunLock), got
+    got.release()
+
+
 def test_a_lock_goes_with_its_folder_when_renamed(tmp_path):
     """--overwrite renames a locked run aside: the lock stays held at the new name, and its
     release deletes only its own file."""
