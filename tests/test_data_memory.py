@@ -248,6 +248,8 @@ class Ragged(torch.utils.data.Dataset):
     (lambda: torch.zeros(7), "has shape (7,); expected [N, D]"),
     (lambda: np.zeros((1, 5), np.float32), "only 1 datapoint; need at least 2"),
     (lambda: Ragged(), "item 2 has shape (4,) but item 0 has (3,)"),
+    (lambda: DataLoader(Ragged(), batch_size=2), "item 2 has shape (4,) but item 0 has (3,)"),
+    (lambda: DataLoader(Ragged(), batch_size=4), "its batch 0 could not be made (stack expects each tensor"),
     (lambda: TensorDataset(torch.zeros(0, 3)), "the data is empty"),
     (lambda: DataLoader([{"x": torch.zeros(3)}] * 4, batch_size=2), "its batches are dicts, not tensors"),
     (lambda: [torch.zeros(3), torch.zeros(3)], "stack them into one tensor"),

@@ -44,12 +44,6 @@ KEPT_FLOATS = (torch.float32, torch.float64, torch.float16)
 _BLOCK_BYTES = 16 * 2 ** 20
 
 
-def is_memory_data(data) -> bool:
-    """Whether ``data`` is one of the in-memory forms this module reads."""
-    return isinstance(data, (Tensor, np.ndarray, torch.utils.data.Dataset, torch.utils.data.DataLoader)) or (
-        isinstance(data, tuple) and len(data) == 2)
-
-
 # ------------------------------------------------------------------ one part (data, valid or test)
 class _Part:
     """One part the user gave: its rows as a tensor [N, D] in kept storage, labels or None, the
@@ -191,7 +185,7 @@ def _read_loader(loader, what: str) -> _Part:
         n = None
     single = loader.batch_size is None and loader.batch_sampler is None  # items one at a time, unbatched
     out, labels, first, pieces, label_pieces, filled = None, None, None, [], [], 0
-    for b, batch in enumerate(loader):
+    for b, batch in enumerate(_batches(loader, what)):
         y = None
         if single:
             x, y = _item_parts(batch, b, what)
@@ -212,13 +206,14 @@ def _read_loader(loader, what: str) -> _Part:
         if batch.dim() < 1 or len(batch) == 0:
             continue
         if first is None:
-            first = (tuple(batch.shape[1:]), batch.dtype)
+            first = (tuple(batch.shape[1:]), batch.dtype, y is not None)
             if n is not None:
                 out = torch.empty((n,) + first[0], dtype=batch.dtype)
                 labels = None if y is None else torch.empty(n, dtype=torch.int64)
         _check_item(batch[0], filled, first, what)
-        if tuple(batch.shape[1:]) != first[0] or batch.dtype != first[1]:
-            _check_item(batch[-1], filled + len(batch) - 1, first, what)
+        if (y is not None) != first[2]:
+            raise DataError(f"{what}: batch {b} {'has' if y is not None else 'has no'} labels but the first batch "
+                            f"{'has none' if y is not None else 'has'}; give labels with every batch or none")
         if y is not None and len(y) != len(batch):
             raise DataError(f"{what}: batch {b} has {len(batch)} datapoints but {len(y)} labels")
         if out is not None and filled + len(batch) <= n:
@@ -244,6 +239,24 @@ def _read_loader(loader, what: str) -> _Part:
     print(f"aevb: read the DataLoader once into memory ({filled} datapoints, in index order{shuffle}); random "
           "transforms, if any, were drawn once", file=sys.stderr)
     return _part_from_tensor(out, labels, what)
+
+
+def _batches(loader, what: str):
+    """The loader's batches; an error of its own collation (e.g. items of different shapes that
+    cannot be stacked) is one line."""
+    it = iter(loader)
+    b = 0
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except (RuntimeError, TypeError, ValueError) as e:
+            said = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DataError(f"{what}: its batch {b} could not be made ({said}); every item must be a tensor of one "
+                            "shape, or (tensor, label)") from None
+        yield batch
+        b += 1
 
 
 def _part(data, labels, what: str) -> _Part:
