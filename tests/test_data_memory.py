@@ -73,6 +73,21 @@ def test_a_float64_arrays_values_survive():
     assert np.array_equal(rows_of(ds.train), x[kept]) and np.array_equal(rows_of(ds.test), x[held])
     batch = ds.test.take([0, 1])  # batches are float32, what the model computes in
     assert batch.dtype == torch.float32 and torch.equal(batch, torch.from_numpy(x[held[:2]]).float())
+    for b in (ds.train.rows(0, 3), next(iter(ds.train.batches(4))), ds.train.materialize()):
+        assert b.dtype == torch.float32
+
+
+def test_a_float64_array_trains_a_float32_model(tmp_path):
+    x = np.random.RandomState(1).normal(size=(64, 10))
+    ds = as_dataset(x)
+    cfg = RunConfig()
+    cfg.data.dataset = ds.info["spec"]
+    cfg.model.latent_dim, cfg.model.encoder_hidden = 2, [8]
+    cfg.train.epochs, cfg.train.batch_size = 1, 16
+    cfg.train.progress, cfg.train.tensorboard, cfg.train.images_every = False, False, 0
+    trainer = Trainer.new(cfg, tmp_path / "run", data=ds)
+    history = trainer.fit()
+    assert trainer.cfg.model.likelihood == "gaussian" and np.isfinite(history[-1]["test_bound"])
 
 
 def test_binary_and_unit_float_data_get_todays_kinds():
