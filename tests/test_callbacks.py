@@ -171,6 +171,7 @@ def test_limit_batches_trains_and_evaluates_only_the_first_batches_and_says_so(t
     head = dataset_bound(trainer.model, trainer.splits["test"].head(100), 50, seed=cfg.train.seed + 1)
     assert head["bound"] == pytest.approx(history[-1]["test_bound"], rel=1e-9)
     assert json.loads((tmp_path / "run" / "run.json").read_text())["limit_batches"] == 2
+    assert "3 of 3 epochs trained only their first 2 batches" in (tmp_path / "run" / "report.html").read_text()
     # the command line says it in every epoch line and at the end
     assert main(["train", "--out", str(tmp_path / "cli"), "--epochs", "2", "--hidden", "16", "--no-tensorboard",
                  "--no-report", "--limit-batches", "3"]) == 0

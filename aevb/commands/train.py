@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..config import choices
 from ..config.rules import sizes_chosen
+from ..metrics import TEST_BOUND
 from .common import add_parser
 
 # (flag, dotted config key, argparse keywords). Every option defaults to "not given", so a config
@@ -302,7 +303,7 @@ def run(args: argparse.Namespace) -> int:
     trainer.fit()
     last = trainer.history[-1] if trainer.history and trainer.epoch > before else None
     if last and trainer.dist.is_main:
-        print(f"done: test loss {-last['test_bound']:.2f} nats per datapoint (negative ELBO) after "
+        print(f"done: test loss {-last[TEST_BOUND]:.2f} nats per datapoint (negative ELBO) after "
               f"{trainer.epoch} epochs; run folder {trainer.run_dir}"
               + (f" (a quick debug run: each epoch trained only its first {trainer.cfg.train.limit_batches} "
                  "batches)" if trainer.cfg.train.limit_batches else ""))

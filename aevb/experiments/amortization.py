@@ -4,6 +4,7 @@ parameters are optimised with Adam (all test points at once) and their ELBO is c
 encoder's: the difference is the amortization gap. Time per datapoint is reported for both."""
 from __future__ import annotations
 
+from .. import metrics as M
 from ..baselines.mean_field import amortization_gap
 from ..figures.draw import new_panels, save_figure
 from .runner import Context, SubRun, budget_settings, elbo_of, read_csv, run_subrun, subset, write_csv
@@ -23,7 +24,7 @@ def run(ctx: Context) -> dict:
     data = ctx.data("mnist")
     x_te = subset(data.test, b["eval_n"], seed=ctx.seed + 2).to(ctx.device)
     spec = SubRun(f"mnist-z{b['latent']}", "aevb", "mnist", b["latent"], b["hidden"], [b["samples"]],
-                  lambda model, algo: {"test_bound": elbo_of(model, x_te)})
+                  lambda model, algo: {M.TEST_BOUND: elbo_of(model, x_te)})
     res = run_subrun(ctx, spec)
     curve_path, summary_path = ctx.out / f"{NAME}_curves.csv", ctx.out / f"{NAME}.csv"
     if res.skipped and summary_path.is_file() and curve_path.is_file():

@@ -3,6 +3,7 @@ samples evaluated, AEVB against wake-sleep, for several latent sizes, on MNIST (
 and Frey Face (200 hidden units). The wake-sleep bound is the ELBO with its recognition model."""
 from __future__ import annotations
 
+from .. import metrics as M
 from ..figures.draw import new_panels, save_figure
 from .runner import (Context, SubRun, budget_settings, elbo_of, log_points, plot_train_test, run_subrun, subset,
                      write_csv)
@@ -30,7 +31,7 @@ def run(ctx: Context) -> dict:
         x_te = subset(data.test, b["eval_n"], seed=ctx.seed + 2).to(ctx.device)
 
         def evaluate(model, algo, x_tr=x_tr, x_te=x_te):
-            return {"train_bound": elbo_of(model, x_tr), "test_bound": elbo_of(model, x_te)}
+            return {M.TRAIN_BOUND: elbo_of(model, x_tr), M.TEST_BOUND: elbo_of(model, x_te)}
 
         stop = b["stop"][which] if isinstance(b["stop"], dict) else b["stop"]
         eval_at = log_points(b["start"], stop, b["points"])
@@ -54,7 +55,7 @@ def plot(rows, path, b):
             ax = axes[r_i][c_i]
             ax.set_visible(True)
             sel = plot_train_test(ax, [r for r in rows if r["panel"] == which and int(r["latent"]) == z],
-                                  METHODS, "train_bound", "test_bound")
+                                  METHODS, M.TRAIN_BOUND, M.TEST_BOUND)
             name = sel[0]["dataset"] if sel else which
             ax.set_title(f"{'MNIST' if name == 'mnist' else 'Frey Face' if name == 'frey-face' else name}, "
                          f"$N_z$ = {z}", fontsize=9)

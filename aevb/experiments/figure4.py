@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import metrics as M
 from ..figures.compute import manifold_grid
 from ..figures.draw import new_panels, save_figure
 from ..images import grid
@@ -32,7 +33,7 @@ def run(ctx: Context) -> dict:
         data = ctx.data(which)
         x_te = subset(data.test, 1000, seed=ctx.seed + 2).to(ctx.device)
         spec = SubRun(f"{which}-z2", "aevb", which, 2, b["hidden"][which], [b["samples"][which]],
-                      lambda model, algo, x_te=x_te: {"test_bound": elbo_of(model, x_te)})
+                      lambda model, algo, x_te=x_te: {M.TEST_BOUND: elbo_of(model, x_te)})
         res = run_subrun(ctx, spec)
         rows += res.rows
         img = grid(manifold(res.model, b["grid"]), data.image_shape, b["grid"], pad=0)

@@ -2,6 +2,7 @@
 with 2, 5, 10 and 20 latent dimensions, trained with AEVB."""
 from __future__ import annotations
 
+from .. import metrics as M
 from ..figures.draw import new_panels, save_figure
 from ..sampling import prior_samples
 from ..images import grid
@@ -23,7 +24,7 @@ def run(ctx: Context) -> dict:
     rows, panels = [], []
     for latent in b["latents"]:
         spec = SubRun(f"mnist-z{latent}", "aevb", "mnist", latent, b["hidden"], [b["samples"]],
-                      lambda model, algo: {"test_bound": elbo_of(model, x_te)})
+                      lambda model, algo: {M.TEST_BOUND: elbo_of(model, x_te)})
         res = run_subrun(ctx, spec)
         rows += res.rows
         _, x = prior_samples(res.model, b["n"] * b["n"], seed=ctx.seed + 5)

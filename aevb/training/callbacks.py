@@ -16,6 +16,7 @@ from ..images import grid, save_grid
 from ..io import atomic_write_csv, atomic_write_text
 from ..runs import BEST_CHECKPOINT
 from ..sampling import decode_means, paired_rows, reconstructions
+from .. import metrics as M
 from .state import best_state
 
 
@@ -57,15 +58,11 @@ class Callback:
         pass
 
 
-# Fields of a metrics row that are not a curve: counters and marks.
-NOT_SCALARS = ("epoch", "step", "best_epoch", "stopped_early", "limit_batches")
-
-
 def scalars(record: dict) -> Dict[str, float]:
     """The numbers of an epoch's metrics row that are curves (bounds, their terms, losses, KL
     weight, learning rate, times), as TensorBoard and the loggers get them."""
     return {k: v for k, v in record.items()
-            if k not in NOT_SCALARS and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            if k not in M.NOT_CURVES and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def write_metrics(run_dir: Path, history: List[dict]) -> None:
@@ -103,13 +100,13 @@ class BestCheckpoint(Callback):
         self.epoch, self.bound = epoch, bound
 
     def on_train_epoch_end(self, trainer, record: dict) -> None:
-        v = record.get("valid_bound")
+        v = record.get(M.VALID_BOUND)
         if v is None:
             return
         improved = self.bound is None or v > self.bound
         if improved:
             self.epoch, self.bound = trainer.epoch, float(v)
-        record["best_epoch"] = self.epoch
+        record[M.BEST_EPOCH] = self.epoch
         if improved and trainer.dist.is_main:
             trainer.save_checkpoint(best_state(trainer), BEST_CHECKPOINT)
 
@@ -126,8 +123,8 @@ class EarlyStopping(Callback):
         return patience is not None and best is not None and trainer.epoch - best >= patience
 
     def on_train_epoch_end(self, trainer, record: dict) -> None:
-        if "valid_bound" in record and self.due(trainer):
-            record["stopped_early"] = True
+        if M.VALID_BOUND in record and self.due(trainer):
+            record[M.STOPPED_EARLY] = True
 
 
 class LastCheckpoint(Callback):
@@ -242,20 +239,21 @@ class ProgressBar(Callback):
     def epoch_line(self, r: dict, history: List[dict], done: int, total: int) -> None:
         if not self.enabled:
             return
-        per_epoch = sum(h["epoch_time_s"] for h in history[-5:]) / len(history[-5:])
+        per_epoch = sum(h[M.EPOCH_TIME_S] for h in history[-5:]) / len(history[-5:])
         eta = per_epoch * (total - done)
-        extra = f"  valid {-r['valid_bound']:.2f}" if "valid_bound" in r else ""
-        if r.get("best_epoch") is not None:
-            extra += " (best)" if r["best_epoch"] == r["epoch"] else f" (best: epoch {r['best_epoch']})"
-        if r.get("limit_batches"):
-            extra += f"  [only the first {r['limit_batches']} batches: --limit-batches]"
-        print(f"epoch {done:>3}/{total}  train loss {-r['train_bound']:.2f}  test loss {-r['test_bound']:.2f}"
-              f"{extra}  (-bound, nats/datapoint)  KL {r['test_kl']:.2f}  {r['epoch_time_s']:.1f}s"
-              + ("" if r.get("stopped_early") else f"  ETA {format_duration(eta)}"), file=sys.stderr, flush=True)
-        if r.get("stopped_early"):
-            since = r["epoch"] - r["best_epoch"]
+        best = r.get(M.BEST_EPOCH)
+        extra = f"  valid {-r[M.VALID_BOUND]:.2f}" if M.VALID_BOUND in r else ""
+        if best is not None:
+            extra += " (best)" if best == r[M.EPOCH] else f" (best: epoch {best})"
+        if r.get(M.LIMIT_BATCHES):
+            extra += f"  [only the first {r[M.LIMIT_BATCHES]} batches: --limit-batches]"
+        print(f"epoch {done:>3}/{total}  train loss {-r[M.TRAIN_BOUND]:.2f}  test loss {-r[M.TEST_BOUND]:.2f}"
+              f"{extra}  (-bound, nats/datapoint)  KL {r[M.TEST_KL]:.2f}  {r[M.EPOCH_TIME_S]:.1f}s"
+              + ("" if r.get(M.STOPPED_EARLY) else f"  ETA {format_duration(eta)}"), file=sys.stderr, flush=True)
+        if r.get(M.STOPPED_EARLY):
+            since = r[M.EPOCH] - best
             print(f"early stop: the validation loss has not improved for {since} epoch{'s' if since != 1 else ''} "
-                  f"since epoch {r['best_epoch']}; training ends at epoch {r['epoch']} of {total} "
+                  f"since epoch {best}; training ends at epoch {r[M.EPOCH]} of {total} "
                   "(checkpoints/best.pt holds the best epoch)", file=sys.stderr, flush=True)
 
 

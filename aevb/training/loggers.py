@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence
 
 from ..errors import ConfigError
+from .. import metrics as M
 from .callbacks import Callback, scalars
 
 
@@ -31,7 +32,7 @@ def flat_config(cfg) -> Dict[str, object]:
 def epoch_metrics(record: dict) -> Dict[str, float]:
     """The numbers of an epoch's metrics row a tracker logs: the bounds, their terms, losses, KL
     weight, learning rate and times (as TensorBoard gets them), and the epoch."""
-    return {**scalars(record), "epoch": int(record["epoch"])}
+    return {**scalars(record), M.EPOCH: int(record[M.EPOCH])}
 
 
 class WandbLogger(Callback):
@@ -52,7 +53,7 @@ class WandbLogger(Callback):
                                    config=trainer.cfg.to_dict(), **self.init_args)
 
     def on_train_epoch_end(self, trainer, record: dict) -> None:
-        self.run.log(epoch_metrics(record), step=int(record["step"]), commit=True)  # now, not at the next step
+        self.run.log(epoch_metrics(record), step=int(record[M.STEP]), commit=True)  # now, not at the next step
 
     def on_train_end(self, trainer) -> None:
         self._finish(0)
@@ -91,7 +92,7 @@ class MLflowLogger(Callback):
         m.log_params({k: _param(v) for k, v in flat_config(trainer.cfg).items()})
 
     def on_train_epoch_end(self, trainer, record: dict) -> None:
-        self.mlflow.log_metrics(epoch_metrics(record), step=int(record["step"]))
+        self.mlflow.log_metrics(epoch_metrics(record), step=int(record[M.STEP]))
 
     def on_train_end(self, trainer) -> None:
         self._end("FINISHED")

@@ -34,6 +34,7 @@ from ..model import VAE, upgrade_checkpoint
 from ..optimizers import build_optimizer, build_scheduler, warmup_factor
 from ..runfolder import NewRun, remove_orphans
 from ..runs import CHECKPOINT, Run, is_run
+from .. import metrics as M
 from . import session
 from .callbacks import (BestCheckpoint, Callback, EarlyStopping, ImageGrids, LastCheckpoint, MetricsFiles, ProgressBar,
                         TensorBoard, epoch_images, write_images)
@@ -189,7 +190,7 @@ class Trainer:
             remove_orphans(self.run_dir)
         first = self.epoch
         if self.history:  # a run stopped early continues (a larger --early-stop): that row no longer ends it
-            self.history[-1].pop("stopped_early", None)
+            self.history[-1].pop(M.STOPPED_EARLY, None)
         try:
             self._hook("on_train_start")
             while self.epoch < t.epochs and not self.stopped_early:
@@ -331,28 +332,26 @@ class Trainer:
             self.diverged(n_batches - 1)
         self.batch_losses = batch_losses.tolist()  # this epoch's loss per step (-inf: skipped)
         applied = batch_losses[torch.isfinite(batch_losses)]
-        steps = {"train_loss_first": float(batch_losses[0]) if math.isfinite(batch_losses[0]) else None,
-                 "train_loss_max": float(applied.max()) if len(applied) else None,
-                 "skipped_steps": n_batches - len(applied)}
+        steps = {M.TRAIN_LOSS_FIRST: float(batch_losses[0]) if math.isfinite(batch_losses[0]) else None,
+                 M.TRAIN_LOSS_MAX: float(applied.max()) if len(applied) else None,
+                 M.SKIPPED_STEPS: n_batches - len(applied)}
         train_time = time.perf_counter() - t0
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         self.epoch += 1
-        record = {"epoch": self.epoch, "step": self.step,
-                  "train_bound": train[0], "train_log_px_given_z": train[1], "train_kl": train[2], **steps}
+        record = {M.EPOCH: self.epoch, M.STEP: self.step, **dict(zip(M.split_terms("train"), train)), **steps}
         if t.limit_batches:  # such an epoch is not a full one, and its row says so
-            record["limit_batches"] = t.limit_batches
+            record[M.LIMIT_BATCHES] = t.limit_batches
         for name in ("test", "valid"):
             if name not in self.splits:
                 continue
             m = self._split_bound(self.splits[name])
             if not math.isfinite(m["bound"]):
                 self.diverged(n_batches - 1)
-            record.update({f"{name}_bound": m["bound"], f"{name}_log_px_given_z": m["log_px_given_z"],
-                           f"{name}_kl": m["kl"]})
-        record.update({"beta": kl_weight(obj, self.epoch - 1) if obj.objective == "elbo" else 1.0,
-                       "lr": lr, "train_time_s": train_time,
-                       "epoch_time_s": time.perf_counter() - t0})
+            record.update(zip(M.split_terms(name), (m["bound"], m["log_px_given_z"], m["kl"])))
+        record.update({M.BETA: kl_weight(obj, self.epoch - 1) if obj.objective == "elbo" else 1.0,
+                       M.LR: lr, M.TRAIN_TIME_S: train_time,
+                       M.EPOCH_TIME_S: time.perf_counter() - t0})
         self.history.append(record)
         self._hook("on_train_epoch_end", record, user=False)
         return record

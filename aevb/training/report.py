@@ -33,6 +33,7 @@ from ..figures.compute import latent_means
 from ..figures.draw import curves_figure, save_figure
 from ..figures.runfigures import (FIGURE_FILES, FIGURES_DIR, KINDS, FigureContext, draw_figures,
                                  save_latent_snapshot)
+from .. import metrics as M
 from ..io import atomic_write_text
 from ..runs import Run
 from ..version import __version__
@@ -233,36 +234,39 @@ def _final_numbers(history: List[dict]) -> str:
     last = history[-1]
     rows = []
     for split in SPLITS:
-        if f"{split}_bound" not in last:
+        bound, log_px, kl = M.split_terms(split)
+        if bound not in last:
             continue
-        b = last[f"{split}_bound"]
-        rows.append([split, _fmt(b), _fmt(-b), _fmt(last.get(f"{split}_log_px_given_z")),
-                     _fmt(last.get(f"{split}_kl"))])
-    parts = [f"<p>After epoch {last.get('epoch')} ({_fmt(last.get('step'))} steps). Nats per datapoint; "
+        rows.append([split, _fmt(last[bound]), _fmt(-last[bound]), _fmt(last.get(log_px)), _fmt(last.get(kl))])
+    parts = [f"<p>After epoch {last.get(M.EPOCH)} ({_fmt(last.get(M.STEP))} steps). Nats per datapoint; "
              "the loss is the negative bound.</p>",
              _table(["split", "ELBO", "loss (−ELBO)", "E<sub>q</sub>[log p(x|z)]", "KL(q(z|x) || p(z))"],
                     rows, [False, True, True, True, True])]
     extra = []
-    tests = [(r["test_bound"], r["epoch"]) for r in history if _is_num(r.get("test_bound"))]
+    limited = [r[M.LIMIT_BATCHES] for r in history if r.get(M.LIMIT_BATCHES)]
+    if limited:
+        extra.append(["quick debug run", f"{len(limited)} of {len(history)} epochs trained only their first "
+                                         f"{max(limited)} batches (--limit-batches): not a full run"])
+    tests = [(r[M.TEST_BOUND], r[M.EPOCH]) for r in history if _is_num(r.get(M.TEST_BOUND))]
     if tests:
         best, ep = max(tests)
         extra.append(["best test ELBO", f"{_fmt(best)} (epoch {ep})"])
-    best_row = next((r for r in history if last.get("best_epoch") is not None and r.get("epoch") == last["best_epoch"]), None)
-    if best_row is not None and _is_num(best_row.get("valid_bound")):
-        extra.append(["best validation ELBO", f"{_fmt(best_row['valid_bound'])} (epoch {best_row['epoch']}; "
+    best_epoch = last.get(M.BEST_EPOCH)
+    best_row = next((r for r in history if best_epoch is not None and r.get(M.EPOCH) == best_epoch), None)
+    if best_row is not None and _is_num(best_row.get(M.VALID_BOUND)):
+        extra.append(["best validation ELBO", f"{_fmt(best_row[M.VALID_BOUND])} (epoch {best_row[M.EPOCH]}; "
                                               "its model is checkpoints/best.pt)"])
-    if last.get("stopped_early") and best_row is not None:
-        since = last["epoch"] - best_row["epoch"]
-        extra.append(["early stop", f"after epoch {last['epoch']}: the validation bound had not improved for "
+    if last.get(M.STOPPED_EARLY) and best_row is not None:
+        since = last[M.EPOCH] - best_row[M.EPOCH]
+        extra.append(["early stop", f"after epoch {last[M.EPOCH]}: the validation bound had not improved for "
                                     f"{since} epoch{'s' if since != 1 else ''}"])
-    times = [r.get("epoch_time_s") for r in history if _is_num(r.get("epoch_time_s"))]
+    times = [r.get(M.EPOCH_TIME_S) for r in history if _is_num(r.get(M.EPOCH_TIME_S))]
     if times:
         extra.append(["training time", f"{sum(times):.1f} s over {len(times)} epochs "
                                        f"({sum(times) / len(times):.2f} s per epoch)"])
-    for k in ("beta", "lr"):
+    for k, label in ((M.BETA, "KL weight β (last epoch)"), (M.LR, "learning rate (last epoch)")):
         if _is_num(last.get(k)):
-            extra.append([{"beta": "KL weight β (last epoch)", "lr": "learning rate (last epoch)"}[k],
-                          _fmt(last[k]) if k == "beta" else f"{last[k]:.3g}"])
+            extra.append([label, _fmt(last[k]) if k == M.BETA else f"{last[k]:.3g}"])
     if extra:
         parts.append(_table(None, [[f"<b>{html.escape(a)}</b>", html.escape(b)] for a, b in extra]))
     return "\n".join(parts)

@@ -25,6 +25,7 @@ from ..lock import RunLock
 from ..runfolder import check_new_out, create_run_folder, recover_siblings
 from ..runs import BEST_CHECKPOINT, CHECKPOINT, Run, check_output, not_a_run_folder, read_marker, write_marker
 from ..version import __version__
+from .. import metrics as M
 from .estimate import check_memory, memory_of, shape_from_config
 from .state import read_resume
 
@@ -142,7 +143,7 @@ def started(trainer) -> None:
         trainer.run_dir = trainer._new_run.commit()
     if trainer._resumed:
         trainer.cfg.save(trainer.run_dir / "config.json")
-        again = {"stopped_early": False} if "stopped_early" in (read_marker(trainer.run_dir) or {}) else {}
+        again = {M.STOPPED_EARLY: False} if M.STOPPED_EARLY in (read_marker(trainer.run_dir) or {}) else {}
         write_marker(trainer.run_dir, "running", epoch=trainer.epoch, **again, **limited(trainer.cfg))
 
 
@@ -151,15 +152,15 @@ def finished(trainer) -> None:
     and whether the early stop ended the run (at its ``epoch``)."""
     extra = {}
     if trainer.best_epoch is not None:
-        extra = {"stopped_early": trainer.stopped_early, "best_epoch": trainer.best_epoch,
-                 "best_valid_bound": trainer.best_bound}
+        extra = {M.STOPPED_EARLY: trainer.stopped_early, M.BEST_EPOCH: trainer.best_epoch,
+                 M.BEST_VALID_BOUND: trainer.best_bound}
     write_marker(trainer.run_dir, "finished", epoch=trainer.epoch, **extra)
 
 
 def limited(cfg: RunConfig) -> dict:
     """run.json's mark of a quick debug run (train.limit_batches): an epoch of it saw only its
     first batches, and the run must not pass for a full one (every metrics row says so too)."""
-    return {"limit_batches": cfg.train.limit_batches} if cfg.train.limit_batches else {}
+    return {M.LIMIT_BATCHES: cfg.train.limit_batches} if cfg.train.limit_batches else {}
 
 
 def stop_message(trainer) -> str:

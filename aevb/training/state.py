@@ -31,6 +31,7 @@ from ..errors import CheckpointError, ConfigError, RunError
 from ..io import CHECKPOINT_KEYS, load_checkpoint
 from ..runs import CHECKPOINT, Run
 from ..version import __version__
+from .. import metrics as M
 
 # Options that may differ when a run is resumed: they change where or how long, not what.
 RESUMABLE_CHANGES = {"train.epochs", "train.early_stop", "train.device", "train.threads", "train.progress",
@@ -99,7 +100,7 @@ def checkpoint_state(trainer) -> dict:
         "optimizer": trainer.optimizer.state_dict(),
         "scheduler": trainer.scheduler.state_dict(), "rng": rng_state(trainer.shuffle),
         "history": trainer.history, "skipped_steps": trainer.skipped_steps,
-        "best_epoch": trainer.best_epoch, "best_valid_bound": trainer.best_bound,
+        M.BEST_EPOCH: trainer.best_epoch, M.BEST_VALID_BOUND: trainer.best_bound,
     }
     if trainer.dist.enabled:
         state["world_size"] = trainer.dist.world_size
@@ -120,7 +121,7 @@ def model_state(trainer) -> dict:
 def best_state(trainer) -> dict:
     """The content of best.pt: the model of the current epoch (no optimizer, schedule, RNG states
     or history) and its validation bound."""
-    return {**model_state(trainer), "checkpoint": "best", "valid_bound": trainer.best_bound}
+    return {**model_state(trainer), "checkpoint": "best", M.VALID_BOUND: trainer.best_bound}
 
 
 def best_in(history: Sequence[dict]):
@@ -128,16 +129,16 @@ def best_in(history: Sequence[dict]):
     or (None, None) without a validation split."""
     best = (None, None)
     for r in history:
-        v = r.get("valid_bound")
+        v = r.get(M.VALID_BOUND)
         if v is not None and (best[1] is None or v > best[1]):
-            best = (int(r["epoch"]), float(v))
+            best = (int(r[M.EPOCH]), float(v))
     return best
 
 
 def restore_best(state: dict, history: Sequence[dict]):
     """(best epoch, best validation bound) of a checkpoint (from its history when it predates them)."""
-    if "best_epoch" in state:
-        epoch, bound = state["best_epoch"], state["best_valid_bound"]
+    if M.BEST_EPOCH in state:
+        epoch, bound = state[M.BEST_EPOCH], state[M.BEST_VALID_BOUND]
         return (None if epoch is None else int(epoch)), (None if bound is None else float(bound))
     return best_in(history)
 
