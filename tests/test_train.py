@@ -221,3 +221,26 @@ def test_a_mean_activation_waits_for_the_likelihood_the_data_choose():
     assert resolve(cfg, "real", "array:x.npy", (1, 1, 5)).model.likelihood == "gaussian"
     with pytest.raises(ConfigError, match="mean activation applies to gaussian likelihoods"):
         resolve(cfg, "unit", "digits", (1, 8, 8))
+
+
+def test_every_seed_has_one_range_and_every_thread_count_one_setter(tmp_path, monkeypatch):
+    from aevb import distributed
+    from aevb.commands.common import check_seed, check_threads
+    from aevb.config import check_value
+    from aevb.config.ranges import SEED_MAX
+
+    assert SEED_MAX == 2 ** 32 - 1  # NumPy's RandomState, which splits the data, takes no more
+    for key in ("train.seed", "data.seed"):
+        assert check_value(key, SEED_MAX) == SEED_MAX
+        with pytest.raises(ConfigError, match=f"must be an integer in 0..{SEED_MAX}"):
+            check_value(key, SEED_MAX + 1)
+    check_seed(SEED_MAX)
+    with pytest.raises(ConfigError, match=rf"^--seed must be in 0..{SEED_MAX}; got {SEED_MAX + 1}$"):
+        check_seed(SEED_MAX + 1)
+    with pytest.raises(ConfigError, match=r"^--threads must be in 1..4096; got 4097$"):
+        check_threads(4097)
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    Trainer.new(tiny_config(train={"threads": 3}), tmp_path / "run")._end()
+    distributed.set_threads(None)
+    assert calls == [3]

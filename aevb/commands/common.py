@@ -12,6 +12,7 @@ import time
 import traceback
 from pathlib import Path
 
+from ..config.ranges import SEEDS, THREADS
 from ..devices import resolve_device
 from ..errors import USER_ERRORS, ConfigError, interruption
 from ..runs import CHECKPOINTS, Run, check_output
@@ -29,10 +30,22 @@ def add_run_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN", help="a run folder written by `aevb train`")
 
 
-def check_seed(seed: int) -> None:
-    """Refuse a --seed outside what a torch generator takes."""
-    if not 0 <= seed <= 2 ** 63 - 1:
-        raise ConfigError(f"--seed must be in 0..2**63-1; got {seed}")
+def check_seed(seed: int, option: str = "--seed") -> None:
+    """Refuse a seed outside the one range every seed has (aevb.config.ranges.SEEDS)."""
+    check_range(seed, SEEDS, option)
+
+
+def check_threads(threads, option: str = "--threads") -> None:
+    """Refuse a thread count outside the range train.threads has (aevb.config.ranges.THREADS);
+    None (PyTorch's choice) passes."""
+    if threads is not None:
+        check_range(threads, THREADS, option)
+
+
+def check_range(value: int, bounds, option: str) -> None:
+    lo, hi = bounds
+    if not lo <= value <= hi:
+        raise ConfigError(f"{option} must be in {lo}..{hi}; got {value}")
 
 
 def add_device_argument(p: argparse.ArgumentParser) -> None:

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from .common import add_parser
+from .common import add_parser, check_seed, check_threads
 
 EXPERIMENTS = ("figure2", "figure3", "figure4", "figure5", "amortization")
 
@@ -44,19 +44,16 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from ..experiments import ReproduceError, run_experiment
     from ..config import ConfigError
 
     from ..experiments import default_out
     from ..devices import resolve_device
+    from ..distributed import set_threads
     from ..runs import check_output, is_run
 
-    if args.threads is not None and not 1 <= args.threads <= 4096:
-        raise ConfigError(f"--threads must be in 1..4096; got {args.threads}")
-    if not 0 <= args.seed <= 2 ** 32 - 1:
-        raise ConfigError(f"--seed must be in 0..{2 ** 32 - 1}; got {args.seed}")
+    check_threads(args.threads)
+    check_seed(args.seed)
     resolve_device(args.device)
     names = EXPERIMENTS if args.name == "all" else (args.name,)
     if args.out and len(names) > 1:
@@ -70,8 +67,7 @@ def run(args: argparse.Namespace) -> int:
         v = getattr(args, d)
         if v and Path(v).expanduser().exists() and not Path(v).expanduser().is_dir():
             raise ConfigError(f"--{d.replace('_', '-')} {v} is a file, not a folder")
-    if args.threads:
-        torch.set_num_threads(int(args.threads))
+    set_threads(args.threads)
     for name in names:
         t0 = time.perf_counter()
         try:

@@ -17,6 +17,20 @@ def between(lo=None, hi=None, lo_open=False, hi_open=False):
     return ok, f"a number {text}"
 
 
+# A seed, wherever one is taken (training, data splits, every command's --seed): NumPy's
+# RandomState, which splits the data, takes seeds below 2**32.
+SEED_MAX = 2 ** 32 - 1
+SEEDS = (0, SEED_MAX)
+
+# CPU threads for PyTorch (train.threads, --threads of every command that takes it).
+THREADS = (1, 4096)
+
+
+def integers(lo: int, hi: int):
+    """An integer setting in lo..hi: (predicate, words)."""
+    return (lambda v: lo <= v <= hi), f"an integer in {lo}..{hi}"
+
+
 def choice(*allowed):
     return (lambda v: v in allowed), "one of " + ", ".join("none" if a is None else str(a) for a in allowed)
 

@@ -27,7 +27,8 @@ from ..optimizers import OPTIMIZERS, SCHEDULES
 from ..presets import PRESETS
 from ..priors import PRIORS
 from ..stacked import INFERENCE
-from .ranges import between, byte_size, choice, device_name, holdout, layer_sizes, shown, too_large, two_sizes
+from .ranges import (SEEDS, THREADS, between, byte_size, choice, device_name, holdout, integers, layer_sizes, shown,
+                     too_large, two_sizes)
 
 
 from ..errors import ConfigError
@@ -172,8 +173,6 @@ def field_names(section: str) -> List[str]:
 # Every value is checked where it enters (preset, config file, command line, Python) and again
 # as a whole by validate(); a refusal names the setting, the value, the valid range and where
 # the value came from.
-SEED_MAX = 2 ** 32 - 1
-
 
 CHOICES = {
     "data.binarize": BINARIZE_MODES,
@@ -205,7 +204,7 @@ RANGES = {
     "data.dataset": (lambda v: bool(v.strip()), "a data set name, folder:PATH or array:PATH"),
     "data.validation": (holdout, "a count >= 1 (a whole number) or a fraction in [0, 1)"),
     "data.image_size": (two_sizes, "two sizes [H, W], each in 1..16384"),
-    "data.seed": (lambda v: 0 <= v <= SEED_MAX, f"an integer in 0..{SEED_MAX}"),
+    "data.seed": integers(*SEEDS),
     "data.classes": (lambda v: len(v) >= 1 and len(set(v)) == len(v) and all(0 <= c <= 1_000_000 for c in v),
                      "a list of distinct class labels, each in 0..1000000"),
     "data.crop": (two_sizes, "two sizes [H, W] of the centre region, each in 1..16384"),
@@ -244,9 +243,9 @@ RANGES = {
                          "validation bound has not improved for that many epochs)"),
     "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "train.eval_batch_size": (lambda v: v >= 1, "an integer >= 1"),
-    "train.seed": (lambda v: 0 <= v <= SEED_MAX, f"an integer in 0..{SEED_MAX}"),
+    "train.seed": integers(*SEEDS),
     "train.device": (device_name, "auto, cpu, cuda, cuda:N or mps"),
-    "train.threads": (lambda v: 1 <= v <= 4096, "an integer in 1..4096"),
+    "train.threads": integers(*THREADS),
     "train.images_every": (lambda v: v >= 0, "an integer >= 0 (0: never)"),
     "train.limit_batches": (lambda v: 1 <= v <= 1_000_000_000, "an integer in 1..1000000000 (batches per epoch)"),
 }

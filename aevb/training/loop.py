@@ -60,8 +60,7 @@ class Trainer:
         self.callbacks = list(callbacks)  # the user's, after the built-in ones
         if t.report and not any(isinstance(cb, ReportCallback) for cb in self.callbacks):
             self.callbacks.insert(0, ReportCallback())  # figures and report.html, as `aevb train` writes them
-        if t.threads:
-            torch.set_num_threads(int(t.threads))
+        distributed.set_threads(t.threads)
         self.dist = distributed.init()
         self.device = resolve_device(t.device)
         if self.dist.enabled:
