@@ -14,6 +14,7 @@ from torch import nn
 
 from aevb.bounds import ACTIVE_UNIT_THRESHOLD, active_units
 from aevb.cli import main
+from aevb.units import format_bytes
 from aevb.config import ModelConfig, RunConfig, merge
 from aevb.distributions import Likelihood, kl_normal_standard
 from aevb.explorer import UnsupportedDecoder, decoder_program, write_explorer
@@ -254,12 +255,12 @@ def test_a_decoder_above_max_size_gives_a_page_of_pytorchs_reconstructions(wide_
     p = _payload(out)
     n = p["points"]["n"]
     line = capsys.readouterr().out.strip()
-    assert line == (f"{out}  ({out.stat().st_size / 1e6:.3f} MB; live decoding off: the decoder's 27,264 weights would "
-                    "take 0.15 MB as base64 float32 (0.073 MB as float16), above --max-size 0.1 MB; hover shows "
+    assert line == (f"{out}  ({format_bytes(out.stat().st_size)}; live decoding off: the decoder's 27,264 weights "
+                    "would take 145.4 kB as base64 float32 (72.7 kB as float16), above --max-size 0.1 MB; hover shows "
                     f"precomputed reconstructions; {n} test points)")
     assert out.stat().st_size <= 0.1e6
     assert p["decoder"]["weights"] is None and p["decoder"]["live"] is False and p["decoder"]["n_weights"] == 27_264
-    assert p["decoder"]["notice"].startswith("Live decoding is off: the decoder's 27,264 weights would take 0.15 MB")
+    assert p["decoder"]["notice"].startswith("Live decoding is off: the decoder's 27,264 weights would take 145.4 kB")
     assert f"`aevb plot {wide_run} all`" in p["decoder"]["notice"]
     # as many points as fit: fewer than the test set, and the page full to within one point
     assert 100 < n < p["points"]["total"] == len(ctx.data.test)

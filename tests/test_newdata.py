@@ -295,7 +295,7 @@ def test_draws_beyond_half_the_memory_are_refused_before_any_work(run, tmp_path,
     monkeypatch.setattr(outputs, "physical_memory", lambda: 2 * need - 2)
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "100 draws for each of 359 items of 3 latent dimensions make 861.6 KB of codes" in err and "--samples" in err
+    assert "100 draws for each of 359 items of 3 latent dimensions make 861.6 kB of codes" in err and "--samples" in err
     assert not (tmp_path / "z.npz").exists()
     monkeypatch.setattr(outputs, "physical_memory", lambda: 2 * need)
     assert main(argv) == 0 and np.load(tmp_path / "z.npz")["z"].shape == (359, 100, 3)

@@ -17,6 +17,7 @@ from aevb.priors import MixturePrior, log_normal_mixture
 from aevb.training import Trainer
 
 from conftest import tiny_config
+from helpers import assert_non_decreasing_in_k
 
 COMBINATIONS = [(p, f) for p in ("standard", "mog", "vamp") for f in ("none", "planar", "iaf")]
 
@@ -164,16 +165,6 @@ def test_prior_draws_follow_the_learned_prior(prior):
 
 
 # ------------------------------------------------------------------ bounds
-def assert_non_decreasing_in_k(model, x, ks=(1, 4, 32, 256)):
-    """E[L_k] never decreases with k: per datapoint, L_k' - L_k (the same seeded samples, nested)
-    is not negative beyond 3 standard errors of its mean, and L_256 is clearly above L_1."""
-    lk = [evaluate_bounds(model, x, k=k, seed=1).lk for k in ks]
-    for a, b in zip(lk, lk[1:]):
-        d = b - a
-        assert float(d.mean()) > -3 * float(d.std() / math.sqrt(len(d))), [float(v.mean()) for v in lk]
-    assert float((lk[-1] - lk[0]).mean()) > 0.05
-
-
 @pytest.mark.parametrize("prior,flow", COMBINATIONS)
 def test_lk_is_non_decreasing_in_k_for_every_combination(prior, flow):
     model = _model(prior, flow)

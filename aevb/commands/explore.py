@@ -43,13 +43,13 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..explorer import write_explorer
-    from ..explorer.page import mb_text
+    from ..units import format_bytes
 
     result = write_explorer(open_checked_run(args), out=args.out, points=args.points, encoding=args.weights,
                             max_mb=args.max_size, seed=args.seed, device=args.device,
                             require_live=args.require_live, checkpoint=args.checkpoint)
     if not result.live:
-        print(f"{result.path}  ({mb_text(result.size_bytes)} MB; live decoding off: {result.why_not_live}; "
+        print(f"{result.path}  ({format_bytes(result.size_bytes)}; live decoding off: {result.why_not_live}; "
               f"hover shows precomputed reconstructions; {result.n_points} test points)")
         return 0
     extra = ""

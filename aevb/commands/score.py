@@ -12,7 +12,8 @@ from ..evaluate import split_data
 from ..newdata import TABLE_SUFFIXES, check_k, check_table_path, matrix_note, score, score_columns, write_table
 from ..runs import check_output
 from .common import add_parser, add_run_argument, check_seed
-from .evaluate import MAX_SECONDS, _duration
+from ..units import format_duration
+from .evaluate import MAX_SECONDS
 from .items import add_data_arguments, model_and_items, open_run
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         ref = split_data(run_, args.reference, args.seed, run_.load_data(progress=args.progress))[0]
     n = len(items) + (len(ref) if ref is not None else 0)
     seconds = estimate_seconds(model, items.split, args.k) * n / len(items)
-    said = f"scoring {n} datapoints x k = {args.k} samples: about {_duration(seconds)} (estimate)"
+    said = f"scoring {n} datapoints x k = {args.k} samples: about {format_duration(seconds)} (estimate)"
     if seconds > MAX_SECONDS and not args.force:
         raise ConfigError(f"{said}; that is over a day: use a smaller --k, or --force to run it anyway")
     if seconds > 10:

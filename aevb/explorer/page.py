@@ -37,6 +37,7 @@ from ..figures.runfigures import FigureContext
 from ..sampling import decode_means
 from ..io import atomic_write_text
 from ..runs import Run, RunError, check_output
+from ..units import format_bytes
 from ..version import __version__
 from .program import ENCODINGS, base64_chars, decoder_program, decoder_size, encoded_chars, mean_error
 
@@ -203,7 +204,7 @@ def write_explorer(run: Union[str, Path, Run], out: Union[str, Path, None] = Non
     if size > max_mb * 1e6:
         if live:
             raise _too_large(run, n_weights, encoding, size, max_mb)
-        raise ExplorerError(f"the page without the decoder's weights would be {mb_text(size)} MB, above "
+        raise ExplorerError(f"the page without the decoder's weights would be {format_bytes(size)}, above "
                             f"--max-size {max_mb:g} MB; nothing was written. Lower --points or raise --max-size")
     atomic_write_text(path, text)
     return ExplorerResult(path, size, n_weights, encoding, payload["points"]["n"], err, live, why)
@@ -265,14 +266,8 @@ def _points_without_decoder(run: Run, points: int, data_dim: int, latent_dim: in
         raise ExplorerError(f"{why}, and --points 0 leaves a page without live decoding nothing to show; "
                             "nothing was written. Ask for some --points")
     raise ExplorerError(f"{why}, and even without the weights one test point (image and reconstruction) "
-                        f"would make the page about {mb_text(frame + per_point)} MB; nothing was written. "
+                        f"would make the page about {format_bytes(frame + per_point)}; nothing was written. "
                         f"Raise --max-size, or look at this model with `aevb plot {run.path} all`")
-
-
-def mb_text(chars: float) -> str:
-    """A size in MB (10^6 characters) to about 3 significant digits: 724, 36.2, 0.15."""
-    v = chars / 1e6
-    return f"{v:,.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}" if v >= 0.1 else f"{v:.3f}"
 
 
 def _why_not_live(n_weights: int, encoding: str, n_points: int, frame: int, images: int, limit: float,
@@ -281,13 +276,13 @@ def _why_not_live(n_weights: int, encoding: str, n_points: int, frame: int, imag
     ``frame`` characters), or its weights and the ``images`` characters of the test images,
     exceed ``limit`` characters."""
     weights = encoded_chars(n_weights, encoding)
-    other = f" ({mb_text(encoded_chars(n_weights, 'float16'))} MB as float16)" if encoding == "float32" else ""
-    text = f"the decoder's {n_weights:,} weights would take {mb_text(weights)} MB as base64 {encoding}{other}"
+    other = f" ({format_bytes(encoded_chars(n_weights, 'float16'))} as float16)" if encoding == "float32" else ""
+    text = f"the decoder's {n_weights:,} weights would take {format_bytes(weights)} as base64 {encoding}{other}"
     if weights > limit:
         return f"{text}, above --max-size {max_mb:g} MB"
     if weights + frame > limit:
-        return f"{text}, with the page's {mb_text(frame)} MB of script and data above --max-size {max_mb:g} MB"
-    return (f"{text} and the {n_points:,} test images {mb_text(images)} MB, above --max-size {max_mb:g} MB "
+        return f"{text}, with the page's {format_bytes(frame)} of script and data above --max-size {max_mb:g} MB"
+    return (f"{text} and the {n_points:,} test images {format_bytes(images)}, above --max-size {max_mb:g} MB "
             "together (fewer --points would leave room for the weights)")
 
 
@@ -300,8 +295,8 @@ def _notice(why: str, run: Run) -> str:
 def _too_large(run: Run, n_weights: int, encoding: str, size: float, max_mb: float) -> ExplorerError:
     hint = "Try --weights float16 (half the size), or look" if encoding != "float16" else "Look"
     return ExplorerError(
-        f"the decoder has {n_weights:,} weights: {mb_text(encoded_chars(n_weights, encoding))} MB as base64 "
-        f"{encoding}, so the page would be about {mb_text(size)} MB, above the limit of {max_mb:g} MB "
+        f"the decoder has {n_weights:,} weights: {format_bytes(encoded_chars(n_weights, encoding))} as base64 "
+        f"{encoding}, so the page would be about {format_bytes(size)}, above the limit of {max_mb:g} MB "
         f"(--max-size, at most {HARD_MAX_MB:g}); a page that large loads slowly or not at all. Nothing was "
         f"written. {hint} at this model with `aevb plot {run.path} all`, or leave out --require-live for a "
         "page without live decoding")

@@ -19,7 +19,8 @@ from torch import Tensor
 from ..bits import bits_per_dim, bpd_convention
 from ..bounds import Bounds, eval_rows, evaluate_bounds
 from ..data.base import Split
-from ..data.cache import format_size, physical_memory
+from ..data.cache import physical_memory
+from ..units import format_bytes
 from ..errors import DataError
 from ..images import png_bytes, to_images
 from ..io import atomic_path
@@ -47,8 +48,8 @@ def check_draws_fit(n: int, samples: int, latent_dim: int, memory: Optional[int]
     need = 8 * n * samples * latent_dim
     if samples and memory and need > memory // 2:
         raise DataError(f"{samples} draws for each of {n:,} items of {latent_dim} latent dimensions make "
-                        f"{format_size(need)} of codes, more than half of this machine's memory "
-                        f"({format_size(memory)}); ask for fewer draws ({argument('samples', python)}), or encode "
+                        f"{format_bytes(need)} of codes, more than half of this machine's memory "
+                        f"({format_bytes(memory)}); ask for fewer draws ({argument('samples', python)}), or encode "
                         "the data in parts")
 
 
