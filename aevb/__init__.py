@@ -12,6 +12,7 @@ from .version import __version__
 from .config import RunConfig, DataConfig, ModelConfig, ObjectiveConfig, OptimConfig, TrainConfig  # noqa: E402
 from .model import VAE, BoundTerms  # noqa: E402
 from .runs import Run, load_run  # noqa: E402
+from .training.callbacks import Callback  # noqa: E402
 
 
 def fit(*args, **kwargs):
@@ -46,14 +47,6 @@ def train(*args, **kwargs):
 def load_safetensors(path, device="cpu"):
     """The VAE in a ``model.safetensors`` written by ``aevb export`` (``VAE.from_pretrained``)."""
     return VAE.from_pretrained(path, device=device)
-
-
-def __getattr__(name):
-    if name == "Callback":  # the training hooks (imported on use: training is heavier than the model)
-        from .training import Callback
-
-        return Callback
-    raise AttributeError(f"module 'aevb' has no attribute {name!r}")
 
 
 __all__ = ["fit", "load", "resume", "Callback", "VAE", "BoundTerms", "Run", "RunConfig", "DataConfig", "ModelConfig",

@@ -18,17 +18,15 @@ import torch
 
 from .config import RunConfig, apply_preset, merge
 from .data import Dataset, as_dataset
+from .data.spec import short_name
 from .errors import ConfigError
 from .model import VAE
 from .runs import Run
 from .training import Callback, Trainer
 
-def default_out(name: str) -> str:
-    """runs/<data set name>-<date>-<time>, the folder a run goes to when none is given."""
-    name = name.split(":", 1)[-1].rstrip("/").split("/")[-1] if ":" in name else name
-    if name.startswith("memory") or not name:
-        name = "memory"
-    return str(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+def default_out(spec: str) -> str:
+    """runs/<data set's short name>-<date>-<time>, the folder a run goes to when none is given."""
+    return str(Path("runs") / f"{short_name(spec)}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 def config_of(model_or_config, options: dict, caller: str = "aevb.fit") -> RunConfig:

@@ -25,8 +25,9 @@ from .distributions import LOG_2PI, log_standard_normal
 
 # the priors --prior names (VAE.from_config builds them)
 PRIORS = ("standard", "mog", "vamp")
-# a learned prior's components (mog) or pseudo-inputs (vamp) when the config leaves them unset
-PRIOR_COMPONENTS = {"mog": 10, "vamp": 500}
+# a learned prior's size when the config leaves it unset: mixture components (mog), pseudo-inputs (vamp)
+MIXTURE_COMPONENTS = 10
+PSEUDO_INPUTS = 500
 
 Encode = Optional[Callable[[Tensor], Tuple[Tensor, Tensor]]]
 
@@ -179,7 +180,7 @@ def build_prior(name: str, latent_dim: int, data_dim: int, components: Optional[
     if name == "standard":
         return StandardNormal(latent_dim)
     if name == "mog":
-        return MixturePrior(latent_dim, components or PRIOR_COMPONENTS["mog"])
+        return MixturePrior(latent_dim, components or MIXTURE_COMPONENTS)
     if name == "vamp":
-        return VampPrior(latent_dim, components or PRIOR_COMPONENTS["vamp"], data_dim)
+        return VampPrior(latent_dim, components or PSEUDO_INPUTS, data_dim)
     raise ValueError(f"unknown prior {name!r}; choose one of {', '.join(PRIORS)}")

@@ -283,13 +283,17 @@ class Run:
         return LoadedModel(model.to(device).eval(), checkpoint, int(state["epoch"]), self.image_shape(state), path)
 
     def load_data(self, download: Optional[bool] = None, progress: bool = True,
-                  memory_budget: Optional[str] = None):
+                  memory_budget: Optional[str] = None, data=None):
         """The data set as configured for this run (same splits, same seed); ``memory_budget``
-        (a size such as 500MB) replaces the run's own for where the data are held."""
+        (a size such as 500MB) replaces the run's own for where the data are held. ``data``: the
+        data again (a tensor, array, Dataset, DataLoader or spec), for a run trained on data given
+        in memory (which cannot be loaded from its config) or to evaluate the run on other data of
+        its shape."""
         d = self.config.data
         if memory_budget is not None:
             d = dataclasses.replace(d, memory_budget=memory_budget)
-        return load_configured(d, download=download, progress=progress)
+        return load_configured(d, download=download, progress=progress, data=data, run=self.path,
+                               image_shape=self.image_shape() if data is not None else None)
 
     # ------------------------------------------------------------------ new data
     def image_shape(self, state: Optional[dict] = None) -> tuple:
