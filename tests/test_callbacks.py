@@ -212,7 +212,7 @@ def test_resume_from_python_applies_every_allowed_change_and_refuses_the_others(
     changed.train.epochs = 4
     trainer = Trainer.resume(tmp_path / "part", overrides=changed)
     assert trainer.cfg.train.epochs == 4
-    trainer._end()
+    trainer.close()
     changed.model.latent_dim = 5
     with pytest.raises(ConfigError, match=r"model.latent_dim: run has 3, asked 5"):
         Trainer.resume(tmp_path / "part", overrides=changed)

@@ -241,6 +241,6 @@ def test_every_seed_has_one_range_and_every_thread_count_one_setter(tmp_path, mo
         check_threads(4097)
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
-    Trainer.new(tiny_config(train={"threads": 3}), tmp_path / "run")._end()
+    Trainer.new(tiny_config(train={"threads": 3}), tmp_path / "run").close()
     distributed.set_threads(None)
     assert calls == [3]

@@ -295,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
                   + (f"  data {trainer.data.info.get('storage', 'streamed from disk (over --memory-budget)')}"
                      if trainer.data.streamed else "")
                   + ("  (replaces the run there once the first epoch has trained)"
-                     if trainer._new_run is not None and trainer._new_run.pending else "")
+                     if trainer.session.pending else "")
                   + (f"  x {trainer.dist.world_size} processes" if trainer.dist.enabled else "")
                   + (f"\n  sizes from the data: {chosen}" if (chosen := sizes_chosen(cfg, trainer.cfg)) else ""),
                   file=sys.stderr)

@@ -29,10 +29,9 @@ from ..data import Dataset, Split
 from ..devices import resolve_device
 from ..errors import ConfigError, DiskFullError, interruption
 from ..io import save_checkpoint
-from ..lock import RunLock
 from ..model import VAE, upgrade_checkpoint
 from ..optimizers import build_optimizer, build_scheduler, warmup_factor
-from ..runfolder import NewRun, remove_orphans
+from ..runfolder import remove_orphans
 from ..runs import CHECKPOINT, Run, is_run
 from .. import metrics as M
 from . import session
@@ -109,9 +108,7 @@ class Trainer:
         self.epoch_sums: Optional[torch.Tensor] = None  # its applied steps' summed bound, log p(x|z), KL (device)
         self.epoch_count = 0  # and how many datapoints they cover
         self.saved: List[Path] = []  # checkpoints written this epoch, relative to the run folder
-        self._lock: Optional[RunLock] = None  # this process's lock on run_dir (rank 0)
-        self._new_run: Optional[NewRun] = None  # a new run (maybe replacing an old one on its first epoch)
-        self._resumed = False  # config.json and run.json are rewritten only once an epoch has trained
+        self.session = session.RunSession(self.run_dir)  # the run folder's life cycle (new / resume set it up)
         self.saved_epoch = self.epoch  # the epoch of the checkpoint on disk
 
     # -------------------------------------------------------------- construction
@@ -134,8 +131,7 @@ class Trainer:
             if new_run is not None:
                 new_run.abandon()
             raise
-        trainer._new_run = new_run
-        trainer._lock = new_run.lock if new_run else None
+        trainer.session = session.RunSession(trainer.run_dir, new_run.lock if new_run else None, new_run)
         return trainer
 
     @classmethod
@@ -162,7 +158,7 @@ class Trainer:
             if lock is not None:
                 lock.release()
             raise
-        trainer._lock, trainer._resumed = lock, True
+        trainer.session = session.RunSession(trainer.run_dir, lock, resumed=True)
         return trainer
 
     # -------------------------------------------------------------- the loop
@@ -180,10 +176,10 @@ class Trainer:
             if main and self.unfinished:  # every epoch trained, but the end failed: finish it now
                 try:
                     self._hook("on_train_end")
-                    session.finished(self)
+                    self.session.finished(self)
                 finally:
-                    self._end()
-            self._end()
+                    self.close()
+            self.close()
             return self.history
         if main:
             remove_orphans(self.run_dir)
@@ -195,30 +191,30 @@ class Trainer:
             while self.epoch < t.epochs and not self.stopped_early:
                 record = self.train_epoch()
                 if main and self.epoch == first + 1:
-                    session.started(self)
+                    self.session.started(self)
                 if main:  # the user's callbacks see the run folder where it stays
                     for path in self.saved:
                         self._hook("on_save_checkpoint", self.run_dir / path, builtins=False)
                     self._hook("on_train_epoch_end", record, builtins=False)
             self._hook("on_train_end")
             if main:
-                session.finished(self)
+                self.session.finished(self)
         except BaseException as caught:
             e = caught
             if interruption(e) is not None and not isinstance(e, KeyboardInterrupt):
                 e = KeyboardInterrupt()  # Ctrl-C that a later error replaced: the run was interrupted
-            if main and isinstance(e, DiskFullError) and not (self._new_run and self._new_run.pending):
+            if main and isinstance(e, DiskFullError) and not self.session.pending:
                 e = DiskFullError(e.path, e.needed, advice=session.continue_advice(self, "free some space on that disk"))
             self._exception_hooks(e)
             if main:
-                session.failed(self, e, trained=self.epoch > first)
-            self._end()
+                self.session.failed(self, e, trained=self.epoch > first)
+            self.close()
             if isinstance(e, DiskFullError):
                 raise e from None
             if e is not caught:
                 raise e from caught
             raise
-        self._end()
+        self.close()
         return self.history
 
     def _hook(self, name: str, *args, builtins: bool = True, user: bool = True) -> None:
@@ -244,7 +240,7 @@ class Trainer:
     @property
     def unfinished(self) -> bool:
         """A resumed run that trained all its epochs (or stopped early) but whose status is not 'finished'."""
-        return session.unfinished(self)
+        return self.session.unfinished(self)
 
     @property
     def stopped_early(self) -> bool:
@@ -264,10 +260,11 @@ class Trainer:
         """Raise TrainingDiverged for a non-finite loss in ``batch`` of the epoch under way."""
         session.diverged(self, batch, skipped=skipped)
 
-    def _end(self) -> None:
-        self._close()
-        if self._lock is not None:
-            self._lock.release()
+    def close(self) -> None:
+        """Close what this session opened: TensorBoard's files and the lock on the run folder (fit
+        does it; call it for a trainer that will not fit)."""
+        self.tensorboard.close()
+        self.session.close()
 
     def train_epoch(self) -> dict:
         """One epoch: the training steps, the test (and validation) bound, the metrics row, and
@@ -408,8 +405,6 @@ class Trainer:
         self.saved.append(Path(name))
         return path
 
-    def _close(self) -> None:
-        self.tensorboard.close()
 
 
 def check_model(model) -> None:

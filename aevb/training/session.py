@@ -22,7 +22,7 @@ from ..devices import resolve_device
 from ..distributions import get_likelihood
 from ..errors import ConfigError, DiskFullError, RunError, TrainingDiverged, interruption
 from ..lock import RunLock
-from ..runfolder import check_new_out, create_run_folder, recover_siblings
+from ..runfolder import NewRun, check_new_out, create_run_folder, recover_siblings
 from ..runs import BEST_CHECKPOINT, CHECKPOINT, Run, check_output, not_a_run_folder, read_marker, write_marker
 from ..version import __version__
 from .. import metrics as M
@@ -128,33 +128,78 @@ def continue_advice(trainer, first: str) -> str:
     return f"no epoch was saved; {first}, then start again with `aevb train --resume {trainer.run_dir}`"
 
 
-def unfinished(trainer) -> bool:
-    """A resumed run that trained all its epochs but whose status is not 'finished' (its end,
-    e.g. the report, failed)."""
-    return (trainer._resumed and (trainer.epoch >= trainer.cfg.train.epochs or trainer.stopped_early)
-            and trainer.epoch > 0 and (read_marker(trainer.run_dir) or {}).get("status") != "finished")
+class RunSession:
+    """The run folder around one training session (one ``fit``): the folder, this process's lock
+    on it, the replacement that takes an old run's place once its first epoch has trained
+    (``--overwrite``), and whether the run is resumed (its files change only once an epoch has
+    trained). The trainer calls ``started`` after this session's first epoch, then ``finished``,
+    or ``failed`` with the error that stopped it, and ``close`` at the very end."""
 
+    def __init__(self, run_dir: Path, lock: Optional[RunLock] = None, new_run: Optional[NewRun] = None,
+                 resumed: bool = False):
+        self.run_dir, self.lock, self.new_run, self.resumed = Path(run_dir), lock, new_run, resumed
 
-def started(trainer) -> None:
-    """The first epoch of this session trained: a replacement takes the old run's place, a
-    resumed run records its (maybe changed) config and status."""
-    if trainer._new_run is not None and trainer._new_run.pending:
-        trainer._close()  # TensorBoard reopens in the final folder
-        trainer.run_dir = trainer._new_run.commit()
-    if trainer._resumed:
-        trainer.cfg.save(trainer.run_dir / "config.json")
-        again = {M.STOPPED_EARLY: False} if M.STOPPED_EARLY in (read_marker(trainer.run_dir) or {}) else {}
-        write_marker(trainer.run_dir, "running", epoch=trainer.epoch, **again, **limited(trainer.cfg))
+    @property
+    def pending(self) -> bool:
+        """A replacement that has not trained its first epoch: the old run is still untouched."""
+        return self.new_run is not None and self.new_run.pending
 
+    def unfinished(self, trainer) -> bool:
+        """A resumed run that trained all its epochs but whose status is not 'finished' (its end,
+        e.g. the report, failed)."""
+        return (self.resumed and (trainer.epoch >= trainer.cfg.train.epochs or trainer.stopped_early)
+                and trainer.epoch > 0 and (read_marker(self.run_dir) or {}).get("status") != "finished")
 
-def finished(trainer) -> None:
-    """Mark the run finished; with a validation split run.json also says which epoch was best
-    and whether the early stop ended the run (at its ``epoch``)."""
-    extra = {}
-    if trainer.best_epoch is not None:
-        extra = {M.STOPPED_EARLY: trainer.stopped_early, M.BEST_EPOCH: trainer.best_epoch,
-                 M.BEST_VALID_BOUND: trainer.best_bound}
-    write_marker(trainer.run_dir, "finished", epoch=trainer.epoch, **extra)
+    def started(self, trainer) -> None:
+        """The first epoch of this session trained: a replacement takes the old run's place (the
+        trainer's ``run_dir`` follows), a resumed run records its (maybe changed) config and status."""
+        if self.pending:
+            trainer.tensorboard.close()  # it reopens in the final folder
+            self.run_dir = trainer.run_dir = self.new_run.commit()
+        if self.resumed:
+            trainer.cfg.save(self.run_dir / "config.json")
+            again = {M.STOPPED_EARLY: False} if M.STOPPED_EARLY in (read_marker(self.run_dir) or {}) else {}
+            write_marker(self.run_dir, "running", epoch=trainer.epoch, **again, **limited(trainer.cfg))
+
+    def finished(self, trainer) -> None:
+        """Mark the run finished; with a validation split run.json also says which epoch was best
+        and whether the early stop ended the run (at its ``epoch``)."""
+        extra = {}
+        if trainer.best_epoch is not None:
+            extra = {M.STOPPED_EARLY: trainer.stopped_early, M.BEST_EPOCH: trainer.best_epoch,
+                     M.BEST_VALID_BOUND: trainer.best_bound}
+        write_marker(self.run_dir, "finished", epoch=trainer.epoch, **extra)
+
+    def failed(self, trainer, e: BaseException, trained: bool) -> None:
+        """Record a failure in the run folder: a replacement that had not trained is deleted
+        (the old run was never touched), a resume that trained nothing leaves the run as it
+        was, otherwise run.json says interrupted or failed (and why; an unexpected error's
+        traceback goes to RUN/error.log)."""
+        if self.pending:
+            self.new_run.abandon()
+            return
+        if self.resumed and not trained:
+            return
+        try:
+            if interruption(e) is not None:  # the checkpoint on disk is the last complete epoch
+                write_marker(self.run_dir, "interrupted", epoch=trainer.saved_epoch)
+            elif isinstance(e, DiskFullError):
+                write_marker(self.run_dir, "failed", epoch=trainer.saved_epoch, reason=str(e))
+            elif isinstance(e, TrainingDiverged):
+                write_marker(self.run_dir, "failed", epoch=trainer.saved_epoch, reason="loss became NaN or infinite")
+            elif isinstance(e, Exception):
+                log = self.run_dir / "error.log"
+                write_marker(self.run_dir, "failed", epoch=trainer.epoch,
+                             reason=f"{type(e).__name__}: {' '.join(str(e).split())[:300]} (see error.log)")
+                e.aevb_log = log
+        except OSError:
+            pass  # the original error matters more than the status
+
+    def close(self) -> None:
+        """Release this process's lock on the folder."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def limited(cfg: RunConfig) -> dict:
@@ -171,29 +216,6 @@ def stop_message(trainer) -> str:
             f"{trainer.best_epoch} (validation loss {-trainer.best_bound:.2f}), kept in {trainer.run_dir / BEST_CHECKPOINT}")
 
 
-def failed(trainer, e: BaseException, trained: bool) -> None:
-    """Record a failure in the run folder (see fit)."""
-    if trainer._new_run is not None and trainer._new_run.pending:
-        trainer._new_run.abandon()  # the old run was never touched
-        return
-    if trainer._resumed and not trained:
-        return  # nothing trained: the run is still what it was
-    try:
-        if interruption(e) is not None:  # the checkpoint on disk is the last complete epoch
-            write_marker(trainer.run_dir, "interrupted", epoch=trainer.saved_epoch)
-        elif isinstance(e, DiskFullError):
-            write_marker(trainer.run_dir, "failed", epoch=trainer.saved_epoch, reason=str(e))
-        elif isinstance(e, TrainingDiverged):
-            write_marker(trainer.run_dir, "failed", epoch=trainer.saved_epoch, reason="loss became NaN or infinite")
-        elif isinstance(e, Exception):
-            log = trainer.run_dir / "error.log"
-            write_marker(trainer.run_dir, "failed", epoch=trainer.epoch,
-                         reason=f"{type(e).__name__}: {' '.join(str(e).split())[:300]} (see error.log)")
-            e.aevb_log = log
-    except OSError:
-        pass  # the original error matters more than the status
-
-
 def diverged(trainer, batch: int, skipped: int = 0):
     """Raise TrainingDiverged, saying what is kept and what to try (``skipped``: the run stops
     because more steps than optim.max_skipped_steps were non-finite)."""
@@ -204,8 +226,8 @@ def diverged(trainer, batch: int, skipped: int = 0):
                  f"{trainer.epoch + 1}, batch {batch + 1}), more than the {limit} that --max-skipped-steps "
                  "allows to be left out; training stopped")
     hint = "try a smaller --lr, --grad-clip, or a --min-log-var floor for a gaussian likelihood"
-    if trainer._new_run is not None and trainer._new_run.pending:
-        target = trainer._new_run.target
+    if trainer.session.pending:
+        target = trainer.session.new_run.target
         raise TrainingDiverged(f"{where}. The new run was discarded and {target} is unchanged; {hint}.")
     if (trainer.run_dir / CHECKPOINT).is_file():
         # a resume would repeat the same steps exactly (and diverge again): only new settings help
