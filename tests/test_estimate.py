@@ -52,7 +52,8 @@ def test_on_a_gpu_the_model_is_compared_with_the_gpu_and_the_host_side_with_the_
     """The decision takes the memory as given (no GPU needed here): on CUDA the model's needs go
     against the device's memory, and the data held in memory with the checkpoint's copy against
     the RAM; on the CPU everything goes against the RAM."""
-    from aevb.training.estimate import Memory, _gb, checkpoint_bytes, refusal
+    from aevb.training.estimate import Memory, checkpoint_bytes, refusal
+    from aevb.units import format_bytes
 
     cfg = merge(tiny_config(), {"model": {"encoder_hidden": [20_000]}})
     shape = (1, 28, 28)
@@ -64,8 +65,8 @@ def test_on_a_gpu_the_model_is_compared_with_the_gpu_and_the_host_side_with_the_
     big_gpu = Memory("cuda:1", 4 * need, ram, "Big GPU")  # more GPU memory than RAM
     cpu = Memory("cpu", ram, ram)
     why = refusal(cfg, est, shape, "mnist", small_gpu)
-    assert why.startswith(f"this run needs at least {_gb(need)} of GPU memory but cuda:0 (Small GPU) "
-                          f"has {_gb(need // 2)}: the model on mnist"), why
+    assert why.startswith(f"this run needs at least {format_bytes(need)} of GPU memory but cuda:0 (Small GPU) "
+                          f"has {format_bytes(need // 2)}: the model on mnist"), why
     assert refusal(cfg, est, shape, "mnist", big_gpu) is None  # RAM smaller than the model: no matter
     assert "needs at least" in refusal(cfg, est, shape, "mnist", cpu)  # the same RAM refuses a CPU run
     # on the GPU the host still holds the data in memory and a checkpoint's copy of the model

@@ -39,7 +39,7 @@ def register(sub) -> None:
 def run_prepare(args: argparse.Namespace) -> int:
     from ..config import RunConfig, merge, validate
     from ..data import load_configured
-    from ..data.cache import format_size
+    from ..units import format_bytes
     from ..data.registry import load_options
     from ..data.spec import ARRAY, parse_spec
     from ..training.session import check_cache_dir
@@ -69,10 +69,10 @@ def run_prepare(args: argparse.Namespace) -> int:
           + (f"{ds.levels} levels" if ds.levels else "continuous") + ")")
     if "cache" in ds.info or ds.streamed:
         how = "held in memory" if ds.nbytes <= budget else "streamed from disk"
-        print(f"  {format_size(ds.nbytes)} uint8 in all: `aevb train` will keep it {how} "
-              f"(memory budget {format_size(budget)})")
+        print(f"  {format_bytes(ds.nbytes)} uint8 in all: `aevb train` will keep it {how} "
+              f"(memory budget {format_bytes(budget)})")
     else:
-        print(f"  {format_size(ds.nbytes)} in memory ({ds.train.storage_dtype})")
+        print(f"  {format_bytes(ds.nbytes)} in memory ({ds.train.storage_dtype})")
     if "cache" in ds.info:
         n = sum(len(s) for s in ds.splits().values())
         state = "reused (up to date)" if ds.info.get("cache_reused") else f"built in {seconds:.1f} s ({n / max(seconds, 1e-9):.0f} images/s)"

@@ -13,11 +13,12 @@ from typing import Optional
 from ..bounds import DEFAULT_BUDGET, estimate_seconds, memory_need
 from ..config import ConfigError, check_value
 from ..data.base import SPLITS
-from ..data.cache import format_size, parse_size, physical_memory
+from ..data.cache import parse_size, physical_memory
 from ..devices import parse_device
 from ..evaluate import default_output, evaluate_run, write_per_datapoint
 from ..io import atomic_write_text
 from ..runs import check_output
+from ..units import format_bytes, format_duration
 from .common import add_checkpoint_argument, add_device_argument, add_parser, add_run_argument, check_seed, open_checked_run
 
 
@@ -145,7 +146,7 @@ def chunk_budget(size: Optional[str]) -> int:
         return DEFAULT_BUDGET
     n = parse_size(size)
     if n < 1_000_000:
-        raise ConfigError(f"--memory-budget {size} is {format_size(n)}: give a size such as 500MB or 8GB "
+        raise ConfigError(f"--memory-budget {size} is {format_bytes(n)}: give a size such as 500MB or 8GB "
                           "(bytes, as in `aevb train`), at least 1MB")
     return min(n, DEFAULT_BUDGET)
 
@@ -165,22 +166,12 @@ def plan(args: argparse.Namespace, model, x) -> None:
                           f"machine's {ram / 1e9:.1f} GB: lower --memory-budget, --batch-size or --chunk, or "
                           "--force to try anyway")
     seconds = estimate_seconds(model, x, args.k, budget)
-    said = f"{what}: about {_duration(seconds)} and {need / 1e6:,.0f} MB of memory (estimate)"
+    said = f"{what}: about {format_duration(seconds)} and {format_bytes(need)} of memory (estimate)"
     if seconds > MAX_SECONDS and not args.force:
         raise ConfigError(f"evaluating {said}; that is over a day: use a smaller --k (5000 is the usual "
                           "log-likelihood estimate), or --force to run it anyway")
     if seconds > 10:
         print(f"evaluating {said}", file=sys.stderr, flush=True)
-
-
-def _duration(s: float) -> str:
-    if s < 90:
-        return f"{s:.0f} s"
-    if s < 5400:
-        return f"{s / 60:.0f} min"
-    if s < 2 * 86400:
-        return f"{s / 3600:.1f} h"
-    return f"{s / 86400:,.0f} days"
 
 
 def format_summary(r: dict) -> str:

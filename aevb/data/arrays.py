@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from .base import KIND_BINARY, KIND_REAL, DataError, Dataset, Split
-from .cache import format_size, memory_budget
+from ..units import format_bytes
+from .cache import memory_budget
 from .utils import hold_out_test
 
 X_KEYS = {
@@ -243,8 +244,8 @@ def array_splits(arrays: Dict[str, np.ndarray], spec: str, options=None, where: 
     total = sum(x.nbytes for x in xs.values())
     stream = isinstance(next(iter(xs.values())), np.memmap) and total > budget
     if stream and (any(sh[1] for sh in shapes.values()) or not dtypes <= {np.dtype(np.uint8), np.dtype(np.float32)}):
-        raise DataError(f"{spec}: {format_size(total)} is more than the memory budget "
-                        f"({format_size(budget)}), and only uint8 or float32 arrays with channels first "
+        raise DataError(f"{spec}: {format_bytes(total)} is more than the memory budget "
+                        f"({format_bytes(budget)}), and only uint8 or float32 arrays with channels first "
                         f"([N, D], [N, H, W] or [N, C, H, W]) can be streamed from a .npy; save it in that "
                         f"form, or raise --memory-budget")
     if dtypes == {np.dtype(np.uint8)}:
@@ -275,7 +276,7 @@ def array_splits(arrays: Dict[str, np.ndarray], spec: str, options=None, where: 
 
     kind = _kind(splits.values())
     levels = 2 if kind == KIND_BINARY else (256 if dtypes == {np.dtype(np.uint8)} else None)
-    storage = (f"streamed from {where} ({format_size(total)} > memory budget {format_size(budget)})"
+    storage = (f"streamed from {where} ({format_bytes(total)} > memory budget {format_bytes(budget)})"
                if stream else "in memory")
     return ArraySplits(splits=splits, keys={s: k for s, k in xk.items() if k is not None},
                        image_shape=image_shape, kind=kind, levels=levels if kind != KIND_REAL else None,

@@ -44,6 +44,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..units import format_bytes
 from .base import KIND_BINARY, KIND_UNIT, DataError
 
 CACHE_FORMAT = "aevb-data-cache"
@@ -89,14 +90,6 @@ def parse_size(text) -> int:
     if n <= 0:
         raise DataError(f"a size must be positive, got {text!r}")
     return n
-
-
-def format_size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000.0
-    return f"{n:.1f} TB"  # pragma: no cover
 
 
 def physical_memory() -> int:
@@ -373,7 +366,7 @@ class CacheBuild:
         free = shutil.disk_usage(root).free
         if self.needed > free:
             raise DataError(f"not enough disk space for the data cache in {root}: it needs "
-                            f"{format_size(self.needed)} and {format_size(free)} are free. Free some "
+                            f"{format_bytes(self.needed)} and {format_bytes(free)} are free. Free some "
                             "space, or put the cache elsewhere with --cache-dir or AEVB_CACHE")
         self.path.mkdir()
         return self
@@ -423,7 +416,7 @@ class CacheBuild:
             shutil.rmtree(self.path, ignore_errors=True)
         if exc is not None and is_disk_full(exc):
             raise DataError(f"the disk filled up while writing the data cache in {self.folder.parent} "
-                            f"(it needs {format_size(self.needed)}); nothing was kept. Free some space, or "
+                            f"(it needs {format_bytes(self.needed)}); nothing was kept. Free some space, or "
                             "put the cache elsewhere with --cache-dir or AEVB_CACHE") from None
         return False
 

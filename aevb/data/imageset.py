@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..units import format_bytes
 from . import cache
 from .base import KIND_BINARY, KIND_UNIT, DataError, Dataset, Split
 from .decode import ImageSpec, Job, decode_all, probe, probe_all
@@ -280,9 +281,9 @@ def hold_in_memory(splits: Dict[str, Split], opts: LoadOptions, where: str) -> T
     budget = opts.budget
     if total <= budget:
         return ({k: s.in_memory() for k, s in splits.items()},
-                f"in memory ({cache.format_size(total)} uint8, budget {cache.format_size(budget)})")
-    return splits, (f"streamed from {where} ({cache.format_size(total)} uint8 > memory budget "
-                    f"{cache.format_size(budget)})")
+                f"in memory ({format_bytes(total)} uint8, budget {format_bytes(budget)})")
+    return splits, (f"streamed from {where} ({format_bytes(total)} uint8 > memory budget "
+                    f"{format_bytes(budget)})")
 
 
 def open_image_dataset(plan: ImagePlan, opts: LoadOptions) -> Dataset:

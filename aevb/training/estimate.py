@@ -27,6 +27,7 @@ from ..devices import resolve_device
 from ..data.spec import parse_spec
 from ..errors import ConfigError, DataError
 from ..model import VAE
+from ..units import format_bytes
 
 FLOAT = 4  # bytes of a float32
 COPIES = 4  # weights, gradients and Adam's two moments
@@ -45,10 +46,6 @@ class Estimate:
     @property
     def total(self) -> int:
         return self.param_bytes + self.peak
-
-
-def _gb(n: int) -> str:
-    return f"{n / 1e9:,.1f} GB" if n >= 1e8 else f"{n / 1e9:.3f} GB"
 
 
 def _layer_outputs(model, dim: int) -> Tuple[List[int], List[int]]:
@@ -156,24 +153,24 @@ def refusal(cfg: RunConfig, est: Estimate, shape, data_name: str, memory: Memory
     its own (CUDA) the host must still hold ``data_bytes`` (the data held in memory) and the
     checkpoint's copy of the model, on the others all of it shares the RAM."""
     model = (f"the model on {data_name} ({'x'.join(map(str, shape))} values) has {est.params:,} parameters, "
-             f"{_gb(est.param_bytes)} with gradients and Adam's moments, and {est.what_peaks} needs {_gb(est.peak)}")
+             f"{format_bytes(est.param_bytes)} with gradients and Adam's moments, and {est.what_peaks} needs {format_bytes(est.peak)}")
     lower = f"lower {_fewer(cfg, est, shape)}"
     if memory.separate:
         if memory.device_bytes and est.total > memory.device_bytes:
             name = f" ({memory.device_name})" if memory.device_name else ""
-            return (f"this run needs at least {_gb(est.total)} of GPU memory but {memory.device}{name} has "
-                    f"{_gb(memory.device_bytes)}: {model}; {lower}")
+            return (f"this run needs at least {format_bytes(est.total)} of GPU memory but {memory.device}{name} has "
+                    f"{format_bytes(memory.device_bytes)}: {model}; {lower}")
         host = data_bytes + checkpoint_bytes(est)
         if memory.host_bytes and host > memory.host_bytes:
-            return (f"this run needs at least {_gb(host)} of RAM beside the GPU's memory but the machine has "
-                    f"{_gb(memory.host_bytes)}: the data held in memory take {_gb(data_bytes)} and a checkpoint's "
-                    f"copy of the model {_gb(checkpoint_bytes(est))}; lower --memory-budget (data beyond it are "
+            return (f"this run needs at least {format_bytes(host)} of RAM beside the GPU's memory but the machine has "
+                    f"{format_bytes(memory.host_bytes)}: the data held in memory take {format_bytes(data_bytes)} and a checkpoint's "
+                    f"copy of the model {format_bytes(checkpoint_bytes(est))}; lower --memory-budget (data beyond it are "
                     f"streamed from the cache) or {_fewer(cfg, est, shape)}")
         return None
     need = est.total + data_bytes
     if memory.host_bytes and need > memory.host_bytes:
-        data = f", and the data held in memory take {_gb(data_bytes)}" if data_bytes else ""
-        return (f"this run needs at least {_gb(need)} of memory but the machine has {_gb(memory.host_bytes)}: "
+        data = f", and the data held in memory take {format_bytes(data_bytes)}" if data_bytes else ""
+        return (f"this run needs at least {format_bytes(need)} of memory but the machine has {format_bytes(memory.host_bytes)}: "
                 f"{model}{data}; {lower}" + (" or --memory-budget" if data_bytes else ""))
     return None
 
