@@ -183,6 +183,33 @@ def _nothing_complete(ws: Path, case: Case) -> None:
 
 
 T = "--no-progress --no-tensorboard --epochs 1 --threads 1"
+def _memory_run(ws: Path, case: Case) -> None:
+    """A run trained on a uint8 array given in memory, and two arrays of other shapes."""
+    import numpy as np
+
+    from aevb.config import RunConfig
+    from aevb.data import as_dataset
+    from aevb.training import Trainer
+
+    if (ws / "memrun").exists():
+        return
+    x = np.random.RandomState(0).randint(0, 256, (60, 6, 5)).astype(np.uint8)
+    ds = as_dataset(x)
+    cfg = RunConfig()
+    cfg.data.dataset = ds.info["spec"]
+    cfg.model.encoder_hidden, cfg.train.epochs, cfg.train.progress = [8], 1, False
+    cfg.train.tensorboard, cfg.train.report = False, False
+    Trainer.new(cfg, ws / "memrun", data=ds).fit()
+    np.save(ws / "x56.npy", x.reshape(60, 5, 6))
+    np.save(ws / "x65.npy", x)
+
+
+def _huge_codes(ws: Path, case: Case) -> None:
+    import numpy as np
+
+    np.save(ws / "huge.npy", np.full((2, 3), 1e300))
+
+
 CASES = [
     Case("corrupt cache data", "data prepare folder:{ws}/pics --cache-dir {ws}/cache --workers 1", 0,
          "whose content changed since it was built", ("cache",), lambda ws, c: (_remember_data(ws, c), _corrupt(ws)),
@@ -217,6 +244,22 @@ CASES = [
          "last.pt is a file, not a run folder; it is inside the run {ws}/run: give that folder"),
     Case("outputs into another run", "sample {ws}/run --out {ws}/other/checkpoints/grid.png", 2,
          "would write into checkpoints/grid.png of the run {ws}/other"),
+    Case("run trained on data in memory, no --data", "evaluate {ws}/memrun", 2,
+         "was trained on data given in memory (60 x 6 x 5 uint8); pass --data SOURCE", setup=_memory_run),
+    Case("--data of another shape (a memory run)", "evaluate {ws}/memrun --data array:{ws}/x56.npy", 2,
+         "but the run takes 1x6x5", setup=_memory_run),
+    Case("plot of a memory run without --data", "plot {ws}/memrun reconstructions", 2, "pass --data SOURCE",
+         setup=_memory_run),
+    Case("--data of another shape (a run on files)", "evaluate {ws}/run --data array:{ws}/x65.npy", 2,
+         "has datapoints of 1x6x5 (C x H x W) but", setup=_memory_run),
+    Case("damaged memory record", "train --dataset memory:10x3:uint8:abc --out {ws}/new --no-progress", 2,
+         "is not the record of data given in memory"),
+    Case("memory record given to train", "train --dataset memory:10x3:uint8:" + "a" * 64 + " --out {ws}/new "
+         "--no-progress", 2, "names data given in memory (10 x 3 uint8), which cannot be loaded from a config"),
+    Case(".npy output with draws", "encode {ws}/run --data digits:test --out {ws}/e.npy --samples 2 --no-progress", 2,
+         "a .npy file holds the posterior means only"),
+    Case("codes beyond float32", "decode {ws}/run --z {ws}/huge.npy --out {ws}/decoded", 2, "beyond float32",
+         setup=_huge_codes),
 ]
 
 
