@@ -9,6 +9,7 @@ Quick use::
     model = aevb.VAE.from_pretrained("runs/digits")
 """
 from .version import __version__
+from .errors import ConfigError  # noqa: E402
 from .config import RunConfig, DataConfig, ModelConfig, ObjectiveConfig, OptimConfig, TrainConfig  # noqa: E402
 from .model import VAE, BoundTerms  # noqa: E402
 from .runs import Run, load_run  # noqa: E402
@@ -37,11 +38,16 @@ def resume(*args, **kwargs):
     return _resume(*args, **kwargs)
 
 
-def train(*args, **kwargs):
-    """Train a new run: ``train(cfg, out, overwrite=False, data=None, callbacks=(), model=None)`` -> Run."""
-    from .training import train as _train
+def train(cfg=None, out=None, overwrite=False, data=None, callbacks=(), model=None):
+    """Train a new run of ``cfg`` (a RunConfig) into ``out`` -> Run: ``aevb.fit(model or cfg,
+    data or cfg.data.dataset, out=out, ...)``; ``data`` is anything ``fit`` takes."""
+    from .api import fit as _fit
 
-    return _train(*args, **kwargs)
+    if model is not None and cfg is not None:
+        raise ConfigError("aevb.train(cfg, model=...): give the model's settings to the model (VAE.for_data) and "
+                          "train it with aevb.fit(model, data, **settings)")
+    source = data if data is not None else (cfg.data.dataset if cfg is not None else "digits")
+    return _fit(model if model is not None else cfg, source, out=out, overwrite=overwrite, callbacks=callbacks)
 
 
 def load_safetensors(path, device="cpu"):
