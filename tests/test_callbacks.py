@@ -216,3 +216,21 @@ def test_resume_from_python_applies_every_allowed_change_and_refuses_the_others(
     changed.model.latent_dim = 5
     with pytest.raises(ConfigError, match=r"model.latent_dim: run has 3, asked 5"):
         Trainer.resume(tmp_path / "part", overrides=changed)
+
+
+def test_python_training_writes_the_same_run_folder_as_the_command(tmp_path):
+    from aevb.cli import main
+    from aevb.runs import load_run
+    from aevb.training import train
+
+    assert main(["train", "--out", str(tmp_path / "cli"), "--epochs", "2", "--hidden", "16", "--latent-dim", "2",
+                 "--no-progress", "--seed", "4"]) == 0
+    train(load_run(tmp_path / "cli").config, tmp_path / "py")
+
+    def files(run):
+        return sorted(p.relative_to(run).as_posix() for p in run.rglob("*")
+                      if p.is_file() and "tensorboard" not in p.parts)
+
+    assert files(tmp_path / "py") == files(tmp_path / "cli")
+    assert "report.html" in files(tmp_path / "py") and "figures/manifold.png" in files(tmp_path / "py")
+    assert _strip(load_run(tmp_path / "py").metrics()) == _strip(load_run(tmp_path / "cli").metrics())
