@@ -383,6 +383,13 @@ def mean_activation_likelihoods() -> list:
     return [name for name, cls in LIKELIHOODS.items() if "mean_activation" in inspect.signature(cls).parameters]
 
 
+def likelihood_of(settings) -> "Likelihood":
+    """The likelihood a model's settings name (an aevb.config.ModelConfig: ``likelihood``,
+    ``sigma``, ``mean_activation``, ``min_log_var``, ``components``)."""
+    return get_likelihood(settings.likelihood, sigma=settings.sigma, mean_activation=settings.mean_activation,
+                          min_log_var=settings.min_log_var, components=settings.components)
+
+
 def get_likelihood(name: str, sigma: float = 1.0, mean_activation: str = "identity",
                    min_log_var: Optional[float] = None, components: int = 1) -> Likelihood:
     """Build a likelihood by name; unknown names raise ValueError listing the valid ones."""

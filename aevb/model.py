@@ -18,7 +18,6 @@ number of samples per datapoint; every log-probability is in nats, one value per
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from dataclasses import dataclass
@@ -30,14 +29,14 @@ from torch import Tensor, nn
 from .bounds import KL_ESTIMATORS, SeededNoise, batch_bounds
 from .config import ModelConfig, ObjectiveConfig, RunConfig, merge, resolve
 from .convnets import ConvDecoder, ConvEncoder
-from .distributions import DataDistribution, Likelihood, get_likelihood, kl_normal_standard, log_normal
-from .errors import CheckpointError, ConfigError
-from .io import atomic_write_text, load_checkpoint
+from .distributions import (DataDistribution, Likelihood, get_likelihood, kl_normal_standard, likelihood_of,
+                            log_normal)
+from .errors import ConfigError
 from .flows import FLOW_STEPS, Flow
 from .latent import LatentSample, LatentStack, Posterior, assemble
 from .networks import GaussianEncoder, MLPDecoder, init_normal_
+from . import pretrained
 from .priors import build_prior
-from .pretrained import CONFIG_NAME, WEIGHTS_NAME, read_safetensors, write_safetensors
 from .sampling import prior_samples, reconstructions
 from .sizing import model_sizes
 from .stacked import stack_hidden, stacked_networks
@@ -67,53 +66,6 @@ class BoundTerms:
     @property
     def loss(self) -> Tensor:
         return -self.bound.mean()
-
-
-def upgrade_state_dict(state: dict, n_layers: int, prefix: str = "") -> None:
-    """Rename, in place, the keys of a state dict written before models were stacks of cells
-    (``prior.*``, ``flow.*``, ``stack.up.i.*``, ``stack.down.i.*``) to today's."""
-    moves = {"prior.": f"latent.cells.{n_layers - 1}.prior.", "flow.": "latent.cells.0.flow."}
-    for key in [k for k in state if k.startswith(prefix)]:
-        rest = key[len(prefix):]
-        new = None
-        for old, now in moves.items():
-            if rest.startswith(old):
-                new = now + rest[len(old):]
-        if rest.startswith("stack.up.") or rest.startswith("stack.down."):
-            _, kind, i, tail = rest.split(".", 3)
-            new = f"latent.cells.{int(i) + 1}.q_net.{tail}" if kind == "up" else f"latent.cells.{i}.p_net.{tail}"
-        if new is not None:
-            state[prefix + new] = state.pop(key)
-
-
-def upgrade_checkpoint(state: dict, model: nn.Module, optimizer) -> dict:
-    """A training checkpoint ``state`` ({"model": ..., "optimizer": ...}) for ``model`` and its
-    ``optimizer``, with a model state dict of the layout before latent cells renamed (see
-    :func:`upgrade_state_dict`) and the optimizer's per-parameter state, which torch keeps by
-    position, moved to today's order of the parameters. A checkpoint of today's layout is
-    returned as it is."""
-    saved = list(state["model"])
-    if not any(k.startswith(("prior.", "flow.", "stack.")) for k in saved):
-        return state
-    renamed = {k: k for k in saved}
-    probe = {k: k for k in saved}
-    upgrade_state_dict(probe, len(model.cells))
-    for new, old in probe.items():
-        renamed[old] = new
-    position = {renamed[k]: i for i, k in enumerate(saved)}
-    name_of = {id(p): n for n, p in model.named_parameters()}
-    mapping, start = {}, 0
-    for group in optimizer.param_groups:  # the same groups, each once in the saved order
-        names = [name_of[id(p)] for p in group["params"]]
-        for old_i, name in enumerate(sorted(names, key=position.__getitem__)):
-            mapping[start + old_i] = start + names.index(name)
-        start += len(names)
-    opt = state["optimizer"]
-    moved = {"state": {mapping[int(i)]: v for i, v in opt["state"].items()},
-             "param_groups": [dict(g, params=sorted(mapping[i] for i in g["params"])) for g in opt["param_groups"]]}
-    model_state = dict(state["model"])
-    upgrade_state_dict(model_state, len(model.cells))
-    return dict(state, model=model_state, optimizer=moved)
 
 
 class VAE(nn.Module):
@@ -174,7 +126,7 @@ class VAE(nn.Module):
         self._register_load_state_dict_pre_hook(self._upgrade_keys)
 
     def _upgrade_keys(self, state, prefix, *args) -> None:
-        upgrade_state_dict(state, len(self.latent.cells), prefix)
+        pretrained.upgrade_state_dict(state, len(self.latent.cells), prefix)
 
     def bind_data(self, shape: Sequence[int]) -> None:
         """Fix the shape of one datapoint (``aevb.fit`` does it from the data when the model was
@@ -286,24 +238,7 @@ class VAE(nn.Module):
         """Write ``DIRECTORY/model.safetensors`` (the weights, with this model's description as
         metadata) and ``DIRECTORY/config.json`` (the same description, for people to read);
         :meth:`from_pretrained` gives back a bit-identical model. Returns the directory."""
-        directory = Path(directory)
-        if (directory / "run.json").exists():
-            raise ConfigError(f"{directory} is a run folder; save the model into a folder of its own")
-        if directory.exists() and not directory.is_dir():
-            raise ConfigError(f"{directory} exists and is not a folder; choose a folder to save the model in")
-        if self.data_dim is None:
-            raise ConfigError("the model does not know the shape of its data yet: train it (aevb.fit) or build it "
-                              "with data_shape=... before saving it")
-        directory.mkdir(parents=True, exist_ok=True)
-        cfg = self.run_config()
-        image_shape = self.config["image_shape"] if self.config else (1, 1, self.data_dim)
-        custom = self.config is None
-        write_safetensors(self.state_dict(), cfg, self.data_dim, image_shape, directory / WEIGHTS_NAME,
-                          self.data_shape or (self.data_dim,), custom)
-        about = {"format": "aevb-vae", "data_dim": self.data_dim, "image_shape": list(image_shape),
-                 "data_shape": list(self.data_shape or (self.data_dim,)), "custom": custom, **cfg.to_dict()}
-        atomic_write_text(directory / CONFIG_NAME, json.dumps(about, indent=2) + "\n")
-        return directory
+        return pretrained.save(self, directory)
 
     @classmethod
     def from_pretrained(cls, path: Union[str, Path], *, checkpoint: str = "last", device="cpu",
@@ -312,77 +247,14 @@ class VAE(nn.Module):
         :meth:`save_pretrained`, a ``.safetensors`` file of ``aevb export``, or a run folder (its
         ``checkpoint``, "last" or "best"; ``aevb.load(RUN)`` also checks that the run finished).
         A model of your own modules needs fresh ``encoder`` and ``decoder`` instances of them."""
-        path = Path(path)
-        if path.suffix == ".onnx":
-            raise ConfigError(f"{path} is an ONNX file, for ONNX runtimes; load the run folder or a .safetensors "
-                              "file into PyTorch instead")
-        if path.is_dir() and (path / WEIGHTS_NAME).is_file():
-            path = path / WEIGHTS_NAME
-        if path.is_dir():
-            if not (path / "checkpoints").is_dir() or not (path / CONFIG_NAME).is_file():
-                raise ConfigError(f"{path} holds no model: neither {WEIGHTS_NAME} (save_pretrained) nor a run's "
-                                  "config.json and checkpoints/")
-            return cls._from_run(path, checkpoint, device, encoder, decoder)
-        if not path.exists():
-            raise ConfigError(f"{path} does not exist; give a folder written by save_pretrained, a run folder "
-                              "or a .safetensors file written by aevb export")
-        meta, tensors = read_safetensors(path)
-        model = cls._build(meta["config"], meta["data_dim"], meta["image_shape"], meta["data_shape"],
-                           encoder, decoder, path)
-        _load_weights(model, tensors, path)
-        return model.to(device).eval()
-
-    @classmethod
-    def _from_run(cls, run: Path, checkpoint: str, device, encoder, decoder) -> "VAE":
-        names = {"last": "last.pt", "best": "best.pt"}
-        if checkpoint not in names:
-            raise ConfigError(f"checkpoint={checkpoint!r}: a run's checkpoints are 'last' and 'best'")
-        file = run / "checkpoints" / names[checkpoint]
-        try:
-            cfg = RunConfig.from_dict(json.loads((run / CONFIG_NAME).read_text()))
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"{run / CONFIG_NAME} could not be read ({e}); the run folder is damaged") from None
-        state = load_checkpoint(file, "cpu", model_only=True)
-        return cls.from_checkpoint(cfg, state, file, encoder, decoder).to(device).eval()
+        return pretrained.load(cls, path, checkpoint, device, encoder, decoder)
 
     @classmethod
     def from_checkpoint(cls, cfg: RunConfig, state: dict, source, encoder: Optional[nn.Module] = None,
                         decoder: Optional[nn.Module] = None) -> "VAE":
         """The model of a run's checkpoint ``state`` (as aevb.io.load_checkpoint reads it) and
-        config ``cfg``. aevb's own networks are built without memory (on the meta device) and take
-        the checkpoint's tensors as their own, so memory-mapped weights stay pages of the file; a
-        model of the user's own modules needs new ``encoder`` and ``decoder`` instances."""
-        data_dim = int(state["data_dim"])
-        image_shape = state.get("image_shape") or (1, 1, data_dim)
-        custom = cfg.model.encoder_network == "custom"
-        data_shape = ()
-        if custom:
-            from .data import parse_spec  # the shape of a datapoint as the user gave it
-
-            spec = parse_spec(cfg.data.dataset)
-            data_shape = tuple(spec.record.shape[1:]) if spec.record is not None else tuple(image_shape)
-        if custom:
-            model = cls._build(cfg, data_dim, image_shape, data_shape, encoder, decoder, source)
-        else:
-            with torch.device("meta"):
-                model = cls._build(cfg, data_dim, image_shape, data_shape, None, None, source)
-        try:
-            model.load_state_dict(state["model"], assign=True)
-        except (RuntimeError, ValueError, TypeError) as e:
-            raise CheckpointError(f"{source} does not fit the run's config.json ({str(e).splitlines()[0][:200]}); "
-                                  "the run folder is damaged") from None
-        return model
-
-    @classmethod
-    def _build(cls, cfg: RunConfig, data_dim: int, image_shape, data_shape, encoder, decoder, source) -> "VAE":
-        m = cfg.model
-        if m.encoder_network != "custom":
-            return cls.from_config(m, data_dim, image_shape, objective=cfg.objective)
-        if encoder is None or decoder is None:
-            raise ConfigError(f"{source} holds a model of your own encoder and decoder modules: pass new instances "
-                              "of them, e.g. VAE.from_pretrained(PATH, encoder=MyEncoder(), decoder=MyDecoder())")
-        return cls(encoder, decoder, likelihood_of(m), m.latent_dim, data_shape=tuple(data_shape) or (data_dim,),
-                   center_inputs=m.center_inputs, objective=cfg.objective)
+        config ``cfg``, its weights the checkpoint's own tensors (aevb.pretrained.from_checkpoint)."""
+        return pretrained.from_checkpoint(cls, cfg, state, source, encoder, decoder)
 
     # ------------------------------------------------------------------ parts and sizes
     @property
@@ -636,12 +508,6 @@ class VAE(nn.Module):
         return prior_samples(self, n, seed, draw=not mean)[1].to(next(self.parameters()).device)
 
 
-def likelihood_of(cfg: ModelConfig) -> Likelihood:
-    """The likelihood a model config names, with its settings."""
-    return get_likelihood(cfg.likelihood, sigma=cfg.sigma, mean_activation=cfg.mean_activation,
-                          min_log_var=cfg.min_log_var, components=cfg.components)
-
-
 def config_with(cfg: RunConfig, options: dict, caller: str) -> RunConfig:
     """``cfg`` with keyword ``options`` named like the model and objective config fields (plus
     ``network`` for both networks and ``hidden`` for the encoder's hidden sizes), each checked
@@ -664,14 +530,6 @@ def config_with(cfg: RunConfig, options: dict, caller: str) -> RunConfig:
                               f"({', '.join(sorted(objective_names))}), network and hidden")
     keys = {f"{sec}.{k}": k for sec, vals in updates.items() for k in vals}
     return merge(cfg, updates, source=caller, where=lambda k: f"{caller}({keys.get(k, k)}=...)")
-
-
-def _load_weights(model: nn.Module, tensors: dict, source) -> None:
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as e:
-        raise CheckpointError(f"{source}: the weights do not fit the model it describes "
-                              f"({str(e).splitlines()[0][:200]})") from None
 
 
 def _likelihood_named(name) -> Likelihood:
