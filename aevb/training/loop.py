@@ -13,6 +13,7 @@ shuffle gives the same numbers either way), so an epoch does no per-sample Pytho
 """
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
@@ -29,7 +30,8 @@ from ..data import Dataset, Split
 from ..devices import resolve_device
 from ..errors import ConfigError, DiskFullError, interruption
 from ..io import save_checkpoint
-from ..model import VAE, upgrade_checkpoint
+from ..model import VAE
+from ..pretrained import upgrade_checkpoint
 from ..optimizers import build_optimizer, build_scheduler, warmup_factor
 from ..runfolder import remove_orphans
 from ..runs import CHECKPOINT, Run, is_run
@@ -137,7 +139,7 @@ class Trainer:
     @classmethod
     def resume(cls, run_dir: Union[str, Path], overrides: Optional[RunConfig] = None,
                given: Optional[Sequence[str]] = None, callbacks: Sequence[Callback] = (),
-               model: Optional[torch.nn.Module] = None, **changes) -> "Trainer":
+               model: Optional[torch.nn.Module] = None, data=None, **changes) -> "Trainer":
         """Continue the run in ``run_dir`` from its last checkpoint (or from scratch, with its
         saved config, when it stopped before its first checkpoint).
 
@@ -148,10 +150,11 @@ class Trainer:
         in ``given`` (what the command line typed). A change a resume does not allow raises
         ConfigError; nothing is silently ignored. Nothing in the run folder changes until an
         epoch has trained. ``model``: the ready-made model the run was started with (see
-        ``new``); its state is loaded from the checkpoint."""
+        ``new``); its state is loaded from the checkpoint. ``data``: the data again, for a run
+        trained on data given in memory (they must be the same: shape, type and checksum)."""
         check_model(model)
         dotted = resume_changes(changes)
-        cfg, state, data, lock = session.open_resume(run_dir, overrides, given, distributed.init(), dotted)
+        cfg, state, data, lock = session.open_resume(run_dir, overrides, given, distributed.init(), dotted, data)
         try:
             trainer = cls(cfg, Path(run_dir), data, state=state, callbacks=callbacks, model=model)
         except BaseException:
@@ -426,13 +429,21 @@ def train(cfg: RunConfig, out: Union[str, Path], overwrite: bool = False, data: 
 
 
 def resume(run: Union[str, Path, Run], callbacks: Sequence[Callback] = (), model: Optional[torch.nn.Module] = None,
-           **changes) -> Optional[Run]:
+           data=None, **changes) -> Optional[Run]:
     """Continue the run ``run`` from its last checkpoint, exactly, and return it (the Python form
     of ``aevb train --resume RUN``). ``changes`` are keyword arguments named like the config
     fields that ``--resume`` accepts, e.g. ``resume("runs/digits", epochs=200, early_stop=10)``;
-    any other raises ConfigError naming it, before anything is read or written."""
-    trainer = Trainer.resume(run.path if isinstance(run, Run) else run, callbacks=callbacks, model=model, **changes)
+    any other raises ConfigError naming it, before anything is read or written. ``data``: the
+    same data again for a run trained on data given in memory; ``model``: a model of the run's
+    own modules (a Run opened with its encoder and decoder gives one itself)."""
+    modules = {}
+    if isinstance(run, Run) and run.encoder is not None:
+        modules = {"encoder": run.encoder, "decoder": run.decoder}
+        if model is None:  # the user's modules with the checkpoint's weights, in memory of their own
+            model = copy.deepcopy(run.load_model())
+    trainer = Trainer.resume(run.path if isinstance(run, Run) else run, callbacks=callbacks, model=model, data=data,
+                             **changes)
     trainer.fit()
     if not trainer.dist.is_main and not is_run(trainer.run_dir):
         return None
-    return Run(trainer.run_dir)
+    return Run(trainer.run_dir, **modules)

@@ -58,8 +58,10 @@ def prepare_new(cfg: RunConfig, out: Path, overwrite: bool, given_data: Optional
                   "training and the test split", file=sys.stderr)
         new_run = create_run_folder(out, overwrite)
         try:
+            memory = given_data.info.get("memory") if given_data is not None else None
             write_marker(new_run.folder, "running", aevb_version=__version__, dataset=data.name,
-                         **({"data_fingerprint": fingerprint} if fingerprint else {}), **limited(rcfg))
+                         **({"data_fingerprint": fingerprint} if fingerprint else {}),
+                         **({"data_memory": memory} if memory else {}), **limited(rcfg))
             rcfg.save(new_run.folder / "config.json")
         except BaseException:
             new_run.abandon()
@@ -76,9 +78,10 @@ def held_bytes(data: Dataset) -> int:
 
 
 def open_resume(run_dir: Union[str, Path], overrides: Optional[RunConfig], given: Optional[Sequence[str]], dist,
-                changes: Optional[dict] = None):
+                changes: Optional[dict] = None, data=None):
     """(config, checkpoint state or None, data, lock or None) of the run to continue; the lock
-    is released again if anything fails here."""
+    is released again if anything fails here. ``data``: the data again, for a run trained on data
+    given in memory (checked to be the same data: shape, type and checksum)."""
     held = {}  # rank 0: the run and its lock
 
     def read():
@@ -102,8 +105,10 @@ def open_resume(run_dir: Union[str, Path], overrides: Optional[RunConfig], given
             got = distributed.broadcast_object(distributed.staged(read))
             cfg, state = RunConfig.from_dict(got[0]), got[1]
 
+        given_data = data
+
         def prepare():
-            data = load_data(cfg)
+            data = load_data(cfg, given_data, run_dir)
             if state is not None and data.dim != int(state["data_dim"]):
                 raise RunError(f"the data set now has {data.dim} values per datapoint but the run was "
                                f"trained on {state['data_dim']}; check --data-dir")
@@ -281,11 +286,12 @@ def place_splits(data: Dataset, device: torch.device) -> Dict[str, Split]:
     return out
 
 
-def load_data(cfg: RunConfig) -> Dataset:
+def load_data(cfg: RunConfig, data=None, run: Union[str, Path, None] = None) -> Dataset:
     """The run's data set (see aevb.data.load_configured); a --cache-dir is checked first like
-    every output (never inside a run's own files)."""
+    every output (never inside a run's own files). ``data``: the data of a run trained on data
+    given in memory, which must be the same (``run`` names the run in messages)."""
     check_cache_dir(cfg)
-    return load_configured(cfg.data, progress=bool(cfg.train.progress))
+    return load_configured(cfg.data, progress=bool(cfg.train.progress), data=data, run=run, exact=data is not None)
 
 
 def check_cache_dir(cfg: RunConfig) -> None:
