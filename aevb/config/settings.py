@@ -348,6 +348,7 @@ def merge(cfg: RunConfig, updates: dict, source: str = "config",
     where = where or (lambda k: f"{source}, key {k}")
     out = copy.deepcopy(cfg)
     sources = dict(getattr(out, "_sources", {}))
+    values = dict(getattr(out, "_values", {}))  # each value as set there: one changed since was set in Python
     if not isinstance(updates, dict):
         raise ConfigError(f"{source}: must be a mapping of sections, got {_describe(updates)}")
     for key, value in (updates or {}).items():
@@ -368,9 +369,10 @@ def merge(cfg: RunConfig, updates: dict, source: str = "config",
             if name not in names:
                 raise ConfigError(f"{source}: unknown option {key}.{name}; options are {', '.join(names)}")
             dotted = f"{key}.{name}"
-            setattr(section, name, check_value(dotted, v, where(dotted)))
-            sources[dotted] = where(dotted)
-    out._sources = sources
+            checked = check_value(dotted, v, where(dotted))
+            setattr(section, name, checked)
+            sources[dotted], values[dotted] = where(dotted), copy.deepcopy(checked)
+    out._sources, out._values = sources, values
     return out
 
 
@@ -379,8 +381,17 @@ def _preset_names() -> List[str]:
 
 
 def source_of(cfg: RunConfig, key: str) -> str:
-    """Where the value of dotted ``key`` in ``cfg`` came from ('default' if nobody set it)."""
-    return getattr(cfg, "_sources", {}).get(key, "the default")
+    """Where the value of dotted ``key`` in ``cfg`` came from: what set it (a preset, a file, an
+    option), 'the default', or, for a value changed since by assigning the attribute in Python,
+    that assignment (``cfg.model.latent_dim``)."""
+    sources, values = getattr(cfg, "_sources", {}), getattr(cfg, "_values", {})
+    sec, name = key.split(".")
+    value = getattr(getattr(cfg, sec), name)
+    if key in sources and (key not in values or values[key] == value):
+        return sources[key]
+    if key in sources or value != getattr(getattr(RunConfig(), sec), name):
+        return f"cfg.{key}, set in Python"
+    return "the default"
 
 
 def to_jsonable(x: Any) -> Any:
