@@ -11,7 +11,8 @@ from torch import nn
 import aevb
 from aevb.errors import CheckpointError, ConfigError
 from aevb.latent import assemble
-from aevb.model import VAE, upgrade_checkpoint
+from aevb.model import VAE
+from aevb.pretrained import upgrade_checkpoint
 from aevb.networks import GaussianEncoder, MLPDecoder
 from aevb.stacked import stacked_networks
 
@@ -282,3 +283,47 @@ def test_a_run_of_the_users_modules_is_used_from_python_and_refused_by_commands_
     assert main(["evaluate", str(run.path), "--data", f"array:{tmp_path / 'x.npy'}"]) == 2
     err = capsys.readouterr().err.strip()
     assert "your own encoder and decoder modules" in err and len(err.splitlines()) == 1
+
+
+def test_a_run_of_data_in_memory_resumes_exactly_with_the_same_data_and_refuses_other_data(tmp_path, one_thread):
+    x = binary_images()
+    whole = aevb.fit(None, x, epochs=3, seed=5, batch_size=40, out=tmp_path / "whole", report=False)
+    part = aevb.fit(None, x, epochs=1, seed=5, batch_size=40, out=tmp_path / "part", report=False)
+    with pytest.raises(Exception, match="was trained on data given in memory") as caught:
+        aevb.resume(part, epochs=3)
+    assert caught.type.__module__ == "aevb.errors"
+    other = binary_images(seed=9)
+    with pytest.raises(Exception, match="other values of the same shape"):
+        aevb.resume(part, epochs=3, data=other)
+    assert [r["epoch"] for r in part.metrics()] == [1]  # nothing changed by the refusals
+    resumed = aevb.resume(part, epochs=3, data=x)
+    drop = ("train_time_s", "epoch_time_s")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in resumed.metrics()] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in whole.metrics()]
+    assert json.loads((whole.path / "run.json").read_text())["data_memory"]["shape"] == [300, 6, 6]
+
+
+def test_a_run_of_the_users_modules_resumes_from_its_run(tmp_path, one_thread):
+    x = binary_images()
+    whole = aevb.fit(custom_model(seed=1), x, epochs=2, seed=3, out=tmp_path / "whole", report=False)
+    part = aevb.fit(custom_model(seed=1), x, epochs=1, seed=3, out=tmp_path / "part", report=False)
+    resumed = aevb.resume(part, epochs=2, data=x)
+    assert resumed.metrics()[-1]["test_bound"] == whole.metrics()[-1]["test_bound"]
+    assert resumed.encoder is not None  # still a run of the user's modules
+
+
+def test_a_setting_assigned_in_python_is_named_as_such_when_refused():
+    from aevb.config import apply_preset, validate
+
+    cfg = aevb.RunConfig()
+    cfg.model.latent_dim = 0
+    with pytest.raises(ConfigError, match=r"model.latent_dim = 0 \(from cfg.model.latent_dim, set in Python\)"):
+        validate(cfg)
+    cfg = apply_preset(aevb.RunConfig(), "pytorch-example")
+    cfg.optim.lr = -1.0  # the preset set it, then Python changed it
+    with pytest.raises(ConfigError, match=r"optim.lr = -1.0 \(from cfg.optim.lr, set in Python\)"):
+        validate(cfg)
+    cfg.optim.lr = 1e-3  # the preset's own value again: the preset is named
+    cfg.train.batch_size = 0
+    with pytest.raises(ConfigError, match=r"train.batch_size = 0 \(from cfg.train.batch_size, set in Python\)"):
+        validate(cfg)
