@@ -409,7 +409,7 @@ def test_the_methods_refuse_what_the_commands_refuse_naming_the_argument(run, tm
         (lambda: run.score(x, k=0), ConfigError, "k must be a positive number of importance samples; got 0"),
         (lambda: run.score(x, k=-3), ConfigError, "k must be a positive number of importance samples; got -3"),
         (lambda: run.score(x, k=True), ConfigError, "k must be a whole number of importance samples; got True"),
-        (lambda: run.encode(x, seed=-1), ConfigError, "seed must be in 0..2**63-1; got -1"),
+        (lambda: run.encode(x, seed=-1), ConfigError, "seed must be in 0..4294967295; got -1"),
         (lambda: run.score(x, seed=1.5), ConfigError, "seed must be a whole number; got 1.5"),
         (lambda: run.encode(x, device="gpu7"), RunError,
          "device 'gpu7' is not a device name; use auto, cpu, cuda, cuda:N or mps"),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from typing import Optional
 
+from .. import distributed
 from ..bounds import DEFAULT_BUDGET, estimate_seconds, memory_need
 from ..config import ConfigError, check_value
 from ..data.base import SPLITS
@@ -73,8 +74,6 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     if args.k is None or args.k < 1:
         raise ConfigError(f"--k must be a positive number of importance samples (1 for the ELBO only); got {args.k}")
     for name in ("batch_size", "chunk", "threads", "limit"):
@@ -94,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         if Path(args.per_datapoint).resolve() == out.resolve():
             raise ConfigError(f"--per-datapoint and --out are the same file {out}; give two names")
     if args.threads:
-        torch.set_num_threads(int(args.threads))
+        distributed.set_threads(args.threads)
     result = evaluate_run(run_, split=args.split, k=args.k, batch_size=args.batch_size, chunk=args.chunk,
                           seed=args.seed, device=args.device, progress=args.progress,
                           budget=budget, compile=args.compile,

@@ -9,7 +9,8 @@ from ..errors import ConfigError
 from ..figures.compute import METHODS
 from ..figures.runfigures import FIGURES_DIR, KINDS, FigureContext, draw_figures
 from ..runs import check_output
-from .common import add_checkpoint_argument, add_device_argument, add_parser, add_run_argument, open_checked_run
+from .common import (add_checkpoint_argument, add_device_argument, add_parser, add_run_argument, check_seed,
+                     open_checked_run)
 from .evaluate import add_data_argument, load_run_data
 
 KIND_HELP = """figure kinds:
@@ -68,8 +69,7 @@ def check_grid_size(args: argparse.Namespace) -> None:
     """The figure options shared by plot and report, checked before any work."""
     if args.n is not None and not 1 <= args.n <= 200:
         raise ConfigError(f"-n/--grid-size must be in 1..200; got {args.n}")
-    if not 0 <= args.seed <= 2 ** 32 - 1:
-        raise ConfigError(f"--seed must be in 0..{2 ** 32 - 1}; got {args.seed}")
+    check_seed(args.seed)
     if args.device != "auto":
         parse_device(args.device)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numbers
 from typing import Sequence
 
+from ..config.ranges import SEEDS
 from ..errors import ConfigError, DataError
 
 # the most draws z ~ q(z|x) per item (aevb encode --samples, run.encode(samples=...))
@@ -50,12 +51,13 @@ def check_k(k, python: bool = True) -> int:
 
 
 def check_seed(seed, python: bool = True) -> int:
-    """A seed of the noise (draws, importance samples, binarization): what a torch generator takes,
-    0..2**63-1, refused in the words of ``aevb.commands.common.check_seed``."""
+    """A seed of the noise (draws, importance samples, binarization) in the one range every seed
+    has (aevb.config.ranges.SEEDS), refused in the words of ``aevb.commands.common.check_seed``."""
     name = argument("seed", python)
     n = whole_number(seed, name)
-    if not 0 <= n <= 2 ** 63 - 1:
-        raise ConfigError(f"{name} must be in 0..2**63-1; got {seed!r}")
+    lo, hi = SEEDS
+    if not lo <= n <= hi:
+        raise ConfigError(f"{name} must be in {lo}..{hi}; got {seed!r}")
     return n
 
 
