@@ -17,6 +17,7 @@ from ..io import atomic_write_csv, atomic_write_text
 from ..runs import BEST_CHECKPOINT
 from ..sampling import decode_means, paired_rows, reconstructions
 from .. import metrics as M
+from ..units import format_duration
 from .state import best_state
 
 
@@ -256,10 +257,3 @@ class ProgressBar(Callback):
                   f"since epoch {best}; training ends at epoch {r[M.EPOCH]} of {total} "
                   "(checkpoints/best.pt holds the best epoch)", file=sys.stderr, flush=True)
 
-
-def format_duration(s: float) -> str:
-    """Seconds as M:SS or H:MM:SS."""
-    s = int(round(s))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
