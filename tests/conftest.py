@@ -30,7 +30,8 @@ def tiny_config(**sections) -> RunConfig:
     base = {
         "data": {"dataset": "digits"},
         "model": {"latent_dim": 3, "encoder_hidden": [32], "likelihood": "bernoulli"},
-        "train": {"epochs": 2, "batch_size": 64, "progress": False, "tensorboard": False, "images_every": 1},
+        "train": {"epochs": 2, "batch_size": 64, "progress": False, "tensorboard": False, "images_every": 1,
+                  "report": False},
     }
     for sec, values in sections.items():
         base.setdefault(sec, {}).update(values)

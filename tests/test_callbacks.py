@@ -143,7 +143,7 @@ def test_the_older_hook_name_is_still_called(tmp_path):
 def test_the_report_is_written_by_the_library_unless_turned_off(tmp_path, capsys):
     from aevb.cli import main
 
-    Trainer.new(tiny_config(train={"epochs": 1}), tmp_path / "with").fit()
+    Trainer.new(tiny_config(train={"epochs": 1, "report": True}), tmp_path / "with").fit()
     Trainer.new(tiny_config(train={"epochs": 1, "report": False}), tmp_path / "without").fit()
     assert (tmp_path / "with" / "report.html").is_file() and (tmp_path / "with" / "figures" / "curves.png").is_file()
     assert (tmp_path / "with" / "latents" / "epoch001.npy").is_file()
@@ -159,7 +159,7 @@ def test_limit_batches_trains_and_evaluates_only_the_first_batches_and_says_so(t
     from aevb.bounds import dataset_bound
     from aevb.cli import main
 
-    cfg = tiny_config(train={"epochs": 3, "limit_batches": 2, "eval_batch_size": 50})
+    cfg = tiny_config(train={"epochs": 3, "limit_batches": 2, "eval_batch_size": 50, "report": True})
     cb = Recorder()
     trainer = Trainer.new(cfg, tmp_path / "run", callbacks=[cb])
     history = trainer.fit()

@@ -53,21 +53,14 @@ def test_cli_figure2_tiny_writes_the_curves_and_resumes(tmp_path, capsys):
 
 
 def test_one_writer_per_experiment_folder_and_orphans_are_removed(tmp_path, capsys):
-    import json
-    import socket
-
-    import subprocess
-    import sys
-
-    from aevb.lock import LOCK_NAME, process_start
+    from aevb.lock import LOCK_NAME
+    from helpers import lock_holder
 
     out = tmp_path / "f2"
     args = ["reproduce", "figure2", "--budget", "tiny", "--dataset", "digits", "--out", str(out), "--quiet"]
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
-    try:  # a live Python process named by a lock: another writer
-        (out / LOCK_NAME).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
-                                                 "start_ticks": process_start(holder.pid)}))
+    holder = lock_holder(out)  # another writer holds the folder
+    try:
         assert main(args) == 2
     finally:
         holder.kill()

@@ -176,6 +176,9 @@ CASES = [
     (f"{T} --eval-batch-size 0", 2, "train.eval_batch_size"),
     (f"{T} --seed -1", 2, "train.seed = -1"),
     (f"{T} --seed 99999999999999999999", 2, "train.seed"),
+    (f"{T} --limit-batches 0", 2, "train.limit_batches = 0 (from option --limit-batches) is out of range"),
+    (f"{T} --limit-batches two", 2, "invalid int value: 'two'"),
+    (f"{T} --logger neptune", 2, "invalid choice: 'neptune'"),
     (f"{T} --data-seed -1", 2, "data.seed"),
     (f"{T} --samples 0", 2, "objective.samples"),
     (f"{T} --k 0", 2, "objective.k"),
@@ -386,6 +389,7 @@ CASES = [
     ("reproduce figure4 --dataset digits --threads 0", 2, "--threads must be in 1..4096"),
     ("reproduce figure4 --dataset digits --device tpu", 2, "not a device name"),
     ("reproduce figure4 --dataset digits --seed -1", 2, "--seed"),
+    ("reproduce figure4 --dataset digits --seed 4294967296", 2, "--seed must be in 0..4294967295"),
     ("reproduce all --out {ws}/x", 2, "give it with a single experiment"),
     ("reproduce figure4 --data-dir {ws}/file.txt --out {ws}/f4", 2, "is a file, not a folder"),
     # data prepare
@@ -407,6 +411,7 @@ CASES = [
                                                             "run "))],
     # new data: encode, score, decode, reconstruct --data
     ("encode {ws}/run --data digits:test --out {ws}/run/config.json", 2, "must end in .npz or .npy or .csv"),
+    ("encode {ws}/run --data digits:test --out {ws}/e.npz --seed 4294967296", 2, "--seed must be in 0..4294967295"),
     ("encode {ws}/run --data digits:test --out {ws}/run/checkpoints/codes.npz", 2, "would write into checkpoints"),
     ("encode {ws}/run --data digits:test --out {ws}/run", 2, "is a folder; give a file name"),
     ("encode {ws}/finished_no_ckpt --data digits:test --out {ws}/e.npz", 2, "is a finished run whose checkpoint"),
