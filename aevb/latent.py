@@ -41,13 +41,14 @@ Encode = Optional[Callable[[Tensor], Tuple[Tensor, Tensor]]]
 @dataclass
 class LatentSample:
     """One draw of every layer. ``z`` [..., J] (all layers, bottom first); ``log_q`` and ``log_p``
-    [...]: log q(z|x) and log p(z) (with stacked layers the products over layers);
+    [...]: log q(z|x) and log p(z) (with stacked layers the products over layers; None when only
+    z was asked for);
     ``kl_layers`` [..., L]: log q(z_l | .) - log p(z_l | .) per layer with more than one layer
     (their sum is log q - log p), else None."""
 
     z: Tensor
-    log_q: Tensor
-    log_p: Tensor
+    log_q: Optional[Tensor]
+    log_p: Optional[Tensor]
     kl_layers: Optional[Tensor] = None
 
 
@@ -69,15 +70,15 @@ class LatentCell(nn.Module):
         self.prior = prior
         self.flow = flow
 
-    def q_sample(self, eps: Tensor, mu: Tensor, log_var: Tensor) -> Tuple[Tensor, Tensor]:
+    def q_sample(self, eps: Tensor, mu: Tensor, log_var: Tensor, density: bool = True):
         """(z, log q(z | .)) for noise eps: z = mu + sigma * eps, then the flow if any:
-        log q = log N(z_0; mu, sigma^2) - log |det dz/dz_0|."""
+        log q = log N(z_0; mu, sigma^2) - log |det dz/dz_0| (None without ``density``)."""
         z0 = mu + torch.exp(0.5 * log_var) * eps
-        log_q = log_normal(z0, mu, log_var)
+        log_q = log_normal(z0, mu, log_var) if density else None
         if self.flow is None:
             return z0, log_q
         z, log_det = self.flow(z0, torch.cat([mu, log_var], -1))
-        return z, log_q - log_det
+        return z, (log_q - log_det) if density else None
 
 
 class LatentStack(nn.Module):
@@ -119,16 +120,18 @@ class LatentStack(nn.Module):
         return list(torch.split(z, self.sizes, dim=-1)) if len(self.sizes) > 1 else [z]
 
     # ---------------------------------------------------------------- inference
-    def _walk(self, eps: Optional[Tensor], mu: Tensor, log_var: Tensor, given: Optional[Tensor] = None):
+    def _walk(self, eps: Optional[Tensor], mu: Tensor, log_var: Tensor, given: Optional[Tensor] = None,
+              densities: bool = True):
         """Every layer's (z_l, log q_l, mu_l, log_var_l) for noise eps [..., J] and the bottom
         layer's data term (mu, log_var): the one pass that sampling, the mean path and the
-        density of ``given`` latents [..., J] (instead of noise; no flow) share."""
+        density of ``given`` latents [..., J] (instead of noise; no flow) share. Without
+        ``densities`` log q_l is None (nothing computes it)."""
         noise = self.split(eps if given is None else given)
         cells = self.cells
 
         def draw(cell, l, mu_l, lv_l):
             if given is None:
-                return cell.q_sample(noise[l], mu_l, lv_l)
+                return cell.q_sample(noise[l], mu_l, lv_l, densities)
             return noise[l], log_normal(noise[l], mu_l, lv_l)
 
         if self.inference == "bottom-up" or len(cells) == 1:
@@ -152,10 +155,15 @@ class LatentStack(nn.Module):
             above = z
         return out
 
-    def sample(self, eps: Tensor, mu: Tensor, log_var: Tensor, encode: Encode = None) -> LatentSample:
+    def sample(self, eps: Tensor, mu: Tensor, log_var: Tensor, encode: Encode = None,
+               densities: bool = True) -> LatentSample:
         """z ~ q(z|x) for noise eps [..., J], with log q(z|x) and log p(z) [...]: the latent side
-        of an importance weight. ``encode`` is the model's encoder (a VampPrior reads it)."""
-        layers = self._walk(eps, mu, log_var)
+        of an importance weight. ``encode`` is the model's encoder (a VampPrior reads it). Without
+        ``densities`` only z is drawn (log q and log p are None): the SGVB estimator with the KL
+        in closed form needs no more."""
+        layers = self._walk(eps, mu, log_var, densities=densities)
+        if not densities:
+            return LatentSample(torch.cat([t[0] for t in layers], -1) if len(layers) > 1 else layers[0][0], None, None)
         if len(layers) == 1:
             z, log_q = layers[0][:2]
             return LatentSample(z, log_q, self.prior.log_prob(z, encode))
@@ -169,7 +177,7 @@ class LatentStack(nn.Module):
         a datapoint (with a flow, the flow applied to the mean) and the Gaussian parameters of
         each layer there (before any flow)."""
         zero = torch.zeros(*mu.shape[:-1], self.total, dtype=mu.dtype, device=mu.device)
-        layers = self._walk(zero, mu, log_var)
+        layers = self._walk(zero, mu, log_var, densities=False)
         if len(layers) == 1:
             return layers[0][0], layers[0][2], layers[0][3]
         return tuple(torch.cat([t[i] for t in layers], -1) for i in (0, 2, 3))

@@ -449,10 +449,16 @@ class VAE(nn.Module):
             raise ValueError("the KL has no closed form with a flow posterior, a learned prior or stacked layers: "
                              "use kl='mc'")
         mu, log_var = self.encoder_params(x)
-        _, log_px_z, s = self.log_weights(x, self._noise(n_samples, mu), mu, log_var)
-        log_px_z = log_px_z.mean(0)
-        kl_per_dim = self.latent.kl_per_dim(mu, log_var)
-        kl_term = kl_per_dim.sum(-1) if kl == "analytic" else (s.log_q - s.log_p).mean(0)
+        eps = self._noise(n_samples, mu)
+        if kl == "analytic":  # estimator B: only the reconstruction term is sampled
+            z = self.latent.sample(eps, mu, log_var, densities=False).z
+            log_px_z = self.log_p_x_given_z(x, z).mean(0)
+            kl_per_dim = self.latent.kl_per_dim(mu, log_var)
+            kl_term = kl_per_dim.sum(-1)
+        else:  # estimator A: log p(x, z) - log q(z|x), the importance weight
+            _, log_px_z, s = self.log_weights(x, eps, mu, log_var)
+            log_px_z, kl_per_dim = log_px_z.mean(0), self.latent.kl_per_dim(mu, log_var)
+            kl_term = (s.log_q - s.log_p).mean(0)
         return BoundTerms(log_px_z - kl_term, log_px_z, kl_term, kl_per_dim)
 
     def iwae(self, x: Tensor, k: int) -> BoundTerms:
