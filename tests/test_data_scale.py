@@ -23,6 +23,8 @@ from aevb.data.celeba import celeba_plan, read_partition
 from aevb.data.imageset import LoadOptions
 from aevb.training import Trainer
 
+from helpers import write_celeba, write_images
+
 REPO = Path(__file__).resolve().parents[1]
 CELEBA = REPO.parent / "shared" / "datasets" / "celeba"
 
@@ -31,16 +33,6 @@ CELEBA = REPO.parent / "shared" / "datasets" / "celeba"
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("AEVB_CACHE", str(tmp_path / "cache"))
 
-
-def write_images(folder: Path, n: int, size=(12, 10), seed=0, fmt="png", start=0):
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.RandomState(seed)
-    arrays = []
-    for i in range(n):
-        a = rng.randint(0, 256, size=(size[0], size[1], 3)).astype(np.uint8)
-        Image.fromarray(a).save(folder / f"{start + i:06d}.{fmt}", quality=95)
-        arrays.append(a)
-    return arrays
 
 
 def tiny_config(dataset: str, budget=None, epochs=2) -> RunConfig:
@@ -292,21 +284,6 @@ def test_disk_full_during_conversion_is_said_and_leaves_no_cache(tmp_path):
 
 
 # ----------------------------------------------------------------------------- CelebA
-def write_celeba(root: Path, present: dict, absent: int = 3):
-    """A CelebA-like folder: JPEGs of 218x178 for the rows in ``present`` ({name: split}) and a
-    partition file that also names ``absent`` files that are not there."""
-    (root / "img_align_celeba").mkdir(parents=True)
-    lines, rng = [], np.random.RandomState(4)
-    for name, part in present.items():
-        a = rng.randint(0, 256, size=(218, 178, 3)).astype(np.uint8)
-        a[40:180, 20:160] = rng.randint(0, 256, size=3)  # a flat 'face' region
-        Image.fromarray(a).save(root / "img_align_celeba" / name, quality=92)
-        lines.append(f"{name} {part}")
-    for i in range(absent):
-        lines.append(f"9{i:05d}.jpg 0")
-    (root / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
-
-
 def test_celeba_loader_follows_the_partition_and_crops(tmp_path, capfd):
     present = {f"{i:06d}.jpg": p for i, p in enumerate([0, 0, 0, 0, 1, 2, 2], 1)}
     write_celeba(tmp_path / "celeba", present)

@@ -6,25 +6,12 @@ The page is opened from disk with every network request refused, so a report tha
 network would fail here.
 """
 import os
-from pathlib import Path
 
 import pytest
 
-CHROMIUM = Path(os.environ.get("AEVB_CHROMIUM", "/usr/bin/chromium"))
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from helpers import CHROMIUM, LAUNCH_ARGS, playwright as _playwright
 
 pytestmark = pytest.mark.browser
-
-
-def _playwright():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("the playwright Python package is not installed (bash .ci/browser-setup.sh)")
-    if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
-        pytest.skip(f"{CHROMIUM} is missing; install Debian's chromium (bash .ci/browser-setup.sh)")
-    return sync_playwright
 
 
 @pytest.fixture(scope="module")
