@@ -20,6 +20,7 @@ from typing import Iterator, Union
 
 import torch
 
+from . import metrics as M
 from .errors import CheckpointError, DiskFullError, interruption  # noqa: F401 (raised here; imported from here by callers)
 
 PathLike = Union[str, Path]
@@ -125,10 +126,10 @@ def save_checkpoint(state: dict, path: PathLike) -> None:
 
 
 # what every aevb checkpoint holds (the trainer's resume needs a few more, checked there)
-CHECKPOINT_KEYS = ("epoch", "step", "data_dim", "image_shape", "model")
+CHECKPOINT_KEYS = (M.EPOCH, M.STEP, "data_dim", "image_shape", "model")
 # what a model-only load keeps: the weights and what describes them (not optimizer, schedule, RNG, history)
-MODEL_KEYS = ("format", "version", "aevb_version", "config", "checkpoint", "valid_bound", "best_epoch",
-              "best_valid_bound") + CHECKPOINT_KEYS
+MODEL_KEYS = ("format", "version", "aevb_version", "config", "checkpoint", M.VALID_BOUND, M.BEST_EPOCH,
+              M.BEST_VALID_BOUND) + CHECKPOINT_KEYS
 
 
 def _one_line(text: str) -> str:

@@ -30,6 +30,7 @@ from typing import List, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from .. import metrics as M
 from ..bounds import ACTIVE_UNIT_THRESHOLD
 from ..evaluate import bits_per_dim, bpd_convention, headline, run_evaluations
 from ..figures.compute import active_mask, kl_per_dimension, latent_means, pca_directions, unit_variances
@@ -112,11 +113,11 @@ def _facts(run: Run, model, image_shape, data=None) -> dict:
         status = "unknown"
     history = run.metrics()
     last = history[-1] if history else {}
-    test = last.get("test_bound")
+    test = last.get(M.TEST_BOUND)
     return {"run": run.path.resolve().name, "dataset": str(cfg.data.dataset),
             "likelihood": str(cfg.model.likelihood), "latent_dim": int(model.latent_dim),
             "image_shape": [int(s) for s in image_shape], "status": status,
-            "epoch": last.get("epoch"), "test_elbo": test if isinstance(test, (int, float)) else None,
+            "epoch": last.get(M.EPOCH), "test_elbo": test if isinstance(test, (int, float)) else None,
             "test_elbo_bits": _bits(test, cfg.model.likelihood, data, image_shape),
             "evaluation": _evaluation_headline(run), "aevb": __version__}
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import metrics as M
 from ..bounds import ACTIVE_UNIT_THRESHOLD
 from ..errors import PlotError
 from ..images import grid as image_grid
@@ -311,17 +312,15 @@ def curves_figure(history: Sequence[dict], title: Optional[str] = None):
 
     if not history:
         raise PlotError("the run has no metrics yet; train at least one epoch")
-    epochs = [r["epoch"] for r in history]
+    epochs = [r[M.EPOCH] for r in history]
     fig = new_figure(13, 3.8)
     axes = fig.subplots(1, 3)
-    panels = [("bound", "ELBO (nats per datapoint)"),
-              ("log_px_given_z", "reconstruction  E_q[log p(x|z)]"),
-              ("kl", "KL(q(z|x) || p(z))")]
+    panels = ["ELBO (nats per datapoint)", "reconstruction  E_q[log p(x|z)]", "KL(q(z|x) || p(z))"]
     styles = {"train": dict(color="C0"), "test": dict(color="C1"), "valid": dict(color="C2", ls="--")}
     marker = "o" if len(epochs) <= 30 else None
-    for ax, (key, label) in zip(axes, panels):
+    for i, (ax, label) in enumerate(zip(axes, panels)):
         for split, st in styles.items():
-            k = f"{split}_{key}"
+            k = M.split_terms(split)[i]  # the bound, log p(x|z) or the KL of the split
             ys = [r.get(k) for r in history]
             if any(v is None for v in ys):
                 continue
@@ -332,7 +331,7 @@ def curves_figure(history: Sequence[dict], title: Optional[str] = None):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     last = history[-1]
-    fig.suptitle(title or f"Training curves (last epoch {last['epoch']}: test ELBO {last['test_bound']:.2f} "
+    fig.suptitle(title or f"Training curves (last epoch {last[M.EPOCH]}: test ELBO {last[M.TEST_BOUND]:.2f} "
                           f"nats per datapoint)", fontsize=11)
     fig.tight_layout()
     return fig
