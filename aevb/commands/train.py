@@ -8,7 +8,9 @@ from pathlib import Path
 
 from ..config import choices
 from ..config.rules import sizes_chosen
+from ..flows import FLOW_STEPS
 from ..metrics import TEST_BOUND
+from ..priors import MIXTURE_COMPONENTS, PSEUDO_INPUTS
 from .common import add_parser
 
 # (flag, dotted config key, argparse keywords). Every option defaults to "not given", so a config
@@ -88,14 +90,14 @@ OPTIONS = [
                                     "paper's), mog (a learned mixture of Gaussians) or vamp (the VampPrior: a "
                                     "mixture of the posteriors of learned pseudo-inputs)")),
     ("--prior-components", "model.prior_components", dict(type=int, metavar="K", help="--prior mog: mixture "
-                                                          "components (default: 10)")),
+                                                          f"components (default: {MIXTURE_COMPONENTS})")),
     ("--pseudo-inputs", "model.pseudo_inputs", dict(type=int, metavar="K", help="--prior vamp: learned "
-                                                    "pseudo-inputs (default: 500)")),
+                                                    f"pseudo-inputs (default: {PSEUDO_INPUTS})")),
     ("--flow", "model.flow", dict(choices=choices("model.flow"), help="a normalising flow on top of the Gaussian "
                                   "posterior: planar (Rezende & Mohamed 2015) or iaf (inverse autoregressive, "
                                   "Kingma et al. 2016); default: none")),
-    ("--flow-steps", "model.flow_steps", dict(type=int, metavar="K", help="steps of the flow (default: 10 planar, "
-                                              "2 iaf)")),
+    ("--flow-steps", "model.flow_steps", dict(type=int, metavar="K", help="steps of the flow (default: "
+                                              + ", ".join(f"{k} {v}" for k, v in FLOW_STEPS.items()) + ")")),
     # objective
     ("--objective", "objective.objective", dict(choices=choices("objective.objective"), help="training bound")),
     ("--kl", "objective.kl", dict(choices=choices("objective.kl"), help="KL in closed form or by Monte Carlo (default: "
