@@ -146,7 +146,7 @@ class VAE(nn.Module):
                     objective: Optional[ObjectiveConfig] = None) -> "VAE":
         """Build from an ``aevb.config.ModelConfig`` for data with ``data_dim`` values per
         datapoint; conv encoders / decoders also need the data's ``image_shape`` (C, H, W)."""
-        if getattr(cfg, "encoder_network", "mlp") == "custom":
+        if cfg.encoder_network == "custom":
             raise ConfigError("this model was built from your own encoder and decoder modules; load it with "
                               "VAE.from_pretrained(PATH, encoder=..., decoder=...) or aevb.load(PATH, model=...)")
         image_shape = tuple(image_shape) if image_shape is not None else (1, 1, data_dim)

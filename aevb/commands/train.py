@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from ..config import choices
@@ -287,9 +286,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"resuming {trainer.run_dir} at epoch {trainer.epoch}/{trainer.cfg.train.epochs}", file=sys.stderr)
     else:
         from .. import distributed
+        from ..api import default_out
 
         distributed.init()  # under torchrun: every process uses rank 0's default folder name
-        out = distributed.broadcast_object(args.out or _default_out(cfg.data.dataset))
+        out = distributed.broadcast_object(args.out or default_out(cfg.data.dataset))
         trainer = Trainer.new(cfg, out, overwrite=args.overwrite, callbacks=callbacks)
         if trainer.dist.is_main:
             print(f"training on {trainer.data.name} ({len(trainer.data.train)} train / {len(trainer.data.test)} test, "
@@ -324,7 +324,3 @@ def default_callbacks():
     the library's own, train.report): none."""
     return []
 
-
-def _default_out(dataset: str) -> str:
-    name = dataset.split(":", 1)[-1].rstrip("/").split("/")[-1] if ":" in dataset else dataset
-    return str(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
