@@ -77,17 +77,18 @@ def test_a_float64_arrays_values_survive():
         assert b.dtype == torch.float32
 
 
+def tiny_memory_run(x, out):
+    """A one-epoch run of a 2-latent MLP on ``x``, given in memory (aevb.fit)."""
+    import aevb
+
+    return aevb.fit(None, x, out=out, latent_dim=2, encoder_hidden=[8], epochs=1, batch_size=16, progress=False,
+                    tensorboard=False, images_every=0, report=False)
+
+
 def test_a_float64_array_trains_a_float32_model(tmp_path):
     x = np.random.RandomState(1).normal(size=(64, 10))
-    ds = as_dataset(x)
-    cfg = RunConfig()
-    cfg.data.dataset = ds.info["spec"]
-    cfg.model.latent_dim, cfg.model.encoder_hidden = 2, [8]
-    cfg.train.epochs, cfg.train.batch_size = 1, 16
-    cfg.train.progress, cfg.train.tensorboard, cfg.train.images_every = False, False, 0
-    trainer = Trainer.new(cfg, tmp_path / "run", data=ds)
-    history = trainer.fit()
-    assert trainer.cfg.model.likelihood == "gaussian" and np.isfinite(history[-1]["test_bound"])
+    run = tiny_memory_run(x, tmp_path / "run")
+    assert run.config.model.likelihood == "gaussian" and np.isfinite(run.metrics()[-1]["test_bound"])
 
 
 def test_binary_and_unit_float_data_get_todays_kinds():
@@ -309,13 +310,7 @@ def memory_run(tmp_path_factory):
     x = digits_like(60, seed=6)
     np.save(root / "x.npy", x)
     np.save(root / "other.npy", digits_like(60, seed=6, shape=(5, 6)))
-    ds = as_dataset(x)
-    cfg = RunConfig()
-    cfg.data.dataset = ds.info["spec"]
-    cfg.model.latent_dim, cfg.model.encoder_hidden = 2, [8]
-    cfg.train.epochs, cfg.train.batch_size = 1, 16
-    cfg.train.progress, cfg.train.tensorboard, cfg.train.images_every = False, False, 0
-    Trainer.new(cfg, root / "run", data=ds).fit()
+    tiny_memory_run(x, root / "run")
     return root
 
 
