@@ -31,6 +31,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from helpers import alive, children  # noqa: E402 (the tests' process helpers, one copy)
+
 KILL_DEADLINE_S = 60  # for the conversion to reach the point where it is killed
 WORKERS_GONE_S = 5  # target: every worker gone this long after the kill
 GROWTH_MB = 60  # target: peak growth from 2,000 to 60,000 rows
@@ -46,27 +49,6 @@ def write_images(folder: Path, n: int, size=(120, 120)) -> None:
                                                                                      quality=95)
 
 
-def children(pid: int) -> list:
-    """The live processes whose parent is ``pid`` (zombies are dead)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rfind(")") + 2:].split()
-            if int(fields[1]) == pid and fields[0] != "Z":
-                out.append(int(entry.name))
-    return out
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2:].split()[0] != "Z"
 
 
 def prepare(folder: Path, cache: Path, workers: int) -> subprocess.Popen:
