@@ -13,7 +13,7 @@ PACKAGE = REPO / "aevb"
 # classes the page names without their module
 CLASSES = {"VAE": "aevb.model", "Run": "aevb.runs", "Split": "aevb.data.base", "Likelihood": "aevb.distributions",
            "LatentStack": "aevb.latent", "LatentCell": "aevb.latent", "Trainer": "aevb.training.loop",
-           "Callback": "aevb.training.callbacks", "RunSession": "aevb.training.session"}
+           "Callback": "aevb.training.callbacks", "RunLifecycle": "aevb.training.session"}
 # names of files a run writes (not code)
 RUN_FILES = (".json", ".jsonl", ".csv", ".pt", ".png", ".html", ".safetensors", ".onnx")
 

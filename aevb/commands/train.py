@@ -297,7 +297,7 @@ def run(args: argparse.Namespace) -> int:
                   + (f"  data {trainer.data.info.get('storage', 'streamed from disk (over --memory-budget)')}"
                      if trainer.data.streamed else "")
                   + ("  (replaces the run there once the first epoch has trained)"
-                     if trainer.session.pending else "")
+                     if trainer.lifecycle.pending else "")
                   + (f"  x {trainer.dist.world_size} processes" if trainer.dist.enabled else "")
                   + (f"\n  sizes from the data: {chosen}" if (chosen := sizes_chosen(cfg, trainer.cfg)) else ""),
                   file=sys.stderr)

@@ -69,8 +69,8 @@ class WandbLogger(Callback):
 
 class MLflowLogger(Callback):
     """Logs to MLflow: the experiment ``experiment`` (created when missing) at ``tracking_uri``
-    (default: MLflow's own, ``MLFLOW_TRACKING_URI`` or ./mlruns), one MLflow run per training
-    session named after the run folder, the config as parameters (dotted names), each epoch's
+    (default: MLflow's own, ``MLFLOW_TRACKING_URI`` or ./mlruns), one MLflow run per call of
+    ``fit``, named after the run folder, the config as parameters (dotted names), each epoch's
     metrics at its global step, and the MLflow run ended FINISHED, FAILED or KILLED."""
 
     extra = "mlflow"

@@ -110,7 +110,7 @@ class Trainer:
         self.epoch_sums: Optional[torch.Tensor] = None  # its applied steps' summed bound, log p(x|z), KL (device)
         self.epoch_count = 0  # and how many datapoints they cover
         self.saved: List[Path] = []  # checkpoints written this epoch, relative to the run folder
-        self.session = session.RunSession(self.run_dir)  # the run folder's life cycle (new / resume set it up)
+        self.lifecycle = session.RunLifecycle(self.run_dir)  # the run folder's life cycle (new / resume set it up)
         self.saved_epoch = self.epoch  # the epoch of the checkpoint on disk
 
     # -------------------------------------------------------------- construction
@@ -133,7 +133,7 @@ class Trainer:
             if new_run is not None:
                 new_run.abandon()
             raise
-        trainer.session = session.RunSession(trainer.run_dir, new_run.lock if new_run else None, new_run)
+        trainer.lifecycle = session.RunLifecycle(trainer.run_dir, new_run.lock if new_run else None, new_run)
         return trainer
 
     @classmethod
@@ -161,7 +161,7 @@ class Trainer:
             if lock is not None:
                 lock.release()
             raise
-        trainer.session = session.RunSession(trainer.run_dir, lock, resumed=True)
+        trainer.lifecycle = session.RunLifecycle(trainer.run_dir, lock, resumed=True)
         return trainer
 
     # -------------------------------------------------------------- the loop
@@ -179,7 +179,7 @@ class Trainer:
             if main and self.unfinished:  # every epoch trained, but the end failed: finish it now
                 try:
                     self._hook("on_train_end")
-                    self.session.finished(self)
+                    self.lifecycle.finished(self)
                 finally:
                     self.close()
             self.close()
@@ -194,23 +194,23 @@ class Trainer:
             while self.epoch < t.epochs and not self.stopped_early:
                 record = self.train_epoch()
                 if main and self.epoch == first + 1:
-                    self.session.started(self)
+                    self.lifecycle.started(self)
                 if main:  # the user's callbacks see the run folder where it stays
                     for path in self.saved:
                         self._hook("on_save_checkpoint", self.run_dir / path, builtins=False)
                     self._hook("on_train_epoch_end", record, builtins=False)
             self._hook("on_train_end")
             if main:
-                self.session.finished(self)
+                self.lifecycle.finished(self)
         except BaseException as caught:
             e = caught
             if interruption(e) is not None and not isinstance(e, KeyboardInterrupt):
                 e = KeyboardInterrupt()  # Ctrl-C that a later error replaced: the run was interrupted
-            if main and isinstance(e, DiskFullError) and not self.session.pending:
+            if main and isinstance(e, DiskFullError) and not self.lifecycle.pending:
                 e = DiskFullError(e.path, e.needed, advice=session.continue_advice(self, "free some space on that disk"))
             self._exception_hooks(e)
             if main:
-                self.session.failed(self, e, trained=self.epoch > first)
+                self.lifecycle.failed(self, e, trained=self.epoch > first)
             self.close()
             if isinstance(e, DiskFullError):
                 raise e from None
@@ -243,7 +243,7 @@ class Trainer:
     @property
     def unfinished(self) -> bool:
         """A resumed run that trained all its epochs (or stopped early) but whose status is not 'finished'."""
-        return self.session.unfinished(self)
+        return self.lifecycle.unfinished(self)
 
     @property
     def stopped_early(self) -> bool:
@@ -264,10 +264,10 @@ class Trainer:
         session.diverged(self, batch, skipped=skipped)
 
     def close(self) -> None:
-        """Close what this session opened: TensorBoard's files and the lock on the run folder (fit
+        """Close what this trainer opened: TensorBoard's files and the lock on the run folder (fit
         does it; call it for a trainer that will not fit)."""
         self.tensorboard.close()
-        self.session.close()
+        self.lifecycle.close()
 
     def train_epoch(self) -> dict:
         """One epoch: the training steps, the test (and validation) bound, the metrics row, and

@@ -133,11 +133,11 @@ def continue_advice(trainer, first: str) -> str:
     return f"no epoch was saved; {first}, then start again with `aevb train --resume {trainer.run_dir}`"
 
 
-class RunSession:
-    """The run folder around one training session (one ``fit``): the folder, this process's lock
+class RunLifecycle:
+    """The run folder around one call of ``Trainer.fit``: the folder, this process's lock
     on it, the replacement that takes an old run's place once its first epoch has trained
     (``--overwrite``), and whether the run is resumed (its files change only once an epoch has
-    trained). The trainer calls ``started`` after this session's first epoch, then ``finished``,
+    trained). The trainer calls ``started`` after the call's first epoch, then ``finished``,
     or ``failed`` with the error that stopped it, and ``close`` at the very end."""
 
     def __init__(self, run_dir: Path, lock: Optional[RunLock] = None, new_run: Optional[NewRun] = None,
@@ -156,7 +156,7 @@ class RunSession:
                 and trainer.epoch > 0 and (read_marker(self.run_dir) or {}).get("status") != "finished")
 
     def started(self, trainer) -> None:
-        """The first epoch of this session trained: a replacement takes the old run's place (the
+        """The first epoch of this fit trained: a replacement takes the old run's place (the
         trainer's ``run_dir`` follows), a resumed run records its (maybe changed) config and status."""
         if self.pending:
             trainer.tensorboard.close()  # it reopens in the final folder
@@ -231,8 +231,8 @@ def diverged(trainer, batch: int, skipped: int = 0):
                  f"{trainer.epoch + 1}, batch {batch + 1}), more than the {limit} that --max-skipped-steps "
                  "allows to be left out; training stopped")
     hint = "try a smaller --lr, --grad-clip, or a --min-log-var floor for a gaussian likelihood"
-    if trainer.session.pending:
-        target = trainer.session.new_run.target
+    if trainer.lifecycle.pending:
+        target = trainer.lifecycle.new_run.target
         raise TrainingDiverged(f"{where}. The new run was discarded and {target} is unchanged; {hint}.")
     if (trainer.run_dir / CHECKPOINT).is_file():
         # a resume would repeat the same steps exactly (and diverge again): only new settings help
