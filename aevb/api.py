@@ -9,14 +9,13 @@ and ``aevb.resume`` continues one.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import torch
 
-from .config import RunConfig, apply_preset, merge
+from .config import RunConfig, apply_preset, merge, merge_keywords
 from .data import Dataset, as_dataset
 from .data.spec import short_name
 from .errors import ConfigError
@@ -48,21 +47,7 @@ def config_of(model_or_config, options: dict, caller: str = "aevb.fit") -> RunCo
     else:
         raise ConfigError(f"{caller}: the first argument is a VAE, a RunConfig, a preset's name or None, not "
                           f"{type(model_or_config).__name__}")
-    owners = {}
-    for sec in ("train", "model", "objective", "optim", "data"):  # seed= is the training seed
-        for f in dataclasses.fields(getattr(cfg, sec)):
-            owners.setdefault(f.name, sec)
-    updates: dict = {}
-    for name, value in options.items():
-        if name not in owners:
-            raise ConfigError(f"{caller}({name}=...): unknown option; give a setting of the config "
-                              "(see aevb.RunConfig) by its name, e.g. epochs=, lr=, batch_size=, latent_dim=")
-        if owners[name] == "model" and isinstance(model_or_config, VAE):
-            raise ConfigError(f"{caller}({name}=...): the model is already built; give its settings to "
-                              f"VAE.for_data(data, {name}=...) instead")
-        updates.setdefault(owners[name], {})[name] = value
-    keys = {f"{sec}.{k}": k for sec, vals in updates.items() for k in vals}
-    return merge(cfg, updates, source=caller, where=lambda k: f"{caller}({keys.get(k, k)}=...)")
+    return merge_keywords(cfg, options, caller, built=isinstance(model_or_config, VAE))
 
 
 def fit(model: Union[VAE, RunConfig, str, None] = None, data="digits", *, valid=None, test=None, labels=None,

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from .bounds import KL_ESTIMATORS, SeededNoise, batch_bounds
-from .config import ModelConfig, ObjectiveConfig, RunConfig, merge, resolve
+from .config import ModelConfig, ObjectiveConfig, RunConfig, merge_keywords, resolve
 from .convnets import ConvDecoder, ConvEncoder
 from .distributions import (DataDistribution, Likelihood, get_likelihood, kl_normal_standard, likelihood_of,
                             log_normal)
@@ -207,7 +207,7 @@ class VAE(nn.Module):
         ...), plus ``network`` (both networks) and ``hidden`` (the encoder's hidden sizes)."""
         from .data import as_dataset
 
-        cfg = config_with(RunConfig(), options, "VAE.for_data")
+        cfg = merge_keywords(RunConfig(), options, "VAE.for_data", sections=("model", "objective"))
         dataset = as_dataset(data)
         shape = dataset.image_shape or (1, 1, dataset.dim)
         rcfg = resolve(cfg, dataset.kind, dataset.name, shape)
@@ -512,30 +512,6 @@ class VAE(nn.Module):
         from torch's global stream when None)."""
         seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
         return prior_samples(self, n, seed, draw=not mean)[1].to(next(self.parameters()).device)
-
-
-def config_with(cfg: RunConfig, options: dict, caller: str) -> RunConfig:
-    """``cfg`` with keyword ``options`` named like the model and objective config fields (plus
-    ``network`` for both networks and ``hidden`` for the encoder's hidden sizes), each checked
-    as the command line's options are; ConfigError names the argument."""
-    updates: dict = {}
-    model_names = {f.name for f in dataclasses.fields(ModelConfig)}
-    objective_names = {f.name for f in dataclasses.fields(ObjectiveConfig)}
-    for name, value in options.items():
-        if name == "network":
-            updates.setdefault("model", {}).update(encoder_network=value, decoder_network=value)
-        elif name == "hidden":
-            updates.setdefault("model", {})["encoder_hidden"] = value
-        elif name in model_names:
-            updates.setdefault("model", {})[name] = value
-        elif name in objective_names:
-            updates.setdefault("objective", {})[name] = value
-        else:
-            raise ConfigError(f"{caller}({name}=...): unknown option; options are the model settings "
-                              f"({', '.join(sorted(model_names))}), the objective settings "
-                              f"({', '.join(sorted(objective_names))}), network and hidden")
-    keys = {f"{sec}.{k}": k for sec, vals in updates.items() for k in vals}
-    return merge(cfg, updates, source=caller, where=lambda k: f"{caller}({keys.get(k, k)}=...)")
 
 
 def _likelihood_named(name) -> Likelihood:

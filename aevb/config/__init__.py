@@ -9,9 +9,10 @@ from ..errors import ConfigError
 from .files import load_config_file
 from .rules import apply_preset, diff, resolve, validate
 from .settings import (CHOICES, RANGES, SECTIONS, DataConfig, ModelConfig, ObjectiveConfig, OptimConfig, RunConfig,
-                       TrainConfig, check_value, choices, field_names, get_setting, merge, set_setting,
+                       TrainConfig, check_value, choices, field_names, get_setting, merge, merge_keywords,
+                       set_setting,
                        source_of, to_jsonable)
 
 __all__ = ["ConfigError", "load_config_file", "apply_preset", "diff", "resolve", "validate", "CHOICES", "RANGES",
            "SECTIONS", "DataConfig", "ModelConfig", "ObjectiveConfig", "OptimConfig", "RunConfig", "TrainConfig",
-           "check_value", "choices", "field_names", "get_setting", "merge", "set_setting", "source_of", "to_jsonable"]
+           "check_value", "choices", "field_names", "get_setting", "merge", "merge_keywords", "set_setting", "source_of", "to_jsonable"]

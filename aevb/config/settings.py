@@ -376,6 +376,38 @@ def merge(cfg: RunConfig, updates: dict, source: str = "config",
     return out
 
 
+# Python keywords that set two fields or a field by another name, as --network and --hidden do
+KEYWORD_ALIASES = {"network": ("encoder_network", "decoder_network"), "hidden": ("encoder_hidden",)}
+
+
+def merge_keywords(cfg: RunConfig, options: dict, caller: str, sections=("train", "model", "objective", "optim", "data"),
+                   built: bool = False) -> RunConfig:
+    """``cfg`` with Python keyword ``options`` named like the fields of ``sections`` (a name two
+    sections share goes to the first: ``seed`` is the training seed) or like KEYWORD_ALIASES,
+    each checked as the command line's options are (:func:`merge`); a ConfigError names the
+    argument as ``caller(name=...)``. ``built``: the model exists already, so model settings
+    are refused."""
+    owners: Dict[str, str] = {}
+    for sec in sections:
+        for name in field_names(sec):
+            owners.setdefault(name, sec)
+    if "model" in sections:
+        owners.update({alias: "model" for alias in KEYWORD_ALIASES})
+    updates: dict = {}
+    keys: Dict[str, str] = {}
+    for name, value in options.items():
+        if name not in owners:
+            raise ConfigError(f"{caller}({name}=...): unknown option; the options are the settings of the "
+                              f"config's {', '.join(sections)} sections, by their names (see aevb.RunConfig)")
+        if owners[name] == "model" and built:
+            raise ConfigError(f"{caller}({name}=...): the model is already built; give its settings to "
+                              f"VAE.for_data(data, {name}=...) instead")
+        for field_name in KEYWORD_ALIASES.get(name, (name,)):
+            updates.setdefault(owners[name], {})[field_name] = value
+            keys[f"{owners[name]}.{field_name}"] = name
+    return merge(cfg, updates, source=caller, where=lambda k: f"{caller}({keys.get(k, k)}=...)")
+
+
 def _preset_names() -> List[str]:
     return sorted(PRESETS)
 
