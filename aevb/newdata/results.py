@@ -155,24 +155,20 @@ class ItemTable:
         return names, (np.concatenate([b.astype(np.float64) for b in blocks], 1) if blocks else np.zeros((n, 0)))
 
 
+def column(name: str, doc: str) -> property:
+    """A table's column ``name`` as a read-only attribute (None when the table lacks it)."""
+    return property(lambda self: self._columns.get(name), doc=doc)
+
+
 class Codes(ItemTable):
     """The posterior q(z|x) of each item (``run.encode``): ``mu`` and ``log_var`` [N, J] float64,
     with draws ``z`` [N, S, J] when asked for (else None), and ``ids``. As one matrix (``.npy``):
     the posterior means ``mu``."""
 
     MATRIX = ("mu",)
-
-    @property
-    def mu(self) -> np.ndarray:
-        return self._columns["mu"]
-
-    @property
-    def log_var(self) -> np.ndarray:
-        return self._columns["log_var"]
-
-    @property
-    def z(self) -> Optional[np.ndarray]:
-        return self._columns.get("z")
+    mu = column("mu", "posterior means [N, J]")
+    log_var = column("log_var", "posterior log-variances [N, J]")
+    z = column("z", "draws z ~ q(z|x) [N, S, J], or None")
 
 
 class Scores(ItemTable):
@@ -181,15 +177,6 @@ class Scores(ItemTable):
     ``percentile`` and ``flag``. As one matrix (``.npy``): these columns in that order, as floats."""
 
     MATRIX = ("elbo", "lk", "lk_se", "bpd_elbo", "bpd_lk", "percentile", "flag")
-
-    @property
-    def elbo(self) -> np.ndarray:
-        return self._columns["elbo"]
-
-    @property
-    def lk(self) -> np.ndarray:
-        return self._columns["lk"]
-
-    @property
-    def lk_se(self) -> np.ndarray:
-        return self._columns["lk_se"]
+    elbo = column("elbo", "the ELBO per item [N], nats")
+    lk = column("lk", "L_k per item [N], nats")
+    lk_se = column("lk_se", "the standard error of each L_k [N]")
