@@ -147,8 +147,9 @@ class VAE(nn.Module):
         """Build from an ``aevb.config.ModelConfig`` for data with ``data_dim`` values per
         datapoint; conv encoders / decoders also need the data's ``image_shape`` (C, H, W)."""
         if cfg.encoder_network == "custom":
-            raise ConfigError("this model was built from your own encoder and decoder modules; load it with "
-                              "VAE.from_pretrained(PATH, encoder=..., decoder=...) or aevb.load(PATH, model=...)")
+            raise ConfigError("encoder_network 'custom' is a model of your own encoder and decoder modules, which "
+                              "only Python can build: train one with aevb.fit(aevb.VAE(encoder, decoder, ...), data), "
+                              "use one with aevb.load(RUN, encoder=..., decoder=...)")
         image_shape = tuple(image_shape) if image_shape is not None else (1, 1, data_dim)
         unset = model_sizes(cfg, image_shape)  # sizes the user left to the data (aevb.sizing)
         if unset:

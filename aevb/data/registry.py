@@ -258,7 +258,7 @@ def as_dataset(data, *, valid=None, test=None, labels=None, validation=0, binari
 
 def load_configured(d, download: Optional[bool] = None, progress: bool = True,
                     options: Optional[LoadOptions] = None, data=None, run=None, exact: bool = False,
-                    image_shape=None) -> Dataset:
+                    image_shape=None, ask: Optional[str] = None) -> Dataset:
     """The data set a run's ``DataConfig`` describes: the one way a run (training, resume,
     evaluation, plots, the report) and `aevb data prepare` get their data. ``download``
     overrides ``d.download``; ``options`` replaces ``load_options(d, progress=progress)``.
@@ -292,7 +292,7 @@ def load_configured(d, download: Optional[bool] = None, progress: bool = True,
                             "give data of the run's shape")
         return ds
     if parsed.form == MEMORY:
-        raise memory_refusal(parsed.record, run)
+        raise memory_refusal(parsed.record, run, *([ask] if ask else []))
     return load_dataset(d.dataset, d.data_dir, download=d.download if download is None else download,
                         validation=d.validation, binarize=d.binarize, image_size=d.image_size,
                         color=d.color, seed=d.seed, crop=getattr(d, "crop", None),

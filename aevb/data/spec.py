@@ -212,12 +212,13 @@ def short_name(text: str) -> str:
     return spec.name
 
 
-def memory_refusal(record: MemoryRecord, run: Optional[str] = None) -> DataError:
+def memory_refusal(record: MemoryRecord, run: Optional[str] = None,
+                   ask: str = "pass --data SOURCE (Python: data=...)") -> DataError:
     """The one line said when the data of a run trained in memory are asked for from its config
-    (``run``: the run folder; None when the config is not yet a run's, e.g. a new training)."""
+    (``run``: the run folder; None when the config is not yet a run's, e.g. a new training;
+    ``ask``: how the caller takes the data instead)."""
     if run is None:
         return DataError(f"data.dataset names data given in memory ({record.describe()}), which cannot be loaded "
                          "from a config; pass the data themselves (Python: data=...), or --data SOURCE to a "
                          "command that takes it")
-    return DataError(f"{run} was trained on data given in memory ({record.describe()}); pass --data SOURCE "
-                     "(Python: data=...)")
+    return DataError(f"{run} was trained on data given in memory ({record.describe()}); {ask}")

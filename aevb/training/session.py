@@ -291,7 +291,8 @@ def load_data(cfg: RunConfig, data=None, run: Union[str, Path, None] = None) -> 
     every output (never inside a run's own files). ``data``: the data of a run trained on data
     given in memory, which must be the same (``run`` names the run in messages)."""
     check_cache_dir(cfg)
-    return load_configured(cfg.data, progress=bool(cfg.train.progress), data=data, run=run, exact=data is not None)
+    return load_configured(cfg.data, progress=bool(cfg.train.progress), data=data, run=run, exact=data is not None,
+                           ask=f"resume it with the same data from Python: aevb.resume({str(run)!r}, data=...)")
 
 
 def check_cache_dir(cfg: RunConfig) -> None:
