@@ -25,6 +25,8 @@ def test_the_python_api_page_runs_as_written(tmp_path, monkeypatch, one_thread):
     # what the page says it made
     assert (tmp_path / "runs" / "my-digits" / "report.html").is_file()
     assert (tmp_path / "my-vae" / "model.safetensors").is_file()
+    # the report of a run of your own modules says so, not the default networks' sizes
+    assert "your own encoder and decoder modules" in (tmp_path / "runs" / "my-modules" / "report.html").read_text()
     assert namespace["run"].metrics()[-1]["epoch"] == 4
     assert len(namespace["steps"].losses) > 0
 

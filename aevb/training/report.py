@@ -341,7 +341,9 @@ def render_report(run: Run, figures: Dict[str, Path], notes: Sequence[str] = (),
     if m.get("flow") not in (None, "none"):
         facts.append(f"{html.escape(str(m.get('flow')))} flow posterior")
     facts.append(f"{html.escape(str(m.get('likelihood')))} likelihood")
-    if m.get("encoder_network") == "conv":
+    if m.get("encoder_network") == "custom":
+        facts.append("your own encoder and decoder modules")
+    elif m.get("encoder_network") == "conv":
         facts.append("conv encoder " + "-".join(str(c) for c in m.get("channels") or []) + " channels"
                      + f" ({html.escape(str(m.get('activation')))})")
     else:
