@@ -38,9 +38,9 @@ _UMASK = _current_umask()
 def _disk_full(e: BaseException, folder: Path, needed: int) -> bool:
     """Whether an error while writing into ``folder`` means the disk is full: ENOSPC/EDQUOT, or a
     library error (torch.save raises RuntimeError) with less free space than was needed."""
-    if isinstance(e, OSError):
+    if isinstance(e, OSError) and e.errno is not None:
         return e.errno in (errno.ENOSPC, errno.EDQUOT)
-    if isinstance(e, RuntimeError):
+    if isinstance(e, (OSError, RuntimeError)):  # (numpy's tofile: "N requested and M written", no errno)
         try:
             return shutil.disk_usage(folder).free < max(needed, 1 << 16)
         except OSError:
@@ -55,11 +55,11 @@ def atomic_path(path: PathLike, needed: int = 0) -> Iterator[Path]:
     raises DiskFullError (``needed``: the expected size in bytes, for the message), and Ctrl-C
     raises KeyboardInterrupt even where the writer turned it into another error."""
     path = Path(path)
-    tmp = None
+    tmp, fd = None, None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        _hold(fd)  # held until the file is in place: a later command tells a live write from a killed one's
         tmp = Path(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are ordinary files
         yield tmp
@@ -80,6 +80,49 @@ def atomic_path(path: PathLike, needed: int = 0) -> Iterator[Path]:
     finally:
         if tmp is not None and tmp.exists():
             tmp.unlink()
+        if fd is not None:
+            os.close(fd)
+
+
+def _hold(fd: int) -> None:
+    """Take the advisory lock (flock) of an open temporary file, where the system has one."""
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (ImportError, OSError):
+        pass
+
+
+def temporaries_of(path: PathLike) -> list:
+    """The temporary files of atomic writes of ``path`` (``.NAME.XXXX.tmp`` beside it) whose
+    writer is gone: nothing holds their lock (a writer killed before it renamed its file)."""
+    path = Path(path)
+    try:
+        import fcntl
+    except ImportError:
+        return []
+    found = []
+    try:
+        names = [p for p in path.parent.iterdir()
+                 if p.name.startswith(f".{path.name}.") and p.name.endswith(".tmp")]
+    except OSError:
+        return []
+    for p in sorted(names):
+        if p.is_symlink() or not p.is_file() or not re.fullmatch(r"[a-z0-9_]{8}", p.name[len(path.name) + 2:-4]):
+            continue
+        try:
+            fd = os.open(p, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            found.append(p)
+        except OSError:
+            pass  # held: a live write
+        finally:
+            os.close(fd)
+    return found
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:

@@ -42,9 +42,20 @@ ATTEMPTS = 50
 _HELD: "weakref.WeakSet[RunLock]" = weakref.WeakSet()  # released at interpreter exit
 
 
+# the lock of an output that is not a run folder (a file, or a folder of PNGs) lies beside it:
+# OUT -> .OUT.aevb-lock
+OUTPUT_LOCK_SUFFIX = ".aevb-lock"
+
+
 def is_lock_file(name: str) -> bool:
     """Whether a file name in a run folder is the lock."""
     return name == LOCK_NAME
+
+
+def output_lock_path(out: Union[str, Path]) -> Path:
+    """The lock file of the output ``out`` (a file or a folder that is not a run): beside it."""
+    out = Path(out)
+    return out.parent / f".{out.name}{OUTPUT_LOCK_SUFFIX}"
 
 
 def process_start(pid: int) -> Optional[int]:
@@ -157,7 +168,19 @@ def _verified(info: dict) -> bool:
     pid, ticks = info.get("pid"), info.get("start_ticks")
     if _foreign(info) or not isinstance(pid, int) or not 1 < pid < 2**31 or not isinstance(ticks, int):
         return False
-    return process_start(pid) == ticks
+    return process_start(pid) == ticks and _runs_aevb(pid)
+
+
+def _runs_aevb(pid: int) -> bool:
+    """Whether process ``pid`` can be an aevb writer: the aevb command or a Python interpreter
+    (a script that uses aevb), by its command line in /proc; False where that cannot be read."""
+    try:
+        with open(f"/proc/{int(pid)}/cmdline", "rb") as f:
+            words = [w for w in f.read().split(b"\0") if w]
+    except (OSError, ValueError, OverflowError):
+        return False
+    names = [os.path.basename(w).decode(errors="replace").lower() for w in words[:2]]
+    return any(n == "aevb" or n.startswith("python") for n in names)
 
 
 def describe(info: Optional[dict]) -> str:
@@ -188,9 +211,12 @@ class RunLock:
     takes over a lock file left by a writer that ended; ``release()`` deletes the lock file (also
     at interpreter exit)."""
 
-    def __init__(self, folder: Union[str, Path]):
+    def __init__(self, folder: Union[str, Path], path: Union[str, Path, None] = None):
+        # ``path``: the lock file of an output that is not a run folder (beside it, see
+        # output_lock_path); by default the folder's own RUN/.aevb.lock
         self.folder = Path(folder)
-        self.path = self.folder / LOCK_NAME
+        self.path = Path(path) if path is not None else self.folder / LOCK_NAME
+        self._beside = path is not None
         self.held = False
         self._fd: Optional[int] = None
 
@@ -241,7 +267,8 @@ class RunLock:
     def moved(self, folder: Union[str, Path]) -> None:
         """The folder holding this lock was renamed to ``folder`` (the lock goes with it)."""
         self.folder = Path(folder)
-        self.path = self.folder / LOCK_NAME
+        if not self._beside:
+            self.path = self.folder / LOCK_NAME
 
     def release(self) -> None:
         if not self.held:
