@@ -329,7 +329,7 @@ class Run:
         another way than this run prepares its data (another image size, crop, colour,
         binarization, data set or seed), and items that do not fit the model; items prepared
         the same way (e.g. for a copy of this run) are used as they are."""
-        mark = getattr(items, "prepared_for", None)
+        mark = items.prepared_for
         if mark is not None and mark[0] != str(self.path.resolve()):
             theirs, mine = mark[1], self._preparation()
             differ = [f"{k} {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in PREPARATION

@@ -12,9 +12,10 @@ import time
 import traceback
 from pathlib import Path
 
-from ..config.ranges import SEEDS, THREADS
+from ..config.ranges import THREADS
 from ..devices import resolve_device
 from ..errors import USER_ERRORS, ConfigError, interruption
+from ..newdata import checks
 from ..runs import CHECKPOINTS, Run, check_output
 
 
@@ -30,9 +31,15 @@ def add_run_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN", help="a run folder written by `aevb train`")
 
 
-def check_seed(seed: int, option: str = "--seed") -> None:
-    """Refuse a seed outside the one range every seed has (aevb.config.ranges.SEEDS)."""
-    check_range(seed, SEEDS, option)
+def check_seed(seed: int, option: str = "--seed") -> int:
+    """Refuse a seed outside the one range every seed has (aevb.config.ranges.SEEDS), naming
+    ``option``: the one check of seeds, aevb.newdata.checks.check_seed, with the option's name."""
+    return checks.check_seed(seed, python=False, name=option)
+
+
+def say(args: argparse.Namespace):
+    """A function that prints one line of a note to stderr under the command's name."""
+    return lambda text: print(f"aevb {args.command}: {text}", file=sys.stderr, flush=True)
 
 
 def check_threads(threads, option: str = "--threads") -> None:

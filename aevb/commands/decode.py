@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..devices import resolve_device
-from ..newdata import PngFolder, check_png_folder, decode, png_names, read_codes
+from ..newdata import OutputClaim, PngFolder, check_png_folder, decode, png_names, read_codes, resolve_output
 from ..runs import check_output
-from .common import add_checkpoint_argument, add_device_argument, add_parser, add_run_argument
+from .common import add_checkpoint_argument, add_device_argument, add_parser, add_run_argument, say
 from .items import add_unfinished_argument, open_run
 
 
@@ -27,14 +28,15 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     run_ = open_run(args)
-    out = check_output(args.out, "--out", folder=True)
-    check_png_folder(out)
-    loaded = run_.open_model(resolve_device(args.device), args.checkpoint)
-    model, shape = loaded.model, loaded.image_shape
-    ids, z = read_codes(args.z, model.latent_dim)
-    names = png_names(ids)
-    with PngFolder(out, shape) as folder:
-        for i in range(0, len(z), 1000):
-            folder.write(names[i:i + 1000], decode(model, z[i:i + 1000], name=f"--z {args.z}", first_row=i))
-    print(f"decoded {len(z)} codes into {out}")
+    out = resolve_output(check_output(args.out, "--out", folder=True))
+    with OutputClaim(out, say(args), shown=args.out):  # one writer of --out; what a killed one left is removed
+        check_png_folder(Path(args.out))
+        loaded = run_.open_model(resolve_device(args.device), args.checkpoint)
+        model, shape = loaded.model, loaded.image_shape
+        ids, z = read_codes(args.z, model.latent_dim)
+        names = png_names(ids, out)
+        with PngFolder(out, shape) as folder:
+            for i in range(0, len(z), 1000):
+                folder.write(names[i:i + 1000], decode(model, z[i:i + 1000], name=f"--z {args.z}", first_row=i))
+    print(f"decoded {len(z)} codes into {args.out}")
     return 0

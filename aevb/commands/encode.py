@@ -4,10 +4,10 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ConfigError
-from ..newdata import (MAX_SAMPLES, TABLE_SUFFIXES, check_samples, check_table_path, encode_items, matrix_note,
-                       write_table)
+from ..newdata import (MAX_SAMPLES, TABLE_SUFFIXES, OutputClaim, check_samples, check_table_path, encode_items,
+                       matrix_note, resolve_output, write_table)
 from ..runs import check_output
-from .common import add_parser, add_run_argument, check_seed
+from .common import add_parser, add_run_argument, check_seed, say
 from .items import add_data_arguments, model_and_items, open_run
 
 
@@ -39,9 +39,11 @@ def run(args: argparse.Namespace) -> int:
     run_ = open_run(args)
     check_output(args.out, "--out", suffixes=TABLE_SUFFIXES)
     check_table_path(args.out)
-    model, items = model_and_items(run_, args)
-    codes = encode_items(model, items, args.samples, args.seed, progress=args.progress, python=False)
-    write_table(args.out, codes)
+    out = resolve_output(args.out)
+    with OutputClaim(out, say(args), shown=args.out):  # one writer of --out; what a killed one left is removed
+        model, items = model_and_items(run_, args)
+        codes = encode_items(model, items, args.samples, args.seed, progress=args.progress, python=False)
+        write_table(out, codes)
     print(f"encoded {len(items)} items of {items.source} ({model.latent_dim} latent dimensions"
-          + (f", {args.samples} draws each" if args.samples else "") + f"): {args.out}{matrix_note(args.out, codes)}")
+          + (f", {args.samples} draws each" if args.samples else "") + f"): {args.out}{matrix_note(out, codes)}")
     return 0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_checkpoint_argument, add_parser, add_run_argument, open_checked_run
+from .common import add_checkpoint_argument, add_parser, add_run_argument, check_seed, open_checked_run
 
 
 def register(sub) -> None:
@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from ..explorer import write_explorer
     from ..units import format_bytes
 
+    check_seed(args.seed)
     result = write_explorer(open_checked_run(args), out=args.out, points=args.points, encoding=args.weights,
                             max_mb=args.max_size, seed=args.seed, device=args.device,
                             require_live=args.require_live, checkpoint=args.checkpoint)

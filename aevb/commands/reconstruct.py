@@ -8,11 +8,11 @@ from pathlib import Path
 from ..data.base import SPLITS
 from ..errors import ConfigError
 from ..images import save_grid
-from ..newdata import PngFolder, check_png_folder, png_names, reconstruction_blocks
+from ..newdata import OutputClaim, PngFolder, check_png_folder, png_names, reconstruction_blocks, resolve_output
 from ..runs import check_output
 from ..sampling import paired_rows, reconstructions
 from .common import (add_checkpoint_argument, add_device_argument, add_grid_arguments, add_parser, add_run_argument,
-                     check_seed, open_grid_run)
+                     check_seed, open_grid_run, say)
 from .items import add_unfinished_argument, model_and_items, open_run
 
 
@@ -70,11 +70,13 @@ def run_data(args: argparse.Namespace) -> int:
     out = check_output(args.out, "--out", folder=True)
     if out.suffix.lower() == ".png" and not out.exists():
         raise ConfigError(f"--out {out}: with --data, --out is a folder (one PNG per item), not a PNG file")
-    check_png_folder(out)
-    model, items = model_and_items(run_, args)
-    names = png_names(items.ids)
-    with PngFolder(Path(out), items.image_shape) as folder:
-        for i, rec in reconstruction_blocks(model, items.split, progress=args.progress):
-            folder.write(names[i:i + len(rec)], rec)
-    print(f"reconstructed {len(items)} items of {items.source} into {out}")
+    out = resolve_output(out)
+    with OutputClaim(out, say(args), shown=args.out):  # one writer of --out; what a killed one left is removed
+        check_png_folder(Path(args.out))
+        model, items = model_and_items(run_, args)
+        names = png_names(items.ids, out)
+        with PngFolder(Path(out), items.image_shape) as folder:
+            for i, rec in reconstruction_blocks(model, items.split, progress=args.progress):
+                folder.write(names[i:i + len(rec)], rec)
+    print(f"reconstructed {len(items)} items of {items.source} into {args.out}")
     return 0

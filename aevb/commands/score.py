@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 import numpy as np
@@ -9,9 +10,10 @@ import numpy as np
 from ..bounds import estimate_seconds
 from ..errors import ConfigError
 from ..evaluate import split_data
-from ..newdata import TABLE_SUFFIXES, check_k, check_table_path, matrix_note, score, score_columns, write_table
+from ..newdata import (TABLE_SUFFIXES, OutputClaim, check_k, check_table_path, matrix_note, resolve_output, score,
+                       score_columns, write_table)
 from ..runs import check_output
-from .common import add_parser, add_run_argument, check_seed
+from .common import add_parser, add_run_argument, check_seed, say
 from ..units import format_duration
 from .evaluate import MAX_SECONDS
 from .items import add_data_arguments, model_and_items, open_run
@@ -45,6 +47,11 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    with contextlib.ExitStack() as claims:  # the claim of --out, held until the table is written
+        return score_items(args, claims)
+
+
+def score_items(args: argparse.Namespace, claims: contextlib.ExitStack) -> int:
     check_seed(args.seed)
     check_k(args.k, python=False)
     if args.flag_above is not None:
@@ -55,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     run_ = open_run(args)
     check_output(args.out, "--out", suffixes=TABLE_SUFFIXES)
     check_table_path(args.out)
+    # one writer of --out, to the end; what a killed one left is removed
+    out = claims.enter_context(OutputClaim(resolve_output(args.out), say(args), shown=args.out)).out
     model, items = model_and_items(run_, args)
     ref = None
     if args.reference is not None:
@@ -72,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
         cols = cols.assign(percentile=percentile_above(cols["lk"], ref_lk))
         if args.flag_above is not None:
             cols = cols.assign(flag=cols["percentile"] > args.flag_above)
-    write_table(args.out, cols)
+    write_table(out, cols)
     print(summary(cols, args.k, items, args.reference))
-    print(f"wrote {args.out}{matrix_note(args.out, cols)}")
+    print(f"wrote {args.out}{matrix_note(out, cols)}")
     return 0
 
 

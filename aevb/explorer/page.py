@@ -37,6 +37,7 @@ from ..figures.compute import active_mask, kl_per_dimension, latent_means, pca_d
 from ..figures.runfigures import FigureContext
 from ..sampling import decode_means
 from ..io import atomic_write_text
+from ..newdata.checks import check_seed
 from ..runs import Run, RunError, check_output
 from ..units import format_bytes
 from ..version import __version__
@@ -160,6 +161,7 @@ def write_explorer(run: Union[str, Path, Run], out: Union[str, Path, None] = Non
                             "browsers cannot load a larger page")
     if points < 0:
         raise ExplorerError(f"--points must be 0 or more, got {points}")
+    seed = check_seed(seed)  # the PCA takes 0..2**32 - 1
     path = Path(out) if out else run.path / EXPLORER_FILE
     check_output(path, "--out")  # also refuses a run's checkpoints, config and metrics
     ctx = FigureContext.from_run(run, device=device, data_optional=True, checkpoint=checkpoint)

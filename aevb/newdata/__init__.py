@@ -5,11 +5,12 @@ from .checks import MAX_SAMPLES, argument, check_k, check_pictures, check_sample
 from .outputs import (TABLE_SUFFIXES, PngFolder, check_codes, check_png_folder, check_table_path, codes_of, decode,
                       encode, encode_items, ids_path, matrix_note, png_names, read_codes, reconstruction_blocks, score,
                       score_columns, write_table)
+from .outputs import OutputClaim, resolve_output
 from .results import Codes, ItemTable, Scores
 from .sources import SOURCE_FORMS, Items, check_fits, describe_shape, load_items
 
 __all__ = ["MAX_SAMPLES", "argument", "check_k", "check_pictures", "check_samples", "check_seed",
-           "TABLE_SUFFIXES", "PngFolder",
+           "TABLE_SUFFIXES", "OutputClaim", "PngFolder", "resolve_output",
            "check_codes", "check_png_folder", "check_table_path", "codes_of", "decode", "encode", "encode_items",
            "ids_path", "matrix_note", "png_names", "read_codes", "reconstruction_blocks", "score", "score_columns",
            "write_table",

@@ -4,7 +4,7 @@ refuse the same values with the same line. A message names the argument as the c
 from __future__ import annotations
 
 import numbers
-from typing import Sequence
+from typing import Optional, Sequence
 
 from ..config.ranges import SEEDS
 from ..errors import ConfigError, DataError
@@ -50,10 +50,12 @@ def check_k(k, python: bool = True) -> int:
     return n
 
 
-def check_seed(seed, python: bool = True) -> int:
-    """A seed of the noise (draws, importance samples, binarization) in the one range every seed
-    has (aevb.config.ranges.SEEDS), refused in the words of ``aevb.commands.common.check_seed``."""
-    name = argument("seed", python)
+def check_seed(seed, python: bool = True, name: Optional[str] = None) -> int:
+    """A seed (of the noise: draws, importance samples, binarization; of a PCA view; of a run) in
+    the one range every seed has (aevb.config.ranges.SEEDS): a whole number, refused in one line
+    (ConfigError) that names the keyword in Python (``seed``) and the option on the command line
+    (``--seed``, or ``name`` where the option has another name). The one check of every seed."""
+    name = name or argument("seed", python)
     n = whole_number(seed, name)
     lo, hi = SEEDS
     if not lo <= n <= hi:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from pathlib import Path
+import zipfile
+from pathlib import Path, PurePosixPath
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -23,7 +24,8 @@ from ..data.cache import physical_memory
 from ..units import format_bytes
 from ..errors import DataError
 from ..images import png_bytes, to_images
-from ..io import atomic_path
+from ..io import atomic_path, temporaries_of
+from ..lock import RunLock, output_lock_path
 from ..sampling import decode_means, eval_mode, model_device, model_dtype, reconstructions
 from .checks import argument
 from .results import ID, Codes, ItemTable, Scores, code_columns, flat_columns
@@ -221,32 +223,99 @@ def _one_line(e) -> str:
 
 
 # ------------------------------------------------------------------ one PNG per item
-def png_names(ids: Sequence[str]) -> List[str]:
+# the longest file name (bytes) most file systems take, and the longest path the system opens
+NAME_MAX, PATH_MAX = 255, 4096
+
+
+def _safe_part(part: str) -> str:
+    """One component of an item's identity as a file name: control characters (NUL, line breaks,
+    tabs ...), which a file name cannot hold or shows badly, written as %XX."""
+    return "".join(f"%{ord(c):02X}" if ord(c) < 32 or ord(c) == 127 else c for c in part)
+
+
+def _fit_name(part: str, suffix: str = "") -> str:
+    """``part`` + ``suffix``, shortened where it is longer than NAME_MAX bytes: its beginning,
+    '~' and 12 hex digits of the SHA-256 of the whole part (distinct parts stay distinct)."""
+    import hashlib
+
+    whole = part + suffix
+    if len(os.fsencode(whole)) <= NAME_MAX:
+        return whole
+    tag = "~" + hashlib.sha256(os.fsencode(part)).hexdigest()[:12] + suffix
+    room = NAME_MAX - len(os.fsencode(tag))
+    head = ""
+    for c in part:
+        if len(os.fsencode(head + c)) > room:
+            break
+        head += c
+    return head + tag
+
+
+def png_names(ids: Sequence[str], out: Optional[Path] = None) -> List[str]:
     """A file name under the output folder for each identity: the same relative path with the
-    suffix .png (a path that would leave the folder keeps only its file name); refuses two items
-    that would share a name."""
+    suffix .png (a path that would leave the folder keeps only its file name; control characters
+    become %XX; a name over 255 bytes is shortened, keeping a hash of the whole). Refuses, before
+    any work, two items that would share a name, an item whose PNG would be a folder of other
+    items' PNGs, and (with ``out``) a path longer than the system opens."""
     names = []
     for i in ids:
-        p = Path(str(i))
-        if p.is_absolute() or ".." in p.parts or not p.parts:
-            p = Path(p.name or "item")
-        names.append(p.with_suffix(".png").as_posix() if p.suffix else f"{p.as_posix()}.png")
+        p = PurePosixPath(str(i))
+        parts = [x for x in p.parts if x not in ("/", ".")]
+        if p.is_absolute() or ".." in parts or not parts:
+            parts = [p.name or "item"]
+        *dirs, last = [_safe_part(x) for x in parts]
+        q = PurePosixPath(last)
+        stem = q.stem if q.suffix else last
+        names.append("/".join([_fit_name(d) for d in dirs] + [_fit_name(stem, ".png")]))
     seen: Dict[str, str] = {}
     for i, n in zip(ids, names):
         if n in seen:
-            raise DataError(f"two items would be written to {n} ({seen[n]} and {i}); give files with distinct names")
+            raise DataError(f"two items would be written to {n} ({_shown(seen[n])} and {_shown(i)}); give files with "
+                            "distinct names")
         seen[n] = i
+    for n, i in seen.items():
+        parts = n.split("/")
+        for k in range(1, len(parts)):
+            folder = "/".join(parts[:k])
+            if folder in seen:
+                raise DataError(f"the item {_shown(seen[folder])} would be written to {folder}, which the item "
+                                f"{_shown(i)} needs as a folder ({n}); give files with distinct names")
+    if out is not None:
+        longest = max(names, key=lambda n: len(os.fsencode(n)))
+        full = os.fsencode(os.path.join(os.path.abspath(out), longest))
+        if len(full) >= PATH_MAX:
+            raise DataError(f"the item {_shown(seen[longest])} makes a path of {len(full)} bytes under {out}, longer "
+                            f"than the {PATH_MAX - 1} the system opens; give items with shorter names or a shorter "
+                            "--out")
     return names
 
 
-class PngFolder:
-    """Write PNGs into a new folder atomically: they go into a hidden sibling, which becomes
-    ``out`` only when every file is written (``out`` may exist if empty); on failure nothing is
-    left. Use as a context manager and call :meth:`write`."""
+def _shown(item_id) -> str:
+    """An identity in a message: quoted, its control characters escaped, at most 80 characters."""
+    text = repr(str(item_id))
+    return text if len(text) <= 80 else text[:60] + "..." + text[-17:]
 
-    def __init__(self, out: Path, image_shape: Sequence[int]):
-        self.out, self.shape = Path(out), tuple(image_shape)
-        self.stage = self.out.parent / f".{self.out.name}.aevb-partial-{os.getpid()}"
+
+# a folder of PNGs is written into a hidden sibling first: OUT -> .OUT.aevb-partial-PID
+PARTIAL = ".aevb-partial-"
+
+
+def stage_path(out: Path, pid: Optional[int] = None) -> Path:
+    out = Path(out)
+    return out.parent / f".{out.name}{PARTIAL}{os.getpid() if pid is None else pid}"
+
+
+class PngFolder:
+    """Write PNGs into a folder that appears complete: they go into a hidden sibling
+    (:func:`stage_path`), which becomes ``out`` only when every file is written; when ``out``
+    already exists (an empty folder, checked before the work) the files are moved into it, so
+    the folder itself (a link to it, its permissions, a shell's current folder) is kept. On
+    failure nothing is left. Use as a context manager (under :class:`OutputClaim`) and call
+    :meth:`write`."""
+
+    def __init__(self, out: Path, image_shape: Sequence[int], option: str = "--out"):
+        self.out, self.shape, self.option = Path(out), tuple(image_shape), option
+        self.stage = stage_path(self.out)
 
     def __enter__(self) -> "PngFolder":
         if self.stage.exists():
@@ -264,9 +333,102 @@ class PngFolder:
         if exc_type is not None:
             shutil.rmtree(self.stage, ignore_errors=True)
             return False
-        if self.out.is_dir():
-            self.out.rmdir()  # checked empty before the work
-        os.rename(self.stage, self.out)
+        try:
+            if self.out.is_dir() and not self.out.is_symlink():
+                if any(self.out.iterdir()):
+                    raise DataError(f"{self.option} {self.out} was filled by another program while this command "
+                                    "worked; nothing was written into it: empty it or give a new folder")
+                for entry in os.listdir(self.stage):
+                    os.rename(self.stage / entry, self.out / entry)
+                self.stage.rmdir()
+            elif os.path.lexists(self.out):
+                raise DataError(f"{self.option} {self.out} was made a file or a link by another program while this "
+                                "command worked; nothing was written to it: give a new folder")
+            else:
+                os.rename(self.stage, self.out)
+        except BaseException:
+            shutil.rmtree(self.stage, ignore_errors=True)
+            raise
+        return False
+
+
+def resolve_output(path, option: str = "--out") -> Path:
+    """The real place of an output: links followed and ``.`` or ``..`` resolved, so that the work
+    goes where the name points (a link to a folder stays a link to the folder that is written)."""
+    real = Path(os.path.realpath(os.path.abspath(path)))
+    if not real.name:
+        raise DataError(f"{option} {path} is the root folder; give a folder under it")
+    return real
+
+
+def _size(p: Path) -> str:
+    if p.is_dir():
+        n = sum(1 for q in p.rglob("*") if q.is_file())
+        return f"{n:,} file{'' if n == 1 else 's'}"
+    try:
+        return format_bytes(p.stat().st_size)
+    except OSError:
+        return "?"
+
+
+def leftovers(out: Path) -> List[Path]:
+    """What killed writers of ``out`` left beside it: folders of PNGs not yet complete
+    (``.OUT.aevb-partial-PID``, of any process but this one) and the temporary files of atomic
+    writes (``.OUT.XXXX.tmp``, and those of a .npy table's ids file) that no live writer holds.
+    Look only while holding the output's claim (:class:`OutputClaim`): no other writer of
+    ``out`` is at work then."""
+    out = Path(out)
+    found = []
+    try:
+        for p in sorted(out.parent.glob(f".{glob_escape(out.name)}{PARTIAL}*")):
+            pid = p.name[len(out.name) + 1 + len(PARTIAL):]
+            if pid.isdigit() and int(pid) != os.getpid() and p.is_dir() and not p.is_symlink():
+                found.append(p)
+    except OSError:
+        pass
+    found += temporaries_of(out)
+    if out.suffix.lower() == ".npy":
+        found += temporaries_of(ids_path(out))
+    return found
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+class OutputClaim:
+    """The one writer of an output file or folder (``aevb encode --out``, ``aevb reconstruct
+    --data ... --out``): a lock file beside it (:func:`aevb.lock.output_lock_path`, freed by the
+    system when its process ends, however it ends), so that a second command writing the same
+    output is refused before its work, naming the first. Taking it removes what killed writers
+    of the output left (:func:`leftovers`) and says so in one line through ``say``."""
+
+    def __init__(self, out, say=None, option: str = "--out", shown=None):
+        # ``shown``: the output as the user named it (a link, '.'), for the refusal
+        self.out, self.say, self.option = Path(out), say, option
+        self.lock = RunLock(Path(shown if shown is not None else out), output_lock_path(self.out))
+        self.removed: List[str] = []
+
+    def __enter__(self) -> "OutputClaim":
+        self.lock.acquire("write")
+        try:
+            for p in leftovers(self.out):
+                what = f"{p.name} ({_size(p)})"
+                try:
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+                except OSError as e:
+                    raise DataError(f"{self.option} {self.out}: {p}, left by a writer that was killed, cannot be "
+                                    f"removed ({e.strerror or e}); remove it and run the command again") from None
+                self.removed.append(what)
+            if self.removed and self.say is not None:
+                self.say(f"removed what a killed writer of {self.out} left beside it: {', '.join(self.removed)}")
+        except BaseException:
+            self.lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.lock.release()
         return False
 
 
@@ -342,13 +504,13 @@ def write_table(path, table) -> Path:
                             "(one id per line) cannot hold; write a .npz or .csv file")
         _, matrix = table.matrix()
         with atomic_path(ids_path(path)) as tmp_ids, atomic_path(path) as tmp:
-            tmp_ids.write_text("".join(i + "\n" for i in ids), encoding="utf-8")
+            tmp_ids.write_text("".join(i + "\n" for i in ids), encoding="utf-8", errors="surrogateescape")
             with open(tmp, "wb") as fh:
                 np.save(fh, matrix)
     elif ext == ".csv":
         names, cols = flat_columns(columns)
         with atomic_path(path) as tmp:
-            with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            with open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
                 fh.write(",".join(names) + "\n")
                 for r0 in range(0, len(cols[0]), CSV_BLOCK):  # a block of lines at a time: memory stays flat
                     fh.write("".join(",".join(_cell(c[r, j]) for c in cols for j in range(c.shape[1])) + "\n"
@@ -358,10 +520,27 @@ def write_table(path, table) -> Path:
     return path
 
 
+# what starts a formula in a spreadsheet (OWASP's "CSV injection"): a text cell beginning with one
+# of these gets a leading apostrophe, as does one beginning with an apostrophe, which
+# unescape_cell takes off again (so every text reads back as it was)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def escape_cell(text: str) -> str:
+    """A text cell that a spreadsheet shows as text: a leading apostrophe where it would be run
+    as a formula (or where it begins with an apostrophe itself)."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def unescape_cell(text: str) -> str:
+    """The text of a cell written by :func:`escape_cell`."""
+    return text[1:] if text.startswith("'") and text[1:].startswith(FORMULA_STARTS) else text
+
+
 def _cell(v) -> str:
     if isinstance(v, (str, np.str_)):
-        s = str(v)
-        return '"' + s.replace('"', '""') + '"' if any(c in s for c in ',"\n') else s
+        s = escape_cell(str(v))
+        return '"' + s.replace('"', '""') + '"' if any(c in s for c in ',"\n\r') else s
     if isinstance(v, (bool, np.bool_)):
         return str(int(v))
     if isinstance(v, (int, np.integer)):
@@ -384,6 +563,14 @@ def read_codes(path, latent_dim: int, name: Optional[str] = None) -> Tuple[List[
     ext = path.suffix.lower()
     ids = None
     try:
+        if ext == ".npz" and not zipfile.is_zipfile(path):
+            raise DataError(f"{name} is not a .npz file (a zip archive of arrays, as numpy.savez writes); give the "
+                            "file aevb encode wrote, or an [N, J] array in a .npz, .npy or .csv file")
+        if ext == ".npy":
+            with open(path, "rb") as fh:
+                if fh.read(6) != b"\x93NUMPY":
+                    raise DataError(f"{name} is not a .npy file (numpy's format, as numpy.save writes); give the "
+                                    "file aevb encode wrote, or an [N, J] array in a .npz, .npy or .csv file")
         if ext == ".npz":
             with np.load(path, allow_pickle=False) as f:
                 keys = list(f.files)
@@ -406,7 +593,7 @@ def read_codes(path, latent_dim: int, name: Optional[str] = None) -> Tuple[List[
             else:
                 ids = _read_ids(path, len(z) if z.ndim else 0, name)
         elif ext == ".csv":
-            with open(path, newline="", encoding="utf-8") as fh:
+            with open(path, newline="", encoding="utf-8", errors="surrogateescape") as fh:
                 rows = [r for r in csv.reader(fh) if r]
             if not rows:
                 raise DataError(f"{name}: the file is empty")
@@ -419,15 +606,18 @@ def read_codes(path, latent_dim: int, name: Optional[str] = None) -> Tuple[List[
             if header is not None:
                 cols = code_columns(header)
                 if ID in header:
-                    ids = [r[header.index(ID)] for r in body]
+                    ids = [unescape_cell(r[header.index(ID)]) for r in body]
             else:
                 cols = list(range(len(rows[0])))
             z = np.array([[float(r[j]) for j in cols] for r in body], dtype=np.float64).reshape(len(body), len(cols))
         else:
             raise DataError(f"{name}: use a .npz, .npy or .csv file")
-    except (ValueError, OSError, EOFError, IndexError) as e:
+    except (ValueError, OSError, EOFError, IndexError, zipfile.BadZipFile, UnicodeDecodeError) as e:
         if isinstance(e, DataError):
             raise
+        if isinstance(e, ValueError) and "pickle" in str(e):
+            raise DataError(f"{name} holds Python objects (pickled), which aevb never loads (they can run code); "
+                            "codes are arrays of numbers") from None
         raise DataError(f"{name} could not be read as codes ({_one_line(e)})") from None
     codes = check_codes(z, latent_dim, name)
     if ids is None or len(ids) != len(codes):
@@ -441,7 +631,7 @@ def _read_ids(path: Path, n: int, name: str) -> Optional[List[str]]:
     ids_file = ids_path(path)
     if not ids_file.is_file():
         return None
-    text = ids_file.read_text(encoding="utf-8")
+    text = ids_file.read_text(encoding="utf-8", errors="surrogateescape")
     # one id per line (only \n ends a line: an id may hold any other character), \r\n read as \n
     ids = [i[:-1] if i.endswith("\r") else i for i in (text[:-1] if text.endswith("\n") else text).split("\n")]
     ids = ids if text else []

@@ -54,6 +54,9 @@ class Items:
     flat: bool = False  # rows of a [N, D] array: no picture shape of their own
     pictures: bool = False  # image files, decoded with the run's image settings
     note: Optional[str] = None
+    # (the run's folder, its data settings that decide the preparation: aevb.runs.PREPARATION),
+    # set by Run.preprocess; another run takes the items only where those settings are its own
+    prepared_for: Optional[Tuple[str, Dict[str, object]]] = None
 
     def __len__(self) -> int:
         return len(self.split)
