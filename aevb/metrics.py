@@ -40,10 +40,11 @@ EPOCH_TIME_S = "epoch_time_s"
 BEST_EPOCH = "best_epoch"  # the epoch with the best validation bound so far (rows with a validation split)
 STOPPED_EARLY = "stopped_early"  # the row of the epoch the early stop ended the run at (and run.json)
 LIMIT_BATCHES = "limit_batches"  # a quick debug run's batches per epoch (rows, run.json)
+STOPPED_AT_BATCH = "stopped_at_batch"  # the row of an epoch a callback ended after this many steps
 BEST_VALID_BOUND = "best_valid_bound"  # run.json and checkpoints: the best epoch's validation bound
 
 # fields of a row that are counters or marks, not curves (TensorBoard and the loggers skip them)
-NOT_CURVES = (EPOCH, STEP, BEST_EPOCH, STOPPED_EARLY, LIMIT_BATCHES)
+NOT_CURVES = (EPOCH, STEP, BEST_EPOCH, STOPPED_EARLY, LIMIT_BATCHES, STOPPED_AT_BATCH)
 
 
 def split_terms(split: str) -> Tuple[str, str, str]:

@@ -234,3 +234,48 @@ def test_python_training_writes_the_same_run_folder_as_the_command(tmp_path):
     assert files(tmp_path / "py") == files(tmp_path / "cli")
     assert "report.html" in files(tmp_path / "py") and "figures/manifold.png" in files(tmp_path / "py")
     assert _strip(load_run(tmp_path / "py").metrics()) == _strip(load_run(tmp_path / "cli").metrics())
+
+
+class StopAfter(Callback):
+    """Counts steps over the whole run (kept in the checkpoints) and stops training at a count."""
+
+    def __init__(self, at):
+        self.at, self.count, self.loaded = at, 0, None
+
+    def on_train_batch_end(self, trainer, outputs, batch_idx):
+        self.count += 1
+        if self.count == self.at:
+            trainer.should_stop = True
+
+    def state_dict(self):
+        return {"count": self.count}
+
+    def load_state_dict(self, state):
+        self.loaded = dict(state)
+        self.count = state["count"]
+
+
+def test_should_stop_ends_the_epoch_after_the_step_and_finishes_the_run(tmp_path):
+    from aevb.runs import Run
+
+    trainer = Trainer.new(tiny_config(train={"epochs": 5}), tmp_path / "run", callbacks=[StopAfter(3)])
+    n_batches = math.ceil(len(trainer.splits["train"]) / trainer.cfg.train.batch_size)
+    assert n_batches > 3  # the stop falls inside the first epoch
+    trainer.fit()
+    run = Run(tmp_path / "run")
+    rows = run.metrics()
+    assert run.status == "finished" and len(rows) == 1
+    assert rows[0]["step"] == 3 and rows[0]["stopped_at_batch"] == 3 and math.isfinite(rows[0]["test_bound"])
+    assert int(run.checkpoint()["step"]) == 3
+
+
+def test_a_callbacks_state_is_kept_in_the_checkpoint_and_given_back_on_resume(tmp_path):
+    first = StopAfter(10 ** 9)
+    trainer = Trainer.new(tiny_config(train={"epochs": 1}), tmp_path / "run", callbacks=[first])
+    trainer.fit()
+    assert trainer.checkpoint_state()["callbacks"] == {"StopAfter": {"count": first.count}}
+    again = StopAfter(10 ** 9)
+    resumed = Trainer.resume(tmp_path / "run", epochs=2, callbacks=[again])
+    assert again.loaded == {"count": first.count}  # before any step of the resumed run
+    resumed.fit()
+    assert again.count == 2 * first.count == resumed.step

@@ -76,25 +76,82 @@ def test_one_writer_per_experiment_folder_and_orphans_are_removed(tmp_path, caps
     assert not orphan.exists() and not (out / LOCK_NAME).exists()
 
 
-def test_an_interrupted_subrun_continues_from_its_last_evaluation(tmp_path):
+def test_an_interrupted_subrun_continues_from_its_last_checkpoint(tmp_path):
+    """A sub-run is an aevb run folder: stopped in its third epoch, it continues from the
+    checkpoint of the second with the rows it had then, and evaluates only what is left."""
     from aevb.experiments.runner import Context, SubRun, run_subrun
+    from aevb.runs import Run
 
     calls = []
 
     def evaluate(model, algo):
         calls.append(1)
+        if len(calls) == 3 and interrupt:
+            raise KeyboardInterrupt
         return {"n": float(len(calls))}
 
     ctx = Context(tmp_path, "tiny", dataset="digits", verbose=False)
-    spec = SubRun("k", "aevb", "mnist", 2, 8, [100, 200], evaluate)
-    run_subrun(ctx, SubRun("k", "aevb", "mnist", 2, 8, [100, 200], evaluate))
-    # simulate an interruption after the first evaluation: mark the state unfinished
-    state = torch.load(tmp_path / "runs" / "k" / "state.pt", weights_only=True)
-    state["done"], state["rows"], state["seen"] = False, state["rows"][:1], 100
-    torch.save(state, tmp_path / "runs" / "k" / "state.pt")
+    spec = SubRun("k", "aevb", "mnist", 2, 8, [200, 400, 600], evaluate, n_train=200)  # epochs of 2 steps
+    interrupt = True
+    with pytest.raises(KeyboardInterrupt):
+        run_subrun(ctx, spec)
+    run = Run(tmp_path / "runs" / "k")
+    assert run.status == "interrupted" and [r["epoch"] for r in run.metrics()] == [1, 2]
     calls.clear()
+    interrupt = False
     res = run_subrun(ctx, spec)
-    assert len(calls) == 1 and [r["samples"] for r in res.rows] == [100, 200]
+    assert len(calls) == 1 and [r["samples"] for r in res.rows] == [200, 400, 600]
+    assert [r["n"] for r in res.rows] == [1.0, 2.0, 1.0]  # the first two rows are the checkpoint's
+    assert Run(tmp_path / "runs" / "k").status == "finished"
+
+
+@pytest.mark.parametrize("method", ["aevb", "wake-sleep", "mcem"])
+def test_a_subrun_resumed_from_an_epoch_equals_an_uninterrupted_one(tmp_path, method):
+    """Every method (the loop's gradient step, and wake-sleep and MCEM as training methods with
+    their optimisers and chains in the checkpoint) continues from an epoch's checkpoint to the
+    numbers and weights of a sub-run never stopped."""
+    from aevb.experiments.runner import Context, SubRun, run_subrun
+
+    def evaluate(model, algo):
+        with torch.no_grad():
+            return {"w": float(sum(p.double().sum() for p in model.parameters()))}
+
+    def stop_at_third(model, algo, calls=[]):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return evaluate(model, algo)
+
+    points = [100, 300, 500, 600]  # 200 training points: epochs of 2 steps, evaluations inside them
+    mcem = {"init_burn_in": 1}
+    whole = run_subrun(Context(tmp_path / "a", "tiny", dataset="digits", verbose=False),
+                       SubRun("k", method, "mnist", 2, 8, points, evaluate, n_train=200, mcem=mcem))
+    ctx = Context(tmp_path / "b", "tiny", dataset="digits", verbose=False)
+    with pytest.raises(KeyboardInterrupt):
+        run_subrun(ctx, SubRun("k", method, "mnist", 2, 8, points, stop_at_third, n_train=200, mcem=mcem))
+    torch.manual_seed(12345)  # the resumed sub-run must not depend on the process's own streams
+    resumed = run_subrun(ctx, SubRun("k", method, "mnist", 2, 8, points, evaluate, n_train=200, mcem=mcem))
+    assert [r["w"] for r in resumed.rows] == [r["w"] for r in whole.rows]
+    assert [r["samples"] for r in resumed.rows] == points
+    for p, q in zip(resumed.model.parameters(), whole.model.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_a_subrun_of_a_baseline_is_refused_by_aevb_train_resume(tmp_path, capsys):
+    from aevb.experiments.runner import Context, SubRun, run_subrun
+
+    import aevb
+    from aevb.errors import RunError
+    from aevb.experiments.runner import subrun_data
+
+    ctx = Context(tmp_path, "tiny", dataset="digits", verbose=False)
+    spec = SubRun("k", "wake-sleep", "mnist", 2, 8, [100], lambda m, a: {}, n_train=200)
+    run_subrun(ctx, spec)
+    folder = tmp_path / "runs" / "k"
+    before = (folder / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(RunError, match="trained by another training method"):
+        aevb.resume(folder, data=subrun_data(ctx, spec), epochs=3)  # the gradient step would train it
+    assert (folder / "checkpoints" / "last.pt").read_bytes() == before
 
 
 def test_unknown_names_are_clear_errors(tmp_path, capsys):

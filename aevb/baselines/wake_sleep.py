@@ -77,7 +77,9 @@ class WakeSleep:
         self.encoder_opt.step()
         return obj.item()
 
-    def step(self, x: Tensor) -> dict:
+    def step(self, x: Tensor, idx: Optional[Tensor] = None) -> dict:
+        """One wake and one sleep step on the minibatch ``x`` (``idx``, its rows' positions, is
+        not needed: the training loop passes it to every method)."""
         w = self.wake(x)
         s = self.sleep(self.sleep_batch or len(x))
         return {"wake": w, "sleep": s}

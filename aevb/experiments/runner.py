@@ -5,12 +5,17 @@ and the curves' style (figures are made with :mod:`aevb.figures.draw`'s toolkit)
 Layout of an experiment folder (default ``runs/reproduce/<name>-<budget>``)::
 
     <name>.csv, <name>.png       the curve data and the figure, laid out like the paper's
-    runs/<key>/state.pt          one sub-run (a method on a data set with a latent size): model,
-                                 optimizer(s), sample counter, RNG states, the rows so far, done
+    runs/<key>/                  one sub-run (a method on a data set with a latent size): an aevb
+                                 run folder written by the training loop (config.json, run.json,
+                                 metrics per epoch, checkpoints/last.pt with the method's and the
+                                 evaluations' state)
     runs/<key>/rows.csv          that sub-run's rows (written at every evaluation)
 
-A second invocation skips every finished sub-run (its ``state.pt`` says done) and continues an
-unfinished one from its last evaluation point; only the CSV and PNG are re-drawn.
+Sub-runs are trained by aevb's training loop (aevb.training.Trainer): AEVB with its own gradient
+step, wake-sleep and MCEM as training methods (``Trainer(method=...)``), the evaluation points as
+a callback that stops training after the last. A second invocation skips every finished sub-run
+and continues an unfinished one from its last checkpoint (the end of an epoch), exactly; only
+the CSV and PNG are re-drawn. Sub-run folders of earlier versions (``state.pt``) are trained again.
 """
 from __future__ import annotations
 
@@ -31,19 +36,20 @@ from ..baselines.mcem import MCEM
 from ..baselines.wake_sleep import WakeSleep
 from ..bounds import dataset_bound
 from ..config import ObjectiveConfig, RunConfig, merge
-from ..data import Dataset, Split, load_dataset
+from ..data import Dataset, Split, as_dataset, load_dataset
 from ..data.base import as_split
 from ..data.registry import dataset_folder
-from ..errors import CheckpointError, ReproduceError
-from ..io import atomic_write_csv, load_checkpoint, save_checkpoint
+from ..errors import CheckpointError, ReproduceError, RunError
+from ..io import atomic_write_csv
 from ..model import VAE
-from ..optimizers import build_optimizer
 from ..presets import PRESETS
-from ..training.objective import batch_loss, objective_terms
-from ..training.state import rng_state, set_rng_state
+from ..runs import Run, is_run
+from ..training import Callback, Trainer
+from ..training.callbacks import callback_key
 
 BUDGETS = ("tiny", "quick", "paper")
 BATCH = 100  # the paper's minibatch size M
+EPOCH_TEST_ROWS = 1000  # test points whose ELBO a sub-run's metrics record after every epoch
 PAPER_OBJECTIVE = ObjectiveConfig()  # the SGVB ELBO, L = 1, KL in closed form (estimator B)
 
 
@@ -168,112 +174,129 @@ class SubRunResult:
     skipped: bool
 
 
-def _build(spec: SubRun, x_train: Tensor, dim: int, device):
-    m_cfg, o_cfg = paper_configs(spec.which, spec.latent, spec.hidden, len(x_train), spec.lr)
-    model = VAE.from_config(m_cfg, dim).to(device)
+def subrun_data(ctx: Context, spec: SubRun) -> Dataset:
+    """The data a sub-run trains on, given to the loop in memory: its training points (the first
+    ``spec.n_train`` of a seeded permutation of the training set) and EPOCH_TEST_ROWS test
+    points."""
+    data = ctx.data(spec.which)
+    x_train = subset(data.train, spec.n_train, seed=ctx.seed)
+    x_test = subset(data.test, EPOCH_TEST_ROWS, seed=ctx.seed + 2)
+    return as_dataset(x_train.view(len(x_train), *data.image_shape), test=x_test.view(len(x_test), *data.image_shape))
+
+
+def subrun_config(ctx: Context, spec: SubRun, data: Dataset, epochs: int) -> RunConfig:
+    """The sub-run's settings as an aevb run's: the paper's model and optimiser for its panel,
+    the SGVB ELBO, minibatches of BATCH, ``epochs`` passes over its training points, and none of
+    the per-epoch outputs a figure does not use (images, TensorBoard, progress, report)."""
+    m_cfg, o_cfg = paper_configs(spec.which, spec.latent, spec.hidden, len(data.train), spec.lr)
+    return merge(RunConfig(model=m_cfg, optim=o_cfg, objective=copy.deepcopy(PAPER_OBJECTIVE)), {
+        "data": {"dataset": data.info["spec"]},
+        "train": {"epochs": epochs, "batch_size": BATCH, "seed": ctx.seed, "device": ctx.device,
+                  "images_every": 0, "tensorboard": False, "progress": False, "report": False}})
+
+
+def training_method(spec: SubRun, cfg: RunConfig, n_train: int) -> Optional[Callable]:
+    """The Trainer's ``method`` of a sub-run: None for AEVB (the loop's own gradient step on the
+    ELBO), else a factory of the baseline's step object for the model the loop builds."""
     if spec.method == "aevb":
-        algo = build_optimizer(model.parameters(), o_cfg)
-    elif spec.method == "wake-sleep":
-        algo = WakeSleep.from_config(model, o_cfg)
-    elif spec.method == "mcem":
-        algo = MCEM.from_config(model, len(x_train), o_cfg, **spec.mcem)
-    else:
-        raise ReproduceError(f"unknown method {spec.method!r}")
-    return model, algo
+        return None
+    if spec.method == "wake-sleep":
+        return lambda model: WakeSleep.from_config(model, cfg.optim)
+    if spec.method == "mcem":
+        return lambda model: MCEM.from_config(model, n_train, cfg.optim, **spec.mcem)
+    raise ReproduceError(f"unknown method {spec.method!r}")
 
 
-def _step(spec: SubRun, model: VAE, algo, xb: Tensor, idx: Tensor) -> None:
-    """One minibatch step of the sub-run's method; AEVB's is the training loop's objective and
-    loss (the paper's: the one-sample ELBO with the KL in closed form)."""
-    if spec.method == "aevb":
-        loss = batch_loss(objective_terms(model, xb, PAPER_OBJECTIVE), PAPER_OBJECTIVE, beta=1.0)
-        algo.zero_grad(set_to_none=True)
-        loss.backward()
-        algo.step()
-    elif spec.method == "wake-sleep":
-        algo.step(xb)
-    else:
-        algo.step(xb, idx)
+class Evaluations(Callback):
+    """A sub-run's curve: after the step at which the training samples evaluated reach each count
+    of ``eval_at``, ``spec.evaluate(model, method)`` gives a row (with the training time so far,
+    evaluations left out), written to the sub-run's rows.csv; after the last, training stops.
+    Its state (rows, samples, time) is kept in the checkpoints, so a resumed sub-run continues
+    from its last epoch with the rows it had then."""
+
+    def __init__(self, ctx: Context, spec: SubRun, eval_at: Sequence[int], folder: Path, dataset: str):
+        self.ctx, self.spec, self.eval_at, self.folder, self.dataset = ctx, spec, list(eval_at), folder, dataset
+        self.rows: List[dict] = []
+        self.seen, self.train_seconds, self.started = 0, 0.0, 0.0
+
+    def state_dict(self) -> dict:
+        return {"eval_at": self.eval_at, "rows": self.rows, "seen": self.seen, "train_seconds": self.train_seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows, self.seen = list(state["rows"]), int(state["seen"])
+        self.train_seconds = float(state["train_seconds"])
+
+    @property
+    def done(self) -> bool:
+        return len(self.rows) == len(self.eval_at)
+
+    def on_train_start(self, trainer) -> None:
+        self.started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, outputs: dict, batch_idx: int) -> None:
+        self.seen += int(outputs["batch_size"])
+        if self.done or self.seen < self.eval_at[len(self.rows)]:
+            return
+        self.train_seconds += time.perf_counter() - self.started
+        model, spec = trainer.model, self.spec
+        model.eval()
+        metrics = spec.evaluate(model, trainer.method if trainer.method is not None else trainer.optimizer)
+        model.train()
+        bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+        self.rows.append({"method": spec.method, "dataset": self.dataset, "latent": spec.latent,
+                          "hidden": spec.hidden, "n_train": len(trainer.data.train), **spec.info,
+                          "samples": self.seen, **metrics, "train_seconds": round(self.train_seconds, 3)})
+        self.ctx.log(f"{spec.key}: {self.seen} samples  " + "  ".join(
+            f"{k} {v:.2f}" for k, v in metrics.items() if isinstance(v, float)) +
+            (f"  (non-finite: {', '.join(bad)})" if bad else ""))
+        write_csv(self.folder / "rows.csv", self.rows)
+        trainer.should_stop = self.done
+        self.started = time.perf_counter()
 
 
-STATE_KEYS = ("eval_at", "done", "model", "algo", "rows")
-
-
-def _load_state(path: Path) -> Optional[dict]:
-    """A sub-run's saved state (the run checkpoints' safe load), or None to start it again."""
-    if not path.is_file():
+def saved_evaluations(folder: Path) -> Optional[dict]:
+    """The Evaluations state of the sub-run in ``folder`` (its last checkpoint's), None when there
+    is no sub-run there or its checkpoint cannot be read (it is trained again)."""
+    if not is_run(folder):
         return None
     try:
-        return load_checkpoint(path, required=STATE_KEYS, fmt="aevb-reproduce")
-    except CheckpointError:
-        return None  # unreadable: start the sub-run again
+        state = Run(folder).checkpoint()
+    except (CheckpointError, RunError):
+        return None
+    return (state.get("callbacks") or {}).get(callback_key(Evaluations))
 
 
 def run_subrun(ctx: Context, spec: SubRun) -> SubRunResult:
-    """Train (or continue, or skip) one sub-run; returns its rows and the trained model."""
+    """Train (or continue, or skip) one sub-run; returns its rows and the trained model.
+
+    A sub-run is an aevb run folder (``OUT/runs/<key>``) trained by the training loop
+    (aevb.training.Trainer) with the sub-run's method; a finished one with the same evaluation
+    points is skipped, an unfinished one resumes from its last checkpoint, exactly."""
     folder = ctx.out / "runs" / spec.key
-    path = folder / "state.pt"
-    data = ctx.data(spec.which)
-    x_train = subset(data.train, spec.n_train, seed=ctx.seed)
-    device = torch.device(ctx.device)
-    x_train = x_train.to(device)
+    dataset = subrun_data(ctx, spec)
+    n_train = len(dataset.train)
     eval_at = sorted(int(s) for s in spec.eval_at)
-    torch.manual_seed(ctx.seed)
-    model, algo = _build(spec, x_train, data.dim, device)
-    shuffle = torch.Generator().manual_seed(ctx.seed)
-    st = _load_state(path)
-    seen, pos, rows, perm = 0, 0, [], torch.randperm(len(x_train), generator=shuffle)
-    if st is not None and list(st.get("eval_at", [])) == eval_at:
-        model.load_state_dict(st["model"])
-        algo.load_state_dict(st["algo"])
-        if st["done"]:
-            ctx.skipped.append(spec.key)
-            ctx.log(f"{spec.key}: finished earlier, skipped")
-            return SubRunResult(list(st["rows"]), model.eval(), True)
-        seen, pos, rows, perm = int(st["seen"]), int(st["pos"]), list(st["rows"]), st["perm"]
-        if "rng" in st:  # every RNG state, as a training checkpoint holds them
-            set_rng_state(st["rng"], shuffle)
-        else:  # states written by earlier versions kept the shuffle and torch streams only
-            shuffle.set_state(st["shuffle"])
-            torch.set_rng_state(st["torch_rng"])
-        ctx.log(f"{spec.key}: continuing from {seen} samples")
-    elif st is not None:
-        ctx.log(f"{spec.key}: saved state has other evaluation points; starting again")
+    cfg = subrun_config(ctx, spec, dataset, epochs=-(-eval_at[-1] // n_train))
+    evaluations = Evaluations(ctx, spec, eval_at, folder, ctx.data(spec.which).name)
+    method = training_method(spec, cfg, n_train)
+    saved = saved_evaluations(folder)
+    if saved is not None and list(saved["eval_at"]) == eval_at and len(saved["rows"]) == len(eval_at):
+        ctx.skipped.append(spec.key)
+        ctx.log(f"{spec.key}: finished earlier, skipped")
+        return SubRunResult(list(saved["rows"]), Run(folder).load_model(ctx.device), True)
     ctx.trained.append(spec.key)
     t_start = time.perf_counter()
-    train_seconds = float(rows[-1]["train_seconds"]) if rows else 0.0
-    model.train()
-    for target in eval_at:
-        if target <= seen:
-            continue
-        t0 = time.perf_counter()
-        while seen < target:
-            if pos >= len(perm):
-                perm, pos = torch.randperm(len(x_train), generator=shuffle), 0
-            idx = perm[pos:pos + BATCH].to(device)
-            pos += BATCH
-            _step(spec, model, algo, x_train.index_select(0, idx), idx)
-            seen += len(idx)
-        train_seconds += time.perf_counter() - t0
-        model.eval()
-        metrics = spec.evaluate(model, algo)
-        model.train()
-        bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
-        row = {"method": spec.method, "dataset": data.name, "latent": spec.latent, "hidden": spec.hidden,
-               "n_train": len(x_train), **spec.info, "samples": seen, **metrics,
-               "train_seconds": round(train_seconds, 3)}
-        rows.append(row)
-        ctx.log(f"{spec.key}: {seen} samples  " + "  ".join(
-            f"{k} {v:.2f}" for k, v in metrics.items() if isinstance(v, float)) +
-            (f"  (non-finite: {', '.join(bad)})" if bad else ""))
-        done = target == eval_at[-1]
-        save_checkpoint(path=path, state={"format": "aevb-reproduce", "key": spec.key, "eval_at": eval_at, "done": done,
-                           "seen": seen, "pos": pos, "perm": perm, "rows": rows,
-                           "model": model.state_dict(), "algo": algo.state_dict(),
-                           "rng": rng_state(shuffle)})
-        write_csv(folder / "rows.csv", rows)
+    if saved is not None and list(saved["eval_at"]) == eval_at:
+        ctx.log(f"{spec.key}: continuing from {saved['seen']} samples")
+        trainer = Trainer.resume(folder, callbacks=[evaluations], data=dataset, method=method)
+    else:
+        if saved is not None:
+            ctx.log(f"{spec.key}: saved sub-run has other evaluation points; starting again")
+        trainer = Trainer.new(cfg, folder, overwrite=is_run(folder) or folder.exists(), data=dataset,
+                              callbacks=[evaluations], method=method)
+    trainer.fit()
     ctx.log(f"{spec.key}: done in {time.perf_counter() - t_start:.1f}s")
-    return SubRunResult(rows, model.eval(), False)
+    return SubRunResult(evaluations.rows, trainer.model.eval(), False)
 
 
 # ------------------------------------------------------------------------------ evaluation

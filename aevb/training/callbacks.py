@@ -30,6 +30,11 @@ class Callback:
     ``skipped``: True when the step was non-finite and left out); ``on_train_epoch_end`` gets the
     epoch's metrics row once its checkpoint and metrics files are written. ``on_epoch_end`` is
     the older name of ``on_train_epoch_end`` and is still called by its default.
+
+    A callback that keeps state across epochs returns it from ``state_dict`` (plain values,
+    lists, dicts and tensors); it is saved in every checkpoint under the callback's class name and
+    given back to ``load_state_dict`` when the run is resumed with the same callback, so that a
+    resumed run sees what an uninterrupted one would.
     """
 
     every_rank = False  # built-in parts that keep state every process needs (best epoch, checkpoint)
@@ -57,6 +62,18 @@ class Callback:
 
     def on_exception(self, trainer, error: BaseException) -> None:
         pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def callback_key(cb) -> str:
+    """The name a callback's state is kept under in a checkpoint: the qualified name of its class
+    (``cb``: a callback or its class)."""
+    return (cb if isinstance(cb, type) else type(cb)).__qualname__
 
 
 def scalars(record: dict) -> Dict[str, float]:
@@ -248,7 +265,8 @@ class ProgressBar(Callback):
             extra += " (best)" if best == r[M.EPOCH] else f" (best: epoch {best})"
         if r.get(M.LIMIT_BATCHES):
             extra += f"  [only the first {r[M.LIMIT_BATCHES]} batches: --limit-batches]"
-        print(f"epoch {done:>3}/{total}  train loss {-r[M.TRAIN_BOUND]:.2f}  test loss {-r[M.TEST_BOUND]:.2f}"
+        train = "" if r[M.TRAIN_BOUND] is None else f"  train loss {-r[M.TRAIN_BOUND]:.2f}"
+        print(f"epoch {done:>3}/{total}{train}  test loss {-r[M.TEST_BOUND]:.2f}"
               f"{extra}  (-bound, nats/datapoint)  KL {r[M.TEST_KL]:.2f}  {r[M.EPOCH_TIME_S]:.1f}s"
               + ("" if r.get(M.STOPPED_EARLY) else f"  ETA {format_duration(eta)}"), file=sys.stderr, flush=True)
         if r.get(M.STOPPED_EARLY):

@@ -18,7 +18,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from ..bounds import dataset_bound, elbo_sums, eval_rows
 from ..config import RunConfig
 from ..data import Dataset, Split
 from ..devices import resolve_device
-from ..errors import ConfigError, DiskFullError, interruption
+from ..errors import ConfigError, DiskFullError, RunError, interruption
 from ..io import save_checkpoint
 from ..model import VAE
 from ..pretrained import upgrade_checkpoint
@@ -37,7 +37,7 @@ from ..runfolder import remove_orphans
 from ..runs import CHECKPOINT, Run, is_run
 from .. import metrics as M
 from . import session
-from .callbacks import (BestCheckpoint, Callback, EarlyStopping, ImageGrids, LastCheckpoint, MetricsFiles, ProgressBar,
+from .callbacks import (BestCheckpoint, Callback, EarlyStopping, callback_key, ImageGrids, LastCheckpoint, MetricsFiles, ProgressBar,
                         TensorBoard, epoch_images, write_images)
 from .objective import (batch_loss, binarize_batch, kl_weight, objective_terms, poison_if_nonfinite,
                         step_is_finite, training_precision)
@@ -51,11 +51,21 @@ class Trainer:
     Attributes: ``cfg`` (resolved RunConfig), ``run_dir``, ``data`` (Dataset), ``model``,
     ``optimizer``, ``scheduler``, ``epoch`` (completed epochs), ``step``, ``history``,
     ``best_epoch`` and ``best_bound`` (the best validation bound so far; None without a
-    validation split), ``stopped_early``.
+    validation split), ``stopped_early``, ``method`` (None: gradient ascent on the configured
+    bound) and ``should_stop``: a callback sets it to end training after the current step (the
+    epoch under way ends there, with its bounds, metrics row and checkpoint).
+
+    ``method``: another way to train the model, such as the paper's wake-sleep or Monte Carlo EM
+    baselines (aevb.baselines): a callable ``method(model)`` returning an object with
+    ``step(x, idx) -> dict`` (one minibatch ``x`` [B, D] and its rows' positions ``idx`` [B] in
+    the training split; it updates the model itself), ``state_dict()`` and ``load_state_dict()``
+    (kept in the checkpoint, so that such a run resumes exactly too). Its epochs' training
+    columns are empty: the method optimises no bound of its own.
     """
 
     def __init__(self, cfg: RunConfig, run_dir: Path, data: Dataset, state: Optional[dict] = None,
-                 callbacks: Sequence[Callback] = (), model: Optional[torch.nn.Module] = None):
+                 callbacks: Sequence[Callback] = (), model: Optional[torch.nn.Module] = None,
+                 method: Optional[Callable] = None):
         self.cfg, self.run_dir, self.data = cfg, Path(run_dir), data
         t = cfg.train
         self.callbacks = list(callbacks)  # the user's, after the built-in ones
@@ -79,6 +89,11 @@ class Trainer:
                 self.model.load_state_dict(state["model"])
         self.model.to(self.device).train()
         distributed.broadcast_module(self.model)
+        if method is not None and self.dist.enabled:
+            raise ConfigError("a training method other than the bound's gradient trains in one process; "
+                              "run it without torchrun")
+        self.method = method(self.model) if method is not None else None
+        self.should_stop = False
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, t.epochs)
         self.shuffle = torch.Generator().manual_seed(t.seed)
@@ -98,6 +113,7 @@ class Trainer:
                 self.history = list(state["history"])
                 self.best.epoch, self.best.bound = restore_best(state, self.history)
                 restore_rng(self, state)
+            restore_parts(self, state)
         self.splits = session.place_splits(data, self.device)
         self.sample_seed = t.seed + 2  # the same prior draws every epoch
         self.tensorboard = TensorBoard(bool(t.tensorboard))
@@ -117,7 +133,7 @@ class Trainer:
     @classmethod
     def new(cls, cfg: RunConfig, out: Union[str, Path], overwrite: bool = False,
             data: Optional[Dataset] = None, callbacks: Sequence[Callback] = (),
-            model: Optional[torch.nn.Module] = None) -> "Trainer":
+            model: Optional[torch.nn.Module] = None, method: Optional[Callable] = None) -> "Trainer":
         """Start a fresh run in ``out``. Loads the data, resolves and checks the config, the data
         against the likelihood and the device, and only then creates (and locks) the folder.
         With ``overwrite`` an existing run is replaced only once the new one has trained its
@@ -128,7 +144,8 @@ class Trainer:
         check_model(model)
         cfg, data, new_run = session.prepare_new(cfg, out, overwrite, data, distributed.init())
         try:
-            trainer = cls(cfg, new_run.folder if new_run else out, data, callbacks=callbacks, model=model)
+            trainer = cls(cfg, new_run.folder if new_run else out, data, callbacks=callbacks, model=model,
+                          method=method)
         except BaseException:
             if new_run is not None:
                 new_run.abandon()
@@ -139,7 +156,8 @@ class Trainer:
     @classmethod
     def resume(cls, run_dir: Union[str, Path], overrides: Optional[RunConfig] = None,
                given: Optional[Sequence[str]] = None, callbacks: Sequence[Callback] = (),
-               model: Optional[torch.nn.Module] = None, data=None, **changes) -> "Trainer":
+               model: Optional[torch.nn.Module] = None, data=None, method: Optional[Callable] = None,
+               **changes) -> "Trainer":
         """Continue the run in ``run_dir`` from its last checkpoint (or from scratch, with its
         saved config, when it stopped before its first checkpoint).
 
@@ -151,12 +169,13 @@ class Trainer:
         ConfigError; nothing is silently ignored. Nothing in the run folder changes until an
         epoch has trained. ``model``: the ready-made model the run was started with (see
         ``new``); its state is loaded from the checkpoint. ``data``: the data again, for a run
-        trained on data given in memory (they must be the same: shape, type and checksum)."""
+        trained on data given in memory (they must be the same: shape, type and checksum).
+        ``method``: the training method the run was started with (see the class)."""
         check_model(model)
         dotted = resume_changes(changes)
         cfg, state, data, lock = session.open_resume(run_dir, overrides, given, distributed.init(), dotted, data)
         try:
-            trainer = cls(cfg, Path(run_dir), data, state=state, callbacks=callbacks, model=model)
+            trainer = cls(cfg, Path(run_dir), data, state=state, callbacks=callbacks, model=model, method=method)
         except BaseException:
             if lock is not None:
                 lock.release()
@@ -191,7 +210,7 @@ class Trainer:
             self.history[-1].pop(M.STOPPED_EARLY, None)
         try:
             self._hook("on_train_start")
-            while self.epoch < t.epochs and not self.stopped_early:
+            while self.epoch < t.epochs and not self.stopped_early and not self.should_stop:
                 record = self.train_epoch()
                 if main and self.epoch == first + 1:
                     self.lifecycle.started(self)
@@ -295,9 +314,16 @@ class Trainer:
             totals = [len(i) for i in batch_idx]
             batch_idx = [i[rank::world] for i in batch_idx]
         for b, xb in enumerate(train_split.batches(batch_idx, self.device)):
+            xb = binarize_batch(xb, dynamic)
+            if self.method is not None:  # another training method updates the model itself
+                outputs = self.method.step(xb, batch_idx[b].to(self.device))
+                self.step += 1
+                self._hook("on_train_batch_end", {**outputs, "batch_size": len(xb), "skipped": False}, b)
+                if self.should_stop:
+                    break
+                continue
             beta = kl_weight(obj, self.epoch + b / n_batches)
             total = totals[b] if sharded else None
-            xb = binarize_batch(xb, dynamic)
             with training_precision(self.device, t.precision):
                 terms = objective_terms(self.model, xb, obj)
             loss = batch_loss(terms, obj, beta, total)
@@ -322,25 +348,32 @@ class Trainer:
                                               "log_px_given_z": terms.log_px_given_z.detach(),
                                               "kl": terms.kl.detach(), "batch_size": len(xb),
                                               "skipped": not applied}, b)
+            if self.should_stop:  # a callback ends training here
+                break
         totals = torch.cat([sums, torch.tensor([float(self.epoch_count)], dtype=torch.float64, device=sums.device)])
         distributed.all_reduce_sum(totals)  # the sums and the datapoints they cover, over all processes
         if sharded:
             distributed.all_reduce_sum(batch_losses)  # each process holds its shard's part of a batch's loss
         train = (totals[:3] / totals[3].clamp(min=1.0)).tolist()
-        if not all(math.isfinite(v) for v in train):
+        if self.method is not None:  # the method optimises no bound of its own
+            train = [None, None, None]
+        elif not all(math.isfinite(v) for v in train):
             self.diverged(n_batches - 1)
         self.batch_losses = batch_losses.tolist()  # this epoch's loss per step (-inf: skipped)
         applied = batch_losses[torch.isfinite(batch_losses)]
         steps = {M.TRAIN_LOSS_FIRST: float(batch_losses[0]) if math.isfinite(batch_losses[0]) else None,
                  M.TRAIN_LOSS_MAX: float(applied.max()) if len(applied) else None,
-                 M.SKIPPED_STEPS: n_batches - len(applied)}
+                 M.SKIPPED_STEPS: 0 if self.method is not None else n_batches - len(applied)}
         train_time = time.perf_counter() - t0
         lr = self.optimizer.param_groups[0]["lr"]
-        self.scheduler.step()
+        if self.method is None:  # a training method steps optimisers of its own
+            self.scheduler.step()
         self.epoch += 1
         record = {M.EPOCH: self.epoch, M.STEP: self.step, **dict(zip(M.split_terms("train"), train)), **steps}
         if t.limit_batches:  # such an epoch is not a full one, and its row says so
             record[M.LIMIT_BATCHES] = t.limit_batches
+        if self.should_stop:  # ended by a callback after this many steps of the epoch
+            record[M.STOPPED_AT_BATCH] = b + 1
         for name in ("test", "valid"):
             if name not in self.splits:
                 continue
@@ -391,8 +424,14 @@ class Trainer:
                             self.tensorboard.writer(self.run_dir), self.epoch)
 
     def checkpoint_state(self) -> dict:
-        """Everything a resume needs (see aevb.training.state.checkpoint_state)."""
-        return checkpoint_state(self)
+        """Everything a resume needs (see aevb.training.state.checkpoint_state), with the training
+        method's state and the callbacks' (``Callback.state_dict``)."""
+        state = checkpoint_state(self)
+        if self.method is not None:
+            state["method"] = self.method.state_dict()
+        kept = {callback_key(cb): cb.state_dict() for cb in self.callbacks}
+        state["callbacks"] = {k: v for k, v in kept.items() if v}
+        return state
 
     def write_checkpoint(self, state: Optional[dict] = None) -> Path:
         """RUN/checkpoints/last.pt, atomically, from ``state`` (default: gathered now)."""
@@ -408,6 +447,24 @@ class Trainer:
         self.saved.append(Path(name))
         return path
 
+
+
+def restore_parts(trainer: Trainer, state: dict) -> None:
+    """The training method's and the callbacks' states from a checkpoint; a run trained by another
+    method than the one given (or by the default gradient step) is refused."""
+    saved = state.get("method")
+    if (saved is None) != (trainer.method is None):
+        how = "another training method (such as aevb reproduce's wake-sleep or MCEM sub-runs)"
+        raise RunError(f"{trainer.run_dir} was trained by {how if saved is not None else 'the gradient of its bound'}; "
+                       "continue it with the method it was started with"
+                       + (" (the same aevb reproduce command)" if saved is not None else ""))
+    with checkpoint_errors(trainer.run_dir):
+        if saved is not None:
+            trainer.method.load_state_dict(saved)
+        kept = state.get("callbacks") or {}
+        for cb in trainer.callbacks:
+            if callback_key(cb) in kept:
+                cb.load_state_dict(kept[callback_key(cb)])
 
 
 def check_model(model) -> None:
