@@ -16,11 +16,12 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
 import torch
 
 from . import metrics as M
+from .checkpoints import DIGEST, RUN_ID, advice, problem, seal, sibling
 from .errors import CheckpointError, DiskFullError, interruption  # noqa: F401 (raised here; imported from here by callers)
 
 PathLike = Union[str, Path]
@@ -162,7 +163,9 @@ def tensor_bytes(obj) -> int:
 
 
 def save_checkpoint(state: dict, path: PathLike) -> None:
-    """Write a checkpoint dict (tensors, numbers, strings, lists, dicts) atomically."""
+    """Write a checkpoint dict (tensors, numbers, strings, lists, dicts) atomically, sealed with
+    the digest of each entry (aevb.checkpoints.seal) that every load checks."""
+    state = seal(state)
     with atomic_path(path, tensor_bytes(state)) as tmp:
         with open(tmp, "wb") as f:  # closed even when the write fails, so a full disk gets its space back
             torch.save(state, f)
@@ -172,7 +175,7 @@ def save_checkpoint(state: dict, path: PathLike) -> None:
 CHECKPOINT_KEYS = (M.EPOCH, M.STEP, "data_dim", "image_shape", "model")
 # what a model-only load keeps: the weights and what describes them (not optimizer, schedule, RNG, history)
 MODEL_KEYS = ("format", "version", "aevb_version", "config", "checkpoint", M.VALID_BOUND, M.BEST_EPOCH,
-              M.BEST_VALID_BOUND) + CHECKPOINT_KEYS
+              M.BEST_VALID_BOUND, RUN_ID) + CHECKPOINT_KEYS
 
 
 def _one_line(text: str) -> str:
@@ -181,9 +184,16 @@ def _one_line(text: str) -> str:
 
 
 def load_checkpoint(path: PathLike, map_location="cpu", required=CHECKPOINT_KEYS,
-                    fmt: str = "aevb-checkpoint", model_only: bool = False) -> dict:
+                    fmt: str = "aevb-checkpoint", model_only: bool = False, run_id: Optional[str] = None,
+                    advise: bool = True) -> dict:
     """Load a checkpoint of format ``fmt`` without executing code; clear CheckpointError when
     unusable (a run's checkpoint, or a reproduction's sub-run state: ``aevb-reproduce``).
+
+    Every entry returned is checked against the digest saved with it, the model and optimizer
+    state must be finite, and with ``run_id`` (the id in the run folder's run.json) a checkpoint
+    that names another run is refused (aevb.checkpoints.problem); the message says what the
+    run's other checkpoint offers (``advise``). The tensors are read on the CPU, checked, and only
+    then moved to ``map_location``.
 
     ``model_only``: map the file into memory instead of reading it, and return only the entries
     of MODEL_KEYS; the other tensors (optimizer state) are never read, and a model that takes the
@@ -195,7 +205,7 @@ def load_checkpoint(path: PathLike, map_location="cpu", required=CHECKPOINT_KEYS
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): it was never completely written; "
                               "restore it from a copy or train the run again")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True, mmap=model_only)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=model_only)
     except pickle.UnpicklingError as e:
         # keep PyTorch's whole explanation, including that weights_only=False can run code
         raise CheckpointError(f"checkpoint {path} was refused: it holds Python objects that a safe load "
@@ -211,6 +221,44 @@ def load_checkpoint(path: PathLike, map_location="cpu", required=CHECKPOINT_KEYS
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}: it is damaged or was not "
                               "written by aevb")
-    if model_only:
-        state = {k: v for k, v in state.items() if k in MODEL_KEYS}
+    wrong = problem(state, MODEL_KEYS if model_only else None, run_id)
+    if wrong:
+        linked = f" (a symbolic link to {os.readlink(path)})" if path.is_symlink() else ""
+        if not model_only and problem(state, MODEL_KEYS, run_id) is None and M.EPOCH in state:
+            # the optimizer's state, RNG or history: the model itself passes
+            todo = (f"its model (epoch {state[M.EPOCH]}) passes every check and can still be evaluated, scored "
+                    f"and exported, but training cannot continue from it; {advice(path, None)}")
+        else:
+            todo = advice(path, _intact_epoch(path, run_id) if advise else None)
+        raise CheckpointError(f"checkpoint {path}{linked} {wrong}; {todo}")
+    state = {k: v for k, v in state.items() if k != DIGEST and (not model_only or k in MODEL_KEYS)}
+    if torch.device(map_location if map_location is not None else "cpu").type != "cpu":
+        state = _moved(state, map_location)
     return state
+
+
+def _intact_epoch(path: Path, run_id: Optional[str]) -> Optional[int]:
+    """The epoch of the run's other checkpoint (best.pt beside last.pt, and the reverse) when it
+    passes every check of a model load, else None."""
+    other = sibling(path)
+    if other is None or not other.is_file():
+        return None
+    try:
+        return int(load_checkpoint(other, model_only=True, run_id=run_id, advise=False)[M.EPOCH])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _moved(obj, device):
+    """``obj`` with its tensors on ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        out = type(obj)((k, _moved(v, device)) for k, v in obj.items()) if type(obj) is not dict else \
+            {k: _moved(v, device) for k, v in obj.items()}
+        if getattr(obj, "_metadata", None) is not None:
+            out._metadata = obj._metadata
+        return out
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_moved(v, device) for v in obj)
+    return obj

@@ -30,6 +30,7 @@ import torch
 
 from torch import nn
 
+from .checkpoints import RUN_ID
 from .config import RunConfig
 from .errors import CheckpointError, ConfigError
 from .io import atomic_path, atomic_write_text, load_checkpoint
@@ -158,7 +159,19 @@ def from_run(cls, run: Path, checkpoint: str, encoder, decoder):
         cfg = RunConfig.from_dict(json.loads((run / CONFIG_NAME).read_text()))
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{run / CONFIG_NAME} could not be read ({e}); the run folder is damaged") from None
-    return from_checkpoint(cls, cfg, load_checkpoint(file, "cpu", model_only=True), file, encoder, decoder)
+    return from_checkpoint(cls, cfg, load_checkpoint(file, "cpu", model_only=True, run_id=_run_id(run)), file,
+                           encoder, decoder)
+
+
+def _run_id(run: Path) -> Optional[str]:
+    """The id in a run folder's run.json (None: a run created before run ids, or no readable marker);
+    its checkpoints must carry it."""
+    try:
+        info = json.loads((run / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    value = info.get(RUN_ID) if isinstance(info, dict) else None
+    return str(value) if value else None
 
 
 def from_checkpoint(cls, cfg: RunConfig, state: dict, source, encoder: Optional[nn.Module] = None,

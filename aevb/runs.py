@@ -29,6 +29,7 @@ from .config import RunConfig
 from .data import load_configured
 from .devices import resolve_device
 from .errors import CheckpointError, ConfigError, DataError, RunError
+from .checkpoints import RUN_ID
 from .io import atomic_write_text, load_checkpoint
 from .lock import LOCK_NAME, describe, is_locked, read_lock
 from .model import VAE
@@ -167,6 +168,7 @@ class Run:
         self.path = Path(path)
         # a run of the user's own modules: instances of them, copied for every model loaded
         self.encoder, self.decoder = encoder, decoder
+        self._shapes: dict = {}  # image shape of each checkpoint file a model was loaded from (see _file_key)
         if not self.path.is_dir():
             raise RunError(not_a_run_folder(self.path))
         if not is_run(self.path):
@@ -183,6 +185,13 @@ class Run:
     @property
     def info(self) -> dict:
         return read_marker(self.path) or {}
+
+    @property
+    def run_id(self) -> Optional[str]:
+        """The run's id (run.json's ``run_id``): every checkpoint it writes carries it, and a
+        checkpoint of another run is refused. None for a run created before run ids."""
+        value = self.info.get(RUN_ID)
+        return str(value) if value else None
 
     @property
     def status(self) -> str:
@@ -214,7 +223,7 @@ class Run:
     def _saved_epoch(self) -> Optional[int]:
         """The epoch of the last checkpoint (None when there is none that can be read)."""
         try:
-            return int(load_checkpoint(self.checkpoint_path, "cpu", model_only=True)["epoch"])
+            return int(load_checkpoint(self.checkpoint_path, "cpu", model_only=True, run_id=self.run_id)["epoch"])
         except CheckpointError:
             return None
 
@@ -251,7 +260,8 @@ class Run:
     def checkpoint(self, map_location="cpu", checkpoint: str = "last", model_only: bool = False) -> dict:
         """The ``last`` (default) or ``best`` checkpoint's state. ``model_only``: only the model's
         entries, read memory-mapped, never the optimizer state (aevb.io.load_checkpoint)."""
-        return load_checkpoint(self.checkpoint_file(checkpoint, python=True), map_location, model_only=model_only)
+        return load_checkpoint(self.checkpoint_file(checkpoint, python=True), map_location, model_only=model_only,
+                               run_id=self.run_id)
 
     def no_checkpoint_message(self) -> str:
         if is_locked(self.path):
@@ -275,12 +285,13 @@ class Run:
         memory-mapped tensors as its own, so on the CPU its weights are pages of the file, read
         as they are used, not a copy in anonymous memory."""
         path = self.checkpoint_file(checkpoint, python=True)
-        state = load_checkpoint(path, device, model_only=True)
+        state = load_checkpoint(path, device, model_only=True, run_id=self.run_id)
         modules = {"encoder": self.encoder, "decoder": self.decoder}
         if self.encoder is not None:  # new instances of the user's modules each time
             modules = {k: copy.deepcopy(v) for k, v in modules.items()}
         model = VAE.from_checkpoint(self.config, state, path, **modules)
-        return LoadedModel(model.to(device).eval(), checkpoint, int(state["epoch"]), self.image_shape(state), path)
+        shape = self._shapes[_file_key(path)] = self.image_shape(state)
+        return LoadedModel(model.to(device).eval(), checkpoint, int(state["epoch"]), shape, path)
 
     def load_data(self, download: Optional[bool] = None, progress: bool = True,
                   memory_budget: Optional[str] = None, data=None):
@@ -297,10 +308,32 @@ class Run:
 
     # ------------------------------------------------------------------ new data
     def image_shape(self, state: Optional[dict] = None) -> tuple:
-        """(C, H, W) of the data the model takes (from its checkpoint)."""
-        state = state if state is not None else self.checkpoint(model_only=True)
+        """(C, H, W) of the data the model takes (from its checkpoint: the last one, or the best
+        one where it is the only one; the shape a model loaded from that same file had, without
+        reading it again)."""
+        if state is None:
+            self._any_checkpoint()
+            files = [p for p in (self.checkpoint_path, self.path / BEST_CHECKPOINT) if p.is_file()]
+            for path in files:
+                known = self._shapes.get(_file_key(path))
+                if known is not None:
+                    return known
+            for i, path in enumerate(files):  # a refused last.pt does not hide the shape best.pt holds
+                try:
+                    state = load_checkpoint(path, "cpu", model_only=True, run_id=self.run_id)
+                    break
+                except CheckpointError:
+                    if i == len(files) - 1:
+                        raise
         shape = state.get("image_shape")
         return tuple(int(s) for s in shape) if shape else (1, 1, int(state["data_dim"]))
+
+    def _any_checkpoint(self) -> Path:
+        """The last checkpoint, or the best one when only it is there (RunError when neither is)."""
+        for path in (self.checkpoint_path, self.path / BEST_CHECKPOINT):
+            if path.is_file():
+                return path
+        raise RunError(self.no_checkpoint_message())
 
     def preprocess(self, source, skip_bad_images: bool = False, progress: bool = False, seed: int = 0,
                    model=None) -> "Items":
@@ -311,8 +344,8 @@ class Run:
         that do not fit the model raise DataError naming both shapes; unreadable images too,
         unless ``skip_bad_images`` (then ``items.skipped`` lists them)."""
         seed = newdata.check_seed(seed)
-        if model is None and not self.checkpoint_path.is_file():
-            raise RunError(self.no_checkpoint_message())
+        if model is None:
+            self._any_checkpoint()  # refused before any data are read
         newdata.check_pictures(_pil_images(source), "source")
         items = load_items(source, self.config.data, skip_bad_images=skip_bad_images, progress=progress, seed=seed)
         items = check_fits(items, self.image_shape(), self.config.model.likelihood, str(self.path))
@@ -415,6 +448,16 @@ def _pil_images(source) -> list:
     """The PIL images of a source (one, or a list of them), else []."""
     items = source if isinstance(source, (list, tuple)) else [source]
     return [s for s in items if type(s).__module__.startswith("PIL.") and hasattr(s, "size")]
+
+
+def _file_key(path: Path) -> tuple:
+    """A file as it is now (path, inode, size, modification time): a checkpoint rewritten since
+    is another key."""
+    try:
+        st = path.stat()
+    except OSError:
+        return (str(path),)
+    return (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _first_line(e) -> str:

@@ -5,7 +5,7 @@ import argparse
 
 from ..figures.runfigures import FIGURES_DIR
 from ..report import REPORT_FILE, write_report
-from ..runs import Run, check_output
+from ..runs import CHECKPOINTS, Run, check_output
 from .common import add_parser, add_run_argument
 from .plot import add_figure_options, check_grid_size
 
@@ -35,6 +35,10 @@ def run(args: argparse.Namespace) -> int:
     run_ = Run(args.run)
     if args.checkpoint != "last" and args.figures:  # the last one may be missing: the report then says so
         run_.checkpoint_file(args.checkpoint)
+    if args.figures and (run_.path / CHECKPOINTS[args.checkpoint]).is_file():
+        # the figures come from its model: a checkpoint refused on load (damaged, not finite, another
+        # run's, unsafe) is one line, not a note inside a report written anyway
+        run_.checkpoint(checkpoint=args.checkpoint, model_only=True)
     check_output(args.out or run_.path / REPORT_FILE, "--out", suffixes=(".html", ".htm"))
     if args.figures:
         check_output(run_.path / FIGURES_DIR, "figures folder", folder=True)

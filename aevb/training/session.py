@@ -14,13 +14,15 @@ from typing import Dict, Optional, Sequence, Union
 import torch
 
 from .. import distributed
+from ..checkpoints import RUN_ID, new_run_id
 from ..config import RunConfig, resolve
 from ..convnets import check_fits
 from ..data import Dataset, Split, load_configured
 from ..data.fingerprint import describe_change, fingerprint as fingerprint_of
 from ..devices import resolve_device
 from ..distributions import get_likelihood
-from ..errors import ConfigError, DiskFullError, RunError, TrainingDiverged, interruption
+from ..errors import CheckpointError, ConfigError, DiskFullError, RunError, TrainingDiverged, interruption
+from ..io import load_checkpoint
 from ..lock import RunLock
 from ..runfolder import NewRun, check_new_out, create_run_folder, recover_siblings
 from ..runs import BEST_CHECKPOINT, CHECKPOINT, Run, check_output, not_a_run_folder, read_marker, write_marker
@@ -59,7 +61,7 @@ def prepare_new(cfg: RunConfig, out: Path, overwrite: bool, given_data: Optional
         new_run = create_run_folder(out, overwrite)
         try:
             memory = given_data.info.get("memory") if given_data is not None else None
-            write_marker(new_run.folder, "running", aevb_version=__version__, dataset=data.name,
+            write_marker(new_run.folder, "running", aevb_version=__version__, dataset=data.name, run_id=new_run_id(),
                          **({"data_fingerprint": fingerprint} if fingerprint else {}),
                          **({"data_memory": memory} if memory else {}), **limited(rcfg))
             rcfg.save(new_run.folder / "config.json")
@@ -143,6 +145,11 @@ class RunLifecycle:
     def __init__(self, run_dir: Path, lock: Optional[RunLock] = None, new_run: Optional[NewRun] = None,
                  resumed: bool = False):
         self.run_dir, self.lock, self.new_run, self.resumed = Path(run_dir), lock, new_run, resumed
+        # the id every checkpoint of the run carries: run.json's; a run created before run ids
+        # takes that of its last checkpoint, or a new one, written to run.json once an epoch trained
+        self.run_id = (read_marker(self.run_dir) or {}).get(RUN_ID)
+        if self.run_id is None and resumed:
+            self.run_id = checkpoint_run_id(self.run_dir / CHECKPOINT) or new_run_id()
 
     @property
     def pending(self) -> bool:
@@ -164,7 +171,8 @@ class RunLifecycle:
         if self.resumed:
             trainer.cfg.save(self.run_dir / "config.json")
             again = {M.STOPPED_EARLY: False} if M.STOPPED_EARLY in (read_marker(self.run_dir) or {}) else {}
-            write_marker(self.run_dir, "running", epoch=trainer.epoch, **again, **limited(trainer.cfg))
+            ident = {RUN_ID: self.run_id} if self.run_id else {}
+            write_marker(self.run_dir, "running", epoch=trainer.epoch, **again, **ident, **limited(trainer.cfg))
 
     def finished(self, trainer) -> None:
         """Mark the run finished; with a validation split run.json also says which epoch was best
@@ -207,6 +215,16 @@ class RunLifecycle:
             self.lock = None
 
 
+def checkpoint_run_id(path: Path) -> Optional[str]:
+    """The run id a checkpoint carries (None: none, or the file cannot be used)."""
+    if not path.is_file():
+        return None
+    try:
+        return load_checkpoint(path, model_only=True, advise=False).get(RUN_ID)
+    except CheckpointError:
+        return None
+
+
 def limited(cfg: RunConfig) -> dict:
     """run.json's mark of a quick debug run (train.limit_batches): an epoch of it saw only its
     first batches, and the run must not pass for a full one (every metrics row says so too)."""
@@ -236,7 +254,7 @@ def diverged(trainer, batch: int, skipped: int = 0):
         raise TrainingDiverged(f"{where}. The new run was discarded and {target} is unchanged; {hint}.")
     if (trainer.run_dir / CHECKPOINT).is_file():
         # a resume would repeat the same steps exactly (and diverge again): only new settings help
-        raise TrainingDiverged(f"{where}. The last good checkpoint (epoch {trainer.epoch}) is kept in "
+        raise TrainingDiverged(f"{where}. The last good checkpoint (epoch {trainer.saved_epoch}) is kept in "
                                f"{trainer.run_dir / CHECKPOINT} (status failed) and can be evaluated and "
                                f"plotted; to train on, start a new run: {hint}.")
     raise TrainingDiverged(f"{where}, before any checkpoint (status failed). Start again with other "

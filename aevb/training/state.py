@@ -27,6 +27,7 @@ import torch
 from .. import distributed
 from ..config import SECTIONS, RunConfig, diff, field_names, merge, validate
 from ..config.settings import get_setting, set_setting, source_of
+from ..checkpoints import RUN_ID
 from ..errors import CheckpointError, ConfigError, RunError
 from ..io import CHECKPOINT_KEYS, load_checkpoint
 from ..runs import CHECKPOINT, Run
@@ -109,12 +110,15 @@ def checkpoint_state(trainer) -> dict:
 
 
 def model_state(trainer) -> dict:
-    """What every checkpoint holds: the model of the current epoch with what loading it needs."""
+    """What every checkpoint holds: the model of the current epoch with what loading it needs,
+    and the id of the run (run.json's; a checkpoint of another run is refused on load)."""
+    run_id = getattr(getattr(trainer, "lifecycle", None), "run_id", None)
     return {
         "format": "aevb-checkpoint", "version": 1, "aevb_version": __version__,
         "epoch": trainer.epoch, "step": trainer.step,
         "data_dim": trainer.data.dim, "image_shape": list(trainer.data.image_shape),
         "config": json.dumps(trainer.cfg.to_dict()), "model": trainer.model.state_dict(),
+        **({RUN_ID: run_id} if run_id else {}),
     }
 
 
@@ -194,7 +198,7 @@ def read_resume(run: Run, overrides: Optional[RunConfig], given: Optional[Sequen
             raise RunError(f"{run.path} says it finished but its checkpoint {CHECKPOINT} is missing; the run "
                            "folder is damaged: restore the checkpoint, or train a new run")
         return cfg, None
-    return cfg, load_checkpoint(run.checkpoint_path, required=RESUME_KEYS)
+    return cfg, load_checkpoint(run.checkpoint_path, required=RESUME_KEYS, run_id=run.run_id)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,185 @@
+"""Checkpoints that prove themselves: a digest of every entry, the run they belong to, finite numbers.
+
+A checkpoint is sealed when it is saved (``seal``): its entry ``digest`` holds one SHA-256 per
+top-level entry (the model's weights, the optimizer's state, the epoch, the config, ...), each
+over the entry's tensors (dtype, shape and bytes) and its other values (numbers, strings, lists
+and dicts, in their order). A load checks the digest of each entry it keeps (``problem``): a
+load of the model alone (memory-mapped, ``aevb.io.load_checkpoint(model_only=True)``) hashes the
+model's weights and never reads the optimizer's moments; a resume checks every entry. The model
+and the optimizer's state must also be finite, and a checkpoint of a run (``run_id``, the id
+that run.json holds) must belong to the run folder it lies in. Checkpoints written before
+digests (no entry ``digest``) load as they are.
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections import OrderedDict
+from pathlib import Path
+from typing import Iterable, Optional
+
+import torch
+
+DIGEST = "digest"  # the entry that holds the other entries' digests
+RUN_ID = "run_id"  # the id of the run that wrote the checkpoint, as in its run.json
+ALGORITHM = "sha256"
+# the entries whose tensors must be finite, with what to call them in messages
+FINITE = {"model": "model weights", "optimizer": "optimizer state"}
+NAMES = {**FINITE, "optimizer": "optimizer state (Adam's moments)", "rng": "random number states",
+         "history": "metrics history", "config": "config"}
+
+
+def new_run_id() -> str:
+    """A random id for a new run (16 hexadecimal digits)."""
+    return secrets.token_hex(8)
+
+
+def _feed(h, obj) -> None:
+    """Feed ``obj`` into the hash ``h``: tensors as dtype, shape and bytes; other values by type
+    and exact value, containers in their order."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        h.update(f"T{t.dtype}{tuple(t.shape)};".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(obj, dict):
+        h.update(b"D%d;" % len(obj))
+        for k, v in obj.items():
+            _feed(h, k)
+            _feed(h, v)
+    elif isinstance(obj, (list, tuple)):
+        h.update(b"L%d;" % len(obj))
+        for v in obj:
+            _feed(h, v)
+    elif obj is None:
+        h.update(b"N;")
+    elif isinstance(obj, bool):
+        h.update(b"B1;" if obj else b"B0;")
+    elif isinstance(obj, int):
+        h.update(b"I%s;" % int.__repr__(obj).encode())
+    elif isinstance(obj, float):
+        h.update(b"F%s;" % float.__repr__(obj).encode())
+    elif isinstance(obj, str):
+        s = obj.encode("utf-8", "surrogatepass")
+        h.update(b"S%d:" % len(s) + s)
+    elif isinstance(obj, (bytes, bytearray)):
+        h.update(b"Y%d:" % len(obj) + bytes(obj))
+    else:  # torch.dtype, torch.Size, ...: what a safe load can give back, by type and value
+        h.update(f"O{type(obj).__name__}:{obj!r};".encode())
+
+
+def entry_digest(value) -> str:
+    h = hashlib.new(ALGORITHM)
+    _feed(h, value)
+    return h.hexdigest()
+
+
+def _on_cpu(obj):
+    """``obj`` with its tensors on the CPU: the object itself when they are there already, else a
+    copy of the same types (a state dict keeps its metadata), whose tensors are hashed and saved."""
+    if isinstance(obj, torch.Tensor):
+        return obj if obj.device.type == "cpu" else obj.detach().cpu()
+    if isinstance(obj, dict):
+        moved = {k: _on_cpu(v) for k, v in obj.items()}
+        if all(moved[k] is v for k, v in obj.items()):
+            return obj
+        out = type(obj)(moved) if type(obj) in (dict, OrderedDict) else moved
+        if getattr(obj, "_metadata", None) is not None and isinstance(out, OrderedDict):
+            out._metadata = obj._metadata
+        return out
+    if isinstance(obj, (list, tuple)):
+        moved = [_on_cpu(v) for v in obj]
+        if all(m is v for m, v in zip(moved, obj)):
+            return obj
+        return moved if isinstance(obj, list) else tuple(moved)
+    return obj
+
+
+def seal(state: dict) -> dict:
+    """``state`` with its tensors on the CPU and the entry ``digest``: one digest per entry."""
+    state = {k: _on_cpu(v) for k, v in state.items() if k != DIGEST}
+    state[DIGEST] = {"algorithm": ALGORITHM, "entries": {k: entry_digest(v) for k, v in state.items()}}
+    return state
+
+
+def _name(key) -> str:
+    return NAMES.get(key, f"entry {key!r}")
+
+
+def _first_non_finite(obj, prefix: str = "") -> Optional[str]:
+    """The name of the first floating-point tensor in ``obj`` that holds NaN or infinity."""
+    if isinstance(obj, torch.Tensor):
+        if obj.is_floating_point() and obj.numel() and not bool(torch.isfinite(obj).all()):
+            return prefix or "a tensor"
+        return None
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for k, v in items:
+        bad = _first_non_finite(v, f"{prefix}.{k}" if prefix else str(k))
+        if bad is not None:
+            return bad
+    return None
+
+
+def problem(state: dict, keys: Optional[Iterable[str]] = None, run_id: Optional[str] = None) -> Optional[str]:
+    """What is wrong with a loaded checkpoint ``state`` (a clause for a message: "is damaged: ...",
+    "holds NaN ...", "belongs to another run ..."), or None when it passes.
+
+    ``keys``: the entries to check (None: every entry); only these are read, so a load of the
+    model alone never touches the optimizer's moments. ``run_id``: the id of the run folder the
+    file lies in (None: not checked); a checkpoint without one (written before run ids) passes."""
+    asked = [k for k in state if k != DIGEST] if keys is None else [k for k in keys if k != DIGEST]
+    digest = state.get(DIGEST)
+    if digest is not None:  # (a checkpoint written before digests has none: nothing to compare)
+        entries = digest.get("entries") if isinstance(digest, dict) else None
+        if not isinstance(entries, dict) or digest.get("algorithm") != ALGORITHM:
+            return "is damaged: its digest entry is unreadable"
+        wanted = list(entries) if keys is None else [k for k in asked if k in entries]
+        lost = [k for k in wanted if k not in state]
+        if lost:
+            return f"is damaged: its {_name(lost[0])} is missing"
+        for k in asked:
+            if k not in state:
+                continue
+            if k not in entries:
+                return f"is damaged: its {_name(k)} came without a digest"
+            if entry_digest(state[k]) != entries[k]:
+                return (f"is damaged: the digest of its {_name(k)} does not match (the file changed after it "
+                        "was written)")
+    for k, what in FINITE.items():
+        if k in asked and k in state:
+            bad = _first_non_finite(state[k])
+            if bad is not None:
+                return f"holds NaN or infinite values in its {what} ({bad})"
+    if run_id is not None and state.get(RUN_ID) not in (None, run_id):
+        return (f"belongs to another run (run id {state.get(RUN_ID)}, this run's is {run_id}): it was copied or "
+                "linked here from another run folder")
+    return None
+
+
+def sibling(path: Path) -> Optional[Path]:
+    """The run's other checkpoint (best.pt beside last.pt and the reverse), if ``path`` is one."""
+    path = Path(path)
+    if path.parent.name != "checkpoints":
+        return None
+    other = {"last.pt": "best.pt", "best.pt": "last.pt"}.get(path.name)
+    return path.parent / other if other else None
+
+
+def advice(path: Path, intact_epoch: Optional[int]) -> str:
+    """What to do about the refused checkpoint ``path``, given the epoch of the run's other
+    checkpoint when that one passes every check (None when it does not, or is not there)."""
+    path = Path(path)
+    other = sibling(path)
+    run = path.parent.parent if other is not None else None
+    again = (f"train the run again (`aevb train --out {run} --overwrite ...`)" if run is not None
+             else "train again")
+    if other is not None and intact_epoch is not None:
+        kind = other.stem
+        use = f"use it instead (--checkpoint {kind}; checkpoint='{kind}' in Python)"
+        if path.name == "last.pt":
+            return (f"the run's other checkpoint {other} (epoch {intact_epoch}) is intact: {use}; to train on, "
+                    f"restore {path.name} from a copy or {again}")
+        return f"the run's other checkpoint {other} (epoch {intact_epoch}) is intact: {use}"
+    return f"restore it from a copy, or {again}"
