@@ -6,6 +6,7 @@ tables per item (.npz, .npy, .csv) written atomically and read back (read_codes,
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sys
@@ -22,7 +23,7 @@ from ..bounds import Bounds, eval_rows, evaluate_bounds
 from ..data.base import Split
 from ..data.cache import physical_memory
 from ..units import format_bytes
-from ..errors import DataError
+from ..errors import DataError, DiskFullError
 from ..images import png_bytes, to_images
 from ..io import atomic_path, temporaries_of
 from ..lock import RunLock, output_lock_path
@@ -326,8 +327,14 @@ class PngFolder:
     def write(self, names: Sequence[str], x: Tensor) -> None:
         for name, img in zip(names, to_images(x, self.shape)):
             path = self.stage / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(png_bytes(img))
+            data = png_bytes(img)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            except OSError as e:
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):  # named as the folder the user asked for
+                    raise DiskFullError(self.out / name, len(data)) from None
+                raise
 
     def __exit__(self, exc_type, *exc) -> bool:
         if exc_type is not None:
