@@ -230,7 +230,9 @@ def load_checkpoint(path: PathLike, map_location="cpu", required=CHECKPOINT_KEYS
                     f"and exported, but training cannot continue from it; {advice(path, None)}")
         else:
             todo = advice(path, _intact_epoch(path, run_id) if advise else None)
-        raise CheckpointError(f"checkpoint {path}{linked} {wrong}; {todo}")
+        error = CheckpointError(f"checkpoint {path}{linked} {wrong}; {todo}")
+        error.what = f"checkpoint {path}{linked} {wrong}"  # without the advice, for callers that give their own
+        raise error
     state = {k: v for k, v in state.items() if k != DIGEST and (not model_only or k in MODEL_KEYS)}
     if torch.device(map_location if map_location is not None else "cpu").type != "cpu":
         state = _moved(state, map_location)

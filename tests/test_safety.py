@@ -4,6 +4,7 @@ run that can be continued or was never touched."""
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -19,10 +20,11 @@ import torch
 from aevb import load_run
 from aevb.cli import main
 from aevb.data.cache import physical_memory
+from aevb.errors import CheckpointError
 from aevb.io import load_checkpoint
 from aevb.lock import LOCK_NAME, process_start
 from aevb.runs import Run, read_marker
-from aevb.training import Trainer
+from aevb.training import Callback, Trainer
 
 from conftest import train_tiny_run, tiny_config
 from helpers import REPO, WriteInterrupted, live_process, lock_holder, read_only, snapshot
@@ -1124,3 +1126,170 @@ def test_pictures_of_different_sizes_are_refused_from_their_headers(tmp_path, ca
     assert not decoded and not cache.exists() and not (tmp_path / "run").exists()
     assert main(argv + ["--image-size", "8", "8", "--hidden", "8", "--no-tensorboard"]) == 0  # resized: accepted
     assert decoded
+
+
+# ------------------------------------------------------------------ checkpoints that prove themselves
+def _invert_64_bytes(path: Path, tensor: torch.Tensor) -> None:
+    """Invert 64 bytes of ``tensor``'s data where they lie in the checkpoint file ``path`` (as a
+    failing disk or a bad copy would), leaving the zip archive itself readable."""
+    raw = tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+    data = bytearray(path.read_bytes())
+    at = data.find(raw[:64])
+    assert at >= 0 and data.find(raw[:64], at + 1) < 0, "the tensor's bytes are not found once in the file"
+    data[at + 8:at + 72] = bytes(b ^ 0xFF for b in data[at + 8:at + 72])
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def proofs(tmp_path_factory):
+    """A finished run with a validation split (last.pt and best.pt), a second run of the same
+    settings (the same weights, another run id), and copies of the first with one checkpoint
+    damaged, made non-finite, taken from the second run, or missing."""
+    from aevb.io import save_checkpoint
+
+    root = tmp_path_factory.mktemp("proofs")
+    settings = dict(data={"validation": 100})
+    run = train_tiny_run(root / "run", **settings)
+    train_tiny_run(root / "other", **settings)
+    ckpt = run / "checkpoints"
+
+    def copy(name):
+        shutil.copytree(run, root / name, symlinks=True)
+        return root / name / "checkpoints"
+
+    def weights(path):
+        return next(v for v in torch.load(path, weights_only=True)["model"].values() if v.numel() >= 64)
+
+    _invert_64_bytes(copy("bad_last") / "last.pt", weights(ckpt / "last.pt"))
+    _invert_64_bytes(copy("bad_best") / "best.pt", weights(ckpt / "best.pt"))
+    moments = torch.load(ckpt / "last.pt", weights_only=True)["optimizer"]["state"][0]["exp_avg_sq"]
+    _invert_64_bytes(copy("bad_moments") / "last.pt", moments)
+    state = torch.load(ckpt / "last.pt", weights_only=True)
+    next(iter(state["model"].values())).view(-1)[0] = float("nan")
+    save_checkpoint(state, copy("nan") / "last.pt")  # sealed as written: only the finiteness check refuses it
+    shutil.copy(root / "other" / "checkpoints" / "best.pt", copy("copied_best") / "best.pt")
+    (copy("linked_best") / "best.pt").unlink()
+    (root / "linked_best" / "checkpoints" / "best.pt").symlink_to(root / "other" / "checkpoints" / "best.pt")
+    (copy("best_only") / "last.pt").unlink()
+    return root
+
+
+INTACT_BEST = "the run's other checkpoint {ws}/{run}/checkpoints/best.pt (epoch 1) is intact"
+INTACT_LAST = "the run's other checkpoint {ws}/{run}/checkpoints/last.pt (epoch 1) is intact"
+DAMAGED = "checkpoint {ws}/{run}/checkpoints/{file} is damaged: the digest of its model weights does not match"
+NON_FINITE = "checkpoint {ws}/nan/checkpoints/last.pt holds NaN or infinite values in its model weights"
+OTHER_RUN = "checkpoint {ws}/{run}/checkpoints/best.pt{link} belongs to another run (run id "
+SCORE, EVALUATE = "score {ws}/{run} --data digits:test --out {out}/s.csv", "evaluate {ws}/{run} --out {out}/e.json"
+EXPORT = "export {ws}/{run} --format safetensors --out {out}/export"
+RESUME = "train --resume {ws}/{run} --epochs 4 --no-progress --threads 1"
+# (command with {run}, the run folder, exit status, what the one line holds: each part in it)
+CHECKPOINT_CASES = [
+    *[(cmd, "bad_last", 2, [DAMAGED.replace("{file}", "last.pt"), INTACT_BEST])
+      for cmd in (SCORE, EVALUATE, EXPORT, "report {ws}/{run} --out {out}/r.html")],
+    (RESUME, "bad_last", 2, [DAMAGED.replace("{file}", "last.pt"), INTACT_BEST, "to train on, restore last.pt"]),
+    *[(cmd + " --checkpoint best", "bad_best", 2, [DAMAGED.replace("{file}", "best.pt"), INTACT_LAST])
+      for cmd in (SCORE, EVALUATE, EXPORT)],
+    (RESUME, "bad_best", 2, [DAMAGED.replace("{file}", "best.pt"), "the resumed run would keep a best checkpoint "
+                             "that cannot be used: restore {ws}/{run}/checkpoints/best.pt from a copy, or delete it"]),
+    (RESUME, "bad_moments", 2, ["checkpoint {ws}/{run}/checkpoints/last.pt is damaged: the digest of its optimizer "
+                                "state (Adam's moments) does not match", "its model (epoch 1) passes every check"]),
+    (SCORE, "nan", 2, [NON_FINITE, INTACT_BEST]),
+    (EVALUATE, "nan", 2, [NON_FINITE]),
+    (RESUME, "nan", 2, [NON_FINITE]),
+    (SCORE + " --checkpoint best", "copied_best", 2, [OTHER_RUN.replace("{link}", ""), INTACT_LAST]),
+    (EXPORT + " --checkpoint best", "copied_best", 2, [OTHER_RUN.replace("{link}", "")]),
+    (SCORE + " --checkpoint best", "linked_best", 2,
+     [OTHER_RUN.replace("{link}", " (a symbolic link to {ws}/other/checkpoints/best.pt)"), INTACT_LAST]),
+    *[(cmd + " --checkpoint best", "best_only", 0, []) for cmd in (SCORE, EVALUATE, EXPORT)],
+    ("encode {ws}/{run} --data digits:test --out {out}/c.npz --checkpoint best", "best_only", 0, []),
+    ("sample {ws}/{run} --out {out}/s.png --checkpoint best", "best_only", 0, []),
+]
+
+
+@pytest.mark.parametrize("argv,run,code,parts", CHECKPOINT_CASES, ids=[f"{c[1]}: {c[0][:40]}" for c in CHECKPOINT_CASES])
+def test_a_checkpoint_that_fails_its_check_is_refused_and_nothing_is_written(proofs, tmp_path, argv, run, code, parts,
+                                                                             capsys, monkeypatch, one_thread):
+    """The table of checkpoint checks: the command, its exit status, its one line naming the file,
+    what failed and what to do, and the SHA-256 of every file of every run the same before and after."""
+    import shlex
+
+    monkeypatch.setenv("AEVB_CACHE", str(tmp_path / "cache"))
+    fill = {"{ws}": str(proofs), "{run}": run, "{out}": str(tmp_path)}
+    args = shlex.split(argv)
+    for key, value in fill.items():
+        args = [a.replace(key, value) for a in args]
+    before = snapshot(proofs)
+    got = main(args)
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    assert got == code, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    if code:
+        assert len(lines) == 1, err
+        for part in parts:
+            for key, value in fill.items():
+                part = part.replace(key, value)
+            assert part in lines[0], lines[0]
+        assert not [p for p in tmp_path.iterdir() if p.name != "cache"], "an output was written"
+    else:
+        assert [p for p in tmp_path.iterdir() if p.name != "cache"], "no output was written"
+    assert snapshot(proofs) == before, "files changed"
+
+
+def test_the_python_api_refuses_what_the_commands_refuse(proofs):
+    from aevb import VAE
+
+    for call, needle in [
+        (lambda: load_run(proofs / "bad_last").load_model(), "last.pt is damaged"),
+        (lambda: load_run(proofs / "bad_best").encode("digits:test", checkpoint="best"), "best.pt is damaged"),
+        (lambda: load_run(proofs / "nan").score("digits:test"), "holds NaN or infinite values"),
+        (lambda: VAE.from_pretrained(proofs / "copied_best", checkpoint="best"), "belongs to another run"),
+        (lambda: VAE.from_pretrained(proofs / "linked_best", checkpoint="best"), "(a symbolic link to "),
+        (lambda: load_checkpoint(proofs / "bad_moments" / "checkpoints" / "last.pt"), "Adam's moments"),
+    ]:
+        with pytest.raises(CheckpointError, match=re.escape(needle)):
+            call()
+    # a model-only load of the same file checks the weights and never reads the moments
+    assert load_checkpoint(proofs / "bad_moments" / "checkpoints" / "last.pt", model_only=True)["epoch"] == 1
+    assert load_run(proofs / "best_only").load_model(checkpoint="best") is not None
+
+
+def test_checkpoints_written_before_digests_and_run_ids_still_load_and_the_run_gets_an_id(tmp_path, one_thread):
+    from aevb import resume
+
+    run = train_tiny_run(tmp_path / "old")
+    path = run / "checkpoints" / "last.pt"
+    state = torch.load(path, weights_only=True)
+    assert state["run_id"] == read_marker(run)["run_id"] and set(state["digest"]["entries"]) == set(state) - {"digest"}
+    for key in ("digest", "run_id"):
+        state.pop(key)
+    torch.save(state, path)  # as aevb wrote it before
+    marker = json.loads((run / "run.json").read_text())
+    marker.pop("run_id")
+    (run / "run.json").write_text(json.dumps(marker))
+    assert load_run(run).load_model() is not None
+    resume(run, epochs=2)
+    ident = read_marker(run)["run_id"]
+    assert ident and torch.load(path, weights_only=True)["run_id"] == ident
+
+
+class _PoisonAfterFirstBatch(Callback):
+    """NaN weights after the epoch's only batch: its training loss is finite, its test bound is not."""
+
+    def on_train_batch_end(self, trainer, outputs, batch_idx):
+        with torch.no_grad():
+            for p in trainer.model.parameters():
+                p.fill_(float("nan"))
+
+
+def test_divergence_names_the_epoch_the_kept_checkpoint_holds(tmp_path, one_thread):
+    from aevb import resume
+    from aevb.errors import TrainingDiverged
+
+    run = train_tiny_run(tmp_path / "run")
+    last = run / "checkpoints" / "last.pt"
+    before = last.read_bytes()
+    with pytest.raises(TrainingDiverged) as e:
+        resume(run, epochs=3, limit_batches=1, callbacks=[_PoisonAfterFirstBatch()])
+    assert "The last good checkpoint (epoch 1) is kept in" in str(e.value), str(e.value)
+    assert last.read_bytes() == before and load_checkpoint(last)["epoch"] == 1

@@ -30,7 +30,7 @@ from ..config.settings import get_setting, set_setting, source_of
 from ..checkpoints import RUN_ID
 from ..errors import CheckpointError, ConfigError, RunError
 from ..io import CHECKPOINT_KEYS, load_checkpoint
-from ..runs import CHECKPOINT, Run
+from ..runs import BEST_CHECKPOINT, CHECKPOINT, Run
 from ..version import __version__
 from .. import metrics as M
 
@@ -198,7 +198,16 @@ def read_resume(run: Run, overrides: Optional[RunConfig], given: Optional[Sequen
             raise RunError(f"{run.path} says it finished but its checkpoint {CHECKPOINT} is missing; the run "
                            "folder is damaged: restore the checkpoint, or train a new run")
         return cfg, None
-    return cfg, load_checkpoint(run.checkpoint_path, required=RESUME_KEYS, run_id=run.run_id)
+    state = load_checkpoint(run.checkpoint_path, required=RESUME_KEYS, run_id=run.run_id)
+    best = run.path / BEST_CHECKPOINT
+    if best.is_file():  # the run goes on with it: its best epoch must stay usable
+        try:
+            load_checkpoint(best, model_only=True, run_id=run.run_id, advise=False)
+        except CheckpointError as e:
+            raise CheckpointError(f"{getattr(e, 'what', e)}; the resumed run would keep a best checkpoint that cannot be "
+                                  f"used: restore {best} from a copy, or delete it to continue without it (the next "
+                                  "epoch that improves the validation bound writes it again)") from None
+    return cfg, state
 
 
 @contextlib.contextmanager
