@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_train import _cpu_name  # noqa: E402
+from aevb import metrics as M
 
 
 def make_mnist_folder(mnist_dir: str, out: Path) -> None:
@@ -112,7 +113,7 @@ def epoch_time(spec: str, data_dir, cache_dir: Path, work: Path) -> dict:
     rec = trainer.train_epoch()
     seconds = time.perf_counter() - t0
     shutil.rmtree(out, ignore_errors=True)
-    return {"epoch_s": seconds, "test_bound": rec["test_bound"], "model": f"{cfg.model.encoder_hidden}, "
+    return {"epoch_s": seconds, M.TEST_BOUND: rec[M.TEST_BOUND], "model": f"{cfg.model.encoder_hidden}, "
             f"latent {cfg.model.latent_dim}"}
 
 

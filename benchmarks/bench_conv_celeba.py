@@ -33,6 +33,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset as TorchDataset
+from aevb import metrics as M
 
 CROP, SIZE = 148, 64
 
@@ -172,7 +173,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             rec = trainer.train_epoch()
             times[f"aevb-{p}"].append(time.perf_counter() - t0)
-            bpd[f"aevb-{p}"].append(-rec["test_bound"] / (3 * SIZE * SIZE * np.log(2)))
+            bpd[f"aevb-{p}"].append(-rec[M.TEST_BOUND] / (3 * SIZE * SIZE * np.log(2)))
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items())
               + "; aevb test bits/dim " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in bpd.items()), flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}

@@ -38,6 +38,7 @@ from aevb.training import Callback, Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_train import _cpu_name  # noqa: E402
+from aevb import metrics as M
 
 
 def cases(shared: Path, scratch: Path):
@@ -112,13 +113,13 @@ def run(cfg: RunConfig, out: Path) -> dict:
     dim = trainer.data.dim
     out = {"loss_step0": ep1[0], "max_loss_epoch1": float(ep1[ok].max()) if ok.any() else math.inf,
            "max_excess_over_step0_model": float((ep1[ok] - np.array(step0)[ok]).max()) if ok.any() else math.inf,
-           "step0_model_range": [min(step0), max(step0)], "skipped_steps": int((~ok).sum()),
-           "test_elbo": last["test_bound"], "epochs": trainer.epoch, "seconds": round(seconds, 1),
+           "step0_model_range": [min(step0), max(step0)], M.SKIPPED_STEPS: int((~ok).sum()),
+           "test_elbo": last[M.TEST_BOUND], "epochs": trainer.epoch, "seconds": round(seconds, 1),
            "sizes": {"hidden": trainer.cfg.model.encoder_hidden, "latents": trainer.cfg.model.latent_dim,
                      "batch": trainer.cfg.train.batch_size, "channels": trainer.cfg.model.channels
                      if "conv" in (trainer.cfg.model.encoder_network,) else None}}
     if trainer.cfg.model.likelihood == "discretized-logistic":
-        out["test_bits_per_dim"] = -last["test_bound"] / (dim * math.log(2))
+        out["test_bits_per_dim"] = -last[M.TEST_BOUND] / (dim * math.log(2))
     return out
 
 

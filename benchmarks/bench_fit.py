@@ -31,6 +31,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from aevb import metrics as M
+
 # one process of the fit side: prints a JSON line {"rss_before": bytes, "params": n, "array": bytes}
 FIT = r"""
 import ctypes, json, os, sys, torch, aevb
@@ -72,7 +74,7 @@ print(time.perf_counter() - t0)
 
 def epoch_times(run: Path):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [r["epoch_time_s"] for r in rows]
+    return [r[M.EPOCH_TIME_S] for r in rows]
 
 
 def main(argv=None) -> int:

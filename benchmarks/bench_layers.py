@@ -40,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from aevb import metrics as M
 
 # name: (options, the published -log p(x), the same paper's one-layer VAE baseline, source)
 MODELS = {
@@ -80,13 +81,13 @@ def epoch_times(folder: Path) -> list:
     if not (folder / "metrics.csv").is_file():
         return []
     with open(folder / "metrics.csv") as f:
-        return [float(r["train_time_s"]) for r in csv.DictReader(f)]
+        return [float(r[M.TRAIN_TIME_S]) for r in csv.DictReader(f)]
 
 
 def last_test_bound(folder: Path) -> float:
     """The last epoch's test ELBO over the whole test set (the run's metrics), nats."""
     with open(folder / "metrics.csv") as f:
-        return float(list(csv.DictReader(f))[-1]["test_bound"])
+        return float(list(csv.DictReader(f))[-1][M.TEST_BOUND])
 
 
 def budget_epochs(name: str, args) -> int:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from aevb import metrics as M
 
 
 # ----------------------------------------------------------------------------- the reference
@@ -142,7 +143,7 @@ def main() -> None:
             t0 = time.perf_counter()
             rec = trainer.train_epoch()  # train, test bound, images, metrics, checkpoint
             t_aevb.append(time.perf_counter() - t0)
-            aevb_losses.append(-rec["test_bound"])
+            aevb_losses.append(-rec[M.TEST_BOUND])
             print(f"round {r + 1}: reference {t_ref[-1]:.2f}s (test loss {ref_losses[-1]:.2f})  "
                   f"aevb {t_aevb[-1]:.2f}s (test loss {aevb_losses[-1]:.2f})", flush=True)
     med_ref, med_aevb = statistics.median(t_ref), statistics.median(t_aevb)

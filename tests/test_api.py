@@ -15,6 +15,7 @@ from aevb.model import VAE
 from aevb.pretrained import upgrade_checkpoint
 from aevb.networks import GaussianEncoder, MLPDecoder
 from aevb.stacked import stacked_networks
+from aevb import metrics as M
 
 
 class Encoder(nn.Module):
@@ -156,7 +157,7 @@ def test_fit_trains_the_users_modules_on_a_tensor_a_dataset_and_a_dataloader_ali
     for name, data in forms.items():
         model = custom_model(seed=3, encoder=PairEncoder if name == "loader" else Encoder)
         run = aevb.fit(model, data, epochs=2, batch_size=50, seed=4, out=tmp_path / name, report=False)
-        metrics[name] = [(r["train_bound"], r["test_bound"]) for r in run.metrics()]
+        metrics[name] = [(r[M.TRAIN_BOUND], r[M.TEST_BOUND]) for r in run.metrics()]
         assert run.config.model.encoder_network == "custom"
         assert run.config.data.dataset.startswith("memory:")
     assert metrics["tensor"] == metrics["dataset"] == metrics["loader"]
@@ -297,7 +298,7 @@ def test_a_run_of_data_in_memory_resumes_exactly_with_the_same_data_and_refuses_
         aevb.resume(part, epochs=3, data=other)
     assert [r["epoch"] for r in part.metrics()] == [1]  # nothing changed by the refusals
     resumed = aevb.resume(part, epochs=3, data=x)
-    drop = ("train_time_s", "epoch_time_s")
+    drop = (M.TRAIN_TIME_S, M.EPOCH_TIME_S)
     assert [{k: v for k, v in r.items() if k not in drop} for r in resumed.metrics()] == \
         [{k: v for k, v in r.items() if k not in drop} for r in whole.metrics()]
     assert json.loads((whole.path / "run.json").read_text())["data_memory"]["shape"] == [300, 6, 6]
@@ -308,7 +309,7 @@ def test_a_run_of_the_users_modules_resumes_from_its_run(tmp_path, one_thread):
     whole = aevb.fit(custom_model(seed=1), x, epochs=2, seed=3, out=tmp_path / "whole", report=False)
     part = aevb.fit(custom_model(seed=1), x, epochs=1, seed=3, out=tmp_path / "part", report=False)
     resumed = aevb.resume(part, epochs=2, data=x)
-    assert resumed.metrics()[-1]["test_bound"] == whole.metrics()[-1]["test_bound"]
+    assert resumed.metrics()[-1][M.TEST_BOUND] == whole.metrics()[-1][M.TEST_BOUND]
     assert resumed.encoder is not None  # still a run of the user's modules
 
 

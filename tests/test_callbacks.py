@@ -11,6 +11,7 @@ from aevb.model import VAE
 from aevb.training import Callback, Trainer
 
 from conftest import tiny_config
+from aevb import metrics as M
 
 
 def _strip(history):
@@ -34,7 +35,7 @@ def test_a_ready_made_model_is_trained_in_place_of_the_configured_one(tmp_path):
     again.fit()
     # the same ready-made model trains value for value the same; another initialisation, another run
     assert _strip(given.history) == _strip(again.history)
-    assert given.history[-1]["test_bound"] != built.history[-1]["test_bound"]
+    assert given.history[-1][M.TEST_BOUND] != built.history[-1][M.TEST_BOUND]
     # on resume, the ready-made model gets the checkpoint's state
     fresh = VAE.from_config(built.cfg.model, built.data.dim, built.data.image_shape)
     resumed = Trainer.resume(tmp_path / "given", model=fresh)
@@ -94,14 +95,14 @@ def test_per_step_hooks_see_every_step_and_average_to_the_epochs_loss(tmp_path):
     for steps, r in zip(cb.steps, history):
         # elbo with beta 1: the loss is the batch's mean negative bound; weighted by batch size
         # the steps give the epoch's training bound
-        assert sum(loss * size for _, loss, size, _, _ in steps) / n == pytest.approx(-r["train_bound"], rel=1e-6)
-        assert sum(b * size for _, _, size, b, _ in steps) / n == pytest.approx(r["train_bound"], rel=1e-6)
-        assert steps[0][1] == pytest.approx(r["train_loss_first"], rel=1e-6) and not any(s[4] for s in steps)
+        assert sum(loss * size for _, loss, size, _, _ in steps) / n == pytest.approx(-r[M.TRAIN_BOUND], rel=1e-6)
+        assert sum(b * size for _, _, size, b, _ in steps) / n == pytest.approx(r[M.TRAIN_BOUND], rel=1e-6)
+        assert steps[0][1] == pytest.approx(r[M.TRAIN_LOSS_FIRST], rel=1e-6) and not any(s[4] for s in steps)
     assert cb.calls == [("start", 0), ("epoch_start", 0), ("epoch_end", 1), ("epoch_start", 1), ("epoch_end", 2),
                         ("end", 2)]
     # best.pt whenever the validation bound improved, then last.pt, every epoch
     assert cb.paths[-1] == "checkpoints/last.pt" and cb.paths.count("checkpoints/last.pt") == 2
-    assert cb.paths.count("checkpoints/best.pt") == sum(r["best_epoch"] == r["epoch"] for r in history) >= 1
+    assert cb.paths.count("checkpoints/best.pt") == sum(r[M.BEST_EPOCH] == r["epoch"] for r in history) >= 1
 
 
 class StopAt(Callback):
@@ -159,18 +160,18 @@ def test_limit_batches_trains_and_evaluates_only_the_first_batches_and_says_so(t
     from aevb.bounds import dataset_bound
     from aevb.cli import main
 
-    cfg = tiny_config(train={"epochs": 3, "limit_batches": 2, "eval_batch_size": 50, "report": True})
+    cfg = tiny_config(train={"epochs": 3, M.LIMIT_BATCHES: 2, "eval_batch_size": 50, "report": True})
     cb = Recorder()
     trainer = Trainer.new(cfg, tmp_path / "run", callbacks=[cb])
     history = trainer.fit()
     assert trainer.step == 2 * 3 and [len(s) for s in cb.steps] == [2, 2, 2]
-    assert [r["step"] for r in history] == [2, 4, 6] and all(r["limit_batches"] == 2 for r in history)
+    assert [r["step"] for r in history] == [2, 4, 6] and all(r[M.LIMIT_BATCHES] == 2 for r in history)
     # the epoch's bound is over the first 2 x 64 shuffled training points, the test bound over the
     # first 2 x 50 test points
-    assert sum(s[1] * s[2] for s in cb.steps[-1]) / 128 == pytest.approx(-history[-1]["train_bound"], rel=1e-6)
+    assert sum(s[1] * s[2] for s in cb.steps[-1]) / 128 == pytest.approx(-history[-1][M.TRAIN_BOUND], rel=1e-6)
     head = dataset_bound(trainer.model, trainer.splits["test"].head(100), 50, seed=cfg.train.seed + 1)
-    assert head["bound"] == pytest.approx(history[-1]["test_bound"], rel=1e-9)
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["limit_batches"] == 2
+    assert head["bound"] == pytest.approx(history[-1][M.TEST_BOUND], rel=1e-9)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())[M.LIMIT_BATCHES] == 2
     assert "3 of 3 epochs trained only their first 2 batches" in (tmp_path / "run" / "report.html").read_text()
     # the command line says it in every epoch line and at the end
     assert main(["train", "--out", str(tmp_path / "cli"), "--epochs", "2", "--hidden", "16", "--no-tensorboard",
@@ -265,7 +266,7 @@ def test_should_stop_ends_the_epoch_after_the_step_and_finishes_the_run(tmp_path
     run = Run(tmp_path / "run")
     rows = run.metrics()
     assert run.status == "finished" and len(rows) == 1
-    assert rows[0]["step"] == 3 and rows[0]["stopped_at_batch"] == 3 and math.isfinite(rows[0]["test_bound"])
+    assert rows[0]["step"] == 3 and rows[0][M.STOPPED_AT_BATCH] == 3 and math.isfinite(rows[0][M.TEST_BOUND])
     assert int(run.checkpoint()["step"]) == 3
 
 

@@ -16,6 +16,7 @@ from aevb.bounds import dataset_bound
 from aevb.training import Trainer
 
 from conftest import tiny_config
+from aevb import metrics as M
 
 SHAPES = [(1, 28, 28), (1, 28, 20), (3, 32, 32), (3, 64, 64), (3, 218, 178), (1, 8, 8)]
 
@@ -114,10 +115,10 @@ def test_a_few_hundred_steps_raise_the_test_bound_clearly(tmp_path):
     trainer = Trainer.new(_conv_digits(epochs=12), tmp_path / "run")
     before = dataset_bound(trainer.model, trainer.splits["test"])["bound"]
     history = trainer.fit()
-    after = history[-1]["test_bound"]
+    after = history[-1][M.TEST_BOUND]
     assert trainer.step == 12 * math.ceil(len(trainer.data.train) / 64) > 250
     assert after > before + 10, (before, after)  # nats per datapoint (64 values)
-    assert history[-1]["test_bound"] > history[2]["test_bound"]
+    assert history[-1][M.TEST_BOUND] > history[2][M.TEST_BOUND]
 
 
 def test_interrupted_then_resumed_conv_run_equals_uninterrupted(tmp_path):
@@ -158,7 +159,7 @@ def test_conv_celeba64_preset_on_generated_64x64_rgb(tmp_path):
     trainer = Trainer.new(cfg, tmp_path / "run")
     assert trainer.data.image_shape == (3, 64, 64)
     history = trainer.fit()
-    assert history[-1]["test_bound"] > history[0]["test_bound"]
+    assert history[-1][M.TEST_BOUND] > history[0][M.TEST_BOUND]
     out = evaluate_run(tmp_path / "run", k=3)
     d = 3 * 64 * 64
     assert out["bits_per_dim"]["elbo"] == pytest.approx(-out["elbo"]["mean"] / (d * math.log(2)), rel=1e-12)
@@ -282,7 +283,7 @@ def test_conv_discretized_logistic_learns_frey_faces(tmp_path, shared_datasets):
     bpd = lambda bound: -bound / (d * math.log(2))
     before = bpd(dataset_bound(trainer.model, trainer.splits["test"])["bound"])
     history = trainer.fit()
-    after = bpd(history[-1]["test_bound"])
+    after = bpd(history[-1][M.TEST_BOUND])
     assert trainer.step >= 250
     assert before > 8 and after < 7.0 and before - after > 2, (before, after)  # measured: 9.07 -> 6.34
 

@@ -14,6 +14,7 @@ from aevb.data import DataError, as_dataset, check_same_data, load_configured, l
 from aevb.data.imageset import LoadOptions
 from aevb.data.utils import TEST_SPLIT_SEED, holdout_indices
 from aevb.training import Trainer
+from aevb import metrics as M
 
 
 def digits_like(n=60, seed=0, shape=(6, 5)):
@@ -88,7 +89,7 @@ def tiny_memory_run(x, out):
 def test_a_float64_array_trains_a_float32_model(tmp_path):
     x = np.random.RandomState(1).normal(size=(64, 10))
     run = tiny_memory_run(x, tmp_path / "run")
-    assert run.config.model.likelihood == "gaussian" and np.isfinite(run.metrics()[-1]["test_bound"])
+    assert run.config.model.likelihood == "gaussian" and np.isfinite(run.metrics()[-1][M.TEST_BOUND])
 
 
 def test_binary_and_unit_float_data_get_todays_kinds():

@@ -24,6 +24,7 @@ from aevb.data.imageset import LoadOptions
 from aevb.training import Trainer
 
 from helpers import write_celeba, write_images
+from aevb import metrics as M
 
 REPO = Path(__file__).resolve().parents[1]
 CELEBA = REPO.parent / "shared" / "datasets" / "celeba"
@@ -106,7 +107,7 @@ def test_resumed_streamed_run_equals_an_uninterrupted_one(tmp_path):
     rest = Trainer.resume(tmp_path / "parts", overrides=over, given=["train.epochs"])
     assert rest.data.train.streamed
     rest.fit()
-    assert whole.history[-1]["test_bound"] == rest.history[-1]["test_bound"]
+    assert whole.history[-1][M.TEST_BOUND] == rest.history[-1][M.TEST_BOUND]
     for (n, a), b in zip(whole.model.state_dict().items(), rest.model.state_dict().values()):
         assert torch.equal(a, b), n
 

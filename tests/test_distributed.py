@@ -16,6 +16,7 @@ from aevb.model import VAE
 from aevb.training.objective import batch_loss, objective_terms
 
 from conftest import tiny_config
+from aevb import metrics as M
 
 ARGS = ["--dataset", "digits", "--hidden", "32", "--latent-dim", "3", "--batch-size", "64",
         "--no-progress", "--no-tensorboard", "--threads", "1"]
@@ -70,9 +71,9 @@ def test_two_processes_train_agree_with_one_and_resume_exactly(tmp_path):
     assert main(["train", *ARGS, "--epochs", "2", "--out", str(tmp_path / "one")]) == 0
     one = load_run(tmp_path / "one").metrics()
     assert [row["step"] for row in one] == [row["step"] for row in rows]  # same global batches
-    assert rows[-1]["test_bound"] == pytest.approx(one[-1]["test_bound"], abs=1.5)
-    assert rows[-1]["train_bound"] == pytest.approx(one[-1]["train_bound"], abs=1.5)
-    assert rows[-1]["test_bound"] > rows[0]["test_bound"]  # it learns
+    assert rows[-1][M.TEST_BOUND] == pytest.approx(one[-1][M.TEST_BOUND], abs=1.5)
+    assert rows[-1][M.TRAIN_BOUND] == pytest.approx(one[-1][M.TRAIN_BOUND], abs=1.5)
+    assert rows[-1][M.TEST_BOUND] > rows[0][M.TEST_BOUND]  # it learns
 
     # an existing run is refused on every rank, without hanging, and left untouched
     before = run.checkpoint_path.read_bytes()

@@ -22,6 +22,7 @@ from aevb.training import Trainer
 
 from conftest import tiny_config
 from helpers import CHROMIUM, LAUNCH_ARGS, playwright as _playwright
+from aevb import metrics as M
 
 pytestmark = pytest.mark.browser
 DECODER_JS = Path(__file__).resolve().parents[1] / "aevb" / "explorer" / "static" / "decoder.js"
@@ -351,7 +352,7 @@ def test_decoder_js_runs_conv_decoders_as_pytorch(encoding, browser):
 def test_a_conv_page_names_its_decoder_and_gives_bits_per_dim(conv_rgb_run, browser):
     from aevb.runs import Run
 
-    bound = Run(conv_rgb_run).metrics()[-1]["test_bound"]
+    bound = Run(conv_rgb_run).metrics()[-1][M.TEST_BOUND]
     p = Page(browser, conv_rgb_run / "explorer.html")
     try:
         about, facts = p.page.inner_text("#about"), p.page.inner_text("#facts")

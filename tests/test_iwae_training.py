@@ -12,6 +12,7 @@ from aevb.training import Trainer
 from aevb.training.objective import kl_weight, objective_terms
 
 from conftest import tiny_config
+from aevb import metrics as M
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -42,13 +43,13 @@ def test_logged_iwae_train_bound_is_the_importance_weighted_bound(tmp_path):
     # MC error of a mean of one L_k draw per datapoint: the spread of two independent draws
     se = float((a.lk - b.lk).std() / math.sqrt(2 * len(x)))
     expected = float(a.lk.mean())
-    assert abs(record["train_bound"] - expected) < 4 * se + 1e-3, (record["train_bound"], expected, se)
+    assert abs(record[M.TRAIN_BOUND] - expected) < 4 * se + 1e-3, (record[M.TRAIN_BOUND], expected, se)
     # ... and it is not a surrogate: the ELBO (L_1) of the same model is clearly lower
     elbo = float(evaluate_bounds(trainer.model, x, k=200, seed=3).elbo.mean())
     assert expected - elbo > 20 * se and expected - elbo > 0.3
-    assert record["train_bound"] - elbo > 0.3
+    assert record[M.TRAIN_BOUND] - elbo > 0.3
     # the logged reconstruction and KL are the ELBO's terms over the same samples
-    assert record["train_log_px_given_z"] - record["train_kl"] == pytest.approx(elbo, abs=10 * se + 0.05)
+    assert record[M.TRAIN_LOG_PX_GIVEN_Z] - record[M.TRAIN_KL] == pytest.approx(elbo, abs=10 * se + 0.05)
     assert record["beta"] == 1.0
 
 
@@ -73,15 +74,15 @@ def test_kl_weighted_training_logs_the_unweighted_elbo(tmp_path):
     trainer = Trainer.new(cfg, tmp_path / "run")
     record = trainer.fit()[0]
     # the logged bound is E_q log p(x|z) - KL, not E_q log p(x|z) - beta * KL
-    assert record["train_bound"] == pytest.approx(record["train_log_px_given_z"] - record["train_kl"], abs=1e-4)
+    assert record[M.TRAIN_BOUND] == pytest.approx(record[M.TRAIN_LOG_PX_GIVEN_Z] - record[M.TRAIN_KL], abs=1e-4)
     assert record["beta"] == pytest.approx(kl_weight(cfg.objective, 0.0)) and record["beta"] < 0.5
     x = trainer.splits["train"]
     ref = evaluate_bounds(trainer.model, x, k=1, seed=1).elbo
     se = float(ref.std() / math.sqrt(len(x)))
-    assert abs(record["train_bound"] - float(ref.mean())) < 4 * se
+    assert abs(record[M.TRAIN_BOUND] - float(ref.mean())) < 4 * se
     # the weighted objective differs by (1 - beta) KL per datapoint: far outside the MC error
-    assert (1 - 0.25) * record["train_kl"] > 10 * se
-    assert record["test_bound"] == pytest.approx(record["test_log_px_given_z"] - record["test_kl"], abs=1e-4)
+    assert (1 - 0.25) * record[M.TRAIN_KL] > 10 * se
+    assert record[M.TEST_BOUND] == pytest.approx(record[M.TEST_LOG_PX_GIVEN_Z] - record[M.TEST_KL], abs=1e-4)
 
 
 def test_train_command_with_iwae_objective(tmp_path):
@@ -90,7 +91,7 @@ def test_train_command_with_iwae_objective(tmp_path):
                  "--out", str(out), "--no-progress", "--no-tensorboard", "--images-every", "0"])
     assert code == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert len(rows) == 2 and all(math.isfinite(r["train_bound"]) for r in rows)
+    assert len(rows) == 2 and all(math.isfinite(r[M.TRAIN_BOUND]) for r in rows)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["objective"]["objective"] == "iwae" and cfg["objective"]["k"] == 5
     # a KL weight is refused for the iwae objective

@@ -13,6 +13,7 @@ from aevb.training import Callback, Trainer
 from aevb.training.loggers import MLflowLogger, WandbLogger
 
 from conftest import tiny_config
+from aevb import metrics as M
 
 
 class Calls(list):
@@ -58,8 +59,8 @@ def test_wandb_logger_logs_the_config_and_every_epoch_at_its_step(tmp_path, monk
     assert init["config"]["model"]["latent_dim"] == 3 and init["config"]["train"]["epochs"] == 2
     for (_, (metrics,), kw), row in zip(calls[1:3], rows):
         assert kw == {"step": row["step"], "commit": True} and metrics["epoch"] == row["epoch"]
-        assert metrics["test_bound"] == row["test_bound"] and metrics["train_kl"] == row["train_kl"]
-        assert "step" not in metrics and "best_epoch" not in metrics
+        assert metrics[M.TEST_BOUND] == row[M.TEST_BOUND] and metrics[M.TRAIN_KL] == row[M.TRAIN_KL]
+        assert "step" not in metrics and M.BEST_EPOCH not in metrics
     assert calls[3][2] == {"exit_code": 0}
 
 
@@ -81,7 +82,7 @@ def test_mlflow_logger_logs_params_metrics_and_how_the_run_ended(tmp_path, monke
     params = calls[3][1][0]
     assert params["model.latent_dim"] == "3" and params["model.encoder_hidden"] == "32"
     assert calls[4][2] == {"step": _rows(tmp_path / "run")[0]["step"]}
-    assert calls[4][1][0]["test_bound"] == _rows(tmp_path / "run")[0]["test_bound"]
+    assert calls[4][1][0][M.TEST_BOUND] == _rows(tmp_path / "run")[0][M.TEST_BOUND]
     assert calls[5][2] == {"status": "KILLED"}
 
 
@@ -114,8 +115,8 @@ def test_real_mlflow_file_store(tmp_path, monkeypatch):
     (run,) = client.search_runs([exp.experiment_id])
     rows = _rows(tmp_path / "run")
     assert run.info.status == "FINISHED" and run.data.params["model.latent_dim"] == "3"
-    history = client.get_metric_history(run.info.run_id, "test_bound")
-    assert [(m.step, m.value) for m in history] == [(r["step"], pytest.approx(r["test_bound"])) for r in rows]
+    history = client.get_metric_history(run.info.run_id, M.TEST_BOUND)
+    assert [(m.step, m.value) for m in history] == [(r["step"], pytest.approx(r[M.TEST_BOUND])) for r in rows]
 
 
 def test_real_wandb_offline(tmp_path, monkeypatch):
@@ -132,5 +133,5 @@ def test_real_wandb_offline(tmp_path, monkeypatch):
 
     Trainer.new(tiny_config(train={"report": False}), tmp_path / "run", callbacks=[Keep(), logger]).fit()
     rows = _rows(tmp_path / "run")
-    assert seen["test_bound"] == pytest.approx(rows[-1]["test_bound"]) and seen["epoch"] == 2
+    assert seen[M.TEST_BOUND] == pytest.approx(rows[-1][M.TEST_BOUND]) and seen["epoch"] == 2
     assert list((tmp_path / "wandb").glob("offline-run-*"))

@@ -23,6 +23,7 @@ from aevb.model import VAE
 from aevb.report import REPORT_FILE, ReportCallback, write_report
 from aevb.runs import Run
 from aevb.training import Trainer
+from aevb import metrics as M
 
 
 # ---------------------------------------------------------------------------- fixtures
@@ -250,9 +251,9 @@ def test_curves_plot_the_history_and_kl_bars_the_units(run2d, ctx2d):
     fig = draw.curves_figure(hist)
     lines = {(ax.get_title(), line.get_label()): line for ax in fig.axes for line in ax.get_lines()}
     bound = [ln for (t, lab), ln in lines.items() if t.startswith("ELBO") and lab == "test"][0]
-    np.testing.assert_allclose(bound.get_ydata(), [r["test_bound"] for r in hist])
+    np.testing.assert_allclose(bound.get_ydata(), [r[M.TEST_BOUND] for r in hist])
     kl_train = [ln for (t, lab), ln in lines.items() if t.startswith("KL") and lab == "train"][0]
-    np.testing.assert_allclose(kl_train.get_ydata(), [r["train_kl"] for r in hist])
+    np.testing.assert_allclose(kl_train.get_ydata(), [r[M.TRAIN_KL] for r in hist])
 
     # the KL per dimension is the closed form averaged over the test set
     with torch.no_grad():

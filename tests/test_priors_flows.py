@@ -18,6 +18,7 @@ from aevb.training import Trainer
 
 from conftest import tiny_config
 from helpers import assert_non_decreasing_in_k
+from aevb import metrics as M
 
 COMBINATIONS = [(p, f) for p in ("standard", "mog", "vamp") for f in ("none", "planar", "iaf")]
 
@@ -205,7 +206,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, model_settings, one
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    assert full.history[-1]["test_bound"] == resumed.history[-1]["test_bound"]
+    assert full.history[-1][M.TEST_BOUND] == resumed.history[-1][M.TEST_BOUND]
     saved = json.loads((tmp_path / "part" / "config.json").read_text())
     assert saved["objective"]["kl"] == "mc"
     assert {k: saved["model"][k] for k in model_settings} == model_settings

@@ -10,6 +10,7 @@ from aevb.config import RunConfig, validate
 from aevb.experiments import EXPERIMENTS, ReproduceError, run_experiment
 from aevb.experiments.runner import log_points, paper_configs
 from aevb.config import apply_preset
+from aevb import metrics as M
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +47,7 @@ def test_cli_figure2_tiny_writes_the_curves_and_resumes(tmp_path, capsys):
     rows = rows_of(out / "figure2.csv")
     assert {r["method"] for r in rows} == {"aevb", "wake-sleep"}
     assert {r["panel"] for r in rows} == {"mnist", "frey"}
-    assert all(float(r["train_bound"]) < 0 for r in rows)  # digits: bounds are log-probabilities
+    assert all(float(r[M.TRAIN_BOUND]) < 0 for r in rows)  # digits: bounds are log-probabilities
     assert (out / "figure2.png").stat().st_size < 200_000
     assert main(args) == 0
     assert "0 sub-runs trained, 4 skipped" in capsys.readouterr().out

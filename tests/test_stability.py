@@ -22,6 +22,7 @@ from aevb.training import Trainer
 from aevb.training import loop as training_loop
 
 from conftest import tiny_config
+from aevb import metrics as M
 
 
 # ------------------------------------------------------------------ learning rates by fan-in
@@ -161,11 +162,11 @@ def test_a_non_finite_step_is_left_out_and_counted(tmp_path, monkeypatch):
         assert torch.equal(v, after[2][k]), k
     assert not torch.equal(after[2]["decoder.net.0.weight"], before[2]["decoder.net.0.weight"])
     rec = trainer.history[0]
-    assert rec["skipped_steps"] == 1 and trainer.skipped_steps == 1
-    assert math.isfinite(rec["train_bound"]) and math.isfinite(rec["test_bound"])
-    assert clean.history[0]["skipped_steps"] == 0
+    assert rec[M.SKIPPED_STEPS] == 1 and trainer.skipped_steps == 1
+    assert math.isfinite(rec[M.TRAIN_BOUND]) and math.isfinite(rec[M.TEST_BOUND])
+    assert clean.history[0][M.SKIPPED_STEPS] == 0
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
-    assert state["skipped_steps"] == 1
+    assert state[M.SKIPPED_STEPS] == 1
 
 
 def test_too_many_non_finite_steps_stop_the_run_clearly(tmp_path, monkeypatch):

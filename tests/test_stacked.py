@@ -17,6 +17,7 @@ from aevb.training import Trainer
 
 from conftest import tiny_config
 from helpers import assert_non_decreasing_in_k
+from aevb import metrics as M
 
 D, J1, J2 = 4, 3, 2
 
@@ -122,8 +123,8 @@ def test_a_stacked_run_resumes_exactly_and_reports_each_layer(tmp_path, capsys, 
     resumed.fit()
     for k, v in full.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
-    assert full.history[-1]["test_bound"] == resumed.history[-1]["test_bound"]
-    assert math.isfinite(full.history[-1]["test_bound"])
+    assert full.history[-1][M.TEST_BOUND] == resumed.history[-1][M.TEST_BOUND]
+    assert math.isfinite(full.history[-1][M.TEST_BOUND])
 
     run = tmp_path / "full"
     out = tmp_path / "ev.json"

@@ -16,6 +16,7 @@ from aevb.errors import TrainingDiverged
 from aevb.training import Callback, Trainer
 
 from conftest import tiny_config
+from aevb import metrics as M
 
 
 def test_a_few_hundred_steps_raise_the_test_bound_clearly(tmp_path):
@@ -23,15 +24,15 @@ def test_a_few_hundred_steps_raise_the_test_bound_clearly(tmp_path):
     trainer = Trainer.new(cfg, tmp_path / "run")
     before = dataset_bound(trainer.model, trainer.splits["test"])["bound"]
     history = trainer.fit()
-    after = history[-1]["test_bound"]
+    after = history[-1][M.TEST_BOUND]
     assert trainer.step == 15 * math.ceil(len(trainer.data.train) / 64) > 300
     # the new model starts at the data's mean image (about -27.6 nats), the best any model that
     # ignores z can do by much; the latents must take it well beyond that
     assert -29 < before < -27 and after > before + 2, (before, after)  # nats per datapoint
-    assert history[-1]["test_bound"] > history[0]["test_bound"]
+    assert history[-1][M.TEST_BOUND] > history[0][M.TEST_BOUND]
     # the logged terms add up to the bound
     r = history[-1]
-    assert r["test_log_px_given_z"] - r["test_kl"] == pytest.approx(r["test_bound"], abs=1e-4)
+    assert r[M.TEST_LOG_PX_GIVEN_Z] - r[M.TEST_KL] == pytest.approx(r[M.TEST_BOUND], abs=1e-4)
 
 
 def _params(model):
@@ -165,7 +166,7 @@ def test_python_api_trains_and_loads_a_run(tmp_path):
     x = data.test.materialize()[:5]
     from aevb.bounds import dataset_bound
 
-    expected = run.metrics()[-1]["test_bound"]  # the last epoch's test bound, computed again from the checkpoint
+    expected = run.metrics()[-1][M.TEST_BOUND]  # the last epoch's test bound, computed again from the checkpoint
     t = run.config.train
     got = dataset_bound(model, data.test, t.eval_batch_size, data.dynamic_binarization, seed=t.seed + 1)["bound"]
     assert math.isfinite(expected) and got == pytest.approx(expected, rel=1e-9)
