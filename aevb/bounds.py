@@ -66,14 +66,40 @@ def _bytes_per_row(model) -> int:
     return TEMPORARIES * next(model.parameters()).element_size() * decoder_width(model)
 
 
+def weight_bytes(model) -> int:
+    """Bytes of the model's parameters: what every batch of an evaluation reads once."""
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+# An evaluation batch reads every weight matrix once, so a batch of a few rows is bound by reading
+# the weights, not by its arithmetic. Where the temporaries of this many rows are no larger than
+# the weights already in memory (the MLP of full-size CelebA faces: 8 rows by DEFAULT_BUDGET),
+# a batch takes this many rows (benchmarks/RESULTS.md).
+WEIGHT_BOUND_ROWS = 64
+
+
+def budget_rows(model, budget: Optional[int] = None) -> int:
+    """Datapoint-samples one chunk may hold: as many as keep its temporaries within
+    DEFAULT_BUDGET (the fastest size on a CPU) or a smaller ``budget``; raised to
+    WEIGHT_BOUND_ROWS for a model whose weights outweigh that many rows' temporaries, as far as
+    ``budget`` (bytes the user allows; None: the weights' size) permits."""
+    per_row = _bytes_per_row(model)
+    rows = max(1, min(int(budget or DEFAULT_BUDGET), DEFAULT_BUDGET) // per_row)
+    if rows < WEIGHT_BOUND_ROWS:
+        allowed = int(budget) if budget is not None else weight_bytes(model)
+        if WEIGHT_BOUND_ROWS * per_row <= min(allowed, weight_bytes(model)):
+            rows = WEIGHT_BOUND_ROWS
+    return rows
+
+
 def default_sizes(model, n: int, k: int, batch_size: Optional[int] = None, chunk: Optional[int] = None,
-                  budget: int = DEFAULT_BUDGET) -> Tuple[int, int]:
-    """(batch_size, chunk) keeping one chunk's temporaries within ``budget`` bytes.
+                  budget: Optional[int] = None) -> Tuple[int, int]:
+    """(batch_size, chunk) keeping one chunk's temporaries within :func:`budget_rows`.
 
     Without a batch size, a batch holds as many datapoints as fit with all k samples at once
     (at least 1, at most n); without a chunk, a chunk holds as many samples as fit.
     """
-    rows = max(1, int(budget) // _bytes_per_row(model))
+    rows = budget_rows(model, budget)
     if batch_size is None:
         batch_size = max(1, min(n, rows // k if k <= rows else 1))
     if chunk is None:
@@ -85,26 +111,27 @@ def default_sizes(model, n: int, k: int, batch_size: Optional[int] = None, chunk
 EVAL_ROWS = 1000
 
 
-def eval_rows(model, budget: int = DEFAULT_BUDGET) -> int:
-    """Datapoints per batch of a pass that only evaluates (bounds, posterior means, decoding): as
-    many as keep one batch's temporaries within ``budget`` bytes, at most EVAL_ROWS. 1000 MNIST
-    images, but 8 full-size colour photos (116,412 values each), so no pass over data grows
-    with the size of its datapoints beyond the budget."""
-    return max(1, min(EVAL_ROWS, int(budget) // _bytes_per_row(model)))
+def eval_rows(model, budget: Optional[int] = None) -> int:
+    """Datapoints per batch of a pass that only evaluates (bounds, posterior means, decoding):
+    :func:`budget_rows`, at most EVAL_ROWS. 1000 MNIST images; 64 full-size colour photos
+    (116,412 values each) for a model whose weights outweigh those rows' temporaries, else as
+    many as fit in the budget, so no pass over data grows with the size of its datapoints
+    beyond the budget or the model's own size."""
+    return min(EVAL_ROWS, budget_rows(model, budget))
 
 
 def memory_need(model, n: int, k: int, batch_size: Optional[int] = None, chunk: Optional[int] = None,
-                budget: int = DEFAULT_BUDGET) -> int:
+                budget: Optional[int] = None) -> int:
     """Bytes the largest chunk of an evaluation of n datapoints with k samples needs."""
     bs, c = default_sizes(model, n, k, batch_size, chunk, budget)
     return _bytes_per_row(model) * c * bs
 
 
-def estimate_seconds(model, x: Union[Split, Tensor], k: int, budget: int = DEFAULT_BUDGET) -> float:
+def estimate_seconds(model, x: Union[Split, Tensor], k: int, budget: Optional[int] = None) -> float:
     """How long evaluating every row of ``x`` with ``k`` samples will take on this machine,
     extrapolated from a short timed probe (a few datapoints, a chunk within ``budget``)."""
     n = len(x)
-    rows = max(1, int(budget) // _bytes_per_row(model))
+    rows = budget_rows(model, budget)
     pb = max(1, min(n, 64, rows))
     ps = max(1, min(k, rows // pb))
     probe = as_split(x).rows(0, pb, next(model.parameters()).device)
@@ -222,7 +249,7 @@ class BatchBounds:
 
 
 def batch_bounds(model, x: Union[Split, Tensor], k: int = 1, batch_size: Optional[int] = None,
-                 chunk: Optional[int] = None, noise=None, budget: int = DEFAULT_BUDGET,
+                 chunk: Optional[int] = None, noise=None, budget: Optional[int] = None,
                  log_px_fn=None, bar=None) -> Iterator[BatchBounds]:
     """:class:`BatchBounds` for each batch of the rows of ``x`` (a Split or a float [N, D]
     tensor), with k samples per datapoint from ``noise`` (default ``SeededNoise(0)``). Runs
@@ -316,7 +343,7 @@ class Bounds:
 
 def evaluate_bounds(model, x: Union[Split, Tensor], k: int = 1, batch_size: Optional[int] = None,
                     chunk: Optional[int] = None, seed: int = 0, progress: bool = False,
-                    budget: int = DEFAULT_BUDGET, compile: bool = False, desc: str = "L_k") -> Bounds:
+                    budget: Optional[int] = None, compile: bool = False, desc: str = "L_k") -> Bounds:
     """L_k, the ELBO and its terms for every row of ``x`` with k samples per datapoint (seeded
     noise, independent of the chunk size).
 
@@ -430,9 +457,3 @@ def active_mask(variances: Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> 
     (evaluation, the KL figure, the report, the explorer)."""
     return torch.as_tensor(variances) > threshold
 
-
-def active_units(model_or_mu, x: Optional[Tensor] = None, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
-    """Number of active latent units: ``active_units(model, x)`` encodes ``x``;
-    ``active_units(mu)`` takes posterior means [N, J] (see :func:`active_mask`)."""
-    mu = posterior_means(model_or_mu, x) if x is not None else model_or_mu
-    return int(active_mask(active_unit_variances(mu), threshold).sum())

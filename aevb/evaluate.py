@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from .bits import LN2, bits_per_dim, bpd_convention  # noqa: F401 (read from here too)
-from .bounds import ACTIVE_UNIT_THRESHOLD, DEFAULT_BUDGET, Bounds, active_mask, active_unit_variances, evaluate_bounds
+from .bounds import ACTIVE_UNIT_THRESHOLD, Bounds, active_mask, active_unit_variances, evaluate_bounds
 from .data.base import binarized
 from .devices import resolve_device
 from .errors import RunError
@@ -95,7 +95,7 @@ def split_data(run, split: str, seed: int, data=None):
 
 def evaluate_run(run, split: str = "test", k: int = 1, batch_size: Optional[int] = None,
                  chunk: Optional[int] = None, seed: int = 0, device: Union[str, torch.device] = "cpu",
-                 progress: bool = False, budget: int = DEFAULT_BUDGET, compile: bool = False,
+                 progress: bool = False, budget: Optional[int] = None, compile: bool = False,
                  per_datapoint: bool = False, data=None, check=None, limit: Optional[int] = None,
                  checkpoint: str = "last") -> dict:
     """Evaluate a run (``aevb.runs.Run`` or its folder) on one split (its first ``limit``

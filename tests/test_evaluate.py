@@ -13,13 +13,14 @@ from aevb.cli import main
 from aevb.config import ModelConfig
 from aevb.data import Dataset, Split
 from aevb.distributions import GaussianFixed
-from aevb.bounds import (ACTIVE_UNIT_THRESHOLD, NOISE_BLOCK, active_units, evaluate_bounds,
-                         kl_per_dimension)
+from aevb.bounds import (ACTIVE_UNIT_THRESHOLD, NOISE_BLOCK, active_mask, active_unit_variances, evaluate_bounds,
+                         kl_per_dimension, posterior_means)
 from aevb.evaluate import bits_per_dim, bpd_convention, split_data, summarize
 from aevb.model import VAE
 from aevb.training import Trainer
 
 from conftest import tiny_config
+from aevb import metrics as M
 
 LN2 = math.log(2.0)
 
@@ -200,7 +201,27 @@ def test_default_sizes_respect_the_memory_budget():
         assert 1 <= chunk <= k and 1 <= bs <= 10000
         assert bs * chunk * row_bytes <= max(budget, row_bytes)
         assert ev.memory_need(model, 10000, k, budget=budget) == bs * chunk * row_bytes
-    assert ev.default_sizes(model, 10000, 5000, batch_size=100, budget=256_000_000) == (100, 102)  # float64
+    # a larger budget allows more memory, but a chunk stays at the fastest size on a CPU (16 MB)
+    assert ev.default_sizes(model, 10000, 5000, batch_size=100, budget=256_000_000) == (100, 6)  # float64
+
+
+def test_a_model_bound_by_reading_its_weights_gets_batches_of_64_rows_within_the_budget():
+    """An evaluation batch reads every weight once: where 64 rows' temporaries are smaller than the
+    weights, a batch takes 64 rows instead of the 16 MB rule's few, unless a budget forbids it;
+    the bound of each datapoint does not depend on the batch it was in."""
+    d = 32_000  # 512,000 bytes of temporaries a row: 31 rows in 16 MB
+    small, big = (bernoulli_vae(d=d, j=4, hidden=h, dtype=torch.float32) for h in (16, 160))
+    per_row = ev.TEMPORARIES * 4 * d
+    assert ev.weight_bytes(big) > ev.WEIGHT_BOUND_ROWS * per_row > ev.weight_bytes(small)
+    assert ev.eval_rows(small) == ev.DEFAULT_BUDGET // per_row == 31  # weights small: the 16 MB rule
+    assert ev.eval_rows(big) == ev.WEIGHT_BOUND_ROWS == 64
+    assert ev.eval_rows(big, budget=8_000_000) == 15  # the user's budget holds
+    assert ev.eval_rows(big, budget=100_000_000) == 64
+    assert ev.default_sizes(big, 1000, 1) == (64, 1) and ev.default_sizes(big, 1000, 4) == (16, 4)
+    x = (torch.rand(70, d, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    floor = evaluate_bounds(big, x, k=2, seed=3)
+    rule = evaluate_bounds(big, x, k=2, seed=3, batch_size=31)
+    assert torch.allclose(floor.lk, rule.lk, rtol=1e-6, atol=1e-3) and torch.allclose(floor.elbo, rule.elbo, atol=1e-3)
 
 
 # ----------------------------------------------------------------------------- bits/dim, diagnostics
@@ -247,7 +268,7 @@ def test_active_units_and_kl_per_dimension():
         for jj in set(range(j)) - set(dead):
             last.weight[jj].mul_(5.0)  # clearly active: mean varies with x
     x = binary_data(n=300)
-    assert active_units(model, x) == j - len(dead)
+    assert int(active_mask(active_unit_variances(posterior_means(model, x))).sum()) == j - len(dead)
     kl = kl_per_dimension(model, x)
     assert kl.shape == (j,)
     assert torch.all(kl[dead] == 0) and torch.all(kl[[0, 2, 5]] > 0.01)
@@ -258,8 +279,8 @@ def test_active_units_and_kl_per_dimension():
     # the threshold: Var_x E_q[z_j] > 0.01
     g = torch.Generator().manual_seed(0)
     mu = torch.randn(20000, 3, generator=g, dtype=torch.float64) * torch.tensor([0.05, 0.2, 0.0], dtype=torch.float64)
-    assert active_units(mu) == 1  # variances 0.0025, 0.04, 0
-    assert active_units(mu, threshold=0.001) == 2
+    assert int(active_mask(active_unit_variances(mu)).sum()) == 1  # variances 0.0025, 0.04, 0
+    assert int(active_mask(active_unit_variances(mu), threshold=0.001).sum()) == 2
     assert ACTIVE_UNIT_THRESHOLD == 0.01
 
 
@@ -330,7 +351,7 @@ def test_evaluate_without_k_reports_the_elbo(tiny_run, capsys):
     assert r["k"] == 1 and math.isfinite(r["elbo"]["mean"]) and r["elbo"]["kl"] > 0
     assert "L_1 " not in capsys.readouterr().out
     # the 1-sample ELBO agrees with the trainer's logged test bound within Monte Carlo error
-    logged = json.loads((tiny_run / "metrics.jsonl").read_text().splitlines()[-1])["test_bound"]
+    logged = json.loads((tiny_run / "metrics.jsonl").read_text().splitlines()[-1])[M.TEST_BOUND]
     assert abs(r["elbo"]["mean"] - logged) < 5 * r["elbo"]["se"]
     assert main(["evaluate", str(tiny_run), "--split", "train", "--no-progress"]) == 0
     assert json.loads((tiny_run / "evaluation-train.json").read_text())["n"] == 1438

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from .. import distributed
-from ..bounds import DEFAULT_BUDGET, estimate_seconds, memory_need
+from ..bounds import estimate_seconds, memory_need
 from ..config import ConfigError, check_value
 from ..data.base import SPLITS
 from ..data.cache import parse_size, physical_memory
@@ -53,7 +53,8 @@ def register(sub) -> None:
                    help="memory the command may plan for, as in `aevb train` (e.g. 500MB, 8GB): data "
                         "larger than it are streamed from the on-disk cache, and the importance samples "
                         "are taken in chunks whose temporaries stay within it (at most 16MB a chunk, the "
-                        "fastest size on a CPU); default: the run's own budget for the data")
+                        "fastest size on a CPU, except for a model bound by reading its weights, whose "
+                        "batches take 64 rows); default: the run's own budget for the data")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the importance samples (and of the one fixed binarization of "
                         "dynamically binarized data)")
@@ -135,19 +136,21 @@ def load_run_data(run_, source: Optional[str], progress: bool = True, memory_bud
                            image_shape=run_.image_shape() if source is not None else None)
 
 
-def chunk_budget(size: Optional[str]) -> int:
-    """Bytes for one chunk's temporaries: ``--memory-budget`` (a size, checked like train's),
-    capped at the engine's default, which is the fastest on a CPU."""
+def chunk_budget(size: Optional[str]) -> Optional[int]:
+    """Bytes one chunk's temporaries may take: ``--memory-budget`` (a size, checked like train's),
+    or None (not given, or auto) for the engine's own sizing (aevb.bounds.budget_rows: its
+    default, the fastest on a CPU, is never exceeded except for a model bound by reading its
+    weights, and then within the budget given)."""
     if size is None:
-        return DEFAULT_BUDGET
+        return None
     check_value("data.memory_budget", size, "--memory-budget")
     if size.strip().lower() == "auto":
-        return DEFAULT_BUDGET
+        return None
     n = parse_size(size)
     if n < 1_000_000:
         raise ConfigError(f"--memory-budget {size} is {format_bytes(n)}: give a size such as 500MB or 8GB "
                           "(bytes, as in `aevb train`), at least 1MB")
-    return min(n, DEFAULT_BUDGET)
+    return n
 
 
 # an evaluation estimated to take longer than this (seconds) is refused without --force
