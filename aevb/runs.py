@@ -35,6 +35,8 @@ from .lock import LOCK_NAME, describe, is_locked, read_lock
 from .model import VAE
 from . import newdata
 from .newdata import Codes, Items, Scores, check_fits, load_items
+from .data.base import binarized
+from .sampling import model_device
 
 RUN_MARKER = "run.json"
 CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -391,14 +393,113 @@ class Run:
         model, items = self._model_and_items(source, device, seed, checkpoint, **kw)
         return newdata.encode_items(model, items, samples, seed)
 
-    def score(self, source, k: int = 1, seed: int = 0, device="cpu", checkpoint: str = "last", **kw) -> Scores:
+    def score(self, source, k: int = 1, seed: int = 0, device="cpu", checkpoint: str = "last",
+              background=None, compressor: Optional[str] = newdata.DEFAULT_COMPRESSOR,
+              reference: Optional[str] = None, rank_by: str = newdata.DEFAULT_RANK_BY, **kw) -> Scores:
         """Bounds per item of ``source`` in nats as :class:`aevb.newdata.Scores`: ``.elbo``,
         ``.lk``, ``.lk_se`` (the bound engine with ``k`` importance samples and seeded noise: the
         numbers ``aevb evaluate`` gives), and ``bpd_elbo``, ``bpd_lk`` where the data are discrete
-        (as ``aevb score`` writes them)."""
+        (as ``aevb score`` writes them); with the novelty scores of :mod:`aevb.newdata.novelty`
+        (higher: more novel): ``complexity`` and ``novelty`` (bits; ``compressor=None`` leaves them
+        out) and, with ``background`` (a finished background run or its folder: see
+        :meth:`check_background`), ``background_lk`` and ``lr`` (nats). ``reference`` ("test" or
+        "valid") adds ``percentile``: the percentage of the run's own split whose ``rank_by`` score
+        (novelty, lr, lk or elbo) is below the item's."""
         k, seed = newdata.check_k(k), newdata.check_seed(seed)
+        compressor = newdata.check_compressor(compressor)
+        bg = None if background is None else self.check_background(background)
+        why = newdata.missing_rank(rank_by, bg is not None, None, option=False)
+        if why:
+            raise ConfigError(why)
+        if reference is not None and reference not in ("test", "valid"):
+            raise ConfigError(f"reference must be 'test' or 'valid' (the run's own split); got {reference!r}")
         model, items = self._model_and_items(source, device, seed, checkpoint, **kw)
-        return newdata.score_columns(model, items, k, self.config.model.likelihood, seed)
+        bg_model = None if bg is None else bg.load_model(model_device(model))
+        if rank_by == "novelty" and reference is not None:
+            why = newdata.missing_rank(rank_by, bg is not None, items.kind, option=False)
+            if why:
+                raise ConfigError(why)
+        likelihood = self.config.model.likelihood
+        cols = newdata.score_novelty(model, items, k, likelihood, seed, compressor=compressor, background=bg_model)
+        if reference is not None:
+            ref = newdata.score_novelty(model, self.own_items(reference, seed), k, likelihood, seed,
+                                        compressor=compressor, background=bg_model)
+            cols = newdata.rank_against(cols, ref, rank_by)
+        return cols
+
+    def typicality(self, source, k: int = 1, reference: str = "test", bootstrap: int = 1000, alpha: float = 0.01,
+                   train_items: int = newdata.TYPICALITY_TRAIN, seed: int = 0, device="cpu",
+                   checkpoint: str = "last", **kw) -> "newdata.Typicality":
+        """The typicality test of ``source`` taken as one set (Nalisnick et al. 2019): is the mean
+        -L_k of its items as far from the training set's mean (the entropy estimate, over at most
+        ``train_items`` training items drawn with ``seed``) as a set of as many items of the run's
+        ``reference`` split is in a fraction ``alpha`` of ``bootstrap`` draws? An
+        :class:`aevb.newdata.Typicality`: ``statistic``, ``threshold``, ``p_value``, ``novel``."""
+        k, seed = newdata.check_k(k), newdata.check_seed(seed)
+        if reference not in ("test", "valid"):
+            raise ConfigError(f"reference must be 'test' or 'valid' (the run's own split); got {reference!r}")
+        model, items = self._model_and_items(source, device, seed, checkpoint, **kw)
+        data = self.load_data(progress=False)
+        nll = -newdata.score(model, items.split, k, seed).lk.numpy()
+        return self.typicality_of(model, nll, k, reference, seed, data, bootstrap, alpha, train_items)
+
+    def typicality_of(self, model, nll, k: int, reference: str, seed: int, data, bootstrap: int = 1000,
+                      alpha: float = 0.01, train_items: int = newdata.TYPICALITY_TRAIN, progress: bool = False,
+                      ref_nll=None) -> "newdata.Typicality":
+        """:meth:`typicality` of a set whose -L_k are ``nll`` (nats), scored by ``model`` with ``k``
+        samples; ``ref_nll``: the reference split's -L_k when already computed."""
+        train = self.own_items("train", seed, data)
+        rows = newdata.train_sample(len(train), int(train_items), seed)
+        train_nll = -newdata.score(model, train.split.subset(rows), k, seed, progress).lk.numpy()
+        if ref_nll is None:
+            ref_nll = -newdata.score(model, self.own_items(reference, seed, data).split, k, seed, progress).lk.numpy()
+        return newdata.typicality_test(nll, train_nll, ref_nll, bootstrap, alpha, seed, reference)
+
+    def own_items(self, split: str, seed: int = 0, data=None) -> Items:
+        """The run's own ``split`` ("train", "valid", "test"; with its --classes) as ``Items``,
+        binarized once with ``seed`` when the run binarizes dynamically (one fixed draw, as
+        ``aevb evaluate`` scores it)."""
+        data = data if data is not None else self.load_data(progress=False)
+        s, kind, levels = data.split(split), data.kind, data.levels
+        if data.dynamic_binarization:
+            s, kind, levels = binarized(s, torch.Generator().manual_seed(int(seed))), "binary", 2
+        return Items(split=s, ids=[str(i) for i in range(len(s))], image_shape=tuple(self.image_shape()),
+                     kind=kind, levels=levels, source=f"the {split} split of {self.path}")
+
+    def check_background(self, background, option: str = "background", allow_unfinished: bool = False) -> "Run":
+        """The background run ``background`` (a Run or its folder) for the likelihood ratio, refused
+        (one line naming ``option``) when it is this run, unfinished (unless ``allow_unfinished``),
+        or when its model takes data of another shape or prepared another way (binarization, image
+        size, crop, colour) or has another likelihood: its bound must be of the same values."""
+        try:
+            bg = background if isinstance(background, Run) else Run(background)
+        except RunError as e:
+            raise RunError(f"{option}: {e}") from None
+        if bg.path.resolve() == self.path.resolve():
+            raise ConfigError(f"{option} {bg.path} is the run itself; give a run of the same network trained on "
+                              f"perturbed data: `aevb train --background-of {self.path} --out RUN`")
+        if not allow_unfinished:
+            try:
+                bg.require_finished()
+            except RunError as e:
+                raise RunError(f"{option}: {e}") from None
+        if not bg.checkpoint_path.is_file():
+            raise RunError(f"{option}: {bg.no_checkpoint_message()}")
+        mine, theirs = tuple(self.image_shape()), tuple(bg.image_shape())
+        if mine != theirs:
+            raise DataError(f"{option} {bg.path} takes {newdata.describe_shape(theirs)} but {self.path} takes "
+                            f"{newdata.describe_shape(mine)}; give a background run trained on this run's data "
+                            f"(`aevb train --background-of {self.path}`)")
+        a, b = dataclasses.asdict(self.config.data), dataclasses.asdict(bg.config.data)
+        differ = [f"{key} {b.get(key)!r} there, {a.get(key)!r} here" for key in BACKGROUND_PREPARATION
+                  if a.get(key) != b.get(key)]
+        if self.config.model.likelihood != bg.config.model.likelihood:
+            differ.append(f"likelihood {bg.config.model.likelihood!r} there, {self.config.model.likelihood!r} here")
+        if differ:
+            raise DataError(f"{option} {bg.path} prepares or models its data unlike {self.path} "
+                            f"({'; '.join(differ)}), so their bounds are not of the same values; train one with "
+                            f"`aevb train --background-of {self.path}`")
+        return bg
 
     def reconstruct(self, source, device="cpu", checkpoint: str = "last", **kw):
         """The mean of p(x|z) at z = E_q[z|x] for each item of ``source``: a float tensor [N, D]."""
@@ -436,6 +537,9 @@ class Run:
 # the data settings that decide how a run prepares new data (aevb.newdata.load_items): items
 # prepared by a run whose values differ are refused by another run (Run.check_items)
 PREPARATION = ("dataset", "validation", "binarize", "image_size", "crop", "color", "seed")
+# the data settings a background run (Run.check_background) must share with the run: how the
+# items both models score are prepared
+BACKGROUND_PREPARATION = ("binarize", "image_size", "crop", "color")
 
 
 def _python_device(device) -> torch.device:

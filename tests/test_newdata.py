@@ -13,11 +13,11 @@ from PIL import Image
 
 from aevb.bounds import evaluate_bounds, lk_standard_error, posterior_means
 from aevb.cli import main
-from aevb.commands.score import percentile_above
 from aevb.errors import ConfigError, DataError, RunError
 from aevb.evaluate import evaluate_run
 from aevb.images import png_bytes, to_images
 from aevb.newdata import Codes, Scores, outputs, write_table
+from aevb.newdata.novelty import percentile_of
 from aevb.runs import Run, write_marker
 from aevb.sampling import reconstructions
 from aevb.training import Trainer
@@ -153,10 +153,10 @@ def test_codes_and_scores_are_tables_with_names(run, eight_bit):
     assert np.array_equal(dict(codes)["log_var"], codes.log_var)
     assert run.encode(src).z is None
     scores = run.score(src, k=3)
-    assert isinstance(scores, Scores) and list(scores) == ["id", "elbo", "lk", "lk_se"]
+    assert isinstance(scores, Scores) and list(scores) == ["id", "elbo", "lk", "lk_se", "complexity", "novelty"]
     assert scores.lk is scores["lk"] and scores.lk.shape == (30,)
     names, m = scores.matrix()
-    assert names == ["elbo", "lk", "lk_se"] and np.array_equal(m[:, 1], scores.lk)
+    assert names == ["elbo", "lk", "lk_se", "complexity", "novelty"] and np.array_equal(m[:, 1], scores.lk)
     with pytest.raises(AttributeError, match="no attribute or column 'nope'; its columns are id, elbo, lk, lk_se"):
         scores.nope
     with pytest.raises(KeyError, match="'nope' is not a column"):
@@ -177,7 +177,7 @@ def test_encode_to_pandas_and_back_through_decode(run, eight_bit):
     assert torch.equal(run.decode(codes), images)  # its mu
     assert torch.equal(run.decode(df[["mu_0", "mu_1", "mu_2"]].to_numpy()), images)
     scores = run.score(src, k=3).to_pandas()
-    assert list(scores.columns) == ["id", "elbo", "lk", "lk_se"] and len(scores) == 30
+    assert list(scores.columns) == ["id", "elbo", "lk", "lk_se", "complexity", "novelty"] and len(scores) == 30
     with pytest.raises(DataError) as e:  # not a data frame of the column names
         pd.DataFrame(codes)
     assert str(e.value) == ("a Codes table is not one array: use codes.to_pandas() for a pandas DataFrame (one row "
@@ -234,9 +234,9 @@ def test_a_npy_file_is_the_matrix_of_posterior_means_with_the_ids_beside_it(run,
                  "--reference", "test", "--flag-above", "50", "--no-progress"]) == 0
     assert main(["score", str(run.path), "--data", src, "--k", "3", "--out", str(tmp_path / "s.npz"),
                  "--reference", "test", "--flag-above", "50", "--no-progress"]) == 0
-    assert "a float matrix [30, 5]: elbo, lk, lk_se, percentile, flag; ids in" in capsys.readouterr().out
+    assert "a float matrix [30, 7]: elbo, lk, lk_se, ..., flag; ids in" in capsys.readouterr().out
     m, s = np.load(tmp_path / "s.npy"), np.load(tmp_path / "s.npz")
-    for j, name in enumerate(["elbo", "lk", "lk_se", "percentile", "flag"]):
+    for j, name in enumerate(["elbo", "lk", "lk_se", "complexity", "novelty", "percentile", "flag"]):
         assert np.array_equal(m[:, j], s[name].astype(np.float64)), name
     assert (tmp_path / "s.ids.txt").read_text().splitlines() == eight_bit["names"]
 
@@ -329,7 +329,7 @@ def test_lk_se_matches_the_spread_of_lk_over_seeds(run):
 def test_score_command_bits_percentiles_and_flags(run, eight_bit, tmp_path, capsys):
     out = tmp_path / "s.npz"
     assert main(["score", str(run.path), "--data", f"array:{eight_bit['array']}", "--k", "5", "--out", str(out),
-                 "--reference", "test", "--flag-above", "90", "--no-progress"]) == 0
+                 "--reference", "test", "--rank-by", "lk", "--flag-above", "90", "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "quantile" in text and "L_5" in text and "flagged" in text
     s = np.load(out)
@@ -337,10 +337,9 @@ def test_score_command_bits_percentiles_and_flags(run, eight_bit, tmp_path, caps
     assert np.array_equal(s["lk"], want["lk"]) and np.array_equal(s["lk_se"], want["lk_se"])
     assert "bpd_lk" not in s.files  # a Bernoulli likelihood on grey levels: no bits/dim
     ref = np.sort(run.score("digits:test", k=5)["lk"])
-    assert np.array_equal(s["percentile"], percentile_above(s["lk"], ref))
+    np.testing.assert_allclose(s["percentile"], [100.0 * np.mean(ref > v) for v in s["lk"]])  # a higher L_k
+    assert np.array_equal(s["percentile"], percentile_of(-s["lk"], np.sort(-ref)))
     assert np.array_equal(s["flag"], s["percentile"] > 90)
-    assert np.array_equal(percentile_above(np.array([0.0, 2.5, 9.0]), np.array([1.0, 2.0, 3.0, 4.0])),
-                          [100.0, 50.0, 0.0])
 
 
 def test_score_gives_bits_per_dim_for_binary_data(run, tmp_path, capsys):

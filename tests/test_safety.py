@@ -79,6 +79,12 @@ def ws(tmp_path_factory):
     c = json.loads((stopped / "config.json").read_text())
     c["train"]["epochs"] = 3
     _write(stopped / "config.json", json.dumps(c))
+    static = copy("static")  # a run whose data are prepared otherwise (binarized): no background of "run"
+    c = json.loads((static / "config.json").read_text())
+    c["data"]["binarize"] = "static"
+    _write(static / "config.json", json.dumps(c))
+    np.save(root / "small.npy", (np.random.default_rng(0).random((40, 4, 4)) * 255).astype(np.uint8))
+    train_tiny_run(root / "small_run", data={"dataset": f"array:{root / 'small.npy'}"})  # 4x4 images
     holder = lock_holder(copy("locked"))  # a live writer on this host, for as long as the workspace is used
 
     proj = root / "project"  # a user's folder that merely holds a file named run.json
@@ -439,6 +445,27 @@ CASES = [
     ("score {ws}/run --data digits:test --out {ws}/s.csv --reference train", 2, "invalid choice: 'train'"),
     ("score {ws}/finished_no_ckpt --data digits:test --out {ws}/s.csv", 2, "is a finished run whose checkpoint"),
     ("score {ws}/run --data array:{ws}/real.npy --out {ws}/s.csv", 2, "gives vectors of 6 values"),
+    ("score {ws}/run --data digits:test --out {ws}/s.csv --reference test --rank-by lr", 2,
+     "--rank-by lr is the likelihood ratio against a background run: give one with --background RUN"),
+    ("score {ws}/run --data digits:test --out {ws}/s.csv --rank-by lk", 2, "--rank-by chooses the score of the "
+     "percentile; give --reference test or valid"),
+    ("score {ws}/run --data digits:test --out {ws}/s.csv --reference test --rank-by novelty --no-novelty", 2,
+     "--rank-by novelty needs the novelty column, which --no-novelty leaves out"),
+    ("score {ws}/run --data digits:test --out {ws}/s.csv --reference test --rank-by bits", 2, "invalid choice: 'bits'"),
+    ("score {ws}/run --data digits:test --out {ws}/s.csv --compressor gzip", 2, "invalid choice: 'gzip'"),
+    ("score {ws}/run --data digits:test --out {ws}/s.csv --background {ws}/run", 2, "/run is the run itself; give "
+     "a run of the same network trained on perturbed data"),
+    ("score {ws}/run --data digits:test --out {ws}/s.csv --background {ws}/interrupted", 2,
+     "/interrupted is not finished (status 'interrupted') after epoch 1 of 3"),
+    ("score {ws}/run --data digits:test --out {ws}/s.csv --background {ws}/small_run", 2,
+     "/small_run takes grey 4x4 images (1x4x4 = 16 values) but "),
+    ("score {ws}/run --data digits:test --out {ws}/s.csv --background {ws}/static", 2,
+     "(binarize 'static' there, None here), so their bounds are not of the same values"),
+    ("score {ws}/run --data digits:test --out {ws}/s.csv --background {ws}/project", 2,
+     "/project is not an aevb run folder"),
+    ("train --background-of {ws}/run --resume {ws}/run", 2, "--background-of takes the run's own settings"),
+    ("train --background-of {ws}/nowhere", 2, "nowhere does not exist"),
+    ("train --background-of {ws}/run --perturb 1", 2, "--perturb"),
     ("decode {ws}/run --z {ws}/codes_wide.npy --out {ws}/dec", 2,
      "codes_wide.npy has shape (4, 5) but the run's codes are [N, 3]"),
     ("decode {ws}/run --z {ws}/codes_nan.csv --out {ws}/dec", 2, "codes_nan.csv has 1 NaN or infinite value(s)"),

@@ -34,6 +34,9 @@ OPTIONS = [
     ("--color", "data.color", dict(choices=choices("data.color"), help="folder images in grey or colour (default: auto)")),
     ("--classes", "data.classes", dict(type=int, nargs="+", metavar="LABEL", help="keep only the datapoints with "
                                        "these labels, in every split (e.g. train on digits 0-8 and score 9 as new data)")),
+    ("--perturb", "data.perturb", dict(type=float, metavar="MU", help="train a background model: each training "
+                                       "value is replaced, with probability MU (e.g. 0.2), by a random level, per "
+                                       "batch (Ren et al. 2019; aevb score --background)")),
     ("--data-seed", "data.seed", dict(type=int, metavar="S", help="seed of held-out splits and static binarization")),
     ("--memory-budget", "data.memory_budget", dict(metavar="SIZE", help="data larger than this (e.g. 500MB, 8GB) "
                                                    "are streamed from an on-disk cache instead of held in memory "
@@ -164,6 +167,9 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="RUN", help="run folder to create (default: runs/<dataset>-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--resume", metavar="RUN", help="continue this run from its last checkpoint")
+    p.add_argument("--background-of", metavar="RUN", help="train the background model of RUN for `aevb score "
+                   f"--background`: RUN's settings on its data, with --perturb (default {BACKGROUND_PERTURB}); "
+                   "other options change them (e.g. --epochs); default --out: RUN-background")
     p.add_argument("--preset", help="named settings: " + ", ".join(_preset_names()))
     p.add_argument("--config", metavar="FILE", help="YAML or JSON file with sections data, model, objective, optim, train")
     from ..training.loggers import LOGGERS
@@ -211,13 +217,13 @@ def _preset_names():
     return sorted(PRESETS)
 
 
-def config_from_args(args: argparse.Namespace):
-    """(config, given): the config built from defaults, preset, file and options, and the dotted
-    names of the options the user typed."""
+def config_from_args(args: argparse.Namespace, base=None):
+    """(config, given): the config built from defaults (or ``base``), preset, file and options, and
+    the dotted names of the options the user typed."""
     from ..config import RunConfig, load_config_file, merge, validate
     from ..config import apply_preset
 
-    cfg = RunConfig()
+    cfg = base if base is not None else RunConfig()
     if args.preset:
         cfg = apply_preset(cfg, args.preset)
     if args.config:
@@ -257,7 +263,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--resume uses the run's saved config; drop --preset/--config")
         if args.overwrite:
             raise ConfigError("--overwrite replaces a run and --resume continues one; give only one of them")
-    cfg, given = config_from_args(args)
+    base = background_base(args) if args.background_of else None
+    cfg, given = config_from_args(args, base)
     from ..training.loggers import build_loggers
 
     callbacks = default_callbacks() + build_loggers(args.logger)  # a missing tracker package: refused here
@@ -324,3 +331,26 @@ def default_callbacks():
     the library's own, train.report): none."""
     return []
 
+
+# the perturbation rate of a background model when --background-of is given without --perturb
+# (Ren et al. 2019 chose mu in [0.1, 0.2] on their validation data)
+BACKGROUND_PERTURB = 0.2
+
+
+def background_base(args: argparse.Namespace):
+    """The settings of the background model of the run --background-of names: its saved config
+    with data.perturb (unless --perturb is given); sets the default --out to RUN-background."""
+    from ..config import ConfigError, merge
+    from ..runs import Run
+
+    if args.resume or args.preset or args.config:
+        raise ConfigError("--background-of takes the run's own settings; drop --resume, --preset and --config")
+    run = Run(args.background_of)
+    if str(run.config.data.dataset).startswith("memory:"):
+        raise ConfigError(f"{run.path} was trained on data given in Python, which aevb train cannot read; train "
+                          "its background with aevb.fit(data, ..., perturb=0.2) and the same settings")
+    if not args.out:
+        args.out = str(run.path) + "-background"
+    cfg = merge(run.config, {"data": {"perturb": BACKGROUND_PERTURB}}, source=f"--background-of {run.path}")
+    cfg.preset = None
+    return cfg

@@ -49,6 +49,7 @@ class DataConfig:
     cache_dir: Optional[str] = None  # where prepared (decoded) data are cached; None: $AEVB_CACHE or ~/.cache/aevb/prepared
     skip_bad_images: bool = False  # leave out unreadable image files (saying how many) instead of refusing
     classes: Optional[List[int]] = None  # keep only datapoints with these labels, in every split (e.g. train on some digits)
+    perturb: float = 0.0  # background model: each training value replaced with this probability by a random level (Ren et al. 2019)
 
 
 @dataclass
@@ -208,6 +209,7 @@ RANGES = {
     "data.classes": (lambda v: len(v) >= 1 and len(set(v)) == len(v) and all(0 <= c <= 1_000_000 for c in v),
                      "a list of distinct class labels, each in 0..1000000"),
     "data.crop": (two_sizes, "two sizes [H, W] of the centre region, each in 1..16384"),
+    "data.perturb": between(0, 1, hi_open=True),
     "data.memory_budget": (byte_size, "a size such as 500MB, 8GB or 1.5GiB up to 1 EB, or auto"),
     "model.latent_dim": (lambda v: 1 <= v <= 65536, "an integer in 1..65536"),
     "model.encoder_hidden": (layer_sizes, "a list of layer sizes, each in 1..1000000"),

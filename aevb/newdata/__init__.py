@@ -1,11 +1,14 @@
 """A trained run on data it has not seen: the sources read and checked against the model
-(sources.py), what the model says about them, written item by item (outputs.py), the tables it
-hands back (results.py) and the checks of what it is given (checks.py)."""
+(sources.py), what the model says about them, written item by item (outputs.py), how novel they are
+(novelty.py), the tables it hands back (results.py) and the checks of what it is given (checks.py)."""
 from .checks import MAX_SAMPLES, argument, check_k, check_pictures, check_samples, check_seed
 from .outputs import (TABLE_SUFFIXES, PngFolder, check_codes, check_png_folder, check_table_path, codes_of, decode,
                       encode, encode_items, ids_path, matrix_note, png_names, read_codes, reconstruction_blocks, score,
                       score_columns, write_table)
 from .outputs import OutputClaim, resolve_output
+from .novelty import (COMPRESSORS, DEFAULT_COMPRESSOR, DEFAULT_RANK_BY, RANK_BY, TYPICALITY_TRAIN, Typicality,
+                      check_compressor, complexity_bits, compressed_bits, missing_rank, nll_bits, rank_against,
+                      score_novelty, train_sample, typicality_test)
 from .results import Codes, ItemTable, Scores
 from .sources import SOURCE_FORMS, Items, check_fits, describe_shape, load_items
 
@@ -14,4 +17,7 @@ __all__ = ["MAX_SAMPLES", "argument", "check_k", "check_pictures", "check_sample
            "check_codes", "check_png_folder", "check_table_path", "codes_of", "decode", "encode", "encode_items",
            "ids_path", "matrix_note", "png_names", "read_codes", "reconstruction_blocks", "score", "score_columns",
            "write_table",
+           "COMPRESSORS", "DEFAULT_COMPRESSOR", "DEFAULT_RANK_BY", "RANK_BY", "TYPICALITY_TRAIN", "Typicality",
+           "check_compressor", "complexity_bits", "compressed_bits", "missing_rank", "nll_bits", "rank_against",
+           "score_novelty", "train_sample", "typicality_test",
            "Codes", "ItemTable", "Scores", "SOURCE_FORMS", "Items", "check_fits", "describe_shape", "load_items"]

@@ -173,10 +173,14 @@ class Codes(ItemTable):
 
 class Scores(ItemTable):
     """Bounds per item in nats (``run.score``): ``elbo``, ``lk`` (L_k), ``lk_se`` (its standard
-    error) and, for discrete data, ``bpd_elbo`` and ``bpd_lk``; ``aevb score`` may add
-    ``percentile`` and ``flag``. As one matrix (``.npy``): these columns in that order, as floats."""
+    error) and, for discrete data, ``bpd_elbo`` and ``bpd_lk``; the novelty scores of
+    :mod:`aevb.newdata.novelty` (``complexity`` and ``novelty`` in bits, with a background run
+    ``background_lk`` and ``lr`` in nats); against a reference split ``percentile`` and ``flag``.
+    As one matrix (``.npy``): these columns in that order, as floats."""
 
-    MATRIX = ("elbo", "lk", "lk_se", "bpd_elbo", "bpd_lk", "percentile", "flag")
+    MATRIX = ("elbo", "lk", "lk_se", "bpd_elbo", "bpd_lk", "complexity", "novelty", "background_lk", "lr",
+              "percentile", "flag")
     elbo = column("elbo", "the ELBO per item [N], nats")
     lk = column("lk", "L_k per item [N], nats")
     lk_se = column("lk_se", "the standard error of each L_k [N]")
+    novelty = column("novelty", "the input-complexity novelty score -log2 p(x) - L(x) [N], bits, or None")

@@ -314,7 +314,7 @@ class Trainer:
             totals = [len(i) for i in batch_idx]
             batch_idx = [i[rank::world] for i in batch_idx]
         for b, xb in enumerate(train_split.batches(batch_idx, self.device)):
-            xb = binarize_batch(xb, dynamic)
+            xb = binarize_batch(xb, dynamic, cfg.data.perturb, self.data.levels)
             if self.method is not None:  # another training method updates the model itself
                 outputs = self.method.step(xb, batch_idx[b].to(self.device))
                 self.step += 1

@@ -1,7 +1,8 @@
 """The objective of one training step: the bound of a batch and the loss minimised.
 
 The SGVB ELBO (L samples, closed-form or Monte Carlo KL) or the IWAE bound L_k, a KL weight
-``beta`` with its linear warm-up, bf16 autocast, and dynamic binarization of a batch.
+``beta`` with its linear warm-up, bf16 autocast, and the per-batch transform of the data (dynamic
+binarization, a background model's perturbation).
 """
 from __future__ import annotations
 
@@ -75,6 +76,19 @@ def training_precision(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type if enabled else "cpu", dtype=torch.bfloat16, enabled=enabled)
 
 
-def binarize_batch(x: Tensor, dynamic: bool) -> Tensor:
-    """Dynamic binarization: a fresh x ~ Bernoulli(x) every time a batch is used."""
-    return torch.bernoulli(x) if dynamic else x
+def binarize_batch(x: Tensor, dynamic: bool, perturb: float = 0.0, levels: Optional[int] = None) -> Tensor:
+    """The per-batch transform of training data: dynamic binarization (a fresh x ~ Bernoulli(x)
+    every time a batch is used), then, with ``perturb`` > 0, the perturbation that trains a
+    background model (Ren et al., "Likelihood ratios for out-of-distribution detection", NeurIPS
+    2019): each value is replaced, with probability ``perturb``, by a value drawn uniformly from
+    the data's ``levels`` (0, 1/(levels - 1), ..., 1; binary after dynamic binarization; uniform in
+    [0, 1] when the levels are unknown). Both draw from the global generator, which checkpoints keep."""
+    if dynamic:
+        x = torch.bernoulli(x)
+    if not perturb:
+        return x
+    levels = 2 if dynamic else levels
+    noise = torch.rand_like(x)
+    if levels:
+        noise = torch.floor(noise * levels).clamp_(max=levels - 1) / (levels - 1)
+    return torch.where(torch.rand_like(x) < perturb, noise, x)
