@@ -912,14 +912,14 @@ def test_divergence_in_the_first_epoch_of_a_new_run_says_what_works(tmp_path, ca
 
 
 def test_an_unexpected_error_is_one_line_pointing_to_the_log(tmp_path, capsys, monkeypatch, one_thread):
-    from aevb.commands import train as train_cmd
+    from aevb.training import loggers  # what the command adds to the library's callbacks: --logger
     from aevb.training import Callback
 
     class Boom(Callback):
         def on_epoch_end(self, trainer, record):
             raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(train_cmd, "default_callbacks", lambda: [Boom()])
+    monkeypatch.setattr(loggers, "build_loggers", lambda names: [Boom()])
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), "--no-progress", "--no-tensorboard", "--epochs", "2",
                  "--hidden", "16"]) == 1
@@ -930,7 +930,7 @@ def test_an_unexpected_error_is_one_line_pointing_to_the_log(tmp_path, capsys, m
     info = read_marker(out)
     assert info["status"] == "failed" and info["epoch"] == 1
     assert main(["train", "--resume", str(out), "--no-progress"]) == 1  # the same bug again, still one line
-    monkeypatch.setattr(train_cmd, "default_callbacks", lambda: [])
+    monkeypatch.setattr(loggers, "build_loggers", lambda names: [])
     assert main(["train", "--resume", str(out), "--no-progress"]) == 0  # continues from epoch 1
     assert read_marker(out)["status"] == "finished"
 
@@ -1002,7 +1002,7 @@ def _tmpfs(path: Path, size: str) -> None:
 
 def test_a_full_disk_says_so_fails_the_run_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch,
                                                                          one_thread):
-    from aevb.commands import train as train_cmd
+    from aevb.training import loggers  # what the command adds to the library's callbacks: --logger
     from aevb.training import Callback
 
     disk = tmp_path / "disk"
@@ -1014,7 +1014,7 @@ def test_a_full_disk_says_so_fails_the_run_and_keeps_the_last_checkpoint(tmp_pat
                     free = shutil.disk_usage(disk).free
                     (disk / "filler").write_bytes(b"\0" * max(0, free - 64_000))
 
-        monkeypatch.setattr(train_cmd, "default_callbacks", lambda: [Fill()])
+        monkeypatch.setattr(loggers, "build_loggers", lambda names: [Fill()])
         out = disk / "run"
         assert main(["train", "--out", str(out), "--no-progress", "--no-tensorboard", "--epochs", "3",
                      "--hidden", "1000", "--images-every", "0"]) == 2
@@ -1042,7 +1042,7 @@ def test_a_full_disk_says_so_fails_the_run_and_keeps_the_last_checkpoint(tmp_pat
         assert snapshot(out) == snap and sorted(p.name for p in disk.iterdir()) == ["filler", "filler2", "run"]
         (disk / "filler").unlink()
         (disk / "filler2").unlink()
-        monkeypatch.setattr(train_cmd, "default_callbacks", lambda: [])
+        monkeypatch.setattr(loggers, "build_loggers", lambda names: [])
         assert main(["train", "--resume", str(out), "--no-progress"]) == 0
         assert read_marker(out)["status"] == "finished"
     finally:

@@ -267,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
     cfg, given = config_from_args(args, base)
     from ..training.loggers import build_loggers
 
-    callbacks = default_callbacks() + build_loggers(args.logger)  # a missing tracker package: refused here
+    callbacks = build_loggers(args.logger)  # a missing tracker package: refused here
     if args.resume:
         trainer = Trainer.resume(args.resume, overrides=cfg, given=given, callbacks=callbacks)
         if not trainer.dist.is_main:  # under torchrun only rank 0 talks
@@ -324,12 +324,6 @@ def run(args: argparse.Namespace) -> int:
 
     distributed.finish()
     return 0
-
-
-def default_callbacks():
-    """Callbacks the command adds to those the library assembles from the config (the report is
-    the library's own, train.report): none."""
-    return []
 
 
 # the perturbation rate of a background model when --background-of is given without --perturb
