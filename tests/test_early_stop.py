@@ -14,6 +14,7 @@ from aevb.io import tensor_bytes
 from aevb.training import Callback, Trainer
 
 from conftest import tiny_config
+from aevb import metrics as M
 
 PATIENCE = 2
 EPOCHS = 40
@@ -30,8 +31,8 @@ def predicted_stop(history, patience):
     """(stop epoch or None, best epoch) read from the validation bounds alone."""
     best, best_epoch = None, None
     for r in history:
-        if best is None or r["valid_bound"] > best:
-            best, best_epoch = r["valid_bound"], r["epoch"]
+        if best is None or r[M.VALID_BOUND] > best:
+            best, best_epoch = r[M.VALID_BOUND], r["epoch"]
         if r["epoch"] - best_epoch >= patience:
             return r["epoch"], best_epoch
     return None, best_epoch
@@ -63,7 +64,7 @@ def stopped(tmp_path_factory, one_thread):
 def exact(tmp_path_factory, stopped):
     """The same settings trained for exactly the best epoch's number of epochs, no early stop."""
     _, history = stopped
-    best = history[-1]["best_epoch"]
+    best = history[-1][M.BEST_EPOCH]
     out = tmp_path_factory.mktemp("exact") / "run"
     Trainer.new(stopping_config(epochs=best, early_stop=None), out).fit()
     return out, best
@@ -73,14 +74,14 @@ def test_the_run_stops_where_its_validation_bounds_say(stopped):
     out, history = stopped
     stop, best = predicted_stop(history, PATIENCE)
     assert stop is not None and stop == len(history) < EPOCHS
-    assert [r["best_epoch"] for r in history] == [predicted_stop(history[:i], 10 ** 9)[1]
+    assert [r[M.BEST_EPOCH] for r in history] == [predicted_stop(history[:i], 10 ** 9)[1]
                                                   for i in range(1, len(history) + 1)]
-    assert history[-1]["stopped_early"] is True
-    assert not any("stopped_early" in r for r in history[:-1])
+    assert history[-1][M.STOPPED_EARLY] is True
+    assert not any(M.STOPPED_EARLY in r for r in history[:-1])
     info = json.loads((out / "run.json").read_text())
-    assert info["status"] == "finished" and info["stopped_early"] is True
-    assert info["epoch"] == stop and info["best_epoch"] == best
-    assert info["best_valid_bound"] == history[best - 1]["valid_bound"]
+    assert info["status"] == "finished" and info[M.STOPPED_EARLY] is True
+    assert info["epoch"] == stop and info[M.BEST_EPOCH] == best
+    assert info[M.BEST_VALID_BOUND] == history[best - 1][M.VALID_BOUND]
     assert [r["epoch"] for r in load_run(out).metrics()] == list(range(1, stop + 1))
 
 
@@ -94,13 +95,13 @@ def test_best_checkpoint_holds_the_best_epochs_model(stopped, exact):
     assert same_tensors(best_pt["model"], model_of(exact_out / "checkpoints" / "last.pt"))
     assert not same_tensors(best_pt["model"], model_of(out / "checkpoints" / "last.pt"))
     last = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
-    assert (last["best_epoch"], last["best_valid_bound"]) == (best, history[best - 1]["valid_bound"])
+    assert (last[M.BEST_EPOCH], last[M.BEST_VALID_BOUND]) == (best, history[best - 1][M.VALID_BOUND])
     # the best model gives the best epoch's validation bound (the training loop's own computation)
     run = load_run(out)
     t = run.config.train
     valid = run.load_data(progress=False).split("valid")
     got = dataset_bound(run.load_model(checkpoint="best"), valid, t.eval_batch_size, seed=t.seed + 1)
-    assert got["bound"] == pytest.approx(history[best - 1]["valid_bound"], abs=1e-6)
+    assert got["bound"] == pytest.approx(history[best - 1][M.VALID_BOUND], abs=1e-6)
 
 
 class InterruptAt(Callback):
@@ -117,7 +118,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, stopped, one_thr
     full, history = stopped
     at = 2
     if when != "epoch 2":  # the resumed run must know the best epoch from last.pt, not from its first epoch
-        at = next(r["epoch"] for r in history if r["best_epoch"] < r["epoch"])
+        at = next(r["epoch"] for r in history if r[M.BEST_EPOCH] < r["epoch"])
         assert at < len(history), "no epoch without improvement before the stop: choose other settings"
     part = tmp_path / "part"
     with pytest.raises(KeyboardInterrupt):
@@ -133,14 +134,14 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, stopped, one_thr
     for i, s in a["optimizer"]["state"].items():
         assert torch.equal(s["exp_avg"], b["optimizer"]["state"][i]["exp_avg"])
         assert torch.equal(s["exp_avg_sq"], b["optimizer"]["state"][i]["exp_avg_sq"])
-    assert (a["epoch"], a["step"], a["best_epoch"], a["best_valid_bound"]) == \
-           (b["epoch"], b["step"], b["best_epoch"], b["best_valid_bound"])
+    assert (a["epoch"], a["step"], a[M.BEST_EPOCH], a[M.BEST_VALID_BOUND]) == \
+           (b["epoch"], b["step"], b[M.BEST_EPOCH], b[M.BEST_VALID_BOUND])
     # best.pt the same entry for entry (each entry's digest), but for the id of the run that wrote it
     proofs = [dict(torch.load(r / "checkpoints" / "best.pt", weights_only=True)["digest"]["entries"]) for r in (full, part)]
     assert proofs[0].pop("run_id") != proofs[1].pop("run_id")
     assert proofs[0] == proofs[1]
     marker = {k: v for k, v in json.loads((part / "run.json").read_text()).items() if k != "updated"}
-    assert marker["status"] == "finished" and marker["stopped_early"] is True and marker["epoch"] == len(history)
+    assert marker["status"] == "finished" and marker[M.STOPPED_EARLY] is True and marker["epoch"] == len(history)
 
 
 def test_a_run_interrupted_at_its_stop_is_finished_by_resume_without_training(tmp_path, stopped, one_thread):
@@ -154,7 +155,7 @@ def test_a_run_interrupted_at_its_stop_is_finished_by_resume_without_training(tm
     resumed.fit()
     assert (part / "checkpoints" / "last.pt").read_bytes() == before
     info = json.loads((part / "run.json").read_text())
-    assert info["status"] == "finished" and info["stopped_early"] is True and info["epoch"] == len(history)
+    assert info["status"] == "finished" and info[M.STOPPED_EARLY] is True and info["epoch"] == len(history)
 
 
 def test_a_stopped_run_stays_stopped_unless_the_patience_grows(tmp_path, stopped, capsys, one_thread):
@@ -176,7 +177,7 @@ def test_a_stopped_run_stays_stopped_unless_the_patience_grows(tmp_path, stopped
     stop, best = predicted_stop(scratch.history, patience)
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "finished" and info["epoch"] == len(scratch.history)
-    assert info["stopped_early"] is (stop is not None) and info["best_epoch"] == best
+    assert info[M.STOPPED_EARLY] is (stop is not None) and info[M.BEST_EPOCH] == best
     assert json.loads((run / "config.json").read_text())["train"]["early_stop"] == patience
 
 
