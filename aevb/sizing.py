@@ -26,6 +26,7 @@ from typing import List, Optional, Sequence
 from .convnets import max_stages, stage_sizes
 
 SMALL, MEDIUM = 2048, 16384  # values per datapoint
+LOGISTIC_COMPONENTS = 3  # mixture components of the discretized logistic
 
 
 def conv_channels(h: int, w: int, kernel: int) -> List[int]:
@@ -56,7 +57,7 @@ def batch_size(dim: int, conv: bool) -> int:
 
 def mixture_components(likelihood: Optional[str]) -> int:
     """Mixture components per value of the likelihood."""
-    return 3 if likelihood == "discretized-logistic" else 1
+    return LOGISTIC_COMPONENTS if likelihood == "discretized-logistic" else 1
 
 
 def model_sizes(model_cfg, image_shape: Sequence[int]) -> dict:

@@ -10,6 +10,7 @@ from ..config.rules import sizes_chosen
 from ..flows import FLOW_STEPS
 from ..metrics import TEST_BOUND
 from ..priors import MIXTURE_COMPONENTS, PSEUDO_INPUTS
+from ..sizing import LOGISTIC_COMPONENTS
 from .common import add_parser
 
 # (flag, dotted config key, argparse keywords). Every option defaults to "not given", so a config
@@ -61,12 +62,12 @@ OPTIONS = [
                                           "default: from the image size)")),
     ("--kernel-size", "model.kernel_size", dict(type=int, metavar="K", help="conv: kernel size")),
     ("--conv-norm", "model.conv_norm", dict(choices=choices("model.conv_norm"), help="conv: GroupNorm after each "
-                                            "hidden convolution (per datapoint), or none (default: none)")),
+                                            "hidden convolution (per datapoint), or none")),
     ("--likelihood", "model.likelihood", dict(choices=choices("model.likelihood"),
                                               help="p(x|z) (default: bernoulli for data in [0,1], else gaussian); "
                                                    "discretized-logistic: a mass on each of 256 levels (8-bit data)")),
     ("--components", "model.components", dict(type=int, metavar="K", help="discretized-logistic: mixture "
-                                               "components per value (default: 3)")),
+                                               f"components per value (default: {LOGISTIC_COMPONENTS})")),
     ("--sigma", "model.sigma", dict(type=float, help="standard deviation of gaussian-fixed (1: squared error)")),
     ("--mean-activation", "model.mean_activation", dict(choices=choices("model.mean_activation"),
                                                         help="squash the gaussian decoder's mean")),
@@ -87,7 +88,7 @@ OPTIONS = [
                                                     "layer's size)")),
     ("--inference", "model.inference", dict(choices=choices("model.inference"), help="stacked layers: bottom-up "
                                             "(IWAE: q(z2|z1) from the sample below) or top-down (ladder VAE: shares "
-                                            "the generative path); default: bottom-up")),
+                                            "the generative path)")),
     ("--prior", "model.prior", dict(choices=choices("model.prior"), help="p(z): standard (N(0, I), the AEVB "
                                     "paper's), mog (a learned mixture of Gaussians) or vamp (the VampPrior: a "
                                     "mixture of the posteriors of learned pseudo-inputs)")),
@@ -97,7 +98,7 @@ OPTIONS = [
                                                     f"pseudo-inputs (default: {PSEUDO_INPUTS})")),
     ("--flow", "model.flow", dict(choices=choices("model.flow"), help="a normalising flow on top of the Gaussian "
                                   "posterior: planar (Rezende & Mohamed 2015) or iaf (inverse autoregressive, "
-                                  "Kingma et al. 2016); default: none")),
+                                  "Kingma et al. 2016)")),
     ("--flow-steps", "model.flow_steps", dict(type=int, metavar="K", help="steps of the flow (default: "
                                               + ", ".join(f"{k} {v}" for k, v in FLOW_STEPS.items()) + ")")),
     # objective
@@ -119,13 +120,13 @@ OPTIONS = [
     ("--gamma", "optim.gamma", dict(type=float, help="step/exponential schedule factor")),
     ("--grad-clip", "optim.grad_clip", dict(type=float, help="clip the gradient norm")),
     ("--lr-warmup-steps", "optim.warmup_steps", dict(type=int, metavar="N", help="raise the learning rate "
-                                                     "linearly from 0 over the first N steps (default: 20)")),
+                                                     "linearly from 0 over the first N steps")),
     ("--fan-in-scale", "optim.fan_in_scale", dict(type=int, metavar="N", help="weights with fan-in n > N learn at "
                                                   "lr * sqrt(N / n), so huge inputs cannot blow up the first steps "
-                                                  "(default: 1024; 0: off)")),
+                                                  "(0: off)")),
     ("--max-skipped-steps", "optim.max_skipped_steps", dict(type=int, metavar="N", help="leave out up to N steps "
                                                             "whose loss or gradient is NaN or infinite, then stop "
-                                                            "(default: 20; 0: stop at the first)")),
+                                                            "(0: stop at the first)")),
     # loop
     ("--epochs", "train.epochs", dict(type=int, help="epochs (default: 100 on digits, 10 otherwise)")),
     ("--early-stop", "train.early_stop", dict(type=lambda text: _number(text), metavar="PATIENCE",
@@ -136,13 +137,14 @@ OPTIONS = [
     ("--batch-size", "train.batch_size", dict(type=int, help="default: from the data's size (128, or 64 for "
                                               "large images)")),
     ("--eval-batch-size", "train.eval_batch_size", dict(type=int, help="datapoints per test/validation batch "
-                                                        "(default: as many as fit in 16 MB of temporaries, at most 1000)")),
+                                                        "(default: as many as fit in 16 MB of temporaries, at most 1000, or 64 "
+                                                        "for a model bound by reading its weights)")),
     ("--seed", "train.seed", dict(type=int, help="seed of initialisation, shuffling and noise")),
     ("--device", "train.device", dict(help="auto, cpu, cuda, cuda:N or mps")),
     ("--threads", "train.threads", dict(type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")),
     ("--precision", "train.precision", dict(choices=choices("train.precision"), help="bf16: training steps run the networks "
                                             "in bfloat16 autocast (faster on CPUs with AMX/AVX512-BF16 and on recent "
-                                            "GPUs); bounds, test and evaluation stay fp32 (default: fp32)")),
+                                            "GPUs); bounds, test and evaluation stay fp32")),
     ("--images-every", "train.images_every", dict(type=int, metavar="N", help="write image grids every N epochs (0: never)")),
     ("--no-progress", "train.progress", dict(action="store_false", help="no progress bars or epoch lines")),
     ("--no-tensorboard", "train.tensorboard", dict(action="store_false", help="do not write TensorBoard events")),
