@@ -16,7 +16,7 @@ from aevb.cli import main
 from aevb.errors import ConfigError, DataError, RunError
 from aevb.evaluate import evaluate_run
 from aevb.images import png_bytes, to_images
-from aevb.newdata import Codes, Scores, outputs, write_table
+from aevb.newdata import Codes, Scores, outputs, read_codes, tables, write_table
 from aevb.newdata.novelty import percentile_of
 from aevb.runs import Run, write_marker
 from aevb.sampling import reconstructions
@@ -245,7 +245,7 @@ def test_the_ids_file_of_a_npy_table_keeps_any_id_but_a_line_break(tmp_path):
     mu = np.arange(6.0).reshape(3, 2)
     ids = ["a\u2028b.png", "tab\there", "c,\"d\".png"]  # a Unicode line separator, a tab, CSV's specials
     write_table(tmp_path / "c.npy", {"id": np.asarray(ids), "mu": mu})
-    got_ids, codes = outputs.read_codes(tmp_path / "c.npy", 2)
+    got_ids, codes = read_codes(tmp_path / "c.npy", 2)
     assert got_ids == ids and torch.equal(codes, torch.from_numpy(mu).float())
     with pytest.raises(DataError, match=r"the item 'x\\ny' has a line break in its id.*write a .npz or .csv file"):
         write_table(tmp_path / "d.npy", {"id": np.asarray(["x\ny", "z"]), "mu": mu[:2]})
@@ -282,7 +282,7 @@ def test_image_files_listed_on_the_command_line(run, eight_bit, tmp_path, capsys
 def test_csv_written_in_blocks_is_the_same_file(run, eight_bit, tmp_path, monkeypatch):
     codes = {"id": np.asarray(eight_bit["names"]), **run.encode(f"folder:{eight_bit['folder']}", samples=2)}
     write_table(tmp_path / "whole.csv", codes)
-    monkeypatch.setattr(outputs, "CSV_BLOCK", 7)  # 30 rows: blocks of 7, the last of 2
+    monkeypatch.setattr(tables, "CSV_BLOCK", 7)  # 30 rows: blocks of 7, the last of 2
     write_table(tmp_path / "blocks.csv", codes)
     assert (tmp_path / "blocks.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
     assert len((tmp_path / "whole.csv").read_text().splitlines()) == 31
