@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from aevb.bounds import ACTIVE_UNIT_THRESHOLD, active_units
+from aevb.bounds import ACTIVE_UNIT_THRESHOLD, active_mask, active_unit_variances, posterior_means
 from aevb.cli import main
 from aevb.config import ModelConfig, RunConfig
 from aevb.data import Dataset, Split, load_dataset
@@ -285,7 +285,7 @@ def test_active_units_are_those_whose_posterior_mean_varies_over_the_data(ctx2d)
         mu = ctx2d.model.encoder_params(ctx2d.x)[0].double()
     torch.testing.assert_close(ctx2d.unit_variances, mu.var(0), rtol=1e-5, atol=1e-8)
     assert ctx2d.active.tolist() == (mu.var(0) > 0.01).tolist()
-    assert int(ctx2d.active.sum()) == active_units(ctx2d.model, ctx2d.x)
+    assert int(ctx2d.active.sum()) == int(active_mask(active_unit_variances(posterior_means(ctx2d.model, ctx2d.x))).sum())
     fig = runfigures.make_figures(ctx2d, "kl")["kl.png"]
     np.testing.assert_allclose([b.get_height() for b in fig.axes[0].patches], ctx2d.unit_variances.numpy(), rtol=1e-6)
     assert f"{int(ctx2d.active.sum())} of 2 active" in fig.texts[0].get_text()
