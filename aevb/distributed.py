@@ -102,13 +102,6 @@ def finish() -> None:
         _shutdown()
 
 
-def set_threads(threads: Optional[int]) -> None:
-    """This process's CPU threads for PyTorch (intra-op); None or 0 leaves PyTorch's choice. The
-    one place that sets them: training, evaluation and the experiments call it."""
-    if threads:
-        torch.set_num_threads(int(threads))
-
-
 def rank_seed(seed: int, rank: int) -> int:
     """A seed for ``rank``'s own noise stream: ``seed`` itself on rank 0 (so rank 0 draws what a
     single process draws), well-separated seeds elsewhere."""

@@ -228,8 +228,7 @@ def test_a_mean_activation_waits_for_the_likelihood_the_data_choose():
         resolve(cfg, "unit", "digits", (1, 8, 8))
 
 
-def test_every_seed_has_one_range_and_every_thread_count_one_setter(tmp_path, monkeypatch):
-    from aevb import distributed
+def test_every_seed_has_one_range(tmp_path):
     from aevb.commands.common import check_seed, check_threads
     from aevb.config import check_value
     from aevb.config.ranges import SEED_MAX
@@ -244,8 +243,37 @@ def test_every_seed_has_one_range_and_every_thread_count_one_setter(tmp_path, mo
         check_seed(SEED_MAX + 1)
     with pytest.raises(ConfigError, match=r"^--threads must be in 1..4096; got 4097$"):
         check_threads(4097)
-    calls = []
-    monkeypatch.setattr(torch, "set_num_threads", calls.append)
-    Trainer.new(tiny_config(train={"threads": 3}), tmp_path / "run").close()
-    distributed.set_threads(None)
-    assert calls == [3]
+
+
+class ThreadsSeen(Callback):
+    def on_train_start(self, trainer):
+        self.seen = torch.get_num_threads()
+
+
+def test_threads_are_chosen_for_the_work_and_given_back(tmp_path):
+    """One thread for a step below SMALL_WORK, PyTorch's choice above it, train.threads when set;
+    fit leaves the process's count as it was."""
+    from aevb import threads
+
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(10, 30), torch.nn.Tanh(), torch.nn.Linear(30, 5))
+    assert threads.linear_flops(mlp, 7) == 2 * (10 * 30 + 30 * 5) * 7
+    assert threads.linear_flops(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Linear(2, 2)), 1) == math.inf
+    assert threads.count_for(None, threads.SMALL_WORK - 1) == 1 and threads.count_for(None, threads.SMALL_WORK) is None
+    assert threads.count_for(3, 1.0) == 3
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with threads.using(None, 1.0) as n:
+            assert n == 1 == torch.get_num_threads()
+        assert torch.get_num_threads() == 2
+        for train_threads, want in ((None, 1), (3, 3)):  # the tiny model's step is small work
+            seen = ThreadsSeen()
+            Trainer.new(tiny_config(train={"threads": train_threads, "epochs": 1}), tmp_path / f"run{want}",
+                        callbacks=[seen]).fit()
+            assert seen.seen == want and torch.get_num_threads() == 2
+        # a command sets its threads for its own work and gives the process's count back
+        assert main(["sample", str(tmp_path / "run1"), "--out", str(tmp_path / "s.png"), "--threads", "3"]) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -12,6 +12,10 @@ import time
 import traceback
 from pathlib import Path
 
+import torch
+
+from .. import threads
+from ..bounds import eval_rows
 from ..config.ranges import THREADS
 from ..devices import resolve_device
 from ..errors import USER_ERRORS, ConfigError, interruption
@@ -56,7 +60,20 @@ def check_range(value: int, bounds, option: str) -> None:
 
 
 def add_device_argument(p: argparse.ArgumentParser) -> None:
+    """--device, and --threads: where a command computes and on how many CPU threads."""
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    add_threads_argument(p)
+
+
+def add_threads_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: one for a small "
+                   "model, where sharing each operation costs more than it saves; else PyTorch's choice)%(default).0s")
+
+
+def choose_threads(args: argparse.Namespace, model) -> int:
+    """The process's CPU threads for ``model``'s work: --threads, or as aevb.threads chooses for
+    one evaluation batch of it."""
+    return threads.set_threads(getattr(args, "threads", None), threads.linear_flops(model, eval_rows(model)))
 
 
 def add_checkpoint_argument(p: argparse.ArgumentParser) -> None:
@@ -91,7 +108,9 @@ def open_grid_run(args: argparse.Namespace, what: str, out_name: str):
     run = open_checked_run(args)
     out = Path(args.out) if args.out else run.images_dir / out_name
     check_output(out, "--out", suffixes=(".png",))
-    return run, out, run.open_model(resolve_device(args.device), args.checkpoint)
+    loaded = run.open_model(resolve_device(args.device), args.checkpoint)
+    choose_threads(args, loaded.model)
+    return run, out, loaded
 
 
 def user_errors() -> tuple:
@@ -103,8 +122,13 @@ def user_errors() -> tuple:
 def run_command(args: argparse.Namespace) -> int:
     """Run a sub-command: errors a user can cause end as one line and exit status 2 (3 for a
     diverged training run); anything else as one line pointing to a log file that holds the
-    traceback (exit status 1). Never a bare traceback."""
+    traceback (exit status 1). Never a bare traceback. The process's thread count is as it was
+    afterwards (a command may choose its own: --threads)."""
+    before = torch.get_num_threads()
     try:
+        if getattr(args, "threads", None) is not None:  # given: from the start (commands that load a
+            check_threads(args.threads)                   # model choose by its size otherwise)
+            threads.set_threads(args.threads)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return interrupted()
@@ -126,6 +150,9 @@ def run_command(args: argparse.Namespace) -> int:
         if interruption(e) is not None:  # Ctrl-C that a library's clean-up turned into another error
             return interrupted()
         return internal_error(args, e)
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def interrupted() -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 from ..devices import resolve_device
 from ..newdata import OutputClaim, PngFolder, check_png_folder, decode, png_names, read_codes, resolve_output
 from ..runs import check_output
-from .common import add_checkpoint_argument, add_device_argument, add_parser, add_run_argument, say
+from .common import add_checkpoint_argument, add_device_argument, add_parser, add_run_argument, choose_threads, say
 from .items import add_unfinished_argument, open_run
 
 
@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
         check_png_folder(Path(args.out))
         loaded = run_.open_model(resolve_device(args.device), args.checkpoint)
         model, shape = loaded.model, loaded.image_shape
+        choose_threads(args, model)
         ids, z = read_codes(args.z, model.latent_dim)
         names = png_names(ids, out)
         with PngFolder(out, shape) as folder:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from typing import Optional
 
-from .. import distributed
 from ..bounds import estimate_seconds, memory_need
 from ..config import ConfigError, check_value
 from ..data.base import SPLITS
@@ -20,7 +19,8 @@ from ..evaluate import default_output, evaluate_run, write_per_datapoint
 from ..io import atomic_write_text
 from ..runs import check_output
 from ..units import format_bytes, format_duration
-from .common import add_checkpoint_argument, add_device_argument, add_parser, add_run_argument, check_seed, open_checked_run
+from .common import (add_checkpoint_argument, add_device_argument, add_parser, add_run_argument, check_seed,
+                     choose_threads, open_checked_run)
 
 
 def register(sub) -> None:
@@ -65,7 +65,6 @@ def register(sub) -> None:
     p.add_argument("--compile", action="store_true",
                    help="fuse the Bernoulli likelihood with torch.compile (compiles for ~1 minute once; "
                         "pays off for long evaluations)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
     p.add_argument("--force", action="store_true",
                    help="run an evaluation estimated to take over a day or more memory than this machine has")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (one is shown on a terminal)")
@@ -77,7 +76,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.k is None or args.k < 1:
         raise ConfigError(f"--k must be a positive number of importance samples (1 for the ELBO only); got {args.k}")
-    for name in ("batch_size", "chunk", "threads", "limit"):
+    for name in ("batch_size", "chunk", "limit"):
         v = getattr(args, name)
         if v is not None and v < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1; got {v}")
@@ -93,8 +92,6 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.per_datapoint, "--per-datapoint", suffixes=(".csv", ".npy"))
         if Path(args.per_datapoint).resolve() == out.resolve():
             raise ConfigError(f"--per-datapoint and --out are the same file {out}; give two names")
-    if args.threads:
-        distributed.set_threads(args.threads)
     result = evaluate_run(run_, split=args.split, k=args.k, batch_size=args.batch_size, chunk=args.chunk,
                           seed=args.seed, device=args.device, progress=args.progress,
                           budget=budget, compile=args.compile,
@@ -159,7 +156,9 @@ MAX_SECONDS = 24 * 3600
 
 def plan(args: argparse.Namespace, model, x) -> None:
     """Print the estimated time and memory of the evaluation; refuse an absurd one (over a day,
-    or more memory than the machine has) unless --force."""
+    or more memory than the machine has) unless --force. The threads are chosen first (--threads,
+    or for the model's size), so that the estimate times what will run."""
+    choose_threads(args, model)
     budget = chunk_budget(args.memory_budget)
     need, ram = memory_need(model, len(x), args.k, args.batch_size, args.chunk, budget), physical_memory()
     what = f"{len(x)} datapoints x k = {args.k} samples"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_checkpoint_argument, add_parser, add_run_argument, check_seed, open_checked_run
+from .common import add_checkpoint_argument, add_parser, add_run_argument, add_threads_argument, check_seed, open_checked_run
 
 
 def register(sub) -> None:
@@ -37,6 +37,7 @@ def register(sub) -> None:
                         "a page without live decoding)")
     p.add_argument("--seed", type=int, default=0, help="seed of the PCA view")
     p.add_argument("--device", default="cpu", help="device for the encoder pass over the test points")
+    add_threads_argument(p)
     add_checkpoint_argument(p)
     p.set_defaults(func=run)
 

@@ -8,7 +8,7 @@ import sys
 from ..devices import resolve_device
 from ..newdata import SOURCE_FORMS
 from ..runs import Run
-from .common import add_checkpoint_argument, add_device_argument, open_checked_run
+from .common import add_checkpoint_argument, add_device_argument, choose_threads, open_checked_run
 
 
 def add_data_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -50,6 +50,7 @@ def open_run(args: argparse.Namespace) -> Run:
 def model_and_items(run: Run, args: argparse.Namespace):
     """(model, items) of --data on --device; says which unreadable images were left out."""
     model = run.load_model(resolve_device(args.device), args.checkpoint)
+    choose_threads(args, model)
     items = run.preprocess(data_source(args), skip_bad_images=args.skip_bad_images, progress=args.progress, seed=args.seed)
     if items.skipped:
         shown = "; ".join(items.skipped[:5]) + (" ..." if len(items.skipped) > 5 else "")

@@ -10,7 +10,7 @@ from ..figures.compute import METHODS
 from ..figures.runfigures import FIGURES_DIR, KINDS, FigureContext, draw_figures
 from ..runs import check_output
 from .common import (add_checkpoint_argument, add_device_argument, add_parser, add_run_argument, check_seed,
-                     open_checked_run)
+                     choose_threads, open_checked_run)
 from .evaluate import add_data_argument, load_run_data
 
 KIND_HELP = """figure kinds:
@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     data = load_run_data(run_, args.data) if args.data is not None or not optional else None
     ctx = FigureContext.from_run(run_, device=args.device, data=data, data_optional=optional,
                                  checkpoint=args.checkpoint)
+    choose_threads(args, ctx.model)
     if ctx.data_error:
         print(f"aevb plot: warning: the run's data set could not be loaded, so figures that need it "
               f"are skipped:\n{ctx.data_error}", file=sys.stderr)

@@ -141,7 +141,9 @@ OPTIONS = [
                                                         "for a model bound by reading its weights)")),
     ("--seed", "train.seed", dict(type=int, help="seed of initialisation, shuffling and noise")),
     ("--device", "train.device", dict(help="auto, cpu, cuda, cuda:N or mps")),
-    ("--threads", "train.threads", dict(type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")),
+    ("--threads", "train.threads", dict(type=int, help="CPU threads for PyTorch (default: one for a model whose "
+                                        "step is small work, where sharing each operation costs more than it "
+                                        "saves; else PyTorch's choice)")),
     ("--precision", "train.precision", dict(choices=choices("train.precision"), help="bf16: training steps run the networks "
                                             "in bfloat16 autocast (faster on CPUs with AMX/AVX512-BF16 and on recent "
                                             "GPUs); bounds, test and evaluation stay fp32")),

@@ -114,7 +114,7 @@ class TrainConfig:
     eval_batch_size: Optional[int] = None  # rows per test/validation batch; None: sized in bytes (aevb.bounds.eval_rows, at most 1000)
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
-    threads: Optional[int] = None  # torch intra-op threads (None: PyTorch's default)
+    threads: Optional[int] = None  # torch intra-op threads (None: one for a small step, else PyTorch's; aevb.threads)
     precision: str = "fp32"  # fp32, or bf16: networks in bfloat16 autocast for training steps (bounds and evaluation stay fp32)
     images_every: int = 1  # write reconstruction / sample grids every n epochs (0: never)
     progress: bool = True  # show progress bars

@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .. import distributed
+from .. import distributed, threads
 from ..bounds import dataset_bound, elbo_sums, eval_rows
 from ..config import RunConfig
 from ..data import Dataset, Split
@@ -71,7 +71,6 @@ class Trainer:
         self.callbacks = list(callbacks)  # the user's, after the built-in ones
         if t.report and not any(isinstance(cb, ReportCallback) for cb in self.callbacks):
             self.callbacks.insert(0, ReportCallback())  # figures and report.html, as `aevb train` writes them
-        distributed.set_threads(t.threads)
         self.dist = distributed.init()
         self.device = resolve_device(t.device)
         if self.dist.enabled:
@@ -191,7 +190,14 @@ class Trainer:
         On any failure the run's status says so (failed / interrupted; RUN/error.log holds the
         traceback of an unexpected error), the last checkpoint is kept, and a replacement
         (``--overwrite``) that had not trained an epoch is deleted, leaving the old run as it was.
-        A resume that trains nothing changes no file."""
+        A resume that trains nothing changes no file. It runs on ``train.threads`` CPU threads, or
+        on as many as suit the size of a step (aevb.threads), and leaves the process's count as it
+        was."""
+        t = self.cfg.train
+        with threads.using(t.threads, threads.linear_flops(self.model, t.batch_size)):
+            return self._fit()
+
+    def _fit(self) -> List[dict]:
         t = self.cfg.train
         main = self.dist.is_main  # under torchrun only rank 0 writes files and runs the user's callbacks
         if self.epoch >= t.epochs or self.stopped_early:
