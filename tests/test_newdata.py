@@ -521,7 +521,8 @@ def test_the_pages_commands_and_python_example_run(run, eight_bit, tmp_path, mon
     monkeypatch.chdir(tmp_path)
     commands = [argv for lang, lines in fenced_blocks(page) if lang == "bash"
                 for line in joined(lines) for argv in aevb_argv(line)]
-    assert [a[0] for a in commands] == ["encode", "encode", "encode", "score", "reconstruct", "decode"]
+    assert [a[0] for a in commands] == ["encode", "encode", "encode", "score", "reconstruct", "decode", "train", "score",
+                                       "score"]
     for argv in commands:
         assert main(argv + (["--no-progress"] if argv[0] != "decode" else [])) == 0, shlex.join(argv)
     assert len(list((tmp_path / "reconstructions").rglob("*.png"))) == 30
