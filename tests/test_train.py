@@ -250,7 +250,7 @@ class ThreadsSeen(Callback):
         self.seen = torch.get_num_threads()
 
 
-def test_threads_are_chosen_for_the_work_and_given_back(tmp_path):
+def test_threads_are_chosen_for_the_work_and_given_back(tmp_path, monkeypatch):
     """One thread for a step below SMALL_WORK, PyTorch's choice above it, train.threads when set;
     fit leaves the process's count as it was."""
     from aevb import threads
@@ -259,11 +259,17 @@ def test_threads_are_chosen_for_the_work_and_given_back(tmp_path):
     mlp = torch.nn.Sequential(torch.nn.Linear(10, 30), torch.nn.Tanh(), torch.nn.Linear(30, 5))
     assert threads.linear_flops(mlp, 7) == 2 * (10 * 30 + 30 * 5) * 7
     assert threads.linear_flops(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Linear(2, 2)), 1) == math.inf
-    assert threads.count_for(None, threads.SMALL_WORK - 1) == 1 and threads.count_for(None, threads.SMALL_WORK) is None
-    assert threads.count_for(3, 1.0) == 3
+    assert threads.count_for(3, 1.0) == 3 and threads.count_for(None, threads.SMALL_WORK - 1) == 1
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
+        # large work: PyTorch's choice on an idle machine, the cores other work leaves free on a busy one
+        monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+        for busy, want in ((0.1, None), (0.4, None), (0.6, 1), (1.6, 1), (3.0, 1)):
+            monkeypatch.setattr(threads, "busy_cores", lambda seconds=0.1, b=busy: b)
+            assert threads.count_for(None, threads.SMALL_WORK) == want, busy
+        monkeypatch.setattr(threads, "busy_cores", lambda seconds=0.1: None)  # not Linux: PyTorch's choice
+        assert threads.count_for(None, threads.SMALL_WORK) is None
         with threads.using(None, 1.0) as n:
             assert n == 1 == torch.get_num_threads()
         assert torch.get_num_threads() == 2

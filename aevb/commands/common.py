@@ -12,8 +12,6 @@ import time
 import traceback
 from pathlib import Path
 
-import torch
-
 from .. import threads
 from ..bounds import eval_rows
 from ..config.ranges import THREADS
@@ -124,12 +122,12 @@ def run_command(args: argparse.Namespace) -> int:
     diverged training run); anything else as one line pointing to a log file that holds the
     traceback (exit status 1). Never a bare traceback. The process's thread count is as it was
     afterwards (a command may choose its own: --threads)."""
-    before = torch.get_num_threads()
     try:
-        if getattr(args, "threads", None) is not None:  # given: from the start (commands that load a
-            check_threads(args.threads)                   # model choose by its size otherwise)
-            threads.set_threads(args.threads)
-        return int(args.func(args) or 0)
+        with threads.kept():
+            if getattr(args, "threads", None) is not None:  # given: from the start (commands that load a
+                check_threads(args.threads)                   # model choose by its size otherwise)
+                threads.set_threads(args.threads)
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return interrupted()
     except user_errors() as e:
@@ -150,9 +148,6 @@ def run_command(args: argparse.Namespace) -> int:
         if interruption(e) is not None:  # Ctrl-C that a library's clean-up turned into another error
             return interrupted()
         return internal_error(args, e)
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
 
 
 def interrupted() -> int:
