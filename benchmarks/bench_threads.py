@@ -1,7 +1,8 @@
 """Threads for the work: whole `aevb train` commands on one thread against two, idle and loaded.
 
-For each case the script runs the same command with ``--threads 1`` and ``--threads 2``, the two
-alternated round by round, and prints the median wall time of each and their ratio, with the
+For each case the script runs the same command with ``--threads 1``, ``--threads 2`` and without
+``--threads`` (aevb's own choice), alternated round by round, and prints the median wall time of
+each and the ratio of two threads to one, with the
 arithmetic of one training step's forward pass (aevb.threads.linear_flops at the batch size),
 against which aevb.threads.SMALL_WORK is set. ``--load`` runs a second `aevb train` (MNIST,
 PyTorch's own threads) beside every timed command, as on a machine busy with other work.
@@ -72,9 +73,9 @@ def main(argv=None) -> int:
           f"{threads.SMALL_WORK / 1e6:.0f} MFLOP", flush=True)
     for name, options, kind, data, shape, preset in cases(args.mnist_dir):
         flops = step_flops(kind, data, shape, preset)
-        times = {1: [], 2: []}
+        times = {1: [], 2: [], None: []}
         for r in range(args.rounds):
-            for n in (1, 2) if r % 2 == 0 else (2, 1):
+            for n in (1, 2, None) if r % 2 == 0 else (None, 2, 1):
                 load = None
                 if args.load:
                     load = subprocess.Popen([sys.executable, "-m", "aevb", "train", "--dataset", "mnist",
@@ -83,15 +84,15 @@ def main(argv=None) -> int:
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     time.sleep(3)
                 try:
-                    times[n].append(timed(options + ["--threads", str(n)], work))
+                    times[n].append(timed(options + (["--threads", str(n)] if n else []), work))
                 finally:
                     if load is not None:
                         load.kill()
                         load.wait()
-        m1, m2 = statistics.median(times[1]), statistics.median(times[2])
-        print(f"{name}: step forward {flops / 1e6:.0f} MFLOP; 1 thread {m1:.1f} s, 2 threads {m2:.1f} s "
-              f"(medians of {args.rounds}); 2 threads / 1 thread {m2 / m1:.2f}; aevb's default: "
-              f"{threads.count_for(None, flops) or 'PyTorch (' + str(torch.get_num_threads()) + ')'}", flush=True)
+        m1, m2, m0 = (statistics.median(times[n]) for n in (1, 2, None))
+        print(f"{name}: step forward {flops / 1e6:.0f} MFLOP; 1 thread {m1:.1f} s, 2 threads {m2:.1f} s, "
+              f"aevb's choice {m0:.1f} s (medians of {args.rounds}); 2 threads / 1 thread {m2 / m1:.2f}; "
+              f"aevb's choice / the faster {m0 / min(m1, m2):.2f}", flush=True)
     return 0
 
 
