@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..experiments import default_out
     from ..devices import resolve_device
-    from ..distributed import set_threads
+    from ..threads import set_threads
     from ..runs import check_output, is_run
 
     check_threads(args.threads)
