@@ -206,3 +206,23 @@ def test_a_resumed_subrun_equals_an_uninterrupted_one(tmp_path):
     assert [r["w"] for r in resumed.rows] == [r["w"] for r in whole.rows]
     for p, q in zip(resumed.model.parameters(), whole.model.parameters()):
         assert torch.equal(p, q)
+
+
+def test_a_subrun_folder_of_an_earlier_version_is_trained_again_and_a_foreign_one_refused(tmp_path):
+    from aevb.experiments.runner import Context, SubRun, run_subrun
+    from aevb.runs import is_run
+
+    old = tmp_path / "runs" / "k"
+    old.mkdir(parents=True)
+    (old / "state.pt").write_bytes(b"an earlier version's state")
+    (old / "rows.csv").write_text("method,samples\n")
+    ctx = Context(tmp_path, "tiny", dataset="digits", verbose=False)
+    spec = SubRun("k", "aevb", "mnist", 2, 8, [100], lambda m, a: {"n": 1.0}, n_train=200)
+    res = run_subrun(ctx, spec)
+    assert is_run(old) and not (old / "state.pt").exists() and [r["samples"] for r in res.rows] == [100]
+    foreign = tmp_path / "runs" / "j"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(ReproduceError, match="is not a sub-run folder"):
+        run_subrun(ctx, SubRun("j", "aevb", "mnist", 2, 8, [100], lambda m, a: {}, n_train=200))
+    assert (foreign / "notes.txt").read_text() == "mine"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import csv
 import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -266,6 +267,22 @@ def saved_evaluations(folder: Path) -> Optional[dict]:
     return (state.get("callbacks") or {}).get(callback_key(Evaluations))
 
 
+# what a sub-run folder of an earlier aevb held: its state and rows (and their temporary files)
+EARLIER_FILES = ("state.pt", "rows.csv")
+
+
+def drop_earlier_subrun(ctx: Context, spec: SubRun, folder: Path) -> None:
+    """Remove a sub-run folder an earlier aevb wrote (``state.pt``, ``rows.csv``), which is trained
+    again as a run folder; a folder holding anything else is refused (ReproduceError), untouched."""
+    other = [p.name for p in folder.iterdir()
+             if p.name not in EARLIER_FILES and not (p.name.startswith(".") and p.name.endswith(".tmp"))]
+    if other:
+        raise ReproduceError(f"{folder} is not a sub-run folder (it holds {', '.join(sorted(other)[:3])}); move it "
+                             f"away, or give the experiment another --out")
+    ctx.log(f"{spec.key}: a sub-run of an earlier aevb version (state.pt); trained again")
+    shutil.rmtree(folder)
+
+
 def run_subrun(ctx: Context, spec: SubRun) -> SubRunResult:
     """Train (or continue, or skip) one sub-run; returns its rows and the trained model.
 
@@ -292,8 +309,10 @@ def run_subrun(ctx: Context, spec: SubRun) -> SubRunResult:
     else:
         if saved is not None:
             ctx.log(f"{spec.key}: saved sub-run has other evaluation points; starting again")
-        trainer = Trainer.new(cfg, folder, overwrite=is_run(folder) or folder.exists(), data=dataset,
-                              callbacks=[evaluations], method=method)
+        elif folder.exists() and not is_run(folder):
+            drop_earlier_subrun(ctx, spec, folder)
+        trainer = Trainer.new(cfg, folder, overwrite=is_run(folder), data=dataset, callbacks=[evaluations],
+                              method=method)
     trainer.fit()
     ctx.log(f"{spec.key}: done in {time.perf_counter() - t_start:.1f}s")
     return SubRunResult(evaluations.rows, trainer.model.eval(), False)
