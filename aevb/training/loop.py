@@ -322,38 +322,13 @@ class Trainer:
         for b, xb in enumerate(train_split.batches(batch_idx, self.device)):
             xb = binarize_batch(xb, dynamic, cfg.data.perturb, self.data.levels)
             if self.method is not None:  # another training method updates the model itself
-                outputs = self.method.step(xb, batch_idx[b].to(self.device))
-                self.step += 1
-                self._hook("on_train_batch_end", {**outputs, "batch_size": len(xb), "skipped": False}, b)
-                if self.should_stop:
-                    break
-                continue
-            beta = kl_weight(obj, self.epoch + b / n_batches)
-            total = totals[b] if sharded else None
-            with training_precision(self.device, t.precision):
-                terms = objective_terms(self.model, xb, obj)
-            loss = batch_loss(terms, obj, beta, total)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if sharded:  # sum over processes: the gradient of the global batch's mean
-                poison_if_nonfinite(self.model.parameters(), loss)  # so that every process skips the step
-                distributed.all_reduce_gradients(self.model.parameters())
-            applied = step_is_finite(self.model.parameters(), loss, cfg.optim.grad_clip)
-            if applied:
-                self._apply_step()
-                with torch.no_grad():
-                    batch_losses[b] = loss.detach().double()
-                    sums += torch.stack([terms.bound.sum(), terms.log_px_given_z.sum(), terms.kl.sum()]).double()
-                self.epoch_count += len(xb)
-            else:  # left out and counted; too many stop the run (optim.max_skipped_steps)
-                self.skipped_steps += 1
-                if self.skipped_steps > cfg.optim.max_skipped_steps:
-                    self.diverged(b, skipped=self.skipped_steps)
+                outputs = {**self.method.step(xb, batch_idx[b].to(self.device)), "batch_size": len(xb),
+                           "skipped": False}
+            else:
+                outputs = self._gradient_step(xb, b, kl_weight(obj, self.epoch + b / n_batches),
+                                              totals[b] if sharded else None, sums, batch_losses)
             self.step += 1
-            self._hook("on_train_batch_end", {"loss": loss.detach(), "bound": terms.bound.detach(),
-                                              "log_px_given_z": terms.log_px_given_z.detach(),
-                                              "kl": terms.kl.detach(), "batch_size": len(xb),
-                                              "skipped": not applied}, b)
+            self._hook("on_train_batch_end", outputs, b)
             if self.should_stop:  # a callback ends training here
                 break
         totals = torch.cat([sums, torch.tensor([float(self.epoch_count)], dtype=torch.float64, device=sums.device)])
@@ -393,6 +368,34 @@ class Trainer:
         self.history.append(record)
         self._hook("on_train_epoch_end", record, user=False)
         return record
+
+    def _gradient_step(self, xb: torch.Tensor, b: int, beta: float, total: Optional[int], sums: torch.Tensor,
+                       batch_losses: torch.Tensor) -> dict:
+        """One step of gradient ascent on the configured bound of the minibatch ``xb`` (batch ``b`` of
+        the epoch); an applied step adds to the epoch's ``sums`` and ``batch_losses``, a non-finite one
+        is left out and counted. Returns the callbacks' ``outputs``."""
+        cfg, sharded = self.cfg, self.dist.enabled
+        with training_precision(self.device, cfg.train.precision):
+            terms = objective_terms(self.model, xb, cfg.objective)
+        loss = batch_loss(terms, cfg.objective, beta, total)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if sharded:  # sum over processes: the gradient of the global batch's mean
+            poison_if_nonfinite(self.model.parameters(), loss)  # so that every process skips the step
+            distributed.all_reduce_gradients(self.model.parameters())
+        applied = step_is_finite(self.model.parameters(), loss, cfg.optim.grad_clip)
+        if applied:
+            self._apply_step()
+            with torch.no_grad():
+                batch_losses[b] = loss.detach().double()
+                sums += torch.stack([terms.bound.sum(), terms.log_px_given_z.sum(), terms.kl.sum()]).double()
+            self.epoch_count += len(xb)
+        else:  # left out and counted; too many stop the run (optim.max_skipped_steps)
+            self.skipped_steps += 1
+            if self.skipped_steps > cfg.optim.max_skipped_steps:
+                self.diverged(b, skipped=self.skipped_steps)
+        return {"loss": loss.detach(), "bound": terms.bound.detach(), "log_px_given_z": terms.log_px_given_z.detach(),
+                "kl": terms.kl.detach(), "batch_size": len(xb), "skipped": not applied}
 
     def _apply_step(self) -> None:
         """The optimizer's step, at the warmed-up learning rate for this step only."""
