@@ -28,6 +28,7 @@ from .errors import ConfigError
 
 # normalisation after each hidden convolution: none, or GroupNorm (per datapoint)
 CONV_NORMS = ("none", "group")
+from .linear import Linear
 from .networks import activation
 
 
@@ -95,7 +96,7 @@ class ConvEncoder(nn.Module):
             width = int(ch)
         self.conv = nn.Sequential(*layers)
         hn, wn = stage_sizes(h, len(channels), kernel)[-1], stage_sizes(w, len(channels), kernel)[-1]
-        self.head = nn.Linear(width * hn * wn, 2 * latent_dim)
+        self.head = Linear(width * hn * wn, 2 * latent_dim)
         self.to(memory_format=self.memory_format)
 
     def forward(self, x: Tensor):
@@ -121,7 +122,7 @@ class ConvDecoder(nn.Module):
         self.n_params = n_params
         n = len(channels)
         self.start = (int(channels[-1]), math.ceil(h / 2 ** n), math.ceil(w / 2 ** n))
-        self.fc = nn.Sequential(nn.Linear(latent_dim, math.prod(self.start)), activation(act))
+        self.fc = nn.Sequential(Linear(latent_dim, math.prod(self.start)), activation(act))
         pad = (kernel - 1) // 2
         out_pad = 2 + 2 * pad - kernel  # (in-1)*2 - 2p + k + out_pad = 2*in
         widths = list(reversed([int(ch) for ch in channels])) + [n_params * c]

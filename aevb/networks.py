@@ -11,6 +11,8 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from .linear import Linear
+
 # encoder / decoder networks: the ones VAE.from_config builds (mlp here, conv in aevb.convnets), and
 # "custom", a model of your own modules (VAE(encoder, decoder, ...), from Python only)
 NETWORKS = ("mlp", "conv", "custom")
@@ -38,9 +40,9 @@ def mlp(n_in: int, hidden: Sequence[int], n_out: int, act: str = "relu") -> nn.S
     """n_in -> hidden[0] -> ... -> hidden[-1] -> n_out, with ``act`` after every hidden layer."""
     layers, width = [], n_in
     for h in hidden:
-        layers += [nn.Linear(width, int(h)), activation(act)]
+        layers += [Linear(width, int(h)), activation(act)]
         width = int(h)
-    layers.append(nn.Linear(width, n_out))
+    layers.append(Linear(width, n_out))
     return nn.Sequential(*layers)
 
 

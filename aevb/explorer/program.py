@@ -44,6 +44,7 @@ from torch import nn
 
 from ..convnets import ConvDecoder
 from ..distributions import LEVELS, MIN_LOG_SCALE, Bernoulli, DiscretizedLogistic, Gaussian, GaussianFixed
+from ..linear import Linear
 from ..networks import ACTIVATIONS, MLPDecoder
 from ..runs import RunError
 
@@ -161,7 +162,7 @@ def group_norm_layer(m: nn.GroupNorm, shape: Shape, block: WeightBlock) -> Tuple
     return layer, shape
 
 
-MODULE_LAYERS = ((nn.Linear, linear_layer), (nn.ConvTranspose2d, conv_transpose_layer),
+MODULE_LAYERS = ((nn.Linear, linear_layer), (Linear, linear_layer), (nn.ConvTranspose2d, conv_transpose_layer),
                  (nn.GroupNorm, group_norm_layer))
 
 

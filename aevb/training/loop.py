@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .. import distributed, threads
+from .. import distributed, linear, threads
 from ..bounds import dataset_bound, elbo_sums, eval_rows
 from ..config import RunConfig
 from ..data import Dataset, Split
@@ -194,8 +194,11 @@ class Trainer:
         on as many as suit the size of a step (aevb.threads), and leaves the process's count as it
         was."""
         t = self.cfg.train
-        with threads.using(t.threads, threads.linear_flops(self.model, t.batch_size)):
-            return self._fit()
+        try:
+            with threads.using(t.threads, threads.linear_flops(self.model, t.batch_size)):
+                return self._fit()
+        finally:  # the step's weight-sized buffers (aevb.linear) are not kept with the trained model
+            linear.release_buffers(self.model)
 
     def _fit(self) -> List[dict]:
         t = self.cfg.train
@@ -379,7 +382,8 @@ class Trainer:
             terms = objective_terms(self.model, xb, cfg.objective)
         loss = batch_loss(terms, cfg.objective, beta, total)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with linear.grads_in_place():  # wide layers write their weight gradients into buffers they keep
+            loss.backward()
         if sharded:  # sum over processes: the gradient of the global batch's mean
             poison_if_nonfinite(self.model.parameters(), loss)  # so that every process skips the step
             distributed.all_reduce_gradients(self.model.parameters())

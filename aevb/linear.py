@@ -1,0 +1,149 @@
+"""Linear layers whose weights outweigh their batch.
+
+A fully connected layer on full-size photos (116,412 inputs by 1,164 units, 135 M weights, 542 MB
+in float32) costs more in memory traffic than in arithmetic at a batch of 64: PyTorch's own
+backward allocates a fresh 542 MB gradient at every step (the page faults of new memory cost as
+much as the product that fills it), and bfloat16 autocast converts the weights afresh at every
+call and their gradient back to float32. :class:`Linear` is an ``nn.Linear`` (same parameters,
+same state dict, same results) that, for weights of at least ``WIDE_WEIGHTS`` values and while
+gradients are recorded, runs the layer with buffers it keeps:
+
+- under bfloat16 autocast, a bfloat16 copy of the weights, refreshed in place at every call, so
+  the products run in bfloat16 as autocast runs them (float32 weights and gradients stay the
+  master copy, as autocast keeps them);
+- inside :func:`grads_in_place` (the training loop's backward pass), the weight gradient written
+  straight into a buffer the layer keeps and given to ``weight.grad`` (added to it when it is
+  already set), instead of a new tensor per step.
+
+Outside ``grads_in_place`` the gradient is returned to autograd as usual, so
+``torch.autograd.grad`` and a user's own loop see ordinary PyTorch semantics. Smaller layers and
+passes without gradients are plain ``F.linear``.
+"""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# weights of at least this many values (16 MB in float32) take the buffered path: below it a
+# step's allocations are small and PyTorch's own path is as fast, without the extra call
+WIDE_WEIGHTS = 1 << 22
+
+_state = threading.local()
+
+
+@contextmanager
+def grads_in_place():
+    """Within this context, backward passes write the weight gradients of wide :class:`Linear`
+    layers into buffers the layers keep (``weight.grad`` is that buffer after the pass, or has the
+    gradient added when it was set). The training loop's backward runs inside it; the gradient
+    buffer is overwritten by the next such pass, so copy a gradient you want to keep."""
+    before = getattr(_state, "in_place", False)
+    _state.in_place = True
+    try:
+        yield
+    finally:
+        _state.in_place = before
+
+
+def _autocast_bf16(device: torch.device) -> bool:
+    kind = device.type if device.type in ("cpu", "cuda") else None
+    return kind is not None and torch.is_autocast_enabled(kind) and \
+        torch.get_autocast_dtype(kind) == torch.bfloat16
+
+
+class _WideLinear(torch.autograd.Function):
+    """y = x W^T + b for x [N, in], with the products in ``low`` (bfloat16 or None: the weights'
+    own dtype) and the weight gradient into the layer's buffer inside grads_in_place."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], layer: "Linear", low: Optional[torch.dtype]):
+        kind = x.device.type if x.device.type in ("cpu", "cuda") else "cpu"
+        with torch.autocast(kind, enabled=False):
+            if low is None:
+                x_m, w_m = x, weight
+            else:
+                w_m = layer._buffer("low_weight", weight.shape, low, weight.device)
+                w_m.copy_(weight.detach())
+                x_m = x.to(low)
+            y = x_m @ w_m.t() if bias is None else torch.addmm(bias.to(w_m.dtype), x_m, w_m.t())
+        ctx.save_for_backward(x_m, w_m)
+        ctx.layer, ctx.x_dtype, ctx.has_bias = layer, x.dtype, bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        x_m, w_m = ctx.saved_tensors
+        layer: Linear = ctx.layer
+        g_m = g.to(w_m.dtype)
+        dx = (g_m @ w_m).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
+        dw = None
+        if ctx.needs_input_grad[1]:
+            weight = layer.weight
+            if getattr(_state, "in_place", False):
+                _weight_grad_in_place(layer, weight, g_m, x_m)
+            else:
+                dw = (g_m.t() @ x_m).to(weight.dtype)
+        db = g.sum(0).to(layer.bias.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return dx, dw, db, None, None
+
+
+def _weight_grad_in_place(layer: "Linear", weight: Tensor, g: Tensor, x: Tensor) -> None:
+    """weight.grad (+)= g^T x through the layer's buffers: no new weight-sized tensor."""
+    if g.dtype == weight.dtype:  # float32 products: straight into the gradient
+        if weight.grad is None:
+            buf = layer._buffer("grad", weight.shape, weight.dtype, weight.device)
+            torch.mm(g.t(), x, out=buf)
+            weight.grad = buf
+        else:
+            weight.grad.addmm_(g.t(), x)
+        return
+    low = layer._buffer("low_grad", weight.shape, g.dtype, weight.device)
+    torch.mm(g.t(), x, out=low)
+    if weight.grad is None:
+        buf = layer._buffer("grad", weight.shape, weight.dtype, weight.device)
+        buf.copy_(low)
+        weight.grad = buf
+    else:
+        weight.grad.add_(low.to(weight.dtype))
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` that keeps its weight-sized buffers between steps when its weights have at
+    least ``WIDE_WEIGHTS`` values (see the module's docstring). x [..., in] -> [..., out]."""
+
+    def _buffer(self, name: str, shape, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """A tensor kept on the layer (not a parameter, not in the state dict), made again only
+        when the weights' shape, dtype or device changed."""
+        buffers = self.__dict__.setdefault("_wide_buffers", {})
+        t = buffers.get(name)
+        if t is None or t.shape != shape or t.dtype != dtype or t.device != device:
+            buffers.pop(name, None)  # free the old one first: these are the largest tensors there are
+            t = buffers[name] = torch.empty(shape, dtype=dtype, device=device)
+        return t
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight
+        if w.numel() < WIDE_WEIGHTS or not torch.is_grad_enabled() or not w.requires_grad:
+            return F.linear(x, w, self.bias)
+        low = torch.bfloat16 if _autocast_bf16(x.device) and w.dtype == torch.float32 else None
+        lead = x.shape[:-1]
+        y = _WideLinear.apply(x.reshape(-1, x.shape[-1]), w, self.bias, self, low)
+        return y.reshape(*lead, y.shape[-1])
+
+    def __getstate__(self):  # copies and pickles leave the buffers behind
+        state = self.__dict__.copy()
+        state.pop("_wide_buffers", None)
+        return state
+
+
+def release_buffers(module: nn.Module) -> None:
+    """Free the buffers the wide :class:`Linear` layers of ``module`` keep (the next training step
+    makes them again); the training loop calls it when it ends."""
+    for m in module.modules():
+        if isinstance(m, Linear):
+            m.__dict__.pop("_wide_buffers", None)

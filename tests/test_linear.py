@@ -1,0 +1,134 @@
+"""aevb.linear.Linear: the same layer as nn.Linear, with kept buffers for wide weights."""
+import copy
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from aevb import linear
+from aevb.linear import Linear, grads_in_place
+
+
+@pytest.fixture
+def wide(monkeypatch):
+    """Every layer takes the buffered path (the real threshold is for 16 MB weights)."""
+    monkeypatch.setattr(linear, "WIDE_WEIGHTS", 1)
+
+
+def pair(n_in=37, n_out=23, seed=0):
+    torch.manual_seed(seed)
+    ours = Linear(n_in, n_out)
+    ref = nn.Linear(n_in, n_out)
+    ref.load_state_dict(ours.state_dict())
+    return ours, ref
+
+
+def grads(layer, x, autocast=False):
+    x = x.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        y = layer(x)
+    (y.float() * torch.linspace(-1, 1, y.shape[-1])).sum().backward()
+    return y, x.grad, layer.weight.grad, layer.bias.grad
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_float32_equals_nn_linear(wide, in_place):
+    ours, ref = pair()
+    x = torch.randn(3, 5, 37)  # leading dimensions are kept
+    with grads_in_place() if in_place else torch.enable_grad():
+        got = grads(ours, x)
+    want = grads(ref, x)
+    assert got[0].shape == (3, 5, 23)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_equals_autocast(wide):
+    """Under bfloat16 autocast the layer computes what autocast computes: bfloat16 products of
+    bfloat16 copies, float32 gradients of the float32 weights."""
+    ours, ref = pair(300, 200)
+    x = torch.randn(64, 300)
+    with grads_in_place():
+        got = grads(ours, x, autocast=True)
+    want = grads(ref, x, autocast=True)
+    assert got[0].dtype == want[0].dtype == torch.bfloat16
+    assert got[2].dtype == torch.float32
+    exact = grads(pair(300, 200)[1], x)  # float32: bf16 rounding is visible against it
+    for g, w, e in zip(got, want, exact):
+        assert (g.float() - w.float()).abs().max() <= 0.05 * (w.float() - e.float()).abs().max() + 1e-6
+
+
+def test_weight_gradient_buffer_is_kept_and_accumulates(wide):
+    ours, _ = pair()
+    x = torch.randn(8, 37)
+    with grads_in_place():
+        ours(x).sum().backward()
+    first = ours.weight.grad.clone()
+    kept = ours.weight.grad.data_ptr()
+    with grads_in_place():  # a second backward adds to the gradient, as PyTorch's would
+        ours(x).sum().backward()
+    torch.testing.assert_close(ours.weight.grad, 2 * first)
+    ours.weight.grad = None  # zero_grad(set_to_none=True): the next pass writes into the same buffer
+    with grads_in_place():
+        ours(x).sum().backward()
+    assert ours.weight.grad.data_ptr() == kept
+    torch.testing.assert_close(ours.weight.grad, first)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_bf16_copy_follows_every_optimizer_step(wide, fused):
+    """The bfloat16 copy is refreshed at each call, also after optimizers (fused ones) that
+    change the weights without bumping their version."""
+    ours, ref = pair(50, 40)
+    opt = torch.optim.Adam(ours.parameters(), lr=0.1, fused=fused)
+    x = torch.randn(16, 50)
+    for _ in range(3):
+        opt.zero_grad(set_to_none=True)
+        with grads_in_place():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                y = ours(x)
+            y.float().square().sum().backward()
+        opt.step()
+    ref.load_state_dict(ours.state_dict())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(ours(x), ref(x))
+
+
+def test_autograd_grad_outside_the_loop(wide):
+    ours, ref = pair()
+    x = torch.randn(4, 37)
+    (gw,) = torch.autograd.grad(ours(x).square().sum(), ours.weight)
+    (want,) = torch.autograd.grad(ref(x).square().sum(), ref.weight)
+    torch.testing.assert_close(gw, want, rtol=1e-5, atol=1e-6)
+    assert ours.weight.grad is None
+
+
+def test_copies_leave_the_buffers_behind(wide):
+    ours, ref = pair()
+    with grads_in_place(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ours(torch.randn(4, 37)).float().sum().backward()
+    assert ours.__dict__["_wide_buffers"]
+    for other in (copy.deepcopy(ours), pickle.loads(pickle.dumps(ours))):
+        assert "_wide_buffers" not in other.__dict__
+        torch.testing.assert_close(other(torch.ones(2, 37)), ref(torch.ones(2, 37)))
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    linear.release_buffers(nn.Sequential(ours))
+    assert "_wide_buffers" not in ours.__dict__
+
+
+def test_training_is_the_same_with_and_without_the_buffers(monkeypatch, tmp_path):
+    """Eight steps of aevb.fit on the buffered path reach the weights of PyTorch's own path."""
+    import aevb
+
+    x = torch.rand(64, 40).bernoulli()
+    runs = {}
+    for name, threshold in (("plain", 1 << 62), ("wide", 1)):
+        monkeypatch.setattr(linear, "WIDE_WEIGHTS", threshold)
+        torch.manual_seed(0)
+        model = aevb.VAE.for_data(x, encoder_hidden=[30], latent_dim=3)
+        runs[name] = aevb.fit(model, x, out=tmp_path / name, epochs=1, batch_size=8, seed=3, report=False)
+    a = runs["plain"].load_model().state_dict()
+    b = runs["wide"].load_model().state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
