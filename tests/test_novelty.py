@@ -58,6 +58,8 @@ def test_complexity_is_eight_times_the_compressed_length_of_the_8_bit_image():
     got = complexity_bits(Split(rows), (1, 2, 3), "zlib")
     want = [8 * len(deflate(bytes([0, 255, 255, 0, 255, 0]))), 8 * len(deflate(bytes([128, 64, 255, 0, 0, 0])))]
     assert got.tolist() == want
+    # batches of one row (a byte budget below one row's 24 bytes of float32) give the same bits
+    assert complexity_bits(Split(rows), (1, 2, 3), "zlib", batch_bytes=1).tolist() == want
     png = compressed_bits(np.zeros((1, 4, 4, 1), np.uint8), "png")[0]
     assert png == 8 * len(COMPRESSORS["png"](np.zeros((4, 4, 1), np.uint8))) and png > 8 * 40  # PNG's own headers
 

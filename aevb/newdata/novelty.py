@@ -35,6 +35,10 @@ from ..errors import ConfigError
 from ..images import to_images
 from .results import Scores
 
+# float32 bytes of the rows made into 8-bit images at a time by complexity_bits (1,000 MNIST digits,
+# 34 full-size CelebA faces)
+COMPLEXITY_BATCH_BYTES = 16 * 10 ** 6
+
 
 def _deflate(data: bytes) -> bytes:
     """Raw deflate (zlib's compressor at its default level 6, 32 KiB window, no header or checksum)."""
@@ -87,12 +91,15 @@ def compressed_bits(images: np.ndarray, compressor: str = DEFAULT_COMPRESSOR) ->
 
 
 def complexity_bits(split: Split, image_shape: Sequence[int], compressor: str = DEFAULT_COMPRESSOR,
-                    batch_size: int = 1000, progress: bool = False) -> np.ndarray:
+                    batch_bytes: int = COMPLEXITY_BATCH_BYTES, progress: bool = False) -> np.ndarray:
     """L(x) in bits for every row of ``split``: the row as the model sees it (values in [0, 1]),
     made the 8-bit image round(255 x) of ``image_shape`` (C, H, W), then compressed
-    (:func:`compressed_bits`). A binary image is thus its 0 / 255 picture. Float64 [N]."""
+    (:func:`compressed_bits`). A binary image is thus its 0 / 255 picture. Float64 [N]. Rows are
+    taken in batches of about ``batch_bytes`` of float32 values, so memory does not grow with
+    the size of the pictures."""
     from .outputs import progress_bar
 
+    batch_size = max(1, min(1000, batch_bytes // (4 * max(1, split.dim))))
     out = np.empty(len(split), dtype=np.float64)
     bar = progress_bar(len(split), f"complexity ({compressor})", progress)
     try:
