@@ -51,9 +51,16 @@ def grads_in_place():
 
 
 def _autocast_bf16(device: torch.device) -> bool:
-    kind = device.type if device.type in ("cpu", "cuda") else None
-    return kind is not None and torch.is_autocast_enabled(kind) and \
-        torch.get_autocast_dtype(kind) == torch.bfloat16
+    """Whether bfloat16 autocast is on for ``device``'s kind (CPU or CUDA)."""
+    kind = device.type
+    if kind not in ("cpu", "cuda"):
+        return False
+    try:
+        return torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind) == torch.bfloat16
+    except (TypeError, AttributeError):  # torch < 2.4: one function per device kind
+        if kind == "cpu":
+            return torch.is_autocast_cpu_enabled() and torch.get_autocast_cpu_dtype() == torch.bfloat16
+        return torch.is_autocast_enabled() and torch.get_autocast_gpu_dtype() == torch.bfloat16
 
 
 class _WideLinear(torch.autograd.Function):
