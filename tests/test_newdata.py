@@ -252,6 +252,27 @@ def test_the_ids_file_of_a_npy_table_keeps_any_id_but_a_line_break(tmp_path):
     assert not (tmp_path / "d.npy").exists() and not (tmp_path / "d.ids.txt").exists()
 
 
+@pytest.mark.parametrize("command", ["encode", "score"])
+def test_an_id_with_a_line_break_is_refused_before_the_work(run, eight_bit, tmp_path, capsys, monkeypatch, command):
+    """A .npy table cannot hold an id with a line break: said before the model sees an item."""
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    shutil.copy(eight_bit["folder"] / eight_bit["names"][0], folder / "two\nlines.png")
+    shutil.copy(eight_bit["folder"] / eight_bit["names"][1], folder / "plain.png")
+
+    def never(*a, **k):
+        raise AssertionError("the items were computed before the ids were checked")
+
+    monkeypatch.setattr("aevb.commands.encode.encode_items", never)
+    monkeypatch.setattr("aevb.commands.score.score_novelty", never)
+    out = tmp_path / "t.npy"
+    argv = [command, str(run.path), "--data", f"folder:{folder}", "--out", str(out), "--no-progress"]
+    assert main(argv + (["--k", "1"] if command == "score" else [])) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "has a line break in its id" in err[0] and "write a .npz or .csv file" in err[0], err
+    assert not out.exists() and not (tmp_path / "t.ids.txt").exists()
+
+
 def test_a_npy_file_refuses_draws_and_an_ids_path_that_is_a_folder(run, tmp_path, capsys):
     argv = ["encode", str(run.path), "--data", "digits:test", "--out", str(tmp_path / "c.npy"), "--no-progress"]
     assert main(argv + ["--samples", "2"]) == 2

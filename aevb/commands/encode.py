@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ConfigError
-from ..newdata import (MAX_SAMPLES, TABLE_SUFFIXES, OutputClaim, check_samples, check_table_path, encode_items,
-                       matrix_note, resolve_output, write_table)
+from ..newdata import (MAX_SAMPLES, TABLE_SUFFIXES, OutputClaim, check_ids_fit, check_samples, check_table_path,
+                       encode_items, matrix_note, resolve_output, write_table)
 from ..runs import check_output
 from .common import add_parser, add_run_argument, check_seed, say
 from .items import add_data_arguments, model_and_items, open_run
@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     out = resolve_output(args.out)
     with OutputClaim(out, say(args), shown=args.out):  # one writer of --out; what a killed one left is removed
         model, items = model_and_items(run_, args)
+        check_ids_fit(out, items.ids)  # before the work, not after it
         codes = encode_items(model, items, args.samples, args.seed, progress=args.progress, python=False)
         write_table(out, codes)
     print(f"encoded {len(items)} items of {items.source} ({model.latent_dim} latent dimensions"

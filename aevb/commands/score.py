@@ -10,8 +10,8 @@ import numpy as np
 from ..bounds import estimate_seconds
 from ..errors import ConfigError
 from ..newdata import (COMPRESSORS, DEFAULT_COMPRESSOR, DEFAULT_RANK_BY, RANK_BY, TABLE_SUFFIXES, TYPICALITY_TRAIN,
-                       OutputClaim, check_k, check_table_path, matrix_note, missing_rank, rank_against, resolve_output,
-                       score_novelty, write_table)
+                       OutputClaim, check_ids_fit, check_k, check_table_path, matrix_note, missing_rank, rank_against,
+                       resolve_output, score_novelty, write_table)
 from ..runs import check_output
 from .common import add_parser, add_run_argument, check_seed, say
 from ..units import format_duration
@@ -98,6 +98,7 @@ def score_items(args: argparse.Namespace, claims: contextlib.ExitStack) -> int:
     # one writer of --out, to the end; what a killed one left is removed
     out = claims.enter_context(OutputClaim(resolve_output(args.out), say(args), shown=args.out)).out
     model, items = model_and_items(run_, args)
+    check_ids_fit(out, items.ids)  # before the work, not after it
     why = missing_rank(rank_by, bg is not None, items.kind) if args.novelty else "--no-novelty"
     if why and args.reference is not None:
         if args.rank_by is not None:

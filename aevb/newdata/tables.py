@@ -84,6 +84,18 @@ def matrix_note(path, table) -> str:
     return f" (a float matrix {list(m.shape)}: {', '.join(shown)}; ids in {ids_path(path)})"
 
 
+def check_ids_fit(path, ids) -> None:
+    """Refuse (DataError) item ``ids`` that the table file ``path`` cannot hold: a .npy table keeps
+    its ids one per line beside it, so none may have a line break. Commands call it as soon as the
+    items are read, before any work; :func:`write_table` checks again."""
+    if Path(path).suffix.lower() != ".npy":
+        return
+    broken = next((i for i in ids if "\n" in str(i) or "\r" in str(i)), None)
+    if broken is not None:
+        raise DataError(f"the item {broken!r} has a line break in its id, which a .npy table's ids file "
+                        "(one id per line) cannot hold; write a .npz or .csv file")
+
+
 def write_table(path, table) -> Path:
     """Write a table per item (an :class:`ItemTable`, or a dict of columns of N rows) atomically,
     nothing left if it fails: ``.npz`` (one named array per column), ``.npy`` (one float matrix
@@ -100,10 +112,7 @@ def write_table(path, table) -> Path:
                 np.savez(fh, **columns)
     elif ext == ".npy":
         ids = table.ids
-        broken = next((i for i in ids if "\n" in i or "\r" in i), None)
-        if broken is not None:
-            raise DataError(f"the item {broken!r} has a line break in its id, which a .npy table's ids file "
-                            "(one id per line) cannot hold; write a .npz or .csv file")
+        check_ids_fit(path, ids)
         _, matrix = table.matrix()
         with atomic_path(ids_path(path)) as tmp_ids, atomic_path(path) as tmp:
             tmp_ids.write_text("".join(i + "\n" for i in ids), encoding="utf-8", errors="surrogateescape")
