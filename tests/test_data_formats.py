@@ -314,7 +314,7 @@ def test_folder_jpeg_resize_and_sizes(tmp_path):
     with pytest.raises(DataError) as e:
         load_folder(tmp_path)
     assert (f"{tmp_path / 'p0.jpg'} is 12x10 but {tmp_path / 'small.JPEG'} is 8x8 (height x width); "
-            "give --image-size H W") in str(e.value)
+            "give an image size to resize them all to (e.g. --image-size 12 10; image_size=(12, 10) in Python)") in str(e.value)
     ds = load_folder(tmp_path, image_size=(6, 7))
     assert ds.image_shape == (3, 6, 7) and ds.dim == 3 * 6 * 7
     # values are exactly Pillow's decode + Lanczos resize

@@ -1151,7 +1151,7 @@ def test_pictures_of_different_sizes_are_refused_from_their_headers(tmp_path, ca
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1, err
     assert (f"{pics / '00.png'} is 8x8 but {pics / '30b.png'} is 9x8 (height x width) (and 1 more differ from the "
-            "first); give --image-size H W to resize them all (e.g. --image-size 8 8)") in err[0], err
+            "first); give an image size to resize them all to (e.g. --image-size 8 8; image_size=(8, 8) in Python)") in err[0], err
     assert not decoded and not cache.exists() and not (tmp_path / "run").exists()
     assert main(argv + ["--image-size", "8", "8", "--hidden", "8", "--no-tensorboard"]) == 0  # resized: accepted
     assert decoded

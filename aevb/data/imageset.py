@@ -160,7 +160,7 @@ def _target(plan: ImagePlan, opts: LoadOptions) -> Tuple[Tuple[int, int], int]:
     bad = [f"{p}: {err}" for p, _, _, err in probes if err]
     if bad and not opts.skip_bad_images:
         raise DataError(f"{plan.name}: {len(bad)} image file(s) could not be read; fix or remove them, "
-                        f"or pass --skip-bad-images:\n" + _listing_text(bad))
+                        f"or skip them (--skip-bad-images; skip_bad_images=True in Python):\n" + _listing_text(bad))
     good = [(p, s, g) for p, s, g, err in probes if not err]
     if not good:
         raise DataError(f"{plan.name}: none of the {len(probes)} image files could be read")
@@ -182,8 +182,8 @@ def check_same_size(name: str, probes: Sequence[Tuple[str, Tuple[int, int], bool
         p, s = others[0]
         more = f" (and {len(others) - 1} more differ from the first)" if len(others) > 1 else ""
         raise DataError(f"{name}: the images have different sizes: {path} is {first[0]}x{first[1]} but {p} is "
-                        f"{s[0]}x{s[1]} (height x width){more}; give --image-size H W to resize them all "
-                        f"(e.g. --image-size {first[0]} {first[1]})")
+                        f"{s[0]}x{s[1]} (height x width){more}; give an image size to resize them all to "
+                        f"(e.g. --image-size {first[0]} {first[1]}; image_size=({first[0]}, {first[1]}) in Python)")
 
 
 def _build(plan: ImagePlan, opts: LoadOptions, folder: Path, entries, fp: str) -> dict:
@@ -196,7 +196,8 @@ def _build(plan: ImagePlan, opts: LoadOptions, folder: Path, entries, fp: str) -
             h = w = None
         if h is not None and (plan.crop[0] > h or plan.crop[1] > w):
             raise DataError(f"{plan.name}: the crop {plan.crop[0]}x{plan.crop[1]} is larger than the images "
-                            f"({h}x{w}, height x width, e.g. {first}); give a crop that fits (--crop H W)")
+                            f"({h}x{w}, height x width, e.g. {first}); give a crop that fits (--crop H W; crop=(H, W) in "
+                            "Python)")
     spec = ImageSpec(channels=channels, size=size, crop=plan.crop, draft=opts.draft)
     counts = {name: len(fl) for name, fl in plan.files.items()}
     needed = sum(counts.values()) * spec.dim
@@ -208,7 +209,7 @@ def _build(plan: ImagePlan, opts: LoadOptions, folder: Path, entries, fp: str) -
                                              progress=opts.progress)
         if bad and not opts.skip_bad_images:
             raise DataError(f"{plan.name}: {len(bad)} image file(s) could not be read; fix or remove them, "
-                            f"or pass --skip-bad-images:\n" + _listing_text([m for _, _, m in bad]))
+                            f"or skip them (--skip-bad-images; skip_bad_images=True in Python):\n" + _listing_text([m for _, _, m in bad]))
         bad_rows = {name: sorted(r for out, r, _ in bad if Path(out).name == f"{name}.u8") for name in counts}
         if bad:
             cache.say(f"{plan.name}: skipped {len(bad)} unreadable image file(s) (--skip-bad-images)")
