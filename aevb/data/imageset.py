@@ -76,6 +76,12 @@ def _listing_text(items: Sequence[str]) -> str:
     return shown + more
 
 
+def unreadable(name: str, problems: Sequence[str]) -> DataError:
+    """The error for image files that could not be read (one line per file in ``problems``)."""
+    return DataError(f"{name}: {len(problems)} image file(s) could not be read; fix or remove them, or skip them "
+                     f"(--skip-bad-images; skip_bad_images=True in Python):\n" + _listing_text(problems))
+
+
 def file_identity(path) -> Optional[Tuple[int, int]]:
     """(device, inode) of the file ``path`` names, links followed; None if it cannot be read."""
     try:
@@ -159,8 +165,7 @@ def _target(plan: ImagePlan, opts: LoadOptions) -> Tuple[Tuple[int, int], int]:
     probes = probe_all(paths, opts.workers, progress=opts.progress)
     bad = [f"{p}: {err}" for p, _, _, err in probes if err]
     if bad and not opts.skip_bad_images:
-        raise DataError(f"{plan.name}: {len(bad)} image file(s) could not be read; fix or remove them, "
-                        f"or skip them (--skip-bad-images; skip_bad_images=True in Python):\n" + _listing_text(bad))
+        raise unreadable(plan.name, bad)
     good = [(p, s, g) for p, s, g, err in probes if not err]
     if not good:
         raise DataError(f"{plan.name}: none of the {len(probes)} image files could be read")
@@ -208,8 +213,7 @@ def _build(plan: ImagePlan, opts: LoadOptions, folder: Path, entries, fp: str) -
         bad, any_colour, binary = decode_all(jobs, spec, opts.workers, desc=f"preparing {plan.name}",
                                              progress=opts.progress)
         if bad and not opts.skip_bad_images:
-            raise DataError(f"{plan.name}: {len(bad)} image file(s) could not be read; fix or remove them, "
-                            f"or skip them (--skip-bad-images; skip_bad_images=True in Python):\n" + _listing_text([m for _, _, m in bad]))
+            raise unreadable(plan.name, [m for _, _, m in bad])
         bad_rows = {name: sorted(r for out, r, _ in bad if Path(out).name == f"{name}.u8") for name in counts}
         if bad:
             cache.say(f"{plan.name}: skipped {len(bad)} unreadable image file(s) (--skip-bad-images)")
