@@ -5,9 +5,10 @@ top-level entry (the model's weights, the optimizer's state, the epoch, the conf
 over the entry's tensors (dtype, shape and bytes) and its other values (numbers, strings, lists
 and dicts, in their order). The bytes of a tensor larger than ``CHUNK`` enter as the SHA-256 of
 each of its 16 MB chunks, hashed on all the threads the process uses (the hash releases the
-GIL), so checking a 1 GB model takes a fraction of a second on any machine with two cores. A load checks the digest of each entry it keeps (``problem``): a
-load of the model alone (memory-mapped, ``aevb.io.load_checkpoint(model_only=True)``) hashes the
-model's weights and never reads the optimizer's moments; a resume checks every entry. The model
+GIL), so checking a 1 GB model takes a fraction of a second on any machine with two cores. A
+load checks the digest of each entry it keeps (``problem``): a load of the model alone
+(memory-mapped, ``aevb.io.load_checkpoint(model_only=True)``) hashes the model's weights and
+never reads the optimizer's moments; a resume checks every entry. The model
 and the optimizer's state must also be finite, and a checkpoint of a run (``run_id``, the id
 that run.json holds) must belong to the run folder it lies in. Checkpoints written before
 digests (no entry ``digest``) load as they are.
@@ -26,7 +27,9 @@ import torch
 DIGEST = "digest"  # the entry that holds the other entries' digests
 RUN_ID = "run_id"  # the id of the run that wrote the checkpoint, as in its run.json
 ALGORITHM = "sha256-chunks"  # what seal writes: SHA-256, tensors over CHUNK bytes by chunk digests
-ALGORITHMS = ("sha256", "sha256-chunks")  # what a load checks ("sha256": every byte in one hash, as written before)
+# what a load checks, each with whether large tensors enter by chunks ("sha256": every byte in one
+# hash, as earlier versions wrote)
+ALGORITHMS = {"sha256": False, "sha256-chunks": True}
 CHUNK = 1 << 24  # bytes of one chunk of a large tensor
 # the entries whose tensors must be finite, with what to call them in messages
 FINITE = {"model": "model weights", "optimizer": "optimizer state"}
@@ -93,7 +96,7 @@ def _feed(h, obj, chunked: bool = True) -> None:
 def entry_digest(value, algorithm: str = ALGORITHM) -> str:
     """The hexadecimal digest of one entry under ``algorithm`` (one of ALGORITHMS)."""
     h = hashlib.sha256()
-    _feed(h, value, chunked=algorithm == "sha256-chunks")
+    _feed(h, value, chunked=ALGORITHMS[algorithm])
     return h.hexdigest()
 
 
@@ -166,7 +169,7 @@ def problem(state: dict, keys: Optional[Iterable[str]] = None, run_id: Optional[
     if digest is not None:  # (a checkpoint written before digests has none: nothing to compare)
         entries = digest.get("entries") if isinstance(digest, dict) else None
         algorithm = digest.get("algorithm") if isinstance(digest, dict) else None
-        if not isinstance(entries, dict) or algorithm not in ALGORITHMS:
+        if not isinstance(entries, dict) or not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
             return "is damaged: its digest entry is unreadable"
         wanted = list(entries) if keys is None else [k for k in asked if k in entries]
         lost = [k for k in wanted if k not in state]

@@ -58,3 +58,9 @@ def test_an_unknown_scheme_is_refused():
     sealed = checkpoints.seal(state())
     sealed["digest"]["algorithm"] = "md5"
     assert "unreadable" in checkpoints.problem(sealed)
+
+
+def test_a_scheme_that_is_not_a_name_is_refused():
+    sealed = checkpoints.seal(state())
+    sealed["digest"]["algorithm"] = ["sha256"]  # a damaged file can hold any value there
+    assert "unreadable" in checkpoints.problem(sealed)
