@@ -64,3 +64,40 @@ def test_a_scheme_that_is_not_a_name_is_refused():
     sealed = checkpoints.seal(state())
     sealed["digest"]["algorithm"] = ["sha256"]  # a damaged file can hold any value there
     assert "unreadable" in checkpoints.problem(sealed)
+
+
+def test_a_check_in_the_background_is_settled_once_and_its_failure_wins_over_the_works():
+    """settle() waits for the background checks and raises the first failure, once; a command
+    whose work fails while a check fails reports the check (the damage is the cause)."""
+    import argparse
+    import threading
+
+    from aevb.commands.common import settled
+    from aevb.errors import CheckpointError, DataError
+
+    started = threading.Event()
+
+    def failing():
+        started.set()
+        raise CheckpointError("checkpoint X is damaged")
+
+    checkpoints.in_background(failing)
+    assert started.wait(5)
+    with pytest.raises(CheckpointError, match="X is damaged"):
+        checkpoints.settle()
+    checkpoints.settle()  # settled: nothing left to raise
+    checkpoints.in_background(lambda: None)
+    checkpoints.settle()
+
+    def work_fails(args):
+        raise DataError("the codes overflow")
+
+    checkpoints.in_background(failing)
+    with pytest.raises(CheckpointError, match="X is damaged") as got:
+        settled(work_fails, argparse.Namespace())
+    assert isinstance(got.value.__cause__, DataError)
+    with pytest.raises(DataError):  # an intact model: the work's own error
+        settled(work_fails, argparse.Namespace())
+    checkpoints.in_background(failing)
+    with pytest.raises(CheckpointError):  # the work succeeded, the check did not
+        settled(lambda args: 0, argparse.Namespace())
