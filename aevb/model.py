@@ -34,7 +34,7 @@ from .distributions import (DataDistribution, Likelihood, get_likelihood, kl_nor
 from .errors import ConfigError
 from .flows import FLOW_STEPS, Flow
 from .latent import LatentSample, LatentStack, Posterior, assemble
-from .networks import GaussianEncoder, MLPDecoder, init_normal_
+from .networks import INPUT_SCALES, GaussianEncoder, MLPDecoder, init_normal_, scale_of_centred_inputs
 from . import pretrained
 from .priors import build_prior
 from .sampling import prior_samples, reconstructions
@@ -81,8 +81,9 @@ class VAE(nn.Module):
     ``latents`` (an aevb.latent.LatentStack of several cells), ``objective`` (what
     ``model(x)`` computes: an aevb.config.ObjectiveConfig, default the one-sample ELBO).
 
-    With ``center_inputs`` the encoder sees (x - m) * s, where m [D] is the training data's mean
-    per value and s the inverse of their standard deviation over all values (buffers
+    With ``center_inputs`` the encoder sees (x - m) * a, where m [D] is the training data's mean
+    per value and a the factor ``input_scale`` gives for their standard deviation s over all values
+    (aevb.networks.scale_of_centred_inputs: "std" 1 / s, "shrink" 1 / max(s, 1), "none" 1; buffers
     ``input_shift`` and ``input_scale``, set by :meth:`fit_to_data` and saved with the weights):
     inputs of mean 0.47 on [0, 1] move every first-layer unit coherently under Adam's first steps,
     centred ones do not (docs/stability.md). It changes q(z|x)'s network only, not the model.
@@ -92,7 +93,7 @@ class VAE(nn.Module):
                  latent_dim: Optional[int] = None, *, data_shape: Optional[Sequence[int]] = None,
                  data_dim: Optional[int] = None, prior=None, flow: Optional[Flow] = None,
                  latents: Optional[LatentStack] = None, center_inputs: bool = False,
-                 objective: Optional[ObjectiveConfig] = None):
+                 input_scale: str = "std", objective: Optional[ObjectiveConfig] = None):
         super().__init__()
         if not isinstance(encoder, nn.Module) or not isinstance(decoder, nn.Module):
             raise ConfigError("VAE(encoder=..., decoder=...) takes two torch.nn.Module objects, not "
@@ -117,6 +118,9 @@ class VAE(nn.Module):
         if data_shape is not None or data_dim is not None:
             self.bind_data(tuple(data_shape) if data_shape is not None else (int(data_dim),))
         self.center_inputs = bool(center_inputs)
+        if input_scale not in INPUT_SCALES:
+            raise ConfigError(f"VAE(input_scale={input_scale!r}): choose one of {', '.join(INPUT_SCALES)}")
+        self.input_scale_rule = input_scale
         if self.center_inputs:
             self.register_buffer("input_shift", torch.zeros(self.data_dim or 0))
             self.register_buffer("input_scale", torch.ones(()))
@@ -177,7 +181,7 @@ class VAE(nn.Module):
         flow = None if cfg.flow == "none" else Flow(cfg.flow, cfg.flow_steps or FLOW_STEPS[cfg.flow], bottom)
         latents = assemble(sizes, q_nets, p_nets, prior, flow, cfg.inference)
         model = cls(enc, dec, lik, latents=latents, data_dim=data_dim, center_inputs=cfg.center_inputs,
-                    objective=objective)
+                    input_scale=cfg.input_scale, objective=objective)
         model.output_bias_from_data = bool(cfg.output_bias_from_data)
         model.config = dict(dataclasses.asdict(cfg), data_dim=int(data_dim), image_shape=list(image_shape))
         return model
@@ -191,8 +195,7 @@ class VAE(nn.Module):
         data whose mean is 0.1 spends its first steps, and large gradients, getting there."""
         if self.center_inputs:
             self.input_shift.copy_(mean.to(self.input_shift))
-            spread = float(var.double().mean().sqrt())
-            self.input_scale.fill_(1.0 / spread if spread > 0 else 1.0)
+            self.input_scale.fill_(scale_of_centred_inputs(float(var.double().mean().sqrt()), self.input_scale_rule))
         if self.output_bias_from_data:
             bias = self.likelihood.output_bias(mean.float(), var.float())
             if bias is not None and hasattr(self.decoder, "set_output_bias"):
@@ -226,7 +229,8 @@ class VAE(nn.Module):
             model = {k: v for k, v in self.config.items() if k not in ("data_dim", "image_shape")}
         else:
             model = {"encoder_network": "custom", "decoder_network": "custom", "likelihood": self.likelihood.name,
-                     "latent_dim": self.bottom_dim, "center_inputs": self.center_inputs}
+                     "latent_dim": self.bottom_dim, "center_inputs": self.center_inputs,
+                     "input_scale": self.input_scale_rule}
             for name in ("sigma", "mean_activation", "min_log_var", "components"):
                 if hasattr(self.likelihood, name):
                     model[name] = getattr(self.likelihood, name)

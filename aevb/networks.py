@@ -29,6 +29,20 @@ ACTIVATIONS = {
 }
 
 
+# how the encoder's centred inputs x - m are scaled, s being the training data's standard deviation
+# over all values: by 1 / s ("std"), by 1 / max(s, 1) ("shrink": a spread above 1 is brought to 1, a
+# smaller one kept, so pixels in [0, 1] are centred only and real values on a large scale reach
+# unit spread) or not at all ("none")
+INPUT_SCALES = ("std", "shrink", "none")
+
+
+def scale_of_centred_inputs(spread: float, rule: str) -> float:
+    """The factor of centred inputs whose standard deviation over all values is ``spread``."""
+    if rule == "none" or not spread > 0:
+        return 1.0
+    return 1.0 / (spread if rule == "std" else max(spread, 1.0))
+
+
 def activation(name: str) -> nn.Module:
     try:
         return ACTIVATIONS[name]()

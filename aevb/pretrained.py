@@ -212,7 +212,7 @@ def build(cls, cfg: RunConfig, data_dim: int, image_shape, data_shape, encoder, 
     from .distributions import likelihood_of
 
     return cls(encoder, decoder, likelihood_of(m), m.latent_dim, data_shape=tuple(data_shape) or (data_dim,),
-               center_inputs=m.center_inputs, objective=cfg.objective)
+               center_inputs=m.center_inputs, input_scale=m.input_scale or "std", objective=cfg.objective)
 
 
 def load_weights(model: nn.Module, tensors: dict, source) -> None:

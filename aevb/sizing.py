@@ -1,4 +1,4 @@
-"""Network and batch sizes chosen from the data when the user gives none.
+"""Network and batch sizes, and the encoder's input scale, chosen from the data when the user gives none.
 
 A setting left unset (None) in ``model.latent_dim``, ``model.encoder_hidden``,
 ``model.channels``, ``model.components`` or ``train.batch_size`` is chosen here from the data's
@@ -17,7 +17,13 @@ reasons):
   with 64, 128, 256 channels for images up to 32 pixels on their smaller side and 32, 64, 128,
   256, 256, ... for larger ones;
 * the discretized logistic: a mixture of 3 components (one component learns visibly slower on
-  colour images); every other likelihood has one.
+  colour images); every other likelihood has one;
+* a small training set: the batch is halved (down to MIN_BATCH) while an epoch would take fewer
+  than MIN_STEPS steps (digits' 1,437 training images: batch 64);
+* the centred inputs' scale (``model.input_scale``, aevb.networks.scale_of_centred_inputs):
+  "shrink" (divided by their standard deviation s only where s > 1) for an MLP on up to 2,048
+  values, which learned worse from pixels amplified by 1 / s; "std" (divided by s) for larger
+  inputs and conv encoders, which learned better with it (docs/stability.md).
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from typing import List, Optional, Sequence
 from .convnets import max_stages, stage_sizes
 
 SMALL, MEDIUM = 2048, 16384  # values per datapoint
+MIN_STEPS, MIN_BATCH = 16, 32  # steps per epoch a small training set keeps by smaller batches, down to this batch
 LOGISTIC_COMPONENTS = 3  # mixture components of the discretized logistic
 
 
@@ -50,9 +57,21 @@ def hidden_sizes(dim: int) -> List[int]:
     return [400] if dim <= SMALL else ([1024, 256] if dim <= MEDIUM else [512, 128])
 
 
-def batch_size(dim: int, conv: bool) -> int:
-    """Training minibatch size."""
-    return 64 if (conv and dim > SMALL) or dim > MEDIUM else 128
+def batch_size(dim: int, conv: bool, n_train: Optional[int] = None) -> int:
+    """Training minibatch size for D = ``dim`` values per datapoint and ``n_train`` training
+    datapoints (None: not known, the largest batch the rule gives)."""
+    batch = 64 if (conv and dim > SMALL) or dim > MEDIUM else 128
+    while n_train is not None and batch > MIN_BATCH and n_train < MIN_STEPS * batch:
+        batch //= 2
+    return batch
+
+
+def input_scale(network: str, dim: int) -> str:
+    """How the encoder's centred inputs are scaled (aevb.networks.INPUT_SCALES) for an encoder
+    ``network`` reading D = ``dim`` values: "shrink" for aevb's MLP on up to SMALL values, "std"
+    for larger inputs, conv networks and a model of your own modules (as ``VAE(...,
+    center_inputs=True)`` does)."""
+    return "shrink" if network == "mlp" and dim <= SMALL else "std"
 
 
 def mixture_components(likelihood: Optional[str]) -> int:
@@ -67,5 +86,6 @@ def model_sizes(model_cfg, image_shape: Sequence[int]) -> dict:
     conv = "conv" in (m.encoder_network, m.decoder_network)
     stacked = getattr(m, "latent_dims", None)
     chosen = {"latent_dim": sum(stacked) if stacked else latent_size(dim, conv), "encoder_hidden": hidden_sizes(dim),
-              "channels": conv_channels(h, w, m.kernel_size), "components": mixture_components(m.likelihood)}
+              "channels": conv_channels(h, w, m.kernel_size), "components": mixture_components(m.likelihood),
+              "input_scale": input_scale(m.encoder_network, dim)}
     return {k: v for k, v in chosen.items() if getattr(m, k) is None}

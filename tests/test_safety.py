@@ -215,14 +215,14 @@ CASES = [
     (f"{T} --memory-budget 1{'0' * 400}GB", 2, "(403 characters) (from option --memory-budget) is out of range"),
     (f"{T} --memory-budget 2000000TB", 2, "is out of range: must be a size such as 500MB, 8GB or 1.5GiB up to 1 EB"),
     # train: work that cannot fit in memory, refused before any data are cached or files written
-    (f"{T} --dataset folder:{{ws}}/pics --image-size 16384 16384", 2,
+    (f"{T} --dataset folder:{{ws}}/pics --image-size 16384 16384 --batch-size 64", 2,
      "(1x16384x16384 values) has 275,146,487,104 parameters, 4.4 TB with gradients and Adam's moments, and a "
      "training step of --batch-size 64 needs 412.3 GB; lower --image-size, --hidden"),
-    (f"{T} --network conv --channels 65536 65536", 2, "has 137,457,238,057 parameters, 2.2 TB with gradients "
-     "and Adam's moments, and a training step of --batch-size 128 needs 2.7 GB; lower --channels"),
-    (f"{T} --kl mc --samples 100000", 2, "a training step of --batch-size 128 x --samples 100000 needs 54.1 GB; "
+    (f"{T} --network conv --channels 65536 65536 --batch-size 128", 2, "has 137,457,238,057 parameters, 2.2 TB "
+     "with gradients and Adam's moments, and a training step of --batch-size 128 needs 2.7 GB; lower --channels"),
+    (f"{T} --kl mc --samples 100000 --batch-size 128", 2, "a training step of --batch-size 128 x --samples 100000 needs 54.1 GB; "
      "lower --batch-size, --samples, --hidden"),
-    (f"{T} --objective iwae --k 100000", 2, "x --k 100000 needs"),
+    (f"{T} --objective iwae --k 100000 --batch-size 128", 2, "x --k 100000 needs"),
     (f"{T} --dataset array:{{ws}}/huge.npy", 2, "(1x1x50000000 values) has 51,250,144,704 parameters"),
     (f"{T} --crop 0 148 --dataset celeba", 2, "data.crop = [0, 148]"),
     (f"{T} --lr-warmup-steps -1", 2, "optim.warmup_steps = -1"),

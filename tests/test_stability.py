@@ -53,17 +53,26 @@ def _moments(seed=0, n=500, d=12):
     return x, x.mean(0), x.var(0, unbiased=False)
 
 
-def test_encoder_sees_centred_inputs_and_they_are_saved_with_the_weights():
+@pytest.mark.parametrize("rule,unit,scaled", [(None, 1.0, "std"), ("shrink", 1.0, "std"), ("std", "std", "std"),
+                                              ("none", 1.0, 1.0)])
+def test_encoder_sees_centred_inputs_and_they_are_saved_with_the_weights(rule, unit, scaled):
+    """x - m, divided by s (std), by s only where s > 1 (shrink, an MLP's default) or not at all,
+    for values of spread s < 1 (``unit``) and the same values times 1000 (``scaled``)."""
     x, mean, var = _moments()
-    cfg = merge(RunConfig(), {"model": {"encoder_hidden": [16], "latent_dim": 3, "likelihood": "bernoulli"}}).model
-    model = VAE.from_config(cfg, 12)
-    model.fit_to_data(mean, var)
-    mu, log_var = model.encoder_params(x)
-    want_mu, want_lv = model.encoder((x - mean) / var.mean().sqrt())
-    assert torch.allclose(mu, want_mu, atol=1e-6) and torch.allclose(log_var, want_lv, atol=1e-6)
+    model_cfg = {"encoder_hidden": [16], "latent_dim": 3, "likelihood": "bernoulli", "input_scale": rule}
+    cfg = merge(RunConfig(), {"model": model_cfg}).model
+    assert var.mean().sqrt() < 1
+    for factor, want in ((1.0, unit), (1000.0, scaled)):
+        model = VAE.from_config(cfg, 12)
+        model.fit_to_data(mean * factor, var * factor ** 2)
+        mu, log_var = model.encoder_params(x * factor)
+        divisor = (var * factor ** 2).mean().sqrt() if want == "std" else want
+        want_mu, want_lv = model.encoder((x * factor - mean * factor) * (1.0 / divisor))
+        assert torch.allclose(mu, want_mu, rtol=1e-5, atol=1e-5) and \
+            torch.allclose(log_var, want_lv, rtol=1e-5, atol=1e-5), (factor, rule)
     again = VAE.from_config(cfg, 12)
     again.load_state_dict(model.state_dict())
-    assert torch.equal(again.encode(x).loc, mu)
+    assert torch.equal(again.encode(x * factor).loc, mu)
     # runs saved before centring existed have no such buffers and load as they were
     old = VAE.from_config(merge(RunConfig(), {"model": {**cfg.__dict__, "center_inputs": False}}).model, 12)
     assert not any(k.startswith("input_") for k in old.state_dict())
@@ -206,10 +215,32 @@ def test_the_first_line_names_the_sizes_and_config_json_keeps_them(tmp_path, cap
     assert main(["train", "--epochs", "1", "--no-progress", "--no-tensorboard", "--images-every", "0",
                  "--out", str(tmp_path / "run")]) == 0
     err = capsys.readouterr().err
-    assert "sizes from the data: --hidden 400 --latent-dim 20 --batch-size 128" in err
+    assert "sizes from the data: --hidden 400 --latent-dim 20 --batch-size 64" in err  # 1,438 training digits
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["model"]["encoder_hidden"] == [400] and saved["model"]["latent_dim"] == 20
-    assert saved["train"]["batch_size"] == 128 and saved["model"]["components"] == 1
+    assert saved["train"]["batch_size"] == 64 and saved["model"]["components"] == 1
+    assert saved["model"]["input_scale"] == "shrink"
+
+
+@pytest.mark.parametrize("n_train,dim,conv,batch", [
+    (None, 64, False, 128), (50_000, 784, False, 128), (2_048, 784, False, 128), (2_047, 784, False, 64),
+    (1_438, 64, False, 64), (1_024, 64, False, 64), (1_023, 64, False, 32), (10, 64, False, 32),
+    (4_560, 3 * 64 * 64, True, 64), (1_000, 3 * 64 * 64, True, 32)])
+def test_a_small_training_set_gets_smaller_batches(n_train, dim, conv, batch):
+    """The batch is halved, down to 32, while an epoch would have fewer than 16 steps: 1,438
+    digits train with 64 (22 steps an epoch); a size the data do not give is the largest batch."""
+    from aevb.sizing import batch_size
+
+    assert batch_size(dim, conv, n_train) == batch
+
+
+@pytest.mark.parametrize("network,shape,rule", [("mlp", (1, 28, 28), "shrink"), ("mlp", (3, 64, 64), "std"),
+                                               ("conv", (1, 28, 28), "std")])
+def test_the_input_scale_is_chosen_per_network_and_a_given_one_is_kept(network, shape, rule):
+    cfg = merge(RunConfig(), {"model": {"encoder_network": network, "decoder_network": network}})
+    assert resolve(cfg, "unit", "mnist", shape, 50_000).model.input_scale == rule
+    given = merge(cfg, {"model": {"input_scale": "none"}})
+    assert resolve(given, "unit", "mnist", shape, 50_000).model.input_scale == "none"
 
 
 def test_presets_keep_the_settings_they_were_measured_with():
@@ -249,11 +280,29 @@ def test_a_run_saved_before_the_stabilisers_resumes_exactly_as_it_started(tmp_pa
     assert strip(full.history) == strip(resumed.history)
 
 
+def test_a_centred_run_saved_before_the_input_scale_setting_reads_as_dividing_by_the_spread(tmp_path):
+    """Centred runs written before ``model.input_scale`` divided by s: their config reads "std",
+    and a resume keeps the saved factor instead of choosing again."""
+    Trainer.new(tiny_config(train={"epochs": 1}), tmp_path / "old").fit()
+    path = tmp_path / "old" / "config.json"
+    saved = json.loads(path.read_text())
+    assert saved["model"]["input_scale"] == "shrink"  # a 64-value MLP's choice today
+    del saved["model"]["input_scale"]
+    path.write_text(json.dumps(saved))
+    assert RunConfig.from_dict(saved).model.input_scale == "std"
+    first = torch.load(tmp_path / "old" / "checkpoints" / "last.pt", weights_only=True)["model"]["input_scale"]
+    resumed = Trainer.resume(tmp_path / "old", overrides=tiny_config(train={"epochs": 2}), given=["train.epochs"])
+    assert resumed.cfg.model.input_scale == "std"
+    resumed.fit()
+    assert torch.equal(resumed.model.input_scale, first)
+
+
 # ------------------------------------------------------------------ bad input
 @pytest.mark.parametrize("args, fragment", [
     (["--fan-in-scale", "-1"], "optim.fan_in_scale = -1"),
     (["--max-skipped-steps", "-2"], "optim.max_skipped_steps = -2"),
     (["--fan-in-scale", "1e3"], "invalid int value"),
+    (["--input-scale", "unit"], "invalid choice: 'unit'"),
 ])
 def test_bad_stability_options_are_refused_before_anything_is_written(tmp_path, capsys, args, fragment):
     try:

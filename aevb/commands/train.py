@@ -75,8 +75,12 @@ OPTIONS = [
     ("--init-std", "model.init_std", dict(type=float, help="initialise weights from N(0, std^2) "
                                           "(default: PyTorch's initialisation)")),
     ("--no-center-inputs", "model.center_inputs", dict(action="store_false", help="feed the encoder x as it is "
-                                                       "(default: centred and scaled by the training data's mean "
-                                                       "and standard deviation)")),
+                                                       "(default: x minus the training data's mean, scaled as "
+                                                       "--input-scale says)")),
+    ("--input-scale", "model.input_scale", dict(choices=choices("model.input_scale"), help="divide the centred inputs "
+                                                "by the training data's standard deviation s (std), by s only where "
+                                                "s > 1 (shrink) or not at all (none); default: shrink for MLP "
+                                                "encoders, std for conv ones")),
     ("--no-data-output-bias", "model.output_bias_from_data", dict(action="store_false", help="start the decoder's "
                                                                   "output bias at PyTorch's initialisation (default: "
                                                                   "at the training data's mean)")),

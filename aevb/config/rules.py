@@ -37,15 +37,17 @@ def diff(a: RunConfig, b: RunConfig) -> List[str]:
     return out
 
 
-def sized(cfg: RunConfig, image_shape) -> RunConfig:
+def sized(cfg: RunConfig, image_shape, n_train: Optional[int] = None) -> RunConfig:
     """``cfg`` with every unset network and batch size chosen for data of ``image_shape``
-    (C, H, W) by aevb.sizing; returns a new config."""
+    (C, H, W) and ``n_train`` training datapoints (None: not known) by aevb.sizing; returns a
+    new config."""
     out = copy.deepcopy(cfg)
     for name, value in model_sizes(out.model, image_shape).items():
         setattr(out.model, name, value)
     if out.train.batch_size is None:
         c, h, w = (int(s) for s in image_shape)
-        out.train.batch_size = batch_size(c * h * w, "conv" in (out.model.encoder_network, out.model.decoder_network))
+        out.train.batch_size = batch_size(c * h * w, "conv" in (out.model.encoder_network, out.model.decoder_network),
+                                          n_train)
     return out
 
 
@@ -66,9 +68,11 @@ def sizes_chosen(given: RunConfig, resolved: RunConfig) -> str:
     return " ".join(parts)
 
 
-def resolve(cfg: RunConfig, data_kind: str, dataset_name: str, image_shape) -> RunConfig:
+def resolve(cfg: RunConfig, data_kind: str, dataset_name: str, image_shape,
+            n_train: Optional[int] = None) -> RunConfig:
     """Fill the data-dependent defaults (epochs, likelihood, the sizes of aevb.sizing for data of
-    ``image_shape`` (C, H, W)) and check the combination; returns a new config."""
+    ``image_shape`` (C, H, W) and ``n_train`` training datapoints) and check the combination;
+    returns a new config."""
     out = copy.deepcopy(cfg)
     if out.train.epochs is None:
         out.train.epochs = 100 if dataset_name == "digits" else 10
@@ -78,7 +82,7 @@ def resolve(cfg: RunConfig, data_kind: str, dataset_name: str, image_shape) -> R
     validate(out)  # before the sizes: --latent-dim against --latent-dims is the user's, not the data's
     if out.model.latent_dims:
         out.model.latent_dim = sum(out.model.latent_dims)  # the full latent vector
-    out = sized(out, image_shape)
+    out = sized(out, image_shape, n_train)
     if out.objective.kl is None:
         m = out.model
         out.objective.kl = "analytic" if m.prior == "standard" and m.flow == "none" and not m.latent_dims else "mc"

@@ -22,7 +22,7 @@ from ..devices import PRECISIONS
 from ..distributions import LIKELIHOODS, MEAN_ACTIVATIONS
 from ..flows import FLOWS
 from ..bounds import KL_ESTIMATORS, OBJECTIVES
-from ..networks import ACTIVATIONS, NETWORKS
+from ..networks import ACTIVATIONS, INPUT_SCALES, NETWORKS
 from ..optimizers import OPTIMIZERS, SCHEDULES
 from ..presets import PRESETS
 from ..priors import PRIORS
@@ -69,7 +69,8 @@ class ModelConfig:
     kernel_size: int = 4  # conv: kernel height = width
     conv_norm: str = "none"  # conv: none or group (GroupNorm: per datapoint, never across a batch)
     components: Optional[int] = None  # discretized-logistic: mixture components per value; None: 3 (else 1)
-    center_inputs: bool = True  # the encoder sees (x - training mean) / training std (see docs/stability.md)
+    center_inputs: bool = True  # the encoder sees x - the training data's mean, scaled (see docs/stability.md)
+    input_scale: Optional[str] = None  # the centred inputs' scale: std, shrink or none; None: from the network (aevb.sizing)
     output_bias_from_data: bool = True  # the decoder's last bias starts at the training data's mean
     latent_dims: Optional[List[int]] = None  # stacked stochastic layers, bottom to top (e.g. [100, 50]); None: one layer
     latent_hidden: Optional[List[int]] = None  # deterministic layers between two stochastic ones; None: 2 of twice the upper size
@@ -156,6 +157,7 @@ class RunConfig:
 # continues an old run exactly as it started.
 AS_BEFORE = {
     "model.center_inputs": False,
+    "model.input_scale": "std",  # centred runs before the per-network choice divided by s
     "model.output_bias_from_data": False,
     "optim.fan_in_scale": 0,
     "optim.max_skipped_steps": 0,
@@ -184,6 +186,7 @@ CHOICES = {
     "model.encoder_network": NETWORKS,
     "model.decoder_network": NETWORKS,
     "model.conv_norm": CONV_NORMS,
+    "model.input_scale": (None,) + INPUT_SCALES,
     "objective.objective": OBJECTIVES,
     "model.prior": PRIORS,
     "model.flow": FLOWS,

@@ -176,13 +176,14 @@ def refusal(cfg: RunConfig, est: Estimate, shape, data_name: str, memory: Memory
 
 
 def check_memory(cfg: RunConfig, image_shape, data_name: str = "the data", memory: Optional[Memory] = None,
-                 data_bytes: int = 0) -> Optional[Estimate]:
+                 data_bytes: int = 0, n_train: Optional[int] = None) -> Optional[Estimate]:
     """Refuse (ConfigError) a run whose estimate exceeds the memory of the device it trains on
     (``memory``, by default that of its --device, resolved) or whose host side exceeds the RAM,
     naming the numbers and what to lower; returns the estimate (None for conv networks that do
-    not fit the shape at all: check_fits says why). ``data_bytes``: the data held in memory."""
+    not fit the shape at all: check_fits says why). ``data_bytes``: the data held in memory.
+    ``n_train``: the training datapoints, which can lower an unset batch size (aevb.sizing)."""
     shape = tuple(int(s) for s in image_shape)
-    cfg = sized(cfg, shape)
+    cfg = sized(cfg, shape, n_train)
     if "conv" in (cfg.model.encoder_network, cfg.model.decoder_network):
         if len(cfg.model.channels) > max_stages(shape[1], shape[2], cfg.model.kernel_size):
             return None  # the conv check says why it does not fit at all

@@ -44,10 +44,10 @@ def prepare_new(cfg: RunConfig, out: Path, overwrite: bool, given_data: Optional
         memory = memory_of(resolve_device(cfg.train.device))  # an unavailable device: refused first
         if given_data is None:  # a model that cannot fit is refused before any cache is built
             shape = shape_from_config(cfg)
-            if shape is not None:
-                check_memory(cfg, shape, cfg.data.dataset, memory)
+            if shape is not None:  # (at the smallest batch the training set's size could give)
+                check_memory(cfg, shape, cfg.data.dataset, memory, n_train=0)
         data = given_data if given_data is not None else load_data(cfg)
-        rcfg = resolve(cfg, data.kind, data.name, data.image_shape or (1, 1, data.dim))
+        rcfg = resolve(cfg, data.kind, data.name, data.image_shape or (1, 1, data.dim), len(data.split("train")))
         check_data_for_likelihood(rcfg, data)
         check_networks_for_data(rcfg, data)
         check_memory(rcfg, data.image_shape or (1, 1, data.dim), data.name, memory, held_bytes(data))
