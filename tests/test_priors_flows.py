@@ -26,7 +26,7 @@ COMBINATIONS = [(p, f) for p in ("standard", "mog", "vamp") for f in ("none", "p
 def _model(prior="standard", flow="none", latent=3, data=12, seed=0):
     torch.manual_seed(seed)
     cfg = ModelConfig(latent_dim=latent, encoder_hidden=[16], likelihood="bernoulli", prior=prior, flow=flow,
-                      prior_components=4, pseudo_inputs=5, flow_steps=3)
+                      prior_components=4, pseudo_inputs=5, flow_steps=3, input_scale="std")
     model = VAE.from_config(cfg, data).double()
     x = torch.rand(200, data, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     model.fit_to_data(x.mean(0), x.var(0))
