@@ -8,10 +8,7 @@ each of its 16 MB chunks, hashed on all the threads the process uses (the hash r
 GIL), so checking a 1 GB model takes a fraction of a second on any machine with two cores. A
 load checks the digest of each entry it keeps (``problem``): a load of the model alone
 (memory-mapped, ``aevb.io.load_checkpoint(model_only=True)``) hashes the model's weights and
-never reads the optimizer's moments; a resume checks every entry. A command that only reads a
-model may start the check in the background (``in_background``) and work meanwhile: ``settle``
-waits for it and raises its error, and every output waits for it (``aevb.io.atomic_path``, PNG
-folders, the command's end), so nothing is written or printed from a model that fails. The model
+never reads the optimizer's moments; a resume checks every entry. The model
 and the optimizer's state must also be finite, and a checkpoint of a run (``run_id``, the id
 that run.json holds) must belong to the run folder it lies in. Checkpoints written before
 digests (no entry ``digest``) load as they are.
@@ -20,11 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, Iterable, List, Optional
+from typing import Iterable, Optional
 
 import torch
 
@@ -223,46 +219,3 @@ def advice(path: Path, intact_epoch: Optional[int]) -> str:
                     f"restore {path.name} from a copy or {again}")
         return f"the run's other checkpoint {other} (epoch {intact_epoch}) is intact: {use}"
     return f"restore it from a copy, or {again}"
-
-
-class _Check(threading.Thread):
-    """A check running beside the command's work; ``error`` is what it raised, if anything."""
-
-    def __init__(self, check: Callable[[], None]):
-        super().__init__(name="aevb-checkpoint-check", daemon=True)
-        self.check, self.error = check, None
-
-    def run(self) -> None:
-        try:
-            self.check()
-        except BaseException as e:  # kept for settle, which raises it in the command's thread
-            self.error = e
-
-
-_pending: List[_Check] = []
-_pending_lock = threading.Lock()
-
-
-def in_background(check: Callable[[], None]) -> None:
-    """Start ``check`` (a function that raises when a checkpoint fails) in a background thread;
-    ``settle`` waits for it and raises its error."""
-    thread = _Check(check)
-    with _pending_lock:
-        _pending.append(thread)
-    thread.start()
-
-
-def settle() -> None:
-    """Wait for every check started by ``in_background`` and raise the first failure's error.
-    Called before anything is written (aevb.io.atomic_path, PNG folders) and when a command
-    ends, so a model that fails its check never leaves an output; cheap when none is pending."""
-    if not _pending:
-        return
-    with _pending_lock:
-        checks = list(_pending)
-        _pending.clear()
-    for thread in checks:
-        thread.join()
-    for thread in checks:
-        if thread.error is not None:
-            raise thread.error

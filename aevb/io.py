@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import os
 import pickle
 import re
@@ -22,7 +21,7 @@ from typing import Iterator, Optional, Union
 import torch
 
 from . import metrics as M
-from .checkpoints import DIGEST, RUN_ID, advice, in_background, problem, seal, settle, sibling
+from .checkpoints import DIGEST, RUN_ID, advice, problem, seal, sibling
 from .errors import CheckpointError, DiskFullError, interruption  # noqa: F401 (raised here; imported from here by callers)
 
 PathLike = Union[str, Path]
@@ -57,7 +56,6 @@ def atomic_path(path: PathLike, needed: int = 0) -> Iterator[Path]:
     raises DiskFullError (``needed``: the expected size in bytes, for the message), and Ctrl-C
     raises KeyboardInterrupt even where the writer turned it into another error."""
     path = Path(path)
-    settle()  # a model still being checked in the background must pass before anything is written
     tmp, fd = None, None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -187,7 +185,7 @@ def _one_line(text: str) -> str:
 
 def load_checkpoint(path: PathLike, map_location="cpu", required=CHECKPOINT_KEYS,
                     fmt: str = "aevb-checkpoint", model_only: bool = False, run_id: Optional[str] = None,
-                    advise: bool = True, background: bool = False) -> dict:
+                    advise: bool = True) -> dict:
     """Load a checkpoint of format ``fmt`` without executing code; clear CheckpointError when
     unusable (a run's checkpoint, or a reproduction's sub-run state: ``aevb-reproduce``).
 
@@ -199,10 +197,7 @@ def load_checkpoint(path: PathLike, map_location="cpu", required=CHECKPOINT_KEYS
 
     ``model_only``: map the file into memory instead of reading it, and return only the entries
     of MODEL_KEYS; the other tensors (optimizer state) are never read, and a model that takes the
-    mapped tensors as its own (aevb.runs.Run.open_model) holds its weights as pages of the file.
-    ``background`` (with ``model_only``): the digests and values are checked in a background
-    thread while the caller works (aevb.checkpoints.in_background); the caller must call
-    aevb.checkpoints.settle() before it writes or shows a result (atomic_path does)."""
+    mapped tensors as its own (aevb.runs.Run.open_model) holds its weights as pages of the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -226,19 +221,6 @@ def load_checkpoint(path: PathLike, map_location="cpu", required=CHECKPOINT_KEYS
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}: it is damaged or was not "
                               "written by aevb")
-    if background and model_only:
-        in_background(functools.partial(_check, path, state, model_only, run_id, advise))  # this dict, as read
-    else:
-        _check(path, state, model_only, run_id, advise)
-    state = {k: v for k, v in state.items() if k != DIGEST and (not model_only or k in MODEL_KEYS)}
-    if torch.device(map_location if map_location is not None else "cpu").type != "cpu":
-        state = _moved(state, map_location)
-    return state
-
-
-def _check(path: Path, state: dict, model_only: bool, run_id: Optional[str], advise: bool) -> None:
-    """Raise CheckpointError (naming the file, what failed and what to do) when the loaded
-    ``state`` fails aevb.checkpoints.problem."""
     wrong = problem(state, MODEL_KEYS if model_only else None, run_id)
     if wrong:
         linked = f" (a symbolic link to {os.readlink(path)})" if path.is_symlink() else ""
@@ -251,6 +233,10 @@ def _check(path: Path, state: dict, model_only: bool, run_id: Optional[str], adv
         error = CheckpointError(f"checkpoint {path}{linked} {wrong}; {todo}")
         error.what = f"checkpoint {path}{linked} {wrong}"  # without the advice, for callers that give their own
         raise error
+    state = {k: v for k, v in state.items() if k != DIGEST and (not model_only or k in MODEL_KEYS)}
+    if torch.device(map_location if map_location is not None else "cpu").type != "cpu":
+        state = _moved(state, map_location)
+    return state
 
 
 def _intact_epoch(path: Path, run_id: Optional[str]) -> Optional[int]:

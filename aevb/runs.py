@@ -276,20 +276,18 @@ class Run:
                 f"first epoch ended. Start it again from scratch with `aevb train --resume {self.path}` "
                 f"(its saved settings), or replace it with `aevb train --out {self.path} --overwrite ...`")
 
-    def load_model(self, device="cpu", checkpoint: str = "last", background: bool = False):
+    def load_model(self, device="cpu", checkpoint: str = "last"):
         """The VAE with the weights of the ``last`` (default) or ``best`` checkpoint, in eval mode."""
-        return self.open_model(device, checkpoint, background).model
+        return self.open_model(device, checkpoint).model
 
-    def open_model(self, device="cpu", checkpoint: str = "last", background: bool = False) -> LoadedModel:
+    def open_model(self, device="cpu", checkpoint: str = "last") -> LoadedModel:
         """The model of the ``last`` or ``best`` checkpoint with the epoch it holds: every command
         that uses the model loads it here, reading only its weights (not the optimizer state).
         The model is built without memory (on the meta device) and takes the checkpoint's
         memory-mapped tensors as its own, so on the CPU its weights are pages of the file, read
-        as they are used, not a copy in anonymous memory. ``background``: the checkpoint's check
-        runs beside the caller's work, which must call aevb.checkpoints.settle() before it writes
-        or returns a result (aevb.io.load_checkpoint)."""
+        as they are used, not a copy in anonymous memory."""
         path = self.checkpoint_file(checkpoint, python=True)
-        state = load_checkpoint(path, device, model_only=True, run_id=self.run_id, background=background)
+        state = load_checkpoint(path, device, model_only=True, run_id=self.run_id)
         modules = {"encoder": self.encoder, "decoder": self.decoder}
         if self.encoder is not None:  # new instances of the user's modules each time
             modules = {k: copy.deepcopy(v) for k, v in modules.items()}

@@ -1210,14 +1210,12 @@ NON_FINITE = "checkpoint {ws}/nan/checkpoints/last.pt holds NaN or infinite valu
 OTHER_RUN = "checkpoint {ws}/{run}/checkpoints/best.pt{link} belongs to another run (run id "
 SCORE, EVALUATE = "score {ws}/{run} --data digits:test --out {out}/s.csv", "evaluate {ws}/{run} --out {out}/e.json"
 EXPORT = "export {ws}/{run} --format safetensors --out {out}/export"
-ENCODE, RECONSTRUCT = "encode {ws}/{run} --data digits:test --out {out}/c.npz", "reconstruct {ws}/{run} --data digits:test --out {out}/rec"
 RESUME = "train --resume {ws}/{run} --epochs 4 --no-progress --threads 1"
 # (command with {run}, the run folder, exit status, what the one line holds: each part in it)
 CHECKPOINT_CASES = [
     *[(cmd, "bad_last", 2, [DAMAGED.replace("{file}", "last.pt"), INTACT_BEST])
       for cmd in (SCORE, EVALUATE, EXPORT, "report {ws}/{run} --out {out}/r.html")],
     (RESUME, "bad_last", 2, [DAMAGED.replace("{file}", "last.pt"), INTACT_BEST, "to train on, restore last.pt"]),
-    *[(cmd, "bad_last", 2, [DAMAGED.replace("{file}", "last.pt"), INTACT_BEST]) for cmd in (ENCODE, RECONSTRUCT)],
     *[(cmd + " --checkpoint best", "bad_best", 2, [DAMAGED.replace("{file}", "best.pt"), INTACT_LAST])
       for cmd in (SCORE, EVALUATE, EXPORT)],
     (RESUME, "bad_best", 2, [DAMAGED.replace("{file}", "best.pt"), "the resumed run would keep a best checkpoint "
@@ -1265,43 +1263,6 @@ def test_a_checkpoint_that_fails_its_check_is_refused_and_nothing_is_written(pro
     else:
         assert [p for p in tmp_path.iterdir() if p.name != "cache"], "no output was written"
     assert snapshot(proofs) == before, "files changed"
-
-
-@pytest.mark.parametrize("argv", [SCORE, ENCODE, RECONSTRUCT])
-def test_the_check_of_a_command_runs_beside_its_work_and_a_failure_leaves_no_output(proofs, tmp_path, argv, capsys,
-                                                                                   monkeypatch, one_thread):
-    """The new-data commands check the model in a background thread while they read and compute;
-    a check that fails after the work is done still ends the command with its one line and no
-    output, and the Python API checks before it returns."""
-    import shlex
-    import threading
-
-    import aevb.io as aio
-
-    real, threads_seen = aio.problem, []
-
-    def slow_failure(state, keys=None, run_id=None):
-        threads_seen.append(threading.current_thread() is threading.main_thread())
-        time.sleep(0.5)  # the work goes on meanwhile
-        return "is damaged: the digest of its model weights does not match (a test)"
-
-    monkeypatch.setenv("AEVB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(aio, "problem", slow_failure)
-    args = shlex.split(argv.replace("{ws}", str(proofs)).replace("{run}", "run").replace("{out}", str(tmp_path)))
-    before = snapshot(proofs)
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "last.pt is damaged: the digest of its model weights does not match (a test)" in lines[0]
-    assert threads_seen[0] is False, "the check ran in the command's own thread"
-    assert not [p for p in tmp_path.iterdir() if p.name != "cache"], "an output was written"
-    assert snapshot(proofs) == before
-    threads_seen.clear()
-    with pytest.raises(CheckpointError, match="a test"):
-        load_run(proofs / "run").score("digits:test")
-    assert threads_seen and all(threads_seen), "the Python API's check ran in the background"
-    monkeypatch.setattr(aio, "problem", real)
-    assert main(args) == 0  # and with the real check, the same command writes its output
 
 
 def test_the_python_api_refuses_what_the_commands_refuse(proofs):

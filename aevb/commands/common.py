@@ -14,7 +14,6 @@ from pathlib import Path
 
 from .. import threads
 from ..bounds import eval_rows
-from ..checkpoints import settle
 from ..config.ranges import THREADS
 from ..devices import resolve_device
 from ..errors import USER_ERRORS, ConfigError, interruption
@@ -128,7 +127,7 @@ def run_command(args: argparse.Namespace) -> int:
             if getattr(args, "threads", None) is not None:  # given: from the start (commands that load a
                 check_threads(args.threads)                   # model choose by its size otherwise)
                 threads.set_threads(args.threads)
-            return int(settled(args.func, args) or 0)
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return interrupted()
     except user_errors() as e:
@@ -149,23 +148,6 @@ def run_command(args: argparse.Namespace) -> int:
         if interruption(e) is not None:  # Ctrl-C that a library's clean-up turned into another error
             return interrupted()
         return internal_error(args, e)
-
-
-def settled(func, args: argparse.Namespace):
-    """``func(args)``, then the checkpoint checks it left running in the background
-    (aevb.checkpoints.settle): a failed check is the command's error, also when the work failed
-    first (a damaged model can make the work fail in other ways); Ctrl-C stays Ctrl-C."""
-    try:
-        result = func(args)
-    except BaseException as e:
-        try:
-            settle()
-        except Exception as failed:
-            if isinstance(e, Exception):
-                raise failed from e
-        raise
-    settle()
-    return result
 
 
 def interrupted() -> int:

@@ -48,10 +48,8 @@ def open_run(args: argparse.Namespace) -> Run:
 
 
 def model_and_items(run: Run, args: argparse.Namespace):
-    """(model, items) of --data on --device; says which unreadable images were left out. The
-    checkpoint's check runs while the items are read and the work begins: outputs, and the
-    command's end, wait for it (aevb.checkpoints.settle)."""
-    model = run.load_model(resolve_device(args.device), args.checkpoint, background=True)
+    """(model, items) of --data on --device; says which unreadable images were left out."""
+    model = run.load_model(resolve_device(args.device), args.checkpoint)
     choose_threads(args, model)
     items = run.preprocess(data_source(args), skip_bad_images=args.skip_bad_images, progress=args.progress, seed=args.seed)
     if items.skipped:

@@ -13,7 +13,6 @@ from typing import Dict, List, Optional, Sequence
 
 from torch import Tensor
 
-from ..checkpoints import settle
 from ..units import format_bytes
 from ..errors import DataError, DiskFullError
 from ..images import png_bytes, to_images
@@ -117,7 +116,6 @@ class PngFolder:
         self.stage = stage_path(self.out)
 
     def __enter__(self) -> "PngFolder":
-        settle()  # the model passes its checkpoint's check before any file is made
         if self.stage.exists():
             shutil.rmtree(self.stage)
         self.stage.mkdir(parents=True)
