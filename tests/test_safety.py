@@ -1210,12 +1210,14 @@ NON_FINITE = "checkpoint {ws}/nan/checkpoints/last.pt holds NaN or infinite valu
 OTHER_RUN = "checkpoint {ws}/{run}/checkpoints/best.pt{link} belongs to another run (run id "
 SCORE, EVALUATE = "score {ws}/{run} --data digits:test --out {out}/s.csv", "evaluate {ws}/{run} --out {out}/e.json"
 EXPORT = "export {ws}/{run} --format safetensors --out {out}/export"
+ENCODE, RECONSTRUCT = "encode {ws}/{run} --data digits:test --out {out}/c.npz", "reconstruct {ws}/{run} --data digits:test --out {out}/rec"
 RESUME = "train --resume {ws}/{run} --epochs 4 --no-progress --threads 1"
 # (command with {run}, the run folder, exit status, what the one line holds: each part in it)
 CHECKPOINT_CASES = [
     *[(cmd, "bad_last", 2, [DAMAGED.replace("{file}", "last.pt"), INTACT_BEST])
       for cmd in (SCORE, EVALUATE, EXPORT, "report {ws}/{run} --out {out}/r.html")],
     (RESUME, "bad_last", 2, [DAMAGED.replace("{file}", "last.pt"), INTACT_BEST, "to train on, restore last.pt"]),
+    *[(cmd, "bad_last", 2, [DAMAGED.replace("{file}", "last.pt"), INTACT_BEST]) for cmd in (ENCODE, RECONSTRUCT)],
     *[(cmd + " --checkpoint best", "bad_best", 2, [DAMAGED.replace("{file}", "best.pt"), INTACT_LAST])
       for cmd in (SCORE, EVALUATE, EXPORT)],
     (RESUME, "bad_best", 2, [DAMAGED.replace("{file}", "best.pt"), "the resumed run would keep a best checkpoint "
