@@ -211,6 +211,8 @@ def test_the_page_marks_units_from_the_active_list_it_is_given(run_dir, tmp_path
     """explorer.js greys the units the payload's "active" list says are inactive, and computes no
     activity of its own from the KL."""
     monkeypatch.setattr(explorer_page, "unit_variances", lambda mu: torch.tensor([0.5, 0.005, 0.02], dtype=torch.float64))
+    # every unit carries KL above the threshold (the trained run's own KLs depend on its training)
+    monkeypatch.setattr(explorer_page, "kl_per_dimension", lambda model, x: torch.tensor([0.05, 0.3, 0.02], dtype=torch.float64))
     p = _payload(write_explorer(run_dir, out=tmp_path / "e.html").path)
     assert p["latent"]["active"] == [True, False, True] and p["latent"]["variance"] == [0.5, 0.005, 0.02]
     assert min(p["latent"]["kl"]) > 0.01  # every unit carries KL: the old KL rule would call all three active

@@ -205,6 +205,8 @@ def test_units_are_marked_inactive_from_the_pages_active_list(grey_run, browser,
     """Activity is Var_x E_q[z_j|x] > 0.01, computed in Python: the page marks exactly the units
     its "active" list names, whatever their KL (every unit here carries KL > 0.01)."""
     monkeypatch.setattr(explorer_page, "unit_variances", lambda mu: torch.tensor([0.5, 0.005, 0.02], dtype=torch.float64))
+    # every unit carries KL above the threshold (the trained run's own KLs depend on its training)
+    monkeypatch.setattr(explorer_page, "kl_per_dimension", lambda model, x: torch.tensor([0.05, 0.3, 0.02], dtype=torch.float64))
     path = write_explorer(grey_run, out=tmp_path / "explorer.html").path
     p = Page(browser, path)
     try:

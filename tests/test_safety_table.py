@@ -224,7 +224,7 @@ CASES = [
     Case("overlapping splits (one file under two names)",
          f"train --dataset celeba --data-dir {{ws}}/celeba --out {{ws}}/new {T}", 2,
          "000002.jpg (train) and {ws}/celeba/img_align_celeba/000099.jpg (test)"),
-    Case("work that cannot fit", f"train --kl mc --samples 100000 --out {{ws}}/new {T}", 2,
+    Case("work that cannot fit", f"train --kl mc --samples 100000 --batch-size 128 --out {{ws}}/new {T}", 2,
          "needs 54.1 GB; lower --batch-size, --samples"),
     Case("too many workers", "data prepare folder:{ws}/pics --workers 100000", 2, "--workers 100000 is out of range"),
     Case("kill -9 of a conversion and its workers", "data prepare folder:{ws}/big --cache-dir {ws}/kill-cache "
