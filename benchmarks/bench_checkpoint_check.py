@@ -1,6 +1,6 @@
 """What the checkpoint check costs: the digest written with each checkpoint and the check on load.
 
-Every checkpoint is sealed when saved (``aevb.checkpoints.seal``: a SHA-256 per entry) and
+Every checkpoint is sealed when saved (``aevb.checkpoints.seal``: an XXH3-128 digest per entry) and
 checked when loaded (``aevb.checkpoints.problem``: the digests, finite weights and optimizer
 state, the run id). Two measurements, each a ratio taken in one process:
 
