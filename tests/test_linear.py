@@ -132,3 +132,51 @@ def test_training_is_the_same_with_and_without_the_buffers(monkeypatch, tmp_path
     b = runs["wide"].load_model().state_dict()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture
+def blocks(wide, monkeypatch):
+    """Blocks of 8 output features, so a layer of a few dozen outputs spans several."""
+    monkeypatch.setattr(linear, "ROW_BLOCK", 8)
+
+
+@pytest.mark.parametrize("n_in, n_out", [(12, 43), (200, 7), (30, 30)])  # many outputs, many inputs, neither
+def test_products_in_blocks_or_transposed_equal_f_linear(blocks, n_in, n_out):
+    ours, ref = pair(n_in, n_out)
+    x = torch.randn(2, 9, n_in)
+    with torch.no_grad():
+        got, want = ours(x), ref(x)
+    assert got.shape == want.shape and got.is_contiguous()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    got_g = grads(ours, x)
+    want_g = grads(ref, x)
+    for g, w in zip(got_g, want_g):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_weight_gradient_in_blocks_accumulates_in_place(blocks):
+    ours, ref = pair(12, 43)
+    x = torch.randn(16, 12)
+    for _ in range(2):  # the second pass adds into the kept buffer, block by block
+        with grads_in_place():
+            (ours(x) * torch.linspace(-1, 1, 43)).sum().backward()
+        (ref(x) * torch.linspace(-1, 1, 43)).sum().backward()
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_frozen_weights_still_give_the_input_gradient(blocks):
+    ours, ref = pair(12, 43)
+    for layer in (ours, ref):
+        layer.requires_grad_(False)
+    x = torch.randn(5, 12, requires_grad=True)
+    (gx,) = torch.autograd.grad(ours(x).square().sum(), x)
+    (want,) = torch.autograd.grad(ref(x).square().sum(), x)
+    torch.testing.assert_close(gx, want, rtol=1e-5, atol=1e-6)
+    assert ours.weight.grad is None
+
+
+def test_a_trace_gets_the_plain_product(blocks):
+    ours, ref = pair(12, 43)
+    traced = torch.jit.trace(ours, torch.randn(3, 12))
+    assert "copy_" not in str(traced.graph)
+    torch.testing.assert_close(traced(torch.ones(2, 12)), ref(torch.ones(2, 12)))
