@@ -88,19 +88,19 @@ def _blocks(n: int):
     return [(i, min(i + ROW_BLOCK, n)) for i in range(0, n, ROW_BLOCK)]
 
 
-def _many_outputs(weight: Tensor) -> bool:
-    """Whether a wide layer's products go by blocks of output features: on the CPU, with at
-    least two blocks and at least as many outputs as inputs."""
-    out_f, in_f = weight.shape
-    return weight.device.type == "cpu" and out_f >= 2 * ROW_BLOCK and out_f >= in_f
+def _by_blocks(out_f: int, in_f: int, device: torch.device) -> bool:
+    """Whether a wide layer's products (forward and weight gradient) go by blocks of output
+    features: on the CPU, with at least two blocks and at least as many outputs as inputs."""
+    return device.type == "cpu" and out_f >= 2 * ROW_BLOCK and out_f >= in_f
 
 
 def product(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     """x W^T + b for x [N, in], W [out, in], b [out] -> [N, out] (contiguous), in the order that
     runs fastest on the CPU for a wide layer: by blocks of ROW_BLOCK output features when the
-    outputs are many, as (W x^T)^T when the inputs outnumber the outputs MANY_INPUTS times; else one product."""
+    outputs are many, as (W x^T)^T when the inputs outnumber the outputs MANY_INPUTS times, else
+    as one product."""
     out_f, in_f = weight.shape
-    if _many_outputs(weight):
+    if _by_blocks(out_f, in_f, weight.device):
         y = torch.empty(x.shape[0], out_f, dtype=torch.result_type(x, weight), device=x.device)
         for a, b in _blocks(out_f):
             part = x @ weight[a:b].t() if bias is None else torch.addmm(bias[a:b], x, weight[a:b].t())
@@ -118,9 +118,7 @@ def _weight_grad(g: Tensor, x: Tensor, out: Optional[Tensor] = None, add: bool =
     out_f = g.shape[1]
     if out is None:
         out = torch.empty(out_f, x.shape[1], dtype=torch.result_type(g, x), device=g.device)
-    blocks = _blocks(out_f) if g.device.type == "cpu" and out_f >= 2 * ROW_BLOCK and out_f >= x.shape[1] \
-        else [(0, out_f)]
-    for a, b in blocks:
+    for a, b in _blocks(out_f) if _by_blocks(out_f, x.shape[1], g.device) else [(0, out_f)]:
         if add:
             out[a:b].addmm_(g[:, a:b].t(), x)
         else:
