@@ -2,6 +2,7 @@
 data's shape from settings and file headers alone."""
 import numpy as np
 import pytest
+import torch
 
 from aevb.config import merge
 from aevb.data import load_dataset
@@ -110,3 +111,26 @@ def test_the_memory_of_a_cuda_device_comes_from_the_driver(monkeypatch):
     with pytest.raises(ValueError, match=r"GB of GPU memory but cuda:0 \(GPU 0\) has 1.0 GB"):
         check_memory(cfg, (1, 28, 28))
     assert check_memory(tiny_config(train={"device": "cuda:0"}), (1, 8, 8)).total < 10 ** 9
+
+
+@pytest.mark.parametrize("pass_s, passes", [(0.15, 1), (0.0, 2)])
+def test_the_time_estimate_runs_its_probe_twice_only_when_a_pass_is_short(monkeypatch, pass_s, passes):
+    """A long probe pass is timed as it is (a second would cost as much again on a large model);
+    a short one is run again after a warm-up. The estimate scales the timed pass to n x k."""
+    import time as time_mod
+
+    from aevb import bounds
+
+    calls = []
+
+    def fake_pass(model, probe, **kw):
+        calls.append(len(probe))
+        time_mod.sleep(pass_s)
+
+    monkeypatch.setattr(bounds, "evaluate_bounds", fake_pass)
+    model = torch.nn.Linear(3, 3)
+    monkeypatch.setattr(bounds, "budget_rows", lambda model, budget=None: 64)
+    seconds = bounds.estimate_seconds(model, torch.zeros(640, 3), k=1)
+    assert calls == [64] * passes
+    if passes == 1:
+        assert 10 * pass_s <= seconds < 10 * (pass_s + 0.1)  # 640 rows = 10 probes of 64
