@@ -142,8 +142,7 @@ def estimate_seconds(model, x: Union[Split, Tensor], k: int, budget: Optional[in
     pb = max(1, min(n, 64, rows))
     ps = max(1, min(k, rows // pb))
     probe = as_split(x).rows(0, pb, next(model.parameters()).device)
-    seconds = PROBE_ALONE_S
-    for _ in range(2):
+    for _ in range(2):  # (the second pass only after a short first one, its warm-up)
         t0 = time.perf_counter()
         evaluate_bounds(model, probe, k=ps, batch_size=pb, chunk=ps)
         seconds = time.perf_counter() - t0

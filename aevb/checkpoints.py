@@ -28,7 +28,7 @@ import secrets
 from concurrent.futures import ThreadPoolExecutor
 from collections import OrderedDict
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, NamedTuple, Optional
 
 import torch
 import xxhash
@@ -38,8 +38,15 @@ RUN_ID = "run_id"  # the id of the run that wrote the checkpoint, as in its run.
 ALGORITHM = "xxh3-chunks"  # what seal writes: XXH3-128, tensors over CHUNK bytes by chunk digests
 # what a load checks: each scheme's hash, whether large tensors enter by chunks, and whether the
 # digest carries the finite record (earlier versions wrote the two SHA-256 schemes without it)
-ALGORITHMS = {"sha256": (hashlib.sha256, False, False), "sha256-chunks": (hashlib.sha256, True, False),
-              "xxh3-chunks": (xxhash.xxh3_128, True, True)}
+class Scheme(NamedTuple):
+    new_hash: Callable  # the hash's constructor (hashlib.sha256, xxhash.xxh3_128)
+    chunked: bool  # tensors over CHUNK bytes enter by the digests of their chunks
+    finite_record: bool  # the digest records whether the model and optimizer state were finite
+
+
+ALGORITHMS = {"sha256": Scheme(hashlib.sha256, chunked=False, finite_record=False),
+              "sha256-chunks": Scheme(hashlib.sha256, chunked=True, finite_record=False),
+              "xxh3-chunks": Scheme(xxhash.xxh3_128, chunked=True, finite_record=True)}
 FINITE_RECORD = "finite"  # the digest's record: {entry: whether its tensors were all finite when sealed}
 CHUNK = 1 << 24  # bytes of one chunk of a large tensor
 # the entries whose tensors must be finite, with what to call them in messages
@@ -109,9 +116,9 @@ def entry_digest(value, algorithm: str = ALGORITHM, finite: Optional[bool] = Non
     """The hexadecimal digest of one entry under ``algorithm`` (one of ALGORITHMS); ``finite``
     (for the entries of FINITE under a scheme with the finite record): whether its tensors were
     all finite, which enters the digest, so a changed record does not match."""
-    new_hash, chunked, _ = ALGORITHMS[algorithm]
-    h = new_hash()
-    _feed(h, value, new_hash if chunked else None)
+    scheme = ALGORITHMS[algorithm]
+    h = scheme.new_hash()
+    _feed(h, value, scheme.new_hash if scheme.chunked else None)
     if finite is not None:
         h.update(b"finite:1;" if finite else b"finite:0;")
     return h.hexdigest()
@@ -193,7 +200,7 @@ def problem(state: dict, keys: Optional[Iterable[str]] = None, run_id: Optional[
         algorithm = digest.get("algorithm") if isinstance(digest, dict) else None
         if not isinstance(entries, dict) or not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
             return "is damaged: its digest entry is unreadable"
-        record = digest.get(FINITE_RECORD) if ALGORITHMS[algorithm][2] else None
+        record = digest.get(FINITE_RECORD) if ALGORITHMS[algorithm].finite_record else None
         record = record if isinstance(record, dict) else {}
         wanted = list(entries) if keys is None else [k for k in asked if k in entries]
         lost = [k for k in wanted if k not in state]

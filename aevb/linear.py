@@ -21,9 +21,10 @@ Outside ``grads_in_place`` the gradient is returned to autograd as usual, so
 On the CPU the products of wide layers, with or without gradients, also run in the order the
 CPU's BLAS handles fastest for such shapes (:func:`product`): a layer with many outputs (the
 decoder's 1,164 x 116,412 output layer) in blocks of ``ROW_BLOCK`` output features, 1.4-1.7x
-faster in float32 than one product whose output rows span 116,412 values; a layer with many inputs (the encoder's input layer) as (W x^T)^T, about 1.3x faster. The weight
-gradient of a layer with many outputs is written by the same blocks. Smaller layers, and every
-layer on other devices, are plain ``F.linear``.
+faster in float32 than one product whose output rows span 116,412 values; a layer with many
+inputs (the encoder's input layer) as (W x^T)^T, about 1.3x faster. The weight gradient of a
+layer with many outputs is written by the same blocks. Smaller layers, and every layer on other
+devices or inside a trace, an export or a compilation, are plain ``F.linear``.
 """
 from __future__ import annotations
 
@@ -197,7 +198,9 @@ class Linear(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.weight
-        if _traced() or w.numel() < WIDE_WEIGHTS:
+        # (the size from the layer's own ints: a trace records no comparison of tensors here, and
+        # small layers, every step of an MNIST model, pay nothing more than nn.Linear)
+        if self.in_features * self.out_features < WIDE_WEIGHTS or _traced():
             return F.linear(x, w, self.bias)
         lead = x.shape[:-1]
         flat = x.reshape(-1, x.shape[-1])
