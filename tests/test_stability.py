@@ -252,7 +252,7 @@ def test_presets_keep_the_settings_they_were_measured_with():
                     key in ("latent_dim", "encoder_hidden", "batch_size"), (name, key)
     assert "center_inputs" not in PRESETS["vamp-mnist"]["model"]
     assert PRESETS["digits"]["model"]["latent_dim"] == 8  # a preset's own value wins
-    assert PRESETS["celeba-mlp"]["optim"]["warmup_steps"] == 100
+    assert PRESETS["celeba-mlp"]["optim"]["warmup_steps"] == 50
     assert PRESETS["pytorch-example"]["model"]["center_inputs"] is False
 
 
