@@ -92,8 +92,8 @@ PRESETS = {
     # warm-up to the rate trains smoothly from the first step. Batch 128 with Adam 4e-4 after 50
     # warm-up steps (batch 64 with Adam 1e-4 after 100 before): a step's optimizer work (271 M
     # weights and two moments each) is shared by twice the images, 1.25x the images per second in
-    # bfloat16, and the test ELBO on the CelebA subset was higher after 3 epochs and after 10
-    # (benchmarks/RESULTS.md, "celeba-mlp: batch 128").
+    # bfloat16 and 1.32x in float32, and the test ELBO on the CelebA subset was higher after 10
+    # epochs in both precisions (benchmarks/RESULTS.md, "celeba-mlp: batch 128").
     "celeba-mlp": {
         "data": {"dataset": "celeba"},
         "model": {"latent_dim": 10, "encoder_hidden": [1164, 116], "activation": "relu", "likelihood": "bernoulli"},
