@@ -4,8 +4,9 @@ Runs the whole command a user runs,
 
     aevb train --preset celeba-mlp --dataset celeba --data-dir DIR --epochs E --precision P
 
-once per precision and round, alternating float32 and bfloat16 (and, with ``--before SRC``, the
-same commands with the aevb of another source tree, on PYTHONPATH), and reads from each run's
+once per setting and round, alternating float32 and bfloat16 or the settings of ``--variant``
+(and, with ``--before SRC``, the same commands with the aevb of another source tree, on
+PYTHONPATH), and reads from each run's
 ``metrics.jsonl`` the training time of every epoch. A full CelebA epoch (162,770 faces) is
 extrapolated from the images per second of the measured epochs (all of them; the first includes
 no set-up, which the command does before it). The reference, measured in the same process before
@@ -27,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -108,7 +110,7 @@ def main(argv=None) -> int:
         name, _, options = v.partition("=")
         if not options and name not in PRECISIONS:
             p.error(f"--variant {v!r}: give NAME=OPTIONS, or one of {', '.join(PRECISIONS)}")
-        variants[name] = options.split() if options else PRECISIONS[name]
+        variants[name] = shlex.split(options) if options else PRECISIONS[name]
     here = str(Path(__file__).resolve().parents[1])
     trees = [("after", here)] + ([("before", args.before)] if args.before else [])
     print(f"{_cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, python {platform.python_version()}",
