@@ -34,6 +34,7 @@ from typing import Callable, Dict, Iterator, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from . import linear
 from .data.base import Split, as_split
 from .distributions import kl_normal_standard
 
@@ -276,6 +277,7 @@ def batch_bounds(model, x: Union[Split, Tensor], k: int = 1, batch_size: Optiona
     if batch_size < 1 or chunk < 1:
         raise ValueError("batch_size and chunk must be at least 1")
     noise = noise if noise is not None else SeededNoise(0)
+    linear.fresh_low_copies()  # bfloat16 copies of wide layers' weights: made once per evaluation
     was_training = model.training
     model.eval()
     try:

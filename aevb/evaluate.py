@@ -23,7 +23,7 @@ from torch import Tensor
 from .bits import LN2, bits_per_dim, bpd_convention  # noqa: F401 (read from here too)
 from .bounds import ACTIVE_UNIT_THRESHOLD, Bounds, active_mask, active_unit_variances, evaluate_bounds
 from .data.base import binarized
-from .devices import resolve_device
+from .devices import check_precision, precision_context, resolve_device
 from .errors import RunError
 from .io import atomic_path, atomic_write_text
 from .runs import Run
@@ -97,11 +97,13 @@ def evaluate_run(run, split: str = "test", k: int = 1, batch_size: Optional[int]
                  chunk: Optional[int] = None, seed: int = 0, device: Union[str, torch.device] = "cpu",
                  progress: bool = False, budget: Optional[int] = None, compile: bool = False,
                  per_datapoint: bool = False, data=None, check=None, limit: Optional[int] = None,
-                 checkpoint: str = "last") -> dict:
+                 checkpoint: str = "last", precision: str = "fp32") -> dict:
     """Evaluate a run (``aevb.runs.Run`` or its folder) on one split (its first ``limit``
     datapoints when given: a quicker estimate, said in the result); returns the summary dict.
     ``checkpoint``: the model of the run's ``last`` or ``best`` checkpoint (the result names it
-    and its epoch).
+    and its epoch). ``precision``: ``bf16`` runs the networks in bfloat16 autocast (faster for
+    large MLPs and conv networks on CPUs with bfloat16 arithmetic; the bounds are still summed in
+    float32, and the result says which was used).
 
     ``check(model, x)``, if given, is called once the model and data are loaded and before the
     evaluation starts (e.g. to print an estimate of its cost, or to refuse it by raising).
@@ -109,6 +111,7 @@ def evaluate_run(run, split: str = "test", k: int = 1, batch_size: Optional[int]
     With ``per_datapoint=True`` the dict also holds ``"per_datapoint"``: numpy arrays ``index``,
     ``label`` (or None), ``elbo``, ``log_px_given_z``, ``kl``, ``lk`` (not JSON; pop it first).
     """
+    check_precision(precision)
     run = run if isinstance(run, Run) else Run(run)
     dev = resolve_device(device) if isinstance(device, str) else device
     loaded = run.open_model(dev, checkpoint)
@@ -120,14 +123,16 @@ def evaluate_run(run, split: str = "test", k: int = 1, batch_size: Optional[int]
     if x.dim != model.data_dim:
         raise RunError(f"the {split} split has {x.dim} values per datapoint but the run's model "
                        f"expects {model.data_dim}; check the run's data set and --data-dir")
-    if check is not None:
-        check(model, x)
-    b = evaluate_bounds(model, x, k, batch_size, chunk, seed, progress, budget, compile,
-                        desc=f"L_{k} on {split}")
+    with precision_context(dev, precision):  # (the check's estimate times a pass in it too)
+        if check is not None:
+            check(model, x)
+        b = evaluate_bounds(model, x, k, batch_size, chunk, seed, progress, budget, compile,
+                            desc=f"L_{k} on {split}")
     out = {"format": EVALUATION_FORMAT, "version": EVALUATION_VERSION, "aevb_version": __version__, "run": str(run.path),
            "split": split, "datapoints": len(x), "split_datapoints": n_split,
            "dataset": run.config.data.dataset, "checkpoint": loaded.checkpoint, "epoch": loaded.epoch,
            "likelihood": run.config.model.likelihood, "seed": int(seed), "device": str(dev),
+           "precision": precision,
            "torch_version": torch.__version__,
            "units": "nats per datapoint (summed over the data dimensions); loss = -ELBO"}
     out.update(summarize(b, x.dim, kind, levels, run.config.model.likelihood,

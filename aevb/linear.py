@@ -29,6 +29,7 @@ devices or inside a trace, an export or a compilation, are plain ``F.linear``.
 from __future__ import annotations
 
 import threading
+import weakref
 from contextlib import contextmanager
 from typing import Optional
 
@@ -47,6 +48,8 @@ ROW_BLOCK = 1024
 MANY_INPUTS = 16
 
 _state = threading.local()
+# bumped by fresh_low_copies: a kept bfloat16 copy made under an earlier value is copied again
+_generation = [0]
 
 
 @contextmanager
@@ -61,6 +64,13 @@ def grads_in_place():
         yield
     finally:
         _state.in_place = before
+
+
+def fresh_low_copies() -> None:
+    """Make every wide layer copy its weights into its kept bfloat16 copy again at its next pass
+    without gradients. The evaluation engine calls it once per evaluation, so a change the weights'
+    version counter does not see (a write through ``.data``) is never evaluated stale."""
+    _generation[0] += 1
 
 
 def _autocast_bf16(device: torch.device) -> bool:
@@ -140,6 +150,7 @@ class _WideLinear(torch.autograd.Function):
             else:
                 w_m = layer._buffer("low_weight", weight.shape, low, weight.device)
                 w_m.copy_(weight.detach())
+                layer.__dict__.pop("_low_key", None)  # (the copy is of this step's weights only)
                 x_m = x.to(low)
             y = product(x_m, w_m, None if bias is None else bias.to(w_m.dtype))
         ctx.save_for_backward(x_m, w_m)
@@ -205,17 +216,41 @@ class Linear(nn.Linear):
         lead = x.shape[:-1]
         flat = x.reshape(-1, x.shape[-1])
         if not torch.is_grad_enabled() or not (w.requires_grad or x.requires_grad):
-            if w.device.type != "cpu" or _autocast_bf16(x.device) or flat.dtype != w.dtype:
-                return F.linear(x, w, self.bias)  # (autocast's own casts; mixed dtypes raise as nn.Linear does)
+            if _autocast_bf16(x.device) and w.dtype == torch.float32:
+                kind = x.device.type
+                with torch.autocast(kind, enabled=False):  # what autocast computes, from a kept copy
+                    low = self._low_weight()
+                    y = product(flat.to(low.dtype), low, None if self.bias is None else self.bias.to(low.dtype))
+                return y.reshape(*lead, y.shape[-1])
+            if w.device.type != "cpu" or flat.dtype != w.dtype:
+                return F.linear(x, w, self.bias)  # (mixed dtypes raise as nn.Linear does)
             y = product(flat, w, self.bias)
         else:
             low = torch.bfloat16 if _autocast_bf16(x.device) and w.dtype == torch.float32 else None
             y = _WideLinear.apply(flat, w, self.bias, self, low)
         return y.reshape(*lead, y.shape[-1])
 
+    def _low_weight(self) -> Tensor:
+        """The layer's kept bfloat16 copy of its weights for passes without gradients, copied
+        again only when the weights changed since (their version counter or storage) or
+        :func:`fresh_low_copies` was called, so an evaluation in bfloat16 converts 135 M weights
+        once, not at every batch."""
+        w = self.weight
+        low = self._buffer("low_weight", w.shape, torch.bfloat16, w.device)
+        try:
+            key = (w._version, w.data_ptr(), _generation[0])
+        except RuntimeError:  # an inference tensor has no version counter: copy every time
+            key = None
+        kept = self.__dict__.get("_low_key")  # (key, the copy it was made into)
+        if key is None or kept is None or kept[0] != key or kept[1]() is not low:
+            low.copy_(w.detach())
+            self.__dict__["_low_key"] = (key, weakref.ref(low))
+        return low
+
     def __getstate__(self):  # copies and pickles leave the buffers behind
         state = self.__dict__.copy()
         state.pop("_wide_buffers", None)
+        state.pop("_low_key", None)
         return state
 
 
@@ -225,3 +260,4 @@ def release_buffers(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, Linear):
             m.__dict__.pop("_wide_buffers", None)
+            m.__dict__.pop("_low_key", None)

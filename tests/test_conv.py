@@ -249,7 +249,7 @@ def test_check_fits_names_the_fix():
 
 
 def test_bf16_training_precision_keeps_the_bound_in_float32(one_thread):
-    from aevb.training.objective import training_precision
+    from aevb.devices import precision_context
 
     shape = (3, 16, 16)
     model = VAE.from_config(_model_cfg(likelihood="discretized-logistic"), 768, shape)
@@ -257,7 +257,7 @@ def test_bf16_training_precision_keeps_the_bound_in_float32(one_thread):
     torch.manual_seed(3)
     exact = model.elbo(x)
     torch.manual_seed(3)
-    with training_precision(torch.device("cpu"), "bf16"):
+    with precision_context(torch.device("cpu"), "bf16"):
         mu, _ = model.encoder_params(x)
         half = model.elbo(x)
         params = model.decoder_params(torch.randn(2, 8, 3))

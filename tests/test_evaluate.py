@@ -357,6 +357,50 @@ def test_evaluate_without_k_reports_the_elbo(tiny_run, capsys):
     assert json.loads((tiny_run / "evaluation-train.json").read_text())["n"] == 1438
 
 
+@pytest.mark.parametrize("wide", [False, True])
+def test_bf16_evaluation_is_close_to_float32_and_says_so(tiny_run, tmp_path, monkeypatch, wide):
+    """--precision bf16 runs the networks in bfloat16 (the numbers move by bfloat16's rounding,
+    not more: the bound is still summed in float32), through autocast or, for wide layers, their
+    kept bfloat16 copies; the JSON says which precision it used."""
+    from aevb import linear
+
+    if wide:
+        monkeypatch.setattr(linear, "WIDE_WEIGHTS", 1)  # every layer takes the kept-copy path
+    got = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / f"{precision}.json"
+        assert main(["evaluate", str(tiny_run), "--k", "10", "--precision", precision, "--out", str(out),
+                     "--no-progress"]) == 0
+        got[precision] = json.loads(out.read_text())
+        assert got[precision]["precision"] == precision
+    f, b = got["fp32"], got["bf16"]
+    for key in ("elbo", "lk"):
+        assert b[key]["mean"] != f[key]["mean"]  # bfloat16 was used
+        assert b[key]["mean"] == pytest.approx(f[key]["mean"], rel=2e-3)
+
+
+def test_bf16_scores_from_python_and_bad_precisions(tiny_run, tmp_path, capsys):
+    from aevb import ConfigError
+    from aevb.evaluate import evaluate_run
+    from aevb.runs import Run
+
+    x = torch.rand(40, 64)
+    run = Run(tiny_run)
+    f, b = run.score(x, k=5, compressor=None), run.score(x, k=5, compressor=None, precision="bf16")
+    assert not np.array_equal(b["lk"], f["lk"])
+    np.testing.assert_allclose(b["lk"], f["lk"], rtol=5e-3)
+    with pytest.raises(ConfigError, match="precision must be one of fp32, bf16; got 'fp16'"):
+        run.score(x, precision="fp16")
+    with pytest.raises(ConfigError, match="precision"):
+        evaluate_run(tiny_run, precision="bfloat16")
+    out = tmp_path / "e.json"
+    with pytest.raises(SystemExit) as e:  # the command line's own check of a choice
+        main(["evaluate", str(tiny_run), "--precision", "bf17", "--out", str(out)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--precision" in err and "bf17" in err and "Traceback" not in err and not out.exists()
+
+
 def test_evaluate_errors(tiny_run, tmp_path, capsys):
     assert main(["evaluate", str(tmp_path), "--k", "5"]) == 2
     assert "not an aevb run" in capsys.readouterr().err

@@ -180,3 +180,51 @@ def test_a_trace_gets_the_plain_product(blocks):
     traced = torch.jit.trace(ours, torch.randn(3, 12))
     assert "copy_" not in str(traced.graph)
     torch.testing.assert_close(traced(torch.ones(2, 12)), ref(torch.ones(2, 12)))
+
+
+def no_grad_bf16(layer, x):
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        return layer(x)
+
+
+def test_bf16_without_gradients_equals_autocast_from_a_kept_copy(wide):
+    """Without gradients under bfloat16 autocast (an evaluation) the layer gives autocast's
+    result, from a bfloat16 copy of its weights it keeps: made once, not at every batch."""
+    ours, ref = pair(300, 200)
+    x = torch.randn(3, 7, 300)
+    got = no_grad_bf16(ours, x)
+    want = no_grad_bf16(ref, x)
+    assert got.dtype == want.dtype == torch.bfloat16 and got.shape == (3, 7, 200)
+    torch.testing.assert_close(got.float(), want.float(), rtol=0.02, atol=0.02)
+    kept = ours.__dict__["_wide_buffers"]["low_weight"]
+    assert kept.dtype == torch.bfloat16 and torch.equal(kept, ours.weight.detach().to(torch.bfloat16))
+    ptr = kept.data_ptr()
+    no_grad_bf16(ours, x)  # the same weights: the same copy, not made again
+    assert ours.__dict__["_wide_buffers"]["low_weight"].data_ptr() == ptr
+
+
+def test_kept_bf16_copy_follows_changed_weights(wide):
+    """A change of the weights in place (an optimizer step, a loaded state), a new weight tensor
+    and a write through .data after fresh_low_copies (what the evaluation engine calls) each give
+    the new weights' result, never the stale copy's."""
+    ours, ref = pair(300, 200)
+    x = torch.randn(16, 300)
+
+    def check():
+        ref.load_state_dict(ours.state_dict())
+        torch.testing.assert_close(no_grad_bf16(ours, x).float(), no_grad_bf16(ref, x).float(), rtol=0.02, atol=0.02)
+
+    check()
+    with torch.no_grad():
+        ours.weight.mul_(-2.0)  # in place: the version counter moves
+    check()
+    ours.load_state_dict(pair(300, 200, seed=1)[0].state_dict())
+    check()
+    ours.weight = nn.Parameter(torch.randn(200, 300))  # another tensor
+    check()
+    before = no_grad_bf16(ours, x).float()
+    ours.weight.data.mul_(3.0)  # unseen by the version counter
+    linear.fresh_low_copies()
+    after = no_grad_bf16(ours, x).float()
+    assert (after - before).abs().max() > 10.0  # the stale copy would give `before` again
+    check()

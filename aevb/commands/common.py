@@ -15,7 +15,7 @@ from pathlib import Path
 from .. import threads
 from ..bounds import eval_rows
 from ..config.ranges import THREADS
-from ..devices import resolve_device
+from ..devices import PRECISIONS, resolve_device
 from ..errors import USER_ERRORS, ConfigError, interruption
 from ..newdata import checks
 from ..runs import CHECKPOINTS, Run, check_output
@@ -61,6 +61,13 @@ def add_device_argument(p: argparse.ArgumentParser) -> None:
     """--device, and --threads: where a command computes and on how many CPU threads."""
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     add_threads_argument(p)
+
+
+def add_precision_argument(p: argparse.ArgumentParser) -> None:
+    """--precision of the networks' arithmetic in an evaluation (the bounds stay float32)."""
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="bf16: the networks run in bfloat16 autocast, the bounds are summed in float32 (faster "
+                        "for large MLPs and conv networks on CPUs with bfloat16 arithmetic; default fp32)")
 
 
 def add_threads_argument(p: argparse.ArgumentParser) -> None:

@@ -19,8 +19,8 @@ from ..evaluate import default_output, evaluate_run, write_per_datapoint
 from ..io import atomic_write_text
 from ..runs import check_output
 from ..units import format_bytes, format_duration
-from .common import (add_checkpoint_argument, add_device_argument, add_parser, add_run_argument, check_seed,
-                     choose_threads, open_checked_run)
+from .common import (add_checkpoint_argument, add_device_argument, add_parser, add_precision_argument,
+                     add_run_argument, check_seed, choose_threads, open_checked_run)
 
 
 def register(sub) -> None:
@@ -69,6 +69,7 @@ def register(sub) -> None:
                    help="run an evaluation estimated to take over a day or more memory than this machine has")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (one is shown on a terminal)")
     add_device_argument(p)
+    add_precision_argument(p)
     add_checkpoint_argument(p)
     p.set_defaults(func=run)
 
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                           seed=args.seed, device=args.device, progress=args.progress,
                           budget=budget, compile=args.compile,
                           per_datapoint=bool(args.per_datapoint), check=lambda m, x: plan(args, m, x),
-                          limit=args.limit, checkpoint=args.checkpoint,
+                          limit=args.limit, checkpoint=args.checkpoint, precision=args.precision,
                           data=load_run_data(run_, args.data, progress=args.progress, memory_budget=args.memory_budget))
     rows = result.pop("per_datapoint", None)
     # Files are written only now, each atomically: an interrupted evaluation leaves none.

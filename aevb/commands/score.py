@@ -13,7 +13,8 @@ from ..newdata import (COMPRESSORS, DEFAULT_COMPRESSOR, DEFAULT_RANK_BY, RANK_BY
                        OutputClaim, check_ids_fit, check_k, check_table_path, matrix_note, missing_rank, rank_against,
                        resolve_output, score_novelty, write_table)
 from ..runs import check_output
-from .common import add_parser, add_run_argument, check_seed, say
+from ..devices import precision_context
+from .common import add_parser, add_precision_argument, add_run_argument, check_seed, say
 from ..units import format_duration
 from .evaluate import MAX_SECONDS
 from .items import add_data_arguments, model_and_items, open_run
@@ -64,6 +65,7 @@ def register(sub) -> None:
                         f"sets of as many items of the run's split (--reference, default test) are in {ALPHA:g} of "
                         f"{BOOTSTRAP} bootstrap draws? (scores up to {TYPICALITY_TRAIN} training items)")
     p.add_argument("--force", action="store_true", help="run a scoring estimated to take over a day")
+    add_precision_argument(p)
     p.set_defaults(func=run)
 
 
@@ -111,24 +113,25 @@ def score_items(args: argparse.Namespace, claims: contextlib.ExitStack) -> int:
         data = run_.load_data(progress=args.progress)
         ref = run_.own_items(args.reference or "test", args.seed, data)
     train_n = min(TYPICALITY_TRAIN, len(data.train)) if args.typicality else 0
-    n = len(items) + (len(ref) if ref is not None else 0) + train_n
-    seconds = estimate_seconds(model, items.split, args.k) * n / len(items) * (2 if bg is not None else 1)
-    said = f"scoring {n} datapoints x k = {args.k} samples: about {format_duration(seconds)} (estimate)"
-    if seconds > MAX_SECONDS and not args.force:
-        raise ConfigError(f"{said}; that is over a day: use a smaller --k, or --force to run it anyway")
-    if seconds > 10:
-        print(said, file=sys.stderr, flush=True)
-    likelihood = run_.config.model.likelihood
-    cols = score_novelty(model, items, args.k, likelihood, args.seed, args.progress, compressor, bg_model)
-    ref_cols = None
-    if ref is not None:
-        ref_cols = score_novelty(model, ref, args.k, likelihood, args.seed, args.progress, compressor, bg_model)
-    if args.reference is not None:
-        cols = rank_against(cols, ref_cols, rank_by, args.flag_above)
-    typical = None
-    if args.typicality:
-        typical = run_.typicality_of(model, -cols["lk"], args.k, args.reference or "test", args.seed, data,
-                                     BOOTSTRAP, ALPHA, progress=args.progress, ref_nll=-ref_cols["lk"])
+    with precision_context(next(model.parameters()).device, args.precision):  # the estimate's probe too
+        n = len(items) + (len(ref) if ref is not None else 0) + train_n
+        seconds = estimate_seconds(model, items.split, args.k) * n / len(items) * (2 if bg is not None else 1)
+        said = f"scoring {n} datapoints x k = {args.k} samples: about {format_duration(seconds)} (estimate)"
+        if seconds > MAX_SECONDS and not args.force:
+            raise ConfigError(f"{said}; that is over a day: use a smaller --k, or --force to run it anyway")
+        if seconds > 10:
+            print(said, file=sys.stderr, flush=True)
+        likelihood = run_.config.model.likelihood
+        cols = score_novelty(model, items, args.k, likelihood, args.seed, args.progress, compressor, bg_model)
+        ref_cols = None
+        if ref is not None:
+            ref_cols = score_novelty(model, ref, args.k, likelihood, args.seed, args.progress, compressor, bg_model)
+        if args.reference is not None:
+            cols = rank_against(cols, ref_cols, rank_by, args.flag_above)
+        typical = None
+        if args.typicality:
+            typical = run_.typicality_of(model, -cols["lk"], args.k, args.reference or "test", args.seed, data,
+                                         BOOTSTRAP, ALPHA, progress=args.progress, ref_nll=-ref_cols["lk"])
     write_table(out, cols)
     print(summary(cols, args.k, items, args.reference, rank_by))
     if typical is not None:

@@ -116,7 +116,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     threads: Optional[int] = None  # torch intra-op threads (None: one for a small step, else PyTorch's; aevb.threads)
-    precision: str = "fp32"  # fp32, or bf16: networks in bfloat16 autocast for training steps (bounds and evaluation stay fp32)
+    precision: str = "fp32"  # fp32, or bf16: networks in bfloat16 autocast for training steps (the bounds and the test bound stay fp32)
     images_every: int = 1  # write reconstruction / sample grids every n epochs (0: never)
     progress: bool = True  # show progress bars
     tensorboard: bool = True

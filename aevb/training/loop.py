@@ -27,7 +27,7 @@ from .. import distributed, linear, threads
 from ..bounds import dataset_bound, elbo_sums, eval_rows
 from ..config import RunConfig
 from ..data import Dataset, Split
-from ..devices import resolve_device
+from ..devices import precision_context, resolve_device
 from ..errors import ConfigError, DiskFullError, RunError, interruption
 from ..io import save_checkpoint
 from ..model import VAE
@@ -40,7 +40,7 @@ from . import session
 from .callbacks import (BestCheckpoint, Callback, EarlyStopping, callback_key, ImageGrids, LastCheckpoint, MetricsFiles, ProgressBar,
                         TensorBoard, epoch_images, write_images)
 from .objective import (batch_loss, binarize_batch, kl_weight, objective_terms, poison_if_nonfinite,
-                        step_is_finite, training_precision)
+                        step_is_finite)
 from .report import ReportCallback
 from .state import checkpoint_errors, checkpoint_state, restore_best, restore_rng, resume_changes, seed_noise
 
@@ -378,7 +378,7 @@ class Trainer:
         the epoch); an applied step adds to the epoch's ``sums`` and ``batch_losses``, a non-finite one
         is left out and counted. Returns the callbacks' ``outputs``."""
         cfg, sharded = self.cfg, self.dist.enabled
-        with training_precision(self.device, cfg.train.precision):
+        with precision_context(self.device, cfg.train.precision):
             terms = objective_terms(self.model, xb, cfg.objective)
         loss = batch_loss(terms, cfg.objective, beta, total)
         self.optimizer.zero_grad(set_to_none=True)

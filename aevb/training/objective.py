@@ -1,7 +1,7 @@
 """The objective of one training step: the bound of a batch and the loss minimised.
 
 The SGVB ELBO (L samples, closed-form or Monte Carlo KL) or the IWAE bound L_k, a KL weight
-``beta`` with its linear warm-up, bf16 autocast, and the per-batch transform of the data (dynamic
+``beta`` with its linear warm-up, and the per-batch transform of the data (dynamic
 binarization, a background model's perturbation).
 """
 from __future__ import annotations
@@ -66,14 +66,6 @@ def kl_weight(obj, epoch_progress: float) -> float:
     if obj.warmup_epochs and epoch_progress < obj.warmup_epochs:
         return obj.beta * epoch_progress / obj.warmup_epochs
     return obj.beta
-
-
-def training_precision(device: torch.device, precision: str):
-    """The autocast context of a training step: ``bf16`` runs the networks' matrix products and
-    convolutions in bfloat16 (about 2x faster convolutions on CPUs with AMX / AVX512-BF16 and on
-    recent GPUs); the VAE casts their outputs back, so the bound is summed in float32."""
-    enabled = precision == "bf16" and device.type in ("cpu", "cuda")
-    return torch.autocast(device_type=device.type if enabled else "cpu", dtype=torch.bfloat16, enabled=enabled)
 
 
 def binarize_batch(x: Tensor, dynamic: bool, perturb: float = 0.0, levels: Optional[int] = None) -> Tensor:
