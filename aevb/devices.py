@@ -57,8 +57,13 @@ def precision_context(device: torch.device, precision: str):
     convolutions in bfloat16 autocast on the CPU and CUDA (about 2x faster products on CPUs with
     AVX512-BF16 or AMX and on recent GPUs); the VAE casts the networks' outputs back, so bounds,
     KL terms and log-sum-exps are computed in float32. ``fp32`` (and other devices) change nothing."""
-    enabled = precision == "bf16" and device.type in ("cpu", "cuda")
+    enabled = effective_precision(device, precision) == "bf16"
     return torch.autocast(device_type=device.type if enabled else "cpu", dtype=torch.bfloat16, enabled=enabled)
+
+
+def effective_precision(device: torch.device, precision: str) -> str:
+    """The precision :func:`precision_context` runs on ``device``: bf16 only on the CPU and CUDA."""
+    return "bf16" if precision == "bf16" and device.type in ("cpu", "cuda") else "fp32"
 
 
 def check_precision(precision, option: str = "precision") -> str:

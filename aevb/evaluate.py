@@ -23,7 +23,7 @@ from torch import Tensor
 from .bits import LN2, bits_per_dim, bpd_convention  # noqa: F401 (read from here too)
 from .bounds import ACTIVE_UNIT_THRESHOLD, Bounds, active_mask, active_unit_variances, evaluate_bounds
 from .data.base import binarized
-from .devices import check_precision, precision_context, resolve_device
+from .devices import check_precision, effective_precision, precision_context, resolve_device
 from .errors import RunError
 from .io import atomic_path, atomic_write_text
 from .runs import Run
@@ -132,7 +132,7 @@ def evaluate_run(run, split: str = "test", k: int = 1, batch_size: Optional[int]
            "split": split, "datapoints": len(x), "split_datapoints": n_split,
            "dataset": run.config.data.dataset, "checkpoint": loaded.checkpoint, "epoch": loaded.epoch,
            "likelihood": run.config.model.likelihood, "seed": int(seed), "device": str(dev),
-           "precision": precision,
+           "precision": effective_precision(dev, precision),
            "torch_version": torch.__version__,
            "units": "nats per datapoint (summed over the data dimensions); loss = -ELBO"}
     out.update(summarize(b, x.dim, kind, levels, run.config.model.likelihood,
