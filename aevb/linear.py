@@ -155,7 +155,7 @@ class _WideLinear(torch.autograd.Function):
             else:
                 w_m = layer._buffer("low_weight", weight.shape, low, weight.device)
                 w_m.copy_(weight.detach())
-                layer.__dict__.pop("_low_key", None)  # (the copy is of this step's weights only)
+                layer.__dict__["_wide_buffers"].pop("low_key", None)  # (the copy is of this step's weights only)
                 x_m = x.to(low)
             y = product(x_m, w_m, None if bias is None else bias.to(w_m.dtype))
         ctx.save_for_backward(x_m, w_m)
@@ -222,8 +222,7 @@ class Linear(nn.Linear):
         flat = x.reshape(-1, x.shape[-1])
         if not torch.is_grad_enabled() or not (w.requires_grad or x.requires_grad):
             if _autocast_bf16(x.device) and w.dtype == torch.float32:
-                kind = x.device.type
-                with torch.autocast(kind, enabled=False):  # what autocast computes, from a kept copy
+                with torch.autocast(x.device.type, enabled=False):  # what autocast computes, from a kept copy
                     low = self._low_weight()
                     y = product(flat.to(low.dtype), low, None if self.bias is None else self.bias.to(low.dtype))
                 return y.reshape(*lead, y.shape[-1])
@@ -246,16 +245,16 @@ class Linear(nn.Linear):
             key = (w._version, w.data_ptr(), _generation[0])
         except RuntimeError:  # an inference tensor has no version counter: copy every time
             key = None
-        kept = self.__dict__.get("_low_key")  # (key, the copy it was made into)
+        buffers = self.__dict__["_wide_buffers"]  # the key lives and goes with the copy
+        kept = buffers.get("low_key")  # (key, the copy it was made into)
         if key is None or kept is None or kept[0] != key or kept[1]() is not low:
             low.copy_(w.detach())
-            self.__dict__["_low_key"] = (key, weakref.ref(low))
+            buffers["low_key"] = (key, weakref.ref(low))
         return low
 
     def __getstate__(self):  # copies and pickles leave the buffers behind
         state = self.__dict__.copy()
         state.pop("_wide_buffers", None)
-        state.pop("_low_key", None)
         return state
 
 
@@ -265,4 +264,3 @@ def release_buffers(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, Linear):
             m.__dict__.pop("_wide_buffers", None)
-            m.__dict__.pop("_low_key", None)
