@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .linear import traced
+
 LOG_2PI = math.log(2.0 * math.pi)
 # what a Gaussian likelihood's mean may pass through
 MEAN_ACTIVATIONS = ("identity", "sigmoid")
@@ -56,6 +58,9 @@ class Likelihood:
     name = "likelihood"
     n_params = 1
     data_kinds = ("binary", "unit", "real")
+    # whether log_prob takes the decoder's parameters in a lower precision (bfloat16) and computes
+    # in float32 itself; otherwise the VAE converts them to float32 first
+    takes_low_precision = False
 
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
         raise NotImplementedError
@@ -105,6 +110,80 @@ def _spread(var: Tensor) -> Tensor:
     return var.clamp(min=max(1e-2 * float(var.mean()), 1e-8))
 
 
+# values per slice of the Bernoulli terms (1 MB in float32): a slice's temporaries stay in the
+# CPU's caches, where whole-batch temporaries (60 MB for 128 full-size photos) are new memory
+# at every step, and the page faults of new memory cost more than the arithmetic
+BERNOULLI_SLICE = 1 << 18
+# logits of fewer values (an MNIST batch's 100,352) take the plain element-wise form: their
+# temporaries are reused memory already, and the slices' own calls would cost more than they save
+SLICED_FROM = 4 * BERNOULLI_SLICE
+
+
+def _slices(rows: int, d: int, device: torch.device):
+    """(start, end) of row slices of about BERNOULLI_SLICE values on the CPU; one slice elsewhere
+    (a GPU's kernels want the whole batch)."""
+    step = max(1, BERNOULLI_SLICE // max(d, 1)) if device.type == "cpu" else max(rows, 1)
+    return [(a, min(a + step, rows)) for a in range(0, rows, step)]
+
+
+class _BernoulliLogProb(torch.autograd.Function):
+    """sum_d x_d l_d - softplus(l_d) for x [M, D] and logits [K, M, D] -> [K, M], computed in
+    ``dtype`` (float32 or wider) slice by slice, with the gradient g (x - sigmoid(l)) written in
+    the logits' dtype: no temporary as large as the batch, and bfloat16 logits need no float32
+    copy of the whole batch, nor their gradient a conversion back."""
+
+    @staticmethod
+    def forward(x: Tensor, logits: Tensor, dtype: torch.dtype) -> Tensor:
+        k, m, d = logits.shape
+        out = torch.empty(k, m, dtype=dtype, device=logits.device)
+        with torch.autocast(logits.device.type if logits.device.type in ("cpu", "cuda") else "cpu", enabled=False):
+            for i in range(k):
+                for a, b in _slices(m, d, logits.device):
+                    l = logits[i, a:b].to(dtype)
+                    t = torch.mul(x[a:b].to(dtype), l)
+                    out[i, a:b] = t.sub_(F.softplus(l)).sum(-1)
+        return out
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, logits, dtype = inputs
+        ctx.save_for_backward(x, logits)
+        ctx.dtype = dtype
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        x, logits = ctx.saved_tensors
+        k, m, d = logits.shape
+        grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
+        minus_g = g.to(ctx.dtype).neg().unsqueeze(-1)
+        for i in range(k):
+            for a, b in _slices(m, d, logits.device):
+                s = torch.sigmoid(logits[i, a:b].to(ctx.dtype))
+                grad[i, a:b] = s.sub_(x[a:b]).mul_(minus_g[i, a:b])
+        return None, grad, None
+
+
+def bernoulli_log_prob(x: Tensor, logits: Tensor) -> Tensor:
+    """log Bernoulli(x | sigmoid(l)) = sum_d x_d l_d - softplus(l_d) for x [..., D] and logits
+    [..., D] (broadcast) -> [...] nats, in float32 at least whatever the logits' dtype (bfloat16
+    logits from an autocast decoder are converted slice by slice). Where x's shape is the
+    trailing part of the logits' (x [B, D] against [S, B, D], the training layout), it runs by
+    slices of the batch with its own gradient (see _BernoulliLogProb); other layouts, traces and
+    compilations, and logits of fewer than SLICED_FROM values take the plain element-wise form."""
+    dtype = torch.promote_types(torch.promote_types(x.dtype, logits.dtype), torch.float32)
+    n = x.dim()
+    if (logits.numel() < SLICED_FROM or n == 0 or x.shape[-1] == 0 or logits.dim() < n
+            or tuple(logits.shape[logits.dim() - n:]) != tuple(x.shape) or x.requires_grad or traced()
+            or x.device != logits.device):
+        logits = logits.to(dtype)  # (once: both terms' gradients then add up in float32)
+        out = x.to(dtype) * logits  # x * l, then softplus(l) subtracted in place: one temporary fewer
+        return out.sub_(F.softplus(logits)).sum(-1)
+    d = x.shape[-1]
+    lead = logits.shape[:-1]
+    flat = _BernoulliLogProb.apply(x.reshape(-1, d), logits.reshape(-1, x.numel() // d, d), dtype)
+    return flat.reshape(lead)
+
+
 class Bernoulli(Likelihood):
     """p(x_d|z) = Bernoulli(sigmoid(logit_d)). log p = x*logit - softplus(logit) (stable).
 
@@ -116,11 +195,12 @@ class Bernoulli(Likelihood):
     n_params = 1
     data_kinds = ("binary", "unit")
 
+    # the decoder's logits may come in bfloat16: bernoulli_log_prob computes in float32 slice by
+    # slice, so the VAE need not convert the whole batch of logits first (VAE.log_p_x_given_z)
+    takes_low_precision = True
+
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
-        # x * l, then softplus(l) subtracted in place: one temporary as large as the batch fewer
-        # at the peak (30 MB for 64 full-size photos), the same values
-        out = x * params
-        return out.sub_(F.softplus(params)).sum(-1)
+        return bernoulli_log_prob(x, params)
 
     def log_prob_samples(self, x: Tensor, params: Tensor) -> Tensor:
         """The same density with sum_d x_d l_d as one matrix-vector product per datapoint (no
@@ -128,7 +208,8 @@ class Bernoulli(Likelihood):
         nothing from it and takes the element-wise form."""
         if params.shape[1] == 1:
             return self.log_prob(x.unsqueeze(1), params)
-        return torch.bmm(params, x.unsqueeze(-1)).squeeze(-1) - F.softplus(params).sum(-1)
+        params = params.to(torch.promote_types(torch.promote_types(x.dtype, params.dtype), torch.float32))
+        return torch.bmm(params, x.to(params.dtype).unsqueeze(-1)).squeeze(-1) - F.softplus(params).sum(-1)
 
     def mean(self, params: Tensor) -> Tensor:
         return torch.sigmoid(params)

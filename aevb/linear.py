@@ -91,7 +91,7 @@ def _autocast_bf16(device: torch.device) -> bool:
         return torch.is_autocast_enabled() and torch.get_autocast_gpu_dtype() == torch.bfloat16
 
 
-def _traced() -> bool:
+def traced() -> bool:
     """Whether the layer runs inside an export, a trace or a compilation, which get the plain
     product (one operator, no writes into slices)."""
     compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
@@ -216,7 +216,7 @@ class Linear(nn.Linear):
         w = self.weight
         # (the size from the layer's own ints: a trace records no comparison of tensors here, and
         # small layers, every step of an MNIST model, pay nothing more than nn.Linear)
-        if self.in_features * self.out_features < WIDE_WEIGHTS or _traced():
+        if self.in_features * self.out_features < WIDE_WEIGHTS or traced():
             return F.linear(x, w, self.bias)
         lead = x.shape[:-1]
         flat = x.reshape(-1, x.shape[-1])

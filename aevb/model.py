@@ -315,14 +315,21 @@ class VAE(nn.Module):
             mu, log_var = self._split_encoder_output(self.encoder(h.reshape(h.shape[:-1] + self._shape())))
         return mu.to(x.dtype), log_var.to(x.dtype)
 
-    def decoder_params(self, z: Tensor) -> Tensor:
+    def decoder_params(self, z: Tensor, cast: bool = True) -> Tensor:
         """z [..., J] -> the likelihood's parameters [..., n_params * D], in z's dtype (the decoder
-        reads z_1, the first ``bottom_dim`` entries)."""
+        reads z_1, the first ``bottom_dim`` entries); ``cast=False`` leaves them in the decoder's
+        own output dtype (bfloat16 under autocast)."""
         z1 = z[..., :self.bottom_dim]
         if self.native:
-            return self.decoder(z1).to(z.dtype)
-        lead = z1.shape[:-1]
-        return self._flat_decoder_output(self.decoder(z1.reshape(-1, z1.shape[-1])), lead).to(z.dtype)
+            out = self.decoder(z1)
+        else:
+            out = self._flat_decoder_output(self.decoder(z1.reshape(-1, z1.shape[-1])), z1.shape[:-1])
+        return out.to(z.dtype) if cast else out
+
+    def _likelihood_params(self, z: Tensor) -> Tensor:
+        """decoder_params for the likelihood's log-density: left in the decoder's dtype for a
+        likelihood that converts them itself (``takes_low_precision``)."""
+        return self.decoder_params(z, cast=not getattr(self.likelihood, "takes_low_precision", False))
 
     def _shape(self) -> tuple:
         if self.data_shape is None:
@@ -389,7 +396,7 @@ class VAE(nn.Module):
     # ------------------------------------------------------------------ densities
     def log_p_x_given_z(self, x: Tensor, z: Tensor) -> Tensor:
         """x [B, D], z [S, B, J] -> [S, B]."""
-        return self.likelihood.log_prob(x, self.decoder_params(z))
+        return self.likelihood.log_prob(x, self._likelihood_params(z))
 
     def log_p_z(self, z: Tensor) -> Tensor:
         """The prior log p(z): z [..., J] -> [...] (with stacked layers p(z_L) times every
@@ -417,7 +424,7 @@ class VAE(nn.Module):
         if batch_first:
             mu, log_var = mu.unsqueeze(1), log_var.unsqueeze(1)
         s = self.latent_sample(eps, mu, log_var)
-        params = self.decoder_params(s.z)
+        params = self._likelihood_params(s.z)
         log_px = log_px_fn or (self.likelihood.log_prob_samples if batch_first else self.likelihood.log_prob)
         log_px_z = log_px(x, params)
         return log_px_z + s.log_p - s.log_q, log_px_z, s
