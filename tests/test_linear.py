@@ -164,6 +164,26 @@ def test_weight_gradient_in_blocks_accumulates_in_place(blocks):
     torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("n_in, n_out", [(12, 43), (203, 7)])  # blocks of outputs; of inputs, the last narrower
+def test_bf16_weight_gradient_staged_by_blocks_equals_autocast(blocks, n_in, n_out):
+    """Under bfloat16 autocast the weight gradient goes through a small bfloat16 block per
+    ROW_BLOCK outputs (or inputs) into the float32 gradient: the same values as autocast's whole
+    bfloat16 product converted, written on the first pass and added on the second."""
+    ours, ref = pair(n_in, n_out)
+    x = torch.randn(16, n_in)
+    weights = torch.linspace(-1, 1, n_out)
+    for _ in range(2):
+        with grads_in_place(), torch.autocast("cpu", dtype=torch.bfloat16):
+            (ours(x).float() * weights).sum().backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            (ref(x).float() * weights).sum().backward()
+    stage = ours.__dict__["_wide_buffers"]["grad_block"]
+    assert stage.dtype == torch.bfloat16 and stage.numel() == 8 * (n_in if n_out > n_in else n_out)
+    assert ours.weight.grad.dtype == torch.float32
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=8e-3, atol=1e-3)
+    assert (ours.weight.grad - ref.weight.grad).abs().max() < 0.01 * ref.weight.grad.abs().max()
+
+
 def test_frozen_weights_still_give_the_input_gradient(blocks):
     ours, ref = pair(12, 43)
     for layer in (ours, ref):
