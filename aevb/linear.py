@@ -13,7 +13,8 @@ gradients are recorded, runs the layer with buffers it keeps:
   master copy, as autocast keeps them);
 - inside :func:`grads_in_place` (the training loop's backward pass), the weight gradient written
   straight into a buffer the layer keeps and given to ``weight.grad`` (added to it when it is
-  already set), instead of a new tensor per step.
+  already set), instead of a new tensor per step; a bfloat16 gradient goes there one block of
+  ROW_BLOCK features at a time, converted while the block is in the CPU's caches.
 
 Without gradients under bfloat16 autocast (an evaluation in bfloat16) a wide layer computes from
 a bfloat16 copy of its weights that it keeps while the weights do not change (and that the
