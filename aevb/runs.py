@@ -383,15 +383,19 @@ class Run:
         return model, items
 
     def encode(self, source, samples: int = 0, seed: int = 0, device="cpu", checkpoint: str = "last",
-               **kw) -> Codes:
+               precision: str = "fp32", **kw) -> Codes:
         """The posterior q(z|x) of each item of ``source`` (see :meth:`preprocess`, or an ``Items``
         it returned) as :class:`aevb.newdata.Codes`: ``.mu``, ``.log_var`` [N, J] float64, ``.ids``,
         and with ``samples`` > 0 draws ``.z`` [N, samples, J]; ``codes["mu"]`` and ``keys()`` as on
         a dict, ``codes.to_pandas()`` one row per item. ``checkpoint``: the model of the ``last``
-        or ``best`` checkpoint, here and in score, reconstruct and decode."""
+        or ``best`` checkpoint, here and in score, reconstruct and decode. ``precision="bf16"``
+        runs the network in bfloat16 autocast, here and in score, reconstruct and decode (its
+        outputs are converted to float32)."""
         samples, seed = newdata.check_samples(samples), newdata.check_seed(seed)
+        check_precision(precision)
         model, items = self._model_and_items(source, device, seed, checkpoint, **kw)
-        return newdata.encode_items(model, items, samples, seed)
+        with precision_context(model_device(model), precision):
+            return newdata.encode_items(model, items, samples, seed)
 
     def score(self, source, k: int = 1, seed: int = 0, device="cpu", checkpoint: str = "last",
               background=None, compressor: Optional[str] = newdata.DEFAULT_COMPRESSOR,
@@ -506,19 +510,23 @@ class Run:
                             f"`aevb train --background-of {self.path}`")
         return bg
 
-    def reconstruct(self, source, device="cpu", checkpoint: str = "last", **kw):
+    def reconstruct(self, source, device="cpu", checkpoint: str = "last", precision: str = "fp32", **kw):
         """The mean of p(x|z) at z = E_q[z|x] for each item of ``source``: a float tensor [N, D]."""
+        check_precision(precision)
         model, items = self._model_and_items(source, device, checkpoint=checkpoint, **kw)
-        return torch.cat([r for _, r in newdata.reconstruction_blocks(model, items.split)])
+        with precision_context(model_device(model), precision):
+            return torch.cat([r for _, r in newdata.reconstruction_blocks(model, items.split)])
 
-    def decode(self, z, device="cpu", checkpoint: str = "last"):
+    def decode(self, z, device="cpu", checkpoint: str = "last", precision: str = "fp32"):
         """The mean of p(x|z) [N, D] for codes ``z``: an [N, J] array or tensor, the result of
         :meth:`encode` (its ``mu``) or its ``to_pandas()`` (the ``mu_j`` columns), or a file that
         ``aevb encode`` wrote (.npz, .npy, .csv). Another width, NaN, or codes so large that the
         decoder overflows raise DataError in one line."""
+        check_precision(precision)
         model = self.load_model(_python_device(device), checkpoint)
         _, codes = newdata.codes_of(z, int(model.latent_dim), "z")
-        return newdata.decode(model, codes, name="z")
+        with precision_context(model_device(model), precision):
+            return newdata.decode(model, codes, name="z")
 
     def metrics(self) -> List[dict]:
         p = self.path / "metrics.jsonl"

@@ -401,6 +401,53 @@ def test_bf16_scores_from_python_and_bad_precisions(tiny_run, tmp_path, capsys):
     assert "--precision" in err and "bf17" in err and "Traceback" not in err and not out.exists()
 
 
+@pytest.mark.parametrize("wide", [False, True])
+def test_bf16_encode_reconstruct_decode_are_close_to_float32(tiny_run, tmp_path, monkeypatch, wide):
+    """encode, reconstruct and decode with precision bf16 (Python and the command line) run the
+    networks in bfloat16, through autocast or wide layers' kept copies: outputs float32 and moved
+    by bfloat16's rounding only; a bad precision is refused before anything is written."""
+    from PIL import Image
+
+    from aevb import ConfigError, linear
+    from aevb.runs import Run
+
+    if wide:
+        monkeypatch.setattr(linear, "WIDE_WEIGHTS", 1)
+    x = torch.rand(30, 64)
+    run = Run(tiny_run)
+    f, b = run.encode(x), run.encode(x, precision="bf16")
+    assert b["mu"].dtype == f["mu"].dtype and not np.array_equal(b["mu"], f["mu"])
+    np.testing.assert_allclose(b["mu"], f["mu"], atol=0.05 * np.abs(f["mu"]).max())
+    rf, rb = run.reconstruct(x), run.reconstruct(x, precision="bf16")
+    assert rb.dtype == rf.dtype == torch.float32 and not torch.equal(rb, rf)
+    assert (rb - rf).abs().max() < 0.03
+    z = torch.as_tensor(f["mu"], dtype=torch.float32)
+    df, db = run.decode(z), run.decode(z, precision="bf16")
+    assert db.dtype == torch.float32 and not torch.equal(db, df) and (db - df).abs().max() < 0.03
+    for call in (lambda: run.encode(x, precision="half"), lambda: run.reconstruct(x, precision=None),
+                 lambda: run.decode(z, precision="bf17")):
+        with pytest.raises(ConfigError, match="precision must be one of fp32, bf16"):
+            call()
+    # the commands: the same numbers as Python in each precision
+    np.save(tmp_path / "x.npy", x.numpy())
+    for precision in ("fp32", "bf16"):
+        codes = tmp_path / f"codes-{precision}.npz"
+        assert main(["encode", str(tiny_run), "--data", f"array:{tmp_path / 'x.npy'}", "--out", str(codes),
+                     "--precision", precision, "--no-progress"]) == 0
+        want = b if precision == "bf16" else f
+        np.testing.assert_allclose(np.load(codes)["mu"], want["mu"], rtol=1e-6, atol=1e-9)
+        pngs = tmp_path / f"rec-{precision}"
+        assert main(["reconstruct", str(tiny_run), "--data", f"array:{tmp_path / 'x.npy'}", "--out", str(pngs),
+                     "--precision", precision, "--no-progress"]) == 0
+        decoded = tmp_path / f"dec-{precision}"
+        assert main(["decode", str(tiny_run), "--z", str(codes), "--out", str(decoded), "--precision", precision]) == 0
+        assert len(list(pngs.glob("*.png"))) == len(list(decoded.glob("*.png"))) == 30
+    first = [np.asarray(Image.open(sorted((tmp_path / f"dec-{p}").glob("*.png"))[0]), dtype=int) for p in ("fp32", "bf16")]
+    assert np.abs(first[0] - first[1]).max() <= 8
+    grid = tmp_path / "grid.png"
+    assert main(["reconstruct", str(tiny_run), "--precision", "bf16", "--out", str(grid)]) == 0 and grid.is_file()
+
+
 def test_evaluate_errors(tiny_run, tmp_path, capsys):
     assert main(["evaluate", str(tmp_path), "--k", "5"]) == 2
     assert "not an aevb run" in capsys.readouterr().err

@@ -15,10 +15,11 @@ from pathlib import Path
 from .. import threads
 from ..bounds import eval_rows
 from ..config.ranges import THREADS
-from ..devices import PRECISIONS, resolve_device
+from ..devices import PRECISIONS, precision_context, resolve_device
 from ..errors import USER_ERRORS, ConfigError, interruption
 from ..newdata import checks
 from ..runs import CHECKPOINTS, Run, check_output
+from ..sampling import model_device
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -63,11 +64,18 @@ def add_device_argument(p: argparse.ArgumentParser) -> None:
     add_threads_argument(p)
 
 
-def add_precision_argument(p: argparse.ArgumentParser) -> None:
-    """--precision of the networks' arithmetic in an evaluation (the bounds stay float32)."""
+def add_precision_argument(p: argparse.ArgumentParser, bounds: bool = True) -> None:
+    """--precision of the networks' arithmetic (an evaluation's bounds, or the outputs of a command
+    without bounds, stay float32)."""
+    kept = "the bounds are summed in float32" if bounds else "their outputs are converted to float32"
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="bf16: the networks run in bfloat16 autocast, the bounds are summed in float32 (faster "
-                        "for large MLPs and conv networks on CPUs with bfloat16 arithmetic; default fp32)")
+                   help=f"bf16: the networks run in bfloat16 autocast, {kept} (faster for large MLPs and conv "
+                        "networks on CPUs with bfloat16 arithmetic; default fp32)")
+
+
+def precision_of(args: argparse.Namespace, model):
+    """The context of --precision for ``model``'s passes (see aevb.devices.precision_context)."""
+    return precision_context(model_device(model), args.precision)
 
 
 def add_threads_argument(p: argparse.ArgumentParser) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 from ..devices import resolve_device
 from ..newdata import OutputClaim, PngFolder, check_png_folder, decode, png_names, read_codes, resolve_output
 from ..runs import check_output
-from .common import add_checkpoint_argument, add_device_argument, add_parser, add_run_argument, choose_threads, say
+from .common import (add_checkpoint_argument, add_device_argument, add_parser, add_precision_argument, add_run_argument,
+                     choose_threads, precision_of, say)
 from .items import add_unfinished_argument, open_run
 
 
@@ -23,6 +24,7 @@ def register(sub) -> None:
     add_device_argument(p)
     add_checkpoint_argument(p)
     add_unfinished_argument(p)
+    add_precision_argument(p, bounds=False)
     p.set_defaults(func=run)
 
 
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         choose_threads(args, model)
         ids, z = read_codes(args.z, model.latent_dim)
         names = png_names(ids, out)
-        with PngFolder(out, shape) as folder:
+        with PngFolder(out, shape) as folder, precision_of(args, model):
             for i in range(0, len(z), 1000):
                 folder.write(names[i:i + 1000], decode(model, z[i:i + 1000], name=f"--z {args.z}", first_row=i))
     print(f"decoded {len(z)} codes into {args.out}")

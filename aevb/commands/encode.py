@@ -7,7 +7,7 @@ from ..errors import ConfigError
 from ..newdata import (MAX_SAMPLES, TABLE_SUFFIXES, OutputClaim, check_ids_fit, check_samples, check_table_path,
                        encode_items, matrix_note, resolve_output, write_table)
 from ..runs import check_output
-from .common import add_parser, add_run_argument, check_seed, say
+from .common import add_parser, add_precision_argument, add_run_argument, check_seed, precision_of, say
 from .items import add_data_arguments, model_and_items, open_run
 
 
@@ -27,6 +27,7 @@ def register(sub) -> None:
                         "means as a float matrix [N, J]; codes.npy has its ids in codes.ids.txt)")
     p.add_argument("--samples", type=int, default=0,
                    help=f"draws z ~ q(z|x) per item (0: none; at most {MAX_SAMPLES}; .npz or .csv only)")
+    add_precision_argument(p, bounds=False)
     p.set_defaults(func=run)
 
 
@@ -43,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     with OutputClaim(out, say(args), shown=args.out):  # one writer of --out; what a killed one left is removed
         model, items = model_and_items(run_, args)
         check_ids_fit(out, items.ids)  # before the work, not after it
-        codes = encode_items(model, items, args.samples, args.seed, progress=args.progress, python=False)
+        with precision_of(args, model):
+            codes = encode_items(model, items, args.samples, args.seed, progress=args.progress, python=False)
         write_table(out, codes)
     print(f"encoded {len(items)} items of {items.source} ({model.latent_dim} latent dimensions"
           + (f", {args.samples} draws each" if args.samples else "") + f"): {args.out}{matrix_note(out, codes)}")

@@ -11,8 +11,8 @@ from ..images import save_grid
 from ..newdata import OutputClaim, PngFolder, check_png_folder, png_names, reconstruction_blocks, resolve_output
 from ..runs import check_output
 from ..sampling import paired_rows, reconstructions
-from .common import (add_checkpoint_argument, add_device_argument, add_grid_arguments, add_parser, add_run_argument,
-                     check_seed, open_grid_run, say)
+from .common import (add_checkpoint_argument, add_device_argument, add_grid_arguments, add_parser,
+                     add_precision_argument, add_run_argument, check_seed, open_grid_run, precision_of, say)
 from .items import add_unfinished_argument, model_and_items, open_run
 
 
@@ -36,6 +36,7 @@ def register(sub) -> None:
     add_device_argument(p)
     add_checkpoint_argument(p)
     add_unfinished_argument(p, "with --data: ")
+    add_precision_argument(p, bounds=False)
     p.set_defaults(func=run)
 
 
@@ -49,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.start < len(split):
         raise ConfigError(f"--start {args.start} is outside the {args.split} split: choose 0..{len(split) - 1}")
     x = split.rows(args.start, args.start + args.n)
-    save_grid(out, paired_rows(x, reconstructions(model, x), args.ncol), data.image_shape, min(args.ncol, len(x)))
+    with precision_of(args, model):
+        rec = reconstructions(model, x)
+    save_grid(out, paired_rows(x, rec, args.ncol), data.image_shape, min(args.ncol, len(x)))
     print(out)
     return 0
 
@@ -75,7 +78,7 @@ def run_data(args: argparse.Namespace) -> int:
         check_png_folder(Path(args.out))
         model, items = model_and_items(run_, args)
         names = png_names(items.ids, out)
-        with PngFolder(Path(out), items.image_shape) as folder:
+        with PngFolder(Path(out), items.image_shape) as folder, precision_of(args, model):
             for i, rec in reconstruction_blocks(model, items.split, progress=args.progress):
                 folder.write(names[i:i + len(rec)], rec)
     print(f"reconstructed {len(items)} items of {items.source} into {args.out}")
