@@ -379,12 +379,12 @@ def test_the_footer_reads_the_runs_evaluation_through_its_schema(run_dir, tmp_pa
     shutil.copytree(run_dir, run)
     write_explorer(run, tmp_path / "before.html")
     assert _payload(tmp_path / "before.html")["facts"]["evaluation"] is None
-    for k in ("2", "6"):
-        assert main(["evaluate", str(run), "--k", k, "--no-progress"]) == 0
+    assert main(["evaluate", str(run), "--k", "2", "--no-progress"]) == 0
+    assert main(["evaluate", str(run), "--k", "6", "--no-progress", "--precision", "bf16"]) == 0
     write_explorer(run, tmp_path / "after.html")
     facts = _payload(tmp_path / "after.html")["facts"]
     written = json.loads((run / "evaluation-k6.json").read_text())
-    assert facts["evaluation"]["file"] == "evaluation-k6.json"
+    assert facts["evaluation"]["file"] == "evaluation-k6.json (networks in bfloat16)"
     rows = {label: value for label, value, _ in facts["evaluation"]["rows"]}
     assert rows["L_6 (importance-weighted bound)"] == written["lk"]["mean"]
     data = Run(run).load_data()

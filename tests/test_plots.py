@@ -363,6 +363,7 @@ def test_report_is_written_by_training_and_is_self_contained(run2d):
 
 def test_aevb_report_shows_what_aevb_evaluate_wrote(run2d, tmp_path, capsys):
     assert main(["evaluate", str(run2d.path), "--k", "5", "--device", "cpu"]) == 0
+    assert main(["evaluate", str(run2d.path), "--k", "3", "--device", "cpu", "--precision", "bf16"]) == 0
     evaluation = run2d.path / "evaluation-k5.json"
     d = read_evaluation(evaluation)
     other = run2d.path / "evaluation-other.json"
@@ -383,6 +384,11 @@ def test_aevb_report_shows_what_aevb_evaluate_wrote(run2d, tmp_path, capsys):
         assert re.search(r"<b>active units \(Var_x E_q\[z_j\] &gt; 0.01\)</b></td><td class=\"num\">"
                          + f"{d['active_units']}</td><td>of 2</td>", section)
         assert f"{d['elbo']['mean']:.4f}" in section and "<code>lk.se</code>" in section
+        # an evaluation in bfloat16 says so where its numbers are introduced; a float32 one does not
+        k3 = section[section.index("<h3>evaluation-k3.json</h3>"):]
+        assert "k = 3, last checkpoint" in k3 and "networks in bfloat16" in k3[:k3.index("</p>")]
+        k5 = section[section.index("<h3>evaluation-k5.json</h3>"):]
+        assert "networks in bfloat16" not in k5[:k5.index("</p>")]
         # files that are not evaluations are named, with why, and the report is complete
         assert "evaluation-other.json is not an aevb evaluation" in section
         assert "evaluation-broken.json could not be read" in section

@@ -139,7 +139,8 @@ def _evaluation_headline(run: Run) -> Optional[dict]:
     if not found:
         return None
     _, name, d = max(found, key=lambda t: (t[0], t[1]))
-    return {"file": name, "rows": [[label, float(value), unit] for label, value, unit in headline(d)]}
+    shown = name + (" (networks in bfloat16)" if d.get("precision") == "bf16" else "")
+    return {"file": shown, "rows": [[label, float(value), unit] for label, value, unit in headline(d)]}
 
 
 def write_explorer(run: Union[str, Path, Run], out: Union[str, Path, None] = None, points: int = 1000,

@@ -289,7 +289,8 @@ def _evaluations(run_dir: Path) -> str:
             continue
         what = (f"{html.escape(str(d['split']))} split, {_fmt(d.get('datapoints', d['n']))} datapoints, "
                 f"k = {_fmt(d['k'])}" + (f", {html.escape(str(d['checkpoint']))} checkpoint" if "checkpoint" in d else "")
-                + (f", epoch {_fmt(d['epoch'])}" if "epoch" in d else ""))
+                + (f", epoch {_fmt(d['epoch'])}" if "epoch" in d else "")
+                + (", networks in bfloat16" if d.get("precision") == "bf16" else ""))
         parts.append(f'<p class="sub">{what}; nats per datapoint.</p>')
         rows = [[f"<b>{html.escape(label)}</b>", html.escape(_fmt(value)), html.escape(unit)]
                 for label, value, unit in headline(d)]
