@@ -122,10 +122,12 @@ def eval_rows(model, budget: Optional[int] = None) -> int:
 
 
 def memory_need(model, n: int, k: int, batch_size: Optional[int] = None, chunk: Optional[int] = None,
-                budget: Optional[int] = None) -> int:
-    """Bytes the largest chunk of an evaluation of n datapoints with k samples needs."""
+                budget: Optional[int] = None, precision: str = "fp32") -> int:
+    """Bytes an evaluation of n datapoints with k samples needs beyond the model: its largest
+    chunk, and with ``precision`` "bf16" (as it runs on the device) the bfloat16 copies of the
+    wide layers' weights (aevb.linear)."""
     bs, c = default_sizes(model, n, k, batch_size, chunk, budget)
-    return _bytes_per_row(model) * c * bs
+    return _bytes_per_row(model) * c * bs + (linear.low_copy_bytes(model) if precision == "bf16" else 0)
 
 
 # a probe pass at least this long (seconds) is timed as it is; a shorter one is run again, the

@@ -283,6 +283,14 @@ class Linear(nn.Linear):
         return state
 
 
+def low_copy_bytes(module: nn.Module) -> int:
+    """Bytes of the bfloat16 copies the wide :class:`Linear` layers of ``module`` keep in a pass
+    under bfloat16 autocast (2 bytes per weight of each layer of at least WIDE_WEIGHTS weights)."""
+    return sum(2 * m.weight.numel() for m in module.modules()
+               if isinstance(m, Linear) and m.in_features * m.out_features >= WIDE_WEIGHTS
+               and m.weight.dtype == torch.float32)
+
+
 def release_buffers(module: nn.Module) -> None:
     """Free the buffers the wide :class:`Linear` layers of ``module`` keep (the next training step
     makes them again); the training loop calls it when it ends."""

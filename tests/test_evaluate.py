@@ -191,6 +191,19 @@ def test_the_engine_over_a_data_set_agrees_with_model_iw_bound_in_expectation():
     assert abs(float(ours.mean() - theirs.mean())) < 0.05
 
 
+def test_memory_need_in_bf16_counts_the_wide_layers_kept_copies(monkeypatch):
+    """An evaluation in bfloat16 also holds a bfloat16 copy (2 bytes a weight) of every wide
+    layer's weights: the 784 x 400 layers here, not the smaller ones."""
+    from aevb import linear
+
+    model = bernoulli_vae(d=784, j=20, hidden=400).float()
+    monkeypatch.setattr(linear, "WIDE_WEIGHTS", 784 * 400)
+    wide = [m for m in model.modules() if isinstance(m, linear.Linear) and m.weight.numel() >= 784 * 400]
+    assert len(wide) == 2
+    fp32 = ev.memory_need(model, 1000, 10)
+    assert ev.memory_need(model, 1000, 10, precision="bf16") - fp32 == 2 * 2 * 784 * 400
+
+
 def test_default_sizes_respect_the_memory_budget():
     model = bernoulli_vae(d=784, j=20, hidden=400)
     width = ev.decoder_width(model)

@@ -14,7 +14,7 @@ from ..bounds import estimate_seconds, memory_need
 from ..config import ConfigError, check_value
 from ..data.base import SPLITS
 from ..data.cache import parse_size, physical_memory
-from ..devices import parse_device
+from ..devices import effective_precision, parse_device
 from ..evaluate import default_output, evaluate_run, write_per_datapoint
 from ..io import atomic_write_text
 from ..runs import check_output
@@ -161,7 +161,9 @@ def plan(args: argparse.Namespace, model, x) -> None:
     or for the model's size), so that the estimate times what will run."""
     choose_threads(args, model)
     budget = chunk_budget(args.memory_budget)
-    need, ram = memory_need(model, len(x), args.k, args.batch_size, args.chunk, budget), physical_memory()
+    precision = effective_precision(next(model.parameters()).device, args.precision)
+    need = memory_need(model, len(x), args.k, args.batch_size, args.chunk, budget, precision)
+    ram = physical_memory()
     what = f"{len(x)} datapoints x k = {args.k} samples"
     if ram and need > 0.8 * ram and not args.force:
         raise ConfigError(f"evaluating {what} needs about {need / 1e9:,.1f} GB of memory, more than this "
