@@ -136,12 +136,11 @@ class _BernoulliLogProb(torch.autograd.Function):
     def forward(x: Tensor, logits: Tensor, dtype: torch.dtype) -> Tensor:
         k, m, d = logits.shape
         out = torch.empty(k, m, dtype=dtype, device=logits.device)
-        with torch.autocast(logits.device.type if logits.device.type in ("cpu", "cuda") else "cpu", enabled=False):
-            for i in range(k):
-                for a, b in _slices(m, d, logits.device):
-                    l = logits[i, a:b].to(dtype)
-                    t = torch.mul(x[a:b].to(dtype), l)
-                    out[i, a:b] = t.sub_(F.softplus(l)).sum(-1)
+        for i in range(k):  # (no operation here is one autocast lowers: all stay in dtype)
+            for a, b in _slices(m, d, logits.device):
+                l = logits[i, a:b].to(dtype)
+                t = torch.mul(x[a:b].to(dtype), l)
+                out[i, a:b] = t.sub_(F.softplus(l)).sum(-1)
         return out
 
     @staticmethod
@@ -163,6 +162,11 @@ class _BernoulliLogProb(torch.autograd.Function):
         return None, grad, None
 
 
+def _float_dtype(x: Tensor, params: Tensor) -> torch.dtype:
+    """The dtype a likelihood computes in: x's and the parameters' promoted, float32 at least."""
+    return torch.promote_types(torch.promote_types(x.dtype, params.dtype), torch.float32)
+
+
 def bernoulli_log_prob(x: Tensor, logits: Tensor) -> Tensor:
     """log Bernoulli(x | sigmoid(l)) = sum_d x_d l_d - softplus(l_d) for x [..., D] and logits
     [..., D] (broadcast) -> [...] nats, in float32 at least whatever the logits' dtype (bfloat16
@@ -170,7 +174,7 @@ def bernoulli_log_prob(x: Tensor, logits: Tensor) -> Tensor:
     trailing part of the logits' (x [B, D] against [S, B, D], the training layout), it runs by
     slices of the batch with its own gradient (see _BernoulliLogProb); other layouts, traces and
     compilations, and logits of fewer than SLICED_FROM values take the plain element-wise form."""
-    dtype = torch.promote_types(torch.promote_types(x.dtype, logits.dtype), torch.float32)
+    dtype = _float_dtype(x, logits)
     n = x.dim()
     if (logits.numel() < SLICED_FROM or n == 0 or x.shape[-1] == 0 or logits.dim() < n
             or tuple(logits.shape[logits.dim() - n:]) != tuple(x.shape) or x.requires_grad or traced()
@@ -208,7 +212,7 @@ class Bernoulli(Likelihood):
         nothing from it and takes the element-wise form."""
         if params.shape[1] == 1:
             return self.log_prob(x.unsqueeze(1), params)
-        params = params.to(torch.promote_types(torch.promote_types(x.dtype, params.dtype), torch.float32))
+        params = params.to(_float_dtype(x, params))
         return torch.bmm(params, x.to(params.dtype).unsqueeze(-1)).squeeze(-1) - F.softplus(params).sum(-1)
 
     def mean(self, params: Tensor) -> Tensor:
