@@ -183,19 +183,16 @@ class _WideLinear(torch.autograd.Function):
 
 
 def _weight_grad_in_place(layer: "Linear", weight: Tensor, g: Tensor, x: Tensor) -> None:
-    """weight.grad (+)= g^T x through the layer's buffers: no new weight-sized tensor."""
-    if g.dtype == weight.dtype:  # float32 products: straight into the gradient
-        if weight.grad is None:
-            weight.grad = _weight_grad(g, x, layer._buffer("grad", weight.shape, weight.dtype, weight.device))
-        else:
-            _weight_grad(g, x, weight.grad, add=True)
-        return
-    if weight.grad is None:
-        buf = layer._buffer("grad", weight.shape, weight.dtype, weight.device)
-        _weight_grad_staged(layer, g, x, buf, add=False)
-        weight.grad = buf
+    """weight.grad (+)= g^T x through the layer's buffers: no new weight-sized tensor. Products
+    in the weights' dtype go straight into the gradient, bfloat16 ones through a staged block."""
+    add = weight.grad is not None
+    out = weight.grad if add else layer._buffer("grad", weight.shape, weight.dtype, weight.device)
+    if g.dtype == weight.dtype:
+        _weight_grad(g, x, out, add=add)
     else:
-        _weight_grad_staged(layer, g, x, weight.grad, add=True)
+        _weight_grad_staged(layer, g, x, out, add=add)
+    if not add:
+        weight.grad = out
 
 
 def _weight_grad_staged(layer: "Linear", g: Tensor, x: Tensor, out: Tensor, add: bool) -> None:

@@ -18,6 +18,7 @@ from ..devices import effective_precision, parse_device
 from ..evaluate import default_output, evaluate_run, write_per_datapoint
 from ..io import atomic_write_text
 from ..runs import check_output
+from ..sampling import model_device
 from ..units import format_bytes, format_duration
 from .common import (add_checkpoint_argument, add_device_argument, add_parser, add_precision_argument,
                      add_run_argument, check_seed, choose_threads, open_checked_run)
@@ -161,7 +162,7 @@ def plan(args: argparse.Namespace, model, x) -> None:
     or for the model's size), so that the estimate times what will run."""
     choose_threads(args, model)
     budget = chunk_budget(args.memory_budget)
-    precision = effective_precision(next(model.parameters()).device, args.precision)
+    precision = effective_precision(model_device(model), args.precision)
     need = memory_need(model, len(x), args.k, args.batch_size, args.chunk, budget, precision)
     ram = physical_memory()
     what = f"{len(x)} datapoints x k = {args.k} samples"

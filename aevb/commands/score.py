@@ -13,8 +13,7 @@ from ..newdata import (COMPRESSORS, DEFAULT_COMPRESSOR, DEFAULT_RANK_BY, RANK_BY
                        OutputClaim, check_ids_fit, check_k, check_table_path, matrix_note, missing_rank, rank_against,
                        resolve_output, score_novelty, write_table)
 from ..runs import check_output
-from ..devices import precision_context
-from .common import add_parser, add_precision_argument, add_run_argument, check_seed, say
+from .common import add_parser, add_precision_argument, add_run_argument, check_seed, precision_of, say
 from ..units import format_duration
 from .evaluate import MAX_SECONDS
 from .items import add_data_arguments, model_and_items, open_run
@@ -113,7 +112,7 @@ def score_items(args: argparse.Namespace, claims: contextlib.ExitStack) -> int:
         data = run_.load_data(progress=args.progress)
         ref = run_.own_items(args.reference or "test", args.seed, data)
     train_n = min(TYPICALITY_TRAIN, len(data.train)) if args.typicality else 0
-    with precision_context(next(model.parameters()).device, args.precision):  # the estimate's probe too
+    with precision_of(args, model):  # the estimate's probe too
         n = len(items) + (len(ref) if ref is not None else 0) + train_n
         seconds = estimate_seconds(model, items.split, args.k) * n / len(items) * (2 if bg is not None else 1)
         said = f"scoring {n} datapoints x k = {args.k} samples: about {format_duration(seconds)} (estimate)"
