@@ -12,7 +12,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .. import threads
+from .. import denormals, threads
 from ..bounds import eval_rows
 from ..config.ranges import THREADS
 from ..devices import PRECISIONS, precision_context, resolve_device
@@ -136,9 +136,10 @@ def run_command(args: argparse.Namespace) -> int:
     """Run a sub-command: errors a user can cause end as one line and exit status 2 (3 for a
     diverged training run); anything else as one line pointing to a log file that holds the
     traceback (exit status 1). Never a bare traceback. The process's thread count is as it was
-    afterwards (a command may choose its own: --threads)."""
+    afterwards (a command may choose its own: --threads), and so is its handling of denormal
+    numbers, flushed to zero while the command runs (aevb.denormals)."""
     try:
-        with threads.kept():
+        with threads.kept(), denormals.flushed():
             if getattr(args, "threads", None) is not None:  # given: from the start (commands that load a
                 check_threads(args.threads)                   # model choose by its size otherwise)
                 threads.set_threads(args.threads)

@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .. import distributed, linear, threads
+from .. import denormals, distributed, linear, threads
 from ..bounds import dataset_bound, elbo_sums, eval_rows
 from ..config import RunConfig
 from ..data import Dataset, Split
@@ -300,7 +300,12 @@ class Trainer:
     def train_epoch(self) -> dict:
         """One epoch: the training steps, the test (and validation) bound, the metrics row, and
         the built-in callbacks' outputs (best.pt, last.pt, metrics, images, TensorBoard, the epoch
-        line); returns the row. ``fit`` then calls the user's callbacks."""
+        line); returns the row. ``fit`` then calls the user's callbacks. Denormal numbers are
+        flushed to zero meanwhile, in every CPU thread (aevb.denormals)."""
+        with denormals.flushed():
+            return self._train_epoch()
+
+    def _train_epoch(self) -> dict:
         cfg, t, obj = self.cfg, self.cfg.train, self.cfg.objective
         train_split = self.splits["train"]
         n, bs = len(train_split), t.batch_size
