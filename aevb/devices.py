@@ -4,6 +4,9 @@ The one place where a device is chosen; everything else takes the ``torch.device
 """
 from __future__ import annotations
 
+import sys
+import time
+
 import torch
 
 from .errors import ConfigError, RunError
@@ -52,13 +55,54 @@ def resolve_device(name: str = "auto", cpu_advice: str = "--device cpu") -> torc
     return dev
 
 
+# bfloat16 products at less than this share of float32's speed on the CPU get a warning
+SLOW_BF16 = 0.9
+_bf16_speed = {}  # device type -> bf16_speed, measured once per process
+_bf16_looked_at = set()  # device types whose bf16 speed a precision context has looked at
+
+
 def precision_context(device: torch.device, precision: str):
     """The arithmetic of the networks within it: ``bf16`` runs their matrix products and
-    convolutions in bfloat16 autocast on the CPU and CUDA (about 2x faster products on CPUs with
-    AVX512-BF16 or AMX and on recent GPUs); the VAE casts the networks' outputs back, so bounds,
-    KL terms and log-sum-exps are computed in float32. ``fp32`` (and other devices) change nothing."""
+    convolutions in bfloat16 autocast on the CPU and CUDA (about 2x faster products on CPUs whose
+    AVX512-BF16 runs at twice the float32 rate, such as AMD's Zen 4, or with AMX, and on recent
+    GPUs; half as fast on an Intel Xeon without AMX, which the first bf16 context of a process
+    warns of: see :func:`bf16_speed`); the VAE casts the networks' outputs back, so bounds, KL
+    terms and log-sum-exps are computed in float32. ``fp32`` (and other devices) change nothing."""
     enabled = effective_precision(device, precision) == "bf16"
+    if enabled and device.type == "cpu" and device.type not in _bf16_looked_at:
+        _bf16_looked_at.add(device.type)
+        warn_if_bf16_is_slow(device)
     return torch.autocast(device_type=device.type if enabled else "cpu", dtype=torch.bfloat16, enabled=enabled)
+
+
+def bf16_speed(device: torch.device, size: int = 1024, rows: int = 256) -> float:
+    """How fast a bfloat16 matrix product runs on ``device`` against a float32 one (2.0: twice
+    as fast): a ``rows`` x ``size`` batch through a ``size`` x ``size`` layer, the best of five
+    of each in turn, a few milliseconds in all. Measured once per process and device type."""
+    if device.type not in _bf16_speed:
+        with torch.no_grad(), torch.autocast(device_type="cpu", enabled=False):
+            x, w = torch.randn(rows, size, device=device), torch.randn(size, size, device=device) / size ** 0.5
+            pairs = {torch.float32: (x, w), torch.bfloat16: (x.bfloat16(), w.bfloat16())}
+            best = {dtype: float("inf") for dtype in pairs}
+            for _ in range(6):  # the first round warms up
+                for dtype, (a, b) in pairs.items():
+                    t0 = time.perf_counter()
+                    torch.nn.functional.linear(a, b)
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    best[dtype] = min(best[dtype], time.perf_counter() - t0) if _ else best[dtype]
+        _bf16_speed[device.type] = best[torch.float32] / best[torch.bfloat16]
+    return _bf16_speed[device.type]
+
+
+def warn_if_bf16_is_slow(device: torch.device) -> None:
+    """One line on stderr where bfloat16 products on ``device`` run at less than SLOW_BF16 of
+    float32's speed: --precision bf16 then makes a model slower, not faster."""
+    speed = bf16_speed(device)
+    if speed < SLOW_BF16:
+        print(f"aevb: warning: on this {device.type.upper()} bfloat16 matrix products run at {speed:.2f}x the speed "
+              "of float32 (measured just now), so precision bf16 makes the networks slower here, not faster; "
+              "fp32 is the faster choice on this machine", file=sys.stderr, flush=True)
 
 
 def effective_precision(device: torch.device, precision: str) -> str:
