@@ -83,14 +83,15 @@ def bf16_speed(device: torch.device, size: int = 1024, rows: int = 256) -> float
         with torch.no_grad(), torch.autocast(device_type="cpu", enabled=False):
             x, w = torch.randn(rows, size, device=device), torch.randn(size, size, device=device) / size ** 0.5
             pairs = {torch.float32: (x, w), torch.bfloat16: (x.bfloat16(), w.bfloat16())}
-            best = {dtype: float("inf") for dtype in pairs}
-            for _ in range(6):  # the first round warms up
+            times = {dtype: [] for dtype in pairs}
+            for _ in range(6):
                 for dtype, (a, b) in pairs.items():
                     t0 = time.perf_counter()
                     torch.nn.functional.linear(a, b)
                     if device.type == "cuda":
                         torch.cuda.synchronize(device)
-                    best[dtype] = min(best[dtype], time.perf_counter() - t0) if _ else best[dtype]
+                    times[dtype].append(time.perf_counter() - t0)
+        best = {dtype: min(t[1:]) for dtype, t in times.items()}  # the first round warms up
         _bf16_speed[device.type] = best[torch.float32] / best[torch.bfloat16]
     return _bf16_speed[device.type]
 

@@ -102,8 +102,8 @@ def evaluate_run(run, split: str = "test", k: int = 1, batch_size: Optional[int]
     datapoints when given: a quicker estimate, said in the result); returns the summary dict.
     ``checkpoint``: the model of the run's ``last`` or ``best`` checkpoint (the result names it
     and its epoch). ``precision``: ``bf16`` runs the networks in bfloat16 autocast (faster for
-    large MLPs and conv networks on CPUs with bfloat16 arithmetic; the bounds are still summed in
-    float32, and the result says which was used).
+    large MLPs and conv networks on CPUs whose bfloat16 products outrun float32's; the bounds are
+    still summed in float32, and the result says which was used).
 
     ``check(model, x)``, if given, is called once the model and data are loaded and before the
     evaluation starts (e.g. to print an estimate of its cost, or to refuse it by raising).

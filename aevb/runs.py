@@ -27,7 +27,7 @@ import torch
 
 from .config import RunConfig
 from .data import load_configured
-from .devices import check_precision, precision_context, resolve_device
+from .devices import check_precision, resolve_device
 from .errors import CheckpointError, ConfigError, DataError, RunError
 from .checkpoints import RUN_ID
 from .io import atomic_write_text, load_checkpoint
@@ -36,7 +36,7 @@ from .model import VAE
 from . import newdata
 from .newdata import Codes, Items, Scores, check_fits, load_items
 from .data.base import binarized
-from .sampling import model_device
+from .sampling import model_device, precision_for
 
 RUN_MARKER = "run.json"
 CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -394,7 +394,7 @@ class Run:
         samples, seed = newdata.check_samples(samples), newdata.check_seed(seed)
         check_precision(precision)
         model, items = self._model_and_items(source, device, seed, checkpoint, **kw)
-        with precision_context(model_device(model), precision):
+        with precision_for(model, precision):
             return newdata.encode_items(model, items, samples, seed)
 
     def score(self, source, k: int = 1, seed: int = 0, device="cpu", checkpoint: str = "last",
@@ -428,7 +428,7 @@ class Run:
             if why:
                 raise ConfigError(why)
         likelihood = self.config.model.likelihood
-        with precision_context(model_device(model), precision):
+        with precision_for(model, precision):
             cols = newdata.score_novelty(model, items, k, likelihood, seed, compressor=compressor, background=bg_model)
             if reference is not None:
                 ref = newdata.score_novelty(model, self.own_items(reference, seed), k, likelihood, seed,
@@ -514,7 +514,7 @@ class Run:
         """The mean of p(x|z) at z = E_q[z|x] for each item of ``source``: a float tensor [N, D]."""
         check_precision(precision)
         model, items = self._model_and_items(source, device, checkpoint=checkpoint, **kw)
-        with precision_context(model_device(model), precision):
+        with precision_for(model, precision):
             return torch.cat([r for _, r in newdata.reconstruction_blocks(model, items.split)])
 
     def decode(self, z, device="cpu", checkpoint: str = "last", precision: str = "fp32"):
@@ -525,7 +525,7 @@ class Run:
         check_precision(precision)
         model = self.load_model(_python_device(device), checkpoint)
         _, codes = newdata.codes_of(z, int(model.latent_dim), "z")
-        with precision_context(model_device(model), precision):
+        with precision_for(model, precision):
             return newdata.decode(model, codes, name="z")
 
     def metrics(self) -> List[dict]:

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from .bounds import eval_rows, posterior_means
+from .devices import precision_context
 
 
 @contextlib.contextmanager
@@ -34,6 +35,12 @@ def eval_mode(model) -> Iterator[None]:
 
 def model_device(model) -> torch.device:
     return next(model.parameters()).device
+
+
+def precision_for(model, precision: str):
+    """The context of ``precision`` for ``model``'s passes on the model's device (see
+    aevb.devices.precision_context)."""
+    return precision_context(model_device(model), precision)
 
 
 def model_dtype(model) -> torch.dtype:

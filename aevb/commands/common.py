@@ -15,11 +15,11 @@ from pathlib import Path
 from .. import denormals, threads
 from ..bounds import eval_rows
 from ..config.ranges import THREADS
-from ..devices import PRECISIONS, precision_context, resolve_device
+from ..devices import PRECISIONS, resolve_device
 from ..errors import USER_ERRORS, ConfigError, interruption
 from ..newdata import checks
 from ..runs import CHECKPOINTS, Run, check_output
-from ..sampling import model_device
+from ..sampling import precision_for
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -70,12 +70,13 @@ def add_precision_argument(p: argparse.ArgumentParser, bounds: bool = True) -> N
     kept = "the bounds are summed in float32" if bounds else "their outputs are converted to float32"
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help=f"bf16: the networks run in bfloat16 autocast, {kept} (faster for large MLPs and conv "
-                        "networks on CPUs with bfloat16 arithmetic; default fp32)")
+                        "networks on CPUs whose bfloat16 products outrun float32's, such as AMX or AMD's Zen 4; "
+                        "slower elsewhere, which the command says; default fp32)")
 
 
 def precision_of(args: argparse.Namespace, model):
-    """The context of --precision for ``model``'s passes (see aevb.devices.precision_context)."""
-    return precision_context(model_device(model), args.precision)
+    """The context of --precision for ``model``'s passes (aevb.sampling.precision_for)."""
+    return precision_for(model, args.precision)
 
 
 def add_threads_argument(p: argparse.ArgumentParser) -> None:

@@ -149,8 +149,9 @@ OPTIONS = [
                                         "step is small work, where sharing each operation costs more than it "
                                         "saves; else PyTorch's choice)")),
     ("--precision", "train.precision", dict(choices=choices("train.precision"), help="bf16: training steps run the networks "
-                                            "in bfloat16 autocast (faster on CPUs with AMX/AVX512-BF16 and on recent "
-                                            "GPUs); the bounds and the epochs' test bound stay fp32")),
+                                            "in bfloat16 autocast (faster on CPUs whose bfloat16 products outrun float32's, "
+                                            "such as AMX or AMD's Zen 4, and on recent GPUs; slower elsewhere, which "
+                                            "training says); the bounds and the epochs' test bound stay fp32")),
     ("--images-every", "train.images_every", dict(type=int, metavar="N", help="write image grids every N epochs (0: never)")),
     ("--no-progress", "train.progress", dict(action="store_false", help="no progress bars or epoch lines")),
     ("--no-tensorboard", "train.tensorboard", dict(action="store_false", help="do not write TensorBoard events")),
