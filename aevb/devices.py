@@ -4,6 +4,7 @@ The one place where a device is chosen; everything else takes the ``torch.device
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
@@ -72,7 +73,17 @@ def precision_context(device: torch.device, precision: str):
     if enabled and device.type == "cpu" and device.type not in _bf16_looked_at:
         _bf16_looked_at.add(device.type)
         warn_if_bf16_is_slow(device)
+    if not enabled and not _cpu_autocast_on():  # nothing to switch off (a training step saves the context's cost)
+        return contextlib.nullcontext()
     return torch.autocast(device_type=device.type if enabled else "cpu", dtype=torch.bfloat16, enabled=enabled)
+
+
+def _cpu_autocast_on() -> bool:
+    """Whether CPU autocast is on (a caller's own), which an ``fp32`` context switches off."""
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
 
 
 def bf16_speed(device: torch.device, size: int = 1024, rows: int = 256) -> float:

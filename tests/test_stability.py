@@ -20,6 +20,7 @@ from aevb.optimizers import build_optimizer, fan_in_factor
 from aevb.presets import CURRENT_DEFAULTS, MEASURED_WITH, PRESETS
 from aevb.training import Trainer
 from aevb.training import loop as training_loop
+from aevb.training.objective import step_is_finite
 
 from conftest import tiny_config
 from aevb import metrics as M
@@ -176,6 +177,49 @@ def test_a_non_finite_step_is_left_out_and_counted(tmp_path, monkeypatch):
     assert clean.history[0][M.SKIPPED_STEPS] == 0
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert state[M.SKIPPED_STEPS] == 1
+
+
+@pytest.mark.parametrize("clip", [None, 1.0])
+def test_a_finite_loss_with_one_non_finite_gradient_is_not_a_step(clip):
+    """The check reads every gradient, not the loss alone; parameters without one are passed over."""
+    a, b, frozen = nn.Parameter(torch.ones(3)), nn.Parameter(torch.ones(2, 2)), nn.Parameter(torch.ones(1))
+    loss = torch.tensor(1.5)
+    a.grad, b.grad = torch.full((3,), 0.5), torch.ones(2, 2)
+    assert step_is_finite([a, b, frozen], loss, clip)
+    for bad in (math.inf, -math.inf, math.nan):
+        b.grad = torch.ones(2, 2)
+        b.grad[1, 0] = bad
+        assert not step_is_finite([a, b, frozen], loss, clip)
+    b.grad = torch.ones(2, 2)
+    assert not step_is_finite([a, b, frozen], torch.tensor(math.nan), clip)
+    assert not step_is_finite([a, b, frozen], torch.tensor(-math.inf), clip)
+
+
+def test_a_step_whose_gradient_alone_is_not_finite_is_left_out(tmp_path, monkeypatch):
+    """A gradient that overflows while the loss stays finite (here one weight's, at step 2) is
+    skipped and counted like a non-finite loss, and the weights stay as the step before left them."""
+    real_step = Trainer._apply_step
+    applied = []
+
+    def spy(self):
+        applied.append(self.step)
+        real_step(self)
+
+    monkeypatch.setattr(Trainer, "_apply_step", spy)
+    trainer = Trainer.new(tiny_config(train={"epochs": 1}), tmp_path / "run")
+    weight = trainer.model.decoder.net[0].weight
+    calls = {"n": 0}
+
+    def overflow(g):
+        calls["n"] += 1
+        return g * math.inf if calls["n"] == 3 else g
+
+    weight.register_hook(overflow)
+    trainer.fit()
+    rec = trainer.history[0]
+    assert 2 not in applied and {1, 3} <= set(applied)
+    assert rec[M.SKIPPED_STEPS] == 1 and trainer.skipped_steps == 1
+    assert math.isfinite(rec[M.TRAIN_BOUND]) and torch.isfinite(weight).all()
 
 
 def test_too_many_non_finite_steps_stop_the_run_clearly(tmp_path, monkeypatch):

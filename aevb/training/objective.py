@@ -37,19 +37,16 @@ def batch_loss(terms: BoundTerms, obj, beta: float, total: Optional[int] = None)
 
 
 def step_is_finite(params, loss: Tensor, clip: Optional[float] = None) -> bool:
-    """Whether a step may be applied: the loss and every gradient are finite (one device
-    synchronisation per step). The gradients' norm is clipped to ``clip`` first when given. A
-    non-finite step is left out, not applied: one overflowing batch would otherwise write NaN
-    or infinity into every weight and Adam moment at once."""
-    params = [p for p in params if p.grad is not None]
-    grads = [p.grad.detach() for p in params]
+    """Whether a step may be applied: the loss and every gradient of ``params`` (a list) are
+    finite (one device synchronisation per step). The gradients' norm is clipped to ``clip``
+    first when given. A non-finite step is left out, not applied: one overflowing batch would
+    otherwise write NaN or infinity into every weight and Adam moment at once."""
     if clip:
-        total = torch.nn.utils.clip_grad_norm_(params, clip)
-    elif grads:  # a NaN or infinity anywhere makes the sum of sums so; a plain sum is the cheapest
-        total = torch.stack([g.sum() for g in grads]).sum()  # pass (no squares, so no overflow of its own)
-    else:
-        total = torch.zeros((), device=loss.device)
-    return bool(torch.isfinite(total + loss.detach()))
+        total = torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], clip) + loss.detach()
+    else:  # a NaN or infinity anywhere makes the sum of sums so; a plain sum is the cheapest pass
+        # (no squares, so no overflow of its own), and one stack of them the fewest operations
+        total = torch.stack([loss.detach()] + [p.grad.sum() for p in params if p.grad is not None]).sum()
+    return bool(total.isfinite())
 
 
 def poison_if_nonfinite(params, loss: Tensor) -> None:
