@@ -248,3 +248,67 @@ def test_kept_bf16_copy_follows_changed_weights(wide):
     after = no_grad_bf16(ours, x).float()
     assert (after - before).abs().max() > 10.0  # the stale copy would give `before` again
     check()
+
+
+# ------------------------------------------------------------------ the proof that a gradient is finite
+def _backward(layer, x, g, autocast=False):
+    """One backward pass of ``layer`` on ``x`` with the output gradient ``g``, inside grads_in_place."""
+    layer.weight.grad = layer.bias.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        y = layer(x)
+    with grads_in_place():
+        y.backward(g.to(y.dtype))
+    return layer.weight.grad
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_a_finite_weight_gradient_comes_with_its_proof(blocks, autocast):
+    ours, _ = pair(12, 43)
+    grad = _backward(ours, torch.randn(16, 12), torch.randn(16, 43), autocast)
+    assert torch.isfinite(grad).all()
+    proof = linear.finite_certificate(grad)
+    assert proof is not None and proof.item() == 0.0
+    grad.mul_(0.5)  # changed in place (clipped, summed over processes): no longer proven
+    assert linear.finite_certificate(grad) is None
+    assert linear.finite_certificate(torch.zeros(3)) is None  # any other tensor has none
+
+
+def test_the_proof_fails_but_does_not_lie(blocks):
+    """N max|g| max|x| bounds every entry of g^T x. Large values in different rows make the bound
+    fail for a finite gradient (the check then reads the gradient); NaN or infinity in the batch
+    always makes it fail."""
+    ours, _ = pair(12, 43)
+    x, g = torch.ones(4, 12), torch.ones(4, 43)
+    x[0], g[1] = 1e25, 1e25  # no row holds both: every product is at most 1e25
+    grad = _backward(ours, x, g)
+    assert torch.isfinite(grad).all() and grad.abs().max() <= 4e25
+    assert torch.isnan(linear.finite_certificate(grad))
+    for bad in (float("nan"), float("inf")):
+        x = torch.randn(4, 12)
+        x[2, 5] = bad
+        grad = _backward(ours, x, torch.randn(4, 43))
+        assert not torch.isfinite(grad).all()
+        assert torch.isnan(linear.finite_certificate(grad))
+    x, g = torch.full((4, 12), 1e20), torch.full((4, 43), 1e20)  # every product overflows
+    grad = _backward(ours, x, g)
+    assert torch.isinf(grad).all() and torch.isnan(linear.finite_certificate(grad))
+
+
+def test_the_step_check_trusts_a_proof_and_reads_the_gradient_without_one(blocks):
+    from aevb.training.objective import step_is_finite
+
+    ours, _ = pair(12, 43)
+    loss = torch.tensor(2.0)
+    params = list(ours.parameters())
+    _backward(ours, torch.randn(8, 12), torch.randn(8, 43))
+    assert step_is_finite(params, loss)
+    x, g = torch.ones(4, 12), torch.ones(4, 43)
+    x[0], g[1] = 1e25, 1e25  # finite, but not proven so: the gradients themselves decide
+    _backward(ours, x, g)
+    assert step_is_finite(params, loss)
+    x[3, 3] = float("nan")
+    _backward(ours, x, g)
+    assert not step_is_finite(params, loss)
+    _backward(ours, torch.randn(8, 12), torch.randn(8, 43))
+    ours.weight.grad[0, 0] = float("inf")  # written after the proof: its version says so
+    assert not step_is_finite(params, loss)
