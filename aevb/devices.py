@@ -92,7 +92,9 @@ def bf16_speed(device: torch.device, size: int = 1024, rows: int = 256) -> float
     of each in turn, a few milliseconds in all. Measured once per process and device type."""
     if device.type not in _bf16_speed:
         with torch.no_grad(), torch.autocast(device_type="cpu", enabled=False):
-            x, w = torch.randn(rows, size, device=device), torch.randn(size, size, device=device) / size ** 0.5
+            noise = torch.Generator(device=device).manual_seed(0)  # (the global stream is the model's own)
+            x = torch.randn(rows, size, device=device, generator=noise)
+            w = torch.randn(size, size, device=device, generator=noise) / size ** 0.5
             pairs = {torch.float32: (x, w), torch.bfloat16: (x.bfloat16(), w.bfloat16())}
             times = {dtype: [] for dtype in pairs}
             for _ in range(6):

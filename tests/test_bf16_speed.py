@@ -47,3 +47,34 @@ def test_the_speed_is_measured_once_per_process(monkeypatch, one_thread):
     assert math.isfinite(speed) and speed > 0
     assert calls.count(torch.float32) == calls.count(torch.bfloat16) == 6
     assert devices.bf16_speed(CPU) == speed and len(calls) == 12
+
+
+def test_the_measurement_leaves_the_global_random_stream_alone(monkeypatch, one_thread):
+    """The model's noise comes from the global generator: a probe drawing from it would make a
+    run's numbers depend on when in the process its first bfloat16 pass came."""
+    monkeypatch.setattr(devices, "_bf16_speed", {})
+    torch.manual_seed(5)
+    want = torch.rand(4)
+    torch.manual_seed(5)
+    devices.bf16_speed(CPU, size=64, rows=8)
+    assert torch.equal(torch.rand(4), want)
+
+
+def test_a_bf16_run_resumed_in_a_new_process_equals_an_uninterrupted_one(monkeypatch, tmp_path, one_thread):
+    """A resumed process measures the bfloat16 speed at its own first pass, in another epoch
+    than the uninterrupted run did; the weights after both are the same."""
+    from aevb.training import Trainer
+
+    def fresh_process():
+        monkeypatch.setattr(devices, "_bf16_looked_at", set())
+        monkeypatch.setattr(devices, "_bf16_speed", {})
+
+    cfg = lambda epochs: tiny_config(train={"epochs": epochs, "precision": "bf16"})
+    fresh_process()
+    Trainer.new(cfg(2), tmp_path / "full").fit()
+    fresh_process()
+    Trainer.new(cfg(1), tmp_path / "part").fit()
+    fresh_process()
+    Trainer.resume(tmp_path / "part", epochs=2).fit()
+    a, b = (torch.load(tmp_path / r / "checkpoints" / "last.pt", weights_only=True)["model"] for r in ("full", "part"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
