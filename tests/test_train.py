@@ -96,6 +96,7 @@ def test_an_existing_run_is_not_overwritten_unless_asked(tmp_path, capsys):
     assert (out / "checkpoints" / "last.pt").read_bytes() == ckpt
     assert main(args + ["--overwrite"]) == 0
     assert load_run(out).config.model.latent_dim == 2
+    assert "(negative ELBO) after 1 epoch; run folder" in capsys.readouterr().out  # one epoch, not "1 epochs"
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):

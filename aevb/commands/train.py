@@ -322,7 +322,7 @@ def run(args: argparse.Namespace) -> int:
     last = trainer.history[-1] if trainer.history and trainer.epoch > before else None
     if last and trainer.dist.is_main:
         print(f"done: test loss {-last[TEST_BOUND]:.2f} nats per datapoint (negative ELBO) after "
-              f"{trainer.epoch} epochs; run folder {trainer.run_dir}"
+              f"{trainer.epoch} epoch{'' if trainer.epoch == 1 else 's'}; run folder {trainer.run_dir}"
               + (f" (a quick debug run: each epoch trained only its first {trainer.cfg.train.limit_batches} "
                  "batches)" if trainer.cfg.train.limit_batches else ""))
         if trainer.stopped_early:
