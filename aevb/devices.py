@@ -73,17 +73,24 @@ def precision_context(device: torch.device, precision: str):
     if enabled and device.type == "cpu" and device.type not in _bf16_looked_at:
         _bf16_looked_at.add(device.type)
         warn_if_bf16_is_slow(device)
-    if not enabled and not _cpu_autocast_on():  # nothing to switch off (a training step saves the context's cost)
+    if not enabled and autocast_dtype("cpu") is None:  # nothing to switch off (a training step saves its cost)
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type if enabled else "cpu", dtype=torch.bfloat16, enabled=enabled)
 
 
-def _cpu_autocast_on() -> bool:
-    """Whether CPU autocast is on (a caller's own), which an ``fp32`` context switches off."""
+def autocast_dtype(kind: str):
+    """The dtype autocast lowers to on device kind ``kind`` (``cpu`` or ``cuda``) where it is on
+    (a caller's own or a precision context), else None."""
+    if kind not in ("cpu", "cuda"):
+        return None
     try:
-        return torch.is_autocast_enabled("cpu")
-    except TypeError:  # torch < 2.4
-        return torch.is_autocast_cpu_enabled()
+        on, dtype = torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind)
+    except (TypeError, AttributeError):  # torch < 2.4: one function per device kind
+        if kind == "cpu":
+            on, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+        else:
+            on, dtype = torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+    return dtype if on else None
 
 
 def bf16_speed(device: torch.device, size: int = 1024, rows: int = 256) -> float:

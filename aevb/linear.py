@@ -46,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .devices import autocast_dtype
+
 # weights of at least this many values (16 MB in float32) take the buffered path: below it a
 # step's allocations are small and PyTorch's own path is as fast, without the extra call
 WIDE_WEIGHTS = 1 << 22
@@ -89,15 +91,7 @@ def fresh_low_copies() -> None:
 
 def _autocast_bf16(device: torch.device) -> bool:
     """Whether bfloat16 autocast is on for ``device``'s kind (CPU or CUDA)."""
-    kind = device.type
-    if kind not in ("cpu", "cuda"):
-        return False
-    try:
-        return torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind) == torch.bfloat16
-    except (TypeError, AttributeError):  # torch < 2.4: one function per device kind
-        if kind == "cpu":
-            return torch.is_autocast_cpu_enabled() and torch.get_autocast_cpu_dtype() == torch.bfloat16
-        return torch.is_autocast_enabled() and torch.get_autocast_gpu_dtype() == torch.bfloat16
+    return autocast_dtype(device.type) == torch.bfloat16
 
 
 def traced() -> bool:

@@ -1,4 +1,4 @@
-"""How messages write quantities: one way for a duration and one for a number of bytes.
+"""How messages write quantities: one way for a duration, one for a number of bytes, one for a count.
 
 Both sit at the bottom of the package (nothing here imports from aevb), so every module writes
 a size or a time the same way.
@@ -47,3 +47,8 @@ def format_duration(seconds: float) -> str:
     if s < 2 * 86400:
         return f"{s / 3600:.1f} h"
     return f"{s / 86400:,.0f} days"
+
+
+def count(n: int, noun: str) -> str:
+    """``n`` and ``noun``, in the plural unless n is 1: ``count(1, "epoch")`` is "1 epoch"."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"

@@ -11,6 +11,7 @@ from ..flows import FLOW_STEPS
 from ..metrics import TEST_BOUND
 from ..priors import MIXTURE_COMPONENTS, PSEUDO_INPUTS
 from ..sizing import LOGISTIC_COMPONENTS
+from ..units import count
 from .common import add_parser
 
 # (flag, dotted config key, argparse keywords). Every option defaults to "not given", so a config
@@ -322,7 +323,7 @@ def run(args: argparse.Namespace) -> int:
     last = trainer.history[-1] if trainer.history and trainer.epoch > before else None
     if last and trainer.dist.is_main:
         print(f"done: test loss {-last[TEST_BOUND]:.2f} nats per datapoint (negative ELBO) after "
-              f"{trainer.epoch} epoch{'' if trainer.epoch == 1 else 's'}; run folder {trainer.run_dir}"
+              f"{count(trainer.epoch, 'epoch')}; run folder {trainer.run_dir}"
               + (f" (a quick debug run: each epoch trained only its first {trainer.cfg.train.limit_batches} "
                  "batches)" if trainer.cfg.train.limit_batches else ""))
         if trainer.stopped_early:

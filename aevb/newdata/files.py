@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence
 
 from torch import Tensor
 
-from ..units import format_bytes
+from ..units import count, format_bytes
 from ..errors import DataError, DiskFullError
 from ..images import png_bytes, to_images
 from ..io import temporaries_of
@@ -168,7 +168,7 @@ def resolve_output(path, option: str = "--out") -> Path:
 def _size(p: Path) -> str:
     if p.is_dir():
         n = sum(1 for q in p.rglob("*") if q.is_file())
-        return f"{n:,} file{'' if n == 1 else 's'}"
+        return count(n, "file")
     try:
         return format_bytes(p.stat().st_size)
     except OSError:

@@ -393,8 +393,8 @@ class Trainer:
         with linear.grads_in_place():  # wide layers write their weight gradients into buffers they keep
             loss.backward()
         if sharded:  # sum over processes: the gradient of the global batch's mean
-            poison_if_nonfinite(self.model.parameters(), loss)  # so that every process skips the step
-            distributed.all_reduce_gradients(self.model.parameters())
+            poison_if_nonfinite(self.trained, loss)  # so that every process skips the step
+            distributed.all_reduce_gradients(self.trained)
         applied = step_is_finite(self.trained, loss, cfg.optim.grad_clip)
         if applied:
             self._apply_step()

@@ -52,11 +52,13 @@ def step_is_finite(params, loss: Tensor, clip: Optional[float] = None) -> bool:
         return bool(total.isfinite())
     grads = [p.grad for p in params if p.grad is not None]
     proofs = [finite_certificate(g) for g in grads]
-    total = torch.stack([loss.detach()] + [g.sum() if c is None else c for g, c in zip(grads, proofs)]).sum()
-    finite = bool(total.isfinite())
+    terms = [loss.detach()] + [g.sum() if c is None else c for g, c in zip(grads, proofs)]
+    finite = bool(torch.stack(terms).sum().isfinite())
     if finite or all(c is None for c in proofs):
         return finite
-    return bool(torch.stack([loss.detach()] + [g.sum() for g in grads]).sum().isfinite())
+    # a proof failed, which a finite gradient may do too: sum those gradients themselves
+    terms[1:] = [g.sum() if c is not None else t for g, c, t in zip(grads, proofs, terms[1:])]
+    return bool(torch.stack(terms).sum().isfinite())
 
 
 def poison_if_nonfinite(params, loss: Tensor) -> None:
